@@ -1,0 +1,168 @@
+"""The only code that talks to a monitored Redis.
+
+Keys are `bytes` end to end. Redis's TTL codes (-1 no expiry, -2 gone) are turned into
+`None`/absent here and nowhere else. Never `KEYS`; a literal prefix becomes a MATCH
+pattern through `match_pattern()`, which escapes the glob characters itself.
+
+Connection URLs are read from the environment at connect time (a database record names
+the env var); no connection secret is ever stored in Postgres.
+"""
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from dashboard.settings import redis_target
+
+
+class KeyspaceError(Exception):
+    """Redis could not answer. The message is safe to show an operator (no secrets)."""
+
+
+class NotConfigured(KeyspaceError):
+    pass
+
+
+class Unreachable(KeyspaceError):
+    pass
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    latency_ms: float | None
+    error: str = ""
+
+
+_clients: dict[str, redis.Redis] = {}
+_clients_lock = threading.Lock()
+
+
+def connection_url(database, *, write=False):
+    """The URL for `database`: the read-only one for browsing when configured."""
+    name = database.url_env if (write or not database.readonly_url_env) else database.readonly_url_env
+    url = os.environ.get(name, "")
+    if not url:
+        raise NotConfigured(f"The environment variable {name} is not set, so {database.name} cannot be reached.")
+    target = redis_target(url)
+    if target in (redis_target(settings.CELERY_BROKER_URL), redis_target(settings.CACHE_URL)):
+        raise NotConfigured(
+            f"{name} points at the dashboard's own Celery broker or cache database; "
+            "refusing to treat it as a monitored keyspace."
+        )
+    return url
+
+
+def make_client(url):
+    """A client with explicit timeouts, no silent retries, and verified TLS for rediss://."""
+    options = {
+        "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
+        "socket_timeout": settings.REDIS_READ_TIMEOUT,
+        "retry": Retry(NoBackoff(), 0),
+        "retry_on_timeout": False,
+        "health_check_interval": 30,
+        "client_name": "continuity-dashboard",
+    }
+    if url.startswith("rediss://"):
+        options.update(ssl_cert_reqs="required", ssl_check_hostname=True)
+        if settings.REDIS_CA_FILE:
+            options["ssl_ca_certs"] = settings.REDIS_CA_FILE
+    return redis.Redis.from_url(url, **options)
+
+
+def client_for(database, *, write=False):
+    url = connection_url(database, write=write)
+    with _clients_lock:
+        client = _clients.get(url)
+        if client is None:
+            client = _clients[url] = make_client(url)
+    return client
+
+
+def describe(exc):
+    """A short operator-facing description of a Redis failure."""
+    if isinstance(exc, KeyspaceError):
+        return str(exc)
+    if isinstance(exc, redis.TimeoutError):
+        return "Redis did not answer within the timeout."
+    if isinstance(exc, redis.ConnectionError):
+        return f"Redis is unreachable: {exc}"
+    if isinstance(exc, redis.ResponseError):
+        return f"Redis refused the command: {exc}"
+    return f"Redis error: {exc.__class__.__name__}: {exc}"
+
+
+def ping(database):
+    """Health of one monitored database: PING with latency."""
+    started = time.perf_counter()
+    try:
+        client_for(database).ping()
+    except (redis.RedisError, KeyspaceError) as exc:
+        return Health(ok=False, latency_ms=None, error=describe(exc))
+    return Health(ok=True, latency_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+_status_cache: dict[int, tuple[float, Health]] = {}
+STATUS_CACHE_SECONDS = 15
+
+
+def cached_ping(database):
+    """`ping()` remembered for a few seconds, so page banners cost at most one ping per
+    database per interval and a down Redis cannot slow every page."""
+    now = time.monotonic()
+    hit = _status_cache.get(database.pk)
+    if hit and now - hit[0] < STATUS_CACHE_SECONDS:
+        return hit[1]
+    health = ping(database)
+    _status_cache[database.pk] = (now, health)
+    return health
+
+
+def forget_cached_status():
+    _status_cache.clear()
+
+
+@dataclass(frozen=True)
+class ServerSummary:
+    """O(1) figures for a database header. `None` where the server refused to say."""
+
+    dbsize: int | None
+    keys_with_ttl: int | None
+    redis_version: str | None
+    used_memory: int | None
+
+    @property
+    def keys_without_ttl(self):
+        if self.dbsize is None or self.keys_with_ttl is None:
+            return None
+        return self.dbsize - self.keys_with_ttl
+
+
+def _info_db_index(client):
+    return int(client.get_connection_kwargs().get("db") or 0)
+
+
+def server_summary(database):
+    """DBSIZE and `INFO keyspace` (keys − expires = keys without TTL), each optional:
+    Upstash and ACL-restricted users may refuse INFO or DBSIZE, and we degrade."""
+    client = client_for(database)
+    dbsize = keys_with_ttl = version = memory = None
+    try:
+        dbsize = client.dbsize()
+    except redis.ResponseError:
+        pass
+    try:
+        info = client.info()
+        section = info.get(f"db{_info_db_index(client)}") or {}
+        keys_with_ttl = int(section.get("expires", 0)) if dbsize is not None else None
+        version = info.get("redis_version")
+        memory = info.get("used_memory")
+    except redis.ResponseError:
+        pass
+    return ServerSummary(dbsize=dbsize, keys_with_ttl=keys_with_ttl, redis_version=version, used_memory=memory)

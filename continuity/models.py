@@ -1,0 +1,55 @@
+"""Namespaces of the monitored keyspace and their TTL policies."""
+
+from django.db import models
+
+from dashboard.models import RedisDatabase
+
+
+class NamespaceQuerySet(models.QuerySet):
+    def for_database(self, database):
+        return self.filter(database=database).order_by("prefix")
+
+
+class Namespace(models.Model):
+    """A literal key prefix (e.g. `lucia:session:`) with the policy its keys must meet."""
+
+    TYPES = [("", "any"), ("string", "string"), ("hash", "hash"), ("list", "list"), ("set", "set"),
+             ("zset", "sorted set"), ("stream", "stream"), ("ReJSON-RL", "JSON")]
+    REPORT, APPLY_TTL, DELETE = "report", "apply_ttl", "delete"
+    ACTIONS = [(REPORT, "Report only"), (APPLY_TTL, "Apply the policy TTL"), (DELETE, "Delete")]
+
+    database = models.ForeignKey(RedisDatabase, on_delete=models.CASCADE, related_name="namespaces")
+    name = models.SlugField(max_length=64)
+    prefix = models.CharField(max_length=255, help_text="Literal key prefix, e.g. lucia:session:")
+    purpose = models.CharField(max_length=255, blank=True)
+    expected_type = models.CharField(max_length=16, choices=TYPES, blank=True)
+    min_ttl_seconds = models.PositiveIntegerField(null=True, blank=True)
+    max_ttl_seconds = models.PositiveIntegerField(null=True, blank=True)
+    ttl_required = models.BooleanField(default=True)
+    max_payload_bytes = models.PositiveIntegerField(
+        default=16 * 1024, help_text="Largest allowed size as Redis's MEMORY USAGE reports it."
+    )
+    fallback_note = models.TextField(blank=True, verbose_name="fallback if expired")
+    violation_action = models.CharField(max_length=16, choices=ACTIONS, default=REPORT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = NamespaceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["database__name", "prefix"]
+        constraints = [
+            models.UniqueConstraint(fields=["database", "prefix"], name="namespace_unique_prefix"),
+            models.UniqueConstraint(fields=["database", "name"], name="namespace_unique_name"),
+        ]
+
+    def __str__(self):
+        return self.prefix
+
+    def ttl_band(self):
+        """Human form of the TTL policy, e.g. '15m – 1h'."""
+        from continuity.templatetags.continuity import duration
+
+        low = duration(self.min_ttl_seconds) if self.min_ttl_seconds else "0"
+        high = duration(self.max_ttl_seconds) if self.max_ttl_seconds else "∞"
+        return f"{low} – {high}"

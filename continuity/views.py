@@ -1,0 +1,40 @@
+import redis
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.vary import vary_on_headers
+
+from continuity import keyspace
+from continuity.models import Namespace
+from dashboard import roles
+from dashboard.models import RedisDatabase
+
+
+@roles.role_required(roles.VIEWER)
+def overview(request):
+    databases = RedisDatabase.objects.all()
+    namespaces = Namespace.objects.select_related("database")
+    return render(request, "continuity/overview.html", {"databases": databases, "namespaces": namespaces})
+
+
+@roles.role_required(roles.VIEWER)
+@vary_on_headers("HX-Request")
+def database_summary(request, database):
+    """The live header figures of one database, loaded as an htmx region so a slow or
+    down Redis never holds up the page around it."""
+    database = get_object_or_404(RedisDatabase, name=database)
+    summary, error = None, ""
+    try:
+        summary = keyspace.server_summary(database)
+    except (redis.RedisError, keyspace.KeyspaceError) as exc:
+        error = keyspace.describe(exc)
+    return render(request, "continuity/overview.html#summary",
+                  {"database": database, "summary": summary, "error": error})
+
+
+@roles.role_required(roles.VIEWER)
+def job_list(request):
+    from django_celery_beat.models import PeriodicTask
+    from django_celery_results.models import TaskResult
+
+    schedules = PeriodicTask.objects.select_related("interval", "crontab").order_by("name")
+    results = TaskResult.objects.order_by("-date_created")[:50]
+    return render(request, "continuity/job_list.html", {"schedules": schedules, "results": results})

@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class DashboardConfig(AppConfig):
+    name = "dashboard"
+    verbose_name = "Records"
+
+    def ready(self):
+        from dashboard import roles
+
+        post_migrate.connect(roles.ensure_roles_after_migrate, sender=self)

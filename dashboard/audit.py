@@ -1,0 +1,87 @@
+"""The one way to write the audit log: `record(...)`, inside the change's transaction."""
+
+import json
+import re
+from contextvars import ContextVar
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
+from django.forms.models import model_to_dict
+
+from dashboard.models import AuditEntry
+
+CENSORED = "[censored]"
+# Field names whose values never reach the audit log.
+_SENSITIVE_NAME = re.compile(r"password|passwd|token|secret(?!_id)|credential|private|api_?key|^value$", re.I)
+# Redis URLs with a password in the userinfo: keep the user, drop the password.
+_URL_PASSWORD = re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+@", re.I)
+
+current_request_id = ContextVar("current_request_id", default="")
+
+
+def censor(data):
+    """A copy of `data` with sensitive values replaced by CENSORED."""
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            if _SENSITIVE_NAME.search(str(key)) and value not in (None, "", [], {}):
+                out[key] = CENSORED
+            else:
+                out[key] = censor(value)
+        return out
+    if isinstance(data, (list, tuple)):
+        return [censor(item) for item in data]
+    if isinstance(data, str):
+        return _URL_PASSWORD.sub(r"\1" + CENSORED + "@", data)
+    return data
+
+
+def snapshot(instance, fields=None, exclude=None):
+    """A JSON-ready dict of a model instance's fields, for `before`/`after`."""
+    data = model_to_dict(instance, fields=fields, exclude=exclude)
+    return json.loads(json.dumps(data, cls=DjangoJSONEncoder, default=str))
+
+
+def _jsonable(value):
+    if value is None:
+        return None
+    return censor(json.loads(json.dumps(value, cls=DjangoJSONEncoder, default=str)))
+
+
+def record(*, action, target=None, target_type="", target_id="", target_label="",
+           before=None, after=None, note="", request=None, actor=None, actor_label="", source=None):
+    """Append one audit entry. Must run inside the transaction that makes the change.
+
+    The actor comes from `request.user` on the web, or from `actor`/`actor_label` for
+    commands and tasks. `target` (a model instance) fills the target fields.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("audit.record() must be called inside transaction.atomic() with the change.")
+    remote_addr = None
+    request_id = current_request_id.get()
+    if request is not None:
+        if actor is None and request.user.is_authenticated:
+            actor = request.user
+        remote_addr = request.META.get("REMOTE_ADDR") or None
+        request_id = getattr(request, "request_id", request_id)
+        source = source or "web"
+    if target is not None:
+        target_type = target_type or target._meta.label_lower
+        target_id = target_id or str(target.pk)
+        target_label = target_label or str(target)
+    if actor is not None and not actor_label:
+        actor_label = actor.get_username()
+    return AuditEntry.objects.create(
+        actor=actor,
+        actor_label=actor_label or "system",
+        source=source or "system",
+        action=action,
+        target_type=target_type,
+        target_id=str(target_id)[:255],
+        target_label=str(target_label)[:500],
+        before=_jsonable(before),
+        after=_jsonable(after),
+        note=note,
+        request_id=request_id,
+        remote_addr=remote_addr,
+    )

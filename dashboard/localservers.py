@@ -1,0 +1,202 @@
+"""Throwaway local Postgres and Redis servers on loopback, for `make run` and the tests.
+
+Postgres refuses to run as root, so as root its commands run as the `postgres` user.
+A missing server binary is installed with apt-get when running as root; otherwise the
+exact install command is printed and we stop.
+
+Run as a script, it checks (and as root installs) the binaries the tests need:
+    python -m dashboard.localservers ensure redis-server postgres chromium
+"""
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+APT_PACKAGES = {"redis-server": "redis-server", "postgres": "postgresql", "chromium": "chromium"}
+
+
+class MissingBinary(RuntimeError):
+    pass
+
+
+def is_root():
+    return os.geteuid() == 0
+
+
+def free_port(preferred=None):
+    """`preferred` when it is free on loopback, otherwise any free port."""
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+def postgres_bin_dir():
+    """Directory with initdb and pg_ctl: Debian's /usr/lib/postgresql/N/bin first, then PATH."""
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True)
+    for directory in candidates:
+        if os.access(os.path.join(directory, "initdb"), os.X_OK):
+            return directory
+    initdb = shutil.which("initdb")
+    return os.path.dirname(initdb) if initdb else None
+
+
+def _found(name):
+    if name == "postgres":
+        return postgres_bin_dir() is not None
+    return shutil.which(name) is not None
+
+
+def ensure(*names):
+    """Make sure each server binary exists: apt-get install it as root, else explain how."""
+    missing = [name for name in names if not _found(name)]
+    if not missing:
+        return
+    packages = [APT_PACKAGES[name] for name in missing]
+    command = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+    if not is_root():
+        raise MissingBinary(
+            f"Missing {', '.join(missing)}. Install with:\n    sudo apt-get update && sudo {' '.join(command)}"
+        )
+    print(f"Installing {', '.join(packages)} with apt-get…", file=sys.stderr, flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run([*command, "-qq"], check=True, env=env)
+    still = [name for name in missing if not _found(name)]
+    if still:
+        raise MissingBinary(f"apt-get ran but {', '.join(still)} is still missing.")
+
+
+def _wait(check, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not come up within {timeout:.0f}s")
+
+
+def _port_open(port):
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class LocalPostgres:
+    """A Postgres cluster in `datadir`, trust auth for user `postgres`, loopback only."""
+
+    user = "postgres"
+
+    def __init__(self, datadir, port):
+        self.datadir = Path(datadir)
+        self.port = port
+        self.bin = postgres_bin_dir()
+        if not self.bin:
+            raise MissingBinary("initdb/pg_ctl not found")
+
+    def _run(self, *args, check=True):
+        command = [os.path.join(self.bin, args[0]), *args[1:]]
+        if is_root():
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(command, check=check, capture_output=True, text=True)
+
+    def _prepare_dir(self):
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        if is_root():
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:
+                subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
+            shutil.chown(self.datadir, "postgres", "postgres")
+        os.chmod(self.datadir, 0o700)
+
+    @property
+    def url(self):
+        return f"postgres://postgres@127.0.0.1:{self.port}/"
+
+    def start(self):
+        self._prepare_dir()
+        if not (self.datadir / "PG_VERSION").exists():
+            result = self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust",
+                               "-E", "UTF8", "--locale=C.UTF-8", check=False)
+            if result.returncode:
+                raise RuntimeError(f"initdb failed: {result.stderr.strip()}")
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.datadir} "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        result = self._run("pg_ctl", "-D", str(self.datadir), "-o", options,
+                           "-l", str(self.datadir / "server.log"), "-w", "-t", "60", "start", check=False)
+        if result.returncode:
+            log = (self.datadir / "server.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"Postgres did not start: {result.stderr.strip()}\n{log}")
+        return self
+
+    def create_database(self, name):
+        exists = self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-tAc",
+                           f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
+        if exists.stdout.strip() != "1":
+            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+
+    def stop(self):
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop", check=False)
+
+
+class LocalRedis:
+    """A redis-server on loopback. `persistent=True` keeps an append-only file in `datadir`,
+    so a restart keeps the data (the store adapter's restart test needs that)."""
+
+    def __init__(self, datadir, port, persistent=False):
+        self.datadir = Path(datadir)
+        self.port = port
+        self.persistent = persistent
+        self.process = None
+
+    def url(self, db=0):
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self):
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise MissingBinary("redis-server not found")
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.datadir),
+                "--save", "", "--daemonize", "no", "--protected-mode", "yes",
+                "--logfile", str(self.datadir / "redis.log")]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(lambda: _port_open(self.port) or self.process.poll() is not None, f"redis-server on {self.port}")
+        if self.process.poll() is not None:
+            log = (self.datadir / "redis.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"redis-server exited: {log}")
+        return self
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[1] != "ensure":
+        sys.exit("usage: python -m dashboard.localservers ensure NAME [NAME…]")
+    try:
+        ensure(*sys.argv[2:])
+    except MissingBinary as exc:
+        sys.exit(str(exc))

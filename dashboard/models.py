@@ -1,0 +1,113 @@
+"""Records kept in Postgres: the durable, auditable side of the runbook."""
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.core.validators import RegexValidator
+from django.db import models
+from django.urls import reverse
+
+
+class Access(models.Model):
+    """Carries the dashboard's three permissions; it has no table and no rows.
+
+    Roles are groups holding these permissions (see `dashboard.roles`).
+    """
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("read", "Read records, keyspace, jobs and audit"),
+            ("operate", "Edit records and policies, record rotations, start reviews and purges"),
+            ("administer", "Manage users and roles, schedules and alert channels"),
+        ]
+
+
+class AuditEntryQuerySet(models.QuerySet):
+    def filtered(self, *, actor="", action="", target="", since=None, until=None):
+        qs = self
+        if actor:
+            qs = qs.filter(actor_label__icontains=actor)
+        if action:
+            qs = qs.filter(action__istartswith=action)
+        if target:
+            qs = qs.filter(models.Q(target_label__icontains=target) | models.Q(target_id=target))
+        if since:
+            qs = qs.filter(created_at__gte=since)
+        if until:
+            qs = qs.filter(created_at__lt=until)
+        return qs
+
+
+class AuditEntry(models.Model):
+    """One change, append-only: Postgres refuses UPDATE and DELETE on this table."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # PROTECT: an account with history is deactivated, never deleted (deleting would
+    # need an UPDATE here, which the trigger refuses).
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
+    actor_label = models.CharField(max_length=150, help_text="Username, or the command/task that acted.")
+    source = models.CharField(max_length=16, default="web")
+    action = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=255, blank=True)
+    target_label = models.CharField(max_length=500, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    note = models.TextField(blank=True)
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+
+    objects = AuditEntryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self):
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action} {self.target_label}"
+
+    def changes(self):
+        """(field, before, after) for every field that differs."""
+        before, after = self.before or {}, self.after or {}
+        keys = sorted(set(before) | set(after))
+        return [(k, before.get(k), after.get(k)) for k in keys if before.get(k) != after.get(k)]
+
+
+env_var_name = RegexValidator(r"^[A-Z_][A-Z0-9_]*$", "Use an environment variable name such as REDIS_URL.")
+
+
+class RedisDatabase(models.Model):
+    """A Redis database the dashboard monitors. Holds no secret: the connection URL is
+    read at connect time from the environment variable named in `url_env`."""
+
+    ENVIRONMENTS = [("production", "Production"), ("staging", "Staging"), ("development", "Development")]
+
+    name = models.SlugField(max_length=64, unique=True)
+    environment = models.CharField(max_length=16, choices=ENVIRONMENTS, default="production")
+    provider = models.CharField(max_length=64, default="Upstash")
+    region = models.CharField(max_length=64, blank=True)
+    rest_url = models.URLField(blank=True, verbose_name="REST URL")
+    tcp_endpoint = models.CharField(max_length=255, blank=True, verbose_name="TCP endpoint")
+    read_regions = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    key_prefix = models.CharField(max_length=64, default="lucia:")
+    url_env = models.CharField(
+        max_length=64, default="REDIS_URL", validators=[env_var_name],
+        verbose_name="URL env var", help_text="Environment variable holding the connection URL.",
+    )
+    readonly_url_env = models.CharField(
+        max_length=64, blank=True, validators=[env_var_name], verbose_name="read-only URL env var",
+        help_text="Optional: a read-only URL (e.g. Upstash's default_ro user) used for browsing.",
+    )
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("dashboard:database_detail", args=[self.name])

@@ -1,0 +1,98 @@
+import pytest
+from django.urls import reverse
+
+from dashboard import roles
+from dashboard.models import AuditEntry
+
+PASSWORD = "correct horse battery staple"
+
+
+def test_it_redirects_anonymous_visitors_to_login(client, db):
+    for url in [reverse("dashboard:home"), reverse("dashboard:audit_list"), reverse("continuity:overview"),
+                reverse("continuity:job_list"), reverse("dashboard:user_list")]:
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith(reverse("login") + "?next=")
+
+
+def test_it_signs_in_with_the_right_password(client, viewer):
+    response = client.post(reverse("login"), {"username": "vera", "password": PASSWORD})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("dashboard:home")
+    page = client.get(reverse("dashboard:home"))
+    assert 'data-testid="whoami">vera' in page.content.decode()
+    assert "viewer" in page.content.decode()
+
+
+def test_it_refuses_a_wrong_password_without_saying_which_part(client, viewer):
+    response = client.post(reverse("login"), {"username": "vera", "password": "wrong"})
+    assert response.status_code == 200
+    assert "Please enter a correct username and password" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+def test_it_locks_out_after_repeated_failures(client, viewer, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        client.post(reverse("login"), {"username": "vera", "password": "wrong"})
+    response = client.post(reverse("login"), {"username": "vera", "password": PASSWORD})
+    assert response.status_code == 429
+    assert "Too many failed sign-in attempts" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+def test_it_forbids_a_user_without_a_role(client, norole):
+    client.force_login(norole)
+    response = client.get(reverse("dashboard:home"))
+    assert response.status_code == 403
+    assert "needs the viewer role" in response.content.decode()
+
+
+@pytest.mark.parametrize("persona,status", [("viewer", 403), ("operator", 403), ("admin", 200)])
+def test_it_lets_only_admins_manage_users(client, request, persona, status):
+    client.force_login(request.getfixturevalue(persona))
+    assert client.get(reverse("dashboard:user_list")).status_code == status
+    response = client.post(reverse("dashboard:user_create"), {"username": "newbie", "role": "viewer"})
+    assert response.status_code == status
+    from django.contrib.auth import get_user_model
+
+    assert get_user_model().objects.filter(username="newbie").exists() == (status == 200)
+
+
+def test_it_creates_a_user_with_a_role_and_audits_it(admin_client):
+    response = admin_client.post(reverse("dashboard:user_create"), {"username": "carol", "email": "c@example.test",
+                                                                    "role": "operator"}, HTTP_HX_REQUEST="true")
+    body = response.content.decode()
+    assert 'data-testid="new-password"' in body
+    assert "<html" not in body  # the fragment, not the page
+    from django.contrib.auth import get_user_model
+
+    carol = get_user_model().objects.get(username="carol")
+    assert roles.role_of(carol) == "operator"
+    entry = AuditEntry.objects.get(action="user.create")
+    assert entry.actor_label == "ada" and entry.target_label == "carol"
+    assert entry.after["role"] == "operator"
+    assert entry.request_id and entry.remote_addr == "127.0.0.1"
+
+
+def test_it_changes_a_role_and_records_before_and_after(admin_client, viewer):
+    response = admin_client.post(reverse("dashboard:user_role", args=[viewer.pk]), {"role": "operator", "is_active": "on"})
+    assert "Saved" in response.content.decode()
+    viewer.refresh_from_db()
+    assert roles.role_of(viewer) == "operator"
+    entry = AuditEntry.objects.get(action="user.role")
+    assert entry.before == {"role": "viewer", "is_active": True}
+    assert entry.after == {"role": "operator", "is_active": True}
+
+
+def test_it_will_not_let_an_admin_demote_themself(admin_client, admin):
+    response = admin_client.post(reverse("dashboard:user_role", args=[admin.pk]), {"role": "viewer", "is_active": "on"})
+    assert "cannot remove your own admin role" in response.content.decode()
+    assert roles.role_of(admin) == "admin"
+    assert not AuditEntry.objects.filter(action="user.role").exists()
+
+
+def test_it_signs_out_only_by_post(client, viewer):
+    client.force_login(viewer)
+    assert client.get(reverse("logout")).status_code == 405
+    client.post(reverse("logout"))
+    assert "_auth_user_id" not in client.session

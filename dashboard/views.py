@@ -1,0 +1,97 @@
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_not_required
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils.crypto import get_random_string
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
+
+from dashboard import audit, health, roles
+from dashboard.forms import AuditFilterForm, RoleForm, UserCreateForm
+from dashboard.models import AuditEntry, RedisDatabase
+
+
+@roles.role_required(roles.VIEWER)
+def home(request):
+    databases = RedisDatabase.objects.prefetch_related("namespaces")
+    recent = AuditEntry.objects.select_related("actor")[:10]
+    return render(request, "dashboard/home.html", {"databases": databases, "recent": recent})
+
+
+@roles.role_required(roles.VIEWER)
+@vary_on_headers("HX-Request")
+def audit_list(request):
+    form = AuditFilterForm(request.GET or None)
+    entries = AuditEntry.objects.all()
+    if form.is_valid():
+        entries = entries.filtered(**form.cleaned_data)
+    page = Paginator(entries, 50).get_page(request.GET.get("page"))
+    template = "dashboard/audit_list.html#results" if request.htmx else "dashboard/audit_list.html"
+    return render(request, template, {"form": form, "page": page})
+
+
+@roles.role_required(roles.VIEWER)
+def audit_detail(request, pk):
+    entry = get_object_or_404(AuditEntry, pk=pk)
+    related = AuditEntry.objects.filter(request_id=entry.request_id).exclude(pk=pk) if entry.request_id else []
+    return render(request, "dashboard/audit_detail.html", {"entry": entry, "related": related})
+
+
+@roles.role_required(roles.ADMIN)
+@vary_on_headers("HX-Request")
+def user_list(request):
+    users = get_user_model().objects.prefetch_related("groups").order_by("username")
+    rows = [(user, roles.role_of(user)) for user in users]
+    return render(request, "dashboard/user_list.html", {"rows": rows, "form": UserCreateForm()})
+
+
+@roles.role_required(roles.ADMIN)
+@require_POST
+def user_create(request):
+    form = UserCreateForm(request.POST)
+    created = None
+    if form.is_valid():
+        password = get_random_string(20)
+        with transaction.atomic():
+            user = get_user_model().objects.create_user(
+                form.cleaned_data["username"], form.cleaned_data["email"], password
+            )
+            roles.set_role(user, form.cleaned_data["role"])
+            audit.record(request=request, action="user.create", target=user,
+                         after={"username": user.username, "email": user.email, "role": form.cleaned_data["role"]})
+        created = {"user": user, "password": password}
+        form = UserCreateForm()
+    return render(request, "dashboard/user_list.html#create", {"form": form, "created": created})
+
+
+@roles.role_required(roles.ADMIN)
+@require_POST
+def user_role(request, pk):
+    user = get_object_or_404(get_user_model(), pk=pk)
+    form = RoleForm(request.POST)
+    error = ""
+    if not form.is_valid():
+        error = "Choose a role."
+    elif user == request.user and (form.cleaned_data["role"] != roles.ADMIN or not form.cleaned_data["is_active"]):
+        error = "You cannot remove your own admin role or deactivate yourself."
+    else:
+        before = {"role": roles.role_of(user), "is_active": user.is_active}
+        with transaction.atomic():
+            roles.set_role(user, form.cleaned_data["role"])
+            user.is_active = form.cleaned_data["is_active"]
+            user.save(update_fields=["is_active"])
+            audit.record(request=request, action="user.role", target=user, before=before,
+                         after={"role": form.cleaned_data["role"], "is_active": user.is_active})
+    return render(request, "dashboard/user_list.html#row",
+                  {"row": (user, roles.role_of(user)), "error": error, "saved": not error})
+
+
+@login_not_required
+@require_GET
+@never_cache
+def healthz(request):
+    status, checks = health.run_checks()
+    return JsonResponse({"status": status, "checks": checks}, status=503 if status == "down" else 200)
