@@ -1,11 +1,11 @@
 from django.urls import path
 
-from continuity import views
+from continuity.views import jobs, overview
 
 app_name = "continuity"
 
 urlpatterns = [
-    path("", views.overview, name="overview"),
-    path("jobs/", views.job_list, name="job_list"),
-    path("<slug:database>/summary/", views.database_summary, name="database_summary"),
+    path("", overview.overview, name="overview"),
+    path("jobs/", jobs.job_list, name="job_list"),
+    path("<slug:database>/summary/", overview.database_summary, name="database_summary"),
 ]

@@ -1,6 +1,7 @@
 """Small environment helpers that fail loudly on bad values."""
 
 import os
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -64,3 +65,12 @@ def env_float(name, default):
 def env_list(name, default):
     value = env_str(name, default) if default != "" else (_raw(name) or "")
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def redis_target(url):
+    """(host, port, db) of a Redis URL: what must differ between the three roles."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ImproperlyConfigured(f"Not a Redis URL (redis://, rediss:// or unix://): {parts.scheme}://…")
+    db = (parts.path or "/0").strip("/") or "0"
+    return (parts.hostname or parts.path, parts.port or 6379, db)

@@ -6,12 +6,10 @@ by `<NAME>_FILE` (Docker/Kubernetes secrets). Bad values fail loudly at start-up
 """
 
 from pathlib import Path
-from urllib.parse import urlsplit
-
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from dashboard.env import env_bool, env_float, env_int, env_list, env_str
+from dashboard.env import env_bool, env_float, env_int, env_list, env_str, redis_target
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -101,15 +99,6 @@ CACHE_URL = env_str("CACHE_URL", "redis://127.0.0.1:6379/2")
 REDIS_CA_FILE = env_str("REDIS_CA_FILE", "")
 REDIS_CONNECT_TIMEOUT = env_float("REDIS_CONNECT_TIMEOUT", 2.0)
 REDIS_READ_TIMEOUT = env_float("REDIS_READ_TIMEOUT", 2.0)
-
-
-def redis_target(url):
-    """(host, port, db) of a Redis URL: what must differ between the three roles."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ImproperlyConfigured(f"Not a Redis URL (redis://, rediss:// or unix://): {parts.scheme}://…")
-    db = (parts.path or "/0").strip("/") or "0"
-    return (parts.hostname or parts.path, parts.port or 6379, db)
 
 
 _roles = {"REDIS_URL": REDIS_URL, "CELERY_BROKER_URL": CELERY_BROKER_URL, "CACHE_URL": CACHE_URL}

@@ -1,16 +1,16 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from dashboard import views
+from dashboard.views import access
 
 
 dashboard_patterns = [
-    path("", views.home, name="home"),
-    path("audit/", views.audit_list, name="audit_list"),
-    path("audit/<int:pk>/", views.audit_detail, name="audit_detail"),
-    path("users/", views.user_list, name="user_list"),
-    path("users/new/", views.user_create, name="user_create"),
-    path("users/<int:pk>/role/", views.user_role, name="user_role"),
+    path("", access.home, name="home"),
+    path("audit/", access.audit_list, name="audit_list"),
+    path("audit/<int:pk>/", access.audit_detail, name="audit_detail"),
+    path("users/", access.user_list, name="user_list"),
+    path("users/new/", access.user_create, name="user_create"),
+    path("users/<int:pk>/role/", access.user_role, name="user_role"),
 ]
 
 urlpatterns = [
@@ -18,7 +18,7 @@ urlpatterns = [
     path("keyspace/", include("continuity.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("healthz", views.healthz, name="healthz"),
+    path("healthz", access.healthz, name="healthz"),
 ]
 
 handler403 = "dashboard.errors.forbidden"

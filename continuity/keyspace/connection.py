@@ -1,12 +1,5 @@
-"""The only code that talks to a monitored Redis.
-
-Keys are `bytes` end to end. Redis's TTL codes (-1 no expiry, -2 gone) are turned into
-`None`/absent here and nowhere else. Never `KEYS`; a literal prefix becomes a MATCH
-pattern through `match_pattern()`, which escapes the glob characters itself.
-
-Connection URLs are read from the environment at connect time (a database record names
-the env var); no connection secret is ever stored in Postgres.
-"""
+"""Connections to monitored Redis databases: URLs read from the environment at connect
+time, explicit timeouts, no silent retries, verified TLS for rediss://."""
 
 import os
 import threading
@@ -18,7 +11,7 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from dashboard.settings import redis_target
+from dashboard.env import redis_target
 
 
 class KeyspaceError(Exception):

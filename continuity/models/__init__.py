@@ -1,0 +1,1 @@
+from continuity.models.namespaces import Namespace  # noqa: F401
