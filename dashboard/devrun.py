@@ -96,7 +96,8 @@ def main():
         for name, command in processes.items():
             manager.add_process(name, command, cwd=str(ROOT), env=env)
         manager.loop()
-        return manager.returncode or 0
+        # Ctrl-C (130) or a TERM (143) is how a local run is meant to end.
+        return 0 if manager.returncode in (None, 130, 143) else manager.returncode
     except localservers.MissingBinary as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 2
