@@ -1,0 +1,20 @@
+// htmx does not swap error responses: tell the operator instead of failing silently.
+(function () {
+  function show(message) {
+    var box = document.getElementById("htmx-error");
+    if (!box) return;
+    box.querySelector("[data-message]").textContent = message;
+    box.hidden = false;
+  }
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr;
+    var text = xhr.status === 403 ? "Your role does not allow this." : "The dashboard answered " + xhr.status + " " + xhr.statusText + ".";
+    show(text);
+  });
+  document.addEventListener("htmx:sendError", function () {
+    show("The dashboard could not be reached. Check your connection and retry.");
+  });
+  document.addEventListener("click", function (event) {
+    if (event.target.matches("#htmx-error .delete")) event.target.parentElement.hidden = true;
+  });
+})();
