@@ -1,6 +1,8 @@
 """Server-side SVG charts (pygal) for the namespace overview. pygal escapes every label;
 `js=[]` keeps it from referencing its tooltip script on a CDN."""
 
+import re
+
 import pygal
 from pygal.style import Style
 
@@ -17,8 +19,13 @@ def _options(title, **extra):
             "height": 300, "show_legend": False, "explicit_size": False, "print_values": False, **extra}
 
 
+_SCRIPT = re.compile(r"<script\b.*?</script>", re.S)
+
+
 def _render(chart):
-    return chart.render(is_unicode=True)
+    # pygal embeds its tooltip config as an inline <script>; with no tooltip script
+    # loaded it does nothing, and the page carries no inline scripts.
+    return _SCRIPT.sub("", chart.render(is_unicode=True))
 
 
 def namespace_charts(sample, namespaces):
