@@ -52,12 +52,14 @@ def connection_url(database, *, write=False):
     return url
 
 
-def make_client(url):
-    """A client with explicit timeouts, no silent retries, and verified TLS for rediss://."""
+def make_client(url, *, retries=0):
+    """A client with explicit timeouts, verified TLS for rediss://, and no silent retries
+    unless asked: the store adapter asks for one, so a connection that died with a Redis
+    restart is replaced instead of failing the next (idempotent) write."""
     options = {
         "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
         "socket_timeout": settings.REDIS_READ_TIMEOUT,
-        "retry": Retry(NoBackoff(), 0),
+        "retry": Retry(NoBackoff(), retries),
         "retry_on_timeout": False,
         "health_check_interval": 30,
         "client_name": "continuity-dashboard",
