@@ -84,9 +84,12 @@ class WriteResult:
     degraded: bool  # True when the write went to the in-process fallback
 
 
-def _encode(value, policy):
-    """(kind, payload, size): a hash mapping for dicts in hash namespaces, else bytes."""
-    if isinstance(value, dict) and policy.expected_type == "hash":
+def _encode(value, policy, as_hash=None):
+    """(kind, payload, size): a hash mapping for dicts in hash namespaces (or when asked
+    with `as_hash`, where the namespace does not expect another type), else bytes."""
+    if as_hash and policy.expected_type not in ("", "hash"):
+        raise PolicyViolation(f"{policy.name}: expects {policy.expected_type}, not a hash.")
+    if isinstance(value, dict) and (as_hash or (as_hash is None and policy.expected_type == "hash")):
         mapping = {str(k).encode(): (v if isinstance(v, bytes) else str(v).encode()) for k, v in value.items()}
         return "hash", mapping, sum(len(k) + len(v) for k, v in mapping.items())
     if isinstance(value, bytes):
@@ -248,16 +251,18 @@ class ContinuityStore:
             pipe.set(key, payload, px=px)
 
     # --- public API --------------------------------------------------------------------
-    def put(self, namespace, ident, value, *, ttl_seconds=None):
-        """Write `value` under `namespace` + `ident`, enforcing the namespace's policy."""
+    def put(self, namespace, ident, value, *, ttl_seconds=None, as_hash=None):
+        """Write `value` under `namespace` + `ident`, enforcing the namespace's policy.
+        bytes/str are stored as they are, other values as JSON; dicts become hashes in
+        namespaces that expect hashes (or with `as_hash=True`)."""
         return self.put_key(self.key_for(namespace, ident), value, ttl_seconds=ttl_seconds,
-                            policy=self.policy(namespace))
+                            policy=self.policy(namespace), as_hash=as_hash)
 
-    def put_key(self, key: bytes, value, *, ttl_seconds=None, policy=None):
+    def put_key(self, key: bytes, value, *, ttl_seconds=None, policy=None, as_hash=None):
         """Write a full key; its namespace is the longest registered prefix (else refused)."""
         policy = policy or self.policy_for_key(key)
         ttl = policy.check_ttl(ttl_seconds)
-        kind, payload, size = _encode(value, policy)
+        kind, payload, size = _encode(value, policy, as_hash)
         policy.check_payload(size)
 
         def write(client):
