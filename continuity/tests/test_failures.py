@@ -4,7 +4,6 @@ a clear message in the page region, a retry button, no 500 and no hang."""
 import os
 import shutil
 import tempfile
-import threading
 import time
 
 import pytest
