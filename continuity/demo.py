@@ -91,3 +91,17 @@ def write_keyspace(client, specs, *, batch=1000):
             pipe.execute()
     pipe.execute()
     return written
+
+
+def write_demo_keyspace(store, client, specs):
+    """The demo keyspace: in-policy keys through the continuity store adapter (so the
+    demo exercises the same policy checks as Lucia), deliberate violations written raw
+    with `write_keyspace`. Returns (through the adapter, raw)."""
+    adapted, raw = 0, []
+    for spec in specs:
+        if spec.violation is None:
+            store.put_key(spec.key, spec.value, ttl_seconds=spec.ttl_seconds, as_hash=spec.type == "hash")
+            adapted += 1
+        else:
+            raw.append(spec)
+    return adapted, write_keyspace(client, raw)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from continuity.views import jobs, overview
+from continuity.views import browse, jobs, keys, namespaces, overview
 
 app_name = "continuity"
 
@@ -8,4 +8,13 @@ urlpatterns = [
     path("", overview.overview, name="overview"),
     path("jobs/", jobs.job_list, name="job_list"),
     path("<slug:database>/summary/", overview.database_summary, name="database_summary"),
+    path("<slug:database>/stats/", overview.namespace_stats, name="namespace_stats"),
+    path("<slug:database>/browse/", browse.browse, name="browse"),
+    path("<slug:database>/lookup/", browse.key_lookup, name="key_lookup"),
+    path("<slug:database>/key/<str:token>/", keys.key_detail, name="key_detail"),
+    path("<slug:database>/key/<str:token>/action/", keys.key_action, name="key_action"),
+    path("<slug:database>/key/<str:token>/download/", keys.key_download, name="key_download"),
+    path("<slug:database>/namespaces/", namespaces.namespace_list, name="namespace_list"),
+    path("<slug:database>/namespaces/new/", namespaces.namespace_create, name="namespace_create"),
+    path("<slug:database>/namespaces/<int:pk>/edit/", namespaces.namespace_edit, name="namespace_edit"),
 ]

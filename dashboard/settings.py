@@ -99,6 +99,11 @@ CACHE_URL = env_str("CACHE_URL", "redis://127.0.0.1:6379/2")
 REDIS_CA_FILE = env_str("REDIS_CA_FILE", "")
 REDIS_CONNECT_TIMEOUT = env_float("REDIS_CONNECT_TIMEOUT", 2.0)
 REDIS_READ_TIMEOUT = env_float("REDIS_READ_TIMEOUT", 2.0)
+# Key browser bounds: keys examined per request (sum of SCAN COUNT hints), rows per page,
+# and the largest string value offered for download.
+KEYSPACE_SCAN_BUDGET = env_int("KEYSPACE_SCAN_BUDGET", 10_000)
+KEYSPACE_PAGE_SIZE = env_int("KEYSPACE_PAGE_SIZE", 200)
+KEYSPACE_DOWNLOAD_CAP = env_int("KEYSPACE_DOWNLOAD_CAP", 1024 * 1024)
 
 
 _roles = {"REDIS_URL": REDIS_URL, "CELERY_BROKER_URL": CELERY_BROKER_URL, "CACHE_URL": CACHE_URL}

@@ -4,6 +4,7 @@
   health, O(1) server figures.
 - `keys`: bytes keys, their base64url form for URLs, their escaped form for screens, and
   literal prefixes turned into escaped MATCH patterns.
+- `browse`, `inspect`, `actions`: the key browser's bounded reads, previews and writes.
 - `meta`: PTTL, TYPE and MEMORY USAGE for a batch of keys in one command (a Lua script),
   with a pipeline fallback where scripting or MEMORY is refused.
 
@@ -20,7 +21,10 @@ from continuity.keyspace.connection import (  # noqa: F401
     cached_ping,
     client_for,
     connection_url,
+    FAILURES,
     describe,
+    forget_clients,
+    is_quota_error,
     forget_cached_status,
     make_client,
     ping,
@@ -28,3 +32,16 @@ from continuity.keyspace.connection import (  # noqa: F401
 )
 from continuity.keyspace.keys import decode_key, display_key, encode_key, escape_glob, match_pattern  # noqa: F401
 from continuity.keyspace.meta import KeyMeta, key_metadata, scan_page  # noqa: F401
+from continuity.keyspace.browse import (  # noqa: F401
+    KeyRow,
+    LookupResult,
+    ScanResult,
+    breadcrumbs,
+    browse_prefix,
+    lookup_id,
+    namespace_tree,
+    scan_keys,
+)
+from continuity.keyspace.inspect import Preview, display_value, download_value, preview_key  # noqa: F401
+from continuity.keyspace.actions import ACTIONS, KeyChange, change_key  # noqa: F401
+from continuity.keyspace.sample import KeyspaceSample, NamespaceFigures, sample_keyspace  # noqa: F401

@@ -52,12 +52,14 @@ def connection_url(database, *, write=False):
     return url
 
 
-def make_client(url):
-    """A client with explicit timeouts, no silent retries, and verified TLS for rediss://."""
+def make_client(url, *, retries=0):
+    """A client with explicit timeouts, verified TLS for rediss://, and no silent retries
+    unless asked: the store adapter asks for one, so a connection that died with a Redis
+    restart is replaced instead of failing the next (idempotent) write."""
     options = {
         "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
         "socket_timeout": settings.REDIS_READ_TIMEOUT,
-        "retry": Retry(NoBackoff(), 0),
+        "retry": Retry(NoBackoff(), retries),
         "retry_on_timeout": False,
         "health_check_interval": 30,
         "client_name": "continuity-dashboard",
@@ -78,14 +80,42 @@ def client_for(database, *, write=False):
     return client
 
 
+def forget_clients():
+    """Close and drop cached clients (after changing timeouts or URLs, e.g. in tests)."""
+    with _clients_lock:
+        for client in _clients.values():
+            client.close()
+        _clients.clear()
+
+
+# Upstash answers these when a plan's request or bandwidth limit is reached.
+_QUOTA_MARKERS = ("max daily request limit", "max requests limit", "max monthly request limit",
+                  "max bandwidth limit", "max concurrent connections", "quota")
+
+
+def is_quota_error(exc):
+    return isinstance(exc, redis.ResponseError) and any(m in str(exc).lower() for m in _QUOTA_MARKERS)
+
+
+# Failures an operator-facing page catches and shows in its region instead of a 500.
+FAILURES = (redis.RedisError, KeyspaceError)
+
+
 def describe(exc):
     """A short operator-facing description of a Redis failure."""
     if isinstance(exc, KeyspaceError):
         return str(exc)
     if isinstance(exc, redis.TimeoutError):
         return "Redis did not answer within the timeout."
+    if isinstance(exc, redis.AuthenticationError):
+        return f"Redis refused the credentials: {exc}"
     if isinstance(exc, redis.ConnectionError):
         return f"Redis is unreachable: {exc}"
+    if is_quota_error(exc):
+        return (f"Redis answered with a quota error ({exc}). The provider's request limit is reached; "
+                "wait before retrying, every command is billed.")
+    if isinstance(exc, redis.exceptions.NoPermissionError) or "noperm" in str(exc).lower():
+        return f"Redis refused the command for this user (ACL): {exc}"
     if isinstance(exc, redis.ResponseError):
         return f"Redis refused the command: {exc}"
     return f"Redis error: {exc.__class__.__name__}: {exc}"
@@ -141,21 +171,28 @@ def _info_db_index(client):
     return int(client.get_connection_kwargs().get("db") or 0)
 
 
-def server_summary(database):
+def server_summary(database, *, client=None):
     """DBSIZE and `INFO keyspace` (keys − expires = keys without TTL), each optional:
-    Upstash and ACL-restricted users may refuse INFO or DBSIZE, and we degrade."""
-    client = client_for(database)
+    Upstash and ACL-restricted users may refuse INFO or DBSIZE, and we degrade. Where
+    DBSIZE is refused but INFO answers, INFO's `keys=` stands in for it."""
+    client = client or client_for(database)
     dbsize = keys_with_ttl = version = memory = None
     try:
         dbsize = client.dbsize()
     except redis.ResponseError:
         pass
-    try:
-        info = client.info()
-        section = info.get(f"db{_info_db_index(client)}") or {}
-        keys_with_ttl = int(section.get("expires", 0)) if dbsize is not None else None
+    info = None
+    for section in (None, "keyspace"):
+        try:
+            info = client.info(section) if section else client.info()
+            break
+        except redis.ResponseError:
+            continue
+    if info is not None:
+        db_section = info.get(f"db{_info_db_index(client)}") or {}
+        if dbsize is None:
+            dbsize = int(db_section.get("keys", 0))  # INFO omits empty databases: 0
+        keys_with_ttl = int(db_section.get("expires", 0))
         version = info.get("redis_version")
         memory = info.get("used_memory")
-    except redis.ResponseError:
-        pass
     return ServerSummary(dbsize=dbsize, keys_with_ttl=keys_with_ttl, redis_version=version, used_memory=memory)

@@ -59,8 +59,8 @@ def _from_codes(key, pttl, kind, memory):
     return KeyMeta(key=key, type=kind, ttl_ms=None if pttl == -1 else pttl, memory=None if memory in (-1, None) else memory)
 
 
-# Per client: does the server run our script / answer MEMORY USAGE?
-_capabilities: dict[int, dict] = {}
+# Per client (kept on the client object, so a new client never inherits a stale answer):
+# does the server run our script / answer MEMORY USAGE?
 _cap_lock = threading.Lock()
 _REFUSED = ("unknown command", "noperm", "no permissions", "not allowed", "disabled", "not supported")
 
@@ -72,7 +72,10 @@ def _refused(exc):
 
 def _caps(client):
     with _cap_lock:
-        return _capabilities.setdefault(id(client), {"script": None, "memory": None, "commands": 0})
+        caps = getattr(client, "_continuity_caps", None)
+        if caps is None:
+            caps = client._continuity_caps = {"script": None, "memory": None}
+        return caps
 
 
 def _via_script(client, keys):

@@ -1,1 +1,1 @@
-from continuity.models.namespaces import Namespace  # noqa: F401
+from continuity.models.namespaces import Namespace, PolicyStatus, classify_key, namespace_for_key  # noqa: F401

@@ -19,3 +19,41 @@ def duration(seconds):
         return f"{hours}h" + (f" {minutes}m" if minutes else "")
     days, hours = divmod(hours, 24)
     return f"{days}d" + (f" {hours}h" if hours else "")
+
+
+@register.filter
+def key_token(key):
+    """A bytes key as its base64url URL token."""
+    from continuity.keyspace import encode_key
+
+    return encode_key(key)
+
+
+@register.filter
+def show_key(key):
+    """A bytes key as escaped text (templates HTML-escape it again)."""
+    from continuity.keyspace import display_key
+
+    return display_key(key)
+
+
+@register.filter
+def ttl_ms_duration(ttl_ms):
+    """A TTL in milliseconds as a short duration; '—' for none."""
+    if ttl_ms is None:
+        return "—"
+    if ttl_ms < 1000:
+        return f"{ttl_ms} ms"
+    return duration(ttl_ms // 1000)
+
+
+@register.filter
+def expires_at(ttl_ms):
+    """The absolute expiry time of a TTL in milliseconds counted from now, or None."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    if ttl_ms is None:
+        return None
+    return timezone.now() + timedelta(milliseconds=ttl_ms)

@@ -2,7 +2,7 @@ import redis
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.vary import vary_on_headers
 
-from continuity import keyspace
+from continuity import charts, keyspace
 from continuity.models import Namespace
 from dashboard import roles
 from dashboard.models import RedisDatabase
@@ -29,3 +29,22 @@ def database_summary(request, database):
     return render(request, "continuity/overview.html#summary",
                   {"database": database, "summary": summary, "error": error})
 
+
+
+@roles.role_required(roles.VIEWER)
+@vary_on_headers("HX-Request")
+def namespace_stats(request, database):
+    """Per-namespace charts from a bounded, labelled sample (an htmx region of the overview)."""
+    database = get_object_or_404(RedisDatabase, name=database)
+    namespaces = list(Namespace.objects.for_database(database))
+    context = {"database": database, "sample": None, "error": ""}
+    try:
+        sample = keyspace.sample_keyspace(database, namespaces)
+    except keyspace.FAILURES as exc:
+        context["error"] = keyspace.describe(exc)
+    else:
+        context.update(sample=sample, charts=charts.namespace_charts(sample, namespaces),
+                       ttl_charts=[(ns, charts.ttl_distribution_chart(ns, sample.figures[ns.name]))
+                                   for ns in namespaces])
+    template = "continuity/overview.html#stats" if request.htmx else "continuity/namespace_stats.html"
+    return render(request, template, context)

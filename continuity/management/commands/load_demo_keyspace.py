@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from continuity import demo, keyspace
+from continuity.store import ContinuityStore
 from dashboard.models import RedisDatabase
 
 
@@ -16,10 +17,17 @@ class Command(BaseCommand):
         try:
             record = RedisDatabase.objects.get(name=database)
             client = keyspace.client_for(record, write=True)
-            written = demo.write_keyspace(client, demo.lucia_keyspace(keys, seed=seed, violation_rate=0.01,
-                                                                      prefix=record.key_prefix.encode()))
+            store = ContinuityStore(record)
+            specs = demo.lucia_keyspace(keys, seed=seed, violation_rate=0.01, prefix=record.key_prefix.encode())
+            adapted, raw = demo.write_demo_keyspace(store, client, specs)
+            if store.degraded:
+                raise CommandError("Redis became unreachable while loading; the demo keyspace is incomplete.")
+            written = adapted + raw
+        except CommandError:
+            raise
         except RedisDatabase.DoesNotExist:
             raise CommandError(f"No database record named {database!r}; run seed_runbook first.") from None
         except Exception as exc:  # noqa: BLE001
             raise CommandError(keyspace.describe(exc)) from exc
-        self.stdout.write(f"load_demo_keyspace: wrote {written} keys into {database}.")
+        self.stdout.write(f"load_demo_keyspace: wrote {written} keys into {database} "
+                          f"({adapted} through the store adapter, {raw} deliberate violations raw).")

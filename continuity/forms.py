@@ -1,0 +1,90 @@
+from django import forms
+
+from continuity import keyspace
+from continuity.models import Namespace
+
+TYPE_CHOICES = [("", "any type"), ("string", "string"), ("hash", "hash"), ("list", "list"), ("set", "set"),
+                ("zset", "sorted set"), ("stream", "stream"), ("ReJSON-RL", "JSON")]
+
+
+class BrowseForm(forms.Form):
+    """A literal prefix (escaped by the app) or, as an explicit advanced option, a raw
+    MATCH glob; a type filter; and the cursor state of a continued scan."""
+
+    prefix = forms.CharField(required=False, strip=False, max_length=1024)
+    type = forms.ChoiceField(choices=TYPE_CHOICES, required=False)
+    glob = forms.BooleanField(required=False, label="Raw glob (advanced)")
+    pattern = forms.CharField(required=False, strip=False, max_length=1024, label="MATCH glob")
+    cursor = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    examined = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    matched = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("glob") and not data.get("pattern"):
+            self.add_error("pattern", "Enter a glob, or untick the raw glob option to use a literal prefix.")
+        return data
+
+    def match(self):
+        """The MATCH pattern as bytes: the raw glob when asked for, else the escaped prefix."""
+        if self.cleaned_data.get("glob"):
+            return self.cleaned_data["pattern"].encode()
+        return keyspace.match_pattern((self.cleaned_data.get("prefix") or "").encode())
+
+    def scan_state(self):
+        return {"cursor": self.cleaned_data.get("cursor") or 0,
+                "examined_before": self.cleaned_data.get("examined") or 0,
+                "matched_before": self.cleaned_data.get("matched") or 0}
+
+
+class LookupForm(forms.Form):
+    id = forms.CharField(max_length=512, strip=True, label="Id")
+
+
+class KeyActionForm(forms.Form):
+    action = forms.ChoiceField(choices=[(a, a) for a in keyspace.ACTIONS])
+    seconds = forms.IntegerField(required=False, min_value=1, max_value=10 * 365 * 86400)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("action") in ("set_ttl", "extend_ttl") and not data.get("seconds"):
+            self.add_error("seconds", "Enter a number of seconds.")
+        return data
+
+
+class NamespaceForm(forms.ModelForm):
+    class Meta:
+        model = Namespace
+        fields = ["name", "prefix", "purpose", "expected_type", "min_ttl_seconds", "max_ttl_seconds",
+                  "ttl_required", "max_payload_bytes", "fallback_note", "violation_action"]
+        widgets = {"fallback_note": forms.Textarea(attrs={"rows": 3})}
+
+    def __init__(self, *args, database, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.database = database
+        self.instance.database = database
+
+    def clean_prefix(self):
+        prefix = self.cleaned_data["prefix"]
+        if not prefix.startswith(self.database.key_prefix):
+            raise forms.ValidationError(f"A namespace prefix must start with the database's key prefix "
+                                        f"{self.database.key_prefix!r}.")
+        taken = Namespace.objects.filter(database=self.database, prefix=prefix).exclude(pk=self.instance.pk)
+        if taken.exists():
+            raise forms.ValidationError("Another namespace of this database has that prefix.")
+        return prefix
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        if Namespace.objects.filter(database=self.database, name=name).exclude(pk=self.instance.pk).exists():
+            raise forms.ValidationError("Another namespace of this database has that name.")
+        return name
+
+    def clean(self):
+        data = super().clean()
+        low, high = data.get("min_ttl_seconds"), data.get("max_ttl_seconds")
+        if low and high and low > high:
+            self.add_error("min_ttl_seconds", "The minimum TTL is above the maximum.")
+        if data.get("violation_action") == Namespace.APPLY_TTL and not high:
+            self.add_error("violation_action", "Applying the policy TTL needs a maximum TTL.")
+        return data

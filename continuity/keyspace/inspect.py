@@ -1,0 +1,195 @@
+"""Bounded previews of one key's value. Every command here is bounded whatever the size
+of the value: GETRANGE for strings, HSCAN/SSCAN with a few COUNT calls, LRANGE/ZRANGE
+over the first 100 elements, XRANGE COUNT 20. Values are never unpickled or evaluated;
+they are shown as text where they are UTF-8 (pretty-printed when they are JSON) and
+escaped otherwise. Templates HTML-escape everything that comes out of here.
+"""
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import redis
+from django.conf import settings
+
+from continuity.keyspace.connection import client_for
+from continuity.keyspace.keys import display_key
+from continuity.keyspace.meta import KeyMeta, key_metadata
+
+STRING_PREVIEW_BYTES = 4096
+ELEMENTS = 100
+STREAM_ENTRIES = 20
+SCAN_CALLS = 10  # HSCAN/SSCAN calls at most, to collect ELEMENTS items
+JSON_PREVIEW_MAX_MEMORY = 256 * 1024
+
+_CONTROL_BUT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+_LENGTH_COMMAND = {"string": "STRLEN", "hash": "HLEN", "list": "LLEN", "set": "SCARD", "zset": "ZCARD",
+                   "stream": "XLEN"}
+
+
+def display_value(value: bytes) -> str:
+    """A value as text: UTF-8 where it is UTF-8, other bytes as \\xNN, control characters
+    (other than newlines and tabs) escaped."""
+    text = value.decode("utf-8", errors="backslashreplace")
+    return _CONTROL_BUT_WHITESPACE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def is_text(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def pretty_json(value: bytes):
+    """Indented JSON when `value` parses as JSON (an object or array), else None."""
+    stripped = value.strip()
+    if not stripped[:1] in (b"{", b"["):
+        return None
+    try:
+        return json.dumps(json.loads(stripped), indent=2, ensure_ascii=False, sort_keys=True)
+    except (ValueError, RecursionError):
+        return None
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What the detail page shows of one key.
+
+    `length` is the element count (bytes for strings). `text`/`json_text` fill for
+    strings; `items` is a list of display tuples for collections. `truncated` means
+    the preview shows less than the whole value. `encoding` is None where OBJECT is refused.
+    """
+
+    meta: KeyMeta
+    length: int | None = None
+    text: str | None = None
+    json_text: str | None = None
+    binary: bool = False
+    items: list = field(default_factory=list)
+    columns: tuple = ()
+    truncated: bool = False
+    encoding: str | None = None
+    notes: tuple = ()
+
+    @property
+    def shown(self):
+        return len(self.items)
+
+
+def _scan_collection(client, command, key):
+    """Up to ELEMENTS members of a hash or set via a few HSCAN/SSCAN calls."""
+    cursor, out, calls = 0, [], 0
+    while True:
+        if command == "HSCAN":
+            cursor, chunk = client.hscan(key, cursor=cursor, count=ELEMENTS)
+            out.extend(chunk.items())
+        else:
+            cursor, chunk = client.sscan(key, cursor=cursor, count=ELEMENTS)
+            out.extend(chunk)
+        calls += 1
+        if cursor == 0 or len(out) >= ELEMENTS or calls >= SCAN_CALLS:
+            return out[:ELEMENTS]
+
+
+def _object_encoding(client, key):
+    try:
+        encoding = client.object("encoding", key)
+    except redis.ResponseError:
+        return None
+    return encoding.decode() if isinstance(encoding, bytes) else encoding
+
+
+def _length(client, kind, key):
+    command = _LENGTH_COMMAND.get(kind)
+    if not command:
+        return None
+    try:
+        return client.execute_command(command, key)
+    except redis.ResponseError:
+        return None
+
+
+def preview_key(database, key: bytes, *, client=None):
+    """A bounded Preview of `key`, or a Preview whose `meta.exists` is False."""
+    client = client or client_for(database)
+    meta = key_metadata(keys=[key], client=client)[0]
+    if not meta.exists:
+        return Preview(meta=meta)
+    length = _length(client, meta.type, key)
+    encoding = _object_encoding(client, key)
+    base = {"meta": meta, "length": length, "encoding": encoding}
+    notes = () if encoding is not None else ("OBJECT ENCODING is refused by this server.",)
+    kind = meta.type
+    if kind == "string":
+        head = client.getrange(key, 0, STRING_PREVIEW_BYTES - 1)
+        truncated = (length or 0) > len(head)
+        return Preview(**base, text=display_value(head), binary=not is_text(head), truncated=truncated,
+                       json_text=None if truncated else pretty_json(head), notes=notes)
+    if kind == "hash":
+        pairs = _scan_collection(client, "HSCAN", key)
+        items = [(display_key(f), display_value(v)) for f, v in pairs]
+        return Preview(**base, items=items, columns=("field", "value"), truncated=(length or 0) > len(items),
+                       notes=notes)
+    if kind == "set":
+        members = _scan_collection(client, "SSCAN", key)
+        return Preview(**base, items=[(display_value(m),) for m in members], columns=("member",),
+                       truncated=(length or 0) > len(members), notes=notes)
+    if kind == "list":
+        values = client.lrange(key, 0, ELEMENTS - 1)
+        items = [(str(i), display_value(v)) for i, v in enumerate(values)]
+        return Preview(**base, items=items, columns=("index", "value"), truncated=(length or 0) > len(items),
+                       notes=notes)
+    if kind == "zset":
+        pairs = client.zrange(key, 0, ELEMENTS - 1, withscores=True)
+        items = [(display_value(m), f"{s:g}") for m, s in pairs]
+        return Preview(**base, items=items, columns=("member", "score"), truncated=(length or 0) > len(items),
+                       notes=notes)
+    if kind == "stream":
+        entries = client.xrange(key, count=STREAM_ENTRIES)
+        items = [(display_value(entry_id),
+                  ", ".join(f"{display_value(f)}={display_value(v)}" for f, v in fields.items()))
+                 for entry_id, fields in entries]
+        return Preview(**base, items=items, columns=("id", "fields"), truncated=(length or 0) > len(items),
+                       notes=notes)
+    if kind == "ReJSON-RL":
+        return _json_preview(client, key, base, notes)
+    return Preview(**base, notes=notes + (f"No preview for type {kind}.",))
+
+
+def _json_preview(client, key, base, notes):
+    """RedisJSON documents, when the module answers and the document is small enough."""
+    meta = base["meta"]
+    if meta.memory is not None and meta.memory > JSON_PREVIEW_MAX_MEMORY:
+        return Preview(**base, truncated=True, notes=notes + ("The JSON document is too large to preview.",))
+    try:
+        raw = client.execute_command("JSON.GET", key)
+    except redis.ResponseError as exc:
+        return Preview(**base, notes=notes + (f"RedisJSON did not answer: {exc}",))
+    raw = raw or b""
+    return Preview(**base, text=display_value(raw[:STRING_PREVIEW_BYTES]), json_text=pretty_json(raw),
+                   truncated=len(raw) > STRING_PREVIEW_BYTES, notes=notes)
+
+
+@dataclass(frozen=True)
+class Download:
+    data: bytes
+    length: int
+    truncated: bool
+
+
+def download_value(database, key: bytes, *, cap=None, client=None):
+    """The string value of `key` up to `cap` bytes (GETRANGE, never a full GET of an
+    unbounded value), or None when the key is gone or not a string."""
+    cap = cap or settings.KEYSPACE_DOWNLOAD_CAP
+    client = client or client_for(database)
+    pipe = client.pipeline(transaction=False)
+    pipe.type(key)
+    pipe.strlen(key)
+    kind, length = pipe.execute(raise_on_error=False)
+    if kind not in (b"string", "string") or isinstance(length, Exception):
+        return None
+    data = client.getrange(key, 0, cap - 1)
+    return Download(data=data, length=length, truncated=length > len(data))

@@ -1,0 +1,59 @@
+"""Namespaces and their TTL policies: everyone reads them, operators edit them (audited)."""
+
+from django.contrib import messages
+from django.db import transaction
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.vary import vary_on_headers
+
+from continuity.forms import NamespaceForm
+from continuity.models import Namespace
+from dashboard import audit, roles
+from dashboard.models import RedisDatabase
+
+
+@roles.role_required(roles.VIEWER)
+@vary_on_headers("HX-Request")
+def namespace_list(request, database):
+    database = get_object_or_404(RedisDatabase, name=database)
+    namespaces = Namespace.objects.for_database(database)
+    template = "continuity/namespace_list.html#table" if request.htmx else "continuity/namespace_list.html"
+    return render(request, template, {"database": database, "namespaces": namespaces})
+
+
+def _save(request, database, namespace):
+    """Bind, validate and save a NamespaceForm with its audit entry; None when invalid."""
+    before = audit.snapshot(namespace) if namespace.pk else None
+    form = NamespaceForm(request.POST, instance=namespace, database=database)
+    if not form.is_valid():
+        return form, None
+    with transaction.atomic():
+        saved = form.save()
+        audit.record(request=request, action="namespace.update" if before else "namespace.create", target=saved,
+                     before=before, after=audit.snapshot(saved))
+    return form, saved
+
+
+@roles.role_required(roles.OPERATOR)
+def namespace_edit(request, database, pk):
+    database = get_object_or_404(RedisDatabase, name=database)
+    namespace = get_object_or_404(Namespace, database=database, pk=pk)
+    form = NamespaceForm(instance=namespace, database=database)
+    if request.method == "POST":
+        form, saved = _save(request, database, namespace)
+        if saved:
+            messages.success(request, f"Namespace {saved.name} saved.")
+            return redirect("continuity:namespace_list", database=database.name)
+    return render(request, "continuity/namespace_form.html", {"database": database, "form": form,
+                                                              "namespace": namespace})
+
+
+@roles.role_required(roles.OPERATOR)
+def namespace_create(request, database):
+    database = get_object_or_404(RedisDatabase, name=database)
+    form = NamespaceForm(initial={"prefix": database.key_prefix}, database=database)
+    if request.method == "POST":
+        form, saved = _save(request, database, Namespace(database=database))
+        if saved:
+            messages.success(request, f"Namespace {saved.name} created.")
+            return redirect("continuity:namespace_list", database=database.name)
+    return render(request, "continuity/namespace_form.html", {"database": database, "form": form, "namespace": None})
