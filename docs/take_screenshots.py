@@ -9,7 +9,8 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-PAGES = {"runbook": "/", "keyspace": "/keyspace/", "jobs": "/keyspace/jobs/", "audit": "/audit/"}
+PAGES = {"runbook": "/", "keyspace": "/keyspace/", "browse": "/keyspace/lucia/browse/?prefix=lucia:session:",
+         "jobs": "/keyspace/jobs/", "audit": "/audit/"}
 OUT = Path(__file__).parent / "screenshots"
 
 
