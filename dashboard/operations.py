@@ -25,20 +25,23 @@ class RotationResult:
     status_after: str
 
 
-def _actor_kwargs(request, actor, source):
+def _actor_kwargs(request, actor, source, actor_label=""):
     if request is not None:
         return {"request": request}
-    return {"actor": actor, "source": source}
+    return {"actor": actor, "source": source, "actor_label": actor_label}
 
 
-def record_rotation(*, secret, verified_how, reference="", note="", actor, request=None, source="web", now=None):
+def record_rotation(*, secret, verified_how, reference="", note="", actor, actor_label="", request=None,
+                    source="web", now=None):
     """Append a rotation, move `last_rotated` and the reference, audit it: one transaction.
 
     `reference` blank means the new value went into the same 1Password item. Raises
     PermissionDenied unless `actor` is an operator, ValidationError (never echoing the input)
-    on a bad reference or a secret pasted into the text.
+    on a bad reference or a secret pasted into the text. `actor=None` is only for the command
+    line without --by (a shell on the server is already trusted); `actor_label` names it.
     """
-    roles.require_role(actor, roles.OPERATOR)
+    if actor is not None or source != "cli":
+        roles.require_role(actor, roles.OPERATOR)
     reference = (reference or "").strip() or secret.reference
     if not reference:
         raise ValidationError({"reference": "This secret has no reference yet: give the new value's reference."})
@@ -58,7 +61,8 @@ def record_rotation(*, secret, verified_how, reference="", note="", actor, reque
         locked = Secret.objects.select_for_update().get(pk=secret.pk)
         status_before = locked.rotation_status(now)
         before = {"last_rotated": locked.last_rotated, "reference": locked.reference, "status": status_before}
-        rotation = Rotation(secret=locked, rotated_at=now, recorded_by=actor, recorded_by_label=actor.get_username(),
+        label = actor.get_username() if actor is not None else (actor_label or "cli")
+        rotation = Rotation(secret=locked, rotated_at=now, recorded_by=actor, recorded_by_label=label,
                             verified_how=verified_how.strip(), note=(note or "").strip(), source=source)
         rotation.set_reference(reference)
         rotation.save()
@@ -70,7 +74,7 @@ def record_rotation(*, secret, verified_how, reference="", note="", actor, reque
         audit.record(action="secret.rotate", target=locked, before=before,
                      after={"last_rotated": now, "reference": locked.reference, "status": status_after,
                             "verified_how": rotation.verified_how},
-                     note=rotation.note, **_actor_kwargs(request, actor, source))
+                     note=rotation.note, **_actor_kwargs(request, actor, source, label))
     return RotationResult(secret=locked, rotation=rotation, status_before=status_before, status_after=status_after)
 
 
