@@ -9,6 +9,15 @@ from dashboard.models import (AccountAccess, AlertChannel, ChecklistItem, EnvVar
 from dashboard.references import validate_reference
 from dashboard.scanning import validate_no_secret
 
+def https_urls(field, **kwargs):
+    """Model field → form field, with URL fields assuming https:// when no scheme is typed."""
+    from django.db import models
+
+    if isinstance(field, models.URLField):
+        kwargs.setdefault("assume_scheme", "https")
+    return field.formfield(**kwargs)
+
+
 # Error codes that mean "the input may be a secret": the value must not be shown again.
 SECRET_REFUSALS = {"pasted_secret", "not_a_reference"}
 
@@ -48,6 +57,7 @@ class ScrubRefusedMixin:
 class AccountAccessForm(ScrubRefusedMixin, forms.ModelForm):
     class Meta:
         model = AccountAccess
+        formfield_callback = https_urls
         fields = ["provider", "account_email", "dashboard_url", "team", "mfa_method", "mfa_last_verified", "notes"]
         widgets = {"mfa_last_verified": forms.DateInput(attrs={"type": "date"}),
                    "notes": forms.Textarea(attrs={"rows": 3})}
@@ -59,6 +69,7 @@ class RedisDatabaseForm(ScrubRefusedMixin, forms.ModelForm):
 
     class Meta:
         model = RedisDatabase
+        formfield_callback = https_urls
         fields = ["name", "environment", "provider", "region", "rest_url", "tcp_endpoint", "read_regions",
                   "key_prefix", "url_env", "readonly_url_env", "notes", *RedisDatabase.FAILURE_PLAN_FIELDS]
         widgets = {name: forms.Textarea(attrs={"rows": 2}) for name in ("notes", *RedisDatabase.FAILURE_PLAN_FIELDS)}
@@ -99,6 +110,7 @@ class ChecklistToggleForm(ScrubRefusedMixin, forms.Form):
 class PhaseMappingForm(ScrubRefusedMixin, forms.ModelForm):
     class Meta:
         model = PhaseMapping
+        formfield_callback = https_urls
         fields = ["number", "title", "primary_page", "primary_page_url", "notes"]
         widgets = {"notes": forms.Textarea(attrs={"rows": 2})}
 
@@ -132,6 +144,7 @@ class RotationForm(ScrubRefusedMixin, forms.Form):
 class AlertChannelForm(ScrubRefusedMixin, forms.ModelForm):
     class Meta:
         model = AlertChannel
+        formfield_callback = https_urls
         fields = ["name", "kind", "url", "enabled"]
 
     def clean_url(self):

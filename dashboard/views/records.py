@@ -56,7 +56,7 @@ def field_rows(obj, names):
 @vary_on_headers("HX-Request")
 def home(request):
     sort = request.GET.get("sort") if request.GET.get("sort") in SORTS else "next_due"
-    secrets = [s for s in Secret.objects.sorted_by(sort) if s.needs_attention()]
+    secrets = [s for s in Secret.objects.sorted_by(sort).select_related("database") if s.needs_attention()]
     context = {"attention": secrets, "sort": sort, "sorts": SORTS}
     if request.htmx:
         return render(request, "dashboard/home.html#attention", context)
