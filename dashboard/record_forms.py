@@ -49,10 +49,6 @@ class ScrubRefusedMixin:
                 data[self.add_prefix(name)] = ""
             self.data = data
 
-    def refused_fields(self):
-        return [name for name, errors in (self._errors or {}).as_data().items()
-                if any(e.code in SECRET_REFUSALS for e in errors)] if self._errors else []
-
 
 class AccountAccessForm(ScrubRefusedMixin, forms.ModelForm):
     class Meta:

@@ -170,3 +170,19 @@ def test_it_renders_the_runbook_in_the_reference_order_and_as_markdown(viewer_cl
     md_positions = [text.index(h) for h in ["## Runbook phase mapping", "## Setup checklist", "## Keys and secrets",
                                             "## Environment variable tracker", "### Failure behaviour"]]
     assert md_positions == sorted(md_positions)
+
+
+def test_it_shows_and_edits_account_access(viewer_client, operator_client, lucia):
+    account = AccountAccess.objects.get()
+    body = viewer_client.get(account.get_absolute_url()).content.decode()
+    assert 'data-testid="detail-table"' in body and "Upstash" in body
+    assert "/edit/" not in body  # viewers get no edit link
+    url = reverse("dashboard:account_edit", args=[account.pk])
+    assert viewer_client.post(url, {"provider": "Upstash"}).status_code == 403
+    data = {"provider": "Upstash", "account_email": "ops@example.test", "mfa_method": "WebAuthn",
+            "mfa_last_verified": "2025-05-20", "notes": ""}
+    assert operator_client.post(url, data).status_code == 302
+    account.refresh_from_db()
+    assert account.mfa_method == "WebAuthn" and str(account.mfa_last_verified) == "2025-05-20"
+    entry = AuditEntry.objects.get(action="account.edit")
+    assert entry.before["mfa_method"] == "" and entry.after["mfa_method"] == "WebAuthn"
