@@ -1,16 +1,18 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from dashboard.views import access
+from dashboard.urls_records import record_patterns
+from dashboard.views import access, records
 
 
 dashboard_patterns = [
-    path("", access.home, name="home"),
+    path("", records.home, name="home"),
     path("audit/", access.audit_list, name="audit_list"),
     path("audit/<int:pk>/", access.audit_detail, name="audit_detail"),
     path("users/", access.user_list, name="user_list"),
     path("users/new/", access.user_create, name="user_create"),
     path("users/<int:pk>/role/", access.user_role, name="user_role"),
+    *record_patterns,
 ]
 
 urlpatterns = [

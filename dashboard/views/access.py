@@ -11,14 +11,7 @@ from django.views.decorators.vary import vary_on_headers
 
 from dashboard import audit, health, roles
 from dashboard.forms import AuditFilterForm, RoleForm, UserCreateForm
-from dashboard.models import AuditEntry, RedisDatabase
-
-
-@roles.role_required(roles.VIEWER)
-def home(request):
-    databases = RedisDatabase.objects.prefetch_related("namespaces")
-    recent = AuditEntry.objects.select_related("actor")[:10]
-    return render(request, "dashboard/home.html", {"databases": databases, "recent": recent})
+from dashboard.models import AuditEntry
 
 
 @roles.role_required(roles.VIEWER)

@@ -1,10 +1,12 @@
-"""Records kept in Postgres: the durable, auditable side of the runbook."""
+"""Permissions, the audit log and Redis database records."""
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
+
+from dashboard.scanning import validate_no_secret
 
 
 class Access(models.Model):
@@ -87,8 +89,10 @@ class RedisDatabase(models.Model):
     environment = models.CharField(max_length=16, choices=ENVIRONMENTS, default="production")
     provider = models.CharField(max_length=64, default="Upstash")
     region = models.CharField(max_length=64, blank=True)
-    rest_url = models.URLField(blank=True, verbose_name="REST URL")
-    tcp_endpoint = models.CharField(max_length=255, blank=True, verbose_name="TCP endpoint")
+    # Validated like free text too: a URL with a password in it is a secret.
+    rest_url = models.URLField(blank=True, verbose_name="REST URL", validators=[validate_no_secret])
+    tcp_endpoint = models.CharField(max_length=255, blank=True, verbose_name="TCP endpoint",
+                                    validators=[validate_no_secret])
     read_regions = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     key_prefix = models.CharField(max_length=64, default="lucia:")
     url_env = models.CharField(
@@ -99,9 +103,20 @@ class RedisDatabase(models.Model):
         max_length=64, blank=True, validators=[env_var_name], verbose_name="read-only URL env var",
         help_text="Optional: a read-only URL (e.g. Upstash's default_ro user) used for browsing.",
     )
-    notes = models.TextField(blank=True)
+    notes = models.TextField(blank=True, validators=[validate_no_secret])
+    # Failure plan: what happens when this database is down, and the TTL design notes.
+    if_down = models.TextField(blank=True, validators=[validate_no_secret], verbose_name="if Redis is down")
+    lucia_should = models.TextField(blank=True, validators=[validate_no_secret], verbose_name="Lucia should")
+    operator_impact = models.TextField(blank=True, validators=[validate_no_secret])
+    alerting_path = models.TextField(blank=True, validators=[validate_no_secret])
+    expiry_fallback = models.TextField(
+        blank=True, validators=[validate_no_secret], verbose_name="fallback behaviour if expired",
+        help_text="TTL design note: what Lucia does when a key has expired.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    FAILURE_PLAN_FIELDS = ("if_down", "lucia_should", "operator_impact", "alerting_path", "expiry_fallback")
 
     class Meta:
         ordering = ["name"]

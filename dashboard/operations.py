@@ -1,0 +1,127 @@
+"""Changes to records that carry rules beyond a form save: rotations, exposure, checklist.
+
+Keyword-only functions returning small result dataclasses; each writes its rows and the
+audit entry in one transaction. The web views and the management commands call the same
+function, so both paths validate and audit alike.
+"""
+
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from dashboard import audit, roles
+from dashboard.models import ChecklistItem, Rotation, Secret
+from dashboard.references import parse_reference
+from dashboard.scanning import validate_no_secret
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    secret: Secret
+    rotation: Rotation
+    status_before: str
+    status_after: str
+
+
+def _actor_kwargs(request, actor, source, actor_label=""):
+    if request is not None:
+        return {"request": request}
+    return {"actor": actor, "source": source, "actor_label": actor_label}
+
+
+def record_rotation(*, secret, verified_how, reference="", note="", actor, actor_label="", request=None,
+                    source="web", now=None):
+    """Append a rotation, move `last_rotated` and the reference, audit it: one transaction.
+
+    `reference` blank means the new value went into the same 1Password item. Raises
+    PermissionDenied unless `actor` is an operator, ValidationError (never echoing the input)
+    on a bad reference or a secret pasted into the text. `actor=None` is only for the command
+    line without --by (a shell on the server is already trusted); `actor_label` names it.
+    """
+    if actor is not None or source != "cli":
+        roles.require_role(actor, roles.OPERATOR)
+    reference = (reference or "").strip() or secret.reference
+    if not reference:
+        raise ValidationError({"reference": "This secret has no reference yet: give the new value's reference."})
+    errors = {}
+    for field, check in (("reference", parse_reference), ("verified_how", validate_no_secret), ("note", validate_no_secret)):
+        value = {"reference": reference, "verified_how": verified_how, "note": note}[field]
+        try:
+            check(value)
+        except ValidationError as error:
+            errors[field] = error.messages
+    if not (verified_how or "").strip():
+        errors.setdefault("verified_how", []).append("Say how the new value was verified.")
+    if errors:
+        raise ValidationError(errors)
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = Secret.objects.select_for_update().get(pk=secret.pk)
+        status_before = locked.rotation_status(now)
+        before = {"last_rotated": locked.last_rotated, "reference": locked.reference, "status": status_before}
+        label = actor.get_username() if actor is not None else (actor_label or "cli")
+        rotation = Rotation(secret=locked, rotated_at=now, recorded_by=actor, recorded_by_label=label,
+                            verified_how=verified_how.strip(), note=(note or "").strip(), source=source)
+        rotation.set_reference(reference)
+        rotation.save()
+        locked.last_rotated = now
+        locked.set_reference(reference)
+        locked.save(update_fields=["last_rotated", "reference", "ref_vault", "ref_item", "ref_section",
+                                   "ref_field", "ref_attribute", "updated_at"])
+        status_after = locked.rotation_status(now)
+        audit.record(action="secret.rotate", target=locked, before=before,
+                     after={"last_rotated": now, "reference": locked.reference, "status": status_after,
+                            "verified_how": rotation.verified_how},
+                     note=rotation.note, **_actor_kwargs(request, actor, source, label))
+    return RotationResult(secret=locked, rotation=rotation, status_before=status_before, status_after=status_after)
+
+
+@dataclass(frozen=True)
+class ExposureResult:
+    secret: Secret
+    changed: bool
+
+
+def mark_exposed(*, secret, actor, note="", request=None, source="web", now=None):
+    """Mark a secret exposed (pasted somewhere by mistake): it is due for rotation now."""
+    roles.require_role(actor, roles.OPERATOR)
+    validate_no_secret(note)
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = Secret.objects.select_for_update().get(pk=secret.pk)
+        if locked.is_exposed():
+            return ExposureResult(secret=locked, changed=False)
+        before = {"exposed_at": locked.exposed_at, "status": locked.rotation_status(now)}
+        locked.exposed_at = now
+        locked.save(update_fields=["exposed_at", "updated_at"])
+        audit.record(action="secret.exposed", target=locked, before=before,
+                     after={"exposed_at": now, "status": locked.rotation_status(now)}, note=note,
+                     **_actor_kwargs(request, actor, source))
+    # Exposure is urgent: alert now rather than at the next daily check.
+    from dashboard import alerts
+
+    alerts.check_rotations(secrets=Secret.objects.filter(pk=locked.pk), now=now)
+    return ExposureResult(secret=locked, changed=True)
+
+
+def set_checklist_item(*, item, done, note, actor, request=None, source="web"):
+    """Mark a checklist item done (by `actor`, now) or not done, with a note. Audited."""
+    roles.require_role(actor, roles.OPERATOR)
+    validate_no_secret(note)
+    with transaction.atomic():
+        locked = ChecklistItem.objects.select_for_update().get(pk=item.pk)
+        before = {"done_by": locked.done_by.get_username() if locked.done_by else None,
+                  "done_at": locked.done_at, "note": locked.note}
+        if done and not locked.done_at:
+            locked.done_by, locked.done_at = actor, timezone.now()
+        elif not done:
+            locked.done_by, locked.done_at = None, None
+        locked.note = note
+        locked.save()
+        audit.record(action="checklist.done" if done else "checklist.undone", target=locked, before=before,
+                     after={"done_by": locked.done_by.get_username() if locked.done_by else None,
+                            "done_at": locked.done_at, "note": locked.note},
+                     **_actor_kwargs(request, actor, source))
+    return locked

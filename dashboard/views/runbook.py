@@ -1,0 +1,39 @@
+"""The runbook, generated from the live records in the reference document's order."""
+
+from django.http import HttpResponse
+from django.shortcuts import render
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from dashboard import roles
+from dashboard.models import AccountAccess, ChecklistItem, EnvVar, PhaseMapping, RedisDatabase, Secret
+
+
+def runbook_context():
+    """Everything the runbook shows, gathered in a fixed number of queries."""
+    from continuity.models import Namespace
+
+    databases = list(RedisDatabase.objects.all())
+    return {
+        "generated_at": timezone.now(),
+        "phases": PhaseMapping.objects.all(),
+        "namespaces": Namespace.objects.select_related("database").order_by("database__name", "prefix"),
+        "stages": ChecklistItem.objects.stages(),
+        "accounts": AccountAccess.objects.all(),
+        "databases": databases,
+        "secrets": Secret.objects.select_related("database").order_by("name"),
+        "env_vars": EnvVar.objects.select_related("secret").order_by("name"),
+    }
+
+
+@roles.role_required(roles.VIEWER)
+def runbook(request):
+    return render(request, "dashboard/runbook.html", runbook_context())
+
+
+@roles.role_required(roles.VIEWER)
+def runbook_markdown(request):
+    text = render_to_string("dashboard/runbook.md", runbook_context(), request=request)
+    response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="lucia-redis-runbook.md"'
+    return response
