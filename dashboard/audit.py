@@ -12,7 +12,8 @@ from dashboard.models import AuditEntry
 
 CENSORED = "[censored]"
 # Field names whose values never reach the audit log.
-_SENSITIVE_NAME = re.compile(r"password|passwd|token|secret(?!_id)|credential|private|api_?key|^value$", re.I)
+# (A field named just `secret` is a link to a Secret record, not a secret value.)
+_SENSITIVE_NAME = re.compile(r"password|passwd|token|secret_(key|value)|_secret$|credential|private|api_?key|^value$", re.I)
 # Redis URLs with a password in the userinfo: keep the user, drop the password.
 _URL_PASSWORD = re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+@", re.I)
 

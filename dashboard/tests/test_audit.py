@@ -34,11 +34,12 @@ def test_postgres_refuses_delete_even_in_raw_sql(entry):
 
 def test_it_censors_sensitive_fields_and_passwords_in_urls():
     data = {"password": "hunter2", "token": "AXyz", "api_key": "k", "value": "v", "name": "REDIS_TOKEN",
-            "url": "rediss://default:s3cret@eu1.upstash.io:6379", "secret_id": 4, "empty_token": ""}
+            "url": "rediss://default:s3cret@eu1.upstash.io:6379", "secret_id": 4, "secret": 7, "client_secret": "cs", "empty_token": ""}
     censored = audit.censor(data)
     assert censored["password"] == censored["token"] == censored["api_key"] == censored["value"] == audit.CENSORED
     assert censored["url"] == f"rediss://default:{audit.CENSORED}@eu1.upstash.io:6379"
     assert censored["name"] == "REDIS_TOKEN" and censored["secret_id"] == 4 and censored["empty_token"] == ""
+    assert censored["secret"] == 7 and censored["client_secret"] == audit.CENSORED
     assert "s3cret" not in str(censored)
 
 
