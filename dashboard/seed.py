@@ -68,6 +68,18 @@ def seed_namespaces(database):
     return created
 
 
+def seed_schedules():
+    """The beat schedules in the database (django-celery-beat), created only if missing:
+    an admin's later edits (interval, crontab, enabled) are never overwritten."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    every_15, _ = IntervalSchedule.objects.get_or_create(every=15, period=IntervalSchedule.MINUTES)
+    _, made = create_once(PeriodicTask, {"name": "ttl review"},
+                          {"task": "continuity.review_all_databases", "interval": every_15, "enabled": True,
+                           "description": "Review TTLs, sizes and types of every key of every database."})
+    return int(made)
+
+
 def seed_all():
     """Every seeder in runbook order. Returns {record type: number created}."""
     from continuity.models import Namespace
@@ -76,7 +88,9 @@ def seed_all():
     before_ns = Namespace.objects.count()
     database = seed_database()
     seed_namespaces(database)
+    schedules = seed_schedules()
     return {
         "databases": RedisDatabase.objects.count() - before_db,
         "namespaces": Namespace.objects.count() - before_ns,
+        "schedules": schedules,
     }

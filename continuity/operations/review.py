@@ -239,7 +239,7 @@ def _namespace_rows(tally, namespaces):
             "findings": dict(ns_tally.findings),
             "top_keys": [[token, memory] for memory, token in sorted(ns_tally.top, reverse=True)],
         })
-    rows.sort(key=lambda row: (row["namespace_obj"] is None, row["prefix"]))
+    rows.sort(key=lambda row: (row["prefix"] == UNKNOWN_LABEL, row["prefix"]))
     return rows
 
 
@@ -257,6 +257,7 @@ def result_from_run(run):
     rows = [{"namespace": s.namespace.name if s.namespace else None, "prefix": s.label, "keys": s.keys,
              "bytes": s.bytes, "ttl_histogram": s.ttl_histogram, "findings": s.findings, "top_keys": s.top_keys}
             for s in run.namespace_stats.select_related("namespace")]
+    rows.sort(key=lambda row: (row["prefix"] == UNKNOWN_LABEL, row["prefix"]))
     return ReviewResult(database=run.database.name, status=run.status, keys_scanned=run.keys_scanned,
                         foreign_keys=run.foreign_keys, vanished_keys=run.vanished_keys,
                         findings=dict(run.findings), namespaces=rows, commands=run.commands,
