@@ -147,6 +147,15 @@ class ReviewRun(models.Model):
         return scanned, min(0.99, scanned / self.dbsize_before)
 
 
+class ReviewNamespaceStatQuerySet(models.QuerySet):
+    def trend(self, database, *, runs=30):
+        """Stats of the last `runs` succeeded reviews of `database`, oldest first."""
+        last = (ReviewRun.objects.for_database(database).succeeded().order_by("-finished_at")
+                .values_list("pk", flat=True)[:runs])
+        return (self.filter(run__in=list(last)).select_related("run")
+                .order_by("run__finished_at", "label"))
+
+
 class ReviewNamespaceStat(models.Model):
     """What one review found under one namespace (or under no namespace)."""
 
@@ -158,6 +167,8 @@ class ReviewNamespaceStat(models.Model):
     ttl_histogram = models.JSONField(default=dict, help_text="TTL bucket → number of keys.")
     findings = models.JSONField(default=dict)
     top_keys = models.JSONField(default=list, help_text="[[base64url key, bytes], …] biggest first.")
+
+    objects = ReviewNamespaceStatQuerySet.as_manager()
 
     class Meta:
         ordering = ["label"]

@@ -19,3 +19,22 @@ def duration(seconds):
         return f"{hours}h" + (f" {minutes}m" if minutes else "")
     days, hours = divmod(hours, 24)
     return f"{days}d" + (f" {hours}h" if hours else "")
+
+
+@register.filter
+def ms_duration(milliseconds):
+    """A TTL in milliseconds as a short duration (see `duration`)."""
+    if milliseconds is None or milliseconds == "":
+        return "—"
+    return duration(int(milliseconds) // 1000)
+
+
+@register.filter
+def display_token(token):
+    """A base64url key token shown as escaped text (bytes preserved)."""
+    from continuity.keyspace import decode_key, display_key
+
+    try:
+        return display_key(decode_key(token))
+    except ValueError:
+        return "?"
