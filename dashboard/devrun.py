@@ -1,0 +1,115 @@
+"""`make run`: the whole dashboard on this machine, under one process manager.
+
+- Starts a throwaway Postgres (when DATABASE_URL is unset) and a local redis-server (for
+  whichever of REDIS_URL / CELERY_BROKER_URL / CACHE_URL is unset) in `.local/`, on
+  loopback ports. Servers given by the environment are used as they are, never touched.
+- Migrates, seeds the runbook, creates the first admin, and — only when it started the
+  monitored Redis itself — loads a demo keyspace.
+- Runs web, Celery worker and Celery beat under honcho; Ctrl-C stops everything it started.
+"""
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+from honcho.manager import Manager
+
+from dashboard import localservers
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = ROOT / ".local"
+PYTHON = sys.executable
+
+
+def read_dotenv(path):
+    """KEY=VALUE lines of a .env file; the real environment wins."""
+    values = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, _, value = line.partition("=")
+                values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def _port_file(name, preferred):
+    """Reuse the port of the last run so bookmarks keep working, when it is free."""
+    path = LOCAL / f"{name}.port"
+    last = int(path.read_text()) if path.exists() else preferred
+    port = localservers.free_port(last)
+    LOCAL.mkdir(exist_ok=True)
+    path.write_text(str(port))
+    return port
+
+
+def manage(env, *args):
+    import subprocess
+
+    result = subprocess.run([PYTHON, str(ROOT / "manage.py"), *args], env=env)
+    if result.returncode:
+        raise SystemExit(f"manage.py {' '.join(args)} failed (exit {result.returncode}).")
+
+
+def main():
+    env = {**read_dotenv(ROOT / ".env"), **os.environ}
+    env.setdefault("DJANGO_DEBUG", "1")
+    env.setdefault("DJANGO_HTTPS", "0")
+    started = []
+    local_monitored = False
+    try:
+        if not env.get("DATABASE_URL"):
+            localservers.ensure("postgres")
+            pg = localservers.LocalPostgres(LOCAL / "postgres", _port_file("postgres", 54329)).start()
+            started.append(pg)
+            pg.create_database("dashboard")
+            env["DATABASE_URL"] = pg.url + "dashboard"
+            print(f"· Postgres (local, throwaway) on 127.0.0.1:{pg.port}, data in .local/postgres")
+        roles = {"REDIS_URL": 0, "CELERY_BROKER_URL": 1, "CACHE_URL": 2}
+        missing = [name for name in roles if not env.get(name)]
+        if missing:
+            localservers.ensure("redis-server")
+            rd = localservers.LocalRedis(LOCAL / "redis", _port_file("redis", 63790)).start()
+            started.append(rd)
+            for name in missing:
+                env[name] = rd.url(roles[name])
+            local_monitored = "REDIS_URL" in missing
+            print(f"· Redis (local) on 127.0.0.1:{rd.port} for {', '.join(missing)}")
+        manage(env, "migrate", "--noinput", "-v", "0")
+        manage(env, "seed_runbook")
+        manage(env, "ensure_admin")
+        if local_monitored:
+            manage(env, "load_demo_keyspace", "--keys", "3000")
+        port = env.get("PORT", "8000")
+        processes = {
+            "web": f"{PYTHON} manage.py runserver 127.0.0.1:{port}",
+            "worker": f"{PYTHON} -m celery -A dashboard worker --loglevel INFO --concurrency 2",
+            "beat": f"{PYTHON} -m celery -A dashboard beat --loglevel INFO",
+        }
+        if local_monitored and (ROOT / "continuity/management/commands/demo_writer.py").exists():
+            processes["demo"] = f"{PYTHON} manage.py demo_writer"
+        print(f"\n  Dashboard: http://127.0.0.1:{port}/   (health: http://127.0.0.1:{port}/healthz)")
+        print("  Sign in as the admin printed above (or DASHBOARD_ADMIN_PASSWORD). Ctrl-C stops everything.\n",
+              flush=True)
+        manager = Manager()
+        for name, command in processes.items():
+            manager.add_process(name, command, cwd=str(ROOT), env=env)
+        manager.loop()
+        # Ctrl-C (130) or a TERM (143) is how a local run is meant to end.
+        return 0 if manager.returncode in (None, 130, 143) else manager.returncode
+    except localservers.MissingBinary as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for server in reversed(started):
+            server.stop()
+        if started:
+            print("· Stopped the local servers.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
