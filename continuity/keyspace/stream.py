@@ -1,6 +1,8 @@
 """Whole-keyspace streaming for reviews: SCAN batches and their metadata, with every
 Redis command counted (Upstash bills each one, and the benchmark checks the count)."""
 
+import queue
+import threading
 from dataclasses import dataclass
 
 import redis
@@ -51,18 +53,7 @@ _SHA = {}
 
 
 def _script_rows(client, keys):
-    sha = _SHA.get("meta")
-    if sha is None:
-        import hashlib
-
-        sha = _SHA["meta"] = hashlib.sha1(meta._META_LUA.encode()).hexdigest()
-    commands = 1
-    try:
-        replies = client.evalsha(sha, len(keys), *keys)
-    except redis.exceptions.NoScriptError:
-        client.script_load(meta._META_LUA)
-        replies = client.evalsha(sha, len(keys), *keys)
-        commands = 3
+    replies, commands = _evalsha(client, "meta", meta._META_LUA, len(keys), *keys)
     rows = []
     for key, (pttl, kind, memory) in zip(keys, replies):
         if pttl == -2:
@@ -79,3 +70,152 @@ def dbsize(client):
         return client.dbsize()
     except redis.ResponseError:
         return None
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A SCAN batch with the metadata of its keys under `prefix` (foreign keys only counted)."""
+
+    cursor: int
+    scanned: int
+    foreign: int
+    rows: list
+    commands: int
+
+
+_DONE = object()
+_TYPE_NAMES = {name.encode(): name for name in ("string", "hash", "list", "set", "zset", "stream", "ReJSON-RL")}
+
+# One command per batch: SCAN inside the script, then PTTL, TYPE and MEMORY USAGE of each
+# key under the prefix (ARGV[3]); keys outside it are only counted. Returns a flat array
+# {next cursor, foreign count, key, pttl, type, memory, key, pttl, …}: no per-key tables,
+# and the keys are not sent back and forth between SCAN and the metadata script.
+# (Keys are not declared in KEYS: this is a whole-keyspace read on a single node.)
+_SCAN_LUA = """
+local res = redis.call('SCAN', ARGV[1], 'COUNT', ARGV[2])
+local prefix = ARGV[3]
+local plen = #prefix
+local out = {res[1], 0}
+local n = 2
+local foreign = 0
+for _, key in ipairs(res[2]) do
+  if string.sub(key, 1, plen) ~= prefix then
+    foreign = foreign + 1
+  else
+    local pttl = redis.call('PTTL', key)
+    if pttl == -2 then
+      out[n+1] = key; out[n+2] = -2; out[n+3] = 'none'; out[n+4] = -2
+    else
+      local mem = redis.pcall('MEMORY', 'USAGE', key)
+      if type(mem) ~= 'number' then mem = -1 end
+      out[n+1] = key; out[n+2] = pttl; out[n+3] = redis.call('TYPE', key)['ok']; out[n+4] = mem
+    end
+    n = n + 4
+  end
+end
+out[2] = foreign
+return out
+"""
+
+
+def _sha(name, lua):
+    sha = _SHA.get(name)
+    if sha is None:
+        import hashlib
+
+        sha = _SHA[name] = hashlib.sha1(lua.encode()).hexdigest()
+    return sha
+
+
+def _evalsha(client, name, lua, numkeys, *args):
+    """(reply, commands): EVALSHA, with SCRIPT LOAD + EVALSHA when the server lacks it."""
+    sha = _sha(name, lua)
+    try:
+        return client.evalsha(sha, numkeys, *args), 1
+    except redis.exceptions.NoScriptError:
+        client.script_load(lua)
+        return client.evalsha(sha, numkeys, *args), 3
+
+
+def scan_script_batch(client, cursor, *, count, prefix):
+    """One SCAN batch with its metadata in a single EVALSHA (see `_SCAN_LUA`)."""
+    reply, commands = _evalsha(client, "scan", _SCAN_LUA, 0, cursor, count, prefix)
+    rows = []
+    append = rows.append
+    types = _TYPE_NAMES
+    items = iter(reply)
+    next(items), next(items)
+    for key, pttl, kind, memory in zip(items, items, items, items):
+        if pttl == -2:
+            append((key, None, None, None))
+        else:
+            append((key, None if pttl == -1 else pttl, types.get(kind) or kind.decode(),
+                    None if memory == -1 else memory))
+    next_cursor = int(reply[0])
+    return Fetched(next_cursor, len(rows) + reply[1], reply[1], rows, commands)
+
+
+def fetch_batch(client, cursor, *, count, prefix):
+    """The cheapest way this server allows: the scan script (1 command per batch), else
+    SCAN + the metadata script (2), else SCAN + a per-key pipeline."""
+    caps = meta._caps(client)
+    if caps.get("scan_script") is not False and caps["script"] is not False:
+        try:
+            fetched = scan_script_batch(client, cursor, count=count, prefix=prefix)
+            caps["scan_script"] = True
+            return fetched
+        except redis.ResponseError as exc:
+            if not meta._refused(exc):
+                raise
+            caps["scan_script"] = False
+    step = scan_batch(client, cursor, count=count)
+    ours = [key for key in step.keys if key.startswith(prefix)]
+    rows, commands = metadata_rows(client, ours)
+    return Fetched(step.cursor, len(step.keys), len(step.keys) - len(ours), rows, 1 + commands)
+
+
+def batches(client, *, cursor, count, prefix, prefetch=2):
+    """Yield Fetched batches in SCAN order from `cursor` until the scan is complete.
+
+    A helper thread does the Redis round trips up to `prefetch` batches ahead, so Redis
+    executes the next batch's script while this process counts the current one (the
+    socket wait releases the GIL). At most `prefetch` + 1 batches are held in memory.
+    Closing the generator stops the thread; a Redis error is re-raised here."""
+    out = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def put(item):
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce(cursor):
+        try:
+            while not stop.is_set():
+                fetched = fetch_batch(client, cursor, count=count, prefix=prefix)
+                if not put(fetched) or fetched.cursor == 0:
+                    break
+                cursor = fetched.cursor
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put(exc)
+
+    thread = threading.Thread(target=produce, args=(cursor,), name="review-scan", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = out.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if item.cursor == 0:
+                return
+    finally:
+        stop.set()
+        thread.join(timeout=30)

@@ -24,6 +24,8 @@ the batches since that checkpoint; the next worker reloads the aggregates and co
 from the saved cursor, so no key is counted twice.
 """
 
+import bisect
+import contextlib
 import heapq
 import time
 from dataclasses import dataclass, field
@@ -67,16 +69,6 @@ class ReviewInterrupted(Exception):
 
 
 # --- aggregates -----------------------------------------------------------------------
-def _bucket(ttl_ms):
-    if ttl_ms is None:
-        return NO_TTL_BUCKET
-    seconds = ttl_ms / 1000
-    for name, bound in TTL_BUCKETS:
-        if bound is None or seconds < bound:
-            return name
-    return TTL_BUCKETS[-1][0]
-
-
 @dataclass
 class NamespaceTally:
     keys: int = 0
@@ -171,35 +163,49 @@ class Classifier:
         return None
 
 
+_BOUNDS_MS = [bound * 1000 for _, bound in TTL_BUCKETS[:-1]]
+_BUCKET_BY_INDEX = [name for name, _ in TTL_BUCKETS]
+
+
 def _count_batch(tally, classifier, rows):
-    """Fold one batch of (key, ttl_ms, type, memory) rows into `tally`."""
+    """Fold one batch of (key, ttl_ms, type, memory) rows into `tally`. The hot loop of a
+    review: names are bound locally and per-key work is a few dict lookups."""
+    policy_of = classifier.policy
+    namespaces = {}
+    bisect_right = bisect.bisect_right
+    bounds, by_index = _BOUNDS_MS, _BUCKET_BY_INDEX
+    totals = tally.findings
     for key, ttl_ms, kind_type, memory in rows:
         if kind_type is None:
             tally.vanished += 1
             continue
-        policy = classifier.policy(key)
+        policy = policy_of(key)
         if policy is None:
-            ident, found = UNKNOWN, ["unknown_namespace"]
+            ident, found = UNKNOWN, ("unknown_namespace",)
         else:
             ident, ttl_required, max_ttl_ms, max_bytes, expected_type = policy
-            found = []
+            found = ()
             if ttl_ms is None:
                 if ttl_required:
-                    found.append("no_ttl")
+                    found = ("no_ttl",)
             elif max_ttl_ms is not None and ttl_ms > max_ttl_ms:
-                found.append("ttl_above_max")
+                found = ("ttl_above_max",)
             if max_bytes is not None and memory is not None and memory > max_bytes:
-                found.append("oversized")
+                found += ("oversized",)
             if expected_type is not None and kind_type != expected_type:
-                found.append("wrong_type")
-        ns = tally.namespace(ident)
+                found += ("wrong_type",)
+        ns = namespaces.get(ident)
+        if ns is None:
+            ns = namespaces[ident] = tally.namespace(ident)
         ns.keys += 1
-        ns.bytes += memory or 0
-        ns.histogram[_bucket(ttl_ms)] += 1
-        ns.add_top(memory, key)
+        if memory:
+            ns.bytes += memory
+            if len(ns.top) < TOP_N or memory > ns.top[0][0]:
+                ns.add_top(memory, key)
+        ns.histogram[NO_TTL_BUCKET if ttl_ms is None else by_index[bisect_right(bounds, ttl_ms)]] += 1
         for kind in found:
             ns.findings[kind] += 1
-            tally.findings[kind] += 1
+            totals[kind] += 1
             tally.sample(kind, ident, key, kind_type, ttl_ms, memory)
 
 
@@ -279,34 +285,26 @@ def start_review(*, database, actor=None, triggered_by=ReviewRun.CLI, batch=None
 
 
 def _scan(client, classifier, tally, *, cursor, batch, on_checkpoint, checkpoint_every, on_batch, clock):
-    """The SCAN loop. Returns when the cursor comes back 0 or `on_checkpoint` says stop
-    (returns False). Redis errors propagate."""
+    """The SCAN loop. Returns True when the scan completed, False when `on_checkpoint`
+    said stop (cancelled, or the claim was lost). Redis errors propagate."""
     last_mark = clock()
-    while True:
-        step = stream.scan_batch(client, cursor, count=batch)
-        tally.commands += step.commands
-        tally.keys_scanned += len(step.keys)
-        ours = []
-        prefix = classifier.key_prefix
-        for key in step.keys:
-            if key.startswith(prefix):
-                ours.append(key)
-            else:
-                tally.foreign += 1
-        rows, commands = stream.metadata_rows(client, ours)
-        tally.commands += commands
-        _count_batch(tally, classifier, rows)
-        tally.batches += 1
-        cursor = step.cursor
-        now = clock()
-        tally.elapsed_s += now - last_mark
-        last_mark = now
-        if on_batch is not None:
-            on_batch(tally)
-        if cursor == 0:
-            return True
-        if tally.batches % checkpoint_every == 0 and not on_checkpoint(cursor, tally):
-            return False
+    with contextlib.closing(stream.batches(client, cursor=cursor, count=batch, prefix=classifier.key_prefix)) as feed:
+        for fetched in feed:
+            tally.commands += fetched.commands
+            tally.keys_scanned += fetched.scanned
+            tally.foreign += fetched.foreign
+            _count_batch(tally, classifier, fetched.rows)
+            tally.batches += 1
+            now = clock()
+            tally.elapsed_s += now - last_mark
+            last_mark = now
+            if on_batch is not None:
+                on_batch(tally)
+            if fetched.cursor == 0:
+                return True
+            if tally.batches % checkpoint_every == 0 and not on_checkpoint(fetched.cursor, tally):
+                return False
+    return True
 
 
 def review_database(*, database, run=None, actor=None, batch=None, triggered_by=ReviewRun.CLI,
