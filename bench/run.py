@@ -183,6 +183,10 @@ def run_benchmark(*, sizes=(100_000, 1_000_000), repeats=3, batch=1000, browse=2
 
 
 def main(argv=None):
+    import signal
+
+    # SIGTERM runs the `finally` that stops the benchmark's redis-server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--repeats", type=int, default=3)

@@ -91,24 +91,28 @@ _TYPE_NAMES = {name.encode(): name for name in ("string", "hash", "list", "set",
 # {next cursor, foreign count, key, pttl, type, memory, key, pttl, …}: no per-key tables,
 # and the keys are not sent back and forth between SCAN and the metadata script.
 # (Keys are not declared in KEYS: this is a whole-keyspace read on a single node.)
+# MEMORY USAGE is a plain call here (pcall costs more per key): where MEMORY is refused
+# the script fails as a whole and `fetch_batch` falls back to the metadata script.
 _SCAN_LUA = """
-local res = redis.call('SCAN', ARGV[1], 'COUNT', ARGV[2])
+local call = redis.call
+local res = call('SCAN', ARGV[1], 'COUNT', ARGV[2])
+local keys = res[2]
 local prefix = ARGV[3]
 local plen = #prefix
+local sub = string.sub
 local out = {res[1], 0}
 local n = 2
 local foreign = 0
-for _, key in ipairs(res[2]) do
-  if string.sub(key, 1, plen) ~= prefix then
+for i = 1, #keys do
+  local key = keys[i]
+  if sub(key, 1, plen) ~= prefix then
     foreign = foreign + 1
   else
-    local pttl = redis.call('PTTL', key)
+    local pttl = call('PTTL', key)
     if pttl == -2 then
       out[n+1] = key; out[n+2] = -2; out[n+3] = 'none'; out[n+4] = -2
     else
-      local mem = redis.pcall('MEMORY', 'USAGE', key)
-      if type(mem) ~= 'number' then mem = -1 end
-      out[n+1] = key; out[n+2] = pttl; out[n+3] = redis.call('TYPE', key)['ok']; out[n+4] = mem
+      out[n+1] = key; out[n+2] = pttl; out[n+3] = call('TYPE', key)['ok']; out[n+4] = call('MEMORY', 'USAGE', key)
     end
     n = n + 4
   end
