@@ -74,7 +74,9 @@ def load(client, n):
 def run_review(url, batch):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-m", "bench.review_process", "--url", url, "--batch", str(batch)],
-                         capture_output=True, text=True, cwd=ROOT, env=env, check=True)
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    if out.returncode:
+        raise RuntimeError(f"the review process failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout)
 
 
