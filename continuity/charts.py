@@ -2,11 +2,13 @@
 `js=[]` keeps it from referencing its tooltip script on a CDN."""
 
 import re
+from collections import defaultdict
 
 import pygal
-from pygal.style import Style
+from pygal.style import CleanStyle, Style
 
 from continuity.keyspace.sample import NO_TTL, TTL_BUCKETS
+from continuity.models import ReviewNamespaceStat
 
 STYLE = Style(background="transparent", plot_background="transparent", font_family="system-ui, sans-serif",
               colors=("#3e8ed0", "#f14668", "#48c78e", "#ffe08a"), title_font_size=16, label_font_size=12,
@@ -64,3 +66,23 @@ def _bytes(value):
             return f"{value:.0f} {unit}"
         value /= 1024
     return f"{value:.0f} TiB"
+
+
+def namespace_trends(database, *, runs=30):
+    """{label: [(finished_at, keys, findings)]} over the last `runs` succeeded reviews,
+    oldest first."""
+    series = defaultdict(list)
+    for stat in ReviewNamespaceStat.objects.trend(database, runs=runs):
+        series[stat.label].append((stat.run.finished_at, stat.keys, sum(stat.findings.values())))
+    return dict(sorted(series.items()))
+
+
+def trend_svg(label, points):
+    """A line chart of keys (left axis) and findings (right axis) for one namespace."""
+    chart = pygal.Line(style=CleanStyle, height=260, width=720, js=[], disable_xml_declaration=True,
+                       show_dots=len(points) < 40, x_label_rotation=30, show_minor_x_labels=False,
+                       x_labels_major_count=6, truncate_legend=-1, title=label, include_x_axis=True)
+    chart.x_labels = [finished.strftime("%m-%d %H:%M") for finished, _, _ in points]
+    chart.add("keys", [keys for _, keys, _ in points])
+    chart.add("findings", [findings for _, _, findings in points], secondary=True)
+    return _render(chart)

@@ -186,6 +186,18 @@ def seed_rotation_check():
                         "description": "Daily: alert once per secret rotation-status change."})[1]
 
 
+def seed_schedules():
+    """The beat schedules in the database (django-celery-beat), created only if missing:
+    an admin's later edits (interval, crontab, enabled) are never overwritten."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    every_15, _ = IntervalSchedule.objects.get_or_create(every=15, period=IntervalSchedule.MINUTES)
+    _, made = create_once(PeriodicTask, {"name": "ttl review"},
+                          {"task": "continuity.review_all_databases", "interval": every_15, "enabled": True,
+                           "description": "Review TTLs, sizes and types of every key of every database."})
+    return int(made)
+
+
 def seed_all():
     """Every seeder in runbook order. Returns {record type: number created}."""
     from continuity.models import Namespace
@@ -200,7 +212,7 @@ def seed_all():
     failure_plan = seed_failure_plan(database)
     secrets = seed_secrets(database)
     env_vars = seed_env_vars()
-    schedules = seed_rotation_check()
+    schedules = seed_rotation_check() + seed_schedules()
     return {
         "databases": RedisDatabase.objects.count() - before_db,
         "namespaces": Namespace.objects.count() - before_ns,

@@ -146,6 +146,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT 
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 
+# TTL reviews: SCAN COUNT per batch, checkpoint every N batches, and the lease after which
+# a running review whose worker stopped checkpointing may be resumed by another worker.
+REVIEW_SCAN_COUNT = env_int("REVIEW_SCAN_COUNT", 1000)
+REVIEW_CHECKPOINT_BATCHES = env_int("REVIEW_CHECKPOINT_BATCHES", 20)
+REVIEW_LEASE_SECONDS = env_int("REVIEW_LEASE_SECONDS", 120)
+REVIEW_TASK_MAX_RETRIES = env_int("REVIEW_TASK_MAX_RETRIES", 5)
+
 # --- Auth --------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",

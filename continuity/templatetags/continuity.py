@@ -57,3 +57,22 @@ def expires_at(ttl_ms):
     if ttl_ms is None:
         return None
     return timezone.now() + timedelta(milliseconds=ttl_ms)
+
+
+@register.filter
+def ms_duration(milliseconds):
+    """A TTL in milliseconds as a short duration (see `duration`)."""
+    if milliseconds is None or milliseconds == "":
+        return "—"
+    return duration(int(milliseconds) // 1000)
+
+
+@register.filter
+def display_token(token):
+    """A base64url key token shown as escaped text (bytes preserved)."""
+    from continuity.keyspace import decode_key, display_key
+
+    try:
+        return display_key(decode_key(token))
+    except ValueError:
+        return "?"

@@ -1,13 +1,97 @@
-from django.shortcuts import render
+"""Jobs: TTL review runs (start, progress, detail, trend) and the beat schedules."""
 
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
+
+from continuity import charts
+from continuity.forms import ScheduleForm
+from continuity.models import FINDINGS, ReviewRun
+from continuity.models.reviews import FINDING_LABELS
+from continuity.tasks.review import request_review
 from dashboard import roles
+from dashboard.models import RedisDatabase
 
 
 @roles.role_required(roles.VIEWER)
+@vary_on_headers("HX-Request")
 def job_list(request):
     from django_celery_beat.models import PeriodicTask
     from django_celery_results.models import TaskResult
 
-    schedules = PeriodicTask.objects.select_related("interval", "crontab").order_by("name")
-    results = TaskResult.objects.order_by("-date_created")[:50]
-    return render(request, "continuity/job_list.html", {"schedules": schedules, "results": results})
+    runs = ReviewRun.objects.select_related("database", "actor").latest_first()[:30]
+    context = {"runs": runs, "any_active": any(run.is_active for run in runs)}
+    if request.htmx:
+        return render(request, "continuity/job_list.html#runs", context)
+    context.update(
+        databases=RedisDatabase.objects.all(),
+        schedules=PeriodicTask.objects.select_related("interval", "crontab").order_by("name"),
+        results=TaskResult.objects.order_by("-date_created")[:20],
+    )
+    return render(request, "continuity/job_list.html", context)
+
+
+@roles.role_required(roles.OPERATOR)
+@require_POST
+def review_start(request, database):
+    """'Run review now': queue a review (or find the one already active) and show it."""
+    database = get_object_or_404(RedisDatabase, name=database)
+    run, _ = request_review(database=database, actor=request.user, triggered_by=ReviewRun.WEB)
+    if request.htmx:
+        return HttpResponseClientRedirect(run_url(run))
+    return redirect(run_url(run))
+
+
+def run_url(run):
+    from django.urls import reverse
+
+    return reverse("continuity:review_detail", args=[run.pk])
+
+
+@roles.role_required(roles.OPERATOR)
+@require_POST
+def review_cancel(request, pk):
+    run = get_object_or_404(ReviewRun, pk=pk)
+    run.cancel()
+    return HttpResponseClientRefresh() if request.htmx else redirect(run_url(run))
+
+
+@roles.role_required(roles.VIEWER)
+@vary_on_headers("HX-Request")
+def review_detail(request, pk):
+    """A review: live progress while it runs, then namespaces, findings and samples."""
+    run = get_object_or_404(ReviewRun.objects.select_related("database", "actor"), pk=pk)
+    if request.htmx:
+        if request.GET.get("poll") and not run.is_active:
+            return HttpResponseClientRefresh()  # finished: show the full results
+        return render(request, "continuity/review_detail.html#progress", {"run": run})
+    stats = run.namespace_stats.all()
+    samples = {kind: [] for kind in FINDINGS}
+    for sample in run.samples.all():
+        samples[sample.finding].append(sample)
+    findings = [(kind, FINDING_LABELS[kind], (run.findings or {}).get(kind, 0), samples[kind]) for kind in FINDINGS]
+    return render(request, "continuity/review_detail.html",
+                  {"run": run, "stats": stats, "findings": findings, "database": run.database})
+
+
+@roles.role_required(roles.VIEWER)
+def review_trend(request, database):
+    """Keys and findings per namespace over the last reviews, one pygal chart each."""
+    database = get_object_or_404(RedisDatabase, name=database)
+    trends = charts.namespace_trends(database)
+    svgs = [(label, charts.trend_svg(label, points)) for label, points in trends.items()]
+    return render(request, "continuity/review_trend.html", {"database": database, "charts": svgs})
+
+
+@roles.role_required(roles.ADMIN)
+def schedule_edit(request, pk):
+    """Admins change a beat schedule's interval/crontab and switch it on or off. Audited."""
+    from django_celery_beat.models import PeriodicTask
+
+    task = get_object_or_404(PeriodicTask.objects.select_related("interval", "crontab"), pk=pk)
+    form = ScheduleForm.for_task(task, data=request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        form.save(task, request=request)
+        return redirect("continuity:job_list")
+    return render(request, "continuity/schedule_form.html", {"task": task, "form": form})

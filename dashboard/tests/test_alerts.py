@@ -86,7 +86,7 @@ def test_it_queues_to_every_enabled_channel_and_delivers(channels, receiver, eag
 
 def test_it_fires_once_per_rotation_status_transition(channels, receiver, eager, django_capture_on_commit_callbacks):
     now = timezone.now()
-    secret = Secret.objects.create(name="tok", rotation_interval_days=90, due_soon_days=14,
+    Secret.objects.create(name="tok", rotation_interval_days=90, due_soon_days=14,
                                    last_rotated=now - timedelta(days=30))
 
     def check(at):

@@ -3,7 +3,7 @@ import logging
 import pytest
 from django.urls import reverse
 
-from dashboard.models import AuditEntry, EnvVar, Rotation, Secret
+from dashboard.models import AuditEntry, Rotation, Secret
 
 PASTED = "AZJcACQgYmQ3ZTQ4ZTUtNTFhYi00ODU1LWE4ZTEtOTY3MjNmNmVkMjhmNDc3NDNjZTdh"
 PASTED_URL = "rediss://default:Zx81kQpa9Ym3@eu1-lucia.upstash.io:6379"

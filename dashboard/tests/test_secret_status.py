@@ -1,7 +1,7 @@
 from datetime import datetime, timedelta, timezone as dt_timezone
 
 import pytest
-from django.db import IntegrityError, InternalError, connection, transaction
+from django.db import transaction
 from django.db.utils import DatabaseError
 
 from dashboard.models import Rotation, Secret

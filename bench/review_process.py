@@ -1,0 +1,54 @@
+"""Run one TTL review in this process and print its figures as JSON (the benchmark starts
+it as a subprocess so its peak RSS is the review's alone).
+
+    python -m bench.review_process --url redis://127.0.0.1:PORT/0 [--batch 1000]
+
+Persistence is off: no Postgres needed. The namespaces are the seeded Lucia ones, built
+in memory, with the expected types of `continuity.demo`'s keyspace."""
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+
+def namespaces(database):
+    from continuity.models import Namespace
+    from dashboard.seed import MAX_PAYLOAD_BYTES, NAMESPACES
+
+    types = {"session": "string", "distress": "hash", "focus": "string", "action": "string", "rate": "string"}
+    return [Namespace(database=database, name=spec["name"], prefix=f"{database.key_prefix}{spec['name']}:",
+                      ttl_required=True, max_ttl_seconds=spec["max_ttl_seconds"], max_payload_bytes=MAX_PAYLOAD_BYTES,
+                      expected_type=types[spec["name"]]) for spec in NAMESPACES]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--batch", type=int, default=1000)
+    args = parser.parse_args(argv)
+    os.environ["BENCH_REDIS_URL"] = args.url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz")
+    import django
+
+    django.setup()
+    from continuity.operations import review
+    from dashboard.models import RedisDatabase
+
+    database = RedisDatabase(name="bench", key_prefix="lucia:", url_env="BENCH_REDIS_URL")
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    result = review.review_database(database=database, persist=False, namespaces=namespaces(database),
+                                    batch=args.batch)
+    wall = time.perf_counter() - started
+    json.dump({"keys": result.keys_scanned, "foreign": result.foreign_keys, "findings": result.findings,
+               "commands": result.commands, "seconds": wall,
+               "rss_before_review_kb": rss_before,
+               "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

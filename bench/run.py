@@ -1,0 +1,209 @@
+"""The benchmark harness: TTL review speed, Redis command cost, review memory, and
+key-browser page time, against baselines on the same data and the same redis-server.
+
+    python -m bench.run                      # 100k and 1M keys, 3 repetitions (≈ 10 min)
+    python -m bench.run --sizes 20000 --repeats 1 --browse-pages 10   # smoke
+    python -m bench.run --json bench/results/latest.json
+
+It starts its own redis-server (`dashboard.localservers.LocalRedis`) on a free loopback
+port, loads `continuity.demo.lucia_keyspace(N)`, and for each N measures:
+- the review (a subprocess running `bench.review_process`, persistence off): keys/s,
+  Redis commands per 1,000 keys (from `INFO commandstats`), peak RSS;
+- `redis-cli --memkeys` on the same keyspace: keys/s (the baseline, default settings);
+- on the largest N, a key-browser page: SCAN MATCH 'lucia:session:*' until 100 keys,
+  then their metadata in one `key_metadata` call; median and p95 server time.
+Not imported by the apps.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_kb / 2**20, 1),
+            "python": platform.python_version(), "redis": version, "kernel": platform.release()}
+
+
+CLIENT_LEVEL = ("evalsha", "eval", "script|load", "dbsize")  # never called from inside a script
+INSIDE_SCRIPT = ("scan", "pttl", "type", "memory|usage")  # on the Lua path, only inside scripts
+
+
+def command_calls(client):
+    """({command: calls}) from INFO commandstats, without our own INFO/CONFIG."""
+    stats = client.info("commandstats")
+    return {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()
+            if k.removeprefix("cmdstat_") not in ("info", "config|resetstat", "config")}
+
+
+def load(client, n):
+    from continuity import demo
+
+    client.flushall()
+    started = time.perf_counter()
+    demo.write_keyspace(client, demo.lucia_keyspace(n, seed=42), batch=2000)
+    return time.perf_counter() - started
+
+
+def run_review(url, batch):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "bench.review_process", "--url", url, "--batch", str(batch)],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    if out.returncode:
+        raise RuntimeError(f"the review process failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout)
+
+
+def run_memkeys(port):
+    started = time.perf_counter()
+    subprocess.run(["redis-cli", "-p", str(port), "--memkeys"], capture_output=True, check=True)
+    return time.perf_counter() - started
+
+
+def browse_pages(url, pages):
+    """Server time of `pages` key-browser pages of 100 keys with metadata (seconds each)."""
+    os.environ["BENCH_REDIS_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz")
+    import django
+
+    django.setup()
+    from continuity import keyspace
+    from dashboard.models import RedisDatabase
+
+    database = RedisDatabase(name="bench", key_prefix="lucia:", url_env="BENCH_REDIS_URL")
+    match = keyspace.match_pattern(b"lucia:session:")
+    timings, cursor = [], 0
+    for _ in range(pages):
+        started = time.perf_counter()
+        keys = []
+        while len(keys) < 100:
+            cursor, found = keyspace.scan_page(database, match=match, cursor=cursor, count=1000)
+            keys.extend(found)
+            if cursor == 0:
+                break
+        meta = keyspace.key_metadata(database, keys[:100])
+        timings.append(time.perf_counter() - started)
+        assert len(meta) == min(100, len(keys))
+    return timings
+
+
+def p95(values):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+
+def run_benchmark(*, sizes=(100_000, 1_000_000), repeats=3, batch=1000, browse=200, log=print):
+    """Run everything; returns a JSON-ready dict."""
+    from dashboard import localservers
+
+    localservers.ensure("redis-server")
+    datadir = tempfile.mkdtemp(prefix="bench-redis-")
+    server = localservers.LocalRedis(datadir, localservers.free_port()).start()
+    url = server.url(0)
+    client = redis.Redis.from_url(url)
+    report = {"machine": machine(), "batch": batch, "repeats": repeats, "sizes": {}}
+    try:
+        for n in sizes:
+            log(f"loading {n:,} keys…")
+            load_s = load(client, n)
+            dbsize = client.dbsize()
+            used = client.info("memory")["used_memory"]
+            reviews, memkeys = [], []
+            for i in range(repeats):
+                client.config_resetstat()
+                figures = run_review(url, batch)
+                calls = command_calls(client)
+                figures["redis_calls"] = sum(calls.get(c, 0) for c in CLIENT_LEVEL)
+                figures["calls_inside_scripts"] = sum(calls.get(c, 0) for c in INSIDE_SCRIPT)
+                figures["commandstats"] = calls
+                reviews.append(figures)
+                memkeys_s = run_memkeys(server.port)
+                memkeys.append(memkeys_s)
+                log(f"  {n:,}: review {figures['seconds']:.2f}s ({figures['redis_calls']} calls, "
+                    f"peak RSS {figures['peak_rss_kb'] / 1024:.1f} MiB), redis-cli --memkeys {memkeys_s:.2f}s")
+            review_s = statistics.median(r["seconds"] for r in reviews)
+            memkeys_s = statistics.median(memkeys)
+            entry = {
+                "keys": dbsize, "load_s": round(load_s, 2), "redis_used_memory_mb": round(used / 2**20, 1),
+                "review_s_median": round(review_s, 3), "review_keys_per_s": round(dbsize / review_s),
+                "memkeys_s_median": round(memkeys_s, 3), "memkeys_keys_per_s": round(dbsize / memkeys_s),
+                "speedup_vs_memkeys": round(memkeys_s / review_s, 2),
+                "redis_calls_per_review": reviews[0]["redis_calls"],
+                "engine_counted_commands": reviews[0]["commands"],
+                "commands_per_1000_keys": round(1000 * reviews[0]["redis_calls"] / dbsize, 2),
+                "calls_inside_scripts": reviews[0]["calls_inside_scripts"],
+                "commandstats": reviews[0]["commandstats"],
+                "peak_rss_mb_median": round(statistics.median(r["peak_rss_kb"] for r in reviews) / 1024, 1),
+                "rss_before_review_mb": round(reviews[0]["rss_before_review_kb"] / 1024, 1),
+                "findings": reviews[0]["findings"], "foreign": reviews[0]["foreign"],
+                "reviewed_keys": reviews[0]["keys"],
+                "runs": {"review_s": [round(r["seconds"], 3) for r in reviews], "memkeys_s": [round(s, 3) for s in memkeys]},
+            }
+            report["sizes"][str(n)] = entry
+        largest = str(max(sizes))
+        if browse:
+            log(f"key-browser pages on {int(largest):,} keys…")
+            timings = browse_pages(url, browse)
+            report["browse"] = {"keyspace": int(largest), "pages": len(timings),
+                                "median_ms": round(1000 * statistics.median(timings), 2),
+                                "p95_ms": round(1000 * p95(timings), 2)}
+        if len(sizes) > 1:
+            small, big = report["sizes"][str(min(sizes))], report["sizes"][largest]
+            report["rss_growth_mb"] = round(big["peak_rss_mb_median"] - small["peak_rss_mb_median"], 1)
+    finally:
+        client.close()
+        server.stop()
+        shutil.rmtree(datadir, ignore_errors=True)
+    return report
+
+
+def main(argv=None):
+    import signal
+
+    # SIGTERM runs the `finally` that stops the benchmark's redis-server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--browse-pages", type=int, default=200)
+    parser.add_argument("--json", help="Also write the report to this file.")
+    args = parser.parse_args(argv)
+    report = run_benchmark(sizes=args.sizes, repeats=args.repeats, batch=args.batch, browse=args.browse_pages,
+                           log=lambda line: print(line, file=sys.stderr, flush=True))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

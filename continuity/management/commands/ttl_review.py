@@ -1,0 +1,53 @@
+import json
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+
+from continuity.models import FINDINGS
+from continuity.operations import review
+from dashboard.models import RedisDatabase
+
+
+class Command(BaseCommand):
+    help = ("Review the TTLs, sizes and types of every key of a database (or of all databases), "
+            "synchronously: the twin of the scheduled 'ttl review' task.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--database", help="Database record name (default: every database).")
+        parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
+        parser.add_argument("--batch", type=int, help="SCAN COUNT per batch.")
+
+    def handle(self, *args, database=None, json=False, batch=None, **options):
+        databases = RedisDatabase.objects.all()
+        if database:
+            databases = databases.filter(name=database)
+            if not databases:
+                raise CommandError(f"No database record named {database!r}.")
+        results, failures = [], []
+        for record in databases:
+            try:
+                results.append(review.review_database(database=record, batch=batch, triggered_by="cli",
+                                                      on_batch=self._progress if sys.stderr.isatty() else None))
+            except review.ReviewBusy as exc:
+                failures.append(str(exc))
+            except review.ReviewInterrupted as exc:
+                exc.run.mark_failed(exc.reason)
+                failures.append(f"{record.name}: {exc.reason}")
+        if json:
+            payload = [r.as_json() for r in results]
+            self.stdout.write(_json_dumps(payload[0] if database and payload else payload))
+        else:
+            for result in results:
+                counts = ", ".join(f"{kind} {result.findings[kind]}" for kind in FINDINGS)
+                self.stdout.write(f"{result.database}: {result.keys_scanned} keys ({result.foreign_keys} foreign), "
+                                  f"{counts}; {result.commands} commands in {result.duration_s:.2f}s")
+        if failures:
+            raise CommandError("; ".join(failures))
+
+    def _progress(self, tally):
+        if tally.batches % 50 == 0:
+            self.stderr.write(f"\r{tally.keys_scanned} keys reviewed…", ending="")
+
+
+def _json_dumps(data):
+    return json.dumps(data, indent=2)

@@ -1,0 +1,207 @@
+"""TTL reviews: one row per run, its per-namespace figures, and capped samples of
+offending keys. The run row also carries the checkpoint (SCAN cursor + partial
+aggregates) that lets a killed worker resume without counting a key twice."""
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from dashboard.models import RedisDatabase
+
+FINDINGS = ("no_ttl", "ttl_above_max", "oversized", "wrong_type", "unknown_namespace")
+FINDING_LABELS = {
+    "no_ttl": "No TTL",
+    "ttl_above_max": "TTL above the maximum",
+    "oversized": "Oversized",
+    "wrong_type": "Wrong type",
+    "unknown_namespace": "In no namespace",
+}
+
+
+class ReviewRunQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=ReviewRun.ACTIVE)
+
+    def for_database(self, database):
+        return self.filter(database=database)
+
+    def succeeded(self):
+        return self.filter(status=ReviewRun.SUCCEEDED)
+
+    def latest_first(self):
+        return self.order_by("-created_at", "-id")
+
+
+class ReviewRun(models.Model):
+    """One TTL review of one database. At most one is queued or running per database
+    (a partial unique index), and a worker must claim it with a conditional UPDATE."""
+
+    QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+    STATUSES = [(s, s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)]
+    ACTIVE = (QUEUED, RUNNING)
+    SCHEDULE, WEB, CLI = "schedule", "web", "cli"
+    TRIGGERS = [(SCHEDULE, "schedule"), (WEB, "web"), (CLI, "command line")]
+
+    database = models.ForeignKey(RedisDatabase, on_delete=models.CASCADE, related_name="review_runs")
+    status = models.CharField(max_length=16, choices=STATUSES, default=QUEUED, db_index=True)
+    triggered_by = models.CharField(max_length=16, choices=TRIGGERS, default=CLI)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Lease: a running run whose heartbeat is older than the lease may be claimed again.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    claim_token = models.CharField(max_length=32, blank=True)
+    task_id = models.CharField(max_length=255, blank=True)
+    batch_size = models.PositiveIntegerField(default=1000)
+    # SCAN cursors are unsigned 64-bit: text, not bigint.
+    cursor = models.CharField(max_length=24, default="0")
+    batches = models.PositiveIntegerField(default=0)
+    resumes = models.PositiveIntegerField(default=0)
+    keys_scanned = models.BigIntegerField(default=0)
+    foreign_keys = models.BigIntegerField(default=0)
+    vanished_keys = models.BigIntegerField(default=0, help_text="Returned by SCAN, gone before inspection.")
+    commands = models.BigIntegerField(default=0, help_text="Redis commands this review issued.")
+    duration_s = models.FloatField(default=0)
+    findings = models.JSONField(default=dict, blank=True)
+    dbsize_before = models.BigIntegerField(null=True, blank=True)
+    dbsize_after = models.BigIntegerField(null=True, blank=True)
+    # Partial aggregates, saved with `cursor` at every checkpoint; emptied at the end.
+    aggregates = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    objects = ReviewRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["database"], condition=Q(status__in=("queued", "running")),
+                                    name="one_active_review_per_database"),
+        ]
+
+    def __str__(self):
+        return f"review #{self.pk} of {self.database.name}"
+
+    @property
+    def is_active(self):
+        return self.status in self.ACTIVE
+
+    @property
+    def total_findings(self):
+        return sum((self.findings or {}).values())
+
+    def keyspace_changed(self):
+        """True when DBSIZE moved during the review: counts are then a best effort
+        (SCAN only guarantees every key present throughout is seen at least once)."""
+        return None not in (self.dbsize_before, self.dbsize_after) and self.dbsize_before != self.dbsize_after
+
+    def claim(self, lease_seconds):
+        """Take the run for this worker: queued, or running with an expired lease.
+        Returns the claim token, or None when someone else holds it or it finished."""
+        token = uuid.uuid4().hex
+        now = timezone.now()
+        stale = now - timedelta(seconds=lease_seconds)
+        claimable = Q(status=self.QUEUED) | Q(status=self.RUNNING, heartbeat_at__lt=stale)
+        self.refresh_from_db(fields=["batches"])
+        updated = ReviewRun.objects.filter(claimable, pk=self.pk).update(
+            status=self.RUNNING, claim_token=token, heartbeat_at=now, error="",
+            started_at=Coalesce(F("started_at"), now),
+            resumes=F("resumes") + (1 if self.batches else 0),
+        )
+        self.refresh_from_db()
+        return token if updated else None
+
+    def checkpoint(self, token, **fields):
+        """Save progress while we still hold the claim. False when the run was cancelled
+        or another worker took it over: the caller must stop."""
+        return bool(ReviewRun.objects.filter(pk=self.pk, status=self.RUNNING, claim_token=token)
+                    .update(heartbeat_at=timezone.now(), **fields))
+
+    def release(self, token, error):
+        """Hand the run back (queued, checkpoint kept) so a retry can continue it."""
+        return bool(ReviewRun.objects.filter(pk=self.pk, status=self.RUNNING, claim_token=token)
+                    .update(status=self.QUEUED, claim_token="", heartbeat_at=None, error=error))
+
+    def mark_failed(self, error):
+        """The final word on a run that will not be retried again."""
+        return bool(ReviewRun.objects.filter(pk=self.pk, status__in=self.ACTIVE)
+                    .update(status=self.FAILED, error=error, finished_at=timezone.now(), claim_token=""))
+
+    def cancel(self):
+        """Stop a queued or running run; a running worker notices at its next checkpoint."""
+        return bool(ReviewRun.objects.filter(pk=self.pk, status__in=self.ACTIVE)
+                    .update(status=self.CANCELLED, finished_at=timezone.now(), claim_token=""))
+
+    def progress(self):
+        """(keys scanned, an estimated share done 0..1 or None) for the progress bar."""
+        if self.status == self.SUCCEEDED:
+            return self.keys_scanned, 1.0
+        scanned = (self.aggregates or {}).get("keys_scanned", self.keys_scanned)
+        if not self.dbsize_before:
+            return scanned, None
+        return scanned, min(0.99, scanned / self.dbsize_before)
+
+
+class ReviewNamespaceStatQuerySet(models.QuerySet):
+    def trend(self, database, *, runs=30):
+        """Stats of the last `runs` succeeded reviews of `database`, oldest first."""
+        last = (ReviewRun.objects.for_database(database).succeeded().order_by("-finished_at")
+                .values_list("pk", flat=True)[:runs])
+        return (self.filter(run__in=list(last)).select_related("run")
+                .order_by("run__finished_at", "label"))
+
+
+class ReviewNamespaceStat(models.Model):
+    """What one review found under one namespace (or under no namespace)."""
+
+    run = models.ForeignKey(ReviewRun, on_delete=models.CASCADE, related_name="namespace_stats")
+    namespace = models.ForeignKey("continuity.Namespace", null=True, blank=True, on_delete=models.SET_NULL)
+    label = models.CharField(max_length=255, help_text="The prefix at review time, or '(no namespace)'.")
+    keys = models.BigIntegerField(default=0)
+    bytes = models.BigIntegerField(default=0, help_text="Sum of MEMORY USAGE.")
+    ttl_histogram = models.JSONField(default=dict, help_text="TTL bucket → number of keys.")
+    findings = models.JSONField(default=dict)
+    top_keys = models.JSONField(default=list, help_text="[[base64url key, bytes], …] biggest first.")
+
+    objects = ReviewNamespaceStatQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["label"]
+
+    def __str__(self):
+        return f"{self.label} in {self.run}"
+
+
+class ReviewSample(models.Model):
+    """One offending key kept as an example of a finding (at most 100 per finding)."""
+
+    run = models.ForeignKey(ReviewRun, on_delete=models.CASCADE, related_name="samples")
+    finding = models.CharField(max_length=32)
+    namespace_label = models.CharField(max_length=255)
+    key = models.BinaryField()
+    type = models.CharField(max_length=32, blank=True)
+    ttl_ms = models.BigIntegerField(null=True, blank=True)
+    memory = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["finding", "id"]
+
+    def __str__(self):
+        return f"{self.finding}: {self.display}"
+
+    @property
+    def token(self):
+        from continuity.keyspace import encode_key
+
+        return encode_key(bytes(self.key))
+
+    @property
+    def display(self):
+        from continuity.keyspace import display_key
+
+        return display_key(bytes(self.key))

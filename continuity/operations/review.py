@@ -1,0 +1,400 @@
+"""The TTL review: stream a database's whole keyspace with SCAN, classify every key by the
+longest registered namespace prefix, and count what breaks the namespace's policy.
+
+Cost: one SCAN and one EVALSHA (PTTL + TYPE + MEMORY USAGE inside) per batch of
+`batch` keys, so about 2 commands per 1,000 keys with the default COUNT of 1000.
+
+Memory: the aggregates are fixed-size (a counter set per namespace, a TTL histogram with
+fixed buckets, the top N keys per namespace, at most 100 samples per finding) and one
+SCAN batch is held at a time, so memory does not grow with the keyspace.
+
+Exactness and duplicates: SCAN guarantees that every key present for the whole scan is
+returned at least once, and it returns a key twice only when the hash table *shrinks*
+between two calls (growth and an incremental rehash in progress are covered by the
+reverse-binary cursor: every bucket a returned key could move to has already been
+visited). A table only shrinks after keys are deleted or expire, that is, when the
+keyspace changes. So on a static keyspace each key comes back exactly once and the counts
+are exact, without keeping a set of seen keys (which would grow with the keyspace). When
+the keyspace does change, the run records DBSIZE before and after and the pages flag the
+counts as a best effort. `test_review.py` checks both the static case and growth mid-scan.
+
+Resume: after every `checkpoint_every` batches the cursor and the aggregates are written
+to the run row in one UPDATE, guarded by the claim token. A worker that dies loses at most
+the batches since that checkpoint; the next worker reloads the aggregates and continues
+from the saved cursor, so no key is counted twice.
+"""
+
+import bisect
+import contextlib
+import heapq
+import time
+from dataclasses import dataclass, field
+
+import redis
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from continuity import keyspace
+from continuity.keyspace import stream
+from continuity.models import FINDINGS, Namespace, ReviewNamespaceStat, ReviewRun, ReviewSample
+
+SAMPLE_CAP = 100
+TOP_N = 10
+UNKNOWN = ""  # aggregate key of keys under the key prefix but in no namespace
+UNKNOWN_LABEL = "(no namespace)"
+# TTL histogram buckets by key count: (name, upper bound in seconds, exclusive).
+TTL_BUCKETS = (("< 1m", 60), ("1m–15m", 900), ("15m–1h", 3600), ("1h–6h", 6 * 3600),
+               ("6h–1d", 86400), ("1d–7d", 7 * 86400), ("≥ 7d", None))
+NO_TTL_BUCKET = "no TTL"
+BUCKET_NAMES = (NO_TTL_BUCKET,) + tuple(name for name, _ in TTL_BUCKETS)
+
+
+class ReviewBusy(Exception):
+    """Another review of this database is queued or running."""
+
+    def __init__(self, run):
+        super().__init__(f"Review #{run.pk} of {run.database.name} is already {run.status}.")
+        self.run = run
+
+
+class ReviewInterrupted(Exception):
+    """Redis failed mid-review. The run was handed back with its checkpoint, so a retry
+    continues where the last checkpoint left off."""
+
+    def __init__(self, run, reason):
+        super().__init__(reason)
+        self.run = run
+        self.reason = reason
+
+
+# --- aggregates -----------------------------------------------------------------------
+@dataclass
+class NamespaceTally:
+    keys: int = 0
+    bytes: int = 0
+    histogram: dict = field(default_factory=lambda: dict.fromkeys(BUCKET_NAMES, 0))
+    findings: dict = field(default_factory=lambda: dict.fromkeys(FINDINGS, 0))
+    top: list = field(default_factory=list)  # min-heap of (memory, token)
+
+    def add_top(self, memory, key):
+        if memory is None:
+            return
+        if len(self.top) < TOP_N:
+            heapq.heappush(self.top, (memory, keyspace.encode_key(key)))
+        elif memory > self.top[0][0]:
+            heapq.heapreplace(self.top, (memory, keyspace.encode_key(key)))
+
+    def to_json(self):
+        return {"keys": self.keys, "bytes": self.bytes, "histogram": self.histogram,
+                "findings": self.findings, "top": [list(item) for item in self.top]}
+
+    @classmethod
+    def from_json(cls, data):
+        tally = cls(keys=data["keys"], bytes=data["bytes"], histogram=dict(data["histogram"]),
+                    findings=dict(data["findings"]), top=[tuple(item) for item in data["top"]])
+        heapq.heapify(tally.top)
+        return tally
+
+
+@dataclass
+class Tally:
+    """Everything a review has counted so far; JSON round-trips for checkpoints."""
+
+    keys_scanned: int = 0
+    foreign: int = 0
+    vanished: int = 0
+    commands: int = 0
+    batches: int = 0
+    elapsed_s: float = 0.0
+    findings: dict = field(default_factory=lambda: dict.fromkeys(FINDINGS, 0))
+    namespaces: dict = field(default_factory=dict)  # str(namespace id) or UNKNOWN → NamespaceTally
+    samples: dict = field(default_factory=lambda: {kind: [] for kind in FINDINGS})
+
+    def namespace(self, ident):
+        tally = self.namespaces.get(ident)
+        if tally is None:
+            tally = self.namespaces[ident] = NamespaceTally()
+        return tally
+
+    def sample(self, kind, ident, key, kind_type, ttl_ms, memory):
+        if len(self.samples[kind]) < SAMPLE_CAP:
+            self.samples[kind].append([keyspace.encode_key(key), ident, kind_type, ttl_ms, memory])
+
+    def to_json(self):
+        return {"keys_scanned": self.keys_scanned, "foreign": self.foreign, "vanished": self.vanished,
+                "commands": self.commands, "batches": self.batches, "elapsed_s": self.elapsed_s,
+                "findings": self.findings, "samples": self.samples,
+                "namespaces": {ident: ns.to_json() for ident, ns in self.namespaces.items()}}
+
+    @classmethod
+    def from_json(cls, data):
+        if not data:
+            return cls()
+        return cls(keys_scanned=data["keys_scanned"], foreign=data["foreign"], vanished=data["vanished"],
+                   commands=data["commands"], batches=data["batches"], elapsed_s=data["elapsed_s"],
+                   findings=dict(data["findings"]), samples={k: list(v) for k, v in data["samples"].items()},
+                   namespaces={i: NamespaceTally.from_json(ns) for i, ns in data["namespaces"].items()})
+
+
+# --- classification --------------------------------------------------------------------
+class Classifier:
+    """Longest registered namespace prefix of a key, in a few dict lookups."""
+
+    def __init__(self, database, namespaces):
+        self.key_prefix = database.key_prefix.encode()
+        self.policies = {}
+        for ns in namespaces:
+            prefix = ns.prefix.encode()
+            self.policies[prefix] = (
+                str(ns.pk) if ns.pk else ns.prefix,
+                ns.ttl_required,
+                ns.max_ttl_seconds * 1000 if ns.max_ttl_seconds else None,
+                ns.max_payload_bytes or None,
+                ns.expected_type or None,
+            )
+        self.lengths = sorted({len(p) for p in self.policies}, reverse=True)
+
+    def policy(self, key):
+        for length in self.lengths:
+            found = self.policies.get(key[:length])
+            if found is not None:
+                return found
+        return None
+
+
+_BOUNDS_MS = [bound * 1000 for _, bound in TTL_BUCKETS[:-1]]
+_BUCKET_BY_INDEX = [name for name, _ in TTL_BUCKETS]
+
+
+def _count_batch(tally, classifier, rows):
+    """Fold one batch of (key, ttl_ms, type, memory) rows into `tally`. The hot loop of a
+    review: names are bound locally and per-key work is a few dict lookups."""
+    policy_of = classifier.policy
+    namespaces = {}
+    bisect_right = bisect.bisect_right
+    bounds, by_index = _BOUNDS_MS, _BUCKET_BY_INDEX
+    totals = tally.findings
+    for key, ttl_ms, kind_type, memory in rows:
+        if kind_type is None:
+            tally.vanished += 1
+            continue
+        policy = policy_of(key)
+        if policy is None:
+            ident, found = UNKNOWN, ("unknown_namespace",)
+        else:
+            ident, ttl_required, max_ttl_ms, max_bytes, expected_type = policy
+            found = ()
+            if ttl_ms is None:
+                if ttl_required:
+                    found = ("no_ttl",)
+            elif max_ttl_ms is not None and ttl_ms > max_ttl_ms:
+                found = ("ttl_above_max",)
+            if max_bytes is not None and memory is not None and memory > max_bytes:
+                found += ("oversized",)
+            if expected_type is not None and kind_type != expected_type:
+                found += ("wrong_type",)
+        ns = namespaces.get(ident)
+        if ns is None:
+            ns = namespaces[ident] = tally.namespace(ident)
+        ns.keys += 1
+        if memory:
+            ns.bytes += memory
+            if len(ns.top) < TOP_N or memory > ns.top[0][0]:
+                ns.add_top(memory, key)
+        ns.histogram[NO_TTL_BUCKET if ttl_ms is None else by_index[bisect_right(bounds, ttl_ms)]] += 1
+        for kind in found:
+            ns.findings[kind] += 1
+            totals[kind] += 1
+            tally.sample(kind, ident, key, kind_type, ttl_ms, memory)
+
+
+# --- result ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReviewResult:
+    database: str
+    status: str
+    keys_scanned: int
+    foreign_keys: int
+    vanished_keys: int
+    findings: dict
+    namespaces: list  # [{"namespace", "prefix", "keys", "bytes", "ttl_histogram", "findings", "top_keys"}]
+    commands: int
+    duration_s: float
+    run: ReviewRun | None = None
+
+    def as_json(self):
+        return {"database": self.database, "run": self.run.pk if self.run else None, "status": self.status,
+                "keys_scanned": self.keys_scanned, "foreign_keys": self.foreign_keys,
+                "vanished_keys": self.vanished_keys, "findings": dict(self.findings),
+                "namespaces": self.namespaces, "commands": self.commands, "duration_s": round(self.duration_s, 3)}
+
+
+def _namespace_rows(tally, namespaces):
+    by_ident = {(str(ns.pk) if ns.pk else ns.prefix): ns for ns in namespaces}
+    rows = []
+    for ident, ns_tally in tally.namespaces.items():
+        ns = by_ident.get(ident)
+        rows.append({
+            "namespace": ns.name if ns else None,
+            "prefix": ns.prefix if ns else UNKNOWN_LABEL,
+            "namespace_obj": ns,
+            "keys": ns_tally.keys,
+            "bytes": ns_tally.bytes,
+            "ttl_histogram": dict(ns_tally.histogram),
+            "findings": dict(ns_tally.findings),
+            "top_keys": [[token, memory] for memory, token in sorted(ns_tally.top, reverse=True)],
+        })
+    rows.sort(key=lambda row: (row["prefix"] == UNKNOWN_LABEL, row["prefix"]))
+    return rows
+
+
+def _result(database, status, tally, namespaces, run=None):
+    rows = _namespace_rows(tally, namespaces)
+    for row in rows:
+        row.pop("namespace_obj")
+    return ReviewResult(database=database.name, status=status, keys_scanned=tally.keys_scanned,
+                        foreign_keys=tally.foreign, vanished_keys=tally.vanished, findings=dict(tally.findings),
+                        namespaces=rows, commands=tally.commands, duration_s=tally.elapsed_s, run=run)
+
+
+def result_from_run(run):
+    """A ReviewResult rebuilt from a finished run's rows (an idempotent task re-run)."""
+    rows = [{"namespace": s.namespace.name if s.namespace else None, "prefix": s.label, "keys": s.keys,
+             "bytes": s.bytes, "ttl_histogram": s.ttl_histogram, "findings": s.findings, "top_keys": s.top_keys}
+            for s in run.namespace_stats.select_related("namespace")]
+    rows.sort(key=lambda row: (row["prefix"] == UNKNOWN_LABEL, row["prefix"]))
+    return ReviewResult(database=run.database.name, status=run.status, keys_scanned=run.keys_scanned,
+                        foreign_keys=run.foreign_keys, vanished_keys=run.vanished_keys,
+                        findings=dict(run.findings), namespaces=rows, commands=run.commands,
+                        duration_s=run.duration_s, run=run)
+
+
+# --- the operation ----------------------------------------------------------------------
+def start_review(*, database, actor=None, triggered_by=ReviewRun.CLI, batch=None):
+    """A new queued run, or ReviewBusy when one is already queued or running."""
+    try:
+        with transaction.atomic():
+            return ReviewRun.objects.create(database=database, actor=actor, triggered_by=triggered_by,
+                                            batch_size=batch or settings.REVIEW_SCAN_COUNT)
+    except IntegrityError:
+        existing = ReviewRun.objects.active().for_database(database).select_related("database").first()
+        if existing is None:
+            raise
+        raise ReviewBusy(existing) from None
+
+
+def _scan(client, classifier, tally, *, cursor, batch, on_checkpoint, checkpoint_every, on_batch, clock):
+    """The SCAN loop. Returns True when the scan completed, False when `on_checkpoint`
+    said stop (cancelled, or the claim was lost). Redis errors propagate."""
+    last_mark = clock()
+    with contextlib.closing(stream.batches(client, cursor=cursor, count=batch, prefix=classifier.key_prefix)) as feed:
+        for fetched in feed:
+            tally.commands += fetched.commands
+            tally.keys_scanned += fetched.scanned
+            tally.foreign += fetched.foreign
+            _count_batch(tally, classifier, fetched.rows)
+            tally.batches += 1
+            now = clock()
+            tally.elapsed_s += now - last_mark
+            last_mark = now
+            if on_batch is not None:
+                on_batch(tally)
+            if fetched.cursor == 0:
+                return True
+            if tally.batches % checkpoint_every == 0 and not on_checkpoint(fetched.cursor, tally):
+                return False
+    return True
+
+
+def review_database(*, database, run=None, actor=None, batch=None, triggered_by=ReviewRun.CLI,
+                    persist=True, namespaces=None, checkpoint_every=None, on_batch=None):
+    """Review the whole keyspace of `database` and return a ReviewResult.
+
+    With `persist` (the default) the review is a ReviewRun row: `run` (a queued or
+    stale-running run, e.g. the task's) is claimed and continued from its checkpoint, or
+    a new run is started (ReviewBusy when another is active). A finished run is returned
+    as it is, so a task delivered twice does no work twice. `persist=False` reviews
+    without Postgres writes (benchmarks), with `namespaces` given or read once.
+    Redis failures raise ReviewInterrupted after handing the run back for a retry.
+    `on_batch(tally)` is called after each batch (progress output, tests).
+    """
+    checkpoint_every = checkpoint_every or settings.REVIEW_CHECKPOINT_BATCHES
+    if namespaces is None:
+        namespaces = list(Namespace.objects.for_database(database)) if database.pk else []
+    classifier = Classifier(database, namespaces)
+    if not persist:
+        client = keyspace.client_for(database)
+        tally = Tally()
+        _scan(client, classifier, tally, cursor=0, batch=batch or settings.REVIEW_SCAN_COUNT,
+              on_checkpoint=lambda *a: True, checkpoint_every=checkpoint_every, on_batch=on_batch,
+              clock=time.perf_counter)
+        return _result(database, ReviewRun.SUCCEEDED, tally, namespaces)
+
+    if run is None:
+        run = start_review(database=database, actor=actor, triggered_by=triggered_by, batch=batch)
+    token = run.claim(settings.REVIEW_LEASE_SECONDS)
+    if token is None:
+        if run.is_active:
+            raise ReviewBusy(run)
+        return result_from_run(run)
+    tally = Tally.from_json(run.aggregates)
+    try:
+        client = keyspace.client_for(database)
+        if run.batches == 0:
+            size = stream.dbsize(client)
+            tally.commands += 1
+            run.checkpoint(token, dbsize_before=size)
+            run.dbsize_before = size
+
+        def on_checkpoint(cursor, tally):
+            return run.checkpoint(token, cursor=str(cursor), batches=tally.batches, keys_scanned=tally.keys_scanned,
+                                  commands=tally.commands, duration_s=tally.elapsed_s, aggregates=tally.to_json())
+
+        finished = _scan(client, classifier, tally, cursor=int(run.cursor), batch=run.batch_size,
+                         on_checkpoint=on_checkpoint, checkpoint_every=checkpoint_every, on_batch=on_batch,
+                         clock=time.perf_counter)
+        size_after = stream.dbsize(client) if finished else None
+    except (redis.RedisError, keyspace.KeyspaceError) as exc:
+        reason = keyspace.describe(exc)
+        run.release(token, reason)
+        run.refresh_from_db()
+        raise ReviewInterrupted(run, reason) from exc
+    if not finished:
+        run.refresh_from_db()
+        return _result(database, run.status, tally, namespaces, run=run)
+    tally.commands += 1
+    _finish(run, token, tally, namespaces, size_after)
+    return _result(database, run.status, tally, namespaces, run=run)
+
+
+def _finish(run, token, tally, namespaces, size_after):
+    """Write the figures, namespace rows and samples, and mark the run succeeded, in one
+    transaction guarded by the claim (a cancelled run stays cancelled)."""
+    rows = _namespace_rows(tally, namespaces)
+    labels = {(str(ns.pk)): ns.prefix for ns in namespaces if ns.pk}
+    with transaction.atomic():
+        locked = ReviewRun.objects.select_for_update().filter(pk=run.pk, status=ReviewRun.RUNNING,
+                                                               claim_token=token).first()
+        if locked is None:
+            run.refresh_from_db()
+            return
+        ReviewNamespaceStat.objects.bulk_create([
+            ReviewNamespaceStat(run=run, namespace=row["namespace_obj"], label=row["prefix"], keys=row["keys"],
+                                bytes=row["bytes"], ttl_histogram=row["ttl_histogram"], findings=row["findings"],
+                                top_keys=row["top_keys"])
+            for row in rows
+        ])
+        ReviewSample.objects.bulk_create([
+            ReviewSample(run=run, finding=kind, namespace_label=labels.get(ident, UNKNOWN_LABEL),
+                         key=keyspace.decode_key(token_), type=kind_type or "", ttl_ms=ttl_ms, memory=memory)
+            for kind, samples in tally.samples.items()
+            for token_, ident, kind_type, ttl_ms, memory in samples
+        ])
+        ReviewRun.objects.filter(pk=run.pk).update(
+            status=ReviewRun.SUCCEEDED, finished_at=timezone.now(), cursor="0", batches=tally.batches,
+            keys_scanned=tally.keys_scanned, foreign_keys=tally.foreign, vanished_keys=tally.vanished,
+            commands=tally.commands, duration_s=tally.elapsed_s, findings=tally.findings, dbsize_after=size_after,
+            aggregates={}, claim_token="", heartbeat_at=timezone.now(),
+        )
+    run.refresh_from_db()

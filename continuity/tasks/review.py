@@ -1,0 +1,75 @@
+"""Thin Celery tasks around `continuity.operations.review`. The management command
+`ttl_review` is the synchronous twin of the scheduled `review_all_databases_task`."""
+
+from datetime import timedelta
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.utils import timezone
+
+from continuity.models import ReviewRun
+from continuity.operations import review
+from dashboard.models import RedisDatabase
+
+REVIEW_TASK = "continuity.review_database"
+REVIEW_ALL_TASK = "continuity.review_all_databases"
+
+
+def backoff(retries):
+    """Seconds before retry number `retries + 1`: 15 s, 30 s, 60 s… capped at 10 minutes."""
+    return min(600, 15 * 2 ** retries)
+
+
+@shared_task(bind=True, name=REVIEW_TASK, acks_late=True, max_retries=settings.REVIEW_TASK_MAX_RETRIES,
+             soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT, time_limit=settings.CELERY_TASK_TIME_LIMIT)
+def review_database_task(self, run_id):
+    """Run (or continue) review `run_id`. Idempotent: a finished run is left alone, a run
+    another worker holds is left to it, a run whose worker died resumes from its checkpoint."""
+    run = ReviewRun.objects.select_related("database").filter(pk=run_id).first()
+    if run is None or not run.is_active:
+        return run.status if run else "missing"
+    ReviewRun.objects.filter(pk=run.pk).update(task_id=self.request.id or "")
+    try:
+        return review.review_database(database=run.database, run=run).status
+    except review.ReviewBusy:
+        return "busy"
+    except review.ReviewInterrupted as exc:
+        if self.request.retries >= self.max_retries:
+            exc.run.mark_failed(f"{exc.reason} Gave up after {self.request.retries + 1} attempts.")
+            return ReviewRun.FAILED
+        raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
+    except SoftTimeLimitExceeded:
+        run.mark_failed(f"Stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s).")
+        return ReviewRun.FAILED
+
+
+def request_review(*, database, actor=None, triggered_by=ReviewRun.WEB):
+    """Queue a review of `database` and enqueue its task when the transaction commits.
+    Returns (run, created). When a review is already active it is returned; if its worker
+    looks dead (no heartbeat within the lease) its task is enqueued again so it resumes."""
+    try:
+        run = review.start_review(database=database, actor=actor, triggered_by=triggered_by)
+    except review.ReviewBusy as busy:
+        run = busy.run
+        if _stale(run):
+            review_database_task.delay_on_commit(run.pk)
+        return run, False
+    review_database_task.delay_on_commit(run.pk)
+    return run, True
+
+
+def _stale(run):
+    lease = timedelta(seconds=settings.REVIEW_LEASE_SECONDS)
+    seen = run.heartbeat_at or run.created_at
+    return timezone.now() - seen > lease
+
+
+@shared_task(name=REVIEW_ALL_TASK, acks_late=True, soft_time_limit=240, time_limit=300)
+def review_all_databases_task():
+    """The 'ttl review' beat schedule: queue a review of every database."""
+    queued = []
+    for database in RedisDatabase.objects.all():
+        run, _ = request_review(database=database, triggered_by=ReviewRun.SCHEDULE)
+        queued.append(run.pk)
+    return queued
