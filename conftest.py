@@ -1,9 +1,12 @@
 """Test fixtures: real Postgres and real redis-server processes on loopback ports,
 started for the run and stopped after it. Personas: anon, viewer, operator, admin."""
 
+import json
 import os
 import shutil
 import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import redis
@@ -157,6 +160,57 @@ def lucia(db):
     from dashboard.models import RedisDatabase
 
     return RedisDatabase.objects.get(name="lucia")
+
+
+# --- alerts: a real HTTP receiver, and Celery run eagerly ---------------------------
+class Receiver:
+    """A real HTTP server on a loopback port that records what it is sent."""
+
+    def __init__(self):
+        self.requests = []
+        self.statuses = []  # status to answer per request; 200 once exhausted
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.requests.append({"path": self.path, "json": json.loads(body or b"null")})
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path="/hook"):
+        return f"http://127.0.0.1:{self.server.server_port}{path}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def eager():
+    from dashboard.celery import app
+
+    old = app.conf.task_always_eager, app.conf.task_eager_propagates
+    # Not propagating: an eager retry re-applies the task only when Retry is not re-raised.
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, False
+    yield app
+    app.conf.task_always_eager, app.conf.task_eager_propagates = old
 
 
 # --- browser -------------------------------------------------------------------------

@@ -198,6 +198,17 @@ def seed_schedules():
     return int(made)
 
 
+def seed_health_check():
+    """Every minute: ping each monitored Redis and alert when one stays unreachable."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.MINUTES)
+    _, made = create_once(PeriodicTask, {"name": "monitored redis check"},
+                          {"task": "continuity.check_monitored_redis", "interval": every_minute, "enabled": True,
+                           "description": "Alert once when a monitored Redis stays unreachable, once when back."})
+    return int(made)
+
+
 def seed_all():
     """Every seeder in runbook order. Returns {record type: number created}."""
     from continuity.models import Namespace
@@ -212,7 +223,7 @@ def seed_all():
     failure_plan = seed_failure_plan(database)
     secrets = seed_secrets(database)
     env_vars = seed_env_vars()
-    schedules = seed_rotation_check() + seed_schedules()
+    schedules = seed_rotation_check() + seed_schedules() + seed_health_check()
     return {
         "databases": RedisDatabase.objects.count() - before_db,
         "namespaces": Namespace.objects.count() - before_ns,

@@ -132,6 +132,12 @@ CACHES = {
     }
 }
 
+# --- Alerts (channels are configured in the dashboard by admins) ------------------------
+# A TTL review alerts when its findings reach this many (after a review below it).
+ALERT_REVIEW_FINDINGS_THRESHOLD = env_int("ALERT_REVIEW_FINDINGS_THRESHOLD", 1)
+# A monitored Redis unreachable for this long is alerted (checked every minute by beat).
+ALERT_REDIS_DOWN_MINUTES = env_int("ALERT_REDIS_DOWN_MINUTES", 5)
+
 # --- Celery ------------------------------------------------------------------------------
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True

@@ -2,3 +2,4 @@
 here lets `app.autodiscover_tasks()` (which imports `continuity.tasks`) register them."""
 
 from continuity.tasks import review  # noqa: F401
+from continuity.tasks import health  # noqa: F401

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from continuity.models import ReviewRun
-from continuity.operations import review
+from continuity.operations import alerting, review
 from dashboard.models import RedisDatabase
 
 REVIEW_TASK = "continuity.review_database"
@@ -31,7 +31,7 @@ def review_database_task(self, run_id):
         return run.status if run else "missing"
     ReviewRun.objects.filter(pk=run.pk).update(task_id=self.request.id or "")
     try:
-        return review.review_database(database=run.database, run=run).status
+        status = review.review_database(database=run.database, run=run).status
     except review.ReviewBusy:
         return "busy"
     except review.ReviewInterrupted as exc:
@@ -42,6 +42,9 @@ def review_database_task(self, run_id):
     except SoftTimeLimitExceeded:
         run.mark_failed(f"Stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s).")
         return ReviewRun.FAILED
+    if status == ReviewRun.SUCCEEDED:
+        alerting.alert_on_review(ReviewRun.objects.get(pk=run.pk))
+    return status
 
 
 def request_review(*, database, actor=None, triggered_by=ReviewRun.WEB):

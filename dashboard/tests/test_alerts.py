@@ -1,7 +1,5 @@
 import json
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
 
 import pytest
@@ -11,56 +9,6 @@ from django.utils import timezone
 
 from dashboard import alerts
 from dashboard.models import AlertChannel, AlertDelivery, AuditEntry, Secret
-
-
-class Receiver:
-    """A real HTTP server on a loopback port that records what it is sent."""
-
-    def __init__(self):
-        self.requests = []
-        self.statuses = []  # status to answer per request; 200 once exhausted
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests.append({"path": self.path, "json": json.loads(body or b"null")})
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path="/hook"):
-        return f"http://127.0.0.1:{self.server.server_port}{path}"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def eager():
-    from dashboard.celery import app
-
-    old = app.conf.task_always_eager, app.conf.task_eager_propagates
-    # Not propagating: an eager retry re-applies the task only when Retry is not re-raised.
-    app.conf.task_always_eager, app.conf.task_eager_propagates = True, False
-    yield app
-    app.conf.task_always_eager, app.conf.task_eager_propagates = old
 
 
 @pytest.fixture

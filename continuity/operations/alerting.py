@@ -1,0 +1,93 @@
+"""Alerts of the keyspace side, sent through the records side's channels
+(`dashboard.alerts.notify`): review findings crossing a threshold, and a monitored Redis
+unreachable for some minutes. Each fires once per transition, not on every run or ping."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.core.cache import cache
+from django.urls import reverse
+from django.utils import timezone
+
+from continuity import keyspace
+from dashboard import alerts
+from dashboard.models import RedisDatabase
+
+
+def _link(path):
+    return settings.DASHBOARD_BASE_URL.rstrip("/") + path
+
+
+def alert_on_review(run):
+    """After a succeeded review: alert when the findings rise to the threshold or above
+    (having been below it in the previous succeeded review), and say so when they fall back.
+    Returns the event sent, or None."""
+    from continuity.models import ReviewRun
+
+    threshold = settings.ALERT_REVIEW_FINDINGS_THRESHOLD
+    previous = (ReviewRun.objects.filter(database=run.database, status=ReviewRun.SUCCEEDED, pk__lt=run.pk)
+                .order_by("-pk").first())
+    now_total = run.total_findings
+    before_total = previous.total_findings if previous else 0
+    link = _link(reverse("continuity:review_detail", args=[run.pk]))
+    counts = ", ".join(f"{kind} {count}" for kind, count in sorted((run.findings or {}).items()) if count)
+    if now_total >= threshold > before_total:
+        alerts.notify(event="review.findings", severity="warning", link=link,
+                      title=f"TTL review of {run.database.name}: {now_total} findings",
+                      text=f"Review #{run.pk} found {now_total} keys breaking policy ({counts}); "
+                           f"the previous review found {before_total}.")
+        return "review.findings"
+    if before_total >= threshold > now_total and previous is not None:
+        alerts.notify(event="review.resolved", severity="info", link=link,
+                      title=f"TTL review of {run.database.name}: findings below {threshold}",
+                      text=f"Review #{run.pk} found {now_total} keys breaking policy, down from {before_total}.")
+        return "review.resolved"
+    return None
+
+
+@dataclass(frozen=True)
+class RedisCheck:
+    database: str
+    ok: bool
+    down_since: datetime | None
+    event: str | None  # the alert sent by this check, if any
+
+
+def _state_key(database):
+    return f"monitored-redis-down:{database.pk}"
+
+
+def check_monitored_redis(*, now=None):
+    """Ping every monitored database. A database that has been unreachable for
+    ALERT_REDIS_DOWN_MINUTES is alerted once; its recovery is alerted once after that.
+    The 'down since' state lives in the dashboard's cache Redis, never the monitored one."""
+    now = now or timezone.now()
+    limit = settings.ALERT_REDIS_DOWN_MINUTES * 60
+    results = []
+    for database in RedisDatabase.objects.all():
+        health = keyspace.ping(database)
+        key = _state_key(database)
+        state = cache.get(key)
+        event = None
+        if health.ok:
+            if state and state.get("alerted"):
+                alerts.notify(event="redis.recovered", severity="info", title=f"Redis {database.name} is reachable again",
+                              text=f"{database.name} answers again after being unreachable since "
+                                   f"{state['since']:%Y-%m-%d %H:%M} UTC.", link=_link(reverse("continuity:overview")))
+                event = "redis.recovered"
+            cache.delete(key)
+            results.append(RedisCheck(database.name, True, None, event))
+            continue
+        state = state or {"since": now, "alerted": False}
+        if not state["alerted"] and (now - state["since"]).total_seconds() >= limit:
+            alerts.notify(event="redis.unreachable", severity="critical",
+                          title=f"Redis {database.name} unreachable for {settings.ALERT_REDIS_DOWN_MINUTES}+ minutes",
+                          text=f"{health.error} Unreachable since {state['since']:%Y-%m-%d %H:%M} UTC. "
+                               "Lucia falls back per the failure plan; records pages keep working.",
+                          link=_link(reverse("dashboard:database_detail", args=[database.name])))
+            state["alerted"] = True
+            event = "redis.unreachable"
+        cache.set(key, state, timeout=7 * 86400)
+        results.append(RedisCheck(database.name, False, state["since"], event))
+    return results

@@ -1,0 +1,92 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from continuity.models import ReviewRun
+from continuity.operations import alerting
+from dashboard import localservers
+from dashboard.models import AlertChannel
+
+
+@pytest.fixture
+def hook(db, receiver):
+    return AlertChannel.objects.create(name="ops", kind="webhook", url=receiver.url("/hook"))
+
+
+def _run(database, findings):
+    return ReviewRun.objects.create(database=database, status=ReviewRun.SUCCEEDED, findings=findings,
+                                    finished_at=timezone.now())
+
+
+def _events(receiver):
+    return [r["json"]["event"] for r in receiver.requests]
+
+
+def test_a_review_alerts_once_when_findings_cross_the_threshold(lucia, hook, receiver, eager, settings,
+                                                                 django_capture_on_commit_callbacks):
+    settings.ALERT_REVIEW_FINDINGS_THRESHOLD = 10
+    with django_capture_on_commit_callbacks(execute=True):
+        assert alerting.alert_on_review(_run(lucia, {"no_ttl": 3})) is None
+        assert alerting.alert_on_review(_run(lucia, {"no_ttl": 8, "oversized": 4})) == "review.findings"
+        assert alerting.alert_on_review(_run(lucia, {"no_ttl": 20})) is None  # still above: no repeat
+        assert alerting.alert_on_review(_run(lucia, {"no_ttl": 1})) == "review.resolved"
+    assert _events(receiver) == ["review.findings", "review.resolved"]
+    first = receiver.requests[0]["json"]
+    assert "12 findings" in first["title"] and "no_ttl 8" in first["text"] and "oversized 4" in first["text"]
+    assert first["link"].startswith("http") and "/keyspace/jobs/reviews/" in first["link"]
+
+
+def test_an_unreachable_redis_alerts_once_after_the_grace_period_and_once_when_back(
+        lucia, hook, receiver, eager, settings, monkeypatch, django_capture_on_commit_callbacks):
+    settings.ALERT_REDIS_DOWN_MINUTES = 5
+    real_url = settings.REDIS_URL
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{localservers.free_port()}/0")
+    start = timezone.now()
+    with django_capture_on_commit_callbacks(execute=True):
+        first = alerting.check_monitored_redis(now=start)
+        assert first[0].ok is False and first[0].event is None
+        assert alerting.check_monitored_redis(now=start + timedelta(minutes=4))[0].event is None
+        assert alerting.check_monitored_redis(now=start + timedelta(minutes=5))[0].event == "redis.unreachable"
+        assert alerting.check_monitored_redis(now=start + timedelta(minutes=9))[0].event is None
+        monkeypatch.setenv("REDIS_URL", real_url)
+        back = alerting.check_monitored_redis(now=start + timedelta(minutes=10))
+        assert back[0].ok and back[0].event == "redis.recovered"
+        assert alerting.check_monitored_redis(now=start + timedelta(minutes=11))[0].event is None
+    assert _events(receiver) == ["redis.unreachable", "redis.recovered"]
+    assert receiver.requests[0]["json"]["severity"] == "critical"
+    assert "unreachable" in receiver.requests[0]["json"]["text"]
+
+
+def test_a_short_blip_sends_nothing(lucia, hook, receiver, eager, settings, monkeypatch,
+                                    django_capture_on_commit_callbacks):
+    real_url = settings.REDIS_URL
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{localservers.free_port()}/0")
+    start = timezone.now()
+    with django_capture_on_commit_callbacks(execute=True):
+        alerting.check_monitored_redis(now=start)
+        monkeypatch.setenv("REDIS_URL", real_url)
+        assert alerting.check_monitored_redis(now=start + timedelta(minutes=1))[0].event is None
+    assert receiver.requests == []
+
+
+def test_the_health_check_is_scheduled_every_minute(lucia):
+    from django_celery_beat.models import PeriodicTask
+
+    task = PeriodicTask.objects.get(name="monitored redis check")
+    assert task.task == "continuity.check_monitored_redis" and task.enabled
+    assert (task.interval.every, task.interval.period) == (1, "minutes")
+
+
+def test_a_review_task_sends_its_alert_through_the_channels(lucia, hook, receiver, eager, monitored,
+                                                            django_capture_on_commit_callbacks):
+    from continuity.operations import review
+    from continuity.tasks.review import review_database_task
+
+    monitored.set("lucia:session:no-ttl", "x")
+    monitored.set("lucia:session:fine", "x", ex=1800)
+    run = review.start_review(database=lucia)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert review_database_task.apply(args=[run.pk]).get() == ReviewRun.SUCCEEDED
+    assert _events(receiver) == ["review.findings"]
+    assert "1 findings" in receiver.requests[0]["json"]["title"]
