@@ -139,6 +139,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT 
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 
+# --- Purges ------------------------------------------------------------------------------
+# Keys per second a purge may touch (0 = no cap): one 1000-key UNLINK blocks Redis for well
+# under a millisecond, so 250k keys/s keeps a purge to a fraction of the server's time.
+PURGE_RATE_CAP = env_int("PURGE_RATE_CAP", 250_000)
+PURGE_BATCH_SIZE = env_int("PURGE_BATCH_SIZE", 1000)  # SCAN COUNT and keys per acting command
+PURGE_LEASE_SECONDS = env_int("PURGE_LEASE_SECONDS", 60)  # a silent worker's run may be resumed after this
+
 # --- Auth --------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
