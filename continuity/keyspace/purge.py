@@ -202,3 +202,7 @@ def read_marker(client, run_id) -> Marker | None:
 
 def clear_marker(client, run_id):
     client.delete(marker_key(run_id))
+
+
+# What a task should retry on: the server unreachable, slow, loading, or over quota.
+TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ResponseError)

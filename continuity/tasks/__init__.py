@@ -1,0 +1,4 @@
+"""Celery tasks of the keyspace side, one module per operation. Importing the submodules
+here lets `app.autodiscover_tasks()` (which imports `continuity.tasks`) register them."""
+
+from continuity.tasks import purge  # noqa: F401
