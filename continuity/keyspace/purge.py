@@ -29,7 +29,8 @@ CONDITIONS = ("any", "no_ttl", "ttl_above", "violates")
 # KEYS[1] = marker key, KEYS[2..] = the batch.
 # ARGV[1] = action (delete | expire | count), ARGV[2] = condition,
 # ARGV[3] = marker head ('' for none), ARGV[4] = marker TTL,
-# ARGV[3 + i] (i >= 2) = the policy max TTL in seconds of KEYS[i], 0 when none.
+# ARGV[5], ARGV[6] = the run's done and skipped totals before this batch,
+# ARGV[5 + i] (i >= 2) = the policy max TTL in seconds of KEYS[i], 0 when none.
 # Returns {done, skipped}: for 'count', done is how many keys would be acted on.
 _PURGE_LUA = """
 local action, cond = ARGV[1], ARGV[2]
@@ -37,7 +38,7 @@ local act, ttls = {}, {}
 local skipped = 0
 for i = 2, #KEYS do
   local key = KEYS[i]
-  local max = tonumber(ARGV[3 + i]) or 0
+  local max = tonumber(ARGV[5 + i]) or 0
   local ok
   if cond == 'any' and action ~= 'expire' and action ~= 'count' then
     ok = true
@@ -75,7 +76,8 @@ else
   done = #act
 end
 if ARGV[3] ~= '' then
-  redis.call('SET', KEYS[1], ARGV[3] .. ' ' .. done .. ' ' .. skipped, 'EX', ARGV[4])
+  redis.call('SET', KEYS[1], ARGV[3] .. ' ' .. (tonumber(ARGV[5]) + done) .. ' ' .. (tonumber(ARGV[6]) + skipped),
+             'EX', ARGV[4])
 end
 return {done, skipped}
 """
@@ -95,7 +97,7 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class Marker:
-    """The progress marker of the last batch a run acted on."""
+    """The run's totals as of the last batch it acted on, and the cursor after it."""
 
     batch: int
     cursor: str
@@ -108,8 +110,8 @@ def marker_key(run_id) -> bytes:
     return MARKER_PREFIX + str(run_id).encode()
 
 
-def marker_head(batch, cursor, matched) -> str:
-    return f"{batch} {cursor} {matched}"
+def marker_head(batch, cursor, matched_total) -> str:
+    return f"{batch} {cursor} {matched_total}"
 
 
 _script_refused: dict[int, bool] = {}
@@ -121,9 +123,11 @@ def _refused(exc):
     return any(marker in text for marker in _REFUSED)
 
 
-def act_on_batch(client, keys, *, action, condition, max_ttls, marker=b"", head="") -> BatchResult:
+def act_on_batch(client, keys, *, action, condition, max_ttls, marker=b"", head="", totals=(0, 0)) -> BatchResult:
     """Re-check and act on `keys` in one command. `max_ttls[i]` is the policy max TTL
-    (seconds, 0 for none) of `keys[i]`; `marker`/`head` write the progress marker."""
+    (seconds, 0 for none) of `keys[i]`. With `marker`, the progress marker becomes
+    `head` + the run's done and skipped totals (`totals` before this batch + this batch),
+    so it always holds the exact cumulative state of the Redis side."""
     if action not in ACTIONS or condition not in CONDITIONS:
         raise ValueError(f"unknown action {action!r} or condition {condition!r}")
     keys = list(keys)
@@ -134,6 +138,7 @@ def act_on_batch(client, keys, *, action, condition, max_ttls, marker=b"", head=
             script = client.register_script(_PURGE_LUA)
             done, skipped = script(keys=[marker or b"-", *keys],
                                    args=[action, condition, head if marker else "", MARKER_TTL_SECONDS,
+                                         int(totals[0]), int(totals[1]),
                                          *[int(t or 0) for t in max_ttls]])
             return BatchResult(int(done), int(skipped), 1)
         except redis.ResponseError as exc:
@@ -142,7 +147,7 @@ def act_on_batch(client, keys, *, action, condition, max_ttls, marker=b"", head=
             with _lock:
                 _script_refused[id(client)] = True
     return _via_pipeline(client, keys, action=action, condition=condition, max_ttls=list(max_ttls),
-                         marker=marker, head=head)
+                         marker=marker, head=head, totals=totals)
 
 
 def _qualifies(condition, pttl, max_ttl):
@@ -158,7 +163,7 @@ def _qualifies(condition, pttl, max_ttl):
     return pttl == -1 or above
 
 
-def _via_pipeline(client, keys, *, action, condition, max_ttls, marker, head):
+def _via_pipeline(client, keys, *, action, condition, max_ttls, marker, head, totals):
     """Fallback without scripting: PTTLs in one pipeline (unless nothing needs them), then
     one MULTI/EXEC acting and writing the marker. The re-check is not atomic with the act
     here; EXPIRE's NX/LT flags still keep a repair from shortening a fresh TTL."""
@@ -184,7 +189,7 @@ def _via_pipeline(client, keys, *, action, condition, max_ttls, marker, head):
             tx.expire(key, ttl, nx=pttl == -1, lt=pttl != -1)
     predicted = len(chosen)
     if marker:
-        tx.set(marker, f"{head} {predicted} {skipped}", ex=MARKER_TTL_SECONDS)
+        tx.set(marker, f"{head} {totals[0] + predicted} {totals[1] + skipped}", ex=MARKER_TTL_SECONDS)
     replies = tx.execute() if (chosen or marker) else []
     commands += (len(chosen) if action == "expire" else int(bool(chosen))) + (1 if marker else 0) + 2
     acted = replies[:-1] if marker else replies

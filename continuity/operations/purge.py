@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -202,6 +202,8 @@ def _pages(database, run, client, prefixes, keys=None, start=0, cursor=0):
 def _split(page, prefixes, run):
     """Keys of a page that may be acted on, with their namespace max TTLs; and how many
     keys (of a finding) fall outside every namespace."""
+    if len(prefixes) == 1 and run.target_kind != PurgeRun.FINDING:  # every SCAN match is in it
+        return page, [prefixes[0][1].max_ttl_seconds or 0] * len(page), 0
     keys, ttls, outside = [], [], 0
     for key in page:
         ns = _classify(key, prefixes)
@@ -385,7 +387,8 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
             _recover_batch(run, client, claim)
         if run.cancel_requested:
             return _result(_finish(run, PurgeRun.CANCELLED, source=source), resumed)
-        prefixes = _namespace_prefixes(database)
+        prefixes = (_namespace_prefixes(database) if run.target_kind == PurgeRun.FINDING
+                    else resolve_target(database, PurgeRun.PATTERN, run.match_bytes())[1])
         status = _loop(run, client, claim, prefixes, keys, progress)
         if status is None:  # lost the claim to another worker
             run.refresh_from_db()
@@ -402,22 +405,38 @@ def _result(run, resumed):
 
 
 def _recover_batch(run, client, claim):
-    """A worker died after acting on a batch and before checkpointing it: the marker
-    written atomically with that batch holds its counts and its next cursor."""
+    """A worker died after acting on batches it had not checkpointed yet: the marker,
+    written atomically with each batch, holds the run's totals and cursor after the last."""
     marker = redis_purge.read_marker(client, run.pk)
     run.commands += 1
-    if marker and marker.batch == run.batches + 1:
+    if marker and marker.batch > run.batches:
         run.batches, run.cursor = marker.batch, marker.cursor
-        run.matched += marker.matched
-        run.done += marker.done
-        run.skipped += marker.skipped
+        run.matched, run.done, run.skipped = marker.matched, marker.done, marker.skipped
     _checkpoint(run, claim)
 
 
 def _checkpoint(run, claim):
-    return PurgeRun.objects.filter(pk=run.pk, claim=claim).update(
-        cursor=run.cursor, batches=run.batches, matched=run.matched, done=run.done, skipped=run.skipped,
-        commands=run.commands, heartbeat_at=timezone.now())
+    """Save progress, guarded by this worker's claim. Returns "ok", "cancel" (an operator
+    asked to stop) or "lost" (another worker holds the run now).
+
+    Committed without waiting for the WAL flush (synchronous_commit off, this transaction
+    only): a worker killed after this call still leaves the checkpoint in Postgres, and
+    only a crash of Postgres itself could lose the last fraction of a second of progress
+    (the run then resumes from an earlier cursor, never counting a key twice)."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        updated = PurgeRun.objects.filter(pk=run.pk, claim=claim, cancel_requested=False).update(
+            cursor=run.cursor, batches=run.batches, matched=run.matched, done=run.done, skipped=run.skipped,
+            commands=run.commands, heartbeat_at=timezone.now())
+        if updated:
+            return "ok"
+        # Still ours but flagged for cancel: save the progress, then stop.
+        if PurgeRun.objects.filter(pk=run.pk, claim=claim).update(
+                cursor=run.cursor, batches=run.batches, matched=run.matched, done=run.done, skipped=run.skipped,
+                commands=run.commands, heartbeat_at=timezone.now()):
+            return "cancel"
+    return "lost"
 
 
 def _loop(run, client, claim, prefixes, keys, progress):
@@ -430,31 +449,37 @@ def _loop(run, client, claim, prefixes, keys, progress):
     pages = _pages(run.database, run, client, prefixes, keys=keys, start=start, cursor=start)
     started, touched = time.monotonic(), 0
     action = run.action
+    every = settings.PURGE_CHECKPOINT_SECONDS
+    last_checkpoint = 0.0
     for position, page, cost in pages:
         run.commands += cost
         next_cursor = "end" if position is None else str(position)
         page_keys, ttls, outside = _split(page, prefixes, run)
+        run.skipped += outside
+        run.matched += len(page)
         if page_keys:
-            head = redis_purge.marker_head(run.batches + 1, next_cursor, len(page))
+            head = redis_purge.marker_head(run.batches + 1, next_cursor, run.matched)
             result = redis_purge.act_on_batch(client, page_keys, action=action, condition=run.condition,
-                                              max_ttls=ttls, marker=redis_purge.marker_key(run.pk), head=head)
+                                              max_ttls=ttls, marker=redis_purge.marker_key(run.pk), head=head,
+                                              totals=(run.done, run.skipped))
             run.batches += 1
             run.done += result.done
-            run.skipped += result.skipped + outside
-            run.matched += len(page)
+            run.skipped += result.skipped
             run.commands += result.commands
-        else:
-            run.skipped += outside
-            run.matched += len(page)
         run.cursor = next_cursor
-        if page or finding or position is None:
-            if not _checkpoint(run, claim):
+        now = time.monotonic()
+        # Checkpoints may lag the Redis side by a fraction of a second: the marker holds
+        # the exact totals, so a resumed run loses and repeats nothing.
+        if position is None or now - last_checkpoint >= every:
+            last_checkpoint = now
+            state = _checkpoint(run, claim)
+            if state == "lost":
                 return None
+            if progress:
+                progress(run)
+            if state == "cancel":
+                return PurgeRun.CANCELLED
         touched += len(page)
-        if progress:
-            progress(run)
-        if PurgeRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
-            return PurgeRun.CANCELLED
         if run.rate_cap and touched:
             ahead = touched / run.rate_cap - (time.monotonic() - started)
             if ahead > 0:
