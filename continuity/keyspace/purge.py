@@ -133,13 +133,15 @@ def act_on_batch(client, keys, *, action, condition, max_ttls, marker=b"", head=
     keys = list(keys)
     if not keys:
         return BatchResult(0, 0, 0)
+    # A plain delete reads no per-key TTL: do not ship them.
+    needs_no_ttls = action == "delete" and condition == "any"
     if not _script_refused.get(id(client)):
         try:
             script = client.register_script(_PURGE_LUA)
             done, skipped = script(keys=[marker or b"-", *keys],
                                    args=[action, condition, head if marker else "", MARKER_TTL_SECONDS,
                                          int(totals[0]), int(totals[1]),
-                                         *[int(t or 0) for t in max_ttls]])
+                                         *([] if needs_no_ttls else [int(t or 0) for t in max_ttls])])
             return BatchResult(int(done), int(skipped), 1)
         except redis.ResponseError as exc:
             if not _refused(exc):
@@ -211,3 +213,21 @@ def clear_marker(client, run_id):
 
 # What a task should retry on: the server unreachable, slow, loading, or over quota.
 TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ResponseError)
+
+
+_END = object()
+
+
+def prefetched(pages):
+    """Iterate `pages` (an iterator of SCAN pages) one page ahead in a helper thread, so
+    the next SCAN travels while the caller acts on the current page."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="purge-scan") as pool:
+        future = pool.submit(next, pages, _END)
+        while True:
+            item = future.result()
+            if item is _END:
+                return
+            future = pool.submit(next, pages, _END)
+            yield item

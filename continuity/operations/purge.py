@@ -447,6 +447,8 @@ def _loop(run, client, claim, prefixes, keys, progress):
     finding = run.target_kind == PurgeRun.FINDING
     start = int(run.cursor)
     pages = _pages(run.database, run, client, prefixes, keys=keys, start=start, cursor=start)
+    if not finding:
+        pages = redis_purge.prefetched(pages)
     started, touched = time.monotonic(), 0
     action = run.action
     every = settings.PURGE_CHECKPOINT_SECONDS
