@@ -231,3 +231,97 @@ def prefetched(pages):
                 return
             future = pool.submit(next, pages, _END)
             yield item
+
+
+# One SCAN page and its purge in one command: nothing travels to the client but counts.
+# KEYS[1] = marker key. ARGV[1] action, ARGV[2] condition, ARGV[3] cursor, ARGV[4] MATCH,
+# ARGV[5] COUNT, ARGV[6] batch number, ARGV[7..9] matched/done/skipped totals before,
+# ARGV[10] marker TTL, ARGV[11..] namespace prefix / max TTL pairs, longest prefix first.
+# Returns {next cursor, matched, done, skipped}.
+_SCAN_ACT_LUA = """
+local action, cond = ARGV[1], ARGV[2]
+local reply = redis.call('SCAN', ARGV[3], 'MATCH', ARGV[4], 'COUNT', ARGV[5])
+local cursor, keys = reply[1], reply[2]
+local prefixes, maxes = {}, {}
+for i = 11, #ARGV, 2 do
+  prefixes[#prefixes + 1] = ARGV[i]
+  maxes[#maxes + 1] = tonumber(ARGV[i + 1])
+end
+local act, ttls = {}, {}
+local skipped = 0
+local plain = (cond == 'any' and action == 'delete')
+for _, key in ipairs(keys) do
+  local max = nil
+  for j, prefix in ipairs(prefixes) do
+    if string.sub(key, 1, #prefix) == prefix then max = maxes[j] break end
+  end
+  local ok = max ~= nil
+  if ok and not plain then
+    local pttl = redis.call('PTTL', key)
+    if pttl == -2 then ok = false
+    elseif cond == 'any' then ok = true
+    elseif cond == 'no_ttl' then ok = (pttl == -1)
+    elseif cond == 'ttl_above' then ok = (max > 0 and pttl > max * 1000)
+    else ok = (pttl == -1) or (max > 0 and pttl > max * 1000) end
+    if ok and action == 'expire' and max <= 0 then ok = false end
+  end
+  if ok then
+    act[#act + 1] = key
+    ttls[#act] = max
+  else
+    skipped = skipped + 1
+  end
+end
+local done = 0
+if action == 'delete' then
+  local i = 1
+  while i <= #act do
+    local j = math.min(i + 3999, #act)
+    done = done + redis.call('UNLINK', unpack(act, i, j))
+    i = j + 1
+  end
+elseif action == 'expire' then
+  for i, key in ipairs(act) do
+    done = done + redis.call('EXPIRE', key, ttls[i])
+  end
+end
+skipped = skipped + (#act - done)
+local matched = tonumber(ARGV[7]) + #keys
+local next_cursor = cursor
+if cursor == '0' then next_cursor = 'end' end
+redis.call('SET', KEYS[1], ARGV[6] .. ' ' .. next_cursor .. ' ' .. matched .. ' ' .. (tonumber(ARGV[8]) + done)
+           .. ' ' .. (tonumber(ARGV[9]) + skipped), 'EX', ARGV[10])
+return {cursor, #keys, done, skipped}
+"""
+
+_scan_refused: dict[int, bool] = {}
+
+
+@dataclass(frozen=True)
+class ScanBatchResult:
+    cursor: int
+    matched: int
+    done: int
+    skipped: int
+
+
+def scan_and_act(client, *, cursor, match, count, action, condition, namespaces, marker, batch, totals):
+    """One SCAN page and the purge of its keys in one script call, writing the marker.
+    `namespaces` is [(prefix bytes, max TTL seconds or 0)], longest first; keys in none are
+    skipped. Returns None where the server refuses SCAN inside a script: the caller then
+    scans itself and uses `act_on_batch`."""
+    if _scan_refused.get(id(client)) or _script_refused.get(id(client)):
+        return None
+    pairs = [item for prefix, ttl in namespaces for item in (prefix, int(ttl or 0))]
+    try:
+        script = client.register_script(_SCAN_ACT_LUA)
+        next_cursor, matched, done, skipped = script(
+            keys=[marker], args=[action, condition, str(cursor), match, count, batch, *totals,
+                                 MARKER_TTL_SECONDS, *pairs])
+    except redis.ResponseError as exc:
+        if not _refused(exc) and "scan" not in str(exc).lower():
+            raise
+        with _lock:
+            _scan_refused[id(client)] = True
+        return None
+    return ScanBatchResult(int(next_cursor), int(matched), int(done), int(skipped))

@@ -445,6 +445,10 @@ def _loop(run, client, claim, prefixes, keys, progress):
     if run.cursor == "end":
         return PurgeRun.SUCCEEDED
     finding = run.target_kind == PurgeRun.FINDING
+    if not finding:
+        status = _scripted_loop(run, client, claim, prefixes, progress)
+        if status != "refused":
+            return status
     start = int(run.cursor)
     pages = _pages(run.database, run, client, prefixes, keys=keys, start=start, cursor=start)
     if not finding:
@@ -487,6 +491,60 @@ def _loop(run, client, claim, prefixes, keys, progress):
             if ahead > 0:
                 time.sleep(ahead)
     return PurgeRun.SUCCEEDED
+
+
+class _Pacer:
+    """Checkpoint cadence and the rate cap, shared by both loops."""
+
+    def __init__(self, run, claim, progress):
+        self.run, self.claim, self.progress = run, claim, progress
+        self.every = settings.PURGE_CHECKPOINT_SECONDS
+        self.started, self.last, self.touched = time.monotonic(), 0.0, 0
+
+    def after_batch(self, keys, final):
+        """'ok', 'cancel' or 'lost' after checkpointing when due; sleeps for the rate cap."""
+        state = "ok"
+        now = time.monotonic()
+        if final or now - self.last >= self.every:
+            self.last = now
+            state = _checkpoint(self.run, self.claim)
+            if state != "lost" and self.progress:
+                self.progress(self.run)
+        self.touched += keys
+        cap = self.run.rate_cap
+        if cap and self.touched and state == "ok":
+            ahead = self.touched / cap - (time.monotonic() - self.started)
+            if ahead > 0:
+                time.sleep(ahead)
+        return state
+
+
+def _scripted_loop(run, client, claim, prefixes, progress):
+    """SCAN and act inside one script call per batch (one billed command, no key sent to
+    the client). "refused" when the server will not run SCAN in a script."""
+    pacer = _Pacer(run, claim, progress)
+    namespaces = [(prefix, ns.max_ttl_seconds or 0) for prefix, ns in prefixes]
+    cursor, match, marker = int(run.cursor), run.match_bytes(), redis_purge.marker_key(run.pk)
+    while True:
+        result = redis_purge.scan_and_act(
+            client, cursor=cursor, match=match, count=run.batch_size, action=run.action, condition=run.condition,
+            namespaces=namespaces, marker=marker, batch=run.batches + 1, totals=(run.matched, run.done, run.skipped))
+        if result is None:
+            return "refused"
+        cursor = result.cursor
+        run.batches += 1
+        run.commands += 1
+        run.matched += result.matched
+        run.done += result.done
+        run.skipped += result.skipped
+        run.cursor = "end" if cursor == 0 else str(cursor)
+        state = pacer.after_batch(result.matched, final=cursor == 0)
+        if state == "lost":
+            return None
+        if state == "cancel":
+            return PurgeRun.CANCELLED
+        if cursor == 0:
+            return PurgeRun.SUCCEEDED
 
 
 # --- resume and policy ------------------------------------------------------------------

@@ -355,3 +355,36 @@ def test_it_falls_back_to_a_transaction_when_scripting_is_refused(monitored, luc
     finally:
         client.close()
         monitored.execute_command("ACL", "DELUSER", "noscript2")
+
+
+def test_it_purges_through_the_client_side_loop_where_scripting_is_refused(monitored, lucia, operator, monkeypatch):
+    from dashboard.models import RedisDatabase
+
+    port = monitored.connection_pool.connection_kwargs["port"]
+    monitored.execute_command("ACL", "SETUSER", "noscript3", "on", "nopass", "~*", "+@all", "-eval", "-evalsha",
+                              "-script")
+    monkeypatch.setenv("NOSCRIPT_URL", f"redis://noscript3@127.0.0.1:{port}/0")
+    try:
+        RedisDatabase.objects.filter(pk=lucia.pk).update(url_env="NOSCRIPT_URL")
+        lucia.refresh_from_db()
+        fill(monitored, 700)
+        fill(monitored, 30, prefix=b"lucia:focus:")
+        run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", batch_size=100)
+        result = purge.execute_purge(run_id=run.pk)
+        assert (result.matched, result.done, result.skipped) == (700, 700, 0)
+        assert monitored.dbsize() == 30
+    finally:
+        monitored.execute_command("ACL", "DELUSER", "noscript3")
+
+
+def test_it_costs_one_redis_command_per_batch_where_scripting_works(monitored, lucia, operator):
+    fill(monitored, 5000)
+    run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", batch_size=1000)
+    before = monitored.info("commandstats")
+    result = purge.execute_purge(run_id=run.pk)
+    after = monitored.info("commandstats")
+    calls = lambda stats, cmd: stats.get(f"cmdstat_{cmd}", {}).get("calls", 0)  # noqa: E731
+    assert result.done == 5000 and result.commands == result.run.batches <= 7
+    # SCAN and UNLINK run inside the script: the client sent one EVALSHA per batch, no SCAN.
+    assert calls(after, "evalsha") - calls(before, "evalsha") == result.run.batches
+    assert calls(after, "unlink") - calls(before, "unlink") <= result.run.batches
