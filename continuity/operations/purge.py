@@ -445,7 +445,7 @@ def _loop(run, client, claim, prefixes, keys, progress):
     if run.cursor == "end":
         return PurgeRun.SUCCEEDED
     finding = run.target_kind == PurgeRun.FINDING
-    if not finding:
+    if not finding and settings.PURGE_SCAN_IN_SCRIPT:
         status = _scripted_loop(run, client, claim, prefixes, progress)
         if status != "refused":
             return status
