@@ -1,6 +1,6 @@
 from django.urls import path
 
-from continuity.views import browse, jobs, keys, namespaces, overview
+from continuity.views import browse, jobs, keys, namespaces, overview, purge
 
 app_name = "continuity"
 
@@ -10,6 +10,12 @@ urlpatterns = [
     path("jobs/reviews/<int:pk>/", jobs.review_detail, name="review_detail"),
     path("jobs/reviews/<int:pk>/cancel/", jobs.review_cancel, name="review_cancel"),
     path("jobs/schedules/<int:pk>/", jobs.schedule_edit, name="schedule_edit"),
+    path("purges/", purge.purge_list, name="purge_list"),
+    path("purges/new/", purge.purge_new, name="purge_new"),
+    path("purges/<int:pk>/", purge.purge_detail, name="purge_detail"),
+    path("purges/<int:pk>/progress/", purge.purge_progress, name="purge_progress"),
+    path("purges/<int:pk>/confirm/", purge.purge_confirm, name="purge_confirm"),
+    path("purges/<int:pk>/cancel/", purge.purge_cancel, name="purge_cancel"),
     path("<slug:database>/summary/", overview.database_summary, name="database_summary"),
     path("<slug:database>/stats/", overview.namespace_stats, name="namespace_stats"),
     path("<slug:database>/browse/", browse.browse, name="browse"),

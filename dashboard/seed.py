@@ -223,7 +223,7 @@ def seed_all():
     failure_plan = seed_failure_plan(database)
     secrets = seed_secrets(database)
     env_vars = seed_env_vars()
-    schedules = seed_rotation_check() + seed_schedules() + seed_health_check()
+    schedules = seed_rotation_check() + seed_schedules() + seed_health_check() + seed_purge_schedules()
     return {
         "databases": RedisDatabase.objects.count() - before_db,
         "namespaces": Namespace.objects.count() - before_ns,
@@ -235,3 +235,21 @@ def seed_all():
         "env vars": env_vars,
         "schedules": schedules,
     }
+
+
+def seed_purge_schedules():
+    """Purge schedules, created only if missing: the policy purge OFF until an admin enables
+    it; the resume check (finishes purges whose worker died) every minute."""
+    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+    nightly, _ = CrontabSchedule.objects.get_or_create(minute="30", hour="3", day_of_week="*", day_of_month="*",
+                                                       month_of_year="*", timezone="UTC")
+    every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.MINUTES)
+    created = create_once(PeriodicTask, {"name": "policy purge"},
+                          {"task": "continuity.policy_purge", "crontab": nightly, "enabled": False,
+                           "description": "Apply each namespace's violation action to keys without TTL or "
+                                          "above the max TTL. Off until an admin enables it."})[1]
+    created += create_once(PeriodicTask, {"name": "resume stalled purges"},
+                           {"task": "continuity.resume_purges", "interval": every_minute, "enabled": True,
+                            "description": "Finish purges whose worker died mid-run, from their checkpoint."})[1]
+    return created

@@ -159,6 +159,19 @@ REVIEW_CHECKPOINT_BATCHES = env_int("REVIEW_CHECKPOINT_BATCHES", 20)
 REVIEW_LEASE_SECONDS = env_int("REVIEW_LEASE_SECONDS", 120)
 REVIEW_TASK_MAX_RETRIES = env_int("REVIEW_TASK_MAX_RETRIES", 5)
 
+# --- Purges ------------------------------------------------------------------------------
+# Keys per second a purge may touch (0 = no cap): one 1000-key UNLINK blocks Redis for well
+# under a millisecond, so 250k keys/s keeps a purge to a fraction of the server's time.
+PURGE_RATE_CAP = env_int("PURGE_RATE_CAP", 250_000)
+PURGE_BATCH_SIZE = env_int("PURGE_BATCH_SIZE", 1000)  # SCAN COUNT and keys per acting command
+PURGE_LEASE_SECONDS = env_int("PURGE_LEASE_SECONDS", 60)  # a silent worker's run may be resumed after this
+PURGE_CHECKPOINT_SECONDS = env_float("PURGE_CHECKPOINT_SECONDS", 0.5)  # Postgres progress; Redis keeps exact totals
+# SCAN inside the purge script: one billed command per batch instead of two (Upstash bills
+# per command); off by default because a local server purges faster with the client
+# scanning one page ahead while the script acts (see docs/benchmarks.md).
+PURGE_SCAN_IN_SCRIPT = env_bool("PURGE_SCAN_IN_SCRIPT", False)
+PURGE_TASK_MAX_RETRIES = env_int("PURGE_TASK_MAX_RETRIES", 5)  # while Redis is down, with exponential backoff
+
 # --- Auth --------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",

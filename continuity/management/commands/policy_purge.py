@@ -1,0 +1,36 @@
+"""manage.py policy_purge: the command twin of the scheduled `policy_purge_task`."""
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from continuity import keyspace
+from continuity.operations import purge
+from dashboard.models import RedisDatabase
+
+
+class Command(BaseCommand):
+    help = ("Apply each namespace's violation action (report / apply the max TTL / delete) to its keys without "
+            "TTL or above the max TTL, one audited purge run per acting namespace.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--database", help="one database (default: all)")
+        parser.add_argument("--json", action="store_true")
+
+    def handle(self, *args, database=None, **options):
+        databases = RedisDatabase.objects.all()
+        if database:
+            databases = databases.filter(name=database)
+            if not databases:
+                raise CommandError(f"No database record named {database!r}.")
+        out = []
+        for record in databases:
+            try:
+                outcome = purge.policy_purge(database=record, source="cli")
+            except Exception as exc:  # noqa: BLE001
+                raise CommandError(f"{record.name}: {keyspace.describe(exc)}") from exc
+            out.append({"database": record.name, "skipped": outcome.skipped_reason, "reported": outcome.reported,
+                        "runs": [r.run.summary() for r in outcome.runs]})
+        self.stdout.write(json.dumps(out) if options["json"] else "\n".join(
+            f"{o['database']}: {len(o['runs'])} runs, reported {o['reported']} {o['skipped']}".rstrip() for o in out))
+

@@ -1,0 +1,139 @@
+"""manage.py purge: preview and execute a purge from the command line, synchronously,
+through the same operations as the pages and the Celery task."""
+
+import getpass
+import json
+import os
+import sys
+import time
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.core.management.base import BaseCommand, CommandError
+
+from continuity import keyspace
+from continuity.operations import purge
+from dashboard import roles
+from dashboard.models import RedisDatabase
+
+
+def acting_user(username):
+    """The dashboard user a command acts as: --as, else $DASHBOARD_USER, else the login name."""
+    name = username or os.environ.get("DASHBOARD_USER") or getpass.getuser()
+    try:
+        return get_user_model().objects.get(username=name, is_active=True)
+    except get_user_model().DoesNotExist:
+        raise CommandError(f"No active dashboard user {name!r}; pass --as USERNAME.") from None
+
+
+class Progress:
+    """At most one progress line a second on stderr."""
+
+    def __init__(self, stream, label):
+        self.stream, self.label, self.last, self.started = stream, label, 0.0, time.monotonic()
+
+    def __call__(self, value):
+        now = time.monotonic()
+        if now - self.last < 1.0:
+            return
+        self.last = now
+        elapsed = max(now - self.started, 1e-6)
+        if isinstance(value, int):
+            self.stream.write(f"purge: preview matched {value} keys so far\n")
+        else:
+            self.stream.write(f"purge: matched {value.matched}, {value.done_label} {value.done}, skipped "
+                              f"{value.skipped}, {value.matched / elapsed:,.0f} keys/s\n")
+        self.stream.flush()
+
+
+class Command(BaseCommand):
+    help = ("Purge keys under a registered namespace: a literal prefix or a glob pattern. Previews the exact "
+            "count, asks you to retype the target (unless --yes), then deletes (UNLINK) or applies the "
+            "namespace's max TTL (EXPIRE NX). Refusals exit non-zero and touch nothing.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--database", required=True)
+        target = parser.add_mutually_exclusive_group(required=True)
+        target.add_argument("--prefix", help="literal key prefix; glob characters in it match themselves")
+        target.add_argument("--pattern", help="raw Redis glob (advanced); its literal head must be a namespace")
+        parser.add_argument("--action", choices=["delete", "expire"], default="delete")
+        parser.add_argument("--dry-run", action="store_true", help="preview only: count, touch nothing")
+        parser.add_argument("--reason", default="", help="why; recorded in the audit log (required to execute)")
+        parser.add_argument("--yes", action="store_true", help="do not ask for the retyped confirmation")
+        parser.add_argument("--json", action="store_true")
+        parser.add_argument("--as", dest="username", help="the dashboard user to act as (needs the operator role)")
+        parser.add_argument("--rate-cap", type=int, default=None, help="keys per second (0 = none)")
+
+    def handle(self, *args, **opts):
+        user = acting_user(opts["username"])
+        try:
+            roles.require_role(user, roles.VIEWER if opts["dry_run"] else roles.OPERATOR)
+            database = RedisDatabase.objects.get(name=opts["database"])
+        except PermissionDenied as exc:
+            raise CommandError(str(exc)) from None
+        except RedisDatabase.DoesNotExist:
+            raise CommandError(f"No database record named {opts['database']!r}.") from None
+        if not opts["dry_run"] and not opts["reason"].strip():
+            raise CommandError("Give --reason: it goes into the audit log with the purge.")
+        kind = "prefix" if opts["prefix"] is not None else "pattern"
+        value = os.fsencode(opts["prefix"] if kind == "prefix" else opts["pattern"])
+        try:
+            preview = purge.preview_purge(database=database, kind=kind, value=value, action=opts["action"],
+                                          actor=user, rate_cap=opts["rate_cap"], progress=Progress(self.stderr, ""))
+        except purge.PurgeRefused as exc:
+            raise CommandError(f"Refused: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 — Redis errors, told the operator's way
+            raise CommandError(keyspace.describe(exc)) from exc
+        run = preview.run
+        if opts["dry_run"]:
+            return self._report(opts, run, dry_run=True, preview=preview)
+        if not opts["json"]:
+            self._show_preview(preview)
+        if not opts["yes"]:
+            typed = self._ask(f"Type the {kind} to confirm ({run.target_value}): ")
+            if typed != run.target_value:
+                raise CommandError("Refused: the confirmation does not match the target; nothing was touched.")
+        try:
+            run = purge.confirm_purge(run=run, confirmation=run.target_value, reason=opts["reason"], actor=user,
+                                      source="cli")
+            result = purge.execute_purge(run_id=run.pk, source="cli", progress=Progress(self.stderr, ""))
+        except purge.PurgeRefused as exc:
+            raise CommandError(f"Refused: {exc}") from None
+        except Exception as exc:  # noqa: BLE001
+            purge.fail_purge(run_id=run.pk, error=keyspace.describe(exc), source="cli")
+            raise CommandError(f"Purge #{run.pk} failed: {keyspace.describe(exc)}") from exc
+        self._report(opts, result.run, dry_run=False)
+        if result.status != "succeeded":
+            raise CommandError(f"Purge #{run.pk} ended {result.status}.")
+
+    def _ask(self, prompt):
+        self.stderr.write(prompt, ending="")
+        self.stderr.flush()
+        line = sys.stdin.readline()
+        return line.rstrip("\n")
+
+    def _show_preview(self, preview):
+        self.stderr.write(f"Preview: {preview.matched} keys match {preview.run.match_pattern} "
+                          f"({preview.actionable} would change); about {preview.estimated_commands} Redis commands.")
+        for prefix, count in sorted(preview.namespaces.items()):
+            self.stderr.write(f"  {prefix:<30} {count}")
+
+    def _report(self, opts, run, *, dry_run, preview=None):
+        data = {"run": run.pk, "database": run.database.name, "target_kind": run.target_kind,
+                "target": run.target_value, "match": run.match_pattern, "action": run.action, "dry_run": dry_run}
+        if dry_run:
+            data.update(matched=preview.matched, actionable=preview.actionable, namespaces=preview.namespaces,
+                        sample=[keyspace.display_key(keyspace.decode_key(t)) for t in preview.sample],
+                        commands=preview.commands, estimated_commands=preview.estimated_commands)
+        else:
+            data.update(status=run.status, matched=run.matched, skipped=run.skipped, commands=run.commands,
+                        duration_s=round(run.duration_seconds() or 0, 3))
+            data[run.done_label] = run.done
+        if opts["json"]:
+            self.stdout.write(json.dumps(data))
+        elif dry_run:
+            self.stdout.write(f"Dry run: {data['matched']} keys match {data['match']} ({data['actionable']} would "
+                              f"change); nothing was touched.")
+        else:
+            self.stdout.write(f"Purge #{run.pk} {run.status}: matched {run.matched}, {run.done_label} {run.done}, "
+                              f"skipped {run.skipped}.")

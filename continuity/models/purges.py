@@ -1,0 +1,173 @@
+"""Purge runs: one previewed, confirmed, executed (and resumable) purge of a keyspace slice."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from dashboard.models import RedisDatabase
+
+
+class PurgeRunQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=PurgeRun.ACTIVE)
+
+    def for_database(self, database):
+        return self.filter(database=database)
+
+    def stalled(self, lease_seconds):
+        """Running runs whose worker stopped checkpointing: candidates for a resume."""
+        cutoff = timezone.now() - timezone.timedelta(seconds=lease_seconds)
+        return self.filter(status=PurgeRun.RUNNING).filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
+
+
+class PurgeRun(models.Model):
+    """A purge of one database: its target, the preview's figures, and execution progress.
+
+    Lifecycle: previewed → queued (an operator confirmed it with a reason) → running →
+    succeeded / failed / cancelled. At most one run per database is queued or running
+    (a partial unique constraint), so two purges never race on the same keyspace.
+    `cursor` + `batches` are the checkpoint a resumed worker continues from.
+    """
+
+    PREFIX, PATTERN, FINDING, POLICY = "prefix", "pattern", "finding", "policy"
+    TARGET_KINDS = [(PREFIX, "Literal prefix"), (PATTERN, "Glob pattern (advanced)"),
+                    (FINDING, "Review finding"), (POLICY, "Namespace policy")]
+    DELETE, EXPIRE = "delete", "expire"
+    ACTIONS = [(DELETE, "Delete (UNLINK)"), (EXPIRE, "Apply the policy TTL (EXPIRE NX)")]
+    # What a key must still satisfy at execution time to be acted on.
+    ANY, NO_TTL, TTL_ABOVE, VIOLATES = "any", "no_ttl", "ttl_above", "violates"
+    CONDITIONS = [(ANY, "still exists"), (NO_TTL, "still without TTL"), (TTL_ABOVE, "TTL still above the maximum"),
+                  (VIOLATES, "still without TTL or above the maximum")]
+    PREVIEWED, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
+        "previewed", "queued", "running", "succeeded", "failed", "cancelled")
+    STATUSES = [(s, s) for s in (PREVIEWED, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)]
+    ACTIVE = (QUEUED, RUNNING)
+    FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+
+    database = models.ForeignKey(RedisDatabase, on_delete=models.PROTECT, related_name="purge_runs")
+    target_kind = models.CharField(max_length=16, choices=TARGET_KINDS)
+    # The prefix or pattern as typed, bytes-safe: display_key() text of the bytes target.
+    target_value = models.TextField()
+    # The bytes target in base64url (encode_key): what the engine actually uses.
+    target_token = models.TextField(blank=True)
+    review_id = models.BigIntegerField(null=True, blank=True, help_text="For finding targets: the TTL review.")
+    finding = models.CharField(max_length=32, blank=True, help_text="For finding targets: the finding kind.")
+    match_pattern = models.TextField(help_text="The MATCH pattern sent with SCAN, as escaped text.")
+    action = models.CharField(max_length=16, choices=ACTIONS, default=DELETE)
+    condition = models.CharField(max_length=16, choices=CONDITIONS, default=ANY)
+    reason = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="purge_runs")
+    requested_label = models.CharField(max_length=150, blank=True)
+    status = models.CharField(max_length=16, choices=STATUSES, default=PREVIEWED)
+    cancel_requested = models.BooleanField(default=False)
+
+    # Preview figures.
+    preview_matched = models.BigIntegerField(default=0)
+    preview_actionable = models.BigIntegerField(null=True, blank=True,
+                                                help_text="Keys the action would change (expire: without TTL).")
+    preview_namespaces = models.JSONField(default=dict, blank=True, help_text="{namespace prefix: matched}")
+    preview_sample = models.JSONField(default=list, blank=True, help_text="[base64url key tokens]")
+    preview_commands = models.BigIntegerField(default=0, help_text="Redis commands the preview issued.")
+    estimated_commands = models.BigIntegerField(default=0, help_text="Redis commands execution will cost.")
+    previewed_at = models.DateTimeField(default=timezone.now)
+
+    # Execution progress (the checkpoint).
+    rate_cap = models.PositiveIntegerField(default=0, help_text="Keys per second; 0 means no cap.")
+    batch_size = models.PositiveIntegerField(default=1000)
+    cursor = models.CharField(max_length=40, default="0")
+    batches = models.BigIntegerField(default=0, help_text="Batches acted on and checkpointed.")
+    matched = models.BigIntegerField(default=0)
+    done = models.BigIntegerField(default=0, help_text="Keys deleted or expired.")
+    skipped = models.BigIntegerField(default=0, help_text="Matched keys that no longer qualified at execution.")
+    commands = models.BigIntegerField(default=0, help_text="Redis commands issued by execution.")
+    claim = models.UUIDField(null=True, blank=True, editable=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    objects = PurgeRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-previewed_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["database"], condition=Q(status__in=["queued", "running"]),
+                                    name="purge_one_active_per_database"),
+        ]
+
+    def __str__(self):
+        return f"purge #{self.pk} {self.action} {self.target_value} on {self.database.name}"
+
+    def get_absolute_url(self):
+        return reverse("continuity:purge_detail", args=[self.pk])
+
+    @property
+    def is_active(self):
+        return self.status in self.ACTIVE
+
+    @property
+    def is_finished(self):
+        return self.status in self.FINISHED
+
+    @property
+    def done_label(self):
+        return "deleted" if self.action == self.DELETE else "expired"
+
+    def duration_seconds(self):
+        if not self.started_at:
+            return None
+        end = self.finished_at or timezone.now()
+        return max((end - self.started_at).total_seconds(), 0.0)
+
+    def rate(self):
+        """Matched keys per second since the run started."""
+        seconds = self.duration_seconds()
+        return round(self.matched / seconds, 1) if seconds else None
+
+    def progress_percent(self):
+        if self.is_finished and self.status == self.SUCCEEDED:
+            return 100
+        if not self.preview_matched:
+            return 0
+        return min(int(100 * self.matched / self.preview_matched), 99)
+
+    def eta_seconds(self):
+        """Remaining matched keys (by the preview's count) at the current rate."""
+        rate = self.rate()
+        if not rate or not self.is_active:
+            return None
+        return max(int((self.preview_matched - self.matched) / rate), 0)
+
+    def target_bytes(self):
+        from continuity.keyspace.keys import decode_key
+
+        return decode_key(self.target_token)
+
+    def match_bytes(self):
+        """The MATCH pattern SCAN uses: an escaped literal prefix, or the raw glob."""
+        from continuity.keyspace.keys import match_pattern
+
+        if self.target_kind in (self.PREFIX, self.POLICY):
+            return match_pattern(self.target_bytes())
+        if self.target_kind == self.PATTERN:
+            return self.target_bytes()
+        return b""
+
+    def summary(self):
+        """The counts an audit entry and the command's JSON carry."""
+        return {"run": self.pk, "database": self.database.name, "target_kind": self.target_kind,
+                "target": self.target_value, "match": self.match_pattern, "action": self.action,
+                "condition": self.condition, "status": self.status, "matched": self.matched,
+                self.done_label: self.done, "skipped": self.skipped, "commands": self.commands,
+                "reason": self.reason}
+
+
+def new_claim():
+    return uuid.uuid4()

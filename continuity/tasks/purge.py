@@ -1,0 +1,82 @@
+"""Purge tasks: thin and idempotent; the work is `continuity.operations.purge`."""
+
+import logging
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_ready
+from django.conf import settings
+
+from continuity import keyspace
+from continuity.keyspace.purge import TRANSIENT_ERRORS
+from continuity.operations import purge
+from dashboard.models import RedisDatabase
+
+log = logging.getLogger(__name__)
+PURGE_TASK, POLICY_TASK, RESUME_TASK = "continuity.purge", "continuity.policy_purge", "continuity.resume_purges"
+
+
+def backoff(retries):
+    """Seconds before retry number `retries` + 1: 5, 10, 20, … capped at 5 minutes."""
+    return min(5 * 2**retries, 300)
+
+
+@shared_task(bind=True, name=PURGE_TASK, acks_late=True, max_retries=None, soft_time_limit=3300, time_limit=3600)
+def purge_task(self, run_id):
+    """Execute (or resume) purge `run_id`. A finished run, or one another worker holds, is
+    left alone. Redis down: retry with backoff, then record the failure on the run."""
+    try:
+        result = purge.execute_purge(run_id=run_id)
+    except keyspace.NotConfigured as exc:
+        purge.fail_purge(run_id=run_id, error=keyspace.describe(exc))
+        return {"run": run_id, "status": "failed"}
+    except SoftTimeLimitExceeded:
+        # The checkpoint is safe: continue in a fresh task instead of failing the purge.
+        raise self.retry(countdown=1, max_retries=None) from None
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries >= settings.PURGE_TASK_MAX_RETRIES:
+            purge.fail_purge(run_id=run_id, error=f"{keyspace.describe(exc)} (gave up after "
+                                                  f"{self.request.retries + 1} attempts)")
+            return {"run": run_id, "status": "failed"}
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries), max_retries=None) from None
+    except purge.PurgeRefused as exc:
+        purge.fail_purge(run_id=run_id, error=str(exc))
+        return {"run": run_id, "status": "failed"}
+    except Exception as exc:
+        purge.fail_purge(run_id=run_id, error=f"{exc.__class__.__name__}: {exc}")
+        raise
+    return {"run": run_id, "status": result.status, "matched": result.matched, "done": result.done,
+            "skipped": result.skipped}
+
+
+@shared_task(name=POLICY_TASK, acks_late=True, soft_time_limit=3300, time_limit=3600)
+def policy_purge_task(database=None):
+    """Scheduled policy purge (disabled until an admin enables its schedule)."""
+    databases = RedisDatabase.objects.all()
+    if database:
+        databases = databases.filter(name=database)
+    out = {}
+    for record in databases:
+        outcome = purge.policy_purge(database=record)
+        out[record.name] = {"runs": [r.run.pk for r in outcome.runs], "reported": outcome.reported,
+                            "skipped": outcome.skipped_reason}
+    return out
+
+
+@shared_task(name=RESUME_TASK, acks_late=True, soft_time_limit=50, time_limit=60)
+def resume_purges_task():
+    """Re-enqueue purges whose worker died (no checkpoint within the lease)."""
+    stalled = purge.stalled_purges()
+    for run_id in stalled:
+        purge_task.delay(run_id)
+    return stalled
+
+
+@worker_ready.connect
+def _resume_after_restart(sender=None, **kwargs):
+    """A restarted worker picks up purges its predecessor left running, once their lease
+    has lapsed: the broker would only redeliver them after the visibility timeout."""
+    try:
+        resume_purges_task.apply_async(countdown=settings.PURGE_LEASE_SECONDS + 1)
+    except Exception:  # noqa: BLE001 — never keep a worker from starting
+        log.exception("could not schedule the purge resume check")

@@ -1,0 +1,112 @@
+"""manage.py purge / policy_purge / resume_purges against real Redis and Postgres."""
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from continuity.models import PurgeRun
+from dashboard.models import AuditEntry
+
+
+def run_purge(*args, stdin=""):
+    out, err = io.StringIO(), io.StringIO()
+    import sys
+
+    old = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        call_command("purge", *args, stdout=out, stderr=err)
+    finally:
+        sys.stdin = old
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def filled(monitored, lucia):
+    pipe = monitored.pipeline(transaction=False)
+    for i in range(120):
+        pipe.set(f"lucia:session:{i}".encode(), b"v")
+    for i in range(30):
+        pipe.set(f"lucia:focus:{i}".encode(), b"v", ex=100)
+    pipe.execute()
+    return monitored
+
+
+def test_it_previews_with_a_dry_run_as_json_and_touches_nothing(filled, operator):
+    out, _ = run_purge("--database", "lucia", "--prefix", "lucia:session:", "--dry-run", "--json", "--as", "otto")
+    data = json.loads(out)
+    assert data["dry_run"] is True and data["matched"] == 120 and data["namespaces"] == {"lucia:session:": 120}
+    assert data["estimated_commands"] >= 2 and len(data["sample"]) == 20
+    assert filled.dbsize() == 150
+
+
+def test_it_deletes_with_yes_and_reports_json(filled, operator):
+    out, err = run_purge("--database", "lucia", "--prefix", "lucia:session:", "--reason", "cleanup", "--yes",
+                         "--json", "--as", "otto")
+    data = json.loads(out)
+    assert (data["dry_run"], data["matched"], data["deleted"], data["skipped"]) == (False, 120, 120, 0)
+    assert filled.dbsize() == 30
+    entry = AuditEntry.objects.get(action="purge.finish")
+    assert entry.source == "cli" and entry.actor_label == "otto" and entry.after["deleted"] == 120
+
+
+def test_it_expires_and_reports_expired(filled, operator):
+    out, _ = run_purge("--database", "lucia", "--pattern", "lucia:focus:*", "--action", "expire", "--reason", "r",
+                       "--yes", "--json", "--as", "otto")
+    data = json.loads(out)
+    assert data["expired"] == 0 and data["skipped"] == 30 and "deleted" not in data  # all already had a TTL
+
+
+def test_it_asks_for_the_target_interactively(filled, operator):
+    out, err = run_purge("--database", "lucia", "--prefix", "lucia:session:", "--reason", "r", "--as", "otto",
+                         stdin="lucia:session:\n")
+    assert "Type the prefix to confirm" in err and "deleted 120" in out
+    assert filled.dbsize() == 30
+
+
+def test_it_refuses_a_wrong_interactive_confirmation_and_touches_nothing(filled, operator):
+    before = set(filled.scan_iter())
+    with pytest.raises(CommandError, match="does not match") as exc:
+        run_purge("--database", "lucia", "--prefix", "lucia:session:", "--reason", "r", "--as", "otto",
+                  stdin="lucia:session\n")
+    assert exc.value.returncode == 1
+    assert set(filled.scan_iter()) == before
+    assert not PurgeRun.objects.filter(status__in=["queued", "running", "succeeded"]).exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--prefix", ""], "empty prefix"),
+    (["--pattern", "*"], "matches every key"),
+    (["--pattern", "lucia:*"], "reaches beyond"),
+    (["--prefix", "lucia:sess"], "reaches beyond"),
+])
+def test_it_refuses_unsafe_targets_with_a_non_zero_exit(filled, operator, args, needle):
+    before = set(filled.scan_iter())
+    with pytest.raises(CommandError, match=needle):
+        run_purge("--database", "lucia", *args, "--reason", "r", "--yes", "--as", "otto")
+    assert set(filled.scan_iter()) == before and filled.dbsize() == 150
+
+
+def test_it_requires_the_operator_role_and_a_reason(filled, viewer, operator):
+    with pytest.raises(CommandError, match="needs the operator role"):
+        run_purge("--database", "lucia", "--prefix", "lucia:session:", "--reason", "r", "--yes", "--as", "vera")
+    with pytest.raises(CommandError, match="reason"):
+        run_purge("--database", "lucia", "--prefix", "lucia:session:", "--yes", "--as", "otto")
+    with pytest.raises(CommandError, match="No active dashboard user"):
+        run_purge("--database", "lucia", "--prefix", "lucia:session:", "--reason", "r", "--yes", "--as", "nobody")
+    assert filled.dbsize() == 150
+    # A viewer may still preview.
+    out, _ = run_purge("--database", "lucia", "--prefix", "lucia:session:", "--dry-run", "--json", "--as", "vera")
+    assert json.loads(out)["matched"] == 120
+
+
+def test_it_runs_the_policy_purge_twin(filled, lucia):
+    from continuity.models import Namespace
+
+    Namespace.objects.filter(database=lucia, name="session").update(violation_action="delete")
+    out = io.StringIO()
+    call_command("policy_purge", "--database", "lucia", "--json", stdout=out)
+    data = json.loads(out.getvalue())
+    assert data[0]["runs"][0]["deleted"] == 120 and filled.dbsize() == 30

@@ -1,0 +1,130 @@
+"""Purge pages: permissions, preview, confirmation, htmx progress and cancel, audit."""
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from continuity.models import PurgeRun
+from continuity.operations import purge
+from dashboard.models import AuditEntry
+
+
+@pytest.fixture
+def filled(monitored, lucia):
+    pipe = monitored.pipeline(transaction=False)
+    for i in range(40):
+        pipe.set(f"lucia:session:{i}".encode(), b"v")
+    pipe.set(b"lucia:session:<b>x</b>", b"v")
+    pipe.set(b"lucia:focus:1", b"v")
+    pipe.execute()
+    return monitored
+
+
+@pytest.fixture
+def eager():
+    from dashboard.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+def preview(client, target="lucia:session:", kind="prefix", action="delete"):
+    return client.post(reverse("continuity:purge_new"),
+                       {"database": "lucia", "target_kind": kind, "target": target, "action": action})
+
+
+def test_it_lets_viewers_see_runs_but_not_start_or_confirm_them(viewer_client, filled, operator):
+    run = purge.preview_purge(database=PurgeRun._meta.get_field("database").related_model.objects.get(name="lucia"),
+                              kind="prefix", value=b"lucia:session:", actor=operator).run
+    assert viewer_client.get(reverse("continuity:purge_list")).status_code == 200
+    page = viewer_client.get(run.get_absolute_url())
+    assert page.status_code == 200 and b"confirm-form" not in page.content
+    assert preview(viewer_client).status_code == 403
+    response = viewer_client.post(reverse("continuity:purge_confirm", args=[run.pk]),
+                                  {"confirmation": "lucia:session:", "reason": "x"})
+    assert response.status_code == 403
+    assert viewer_client.post(reverse("continuity:purge_cancel", args=[run.pk])).status_code == 403
+    assert filled.dbsize() == 42 and PurgeRun.objects.get().status == "previewed"
+
+
+def test_it_previews_with_exact_counts_and_escaped_sample(operator_client, filled):
+    response = preview(operator_client)
+    run = PurgeRun.objects.get()
+    assert response.status_code == 302 and response["Location"] == run.get_absolute_url()
+    page = operator_client.get(run.get_absolute_url()).content.decode()
+    assert re.search(r'data-testid="preview-matched">41<', page)
+    assert "lucia:session:&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
+    assert 'data-testid="confirm-form"' in page
+    assert filled.dbsize() == 42
+
+
+def test_it_shows_a_refusal_on_the_form_and_touches_nothing(operator_client, filled):
+    response = preview(operator_client, target="lucia:*", kind="pattern")
+    assert response.status_code == 400 and b"reaches beyond the registered namespaces" in response.content
+    assert preview(operator_client, target="").status_code == 400
+    assert filled.dbsize() == 42 and not PurgeRun.objects.exists()
+
+
+def test_it_refuses_a_mistyped_confirmation(operator_client, filled):
+    preview(operator_client)
+    run = PurgeRun.objects.get()
+    response = operator_client.post(reverse("continuity:purge_confirm", args=[run.pk]),
+                                    {"confirmation": "lucia:session", "reason": "cleanup"})
+    assert response.status_code == 400 and b"does not match" in response.content
+    run.refresh_from_db()
+    assert run.status == "previewed" and filled.dbsize() == 42
+
+
+def test_it_confirms_runs_and_audits_the_purge(operator_client, filled, eager, django_capture_on_commit_callbacks):
+    preview(operator_client)
+    run = PurgeRun.objects.get()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(reverse("continuity:purge_confirm", args=[run.pk]),
+                                        {"confirmation": "lucia:session:", "reason": "cleanup"}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and response["HX-Redirect"] == run.get_absolute_url()
+    run.refresh_from_db()
+    assert (run.status, run.matched, run.done) == ("succeeded", 41, 41)
+    assert filled.dbsize() == 1
+    queue = AuditEntry.objects.get(action="purge.queue")
+    assert queue.source == "web" and queue.actor_label == "otto" and queue.note == "cleanup"
+    finish = AuditEntry.objects.get(action="purge.finish")
+    page = operator_client.get(run.get_absolute_url()).content.decode()
+    assert f'href="{reverse("dashboard:audit_detail", args=[finish.pk])}"' in page
+    assert 'data-testid="purge-finished"' in page
+
+
+def test_it_serves_the_progress_fragment_to_htmx_and_polls_only_while_active(operator_client, filled, operator):
+    from dashboard.models import RedisDatabase
+
+    lucia = RedisDatabase.objects.get(name="lucia")
+    prev = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:", actor=operator)
+    run = purge.confirm_purge(run=prev.run, confirmation="lucia:session:", reason="r", actor=operator)
+    url = reverse("continuity:purge_progress", args=[run.pk])
+    fragment = operator_client.get(url, HTTP_HX_REQUEST="true")
+    body = fragment.content.decode()
+    assert fragment.status_code == 200 and "<html" not in body and 'hx-trigger="every 1s"' in body
+    assert fragment["Vary"] and "HX-Request" in fragment["Vary"]
+    assert "<html" in operator_client.get(url).content.decode()
+    # Cancel from the progress box: a queued run stops at once, audited.
+    response = operator_client.post(reverse("continuity:purge_cancel", args=[run.pk]), HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and 'hx-trigger' not in response.content.decode()
+    run.refresh_from_db()
+    assert run.status == "cancelled" and filled.dbsize() == 42
+    assert AuditEntry.objects.filter(action="purge.cancel", target_id=str(run.pk), actor_label="otto").exists()
+
+
+def test_it_lists_purges_with_a_bounded_number_of_queries(viewer_client, filled, operator,
+                                                        django_assert_max_num_queries):
+    from dashboard.models import RedisDatabase
+
+    lucia = RedisDatabase.objects.get(name="lucia")
+    for value in (b"lucia:session:", b"lucia:focus:", b"lucia:rate:"):
+        purge.preview_purge(database=lucia, kind="prefix", value=value, actor=operator)
+    with django_assert_max_num_queries(12):
+        page = viewer_client.get(reverse("continuity:purge_list"))
+    assert page.content.decode().count('data-testid="purge-row"') == 3
+    assert b"New purge" not in page.content  # viewers cannot start one
+    jobs = viewer_client.get(reverse("continuity:job_list")).content.decode()
+    assert reverse("continuity:purge_list") in jobs

@@ -1,0 +1,109 @@
+"""Purge pages: form → preview → retyped confirmation with a reason → live progress
+(htmx polling) with cancel → finished summary linked to its audit entry."""
+
+from django import forms
+from django.db import transaction
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRedirect
+
+from continuity import keyspace
+from continuity.models import PurgeRun
+from continuity.operations import purge
+from continuity.tasks.purge import purge_task
+from dashboard import roles
+from dashboard.models import AuditEntry, RedisDatabase
+
+
+class PurgeForm(forms.Form):
+    database = forms.ModelChoiceField(queryset=RedisDatabase.objects.all(), to_field_name="name", empty_label=None)
+    target_kind = forms.ChoiceField(choices=[(PurgeRun.PREFIX, "Literal prefix"),
+                                             (PurgeRun.PATTERN, "Glob pattern (advanced)")], initial=PurgeRun.PREFIX)
+    target = forms.CharField(required=False, strip=False, max_length=1024)
+    action = forms.ChoiceField(choices=PurgeRun.ACTIONS, initial=PurgeRun.DELETE)
+
+
+class ConfirmForm(forms.Form):
+    confirmation = forms.CharField(required=False, strip=False)
+    reason = forms.CharField(required=False, widget=forms.Textarea)
+
+
+@roles.role_required(roles.VIEWER)
+def purge_list(request):
+    runs = PurgeRun.objects.select_related("database")[:100]
+    return render(request, "continuity/purge_list.html", {"runs": runs})
+
+
+@roles.role_required(roles.OPERATOR)
+def purge_new(request):
+    """GET: the form. POST: a preview (a full SCAN dry run; nothing is touched)."""
+    form = PurgeForm(request.POST or None)
+    error = ""
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            preview = purge.preview_purge(database=data["database"], kind=data["target_kind"],
+                                          value=data["target"].encode("utf-8"), action=data["action"],
+                                          actor=request.user)
+            return redirect(preview.run)
+        except purge.PurgeRefused as exc:
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 — Redis errors, in the operator's words
+            error = keyspace.describe(exc)
+    status = 400 if request.method == "POST" else 200
+    return render(request, "continuity/purge_new.html", {"form": form, "error": error}, status=status)
+
+
+def _detail_context(run, **extra):
+    finished_entry = AuditEntry.objects.filter(
+        target_type="continuity.purgerun", target_id=str(run.pk),
+        action__in=["purge.finish", "purge.fail", "purge.cancel"]).order_by("-id").first()
+    sample = [keyspace.display_key(keyspace.decode_key(t)) for t in run.preview_sample]
+    return {"run": run, "sample": sample, "audit_entry": finished_entry, "form": ConfirmForm(), **extra}
+
+
+@roles.role_required(roles.VIEWER)
+def purge_detail(request, pk):
+    run = get_object_or_404(PurgeRun.objects.select_related("database"), pk=pk)
+    return render(request, "continuity/purge_detail.html", _detail_context(run))
+
+
+@roles.role_required(roles.VIEWER)
+@vary_on_headers("HX-Request")
+def purge_progress(request, pk):
+    """The progress region alone, polled by htmx while the run is active."""
+    run = get_object_or_404(PurgeRun.objects.select_related("database"), pk=pk)
+    template = "continuity/purge_detail.html#progress" if request.htmx else "continuity/purge_detail.html"
+    return render(request, template, _detail_context(run))
+
+
+@roles.role_required(roles.OPERATOR)
+@require_POST
+def purge_confirm(request, pk):
+    run = get_object_or_404(PurgeRun.objects.select_related("database"), pk=pk)
+    form = ConfirmForm(request.POST)
+    form.is_valid()
+    try:
+        with transaction.atomic():
+            run = purge.confirm_purge(run=run, confirmation=form.cleaned_data.get("confirmation", ""),
+                                      reason=form.cleaned_data.get("reason", ""), request=request)
+            purge_task.delay_on_commit(run.pk)
+    except purge.PurgeRefused as exc:
+        return render(request, "continuity/purge_detail.html", _detail_context(run, error=str(exc), form=form),
+                      status=400)
+    return HttpResponseClientRedirect(run.get_absolute_url()) if request.htmx else redirect(run)
+
+
+@roles.role_required(roles.OPERATOR)
+@require_POST
+def purge_cancel(request, pk):
+    run = get_object_or_404(PurgeRun.objects.select_related("database"), pk=pk)
+    try:
+        run = purge.cancel_purge(run=run, request=request)
+    except purge.PurgeRefused as exc:
+        return render(request, "continuity/purge_detail.html#progress", _detail_context(run, error=str(exc)),
+                      status=409)
+    if request.htmx:
+        return render(request, "continuity/purge_detail.html#progress", _detail_context(run))
+    return redirect(run)
