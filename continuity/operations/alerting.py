@@ -91,3 +91,22 @@ def check_monitored_redis(*, now=None):
         cache.set(key, state, timeout=7 * 86400)
         results.append(RedisCheck(database.name, False, state["since"], event))
     return results
+
+
+def alert_on_purge(run):
+    """A purge finished or failed: tell the channels (a cancel was someone's decision: no alert)."""
+    from continuity.models import PurgeRun
+
+    if run.status not in (PurgeRun.SUCCEEDED, PurgeRun.FAILED):
+        return None
+    link = _link(run.get_absolute_url())
+    target = f"{run.action} {run.target_value} on {run.database.name}"
+    if run.status == PurgeRun.SUCCEEDED:
+        alerts.notify(event="purge.finished", severity="info", link=link,
+                      title=f"Purge #{run.pk} finished: {run.done} {run.done_label}",
+                      text=f"{target}: matched {run.matched}, {run.done_label} {run.done}, skipped {run.skipped}. "
+                           f"Reason: {run.reason}")
+        return "purge.finished"
+    alerts.notify(event="purge.failed", severity="critical", link=link, title=f"Purge #{run.pk} failed",
+                  text=f"{target}: {run.error} After {run.done} {run.done_label} of {run.matched} matched.")
+    return "purge.failed"

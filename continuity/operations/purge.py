@@ -38,6 +38,7 @@ from continuity import keyspace
 from continuity.keyspace import purge as redis_purge
 from continuity.models import Namespace, PurgeRun
 from continuity.models.purges import new_claim
+from continuity.operations import alerting
 from dashboard import audit, roles
 
 SAMPLE_SIZE = 20
@@ -355,6 +356,8 @@ def _finish(run, status, *, error="", source="task"):
                 PurgeRun.CANCELLED: "purge.cancel"}[status]
         _audit(run, verb, actor=run.requested_by, actor_label=run.requested_label or "system", source=source,
                note=error or run.reason)
+        # Delivered when the transaction commits, like the audit entry it accompanies.
+        alerting.alert_on_purge(run)
     return run
 
 

@@ -90,3 +90,26 @@ def test_a_review_task_sends_its_alert_through_the_channels(lucia, hook, receive
         assert review_database_task.apply(args=[run.pk]).get() == ReviewRun.SUCCEEDED
     assert _events(receiver) == ["review.findings"]
     assert "1 findings" in receiver.requests[0]["json"]["title"]
+
+
+def test_a_purge_alerts_when_it_finishes_and_when_it_fails(lucia, hook, receiver, eager, monitored, operator,
+                                                           django_capture_on_commit_callbacks):
+    from continuity.operations import purge
+
+    for i in range(20):
+        monitored.set(f"lucia:session:gone-{i}", "x", ex=900)
+    with django_capture_on_commit_callbacks(execute=True):
+        preview = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:gone-", actor=operator)
+        run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="stale test data",
+                                  actor=operator)
+        result = purge.execute_purge(run_id=run.pk, source="cli")
+    assert result.done == 20
+    with django_capture_on_commit_callbacks(execute=True):
+        preview = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:focus:", actor=operator)
+        run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="second",
+                                  actor=operator)
+        purge.fail_purge(run_id=run.pk, error="Redis is unreachable.")
+    assert _events(receiver) == ["purge.finished", "purge.failed"]
+    finished, failed = (r["json"] for r in receiver.requests)
+    assert "20 deleted" in finished["title"] and "stale test data" in finished["text"]
+    assert failed["severity"] == "critical" and "Redis is unreachable." in failed["text"]
