@@ -24,7 +24,7 @@ PRIVATE = [url for url in URLS if url not in PUBLIC and not url.startswith("/sta
 
 def test_the_matrix_covers_the_app():
     assert len(PRIVATE) >= 50  # the walk found the app, not an empty list
-    assert "/keyspace/lucia/browse/" in PRIVATE and "/secrets/x/rotate/" in PRIVATE
+    assert "/keyspace/lucia/browse/" in PRIVATE and "/secrets/lucia/rotate/" in PRIVATE
 
 
 @pytest.mark.parametrize("url", PRIVATE)
