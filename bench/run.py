@@ -114,6 +114,15 @@ def browse_pages(url, pages):
     return timings
 
 
+def load_average():
+    """The 1-minute load average (the machine is shared: the report says how loaded it was;
+    it includes the benchmark's own processes while they run)."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def p95(values):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
@@ -128,15 +137,17 @@ def run_benchmark(*, sizes=(100_000, 1_000_000), repeats=3, batch=1000, browse=2
     server = localservers.LocalRedis(datadir, localservers.free_port()).start()
     url = server.url(0)
     client = redis.Redis.from_url(url)
-    report = {"machine": machine(), "batch": batch, "repeats": repeats, "sizes": {}}
+    report = {"machine": machine(), "batch": batch, "repeats": repeats, "load_1m_at_start": load_average(),
+              "sizes": {}}
     try:
         for n in sizes:
             log(f"loading {n:,} keys…")
             load_s = load(client, n)
             dbsize = client.dbsize()
             used = client.info("memory")["used_memory"]
-            reviews, memkeys = [], []
+            reviews, memkeys, loads = [], [], []
             for i in range(repeats):
+                loads.append(load_average())
                 client.config_resetstat()
                 figures = run_review(url, batch)
                 calls = command_calls(client)
@@ -164,7 +175,8 @@ def run_benchmark(*, sizes=(100_000, 1_000_000), repeats=3, batch=1000, browse=2
                 "rss_before_review_mb": round(reviews[0]["rss_before_review_kb"] / 1024, 1),
                 "findings": reviews[0]["findings"], "foreign": reviews[0]["foreign"],
                 "reviewed_keys": reviews[0]["keys"],
-                "runs": {"review_s": [round(r["seconds"], 3) for r in reviews], "memkeys_s": [round(s, 3) for s in memkeys]},
+                "runs": {"review_s": [round(r["seconds"], 3) for r in reviews], "memkeys_s": [round(s, 3) for s in memkeys],
+                         "load_1m_before": loads},
             }
             report["sizes"][str(n)] = entry
         largest = str(max(sizes))

@@ -78,7 +78,7 @@ class ReviewInterrupted(Exception):
 _BUCKET_COUNT = len(BUCKET_NAMES)
 
 
-@dataclass
+@dataclass(slots=True)  # slots: the hot loop updates these attributes for every key
 class NamespaceTally:
     keys: int = 0
     bytes: int = 0
