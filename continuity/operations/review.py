@@ -164,7 +164,7 @@ class Policy:
     """What the hot loop needs to know about a namespace (or about 'no namespace'), and
     the NamespaceTally it counts into (bound per review by `Classifier.bind`)."""
 
-    __slots__ = ("ident", "ttl_required", "max_ttl_ms", "max_bytes", "expected_type", "unknown", "tally")
+    __slots__ = ("expected_type", "ident", "max_bytes", "max_ttl_ms", "tally", "ttl_required", "unknown")
 
     def __init__(self, ident, *, ttl_required=False, max_ttl_ms=None, max_bytes=None, expected_type=None,
                  unknown=False):
@@ -193,7 +193,7 @@ class Classifier:
     come (at most HEAD_MEMO_CAP heads, then `policy()` answers the rest) and has
     `default = None`, which sends a head not yet seen to `policy()`.
     A loop over all prefix lengths (a slice and a lookup per length and per key) or a
-    `startswith` per candidate cost 3× more in the review's profile."""
+    `startswith` per candidate measured 1.5–2× slower in the review's profile."""
 
     def __init__(self, database, namespaces):
         self.key_prefix = database.key_prefix.encode()
@@ -226,10 +226,10 @@ class Classifier:
         group = self.groups.get(key[:self.shortest])
         if group is None:
             return self.unknown
-        found = self.unknown
+        found, longest = self.unknown, -1
         for prefix, policy in self.policies.items():
-            if key.startswith(prefix) and (found is self.unknown or len(prefix) > len(found_prefix)):
-                found, found_prefix = policy, prefix
+            if len(prefix) > longest and key.startswith(prefix):
+                found, longest = policy, len(prefix)
         length, table, _ = group
         if len(table) < HEAD_MEMO_CAP:
             table[key[:length]] = found
