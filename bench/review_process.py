@@ -40,12 +40,14 @@ def main(argv=None):
 
     database = RedisDatabase(name="bench", key_prefix="lucia:", url_env="BENCH_REDIS_URL")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cpu_before = time.process_time()
     started = time.perf_counter()
     result = review.review_database(database=database, persist=False, namespaces=namespaces(database),
                                     batch=args.batch)
     wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_before
     json.dump({"keys": result.keys_scanned, "foreign": result.foreign_keys, "findings": result.findings,
-               "commands": result.commands, "seconds": wall,
+               "commands": result.commands, "seconds": wall, "cpu_s": cpu,
                "rss_before_review_kb": rss_before,
                "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}, sys.stdout)
 

@@ -62,6 +62,19 @@ def command_calls(client):
             if k.removeprefix("cmdstat_") not in ("info", "config|resetstat", "config")}
 
 
+def command_usec(client):
+    """({command: total µs}) from INFO commandstats: where Redis spent its time."""
+    stats = client.info("commandstats")
+    return {k.removeprefix("cmdstat_"): v["usec"] for k, v in stats.items()
+            if k.removeprefix("cmdstat_") not in ("info", "config|resetstat", "config")}
+
+
+def redis_cpu_s(client):
+    """Redis's own CPU time so far (user + system, all its threads)."""
+    cpu = client.info("cpu")
+    return cpu["used_cpu_user"] + cpu["used_cpu_sys"]
+
+
 def load(client, n):
     from continuity import demo
 
@@ -114,6 +127,15 @@ def browse_pages(url, pages):
     return timings
 
 
+def load_average():
+    """The 1-minute load average (the machine is shared: the report says how loaded it was;
+    it includes the benchmark's own processes while they run)."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def p95(values):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
@@ -128,24 +150,31 @@ def run_benchmark(*, sizes=(100_000, 1_000_000), repeats=3, batch=1000, browse=2
     server = localservers.LocalRedis(datadir, localservers.free_port()).start()
     url = server.url(0)
     client = redis.Redis.from_url(url)
-    report = {"machine": machine(), "batch": batch, "repeats": repeats, "sizes": {}}
+    report = {"machine": machine(), "batch": batch, "repeats": repeats, "load_1m_at_start": load_average(),
+              "sizes": {}}
     try:
         for n in sizes:
             log(f"loading {n:,} keys…")
             load_s = load(client, n)
             dbsize = client.dbsize()
             used = client.info("memory")["used_memory"]
-            reviews, memkeys = [], []
+            reviews, memkeys, loads, memkeys_cpu = [], [], [], []
             for i in range(repeats):
+                loads.append(load_average())
                 client.config_resetstat()
+                cpu_before = redis_cpu_s(client)
                 figures = run_review(url, batch)
+                figures["redis_cpu_s"] = round(redis_cpu_s(client) - cpu_before, 2)
+                figures["commandstats_usec"] = command_usec(client)
                 calls = command_calls(client)
                 figures["redis_calls"] = sum(calls.get(c, 0) for c in CLIENT_LEVEL)
                 figures["calls_inside_scripts"] = sum(calls.get(c, 0) for c in INSIDE_SCRIPT)
                 figures["commandstats"] = calls
                 reviews.append(figures)
+                cpu_before = redis_cpu_s(client)
                 memkeys_s = run_memkeys(server.port)
                 memkeys.append(memkeys_s)
+                memkeys_cpu.append(round(redis_cpu_s(client) - cpu_before, 2))
                 log(f"  {n:,}: review {figures['seconds']:.2f}s ({figures['redis_calls']} calls, "
                     f"peak RSS {figures['peak_rss_kb'] / 1024:.1f} MiB), redis-cli --memkeys {memkeys_s:.2f}s")
             review_s = statistics.median(r["seconds"] for r in reviews)
@@ -160,11 +189,15 @@ def run_benchmark(*, sizes=(100_000, 1_000_000), repeats=3, batch=1000, browse=2
                 "commands_per_1000_keys": round(1000 * reviews[0]["redis_calls"] / dbsize, 2),
                 "calls_inside_scripts": reviews[0]["calls_inside_scripts"],
                 "commandstats": reviews[0]["commandstats"],
+                "commandstats_usec_median_run": min(reviews, key=lambda r: abs(r["seconds"] - review_s))["commandstats_usec"],
                 "peak_rss_mb_median": round(statistics.median(r["peak_rss_kb"] for r in reviews) / 1024, 1),
                 "rss_before_review_mb": round(reviews[0]["rss_before_review_kb"] / 1024, 1),
                 "findings": reviews[0]["findings"], "foreign": reviews[0]["foreign"],
                 "reviewed_keys": reviews[0]["keys"],
-                "runs": {"review_s": [round(r["seconds"], 3) for r in reviews], "memkeys_s": [round(s, 3) for s in memkeys]},
+                "runs": {"review_s": [round(r["seconds"], 3) for r in reviews], "memkeys_s": [round(s, 3) for s in memkeys],
+                         "load_1m_before": loads, "review_redis_cpu_s": [r["redis_cpu_s"] for r in reviews],
+                         "review_process_cpu_s": [round(r["cpu_s"], 2) for r in reviews],
+                         "memkeys_redis_cpu_s": memkeys_cpu},
             }
             report["sizes"][str(n)] = entry
         largest = str(max(sizes))

@@ -62,7 +62,8 @@ def _from_codes(key, pttl, kind, memory):
 # Per client (kept on the client object, so a new client never inherits a stale answer):
 # does the server run our script / answer MEMORY USAGE?
 _cap_lock = threading.Lock()
-_REFUSED = ("unknown command", "noperm", "no permissions", "not allowed", "disabled", "not supported")
+_REFUSED = ("unknown command", "noperm", "no permissions", "not allowed", "disabled", "not supported",
+            "can't run this command")  # the last: an ACL refusal inside a script
 
 
 def _refused(exc):
