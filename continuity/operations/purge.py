@@ -168,7 +168,8 @@ def _check_action(action):
 
 def _pages(database, run, client, prefixes, keys=None, start=0, cursor=0):
     """Yield (next position, [keys]) pages: SCAN pages, or slices of a finding's keys.
-    The position is a SCAN cursor (0 = done) or an offset into the finding's keys."""
+    The position is a SCAN cursor (0 = done) or the last position read from the finding's
+    stored list (or from an explicit `keys` list), None at the end."""
     size = run.batch_size
     if run.target_kind == PurgeRun.FINDING:
         source = (((i, bytes(k)) for i, k in enumerate(keys, 1) if i > start) if keys is not None
