@@ -138,7 +138,11 @@ def preview_offenders(run, client, *, prefixes, keys, stats, sample_size, progre
     """Store a finding's current offenders in order and count them. With `stats` (the
     review's namespace figures) they are found by SCAN and checked here; an explicit `keys`
     list is stored as given and counted by a dry run of the acting script."""
-    from continuity.operations.purge import PurgePreview, _classify, _split  # the engine imports us
+    from continuity.operations.purge import (  # the engine imports us
+        PurgePreview,
+        _classify,
+        _split,
+    )
 
     if keys is not None:
         pages = given_pages(keys, run.batch_size)

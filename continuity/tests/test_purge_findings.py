@@ -288,7 +288,7 @@ def test_it_asks_for_the_finding_phrase_interactively(monitored, reviewed, opera
     out, err = run_purge("--database", "lucia", "--review", str(reviewed.pk), "--finding", "no_ttl",
                          "--action", "expire", "--reason", "repair", "--as", "otto", stdin=phrase + "\n")
     assert f"Type the target to confirm ({phrase})" in err and "expired 42" in out
-    assert "(review #%d counted 30)" % reviewed.pk in err
+    assert f"(review #{reviewed.pk} counted 30)" in err
     assert monitored.ttl(NO_TTL[0]) > 0
 
 

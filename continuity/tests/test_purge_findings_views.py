@@ -7,8 +7,11 @@ import pytest
 from django.urls import reverse
 
 from continuity.models import PurgeRun, PurgeTargetKey
-from continuity.tests.test_purge_findings import NO_TTL, OVERSIZED, TOTAL, reviewed  # noqa: F401 — fixture
+from continuity.tests import test_purge_findings as findings
 from dashboard.models import AuditEntry
+
+NO_TTL, OVERSIZED, TOTAL = findings.NO_TTL, findings.OVERSIZED, findings.TOTAL
+reviewed = findings.reviewed  # the fixture: a keyspace with known offenders, reviewed
 
 
 @pytest.fixture
