@@ -171,3 +171,45 @@ class PurgeRun(models.Model):
 
 def new_claim():
     return uuid.uuid4()
+
+
+class PurgeTargetKey(models.Model):
+    """One key of a review-finding purge, as its preview found it still offending.
+
+    The preview writes them in batches with positions 1, 2, …; execution reads them back
+    by position, so its checkpoint (the last position acted on) stays valid across a
+    resume. Deleted when the run finishes."""
+
+    run = models.ForeignKey(PurgeRun, on_delete=models.CASCADE, related_name="target_keys")
+    position = models.BigIntegerField()
+    key = models.BinaryField()
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "position"], name="purge_target_key_position"),
+        ]
+
+    def __str__(self):
+        return f"#{self.position} of purge #{self.run_id}"
+
+
+def store_target_keys(run, keys, *, after):
+    """Append `keys` to `run`'s stored list at positions after+1, after+2, … (one INSERT).
+    Returns the last position written."""
+    rows = [PurgeTargetKey(run=run, position=after + i, key=bytes(key)) for i, key in enumerate(keys, 1)]
+    PurgeTargetKey.objects.bulk_create(rows)
+    return after + len(rows)
+
+
+def stored_target_keys(run, *, after, size):
+    """(position, key bytes) of `run`'s stored keys after position `after`, in order,
+    fetched `size` at a time (keyset pagination: memory stays bounded)."""
+    while True:
+        rows = list(PurgeTargetKey.objects.filter(run=run, position__gt=after).order_by("position")
+                    .values_list("position", "key")[:size])
+        for position, key in rows:
+            yield position, bytes(key)
+        if len(rows) < size:
+            return
+        after = rows[-1][0]

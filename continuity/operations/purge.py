@@ -13,13 +13,13 @@ with `\\x` read as `x`) must start with one. So `lucia:session:` and `lucia:sess
 pass, while ``, `*`, `lucia:*` and `lucia:sess*` are refused: `lucia:sess*` would also match
 `lucia:sessions-old:1`, which no namespace covers. Nothing is scanned for a refused target.
 
-Review findings (wired at merge): a finding target's keys come from
-`continuity.operations.review.finding_keys(review_id=, finding=) -> Iterable[bytes]`, which
-must yield the same keys in the same order each time it is called (the checkpoint is an
-offset into it). Keys outside the registered namespaces are skipped, never touched. The
-re-check per finding: `no_ttl` → still without TTL; `ttl_above_max` → TTL still above the
-namespace maximum; `oversized` / `wrong_type` → still exists. `unknown_namespace` keys are
-in no namespace and are refused as a target: register a namespace for them first.
+Review findings: see `purge_findings`. The preview finds the finding's current offenders
+again (SCAN of the namespaces that had it, one metadata command per batch) and stores them
+in order (`PurgeTargetKey`); execution walks that list by position (the checkpoint) and
+re-checks each key inside the acting script: `no_ttl` → still without TTL;
+`ttl_above_max` → TTL still above the namespace maximum; `oversized` / `wrong_type` →
+still exists. Keys outside the registered namespaces are skipped, never touched.
+`unknown_namespace` keys are in no namespace and are refused as a target.
 
 Counting: `matched` = keys the SCAN (or the finding) yielded, `done` = deleted or expired,
 `skipped` = matched keys that no longer qualified when their batch ran; done + skipped ==
@@ -37,8 +37,8 @@ from django.utils import timezone
 from continuity import keyspace
 from continuity.keyspace import purge as redis_purge
 from continuity.models import Namespace, PurgeRun
-from continuity.models.purges import new_claim
-from continuity.operations import alerting
+from continuity.models.purges import PurgeTargetKey, new_claim, stored_target_keys
+from continuity.operations import alerting, purge_findings
 from dashboard import audit, roles
 
 SAMPLE_SIZE = 20
@@ -160,15 +160,6 @@ def _finding_condition(finding):
     return FINDING_CONDITIONS[finding]
 
 
-def finding_keys(run):
-    """The keys of a finding target, from the review engine (wired at merge)."""
-    try:
-        from continuity.operations import review
-    except ImportError as exc:
-        raise PurgeRefused("Review findings are not available in this build.") from exc
-    return review.finding_keys(review_id=run.review_id, finding=run.finding)
-
-
 # --- preview --------------------------------------------------------------------------
 def _check_action(action):
     if action not in (PurgeRun.DELETE, PurgeRun.EXPIRE):
@@ -177,16 +168,15 @@ def _check_action(action):
 
 def _pages(database, run, client, prefixes, keys=None, start=0, cursor=0):
     """Yield (next position, [keys]) pages: SCAN pages, or slices of a finding's keys.
-    The position is a SCAN cursor (0 = done) or an offset into the finding's keys."""
+    The position is a SCAN cursor (0 = done) or the last position read from the finding's
+    stored list (or from an explicit `keys` list), None at the end."""
     size = run.batch_size
     if run.target_kind == PurgeRun.FINDING:
-        source = keys if keys is not None else finding_keys(run)
-        batch, position = [], 0
-        for key in source:
-            position += 1
-            if position <= start:
-                continue
-            batch.append(bytes(key))
+        source = (((i, bytes(k)) for i, k in enumerate(keys, 1) if i > start) if keys is not None
+                  else stored_target_keys(run, after=start, size=size))
+        batch = []
+        for position, key in source:
+            batch.append(key)
             if len(batch) >= size:
                 yield position, batch, 0
                 batch = []
@@ -224,15 +214,22 @@ def preview_purge(*, database, kind, value=b"", action=PurgeRun.DELETE, review_i
     Saves and returns a `previewed` PurgeRun for `confirm_purge`."""
     _check_action(action)
     condition = PurgeRun.ANY
+    stats = None
     if kind == PurgeRun.FINDING:
         condition = _finding_condition(finding)
-        pattern, prefixes = b"", _namespace_prefixes(database)
-        shown = f"review {review_id} · {finding}"
+        prefixes = reach = _namespace_prefixes(database)
+        if keys is None:  # an explicit key list comes from a caller that chose it
+            stats = purge_findings.check_target(database=database, review_id=review_id, finding=finding,
+                                                action=action, refused=PurgeRefused)
+            reach = [(ns.prefix.encode(), ns) for ns in (stat.namespace for stat in stats)]
+        pattern = purge_findings.match_text(stats) if stats else b""
+        shown = purge_findings.phrase(review_id, finding)
     else:
         pattern, prefixes = resolve_target(database, kind, value)
+        reach = prefixes
         shown = keyspace.display_key(value)
     condition = _condition_for(action, condition)
-    if action == PurgeRun.EXPIRE and not any(ns.max_ttl_seconds for _, ns in prefixes):
+    if action == PurgeRun.EXPIRE and not any(ns.max_ttl_seconds for _, ns in reach):
         raise PurgeRefused("None of the namespaces this target reaches has a maximum TTL to apply.")
     run = PurgeRun(database=database, target_kind=kind, target_value=shown, target_token=keyspace.encode_key(value),
                    match_pattern=keyspace.display_key(pattern), review_id=review_id, finding=finding,
@@ -241,9 +238,15 @@ def preview_purge(*, database, kind, value=b"", action=PurgeRun.DELETE, review_i
                    rate_cap=settings.PURGE_RATE_CAP if rate_cap is None else rate_cap,
                    batch_size=batch_size or settings.PURGE_BATCH_SIZE)
     client = keyspace.client_for(database)
+    if kind == PurgeRun.FINDING:
+        # One transaction: a refusal or a Redis error mid-preview leaves no half-stored list.
+        with transaction.atomic():
+            run.save()
+            return purge_findings.preview_offenders(run, client, prefixes=prefixes, keys=keys, stats=stats,
+                                                     sample_size=sample_size, progress=progress)
     matched = actionable = commands = acting_batches = 0
     per_namespace, sample = {}, []
-    needs_check = condition != PurgeRun.ANY or kind == PurgeRun.FINDING
+    needs_check = condition != PurgeRun.ANY
     for _, page, cost in _pages(database, run, client, prefixes, keys=keys):
         commands += cost
         page_keys, ttls, _outside = _split(page, prefixes, run)
@@ -269,7 +272,7 @@ def preview_purge(*, database, kind, value=b"", action=PurgeRun.DELETE, review_i
     run.preview_namespaces, run.preview_sample = per_namespace, sample
     run.preview_commands = commands
     # Execution repeats the SCAN and sends one acting command per batch holding keys.
-    run.estimated_commands = (scans if kind != PurgeRun.FINDING else 0) + acting_batches
+    run.estimated_commands = scans + acting_batches
     run.save()
     return PurgePreview(run=run, matched=matched, actionable=actionable, namespaces=per_namespace, sample=sample,
                         commands=commands, estimated_commands=run.estimated_commands)
@@ -351,6 +354,7 @@ def _finish(run, status, *, error="", source="task"):
     with transaction.atomic():
         PurgeRun.objects.filter(pk=run.pk).update(status=status, finished_at=timezone.now(), error=error,
                                                   claim=None, heartbeat_at=None)
+        PurgeTargetKey.objects.filter(run=run).delete()  # a finding's key list is spent
         run.refresh_from_db()
         verb = {PurgeRun.SUCCEEDED: "purge.finish", PurgeRun.FAILED: "purge.fail",
                 PurgeRun.CANCELLED: "purge.cancel"}[status]

@@ -194,7 +194,7 @@ def test_it_rechecks_review_finding_keys_inside_the_script(monitored, lucia, ope
     preview = purge.preview_purge(database=lucia, kind="finding", review_id=7, finding="no_ttl", action="delete",
                                   keys=offenders, actor=operator)
     assert (preview.matched, preview.actionable) == (12, 9)
-    run = purge.confirm_purge(run=preview.run, confirmation="review 7 · no_ttl", reason="findings", actor=operator)
+    run = purge.confirm_purge(run=preview.run, confirmation="review 7 no_ttl", reason="findings", actor=operator)
     result = purge.execute_purge(run_id=run.pk, keys=offenders)
     assert (result.matched, result.done, result.skipped) == (12, 9, 3)
     assert all_keys(monitored) == {offenders[0], b"lucia:legacy:9"}

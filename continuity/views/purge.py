@@ -9,8 +9,9 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
 from continuity import keyspace
-from continuity.models import PurgeRun
-from continuity.operations import purge
+from continuity.models import FINDINGS, PurgeRun
+from continuity.models.reviews import FINDING_LABELS
+from continuity.operations import purge, purge_findings
 from continuity.tasks.purge import purge_task
 from dashboard import roles
 from dashboard.models import AuditEntry, RedisDatabase
@@ -19,9 +20,19 @@ from dashboard.models import AuditEntry, RedisDatabase
 class PurgeForm(forms.Form):
     database = forms.ModelChoiceField(queryset=RedisDatabase.objects.all(), to_field_name="name", empty_label=None)
     target_kind = forms.ChoiceField(choices=[(PurgeRun.PREFIX, "Literal prefix"),
-                                             (PurgeRun.PATTERN, "Glob pattern (advanced)")], initial=PurgeRun.PREFIX)
+                                             (PurgeRun.PATTERN, "Glob pattern (advanced)"),
+                                             (PurgeRun.FINDING, "Review finding")], initial=PurgeRun.PREFIX)
     target = forms.CharField(required=False, strip=False, max_length=1024)
+    review = forms.IntegerField(required=False, min_value=1)
+    finding = forms.ChoiceField(required=False, choices=[("", "—")] + [
+        (kind, FINDING_LABELS[kind]) for kind in FINDINGS if kind != "unknown_namespace"])
     action = forms.ChoiceField(choices=PurgeRun.ACTIONS, initial=PurgeRun.DELETE)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("target_kind") == PurgeRun.FINDING and not (data.get("review") and data.get("finding")):
+            raise forms.ValidationError("A review finding target needs the review number and the finding.")
+        return data
 
 
 class ConfirmForm(forms.Form):
@@ -38,19 +49,25 @@ def purge_list(request):
 @roles.role_required(roles.OPERATOR)
 def purge_new(request):
     """GET: the form. POST: a preview (a full SCAN dry run; nothing is touched)."""
-    form = PurgeForm(request.POST or None)
+    # GET parameters prefill the form (the review page links here per finding).
+    form = PurgeForm(request.POST or None, initial=request.GET.dict())
     error = ""
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
+            finding = data["target_kind"] == PurgeRun.FINDING
             preview = purge.preview_purge(database=data["database"], kind=data["target_kind"],
-                                          value=data["target"].encode("utf-8"), action=data["action"],
+                                          value=b"" if finding else data["target"].encode("utf-8"),
+                                          review_id=data["review"] if finding else None,
+                                          finding=data["finding"] if finding else "", action=data["action"],
                                           actor=request.user)
             return redirect(preview.run)
         except purge.PurgeRefused as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 — Redis errors, in the operator's words
             error = keyspace.describe(exc)
+    elif form.errors:
+        error = " ".join(form.non_field_errors()) or "Check the form."
     status = 400 if request.method == "POST" else 200
     return render(request, "continuity/purge_new.html", {"form": form, "error": error}, status=status)
 
@@ -60,7 +77,11 @@ def _detail_context(run, **extra):
         target_type="continuity.purgerun", target_id=str(run.pk),
         action__in=["purge.finish", "purge.fail", "purge.cancel"]).order_by("-id").first()
     sample = [keyspace.display_key(keyspace.decode_key(t)) for t in run.preview_sample]
-    return {"run": run, "sample": sample, "audit_entry": finished_entry, "form": ConfirmForm(), **extra}
+    reviewed = purge_findings.review_counts(run)
+    namespaces = [(prefix, run.preview_namespaces.get(prefix, 0), reviewed.get(prefix))
+                  for prefix in sorted(set(run.preview_namespaces) | set(reviewed))]
+    return {"run": run, "sample": sample, "audit_entry": finished_entry, "form": ConfirmForm(),
+            "namespaces": namespaces, "reviewed": bool(reviewed), **extra}
 
 
 @roles.role_required(roles.VIEWER)

@@ -12,7 +12,8 @@ from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError
 
 from continuity import keyspace
-from continuity.operations import purge
+from continuity.models import FINDINGS
+from continuity.operations import purge, purge_findings
 from dashboard import roles
 from dashboard.models import RedisDatabase
 
@@ -47,15 +48,19 @@ class Progress:
 
 
 class Command(BaseCommand):
-    help = ("Purge keys under a registered namespace: a literal prefix or a glob pattern. Previews the exact "
-            "count, asks you to retype the target (unless --yes), then deletes (UNLINK) or applies the "
-            "namespace's max TTL (EXPIRE NX). Refusals exit non-zero and touch nothing.")
+    help = ("Purge keys under a registered namespace: a literal prefix, a glob pattern, or the offending keys "
+            "of a TTL review finding (--review ID --finding F). Previews the exact count, asks you to retype "
+            "the target (unless --yes), then deletes (UNLINK) or applies the namespace's max TTL (EXPIRE NX). "
+            "Refusals exit non-zero and touch nothing.")
 
     def add_arguments(self, parser):
         parser.add_argument("--database", required=True)
         target = parser.add_mutually_exclusive_group(required=True)
         target.add_argument("--prefix", help="literal key prefix; glob characters in it match themselves")
         target.add_argument("--pattern", help="raw Redis glob (advanced); its literal head must be a namespace")
+        target.add_argument("--review", type=int, help="a succeeded TTL review's id; with --finding")
+        parser.add_argument("--finding", choices=list(FINDINGS),
+                            help="with --review: purge that finding's current offenders (each re-checked)")
         parser.add_argument("--action", choices=["delete", "expire"], default="delete")
         parser.add_argument("--dry-run", action="store_true", help="preview only: count, touch nothing")
         parser.add_argument("--reason", default="", help="why; recorded in the audit log (required to execute)")
@@ -75,11 +80,11 @@ class Command(BaseCommand):
             raise CommandError(f"No database record named {opts['database']!r}.") from None
         if not opts["dry_run"] and not opts["reason"].strip():
             raise CommandError("Give --reason: it goes into the audit log with the purge.")
-        kind = "prefix" if opts["prefix"] is not None else "pattern"
-        value = os.fsencode(opts["prefix"] if kind == "prefix" else opts["pattern"])
+        kind, value = self._target(opts)
         try:
             preview = purge.preview_purge(database=database, kind=kind, value=value, action=opts["action"],
-                                          actor=user, rate_cap=opts["rate_cap"], progress=Progress(self.stderr, ""))
+                                          review_id=opts["review"], finding=opts["finding"] or "", actor=user,
+                                          rate_cap=opts["rate_cap"], progress=Progress(self.stderr, ""))
         except purge.PurgeRefused as exc:
             raise CommandError(f"Refused: {exc}") from None
         except Exception as exc:  # noqa: BLE001 — Redis errors, told the operator's way
@@ -90,7 +95,7 @@ class Command(BaseCommand):
         if not opts["json"]:
             self._show_preview(preview)
         if not opts["yes"]:
-            typed = self._ask(f"Type the {kind} to confirm ({run.target_value}): ")
+            typed = self._ask(f"Type the {'target' if kind == 'finding' else kind} to confirm ({run.target_value}): ")
             if typed != run.target_value:
                 raise CommandError("Refused: the confirmation does not match the target; nothing was touched.")
         try:
@@ -106,6 +111,18 @@ class Command(BaseCommand):
         if result.status != "succeeded":
             raise CommandError(f"Purge #{run.pk} ended {result.status}.")
 
+    @staticmethod
+    def _target(opts):
+        if opts["review"] is not None:
+            if not opts["finding"]:
+                raise CommandError("Give --finding with --review (no_ttl, ttl_above_max, oversized, wrong_type).")
+            return "finding", b""
+        if opts["finding"]:
+            raise CommandError("--finding goes with --review ID.")
+        if opts["prefix"] is not None:
+            return "prefix", os.fsencode(opts["prefix"])
+        return "pattern", os.fsencode(opts["pattern"])
+
     def _ask(self, prompt):
         self.stderr.write(prompt, ending="")
         self.stderr.flush()
@@ -115,12 +132,18 @@ class Command(BaseCommand):
     def _show_preview(self, preview):
         self.stderr.write(f"Preview: {preview.matched} keys match {preview.run.match_pattern} "
                           f"({preview.actionable} would change); about {preview.estimated_commands} Redis commands.")
-        for prefix, count in sorted(preview.namespaces.items()):
-            self.stderr.write(f"  {prefix:<30} {count}")
+        reviewed = purge_findings.review_counts(preview.run)
+        for prefix in sorted(set(preview.namespaces) | set(reviewed)):
+            then = f" (review #{preview.run.review_id} counted {reviewed.get(prefix, 0)})" if reviewed else ""
+            self.stderr.write(f"  {prefix:<30} {preview.namespaces.get(prefix, 0)}{then}")
 
     def _report(self, opts, run, *, dry_run, preview=None):
         data = {"run": run.pk, "database": run.database.name, "target_kind": run.target_kind,
                 "target": run.target_value, "match": run.match_pattern, "action": run.action, "dry_run": dry_run}
+        if run.target_kind == "finding":
+            data.update(review=run.review_id, finding=run.finding)
+            if dry_run:
+                data["review_counts"] = purge_findings.review_counts(run)
         if dry_run:
             data.update(matched=preview.matched, actionable=preview.actionable, namespaces=preview.namespaces,
                         sample=[keyspace.display_key(keyspace.decode_key(t)) for t in preview.sample],
