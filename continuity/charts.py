@@ -7,13 +7,13 @@ from collections import defaultdict
 import pygal
 from pygal.style import CleanStyle, Style
 
-from continuity.keyspace.sample import NO_TTL, TTL_BUCKETS
+from continuity.policy import BUCKET_NAMES
 from continuity.models import ReviewNamespaceStat
 
 STYLE = Style(background="transparent", plot_background="transparent", font_family="system-ui, sans-serif",
               colors=("#3e8ed0", "#f14668", "#48c78e", "#ffe08a"), title_font_size=16, label_font_size=12,
               legend_font_size=12)
-BUCKETS = [NO_TTL] + [label for label, _ in TTL_BUCKETS]
+BUCKETS = list(BUCKET_NAMES)
 
 
 def _options(title, **extra):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import redis
 
 from continuity import keyspace
+from continuity.policy import Policies, Policy
 
 log = logging.getLogger(__name__)
 
@@ -36,45 +37,14 @@ class PolicyViolation(ValueError):
     """A write the namespace policy does not allow. Nothing was written."""
 
 
-@dataclass(frozen=True)
-class Policy:
-    """A snapshot of one Namespace's policy, so writes need no database query."""
-
-    name: str
-    prefix: bytes
-    expected_type: str
-    min_ttl_seconds: int | None
-    max_ttl_seconds: int | None
-    ttl_required: bool
-    max_payload_bytes: int
-
-    @classmethod
-    def of(cls, namespace):
-        return cls(name=namespace.name, prefix=namespace.prefix.encode(), expected_type=namespace.expected_type,
-                   min_ttl_seconds=namespace.min_ttl_seconds, max_ttl_seconds=namespace.max_ttl_seconds,
-                   ttl_required=namespace.ttl_required, max_payload_bytes=namespace.max_payload_bytes)
-
-    def check_ttl(self, ttl_seconds):
-        """The TTL to write: the given one, or the policy maximum when none is given."""
-        if ttl_seconds is None:
-            ttl_seconds = self.max_ttl_seconds
-        if ttl_seconds is None:
-            if self.ttl_required:
-                raise PolicyViolation(f"{self.name}: a TTL is required and the policy has no maximum to default to.")
-            return None
-        if ttl_seconds <= 0:
-            raise PolicyViolation(f"{self.name}: the TTL must be positive.")
-        if self.max_ttl_seconds and ttl_seconds > self.max_ttl_seconds:
-            raise PolicyViolation(f"{self.name}: TTL {ttl_seconds}s is above the maximum of {self.max_ttl_seconds}s.")
-        if self.min_ttl_seconds and ttl_seconds < self.min_ttl_seconds:
-            raise PolicyViolation(f"{self.name}: TTL {ttl_seconds}s is below the minimum of {self.min_ttl_seconds}s.")
-        return ttl_seconds
-
-    def check_payload(self, size):
-        # The policy limit is in MEMORY USAGE terms; the payload alone must fit under it.
-        if size > self.max_payload_bytes:
-            raise PolicyViolation(f"{self.name}: payload of {size} bytes is above the limit of "
-                                  f"{self.max_payload_bytes} bytes.")
+def check_write(policy, ttl_seconds, kind=None, size=None):
+    """The TTL a write of `size` bytes of `kind` gets under `policy` (the given one, or the
+    policy maximum when none is given), or PolicyViolation naming every rule it breaks."""
+    ttl = policy.max_ttl_seconds if ttl_seconds is None else ttl_seconds
+    problems = policy.write_problems(ttl, kind, size)
+    if problems:
+        raise PolicyViolation(" ".join(problems))
+    return ttl
 
 
 @dataclass(frozen=True)
@@ -86,9 +56,7 @@ class WriteResult:
 
 def _encode(value, policy, as_hash=None):
     """(kind, payload, size): a hash mapping for dicts in hash namespaces (or when asked
-    with `as_hash`, where the namespace does not expect another type), else bytes."""
-    if as_hash and policy.expected_type not in ("", "hash"):
-        raise PolicyViolation(f"{policy.name}: expects {policy.expected_type}, not a hash.")
+    with `as_hash`), else bytes. The policy's type rule is checked by `check_write`."""
     if isinstance(value, dict) and (as_hash or (as_hash is None and policy.expected_type == "hash")):
         mapping = {str(k).encode(): (v if isinstance(v, bytes) else str(v).encode()) for k, v in value.items()}
         return "hash", mapping, sum(len(k) + len(v) for k, v in mapping.items())
@@ -163,6 +131,7 @@ class ContinuityStore:
         self.database = database
         namespaces = namespaces if namespaces is not None else Namespace.objects.for_database(database)
         self.policies = {ns.name: Policy.of(ns) for ns in namespaces}
+        self._by_prefix = Policies((policy, policy) for policy in self.policies.values())
         self._client = client
         self.retry_seconds = retry_seconds
         self.fallback = fallback or LocalTTLCache()
@@ -188,10 +157,7 @@ class ContinuityStore:
             raise PolicyViolation(f"No registered namespace named {namespace!r}.") from None
 
     def policy_for_key(self, key):
-        best = None
-        for policy in self.policies.values():
-            if key.startswith(policy.prefix) and (best is None or len(policy.prefix) > len(best.prefix)):
-                best = policy
+        best = self._by_prefix.for_key(key)
         if best is None:
             raise PolicyViolation(f"{keyspace.display_key(key)} is outside every registered namespace.")
         return best
@@ -261,9 +227,9 @@ class ContinuityStore:
     def put_key(self, key: bytes, value, *, ttl_seconds=None, policy=None, as_hash=None):
         """Write a full key; its namespace is the longest registered prefix (else refused)."""
         policy = policy or self.policy_for_key(key)
-        ttl = policy.check_ttl(ttl_seconds)
         kind, payload, size = _encode(value, policy, as_hash)
-        policy.check_payload(size)
+        # The policy limit is in MEMORY USAGE terms; the payload alone must fit under it.
+        ttl = check_write(policy, ttl_seconds, kind, size)
 
         def write(client):
             pipe = client.pipeline(transaction=True)
@@ -300,8 +266,7 @@ class ContinuityStore:
 
     def touch(self, namespace, ident, *, ttl_seconds=None):
         """Refresh the TTL (default: the policy maximum). False when the key is absent."""
-        policy = self.policy(namespace)
-        ttl = policy.check_ttl(ttl_seconds)
+        ttl = check_write(self.policy(namespace), ttl_seconds)
         key = self.key_for(namespace, ident)
         result, ok = self._redis(lambda client: client.expire(key, ttl) if ttl else client.persist(key))
         if ok:

@@ -252,4 +252,9 @@ def seed_purge_schedules():
     created += create_once(PeriodicTask, {"name": "resume stalled purges"},
                            {"task": "continuity.resume_purges", "interval": every_minute, "enabled": True,
                             "description": "Finish purges whose worker died mid-run, from their checkpoint."})[1]
+    hourly, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.HOURS)
+    created += create_once(PeriodicTask, {"name": "clean up purge previews"},
+                           {"task": "continuity.clean_up_previews", "interval": hourly, "enabled": True,
+                            "description": "Delete purge previews nobody confirmed within "
+                                           "PURGE_PREVIEW_RETENTION_SECONDS, with their stored key lists."})[1]
     return created

@@ -168,10 +168,8 @@ PURGE_RATE_CAP = env_int("PURGE_RATE_CAP", 250_000)
 PURGE_BATCH_SIZE = env_int("PURGE_BATCH_SIZE", 3000)
 PURGE_LEASE_SECONDS = env_int("PURGE_LEASE_SECONDS", 60)  # a silent worker's run may be resumed after this
 PURGE_CHECKPOINT_SECONDS = env_float("PURGE_CHECKPOINT_SECONDS", 0.5)  # Postgres progress; Redis keeps exact totals
-# SCAN inside the purge script: one billed command per batch instead of two (Upstash bills
-# per command); off by default because a local server purges faster with the client
-# scanning one page ahead while the script acts (see docs/benchmarks.md).
-PURGE_SCAN_IN_SCRIPT = env_bool("PURGE_SCAN_IN_SCRIPT", False)
+# Previews nobody confirmed are deleted (with their stored key lists) after this long.
+PURGE_PREVIEW_RETENTION_SECONDS = env_int("PURGE_PREVIEW_RETENTION_SECONDS", 86400)
 PURGE_TASK_MAX_RETRIES = env_int("PURGE_TASK_MAX_RETRIES", 5)  # while Redis is down, with exponential backoff
 
 # --- Auth --------------------------------------------------------------------------------

@@ -2,11 +2,16 @@
 
 - `connection`: URLs from the environment, clients with explicit timeouts and verified TLS,
   health, O(1) server figures.
-- `keys`: bytes keys, their base64url form for URLs, their escaped form for screens, and
-  literal prefixes turned into escaped MATCH patterns.
+- `continuity.keynames` (re-exported here; pure, so models use it too): bytes keys, their
+  base64url form for URLs, their escaped form for screens, escaped MATCH patterns.
 - `browse`, `inspect`, `actions`: the key browser's bounded reads, previews and writes.
 - `meta`: PTTL, TYPE and MEMORY USAGE for a batch of keys in one command (a Lua script),
   with a pipeline fallback where scripting or MEMORY is refused.
+- `capabilities`: what a server refused (scripting, MEMORY, SCAN in a script), kept on the
+  client object, shared by every module here.
+
+Policy: this layer never imports the models. Where it classifies keys it is given a
+classifier (`continuity.policy.Policies.classify`).
 
 Keys are `bytes` end to end. Redis's TTL codes (-1 no expiry, -2 gone) become `None` /
 absent at this boundary. Never `KEYS`.
@@ -30,8 +35,8 @@ from continuity.keyspace.connection import (  # noqa: F401
     ping,
     server_summary,
 )
-from continuity.keyspace.keys import decode_key, display_key, encode_key, escape_glob, match_pattern  # noqa: F401
-from continuity.keyspace.meta import KeyMeta, key_metadata, scan_page  # noqa: F401
+from continuity.keynames import decode_key, display_key, encode_key, escape_glob, match_pattern  # noqa: F401
+from continuity.keyspace.meta import KeyMeta, key_metadata, metadata_commands, scan_page  # noqa: F401
 from continuity.keyspace.browse import (  # noqa: F401
     KeyRow,
     LookupResult,

@@ -12,8 +12,11 @@ import redis
 from django.conf import settings
 
 from continuity.keyspace.connection import client_for
-from continuity.keyspace.keys import match_pattern
+from continuity.keynames import match_pattern
 from continuity.keyspace.meta import KeyMeta, key_metadata, scan_page
+from continuity.policy import Policies
+
+EMPTY = Policies()
 
 FIRST_COUNT = 100
 MAX_COUNT = 2000
@@ -24,8 +27,8 @@ class KeyRow:
     """One browser row: what Redis says about a key and where it stands against policy."""
 
     meta: KeyMeta
-    namespace: object  # continuity.models.Namespace or None
-    status: object  # continuity.models.PolicyStatus
+    namespace: object  # the owner of the key's Policy (a Namespace row) or None
+    status: object  # continuity.policy.PolicyStatus
 
     @property
     def key(self):
@@ -55,17 +58,16 @@ class ScanResult:
         return self.cursor == 0
 
 
-def classify_rows(metas, namespaces):
-    from continuity.models import classify_key
-
+def classify_rows(metas, policies):
+    """KeyRows of `metas`, each classified by `policies` (a `continuity.policy.Policies`)."""
     rows = []
     for meta in metas:
-        namespace, status = classify_key(namespaces, meta)
+        namespace, status = policies.classify(meta)
         rows.append(KeyRow(meta=meta, namespace=namespace, status=status))
     return rows
 
 
-def scan_keys(database, *, pattern, namespaces=(), type_=None, cursor=0, budget=None, page_size=None,
+def scan_keys(database, *, pattern, policies=EMPTY, type_=None, cursor=0, budget=None, page_size=None,
               examined_before=0, matched_before=0, client=None):
     """Up to about `page_size` matching keys with their metadata, spending at most
     `budget` examined keys (SCAN COUNT hints). Metadata for the whole page comes from one
@@ -91,7 +93,7 @@ def scan_keys(database, *, pattern, namespaces=(), type_=None, cursor=0, budget=
         # Few matches so far: look further per call; many: keep pages small.
         count = min(MAX_COUNT, remaining, count * 4 if len(keys) < page_size // 4 else count)
     metas = key_metadata(keys=sorted(keys), client=client)
-    rows = classify_rows([m for m in metas if m.exists], namespaces)
+    rows = classify_rows([m for m in metas if m.exists], policies)
     return ScanResult(pattern=pattern, type_filter=type_, rows=rows, cursor=cursor, calls=calls, examined=examined,
                       examined_total=examined_before + examined, matched_total=matched_before + len(rows),
                       dbsize=dbsize(client))
@@ -121,15 +123,15 @@ class LookupResult:
         return len(self.rows) + len(self.missing)
 
 
-def lookup_id(database, ident: bytes, namespaces, *, client=None):
+def lookup_id(database, ident: bytes, policies, *, client=None):
     """Every `<namespace prefix><ident>` key across the registered namespaces, in one
     round trip (one `key_metadata` call over the candidates). No SCAN."""
-    namespaces = list(namespaces)
-    candidates = [ns.prefix.encode() + ident for ns in namespaces]
+    ordered = sorted(policies, key=lambda p: p.prefix)
+    candidates = [policy.prefix + ident for policy in ordered]
     metas = key_metadata(database, candidates, client=client)
     present = [m for m in metas if m.exists]
-    missing = [(ns, m.key) for ns, m in zip(namespaces, metas) if not m.exists]
-    return LookupResult(ident=ident, rows=classify_rows(present, namespaces), missing=missing)
+    missing = [(policies.owner_of(policy), m.key) for policy, m in zip(ordered, metas) if not m.exists]
+    return LookupResult(ident=ident, rows=classify_rows(present, policies), missing=missing)
 
 
 @dataclass(frozen=True)

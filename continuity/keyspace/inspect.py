@@ -13,7 +13,7 @@ import redis
 from django.conf import settings
 
 from continuity.keyspace.connection import client_for
-from continuity.keyspace.keys import display_key
+from continuity.keynames import display_key
 from continuity.keyspace.meta import KeyMeta, key_metadata
 
 STRING_PREVIEW_BYTES = 4096

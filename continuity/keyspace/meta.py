@@ -6,16 +6,16 @@ Upstash instead of three per key). Where the server refuses scripting, or refuse
 MEMORY inside it, a pipeline answers instead.
 """
 
-import threading
 from dataclasses import dataclass
 
 import redis
 
+from continuity.keyspace import capabilities
 from continuity.keyspace.connection import client_for
 
 # Returns, per key: {pttl, type, memory} with memory -1 when MEMORY USAGE is refused
 # and -2 when the key is gone.
-_META_LUA = """
+META_LUA = """
 local out = {}
 for i, key in ipairs(KEYS) do
   local pttl = redis.call('PTTL', key)
@@ -59,28 +59,8 @@ def _from_codes(key, pttl, kind, memory):
     return KeyMeta(key=key, type=kind, ttl_ms=None if pttl == -1 else pttl, memory=None if memory in (-1, None) else memory)
 
 
-# Per client (kept on the client object, so a new client never inherits a stale answer):
-# does the server run our script / answer MEMORY USAGE?
-_cap_lock = threading.Lock()
-_REFUSED = ("unknown command", "noperm", "no permissions", "not allowed", "disabled", "not supported",
-            "can't run this command")  # the last: an ACL refusal inside a script
-
-
-def _refused(exc):
-    text = str(exc).lower()
-    return any(marker in text for marker in _REFUSED)
-
-
-def _caps(client):
-    with _cap_lock:
-        caps = getattr(client, "_continuity_caps", None)
-        if caps is None:
-            caps = client._continuity_caps = {"script": None, "memory": None}
-        return caps
-
-
 def _via_script(client, keys):
-    script = client.register_script(_META_LUA)
+    script = client.register_script(META_LUA)
     rows = script(keys=list(keys))
     return [_from_codes(key, *row) for key, row in zip(keys, rows)]
 
@@ -112,27 +92,36 @@ def key_metadata(database=None, keys=(), *, client=None):
     if not keys:
         return []
     client = client or client_for(database)
-    caps = _caps(client)
-    if caps["script"] is not False:
+    caps = capabilities.of(client)
+    if caps.script is not False:
         try:
             result = _via_script(client, keys)
-            caps["script"] = True
+            caps.script = True
             return result
         except redis.ResponseError as exc:
-            if not _refused(exc):
+            if not capabilities.refused(exc):
                 raise
-            caps["script"] = False
-    if caps["memory"] is not False:
+            caps.script = False
+    if caps.memory is not False:
         try:
             result = _via_pipeline(client, keys, with_memory=True)
             if any(m.exists and m.memory is None for m in result):
-                caps["memory"] = False
+                caps.memory = False
             return result
         except redis.ResponseError as exc:
-            if not _refused(exc):
+            if not capabilities.refused(exc):
                 raise
-            caps["memory"] = False
+            caps.memory = False
     return _via_pipeline(client, keys, with_memory=False)
+
+
+def metadata_commands(client, count):
+    """Commands `key_metadata` sends for `count` keys on this client, given what the
+    server refused so far: one script call, else a pipeline of 3 (2 without MEMORY) per key."""
+    caps = capabilities.of(client)
+    if caps.script is not False:
+        return 1
+    return count * (2 if caps.memory is False else 3)
 
 
 def scan_page(database=None, *, match=b"*", cursor=0, count=1000, type_=None, client=None):

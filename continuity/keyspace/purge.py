@@ -1,22 +1,31 @@
 """Redis side of a purge: act on one SCAN batch in one command, re-checking every key.
 
-One Lua call per batch re-checks each key (still there; for the TTL actions still
-without a TTL / still above the namespace maximum), acts on the keys that still qualify
-with one multi-key `UNLINK` (delete) or `EXPIRE` (apply the policy TTL: a repair that
-deletes nothing), and — atomically with the action — writes a small progress marker so
-that a worker that dies between this command and its Postgres checkpoint can be resumed
-without counting the batch twice or losing it. Where the server refuses scripting, a
-pipeline checks the TTLs and a MULTI/EXEC transaction acts and writes the marker.
+One Lua call per batch re-checks each key against its namespace's policy (still there;
+still showing the finding the purge is about), acts on the keys that still qualify with
+one multi-key `UNLINK` (delete) or `PEXPIRE` to the policy maximum (apply the policy TTL:
+a repair that deletes nothing), and — atomically with the action — writes a small
+progress marker so that a worker that dies between this command and its Postgres
+checkpoint can be resumed without counting the batch twice or losing it. Where the
+server refuses scripting, a pipeline reads the keys and a MULTI/EXEC transaction acts and
+writes the marker. Both paths decide with the same policy (`continuity.policy`).
+
+Every key the script touches is declared in KEYS, so Upstash locks only those keys.
+(An earlier variant ran SCAN inside the script: it touched undeclared keys, which takes
+Upstash's global lock, and it saved no billed command, since Upstash bills each call
+inside a script. It was removed.)
 
 The marker is one key per run, outside the monitored key prefix
 (`continuity-dashboard:purge-progress:<run id>`), overwritten per batch, expiring after a
 day, deleted when the run ends.
 """
 
-import threading
+import hashlib
 from dataclasses import dataclass
 
 import redis
+
+from continuity.keyspace import capabilities
+from continuity.policy import FINDING_BITS, OVERSIZED, WRONG_TYPE
 
 MARKER_PREFIX = b"continuity-dashboard:purge-progress:"
 MARKER_TTL_SECONDS = 86400
@@ -24,36 +33,59 @@ MARKER_TTL_SECONDS = 86400
 _UNPACK_SLICE = 4000
 
 ACTIONS = ("delete", "expire", "count")
-CONDITIONS = ("any", "no_ttl", "ttl_above", "violates")
 
-# KEYS[1] = marker key, KEYS[2..] = the batch.
-# ARGV[1] = action (delete | expire | count), ARGV[2] = condition,
+# KEYS[1] = marker key, KEYS[2..] = the batch (declared: on Upstash a script that touches
+# only its declared keys locks only those keys, not the whole database).
+# ARGV[1] = action (delete | expire | count), ARGV[2] = the findings a key must still have
+# (a mask of continuity.policy.FINDING_BITS; 0 = it must still exist),
 # ARGV[3] = marker head ('' for none), ARGV[4] = marker TTL,
 # ARGV[5], ARGV[6] = the run's done and skipped totals before this batch,
-# ARGV[5 + i] (i >= 2) = the policy max TTL in seconds of KEYS[i], 0 when none.
+# ARGV[7] = R, the number of policies, then R times `Policy.script_rule()`: TTL required
+# (1/0), max TTL ms (0: none), max bytes (0: none), expected type ('': any),
+# then the 1-based policy of each key of KEYS[2..] (absent when R is 1 or none are needed).
 # Returns {done, skipped}: for 'count', done is how many keys would be acted on.
+# `findings` below is `continuity.policy.Policy.findings` for the findings asked for;
+# test_policy.py holds both to the same answers. MEMORY USAGE and TYPE are called only
+# when the mask asks for them: every call inside a script is billed on Upstash.
 _PURGE_LUA = """
-local action, cond = ARGV[1], ARGV[2]
+local action, want = ARGV[1], tonumber(ARGV[2])
+local band = bit.band
+local nrules = tonumber(ARGV[7])
+local rules = {}
+for r = 1, nrules do
+  local b = 8 + (r - 1) * 4
+  rules[r] = {ARGV[b] == '1', tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), ARGV[b + 3]}
+end
+local base = 8 + nrules * 4
+local function findings(key, rule)
+  local pttl = redis.call('PTTL', key)
+  if pttl == -2 then return -1 end
+  local f = 0
+  if pttl == -1 then
+    if rule[1] then f = 1 end
+  elseif rule[2] > 0 and pttl > rule[2] then f = 2 end
+  if band(want, 4) ~= 0 and rule[3] > 0 then
+    local mem = redis.pcall('MEMORY', 'USAGE', key)
+    if type(mem) == 'number' and mem > rule[3] then f = f + 4 end
+  end
+  if band(want, 8) ~= 0 and rule[4] ~= '' and redis.call('TYPE', key)['ok'] ~= rule[4] then f = f + 8 end
+  return f
+end
+local plain = (want == 0 and action == 'delete')
 local act, ttls = {}, {}
 local skipped = 0
 for i = 2, #KEYS do
   local key = KEYS[i]
-  local max = tonumber(ARGV[5 + i]) or 0
-  local ok
-  if cond == 'any' and action ~= 'expire' and action ~= 'count' then
-    ok = true
-  else
-    local pttl = redis.call('PTTL', key)
-    if pttl == -2 then ok = false
-    elseif cond == 'any' then ok = true
-    elseif cond == 'no_ttl' then ok = (pttl == -1)
-    elseif cond == 'ttl_above' then ok = (max > 0 and pttl > max * 1000)
-    else ok = (pttl == -1) or (max > 0 and pttl > max * 1000) end
-    if ok and action == 'expire' and max <= 0 then ok = false end
+  local rule = rules[tonumber(ARGV[base + i - 2]) or 1]
+  local ok = plain
+  if not plain then
+    local f = findings(key, rule)
+    ok = (f == 0 and want == 0) or (f > 0 and (want == 0 or band(f, want) ~= 0))
+    if ok and action == 'expire' and rule[2] <= 0 then ok = false end
   end
   if ok then
     act[#act + 1] = key
-    ttls[#act] = max
+    ttls[#act] = rule[2]
   else
     skipped = skipped + 1
   end
@@ -69,7 +101,7 @@ if action == 'delete' then
   skipped = skipped + (#act - done)
 elseif action == 'expire' then
   for i, key in ipairs(act) do
-    done = done + redis.call('EXPIRE', key, ttls[i])
+    done = done + redis.call('PEXPIRE', key, ttls[i])
   end
   skipped = skipped + (#act - done)
 else
@@ -81,8 +113,12 @@ if ARGV[3] ~= '' then
 end
 return {done, skipped}
 """
+_PURGE_SHA = hashlib.sha1(_PURGE_LUA.encode()).hexdigest()
 
-_REFUSED = ("unknown command", "noperm", "no permissions", "not allowed", "disabled", "not supported", "readonly")
+
+def want_mask(findings) -> int:
+    """The script's mask for a set of finding names (empty: the key must still exist)."""
+    return sum(FINDING_BITS[finding] for finding in set(findings))
 
 
 @dataclass(frozen=True)
@@ -114,72 +150,88 @@ def marker_head(batch, cursor, matched_total) -> str:
     return f"{batch} {cursor} {matched_total}"
 
 
-_script_refused: dict[int, bool] = {}
-_lock = threading.Lock()
+def _rules(policies):
+    """(script arguments for the policies, 1-based policy index per key)."""
+    index, rules, per_key = {}, [], []
+    for policy in policies:
+        at = index.get(policy)
+        if at is None:
+            at = index[policy] = len(index) + 1
+            rules.extend(policy.script_rule())
+        per_key.append(at)
+    return len(index), rules, per_key
 
 
-def _refused(exc):
-    text = str(exc).lower()
-    return any(marker in text for marker in _REFUSED)
-
-
-def act_on_batch(client, keys, *, action, condition, max_ttls, marker=b"", head="", totals=(0, 0)) -> BatchResult:
-    """Re-check and act on `keys` in one command. `max_ttls[i]` is the policy max TTL
-    (seconds, 0 for none) of `keys[i]`. With `marker`, the progress marker becomes
-    `head` + the run's done and skipped totals (`totals` before this batch + this batch),
-    so it always holds the exact cumulative state of the Redis side."""
-    if action not in ACTIONS or condition not in CONDITIONS:
-        raise ValueError(f"unknown action {action!r} or condition {condition!r}")
-    keys = list(keys)
+def act_on_batch(client, keys, *, action, policies, want=(), marker=b"", head="", totals=(0, 0)) -> BatchResult:
+    """Re-check and act on `keys` in one command. `policies[i]` is the Policy of `keys[i]`;
+    a key is acted on while it still has one of the findings `want` under it (or, with
+    `want` empty, while it still exists). `delete` unlinks, `expire` sets the policy's
+    maximum TTL (a repair that deletes nothing; keys of a policy without a maximum are
+    skipped), `count` only counts. With `marker`, the progress marker becomes `head` + the
+    run's done and skipped totals (`totals` before this batch + this batch), so it always
+    holds the exact cumulative state of the Redis side."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}")
+    keys, policies = list(keys), list(policies)
     if not keys:
         return BatchResult(0, 0, 0)
-    # A plain delete reads no per-key TTL: do not ship them.
-    needs_no_ttls = action == "delete" and condition == "any"
-    if not _script_refused.get(id(client)):
+    mask = want_mask(want)
+    caps = capabilities.of(client)
+    if caps.script is not False:
+        count, rules, per_key = _rules(policies)
+        # A plain delete reads no policy per key, and one policy needs no index: do not ship them.
+        indexes = [] if count == 1 or (mask == 0 and action == "delete") else per_key
+        args = [action, mask, head if marker else "", MARKER_TTL_SECONDS, int(totals[0]), int(totals[1]),
+                count, *rules, *indexes]
         try:
-            script = client.register_script(_PURGE_LUA)
-            done, skipped = script(keys=[marker or b"-", *keys],
-                                   args=[action, condition, head if marker else "", MARKER_TTL_SECONDS,
-                                         int(totals[0]), int(totals[1]),
-                                         *([] if needs_no_ttls else [int(t or 0) for t in max_ttls])])
+            try:
+                done, skipped = client.evalsha(_PURGE_SHA, len(keys) + 1, marker or b"-", *keys, *args)
+            except redis.exceptions.NoScriptError:  # a fresh server, or SCRIPT FLUSH mid-run
+                client.script_load(_PURGE_LUA)
+                done, skipped = client.evalsha(_PURGE_SHA, len(keys) + 1, marker or b"-", *keys, *args)
+            caps.script = True
             return BatchResult(int(done), int(skipped), 1)
         except redis.ResponseError as exc:
-            if not _refused(exc):
+            if not capabilities.refused(exc):
                 raise
-            with _lock:
-                _script_refused[id(client)] = True
-    return _via_pipeline(client, keys, action=action, condition=condition, max_ttls=list(max_ttls),
-                         marker=marker, head=head, totals=totals)
+            caps.script = False
+    return _via_pipeline(client, keys, action=action, policies=policies, want=set(want), marker=marker,
+                         head=head, totals=totals)
 
 
-def _qualifies(condition, pttl, max_ttl):
-    if pttl == -2:
-        return False
-    if condition == "any":
-        return True
-    above = bool(max_ttl) and pttl > max_ttl * 1000
-    if condition == "no_ttl":
-        return pttl == -1
-    if condition == "ttl_above":
-        return above
-    return pttl == -1 or above
-
-
-def _via_pipeline(client, keys, *, action, condition, max_ttls, marker, head, totals):
-    """Fallback without scripting: PTTLs in one pipeline (unless nothing needs them), then
-    one MULTI/EXEC acting and writing the marker. The re-check is not atomic with the act
-    here; EXPIRE's NX/LT flags still keep a repair from shortening a fresh TTL."""
+def _via_pipeline(client, keys, *, action, policies, want, marker, head, totals):
+    """Without scripting: the keys' PTTL (and MEMORY USAGE / TYPE where `want` asks) in
+    one pipeline, `Policy.findings` here, then one MULTI/EXEC acting and writing the marker.
+    The re-check is not atomic with the act here; PEXPIRE's NX/LT flags still keep a
+    repair from lengthening or dropping a TTL that changed meanwhile."""
     commands = 0
-    if condition == "any" and action == "delete":
-        chosen = [(key, 0, -1) for key in keys]
+    if not want and action == "delete":
+        chosen = [(key, None, -1) for key in keys]
     else:
+        memory, kind = OVERSIZED in want, WRONG_TYPE in want
         pipe = client.pipeline(transaction=False)
         for key in keys:
             pipe.pttl(key)
-        pttls = pipe.execute()
-        commands += len(keys)
-        chosen = [(key, ttl, pttl) for key, ttl, pttl in zip(keys, max_ttls, pttls)
-                  if _qualifies(condition, pttl, ttl) and not (action == "expire" and not ttl)]
+            if memory:
+                pipe.memory_usage(key)
+            if kind:
+                pipe.type(key)
+        replies = iter(pipe.execute(raise_on_error=False))
+        commands += len(keys) * (1 + memory + kind)
+        chosen = []
+        for key, policy in zip(keys, policies):
+            pttl = next(replies)
+            used = next(replies) if memory else None
+            kind_reply = next(replies) if kind else None
+            if isinstance(pttl, Exception):
+                raise pttl
+            if pttl == -2:
+                continue
+            found = policy.findings(None if pttl == -1 else pttl, kind_reply,
+                                    used if isinstance(used, int) else None)
+            if (set(found) & want) if want else True:
+                if not (action == "expire" and not policy.max_ttl_seconds):
+                    chosen.append((key, policy, pttl))
     skipped = len(keys) - len(chosen)
     if action == "count":
         return BatchResult(len(chosen), skipped, commands)
@@ -187,8 +239,8 @@ def _via_pipeline(client, keys, *, action, condition, max_ttls, marker, head, to
     if action == "delete" and chosen:
         tx.unlink(*[key for key, _, _ in chosen])
     elif action == "expire":
-        for key, ttl, pttl in chosen:
-            tx.expire(key, ttl, nx=pttl == -1, lt=pttl != -1)
+        for key, policy, pttl in chosen:
+            tx.pexpire(key, policy.max_ttl_seconds * 1000, nx=pttl == -1, lt=pttl != -1)
     predicted = len(chosen)
     if marker:
         tx.set(marker, f"{head} {totals[0] + predicted} {totals[1] + skipped}", ex=MARKER_TTL_SECONDS)
@@ -211,10 +263,6 @@ def clear_marker(client, run_id):
     client.delete(marker_key(run_id))
 
 
-# What a task should retry on: the server unreachable, slow, loading, or over quota.
-TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ResponseError)
-
-
 _END = object()
 
 
@@ -231,97 +279,3 @@ def prefetched(pages):
                 return
             future = pool.submit(next, pages, _END)
             yield item
-
-
-# One SCAN page and its purge in one command: nothing travels to the client but counts.
-# KEYS[1] = marker key. ARGV[1] action, ARGV[2] condition, ARGV[3] cursor, ARGV[4] MATCH,
-# ARGV[5] COUNT, ARGV[6] batch number, ARGV[7..9] matched/done/skipped totals before,
-# ARGV[10] marker TTL, ARGV[11..] namespace prefix / max TTL pairs, longest prefix first.
-# Returns {next cursor, matched, done, skipped}.
-_SCAN_ACT_LUA = """
-local action, cond = ARGV[1], ARGV[2]
-local reply = redis.call('SCAN', ARGV[3], 'MATCH', ARGV[4], 'COUNT', ARGV[5])
-local cursor, keys = reply[1], reply[2]
-local prefixes, maxes = {}, {}
-for i = 11, #ARGV, 2 do
-  prefixes[#prefixes + 1] = ARGV[i]
-  maxes[#maxes + 1] = tonumber(ARGV[i + 1])
-end
-local act, ttls = {}, {}
-local skipped = 0
-local plain = (cond == 'any' and action == 'delete')
-for _, key in ipairs(keys) do
-  local max = nil
-  for j, prefix in ipairs(prefixes) do
-    if string.sub(key, 1, #prefix) == prefix then max = maxes[j] break end
-  end
-  local ok = max ~= nil
-  if ok and not plain then
-    local pttl = redis.call('PTTL', key)
-    if pttl == -2 then ok = false
-    elseif cond == 'any' then ok = true
-    elseif cond == 'no_ttl' then ok = (pttl == -1)
-    elseif cond == 'ttl_above' then ok = (max > 0 and pttl > max * 1000)
-    else ok = (pttl == -1) or (max > 0 and pttl > max * 1000) end
-    if ok and action == 'expire' and max <= 0 then ok = false end
-  end
-  if ok then
-    act[#act + 1] = key
-    ttls[#act] = max
-  else
-    skipped = skipped + 1
-  end
-end
-local done = 0
-if action == 'delete' then
-  local i = 1
-  while i <= #act do
-    local j = math.min(i + 3999, #act)
-    done = done + redis.call('UNLINK', unpack(act, i, j))
-    i = j + 1
-  end
-elseif action == 'expire' then
-  for i, key in ipairs(act) do
-    done = done + redis.call('EXPIRE', key, ttls[i])
-  end
-end
-skipped = skipped + (#act - done)
-local matched = tonumber(ARGV[7]) + #keys
-local next_cursor = cursor
-if cursor == '0' then next_cursor = 'end' end
-redis.call('SET', KEYS[1], ARGV[6] .. ' ' .. next_cursor .. ' ' .. matched .. ' ' .. (tonumber(ARGV[8]) + done)
-           .. ' ' .. (tonumber(ARGV[9]) + skipped), 'EX', ARGV[10])
-return {cursor, #keys, done, skipped}
-"""
-
-_scan_refused: dict[int, bool] = {}
-
-
-@dataclass(frozen=True)
-class ScanBatchResult:
-    cursor: int
-    matched: int
-    done: int
-    skipped: int
-
-
-def scan_and_act(client, *, cursor, match, count, action, condition, namespaces, marker, batch, totals):
-    """One SCAN page and the purge of its keys in one script call, writing the marker.
-    `namespaces` is [(prefix bytes, max TTL seconds or 0)], longest first; keys in none are
-    skipped. Returns None where the server refuses SCAN inside a script: the caller then
-    scans itself and uses `act_on_batch`."""
-    if _scan_refused.get(id(client)) or _script_refused.get(id(client)):
-        return None
-    pairs = [item for prefix, ttl in namespaces for item in (prefix, int(ttl or 0))]
-    try:
-        script = client.register_script(_SCAN_ACT_LUA)
-        next_cursor, matched, done, skipped = script(
-            keys=[marker], args=[action, condition, str(cursor), match, count, batch, *totals,
-                                 MARKER_TTL_SECONDS, *pairs])
-    except redis.ResponseError as exc:
-        if not _refused(exc) and "scan" not in str(exc).lower():
-            raise
-        with _lock:
-            _scan_refused[id(client)] = True
-        return None
-    return ScanBatchResult(int(next_cursor), int(matched), int(done), int(skipped))

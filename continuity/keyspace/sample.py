@@ -10,24 +10,9 @@ from django.conf import settings
 
 from continuity.keyspace.browse import dbsize
 from continuity.keyspace.connection import client_for
-from continuity.keyspace.keys import match_pattern
+from continuity.keynames import match_pattern
 from continuity.keyspace.meta import key_metadata, scan_page
-
-# TTL buckets by key count: (label, upper bound in seconds, exclusive).
-TTL_BUCKETS = [("<1m", 60), ("1–5m", 300), ("5–15m", 900), ("15m–1h", 3600), ("1–6h", 6 * 3600),
-               ("6–24h", 24 * 3600), ("1–7d", 7 * 86400), (">7d", None)]
-NO_TTL = "no TTL"
-
-
-def ttl_bucket(ttl_ms):
-    if ttl_ms is None:
-        return NO_TTL
-    seconds = ttl_ms / 1000
-    for label, upper in TTL_BUCKETS:
-        if upper is None or seconds < upper:
-            return label
-    return TTL_BUCKETS[-1][0]
-
+from continuity.policy import STATUS_UNKNOWN, ttl_bucket
 
 @dataclass
 class NamespaceFigures:
@@ -60,13 +45,13 @@ class KeyspaceSample:
         return max(1.0, self.dbsize / self.examined)
 
 
-def sample_keyspace(database, namespaces, *, budget=None, client=None):
-    from continuity.models import classify_key
-
+def sample_keyspace(database, policies, *, budget=None, client=None):
+    """A KeyspaceSample of `database`, each key counted under its namespace of `policies`
+    (a `continuity.policy.Policies`; figures keyed by namespace name, "" for none)."""
     budget = budget or settings.KEYSPACE_SCAN_BUDGET
     client = client or client_for(database)
     pattern = match_pattern(database.key_prefix.encode())
-    figures = {ns.name: NamespaceFigures() for ns in namespaces}
+    figures = {policy.name: NamespaceFigures() for policy in policies}
     figures[""] = NamespaceFigures()
     cursor, examined, sampled, seen = 0, 0, 0, set()
     while True:
@@ -78,15 +63,16 @@ def sample_keyspace(database, namespaces, *, budget=None, client=None):
         for meta in key_metadata(keys=keys, client=client):
             if not meta.exists:
                 continue
-            namespace, status = classify_key(namespaces, meta)
-            fig = figures[namespace.name if namespace else ""]
+            policy = policies.for_key(meta.key)
+            status = policy.status(meta) if policy else STATUS_UNKNOWN
+            fig = figures[policy.name if policy else ""]
             bucket = ttl_bucket(meta.ttl_ms)
             fig.keys += 1
             fig.memory += meta.memory or 0
             fig.without_ttl += meta.ttl_ms is None
             fig.violations += not status.ok
             fig.ttl_buckets[bucket] += 1
-            if namespace and namespace.ttl_in_band(meta.ttl_seconds):
+            if policy and policy.ttl_in_band(meta.ttl_ms):
                 fig.in_band[bucket] += 1
             sampled += 1
         if cursor == 0 or examined >= budget:

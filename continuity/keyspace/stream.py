@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import redis
 
-from continuity.keyspace import meta
+from continuity.keyspace import capabilities, meta
 
 VANISHED = -2  # pttl of a key gone between SCAN and the lookup
 NO_TTL = -1  # pttl of a key without an expiry
@@ -106,7 +106,7 @@ def scan_script_batch(client, cursor, *, count, prefix, spent=None):
     return _from_reply(reply, spent[0])
 
 
-_META_SHA = hashlib.sha1(meta._META_LUA.encode()).hexdigest()
+_META_SHA = hashlib.sha1(meta.META_LUA.encode()).hexdigest()
 
 
 def _metadata_rows(client, keys):
@@ -115,20 +115,20 @@ def _metadata_rows(client, keys):
     pipeline (2 or 3 commands per key)."""
     if not keys:
         return [], 0
-    caps = meta._caps(client)
+    caps = capabilities.of(client)
     rows, spent = [], [0]
-    if caps["script"] is not False:
+    if caps.script is not False:
         try:
-            replies = _evalsha(client, _META_SHA, meta._META_LUA, len(keys), *keys, spent=spent)
-            caps["script"] = True
+            replies = _evalsha(client, _META_SHA, meta.META_LUA, len(keys), *keys, spent=spent)
+            caps.script = True
             for key, (pttl, kind, memory) in zip(keys, replies):
                 rows += (key, pttl, kind, UNKNOWN_MEMORY if pttl == VANISHED else memory)
             return rows, spent[0]
         except redis.ResponseError as exc:
-            if not meta._refused(exc):
+            if not capabilities.refused(exc):
                 raise
-            caps["script"] = False
-    with_memory = caps["memory"] is not False
+            caps.script = False
+    with_memory = caps.memory is not False
     for m in meta.key_metadata(keys=keys, client=client):
         if not m.exists:
             rows += (m.key, VANISHED, b"none", UNKNOWN_MEMORY)
@@ -150,17 +150,17 @@ def _two_step_batch(client, cursor, *, count, prefix):
 def fetch_batch(client, cursor, *, count, prefix):
     """The cheapest way this server allows: the scan script (1 command per batch), else
     SCAN + the metadata script (2), else SCAN + a per-key pipeline."""
-    caps = meta._caps(client)
+    caps = capabilities.of(client)
     spent = [0]  # commands of a refused scan script: billed all the same
-    if caps.get("scan_script") is not False and caps["script"] is not False:
+    if caps.scan_script is not False and caps.script is not False:
         try:
             fetched = scan_script_batch(client, cursor, count=count, prefix=prefix, spent=spent)
-            caps["scan_script"] = True
+            caps.scan_script = True
             return fetched
         except redis.ResponseError as exc:
-            if not meta._refused(exc):
+            if not capabilities.refused(exc):
                 raise
-            caps["scan_script"] = False
+            caps.scan_script = False
     fetched = _two_step_batch(client, cursor, count=count, prefix=prefix)
     return dataclasses.replace(fetched, commands=fetched.commands + spent[0])
 
@@ -177,7 +177,7 @@ def batches(client, *, cursor, count, prefix):
     not see, like the batches since the last checkpoint of a crashed worker.
     The fallback paths fetch one batch at a time."""
     first = fetch_batch(client, cursor, count=count, prefix=prefix)
-    if meta._caps(client).get("scan_script") is not True or first.cursor == 0:
+    if capabilities.of(client).scan_script is not True or first.cursor == 0:
         yield first
         fetched = first
         while fetched.cursor != 0:

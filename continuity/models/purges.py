@@ -3,11 +3,12 @@
 import uuid
 
 from django.conf import settings
-from django.db import models
-from django.db.models import Q
+from django.db import connection, models, transaction
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from continuity.keynames import decode_key, match_pattern
 from dashboard.models import RedisDatabase
 
 
@@ -39,9 +40,11 @@ class PurgeRun(models.Model):
     DELETE, EXPIRE = "delete", "expire"
     ACTIONS = [(DELETE, "Delete (UNLINK)"), (EXPIRE, "Apply the policy TTL (EXPIRE NX)")]
     # What a key must still satisfy at execution time to be acted on.
-    ANY, NO_TTL, TTL_ABOVE, VIOLATES = "any", "no_ttl", "ttl_above", "violates"
+    ANY, NO_TTL, TTL_ABOVE, VIOLATES, OVERSIZED, WRONG_TYPE = (
+        "any", "no_ttl", "ttl_above", "violates", "oversized", "wrong_type")
     CONDITIONS = [(ANY, "still exists"), (NO_TTL, "still without TTL"), (TTL_ABOVE, "TTL still above the maximum"),
-                  (VIOLATES, "still without TTL or above the maximum")]
+                  (VIOLATES, "still breaking a TTL rule"), (OVERSIZED, "still above the size limit"),
+                  (WRONG_TYPE, "still of the wrong type")]
     PREVIEWED, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
         "previewed", "queued", "running", "succeeded", "failed", "cancelled")
     STATUSES = [(s, s) for s in (PREVIEWED, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)]
@@ -146,19 +149,55 @@ class PurgeRun(models.Model):
         return max(int((self.preview_matched - self.matched) / rate), 0)
 
     def target_bytes(self):
-        from continuity.keyspace.keys import decode_key
-
         return decode_key(self.target_token)
 
     def match_bytes(self):
         """The MATCH pattern SCAN uses: an escaped literal prefix, or the raw glob."""
-        from continuity.keyspace.keys import match_pattern
-
         if self.target_kind in (self.PREFIX, self.POLICY):
             return match_pattern(self.target_bytes())
         if self.target_kind == self.PATTERN:
             return self.target_bytes()
         return b""
+
+    # --- claims: one worker at a time, resumable after its lease lapses ----------------
+    def acquire(self, lease_seconds):
+        """Take this run for the calling worker with a conditional UPDATE: a queued run, or a
+        running one whose worker stopped checkpointing for `lease_seconds`. Returns
+        (claim, resumed): claim None when another worker holds it or it finished."""
+        claim, now = new_claim(), timezone.now()
+        stale = now - timezone.timedelta(seconds=lease_seconds)
+        runs = PurgeRun.objects.filter(pk=self.pk)
+        if runs.filter(status=self.QUEUED).update(status=self.RUNNING, claim=claim, heartbeat_at=now,
+                                                  started_at=now, attempts=F("attempts") + 1):
+            return claim, False
+        if runs.filter(status=self.RUNNING).filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale)).update(
+                claim=claim, heartbeat_at=now, attempts=F("attempts") + 1):
+            return claim, True
+        return None, False
+
+    def checkpoint(self, claim):
+        """Save the progress fields while `claim` still holds the run. Returns "ok",
+        "cancel" (saved, and an operator asked to stop) or "lost" (another worker holds it).
+
+        Committed without waiting for the WAL flush (synchronous_commit off, this
+        transaction only): a worker killed after this call still leaves the checkpoint in
+        Postgres, and only a crash of Postgres itself could lose the last fraction of a
+        second of progress (the run then resumes from the marker, never counting twice)."""
+        progress = {"cursor": self.cursor, "batches": self.batches, "matched": self.matched, "done": self.done,
+                    "skipped": self.skipped, "commands": self.commands, "heartbeat_at": timezone.now()}
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            mine = PurgeRun.objects.filter(pk=self.pk, claim=claim)
+            if mine.filter(cancel_requested=False).update(**progress):
+                return "ok"
+            if mine.update(**progress):
+                return "cancel"
+        return "lost"
+
+    def release(self, claim):
+        """Let go of the run (it stays running; a later claim resumes it after the lease)."""
+        return bool(PurgeRun.objects.filter(pk=self.pk, claim=claim).update(claim=None, heartbeat_at=None))
 
     def summary(self):
         """The counts an audit entry and the command's JSON carry."""

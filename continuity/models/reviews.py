@@ -11,9 +11,10 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from continuity.keynames import display_key, encode_key
+from continuity.policy import FINDINGS  # noqa: F401  (re-exported: pages and commands list findings in this order)
 from dashboard.models import RedisDatabase
 
-FINDINGS = ("no_ttl", "ttl_above_max", "oversized", "wrong_type", "unknown_namespace")
 FINDING_LABELS = {
     "no_ttl": "No TTL",
     "ttl_above_max": "TTL above the maximum",
@@ -196,12 +197,8 @@ class ReviewSample(models.Model):
 
     @property
     def token(self):
-        from continuity.keyspace import encode_key
-
         return encode_key(bytes(self.key))
 
     @property
     def display(self):
-        from continuity.keyspace import display_key
-
         return display_key(bytes(self.key))

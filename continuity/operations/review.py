@@ -43,17 +43,13 @@ from django.utils import timezone
 
 from continuity import keyspace
 from continuity.keyspace import stream
-from continuity.models import FINDINGS, Namespace, ReviewNamespaceStat, ReviewRun, ReviewSample
+from continuity.models import Namespace, ReviewNamespaceStat, ReviewRun, ReviewSample
+from continuity.policy import BUCKET_BOUNDS_MS, BUCKET_NAMES, FINDINGS, UNKNOWN_NAMESPACE, Policies
 
 SAMPLE_CAP = 100
 TOP_N = 10
 UNKNOWN = ""  # aggregate key of keys under the key prefix but in no namespace
 UNKNOWN_LABEL = "(no namespace)"
-# TTL histogram buckets by key count: (name, upper bound in seconds, exclusive).
-TTL_BUCKETS = (("< 1m", 60), ("1m–15m", 900), ("15m–1h", 3600), ("1h–6h", 6 * 3600),
-               ("6h–1d", 86400), ("1d–7d", 7 * 86400), ("≥ 7d", None))
-NO_TTL_BUCKET = "no TTL"
-BUCKET_NAMES = (NO_TTL_BUCKET,) + tuple(name for name, _ in TTL_BUCKETS)
 
 
 class ReviewBusy(Exception):
@@ -157,23 +153,17 @@ class Tally:
 
 
 # --- classification --------------------------------------------------------------------
-_NO_LIMIT = 1 << 62  # a bound no TTL (ms) or MEMORY USAGE reaches: "no limit" without a None test
+class Slot:
+    """A namespace's Policy (None for 'no namespace') in the hot loop, with the
+    NamespaceTally it counts into (bound per review by `Classifier.bind`)."""
 
+    __slots__ = ("findings", "ident", "policy", "tally", "unknown")
 
-class Policy:
-    """What the hot loop needs to know about a namespace (or about 'no namespace'), and
-    the NamespaceTally it counts into (bound per review by `Classifier.bind`)."""
-
-    __slots__ = ("expected_type", "ident", "max_bytes", "max_ttl_ms", "tally", "ttl_required", "unknown")
-
-    def __init__(self, ident, *, ttl_required=False, max_ttl_ms=None, max_bytes=None, expected_type=None,
-                 unknown=False):
+    def __init__(self, ident, policy=None):
         self.ident = ident
-        self.ttl_required = ttl_required
-        self.max_ttl_ms = max_ttl_ms or _NO_LIMIT
-        self.max_bytes = max_bytes or _NO_LIMIT
-        self.expected_type = expected_type.encode() if expected_type else None  # TYPE replies are bytes
-        self.unknown = unknown
+        self.policy = policy
+        self.unknown = policy is None
+        self.findings = policy.findings if policy is not None else None
         self.tally = None
 
 
@@ -197,16 +187,10 @@ class Classifier:
 
     def __init__(self, database, namespaces):
         self.key_prefix = database.key_prefix.encode()
-        self.unknown = Policy(UNKNOWN, unknown=True)
+        self.unknown = Slot(UNKNOWN)
         self.policies = {}
-        for ns in namespaces:
-            self.policies[ns.prefix.encode()] = Policy(
-                str(ns.pk) if ns.pk else ns.prefix,
-                ttl_required=ns.ttl_required,
-                max_ttl_ms=ns.max_ttl_seconds * 1000 if ns.max_ttl_seconds else None,
-                max_bytes=ns.max_payload_bytes or None,
-                expected_type=ns.expected_type or None,
-            )
+        for policy in Policies.of(namespaces):
+            self.policies[policy.prefix] = Slot(policy.ident, policy)
         self.shortest = min((len(p) for p in self.policies), default=0)
         members = {}
         for prefix in self.policies:
@@ -221,7 +205,7 @@ class Classifier:
         self.bound_to = None
 
     def policy(self, key):
-        """The Policy of `key`'s namespace (`self.unknown` for none): the slow path,
+        """The Slot of `key`'s namespace (`self.unknown` for none): the slow path,
         which also fills the memo of a group of nested prefixes."""
         group = self.groups.get(key[:self.shortest])
         if group is None:
@@ -236,27 +220,23 @@ class Classifier:
         return found
 
     def bind(self, tally):
-        """Point each Policy at its NamespaceTally in `tally` (None until its first key)."""
+        """Point each Slot at its NamespaceTally in `tally` (None until its first key)."""
         if self.bound_to is not tally:
             for policy in (*self.policies.values(), self.unknown):
                 policy.tally = tally.namespaces.get(policy.ident)
             self.bound_to = tally
 
 
-# Bucket index of a pttl in BUCKET_NAMES: bisect_right(_BOUNDS_MS, pttl) puts -1 (no TTL)
-# at 0 and a TTL of t ms after the bounds at or below t.
-_BOUNDS_MS = [0] + [bound * 1000 for _, bound in TTL_BUCKETS[:-1]]
-assert len(_BOUNDS_MS) + 1 == len(BUCKET_NAMES)
 
 
 def _count_batch(tally, classifier, rows):
     """Fold one batch of flat rows `[key, pttl, type, memory, …]` (see `stream`) into
     `tally`. The hot loop of a review, run for every key under the key prefix: names are
-    bound locally, no object is built per key, and a key without a finding costs a few
-    comparisons (the findings branch below is taken by a few percent of the keys)."""
+    bound locally, no object is built per key, and the findings come from the namespace's
+    `Policy.findings` (the one statement of the rules), whose empty answer is the common case."""
     classifier.bind(tally)
     groups_get, shortest, unknown, slow = classifier.groups.get, classifier.shortest, classifier.unknown, classifier.policy
-    bisect_right, bounds = bisect.bisect_right, _BOUNDS_MS
+    bisect_right, bounds = bisect.bisect_right, BUCKET_BOUNDS_MS
     no_group = (0, {}, unknown)  # key[:0] is b"", never in the empty table: unknown
     vanished = 0
     items = iter(rows)
@@ -276,17 +256,10 @@ def _count_batch(tally, classifier, rows):
                 ns.add_top(memory, key)
         ns.buckets[bisect_right(bounds, pttl)] += 1
         if policy.unknown:
-            _flag(tally, ns, "unknown_namespace", policy, key, kind, pttl, memory)
+            _flag(tally, ns, UNKNOWN_NAMESPACE, policy, key, kind, pttl, memory)
             continue
-        if pttl == -1:
-            if policy.ttl_required:
-                _flag(tally, ns, "no_ttl", policy, key, kind, pttl, memory)
-        elif pttl > policy.max_ttl_ms:
-            _flag(tally, ns, "ttl_above_max", policy, key, kind, pttl, memory)
-        if memory > policy.max_bytes:
-            _flag(tally, ns, "oversized", policy, key, kind, pttl, memory)
-        if kind != policy.expected_type and policy.expected_type is not None:
-            _flag(tally, ns, "wrong_type", policy, key, kind, pttl, memory)
+        for finding in policy.findings(None if pttl == -1 else pttl, kind, None if memory < 0 else memory):
+            _flag(tally, ns, finding, policy, key, kind, pttl, memory)
     tally.vanished += vanished
 
 

@@ -2,18 +2,20 @@
 
 import logging
 
+import redis
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_ready
 from django.conf import settings
 
 from continuity import keyspace
-from continuity.keyspace.purge import TRANSIENT_ERRORS
+from continuity.keyspace.capabilities import is_transient
 from continuity.operations import purge
 from dashboard.models import RedisDatabase
 
 log = logging.getLogger(__name__)
 PURGE_TASK, POLICY_TASK, RESUME_TASK = "continuity.purge", "continuity.policy_purge", "continuity.resume_purges"
+CLEANUP_TASK = "continuity.clean_up_previews"
 
 
 def backoff(retries):
@@ -33,7 +35,10 @@ def purge_task(self, run_id):
     except SoftTimeLimitExceeded:
         # The checkpoint is safe: continue in a fresh task instead of failing the purge.
         raise self.retry(countdown=1, max_retries=None) from None
-    except TRANSIENT_ERRORS as exc:
+    except redis.RedisError as exc:
+        if not is_transient(exc):  # a refusal (NOPERM, unknown command): retrying bills it again
+            purge.fail_purge(run_id=run_id, error=keyspace.describe(exc))
+            return {"run": run_id, "status": "failed"}
         if self.request.retries >= settings.PURGE_TASK_MAX_RETRIES:
             purge.fail_purge(run_id=run_id, error=f"{keyspace.describe(exc)} (gave up after "
                                                   f"{self.request.retries + 1} attempts)")
@@ -70,6 +75,12 @@ def resume_purges_task():
     for run_id in stalled:
         purge_task.delay(run_id)
     return stalled
+
+
+@shared_task(name=CLEANUP_TASK, soft_time_limit=50, time_limit=60)
+def clean_up_previews_task():
+    """Hourly: delete unconfirmed purge previews (twin: `manage.py clean_up_previews`)."""
+    return purge.clean_up_previews()
 
 
 @worker_ready.connect

@@ -95,7 +95,7 @@ def test_it_flags_policy_status_per_row(viewer_client, monitored, lucia):
     monitored.set(b"lucia:legacy:1", b"x", ex=60)
     response = viewer_client.get(browse_url(prefix="lucia:"))
     status = {row.key: row.status.code for row in response.context["result"].rows}
-    assert status == {b"lucia:session:ok": "ok", b"lucia:session:nottl": "no_ttl", b"lucia:session:long": "above_max",
+    assert status == {b"lucia:session:ok": "ok", b"lucia:session:nottl": "no_ttl", b"lucia:session:long": "ttl_above_max",
                       b"lucia:session:big": "oversized", b"lucia:focus:hash": "wrong_type",
                       b"lucia:legacy:1": "unknown_namespace"}
     body = response.content.decode()

@@ -1,7 +1,7 @@
 import pytest
 
 from continuity import keyspace
-from continuity.keyspace import meta
+from continuity.keyspace import capabilities, meta
 
 ODD_KEYS = [b"lucia:session:plain", b"lucia:session:a*b", b"lucia:session:[x]?", b"lucia:session:back\\slash",
             b"lucia:session:\xff\xfe", b"lucia:session:<script>alert(1)</script>", b"lucia:session:sp ace\n\"q'"]
@@ -65,7 +65,7 @@ def test_it_falls_back_to_a_pipeline_when_scripting_is_refused(monitored, lucia)
         result = meta.key_metadata(keys=[b"lucia:rate:1"], client=client)
         assert result[0].type == "string" and 0 < result[0].ttl_ms <= 60_000
         assert result[0].memory is not None
-        assert meta._caps(client)["script"] is False
+        assert capabilities.of(client).script is False
     finally:
         client.close()
         monitored.execute_command("ACL", "DELUSER", "noscript")

@@ -26,7 +26,7 @@ def test_it_picks_the_longest_registered_prefix(lucia):
 @pytest.mark.parametrize("kwargs,code", [
     ({}, "ok"),
     ({"ttl_ms": None}, "no_ttl"),
-    ({"ttl_ms": 3_600_001}, "above_max"),
+    ({"ttl_ms": 3_600_001}, "ttl_above_max"),
     ({"memory": 20_000}, "oversized"),
     ({"type_": "hash"}, "wrong_type"),
     ({"type_": None}, "gone"),
@@ -37,9 +37,10 @@ def test_it_classifies_a_key_against_its_policy(lucia, kwargs, code):
     assert session.classify(meta(**kwargs)).code == code
 
 
-def test_it_accepts_no_ttl_where_the_policy_allows_it(lucia):
-    ns = Namespace(database=lucia, name="x", prefix="lucia:x:", ttl_required=False, max_ttl_seconds=None)
-    assert ns.classify(meta(ttl_ms=None)).ok and ns.ttl_in_band(None)
+@pytest.mark.parametrize("max_ttl", [None, 3600])
+def test_it_accepts_no_ttl_where_the_policy_allows_it(lucia, max_ttl):
+    ns = Namespace(database=lucia, name="x", prefix="lucia:x:", ttl_required=False, max_ttl_seconds=max_ttl)
+    assert ns.classify(meta(key=b"lucia:x:1", ttl_ms=None)).ok and ns.policy().ttl_in_band(None)
 
 
 def test_it_lists_namespaces_for_viewers_with_constant_queries(viewer_client, lucia, django_assert_num_queries):

@@ -1,12 +1,10 @@
 """The purge engine against a real redis-server and a real Postgres."""
 
-import time
-
 import pytest
 
 from continuity import keyspace
 from continuity.keyspace import purge as redis_purge
-from continuity.models import Namespace, PurgeRun
+from continuity.models import Namespace, PurgeRun, PurgeTargetKey
 from continuity.operations import purge
 from dashboard.models import AuditEntry
 
@@ -67,7 +65,7 @@ def test_it_accepts_a_pattern_whose_literal_head_is_inside_a_namespace(lucia):
     assert purge.literal_head(b"lucia:session:a\\*b*") == b"lucia:session:a*b"
     pattern, reach = purge.resolve_target(lucia, "pattern", b"lucia:session:1?3*")
     assert purge.resolve_target(lucia, "pattern", b"lucia:session\\:*")[0] == b"lucia:session\\:*"
-    assert pattern == b"lucia:session:1?3*" and [p for p, _ in reach] == [b"lucia:session:"]
+    assert pattern == b"lucia:session:1?3*" and [p.prefix for p in reach] == [b"lucia:session:"]
 
 
 def test_it_refuses_a_confirmation_that_does_not_match_and_touches_nothing(keys, lucia, operator):
@@ -204,14 +202,48 @@ def test_it_rechecks_review_finding_keys_inside_the_script(monitored, lucia, ope
 
 
 # --- execution control ----------------------------------------------------------------------
-def test_it_holds_the_rate_cap_roughly(monitored, lucia, operator):
-    fill(monitored, 3000)
-    run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", rate_cap=2000, batch_size=200)
-    started = time.monotonic()
-    result = purge.execute_purge(run_id=run.pk)
-    elapsed = time.monotonic() - started
-    assert result.done == 3000
-    assert 1.2 < elapsed < 6  # 3000 keys at 2000 keys/s: about 1.5 s
+class FakeClock:
+    """A clock the pacer reads and sleeps on: time passes only when it sleeps or is told to."""
+
+    def __init__(self):
+        self.now, self.slept = 100.0, []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_it_holds_the_rate_cap_by_sleeping_the_difference(monitored, lucia, operator, settings):
+    settings.PURGE_CHECKPOINT_SECONDS = 3600  # one checkpoint, at the first batch
+    fill(monitored, 10)
+    run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", rate_cap=2000)
+    claim, _ = run.acquire(60)
+    clock = FakeClock()
+    pacer = purge.Pacer(run, claim, None, clock=clock, sleep=clock.sleep)
+    assert pacer.after_batch(200, final=False) == "ok"   # 200 keys at 2000/s: 0.1 s
+    assert clock.slept == [pytest.approx(0.1)]
+    clock.now += 0.5                                      # a slow batch: already behind the cap
+    assert pacer.after_batch(200, final=False) == "ok"
+    assert clock.slept == [pytest.approx(0.1)]            # no sleep
+    assert pacer.after_batch(1600, final=False) == "ok"   # 2000 keys: 1.0 s in all, 0.6 s spent
+    assert clock.slept[-1] == pytest.approx(0.4)
+
+
+def test_it_checkpoints_when_due_and_at_the_end(monitored, lucia, operator, settings):
+    settings.PURGE_CHECKPOINT_SECONDS = 0.5
+    fill(monitored, 10)
+    run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", rate_cap=0)
+    claim, _ = run.acquire(60)
+    clock, seen = FakeClock(), []
+    pacer = purge.Pacer(run, claim, lambda r: seen.append(r.matched), clock=clock, sleep=clock.sleep)
+    for matched, step, final in ((10, 0.1, False), (20, 0.1, False), (30, 0.4, False), (40, 0.0, True)):
+        run.matched = matched
+        clock.now += step
+        assert pacer.after_batch(10, final=final) == "ok"
+    assert seen == [10, 30, 40] and PurgeRun.objects.get(pk=run.pk).matched == 40
 
 
 def test_it_stops_between_batches_when_cancelled(monitored, lucia, operator, settings):
@@ -264,11 +296,8 @@ class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("in_script", [False, True])
-def test_it_resumes_after_a_crash_after_a_checkpoint_without_double_counting(monitored, lucia, operator, settings,
-                                                                             in_script):
+def test_it_resumes_after_a_crash_after_a_checkpoint_without_double_counting(monitored, lucia, operator, settings):
     settings.PURGE_CHECKPOINT_SECONDS = 0
-    settings.PURGE_SCAN_IN_SCRIPT = in_script
     fill(monitored, 1000)
     fill(monitored, 500, prefix=b"lucia:focus:")
     run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", batch_size=100, rate_cap=0)
@@ -287,15 +316,13 @@ def test_it_resumes_after_a_crash_after_a_checkpoint_without_double_counting(mon
     assert all_keys(monitored) == {b"lucia:focus:" + f"{i:06d}".encode() for i in range(500)}
 
 
-@pytest.mark.parametrize("in_script", [False, True])
-def test_it_recovers_batches_acted_on_but_not_checkpointed(monitored, lucia, operator, settings, in_script):
+def test_it_recovers_batches_acted_on_but_not_checkpointed(monitored, lucia, operator, monkeypatch, settings):
     """Checkpoints lag the Redis side (every PURGE_CHECKPOINT_SECONDS) and the worker dies
     before the next one: the marker written atomically with every batch carries the exact
     totals and cursor into the resumed run."""
-    settings.PURGE_SCAN_IN_SCRIPT = in_script
     fill(monitored, 600)
     run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", batch_size=100, rate_cap=0)
-    original = purge._checkpoint
+    original = PurgeRun.checkpoint
     calls = {"n": 0}
 
     def dying_checkpoint(r, claim):
@@ -304,12 +331,11 @@ def test_it_recovers_batches_acted_on_but_not_checkpointed(monitored, lucia, ope
             raise Crash()  # batches after the first checkpoint were acted on, never checkpointed
         return original(r, claim)
 
-    purge._checkpoint = dying_checkpoint
-    try:
-        with pytest.raises(Crash):
-            purge.execute_purge(run_id=run.pk)
-    finally:
-        purge._checkpoint = original
+    monkeypatch.setattr(PurgeRun, "checkpoint", dying_checkpoint)
+    settings.PURGE_CHECKPOINT_SECONDS = 3600  # checkpoints after the first batch and at the end only
+    with pytest.raises(Crash):
+        purge.execute_purge(run_id=run.pk)
+    monkeypatch.undo()
     run.refresh_from_db()
     assert run.batches == 1
     marker = redis_purge.read_marker(monitored, run.pk)
@@ -340,6 +366,48 @@ def test_it_applies_each_namespace_policy_on_a_policy_purge(monitored, lucia):
     assert monitored.ttl(b"lucia:rate:000000") == -1
 
 
+def test_it_reports_what_the_actions_would_act_on_and_writes_no_run(monitored, lucia):
+    """Report mode counts the keys that break a TTL rule, the set apply-TTL and delete act
+    on, and leaves no PurgeRun behind; keys of a nested namespace are judged by their own."""
+    Namespace.objects.create(database=lucia, name="session-vip", prefix="lucia:session:vip:", ttl_required=False,
+                             max_ttl_seconds=600)
+    fill(monitored, 5)                                             # session, no TTL: breaks
+    fill(monitored, 3, prefix=b"lucia:session:long:", ttl=99999)   # session, above max: breaks
+    fill(monitored, 4, prefix=b"lucia:session:ok:", ttl=100)       # fine
+    fill(monitored, 6, prefix=b"lucia:session:vip:")               # vip: no TTL allowed there
+    fill(monitored, 2, prefix=b"lucia:session:vip:x:", ttl=9999)   # vip: above its max
+    outcome = purge.policy_purge(database=lucia)
+    assert outcome.reported["lucia:session:"] == 8 and outcome.reported["lucia:session:vip:"] == 2
+    assert not outcome.runs and not PurgeRun.objects.exists()
+    Namespace.objects.filter(database=lucia, prefix="lucia:session:").update(violation_action="delete")
+    outcome = purge.policy_purge(database=lucia)
+    (ran,) = outcome.runs
+    assert (ran.done, ran.skipped) == (8, 4 + 6 + 2)  # the vip keys are not this namespace's to judge
+    assert monitored.dbsize() == 4 + 6 + 2
+
+
+def test_it_cleans_up_unconfirmed_previews_and_their_key_lists(monitored, lucia, operator):
+    fill(monitored, 10)
+    old = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:", actor=operator).run
+    kept = queued(operator, database=lucia, kind="prefix", value=b"lucia:focus:")
+    fresh = purge.preview_purge(database=lucia, kind="finding", review_id=1, finding="no_ttl",
+                                keys=[b"lucia:session:000001"], actor=operator).run
+    assert fresh.target_keys.count() == 1
+    from django.utils import timezone
+
+    PurgeRun.objects.filter(pk=old.pk).update(previewed_at=timezone.now() - timezone.timedelta(days=2))
+    assert purge.clean_up_previews() == 1
+    assert set(PurgeRun.objects.values_list("pk", flat=True)) == {kept.pk, fresh.pk}
+    PurgeRun.objects.filter(pk=fresh.pk).update(previewed_at=timezone.now() - timezone.timedelta(days=2))
+    from django.core.management import call_command
+    from io import StringIO
+
+    out = StringIO()
+    call_command("clean_up_previews", stdout=out)
+    assert "deleted 1" in out.getvalue() and not PurgeTargetKey.objects.exists()
+    assert list(PurgeRun.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
 def test_it_falls_back_to_a_transaction_when_scripting_is_refused(monitored, lucia):
     port = monitored.connection_pool.connection_kwargs["port"]
     monitored.execute_command("ACL", "SETUSER", "noscript2", "on", "nopass", "~*", "+@all", "-eval", "-evalsha",
@@ -348,14 +416,15 @@ def test_it_falls_back_to_a_transaction_when_scripting_is_refused(monitored, luc
     try:
         fill(monitored, 5)
         monitored.expire(b"lucia:session:000000", 50)
+        session = Namespace.objects.get(database=lucia, name="session").policy()
         result = redis_purge.act_on_batch(client, [b"lucia:session:" + f"{i:06d}".encode() for i in range(6)],
-                                          action="expire", condition="no_ttl", max_ttls=[3600] * 6,
+                                          action="expire", want=("no_ttl",), policies=[session] * 6,
                                           marker=redis_purge.marker_key(99), head="1 end 6")
         assert (result.done, result.skipped) == (4, 2) and result.commands > 1
         assert monitored.ttl(b"lucia:session:000001") > 3000 and monitored.ttl(b"lucia:session:000000") <= 50
         assert redis_purge.read_marker(client, 99).done == 4
         result = redis_purge.act_on_batch(client, [b"lucia:session:000001", b"lucia:session:nope"],
-                                          action="delete", condition="any", max_ttls=[0, 0])
+                                          action="delete", policies=[session] * 2)
         assert (result.done, result.skipped) == (1, 1)
     finally:
         client.close()
@@ -382,17 +451,17 @@ def test_it_purges_through_the_client_side_loop_where_scripting_is_refused(monit
         monitored.execute_command("ACL", "DELUSER", "noscript3")
 
 
-def test_it_costs_one_redis_command_per_batch_with_scan_in_the_script(monitored, lucia, operator, settings):
-    settings.PURGE_SCAN_IN_SCRIPT = True
+def test_it_costs_four_billed_commands_per_batch_on_a_prefix_delete(monitored, lucia, operator):
+    """What Redis executes (commandstats counts the calls inside scripts too): per batch one
+    SCAN, one EVALSHA, one UNLINK and one SET of the marker, whatever the batch holds."""
     fill(monitored, 5000)
-    run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", batch_size=1000)
-    before = monitored.info("commandstats")
+    run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", batch_size=1000, rate_cap=0)
+    monitored.config_resetstat()
     result = purge.execute_purge(run_id=run.pk)
-    after = monitored.info("commandstats")
-    calls = lambda stats, cmd: stats.get(f"cmdstat_{cmd}", {}).get("calls", 0)  # noqa: E731
-    assert result.done == 5000 and result.commands == result.run.batches <= 7
-    # SCAN and UNLINK run inside the script: the client sent one EVALSHA per batch and no SCAN
-    # (commandstats counts the calls made inside scripts too, so only EVALSHA is checked).
-    # (+1: the first EVALSHA of a fresh server answers NOSCRIPT and redis-py loads the script)
-    assert calls(after, "evalsha") - calls(before, "evalsha") <= result.run.batches + 1
-    assert calls(after, "unlink") - calls(before, "unlink") <= result.run.batches
+    stats = monitored.info("commandstats")
+    calls = lambda cmd: stats.get(f"cmdstat_{cmd}", {}).get("calls", 0)  # noqa: E731
+    batches = result.run.batches
+    assert result.done == 5000 and calls("scan") == batches
+    # (+1: the first EVALSHA on a fresh script cache answers NOSCRIPT and the script is loaded)
+    assert batches <= calls("evalsha") <= batches + 1 and calls("unlink") == batches and calls("set") == batches
+    assert calls("pttl") == 0  # a plain delete re-checks nothing per key: UNLINK counts what existed

@@ -81,9 +81,7 @@ def test_it_previews_the_current_offenders_exactly_and_touches_nothing(monitored
     run = result.run
     assert run.target_value == f"review {reviewed.pk} no_ttl" and run.condition == "no_ttl"
     assert run.match_pattern == "lucia:focus:* lucia:session:*"  # admin: is inside session:, scanned once
-    from continuity.operations import purge_findings
-
-    assert purge_findings.review_counts(run) == {"lucia:session:": 30, "lucia:session:admin:": 7, "lucia:focus:": 5}
+    assert purge.review_counts(run) == {"lucia:session:": 30, "lucia:session:admin:": 7, "lucia:focus:": 5}
     stored = list(PurgeTargetKey.objects.filter(run=run).order_by("position").values_list("position", "key"))
     assert [p for p, _ in stored] == list(range(1, 42))
     assert {bytes(k) for _, k in stored} == set(NO_TTL[1:])
@@ -149,6 +147,31 @@ def test_it_rechecks_ttl_above_max_at_execution(monitored, reviewed, operator):
     assert monitored.exists(ABOVE_MAX[0])
 
 
+def test_it_shortens_ttls_above_the_maximum_to_the_maximum(monitored, reviewed, operator):
+    result = preview(operator, reviewed, "ttl_above_max", action="expire")
+    assert result.actionable == 20
+    monitored.expire(ABOVE_MAX[0], 60)  # within the maximum now: left alone
+    outcome = purge.execute_purge(run_id=confirmed(operator, result).pk)
+    assert (outcome.matched, outcome.done, outcome.skipped) == (20, 19, 1)
+    assert monitored.dbsize() == TOTAL  # a repair deletes nothing
+    assert all(86390 < monitored.ttl(key) <= 86400 for key in ABOVE_MAX[1:])  # focus: 1 day
+    assert monitored.ttl(ABOVE_MAX[0]) <= 60
+
+
+def test_it_rechecks_oversized_and_wrong_type_at_execution(monitored, reviewed, operator):
+    """The re-check asks the same policy: a key rewritten small (or with the right type)
+    since the preview is skipped, not deleted because it still exists."""
+    big = preview(operator, reviewed, "oversized")
+    monitored.set(OVERSIZED[0], b"small", ex=60)
+    outcome = purge.execute_purge(run_id=confirmed(operator, big).pk)
+    assert (outcome.matched, outcome.done, outcome.skipped) == (4, 3, 1) and monitored.exists(OVERSIZED[0])
+    typed = preview(operator, reviewed, "wrong_type")
+    monitored.delete(WRONG_TYPE[0])
+    monitored.hset(WRONG_TYPE[0], b"f", b"v")
+    outcome = purge.execute_purge(run_id=confirmed(operator, typed).pk)
+    assert (outcome.matched, outcome.done, outcome.skipped) == (6, 5, 1) and monitored.exists(WRONG_TYPE[0])
+
+
 class Crash(Exception):
     pass
 
@@ -173,9 +196,10 @@ def test_it_resumes_from_a_mid_list_checkpoint_without_double_counting(monitored
     assert monitored.dbsize() == TOTAL - 42
 
 
-def test_it_recovers_batches_acted_on_but_not_checkpointed(monitored, reviewed, operator):
+def test_it_recovers_batches_acted_on_but_not_checkpointed(monitored, reviewed, operator, monkeypatch, settings):
+    settings.PURGE_CHECKPOINT_SECONDS = 3600  # checkpoints after the first batch and at the end only
     run = confirmed(operator, preview(operator, reviewed, "no_ttl", batch_size=10, rate_cap=0))
-    original, calls = purge._checkpoint, {"n": 0}
+    original, calls = PurgeRun.checkpoint, {"n": 0}
 
     def dying_checkpoint(r, claim):
         calls["n"] += 1
@@ -183,12 +207,10 @@ def test_it_recovers_batches_acted_on_but_not_checkpointed(monitored, reviewed, 
             raise Crash()
         return original(r, claim)
 
-    purge._checkpoint = dying_checkpoint
-    try:
-        with pytest.raises(Crash):
-            purge.execute_purge(run_id=run.pk)
-    finally:
-        purge._checkpoint = original
+    monkeypatch.setattr(PurgeRun, "checkpoint", dying_checkpoint)
+    with pytest.raises(Crash):
+        purge.execute_purge(run_id=run.pk)
+    monkeypatch.undo()
     marker = redis_purge.read_marker(monitored, run.pk)
     run.refresh_from_db()
     assert marker.done > run.done
@@ -211,7 +233,6 @@ def other_database(lucia):
     ("unknown finding", "Unknown review finding"),
     ("unknown namespace", "no registered namespace"),
     ("expire oversized", "cannot repair oversized"),
-    ("expire above max", "cannot repair ttl_above_max"),
     ("finding not reported", "found no no_ttl keys"),
 ])
 def test_it_refuses_bad_finding_targets_and_touches_nothing(monitored, reviewed, operator, other_database,

@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from continuity import demo, keyspace
-from continuity.keyspace import meta
+from continuity.keyspace import capabilities, meta
 from continuity.models import FINDINGS, Namespace, ReviewRun, ReviewSample
 from continuity.operations import review
 from dashboard.models import RedisDatabase
@@ -149,7 +149,7 @@ def test_it_falls_back_to_a_pipeline_for_a_user_without_eval(monitored, typed_lu
         after = monitored.info("commandstats")
     finally:
         monitored.execute_command("ACL", "DELUSER", "noeval")
-    assert meta._caps(keyspace.client_for(restricted))["script"] is False
+    assert capabilities.of(keyspace.client_for(restricted)).script is False
     assert result.findings == findings and result.foreign_keys == foreign
     assert {row["prefix"]: row["keys"] for row in result.namespaces} == per_namespace
     assert calls(after, "pttl") - calls(before, "pttl") == 1500 - foreign

@@ -4,6 +4,7 @@ mid-review, an early stop, MEMORY refused inside scripts, and the prefix classif
 import pytest
 
 from continuity import keyspace
+from continuity.keyspace import capabilities
 from continuity.keyspace import meta, stream
 from continuity.models import Namespace, ReviewRun
 from continuity.operations import review
@@ -89,8 +90,8 @@ def test_it_falls_back_to_the_metadata_script_when_memory_is_refused_in_scripts(
         after = monitored.info("commandstats")
     finally:
         monitored.execute_command("ACL", "DELUSER", "nomemory")
-    caps = meta._caps(keyspace.client_for(restricted))
-    assert caps["scan_script"] is False and caps["script"] is True
+    caps = capabilities.of(keyspace.client_for(restricted))
+    assert caps.scan_script is False and caps.script is True
     # Without MEMORY USAGE sizes are unknown: nothing is oversized, every other count is exact.
     assert result.findings == {**findings, "oversized": 0} and result.foreign_keys == foreign
     assert {row["prefix"]: row["keys"] for row in result.namespaces} == per_namespace

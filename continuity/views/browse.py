@@ -6,6 +6,7 @@ from django.views.decorators.vary import vary_on_headers
 from continuity import keyspace
 from continuity.forms import BrowseForm, LookupForm
 from continuity.models import Namespace
+from continuity.policy import Policies
 from dashboard import roles
 from dashboard.models import RedisDatabase
 
@@ -24,7 +25,7 @@ def browse(request, database):
     result = error = next_query = None
     if form.is_valid():
         try:
-            result = keyspace.scan_keys(database, pattern=form.match(), namespaces=namespaces,
+            result = keyspace.scan_keys(database, pattern=form.match(), policies=Policies.of(namespaces),
                                         type_=form.cleaned_data["type"] or None, **form.scan_state())
         except keyspace.FAILURES as exc:
             error = keyspace.describe(exc)
@@ -50,9 +51,9 @@ def key_lookup(request, database):
     form = LookupForm(request.GET or None)
     lookup = error = None
     if form.is_valid():
-        namespaces = list(Namespace.objects.for_database(database))
+        policies = Namespace.objects.for_database(database).policies()
         try:
-            lookup = keyspace.lookup_id(database, form.cleaned_data["id"].encode(), namespaces)
+            lookup = keyspace.lookup_id(database, form.cleaned_data["id"].encode(), policies)
         except keyspace.FAILURES as exc:
             error = keyspace.describe(exc)
     template = "continuity/lookup.html#lookup" if request.htmx else "continuity/lookup.html"

@@ -4,6 +4,7 @@ from django.views.decorators.vary import vary_on_headers
 
 from continuity import charts, keyspace
 from continuity.models import Namespace
+from continuity.policy import Policies
 from dashboard import roles
 from dashboard.models import RedisDatabase
 
@@ -39,7 +40,7 @@ def namespace_stats(request, database):
     namespaces = list(Namespace.objects.for_database(database))
     context = {"database": database, "sample": None, "error": ""}
     try:
-        sample = keyspace.sample_keyspace(database, namespaces)
+        sample = keyspace.sample_keyspace(database, Policies.of(namespaces))
     except keyspace.FAILURES as exc:
         context["error"] = keyspace.describe(exc)
     else:

@@ -11,7 +11,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from continuity import keyspace
 from continuity.models import FINDINGS, PurgeRun
 from continuity.models.reviews import FINDING_LABELS
-from continuity.operations import purge, purge_findings
+from continuity.operations import purge
 from continuity.tasks.purge import purge_task
 from dashboard import roles
 from dashboard.models import AuditEntry, RedisDatabase
@@ -77,7 +77,7 @@ def _detail_context(run, **extra):
         target_type="continuity.purgerun", target_id=str(run.pk),
         action__in=["purge.finish", "purge.fail", "purge.cancel"]).order_by("-id").first()
     sample = [keyspace.display_key(keyspace.decode_key(t)) for t in run.preview_sample]
-    reviewed = purge_findings.review_counts(run)
+    reviewed = purge.review_counts(run)
     namespaces = [(prefix, run.preview_namespaces.get(prefix, 0), reviewed.get(prefix))
                   for prefix in sorted(set(run.preview_namespaces) | set(reviewed))]
     return {"run": run, "sample": sample, "audit_entry": finished_entry, "form": ConfirmForm(),

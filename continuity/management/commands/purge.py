@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from continuity import keyspace
 from continuity.models import FINDINGS
-from continuity.operations import purge, purge_findings
+from continuity.operations import purge
 from dashboard import roles
 from dashboard.models import RedisDatabase
 
@@ -132,7 +132,7 @@ class Command(BaseCommand):
     def _show_preview(self, preview):
         self.stderr.write(f"Preview: {preview.matched} keys match {preview.run.match_pattern} "
                           f"({preview.actionable} would change); about {preview.estimated_commands} Redis commands.")
-        reviewed = purge_findings.review_counts(preview.run)
+        reviewed = purge.review_counts(preview.run)
         for prefix in sorted(set(preview.namespaces) | set(reviewed)):
             then = f" (review #{preview.run.review_id} counted {reviewed.get(prefix, 0)})" if reviewed else ""
             self.stderr.write(f"  {prefix:<30} {preview.namespaces.get(prefix, 0)}{then}")
@@ -143,7 +143,7 @@ class Command(BaseCommand):
         if run.target_kind == "finding":
             data.update(review=run.review_id, finding=run.finding)
             if dry_run:
-                data["review_counts"] = purge_findings.review_counts(run)
+                data["review_counts"] = purge.review_counts(run)
         if dry_run:
             data.update(matched=preview.matched, actionable=preview.actionable, namespaces=preview.namespaces,
                         sample=[keyspace.display_key(keyspace.decode_key(t)) for t in preview.sample],

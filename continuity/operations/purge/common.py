@@ -1,0 +1,91 @@
+"""What every part of the purge engine shares: its refusal, its results, the namespace
+policies of a database, how a page of keys splits by namespace, and the audit call."""
+
+from dataclasses import dataclass, field
+
+from continuity.models import Namespace, PurgeRun
+from continuity.policy import NO_TTL, OVERSIZED, TTL_ABOVE_MAX, WRONG_TYPE, Policies
+from dashboard import audit
+
+SAMPLE_SIZE = 20
+
+# The findings a key must still have, at execution, to be acted on (PurgeRun.condition).
+# ANY: it must still exist.
+CONDITION_FINDINGS = {
+    PurgeRun.ANY: (),
+    PurgeRun.NO_TTL: (NO_TTL,),
+    PurgeRun.TTL_ABOVE: (TTL_ABOVE_MAX,),
+    PurgeRun.VIOLATES: (NO_TTL, TTL_ABOVE_MAX),
+    PurgeRun.OVERSIZED: (OVERSIZED,),
+    PurgeRun.WRONG_TYPE: (WRONG_TYPE,),
+}
+
+
+class PurgeRefused(Exception):
+    """The purge cannot go ahead. The message says why, for an operator; nothing was touched."""
+
+
+@dataclass(frozen=True)
+class PurgePreview:
+    """A dry run's figures. `actionable` is how many matched keys the action would change
+    right now (delete: all of them; expire: those breaking a TTL rule)."""
+
+    run: PurgeRun
+    matched: int
+    actionable: int
+    namespaces: dict
+    sample: list
+    commands: int
+    estimated_commands: int
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    run: PurgeRun
+    status: str
+    matched: int
+    done: int
+    skipped: int
+    commands: int
+    resumed: bool = False
+
+    @classmethod
+    def of(cls, run, resumed=False):
+        return cls(run, run.status, run.matched, run.done, run.skipped, run.commands, resumed)
+
+
+@dataclass
+class PolicyPurgeResult:
+    database: str
+    runs: list = field(default_factory=list)
+    reported: dict = field(default_factory=dict)
+    skipped_reason: str = ""
+
+
+def namespace_policies(database) -> Policies:
+    """The policies of `database`'s registered namespaces (owners: the Namespace rows)."""
+    return Policies.of(Namespace.objects.for_database(database))
+
+
+def split(page, policies, reach=None):
+    """The keys of `page` that lie in a registered namespace, their policies, and how many
+    keys lie outside (never touched). With `reach`, only keys whose namespace is one of
+    those policies count as inside: a SCAN target's namespaces (`resolve_target`), or the
+    one namespace of a policy purge."""
+    if reach is not None and len(reach) == 1 and not policies.has_nested(reach[0]):
+        return page, [reach[0]] * len(page), 0  # every key a SCAN of it returns is its own
+    keys, chosen, outside = [], [], 0
+    for key in page:
+        policy = policies.for_key(key)
+        if policy is None or (reach is not None and policy not in reach):
+            outside += 1
+            continue
+        keys.append(key)
+        chosen.append(policy)
+    return keys, chosen, outside
+
+
+def audit_run(run, action, *, request=None, actor=None, actor_label="", source=None, before=None, note=""):
+    """The audit entry of a step of `run` (inside the caller's transaction)."""
+    audit.record(action=action, target=run, before=before, after=run.summary(), note=note or run.reason,
+                 request=request, actor=actor, actor_label=actor_label, source=source)

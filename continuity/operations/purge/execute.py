@@ -1,0 +1,189 @@
+"""Executing a confirmed purge: batches re-checked and acted on in Redis, progress
+checkpointed in Postgres, the rate cap held, cancel honoured, a crashed worker's run
+resumed without counting a key twice.
+
+Counting: `matched` = keys the SCAN (or the finding's stored list) yielded, `done` =
+deleted or expired, `skipped` = matched keys that no longer qualified when their batch
+ran, or that lie outside every namespace; done + skipped == matched.
+"""
+
+import time
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from continuity import keyspace
+from continuity.keyspace import purge as redis_purge
+from continuity.models import PurgeRun
+from continuity.models.purges import PurgeTargetKey, stored_target_keys
+from continuity.operations import alerting
+from continuity.operations.purge.common import CONDITION_FINDINGS, PurgeResult, audit_run, namespace_policies, split
+from continuity.operations.purge.preview import scan_pages
+from continuity.operations.purge.targets import resolve_target
+
+_FINISH_VERBS = {PurgeRun.SUCCEEDED: "purge.finish", PurgeRun.FAILED: "purge.fail",
+                 PurgeRun.CANCELLED: "purge.cancel"}
+
+
+def _finish(run, status, *, error="", source="task"):
+    with transaction.atomic():
+        PurgeRun.objects.filter(pk=run.pk).update(status=status, finished_at=timezone.now(), error=error,
+                                                  claim=None, heartbeat_at=None)
+        PurgeTargetKey.objects.filter(run=run).delete()  # a finding's key list is spent
+        run.refresh_from_db()
+        audit_run(run, _FINISH_VERBS[status], actor=run.requested_by, actor_label=run.requested_label or "system",
+                  source=source, note=error or run.reason)
+        # Delivered when the transaction commits, like the audit entry it accompanies.
+        alerting.alert_on_purge(run)
+    return run
+
+
+def fail_purge(*, run_id, error, source="task"):
+    """Record a run as failed with `error` (after the last retry). Idempotent."""
+    run = PurgeRun.objects.get(pk=run_id)
+    if run.is_finished:
+        return run
+    return _finish(run, PurgeRun.FAILED, error=error, source=source)
+
+
+def stalled_purges(*, lease_seconds=None):
+    """Ids of running purges whose worker stopped checkpointing (killed, lost)."""
+    lease = settings.PURGE_LEASE_SECONDS if lease_seconds is None else lease_seconds
+    return list(PurgeRun.objects.stalled(lease).values_list("pk", flat=True))
+
+
+def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, source="task") -> PurgeResult:
+    """Run (or resume) a queued purge to its end, a cancel, or an error.
+
+    Each batch: one SCAN page, one acting command that re-checks and acts and writes the
+    progress marker, then (when due) one checkpoint UPDATE guarded by this worker's claim;
+    the cancel flag is read with the checkpoint and the rate cap is held by sleeping. A
+    Redis error releases the claim and propagates (the task retries); the run stays
+    `running`. Idempotent: a finished run, or one another worker holds, is returned as it is.
+    """
+    lease = settings.PURGE_LEASE_SECONDS if lease_seconds is None else lease_seconds
+    run = PurgeRun.objects.select_related("database").get(pk=run_id)
+    claim, resumed = run.acquire(lease)
+    run.refresh_from_db()
+    if claim is None:
+        return PurgeResult.of(run)
+    try:
+        client = keyspace.client_for(run.database, write=True)
+        if resumed:
+            _recover_batch(run, client, claim)
+        if run.cancel_requested:
+            return PurgeResult.of(_finish(run, PurgeRun.CANCELLED, source=source), resumed)
+        policies, reach = namespace_policies(run.database), None
+        if run.target_kind == PurgeRun.POLICY:  # that namespace's own keys, not its nested ones'
+            reach = [policy for policy in policies if policy.prefix == run.target_bytes()]
+        elif run.target_kind != PurgeRun.FINDING:  # the namespaces may have changed since the preview
+            reach = resolve_target(run.database, PurgeRun.PATTERN, run.match_bytes(), policies)[1]
+        status = _loop(run, client, claim, policies, reach, keys, progress)
+        if status is None:  # lost the claim to another worker
+            run.refresh_from_db()
+            return PurgeResult.of(run, resumed)
+        redis_purge.clear_marker(client, run.pk)
+        return PurgeResult.of(_finish(run, status, source=source), resumed)
+    except BaseException:
+        run.release(claim)
+        raise
+
+
+def _recover_batch(run, client, claim):
+    """A worker died after acting on batches it had not checkpointed yet: the marker,
+    written atomically with each batch, holds the run's totals and cursor after the last."""
+    marker = redis_purge.read_marker(client, run.pk)
+    run.commands += 1
+    if marker and marker.batch > run.batches:
+        run.batches, run.cursor = marker.batch, marker.cursor
+        run.matched, run.done, run.skipped = marker.matched, marker.done, marker.skipped
+    run.checkpoint(claim)
+
+
+def _pages(run, client, keys, start):
+    """(position after the page or None at the end, [keys], commands spent reading it):
+    SCAN pages from cursor `start`, or pages of a finding's stored (or given) key list
+    after position `start`. SCAN pages are read one ahead in a helper thread, so the next
+    SCAN travels while this one is acted on."""
+    size = run.batch_size
+    if run.target_kind != PurgeRun.FINDING:
+        pages = scan_pages(client, match=run.match_bytes(), cursor=start, count=size)
+        return ((cursor, page, 1) for cursor, page in redis_purge.prefetched(pages))
+    source = (((i, bytes(k)) for i, k in enumerate(keys, 1) if i > start) if keys is not None
+              else stored_target_keys(run, after=start, size=size))
+
+    def stored():
+        batch = []
+        for position, key in source:
+            batch.append(key)
+            if len(batch) >= size:
+                yield position, batch, 0
+                batch = []
+        yield None, batch, 0
+
+    return stored()
+
+
+class Pacer:
+    """When to checkpoint (every PURGE_CHECKPOINT_SECONDS, and at the end) and how long to
+    sleep to hold the run's rate cap."""
+
+    def __init__(self, run, claim, progress, *, clock=time.monotonic, sleep=time.sleep):
+        self.run, self.claim, self.progress = run, claim, progress
+        self.every = settings.PURGE_CHECKPOINT_SECONDS
+        self.clock, self.sleep = clock, sleep
+        self.started, self.last, self.touched = clock(), None, 0
+
+    def after_batch(self, keys, final):
+        """'ok', 'cancel' or 'lost', checkpointing when due; sleeps for the rate cap."""
+        state = "ok"
+        now = self.clock()
+        if final or self.last is None or now - self.last >= self.every:
+            self.last = now
+            state = self.run.checkpoint(self.claim)
+            if state != "lost" and self.progress:
+                self.progress(self.run)
+        self.touched += keys
+        if self.run.rate_cap and self.touched and state == "ok":
+            ahead = self.delay()
+            if ahead > 0:
+                self.sleep(ahead)
+        return state
+
+    def delay(self):
+        """Seconds to wait so that the keys touched so far took at least touched / cap."""
+        return self.touched / self.run.rate_cap - (self.clock() - self.started)
+
+
+def _loop(run, client, claim, policies, reach, keys, progress):
+    """Batches until the target is exhausted (SUCCEEDED), cancelled (CANCELLED) or the claim
+    is lost (None)."""
+    if run.cursor == "end":
+        return PurgeRun.SUCCEEDED
+    pacer = Pacer(run, claim, progress)
+    want = CONDITION_FINDINGS[run.condition]
+    marker = redis_purge.marker_key(run.pk)
+    for position, page, cost in _pages(run, client, keys, int(run.cursor)):
+        run.commands += cost
+        next_cursor = "end" if position is None else str(position)
+        page_keys, page_policies, outside = split(page, policies, reach)
+        run.skipped += outside
+        run.matched += len(page)
+        if page_keys:
+            head = redis_purge.marker_head(run.batches + 1, next_cursor, run.matched)
+            result = redis_purge.act_on_batch(client, page_keys, action=run.action, policies=page_policies,
+                                              want=want, marker=marker, head=head, totals=(run.done, run.skipped))
+            run.batches += 1
+            run.done += result.done
+            run.skipped += result.skipped
+            run.commands += result.commands
+        run.cursor = next_cursor
+        # Checkpoints may lag the Redis side by a fraction of a second: the marker holds
+        # the exact totals, so a resumed run loses and repeats nothing.
+        state = pacer.after_batch(len(page), final=position is None)
+        if state == "lost":
+            return None
+        if state == "cancel":
+            return PurgeRun.CANCELLED
+    return PurgeRun.SUCCEEDED

@@ -1,0 +1,78 @@
+"""The scheduled policy purge, and the clean-up of previews nobody confirmed.
+
+Each namespace's `violation_action` decides what happens to its keys that break a TTL
+rule of its policy (`continuity.policy`: no TTL where one is required, a TTL above the
+maximum): `apply_ttl` sets the maximum TTL, `delete` unlinks them, `report` counts them.
+The count reported is the same set the two actions would act on, found with the same
+re-check script in count mode, and writes no run row.
+"""
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from continuity import keyspace
+from continuity.models import Namespace, PurgeRun
+from continuity.operations.purge.common import PolicyPurgeResult, audit_run, namespace_policies
+from continuity.operations.purge.execute import execute_purge
+from continuity.operations.purge.preview import count_matches
+
+_ACTIONS = {Namespace.APPLY_TTL: PurgeRun.EXPIRE, Namespace.DELETE: PurgeRun.DELETE}
+
+
+def _action_of(namespace, policy):
+    action = _ACTIONS.get(namespace.violation_action)
+    if action == PurgeRun.EXPIRE and not policy.max_ttl_seconds:
+        return None  # nothing to apply: report instead
+    return action
+
+
+def policy_purge(*, database, progress=None, source="task") -> PolicyPurgeResult:
+    """Apply each namespace's violation action to its keys that break a TTL rule. One
+    audited run per acting namespace, executed here one after the other; `report`
+    namespaces get a count in `reported` and no run row."""
+    outcome = PolicyPurgeResult(database=database.name)
+    if PurgeRun.objects.for_database(database).active().exists():
+        outcome.skipped_reason = "another purge is queued or running"
+        return outcome
+    policies = namespace_policies(database)
+    for policy in policies:
+        namespace = policies.owner_of(policy)
+        if not policy.has_ttl_rule:
+            continue
+        action = _action_of(namespace, policy)
+        if action is None:
+            counted = count_matches(keyspace.client_for(database), match=keyspace.match_pattern(policy.prefix),
+                                    policies=policies, reach=[policy], action=PurgeRun.DELETE,
+                                    condition=PurgeRun.VIOLATES, batch_size=settings.PURGE_BATCH_SIZE)
+            outcome.reported[namespace.prefix] = counted.actionable
+            continue
+        run = PurgeRun(database=database, target_kind=PurgeRun.POLICY, target_value=namespace.prefix,
+                       target_token=keyspace.encode_key(policy.prefix),
+                       match_pattern=keyspace.display_key(keyspace.match_pattern(policy.prefix)), action=action,
+                       condition=PurgeRun.VIOLATES,
+                       reason=f"Scheduled policy purge: {namespace.get_violation_action_display()} for {namespace.prefix}",
+                       requested_label="policy_purge", status=PurgeRun.QUEUED, queued_at=timezone.now(),
+                       rate_cap=settings.PURGE_RATE_CAP, batch_size=settings.PURGE_BATCH_SIZE)
+        try:
+            with transaction.atomic():
+                run.save()
+                audit_run(run, "purge.queue", actor_label="policy_purge", source=source)
+        except IntegrityError:
+            outcome.skipped_reason = "another purge started meanwhile"
+            return outcome
+        outcome.runs.append(execute_purge(run_id=run.pk, progress=progress, source=source))
+    return outcome
+
+
+def clean_up_previews(*, older_than_seconds=None):
+    """Delete previews nobody confirmed within `older_than_seconds` (default
+    PURGE_PREVIEW_RETENTION_SECONDS), with their stored key lists. Returns how many runs
+    went. A preview is a dry run: it was never audited, so nothing of the record is lost."""
+    age = settings.PURGE_PREVIEW_RETENTION_SECONDS if older_than_seconds is None else older_than_seconds
+    cutoff = timezone.now() - timezone.timedelta(seconds=age)
+    stale = PurgeRun.objects.filter(status=PurgeRun.PREVIEWED, previewed_at__lt=cutoff)
+    with transaction.atomic():
+        count = stale.count()
+        stale.delete()  # PurgeTargetKey rows go with them (on_delete=CASCADE)
+    return count

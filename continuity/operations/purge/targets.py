@@ -1,0 +1,140 @@
+"""Purge targets, decided before any Redis command: a literal prefix, a raw glob, or the
+offending keys of a TTL review finding.
+
+A prefix must *start with* a registered namespace prefix; a pattern's literal head
+(everything before its first unescaped `*`, `?` or `[`, with `\\x` read as `x`) must start
+with one. So `lucia:session:` and `lucia:session:ab*` pass, while ``, `*`, `lucia:*` and
+`lucia:sess*` are refused: `lucia:sess*` would also match `lucia:sessions-old:1`, which no
+namespace covers. Nothing is scanned for a refused target.
+"""
+
+from continuity import keyspace
+from continuity.models import PurgeRun, ReviewNamespaceStat, ReviewRun
+from continuity.operations.purge.common import PurgeRefused, namespace_policies
+from continuity.policy import NO_TTL, OVERSIZED, TTL_ABOVE_MAX, UNKNOWN_NAMESPACE, WRONG_TYPE
+
+_GLOB = frozenset(b"*?[")
+# The condition a finding purge re-checks for each key: the finding itself.
+FINDING_CONDITIONS = {NO_TTL: PurgeRun.NO_TTL, TTL_ABOVE_MAX: PurgeRun.TTL_ABOVE,
+                      OVERSIZED: PurgeRun.OVERSIZED, WRONG_TYPE: PurgeRun.WRONG_TYPE}
+# Findings that applying the policy TTL repairs.
+EXPIRE_REPAIRS = (NO_TTL, TTL_ABOVE_MAX)
+
+
+def literal_head(pattern: bytes) -> bytes:
+    """The literal bytes every key matching glob `pattern` starts with."""
+    out = bytearray()
+    i = 0
+    while i < len(pattern):
+        byte = pattern[i]
+        if byte == 0x5C and i + 1 < len(pattern):  # backslash: the next byte is literal
+            out.append(pattern[i + 1])
+            i += 2
+            continue
+        if byte in _GLOB:
+            break
+        out.append(byte)
+        i += 1
+    return bytes(out)
+
+
+def _refusal_beyond(database, shown, policies):
+    listed = ", ".join(sorted(p.prefix.decode("utf-8", "backslashreplace") for p in policies)) or "none registered"
+    return PurgeRefused(
+        f"{shown!r} reaches beyond the registered namespaces of {database.name}: a purge target must start "
+        f"with one of their prefixes ({listed}). Register a namespace first if these keys need purging."
+    )
+
+
+def resolve_target(database, kind, value: bytes, policies=None):
+    """(MATCH pattern, [Policy] of the namespaces the target can reach) or PurgeRefused."""
+    policies = namespace_policies(database) if policies is None else policies
+    shown = keyspace.display_key(value)
+    if kind == PurgeRun.PREFIX:
+        if not value:
+            raise PurgeRefused("An empty prefix would match every key. Give a namespace prefix such as "
+                               f"{database.key_prefix}session: or something under it.")
+        head, pattern = value, keyspace.match_pattern(value)
+    elif kind == PurgeRun.PATTERN:
+        if not value or value.strip(b"*") == b"":
+            raise PurgeRefused(f"The pattern {shown!r} matches every key. Start it with a namespace prefix.")
+        head, pattern = literal_head(value), value
+    else:
+        raise PurgeRefused(f"Unknown target kind {kind!r}.")
+    if not any(head.startswith(p.prefix) for p in policies):
+        raise _refusal_beyond(database, shown, policies)
+    reach = [p for p in policies if head.startswith(p.prefix) or p.prefix.startswith(head)]
+    return pattern, reach
+
+
+def check_action(action):
+    if action not in (PurgeRun.DELETE, PurgeRun.EXPIRE):
+        raise PurgeRefused(f"Unknown action {action!r}: choose delete or expire.")
+
+
+def condition_for(action, condition):
+    """What a key must still show at execution. Applying the policy TTL acts only on keys
+    that break a TTL rule (none, where one is required; above the maximum)."""
+    if action == PurgeRun.EXPIRE and condition == PurgeRun.ANY:
+        return PurgeRun.VIOLATES
+    return condition
+
+
+def finding_condition(finding, action):
+    """The condition of a finding purge, or PurgeRefused."""
+    if finding == UNKNOWN_NAMESPACE:
+        raise PurgeRefused("unknown_namespace keys belong to no registered namespace, so a purge will not touch "
+                           "them. Register a namespace for them first.")
+    if finding not in FINDING_CONDITIONS:
+        raise PurgeRefused(f"Unknown review finding {finding!r}.")
+    if action == PurgeRun.EXPIRE and finding not in EXPIRE_REPAIRS:
+        raise PurgeRefused(f"Applying the policy TTL cannot repair {finding} keys: it only sets a TTL. Choose "
+                           "delete, or fix these keys where they are written.")
+    return FINDING_CONDITIONS[finding]
+
+
+def phrase(review_id, finding):
+    """What the operator retypes to confirm a finding purge."""
+    return f"review {review_id} {finding}"
+
+
+def finding_stats(*, database, review_id, finding):
+    """The review's namespace figures that had `finding`, or PurgeRefused. Reads Postgres only."""
+    review = ReviewRun.objects.select_related("database").filter(pk=review_id).first() if review_id else None
+    if review is None:
+        raise PurgeRefused(f"There is no TTL review #{review_id}.")
+    if review.database_id != database.pk:
+        raise PurgeRefused(f"Review #{review.pk} reviewed {review.database.name}, not {database.name}.")
+    if review.status != ReviewRun.SUCCEEDED:
+        raise PurgeRefused(f"Review #{review.pk} is {review.status}; only a succeeded review's findings can be purged.")
+    if not (review.findings or {}).get(finding):
+        raise PurgeRefused(f"Review #{review.pk} found no {finding} keys: there is nothing to purge.")
+    stats = [stat for stat in ReviewNamespaceStat.objects.filter(run=review).select_related("namespace")
+             if (stat.findings or {}).get(finding) and stat.namespace and stat.namespace.database_id == database.pk]
+    if not stats:
+        raise PurgeRefused(f"The namespaces where review #{review.pk} found {finding} keys are no longer registered.")
+    return stats
+
+
+def scan_prefixes(prefixes):
+    """The prefixes to SCAN, leaving out any that a shorter one already covers
+    (`lucia:session:` covers `lucia:session:admin:`), so no key is read twice."""
+    kept = []
+    for prefix in sorted(set(prefixes), key=len):
+        if not any(prefix.startswith(shorter) for shorter in kept):
+            kept.append(prefix)
+    return kept
+
+
+def review_counts(run):
+    """{namespace prefix: offenders the review counted} for a finding run, to set beside
+    what the preview matched now."""
+    if run.target_kind != PurgeRun.FINDING or not run.review_id:
+        return {}
+    counts = {}
+    for stat in ReviewNamespaceStat.objects.filter(run_id=run.review_id).select_related("namespace"):
+        count = (stat.findings or {}).get(run.finding, 0)
+        if count:
+            label = stat.namespace.prefix if stat.namespace else stat.label
+            counts[label] = counts.get(label, 0) + count
+    return counts
