@@ -10,7 +10,7 @@ from continuity.forms import ScheduleForm
 from continuity.models import FINDINGS, ReviewRun
 from continuity.models.reviews import FINDING_LABELS
 from continuity.operations import configuration
-from continuity.tasks.review import request_review
+from continuity.operations.review_requests import request_review
 from dashboard import roles
 from dashboard.models import RedisDatabase
 
