@@ -1,6 +1,7 @@
-"""Starting TTL reviews: queue one for a worker (web button, beat schedule).
+"""Starting TTL reviews: queue one for a worker (web button, beat schedule), or run one now
+and send its alert (the worker's task and the `ttl_review` command, alike).
 
-The review itself lives in `review`.
+The review itself lives in `review`; the alert rule in `alerting`.
 """
 
 from datetime import timedelta
@@ -9,7 +10,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from continuity.models import ReviewRun
-from continuity.operations import review
+from continuity.operations import alerting, review
 from dashboard import jobs
 
 REVIEW_TASK = "continuity.review_database"  # continuity.tasks.review.review_database_task
@@ -35,3 +36,14 @@ def _stale(run):
     seen = run.heartbeat_at or run.created_at
     return timezone.now() - seen > lease
 
+
+def review_and_alert(*, database, run=None, actor=None, batch=None, triggered_by=ReviewRun.CLI, on_batch=None):
+    """Run (or continue) a review of `database` with `review.review_database`, then, when it
+    succeeded, alert through the channels if its findings crossed the threshold
+    (`alerting.alert_on_review`). Returns the ReviewResult; raises what the review raises
+    (ReviewBusy, ReviewInterrupted)."""
+    result = review.review_database(database=database, run=run, actor=actor, batch=batch, triggered_by=triggered_by,
+                                    on_batch=on_batch)
+    if result.status == ReviewRun.SUCCEEDED and result.run is not None:
+        alerting.alert_on_review(ReviewRun.objects.get(pk=result.run.pk))
+    return result

@@ -1,4 +1,4 @@
-"""Thin Celery tasks around `continuity.operations.review`. The management command
+"""Thin Celery tasks around `continuity.operations.review_requests`. The management command
 `ttl_review` is the synchronous twin of the scheduled `review_all_databases_task`."""
 
 from celery import shared_task
@@ -6,8 +6,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from continuity.models import ReviewRun
-from continuity.operations import alerting, review
-from continuity.operations.review_requests import REVIEW_TASK, request_review
+from continuity.operations import review
+from continuity.operations.review_requests import REVIEW_TASK, request_review, review_and_alert
 from dashboard.models import RedisDatabase
 
 REVIEW_ALL_TASK = "continuity.review_all_databases"
@@ -28,7 +28,7 @@ def review_database_task(self, run_id):
         return run.status if run else "missing"
     ReviewRun.objects.filter(pk=run.pk).update(task_id=self.request.id or "")
     try:
-        status = review.review_database(database=run.database, run=run).status
+        status = review_and_alert(database=run.database, run=run).status
     except review.ReviewBusy:
         return "busy"
     except review.ReviewInterrupted as exc:
@@ -39,8 +39,6 @@ def review_database_task(self, run_id):
     except SoftTimeLimitExceeded:
         run.mark_failed(f"Stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s).")
         return ReviewRun.FAILED
-    if status == ReviewRun.SUCCEEDED:
-        alerting.alert_on_review(ReviewRun.objects.get(pk=run.pk))
     return status
 
 
