@@ -38,19 +38,19 @@ KNOWN_PRIVATE_USES = {
 }
 
 
-def _module_name(path):
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def _module_name(path, root):
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def _source_files():
-    """{module name: path} of every module of PACKAGES, tests and migrations included."""
+def _source_files(root, packages):
+    """{module name: path} of every module of `packages`, tests and migrations included."""
     files = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            files[_module_name(path)] = path
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            files[_module_name(path, root)] = path
     return files
 
 
@@ -72,7 +72,7 @@ class Module:
     """One parsed module: its import edges, the names bound to imported modules, and its
     private-name uses and definitions."""
 
-    def __init__(self, name, path, modules):
+    def __init__(self, name, path, modules, packages):
         self.name, self.path = name, path
         self.tree = ast.parse(path.read_text(), filename=str(path))
         self.is_package = path.name == "__init__.py"
@@ -92,7 +92,7 @@ class Module:
                             self.module_aliases[top] = top
             elif isinstance(node, ast.ImportFrom):
                 base = _resolve_from(name, self.is_package, node)
-                if base is None or base.split(".")[0] not in PACKAGES:
+                if base is None or base.split(".")[0] not in packages:
                     continue
                 for alias in node.names:
                     sub = f"{base}.{alias.name}"
@@ -151,9 +151,9 @@ def _literal_attr_call(node, functions):
             and _private(node.args[1].value))
 
 
-def _parse_all():
-    files = _source_files()
-    return {name: Module(name, path, files) for name, path in files.items() if _is_source(name)}
+def _parse_all(root=ROOT, packages=PACKAGES):
+    files = _source_files(root, packages)
+    return {name: Module(name, path, files, packages) for name, path in files.items() if _is_source(name)}
 
 
 def _graph(parsed):
@@ -228,6 +228,26 @@ def test_it_reads_every_import_including_those_inside_functions():
     # `from continuity.models import ReviewRun` sits inside a function there.
     assert "continuity.models" in alerting and "dashboard.alerts" in alerting
     assert "continuity.tests.test_review" not in parsed and "dashboard.migrations" not in str(sorted(parsed))
+
+
+def test_it_reports_cycles_as_chains_and_private_names_across_modules(tmp_path):
+    files = {
+        "app/__init__.py": "",
+        "app/a.py": "from app import b\n",
+        "app/b.py": "def f():\n    from app.c import run\n",
+        "app/c.py": "import app.a\n_cache = {}\ndef run(client):\n    client._token = 1\n",
+        "app/d.py": "from app import c\nfrom app.c import _cache\ndef g(client):\n    return c._cache, client._token\n",
+        "app/tests/test_x.py": "from app.c import _cache\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    parsed = _parse_all(tmp_path, ("app",))
+    assert "app.tests.test_x" not in parsed
+    assert _cycles(_graph(parsed)) == [("app.a", "app.b", "app.c")]
+    found = sorted((module, how, owner) for module, _name, owner, _line, how in _private_violations(parsed))
+    assert found == [("app.d", "c._cache", "app.c"), ("app.d", "client._token", "app.c"),
+                     ("app.d", "from app.c import _cache", "app.c")]
 
 
 def test_the_import_graph_has_no_cycles():
