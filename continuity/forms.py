@@ -2,12 +2,10 @@
 
 from celery.schedules import crontab
 from django import forms
-from django.db import transaction
-from django_celery_beat.models import CrontabSchedule, IntervalSchedule
+from django_celery_beat.models import IntervalSchedule
 
 from continuity import keyspace
 from continuity.models import Namespace
-from dashboard import audit
 
 TYPE_CHOICES = [("", "any type"), ("string", "string"), ("hash", "hash"), ("list", "list"), ("set", "set"),
                 ("zset", "sorted set"), ("stream", "stream"), ("ReJSON-RL", "JSON")]
@@ -96,12 +94,6 @@ class NamespaceForm(forms.ModelForm):
         return data
 
 
-def schedule_snapshot(task):
-    """What an admin can change on a beat schedule, as audit before/after."""
-    return {"enabled": task.enabled, "interval": str(task.interval) if task.interval else None,
-            "crontab": str(task.crontab) if task.crontab else None}
-
-
 class ScheduleForm(forms.Form):
     """Edit a django-celery-beat PeriodicTask: enabled, and an interval or a crontab."""
 
@@ -141,20 +133,9 @@ class ScheduleForm(forms.Form):
             data.update(fields)
         return data
 
-    def save(self, task, *, request):
-        """Apply the change to `task` and audit it, in one transaction."""
+    def schedule(self):
+        """The validated change as keyword arguments of `configuration.update_schedule`."""
         data = self.cleaned_data
-        with transaction.atomic():
-            before = schedule_snapshot(task)
-            if data["kind"] == self.INTERVAL:
-                task.interval, _ = IntervalSchedule.objects.get_or_create(every=data["every"], period=data["period"])
-                task.crontab = None
-            else:
-                task.crontab, _ = CrontabSchedule.objects.get_or_create(
-                    **{f: data[f] for f in self.CRON_FIELDS}, timezone="UTC")
-                task.interval = None
-            task.enabled = data["enabled"]
-            task.save()
-            audit.record(action="schedule.update", target=task, target_label=task.name, before=before,
-                         after=schedule_snapshot(task), request=request)
-        return task
+        if data["kind"] == self.INTERVAL:
+            return {"enabled": data["enabled"], "interval": (data["every"], data["period"])}
+        return {"enabled": data["enabled"], "crontab": {f: data[f] for f in self.CRON_FIELDS}}

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from dashboard import jobs
 from dashboard.models import AlertChannel, AlertDelivery, Secret
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ MAX_ATTEMPTS = 4
 TIMEOUT = (3.05, 10)  # connect, read: a slow receiver must not hold a worker.
 SENT, RETRY, FAILED = "sent", "retry", "failed"
 SEVERITIES = ("info", "warning", "critical")
+DELIVER_TASK = "dashboard.deliver_alert"  # dashboard.tasks.deliver_alert_task
 
 
 class DeliveryError(Exception):
@@ -31,8 +33,6 @@ def notify(*, event: str, title: str, text: str, severity: str = "warning", link
 
     Deliveries are enqueued when the surrounding transaction commits.
     """
-    from dashboard.tasks import deliver_alert_task
-
     if severity not in SEVERITIES:
         severity = "warning"
     queued = 0
@@ -40,7 +40,7 @@ def notify(*, event: str, title: str, text: str, severity: str = "warning", link
         for channel in AlertChannel.objects.enabled():
             delivery = AlertDelivery.objects.create(channel=channel, event=event[:100], title=title[:300],
                                                     text=text, severity=severity, link=link[:500])
-            deliver_alert_task.delay_on_commit(delivery.pk)
+            jobs.enqueue_on_commit(DELIVER_TASK, delivery.pk)
             queued += 1
     return queued
 

@@ -1,15 +1,18 @@
-"""Changes to records that carry rules beyond a form save: rotations, exposure, checklist.
+"""Changes to records, each with its audit entry: form saves, rotations, exposure, the
+checklist, user accounts and roles, alert channels.
 
-Keyword-only functions returning small result dataclasses; each writes its rows and the
-audit entry in one transaction. The web views and the management commands call the same
-function, so both paths validate and audit alike.
+Keyword-only functions returning the changed object or a small result dataclass; each writes
+its rows and the audit entry in one transaction. The web views and the management commands
+call the same function, so both paths validate and audit alike.
 """
 
 from dataclasses import dataclass
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.crypto import get_random_string
 
 from dashboard import audit, roles
 from dashboard.models import ChecklistItem, Rotation, Secret
@@ -125,3 +128,91 @@ def set_checklist_item(*, item, done, note, actor, request=None, source="web"):
                             "done_at": locked.done_at, "note": locked.note},
                      **_actor_kwargs(request, actor, source))
     return locked
+
+
+def save_record(*, form, action, actor, request=None, source="web"):
+    """Save a valid ModelForm (create or edit) and audit before/after as `action`.
+
+    `before` is read from the database: by now the form has already written the new values
+    onto `form.instance`.
+    """
+    roles.require_role(actor, roles.OPERATOR)
+    instance = form.instance
+    with transaction.atomic():
+        before = None
+        if instance.pk:
+            before = audit.snapshot(type(instance).objects.select_for_update().get(pk=instance.pk))
+        obj = form.save()
+        audit.record(action=action, target=obj, before=before, after=audit.snapshot(obj),
+                     **_actor_kwargs(request, actor, source))
+    return obj
+
+
+@dataclass(frozen=True)
+class NewUser:
+    user: object
+    password: str  # shown once to the admin who created the account, never stored or audited
+
+
+def create_user(*, username, email, role, actor, request=None, source="web"):
+    """Create an account with a random password and `role`; audited (without the password)."""
+    roles.require_role(actor, roles.ADMIN)
+    password = get_random_string(20)
+    with transaction.atomic():
+        user = get_user_model().objects.create_user(username, email, password)
+        roles.set_role(user, role)
+        audit.record(action="user.create", target=user,
+                     after={"username": user.username, "email": user.email, "role": role},
+                     **_actor_kwargs(request, actor, source))
+    return NewUser(user=user, password=password)
+
+
+def change_user_role(*, user, role, is_active, actor, request=None, source="web"):
+    """Give `user` the role `role` and (de)activate it; audited. An admin cannot remove
+    their own admin role or deactivate themselves (ValidationError)."""
+    roles.require_role(actor, roles.ADMIN)
+    if user == actor and (role != roles.ADMIN or not is_active):
+        raise ValidationError("You cannot remove your own admin role or deactivate yourself.")
+    with transaction.atomic():
+        before = {"role": roles.role_of(user), "is_active": user.is_active}
+        roles.set_role(user, role)
+        user.is_active = is_active
+        user.save(update_fields=["is_active"])
+        audit.record(action="user.role", target=user, before=before, after={"role": role, "is_active": user.is_active},
+                     **_actor_kwargs(request, actor, source))
+    return user
+
+
+def save_alert_channel(*, form, actor, request=None, source="web"):
+    """Create or edit an alert channel from a valid AlertChannelForm; audited with the URL
+    masked (a Slack URL is a credential)."""
+    roles.require_role(actor, roles.ADMIN)
+    instance = form.instance
+    with transaction.atomic():
+        before = None
+        if instance.pk:
+            before = type(instance).objects.select_for_update().get(pk=instance.pk).audit_snapshot()
+        channel = form.save()
+        audit.record(action="alert_channel.edit" if before else "alert_channel.create", target=channel,
+                     before=before, after=channel.audit_snapshot(), **_actor_kwargs(request, actor, source))
+    return channel
+
+
+@dataclass(frozen=True)
+class ChannelTest:
+    channel: object
+    ok: bool
+    message: str
+
+
+def send_test_alert(*, channel, actor, request=None, source="web"):
+    """Send a test alert to `channel` now and audit the outcome."""
+    from dashboard import alerts
+
+    roles.require_role(actor, roles.ADMIN)
+    ok, message = alerts.send_test(channel)
+    with transaction.atomic():
+        channel.refresh_from_db()
+        audit.record(action="alert_channel.test", target=channel, after={"ok": ok, "result": message},
+                     **_actor_kwargs(request, actor, source))
+    return ChannelTest(channel=channel, ok=ok, message=message)

@@ -12,7 +12,7 @@ def check_rotations_task():
     return {"checked": result.checked, "transitions": result.transitions, "queued": result.queued}
 
 
-@shared_task(bind=True, name="dashboard.deliver_alert", max_retries=alerts.MAX_ATTEMPTS,
+@shared_task(bind=True, name=alerts.DELIVER_TASK, max_retries=alerts.MAX_ATTEMPTS,
              time_limit=60, soft_time_limit=45)
 def deliver_alert_task(self, delivery_id):
     """Deliver one queued alert; retry with backoff until `alerts.MAX_ATTEMPTS` attempts."""

@@ -1,2 +1,3 @@
 """Work that spans Redis, Postgres and the audit log, one module per operation
-(`review`, `purge`). Keyword-only functions returning result dataclasses."""
+(`review`, `review_requests`, `purge`, `configuration`…). Keyword-only functions returning
+result dataclasses."""

@@ -1,18 +1,15 @@
-"""Thin Celery tasks around `continuity.operations.review`. The management command
+"""Thin Celery tasks around `continuity.operations.review_requests`. The management command
 `ttl_review` is the synchronous twin of the scheduled `review_all_databases_task`."""
-
-from datetime import timedelta
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.utils import timezone
 
 from continuity.models import ReviewRun
-from continuity.operations import alerting, review
+from continuity.operations import review
+from continuity.operations.review_requests import REVIEW_TASK, request_review, review_and_alert
 from dashboard.models import RedisDatabase
 
-REVIEW_TASK = "continuity.review_database"
 REVIEW_ALL_TASK = "continuity.review_all_databases"
 
 
@@ -31,7 +28,7 @@ def review_database_task(self, run_id):
         return run.status if run else "missing"
     ReviewRun.objects.filter(pk=run.pk).update(task_id=self.request.id or "")
     try:
-        status = review.review_database(database=run.database, run=run).status
+        status = review_and_alert(database=run.database, run=run).status
     except review.ReviewBusy:
         return "busy"
     except review.ReviewInterrupted as exc:
@@ -42,30 +39,7 @@ def review_database_task(self, run_id):
     except SoftTimeLimitExceeded:
         run.mark_failed(f"Stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s).")
         return ReviewRun.FAILED
-    if status == ReviewRun.SUCCEEDED:
-        alerting.alert_on_review(ReviewRun.objects.get(pk=run.pk))
     return status
-
-
-def request_review(*, database, actor=None, triggered_by=ReviewRun.WEB):
-    """Queue a review of `database` and enqueue its task when the transaction commits.
-    Returns (run, created). When a review is already active it is returned; if its worker
-    looks dead (no heartbeat within the lease) its task is enqueued again so it resumes."""
-    try:
-        run = review.start_review(database=database, actor=actor, triggered_by=triggered_by)
-    except review.ReviewBusy as busy:
-        run = busy.run
-        if _stale(run):
-            review_database_task.delay_on_commit(run.pk)
-        return run, False
-    review_database_task.delay_on_commit(run.pk)
-    return run, True
-
-
-def _stale(run):
-    lease = timedelta(seconds=settings.REVIEW_LEASE_SECONDS)
-    seen = run.heartbeat_at or run.created_at
-    return timezone.now() - seen > lease
 
 
 @shared_task(name=REVIEW_ALL_TASK, acks_late=True, soft_time_limit=240, time_limit=300)

@@ -113,3 +113,38 @@ def test_a_purge_alerts_when_it_finishes_and_when_it_fails(lucia, hook, receiver
     finished, failed = (r["json"] for r in receiver.requests)
     assert "20 deleted" in finished["title"] and "stale test data" in finished["text"]
     assert failed["severity"] == "critical" and "Redis is unreachable." in failed["text"]
+
+
+def test_the_ttl_review_command_alerts_like_the_task(lucia, hook, monitored, settings,
+                                                      django_capture_on_commit_callbacks):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from dashboard.models import AlertDelivery
+
+    settings.ALERT_REVIEW_FINDINGS_THRESHOLD = 2
+    monitored.set("lucia:session:no-ttl-1", "x")
+    monitored.set("lucia:session:no-ttl-2", "x")
+    monitored.set("lucia:session:fine", "x", ex=1800)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        call_command("ttl_review", "--database", "lucia", stdout=StringIO())
+    delivery = AlertDelivery.objects.get()
+    run = ReviewRun.objects.get()
+    assert run.status == ReviewRun.SUCCEEDED and run.triggered_by == ReviewRun.CLI
+    assert (delivery.event, delivery.status, delivery.channel) == ("review.findings", AlertDelivery.QUEUED, hook)
+    assert "2 findings" in delivery.title and f"/keyspace/jobs/reviews/{run.pk}/" in delivery.link
+    assert len(callbacks) == 1  # its delivery task, enqueued on commit
+
+
+def test_the_ttl_review_command_sends_nothing_below_the_threshold(lucia, hook, monitored, settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from dashboard.models import AlertDelivery
+
+    settings.ALERT_REVIEW_FINDINGS_THRESHOLD = 2
+    monitored.set("lucia:session:no-ttl-1", "x")
+    call_command("ttl_review", "--database", "lucia", stdout=StringIO())
+    assert ReviewRun.objects.get().total_findings == 1 and not AlertDelivery.objects.exists()

@@ -17,7 +17,8 @@ from django_celery_beat.schedulers import DatabaseScheduler
 from continuity import demo
 from continuity.models import ReviewRun
 from continuity.operations import review
-from continuity.tasks.review import REVIEW_ALL_TASK, request_review, review_all_databases_task, review_database_task
+from continuity.operations.review_requests import request_review
+from continuity.tasks.review import REVIEW_ALL_TASK, review_all_databases_task, review_database_task
 from dashboard.celery import app
 from dashboard.models import RedisDatabase
 

@@ -9,7 +9,8 @@ from continuity import charts
 from continuity.forms import ScheduleForm
 from continuity.models import FINDINGS, ReviewRun
 from continuity.models.reviews import FINDING_LABELS
-from continuity.tasks.review import request_review
+from continuity.operations import configuration
+from continuity.operations.review_requests import request_review
 from dashboard import roles
 from dashboard.models import RedisDatabase
 
@@ -92,6 +93,6 @@ def schedule_edit(request, pk):
     task = get_object_or_404(PeriodicTask.objects.select_related("interval", "crontab"), pk=pk)
     form = ScheduleForm.for_task(task, data=request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
-        form.save(task, request=request)
+        configuration.update_schedule(task=task, **form.schedule(), actor=request.user, request=request)
         return redirect("continuity:job_list")
     return render(request, "continuity/schedule_form.html", {"task": task, "form": form})

@@ -1,13 +1,13 @@
 """Namespaces and their TTL policies: everyone reads them, operators edit them (audited)."""
 
 from django.contrib import messages
-from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.vary import vary_on_headers
 
 from continuity.forms import NamespaceForm
 from continuity.models import Namespace
-from dashboard import audit, roles
+from continuity.operations import configuration
+from dashboard import roles
 from dashboard.models import RedisDatabase
 
 
@@ -21,16 +21,11 @@ def namespace_list(request, database):
 
 
 def _save(request, database, namespace):
-    """Bind, validate and save a NamespaceForm with its audit entry; None when invalid."""
-    before = audit.snapshot(namespace) if namespace.pk else None
+    """Bind and validate a NamespaceForm, then save it (audited); None when invalid."""
     form = NamespaceForm(request.POST, instance=namespace, database=database)
     if not form.is_valid():
         return form, None
-    with transaction.atomic():
-        saved = form.save()
-        audit.record(request=request, action="namespace.update" if before else "namespace.create", target=saved,
-                     before=before, after=audit.snapshot(saved))
-    return form, saved
+    return form, configuration.save_namespace(form=form, actor=request.user, request=request)
 
 
 @roles.role_required(roles.OPERATOR)

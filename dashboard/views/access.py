@@ -1,15 +1,14 @@
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, render
-from django.utils.crypto import get_random_string
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from dashboard import audit, health, roles
+from dashboard import health, operations, roles
 from dashboard.forms import AuditFilterForm, RoleForm, UserCreateForm
 from dashboard.models import AuditEntry
 
@@ -47,15 +46,9 @@ def user_create(request):
     form = UserCreateForm(request.POST)
     created = None
     if form.is_valid():
-        password = get_random_string(20)
-        with transaction.atomic():
-            user = get_user_model().objects.create_user(
-                form.cleaned_data["username"], form.cleaned_data["email"], password
-            )
-            roles.set_role(user, form.cleaned_data["role"])
-            audit.record(request=request, action="user.create", target=user,
-                         after={"username": user.username, "email": user.email, "role": form.cleaned_data["role"]})
-        created = {"user": user, "password": password}
+        new = operations.create_user(username=form.cleaned_data["username"], email=form.cleaned_data["email"],
+                                     role=form.cleaned_data["role"], actor=request.user, request=request)
+        created = {"user": new.user, "password": new.password}
         form = UserCreateForm()
     return render(request, "dashboard/user_list.html#create", {"form": form, "created": created})
 
@@ -68,16 +61,12 @@ def user_role(request, pk):
     error = ""
     if not form.is_valid():
         error = "Choose a role."
-    elif user == request.user and (form.cleaned_data["role"] != roles.ADMIN or not form.cleaned_data["is_active"]):
-        error = "You cannot remove your own admin role or deactivate yourself."
     else:
-        before = {"role": roles.role_of(user), "is_active": user.is_active}
-        with transaction.atomic():
-            roles.set_role(user, form.cleaned_data["role"])
-            user.is_active = form.cleaned_data["is_active"]
-            user.save(update_fields=["is_active"])
-            audit.record(request=request, action="user.role", target=user, before=before,
-                         after={"role": form.cleaned_data["role"], "is_active": user.is_active})
+        try:
+            operations.change_user_role(user=user, role=form.cleaned_data["role"],
+                                        is_active=form.cleaned_data["is_active"], actor=request.user, request=request)
+        except ValidationError as exc:
+            error = " ".join(exc.messages)
     return render(request, "dashboard/user_list.html#row",
                   {"row": (user, roles.role_of(user)), "error": error, "saved": not error})
 

@@ -1,11 +1,10 @@
 """Alert channels, configured by admins, with a "send test" button."""
 
-from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from dashboard import alerts, audit, roles
+from dashboard import operations, roles
 from dashboard.models import AlertChannel, AlertDelivery
 from dashboard.record_forms import AlertChannelForm
 
@@ -22,11 +21,7 @@ def alert_channel_edit(request, pk=None):
     channel = get_object_or_404(AlertChannel, pk=pk) if pk else None
     form = AlertChannelForm(request.POST or None, instance=channel)
     if request.method == "POST" and form.is_valid():
-        before = channel.audit_snapshot() if channel else None
-        with transaction.atomic():
-            saved = form.save()
-            audit.record(request=request, action="alert_channel.edit" if channel else "alert_channel.create",
-                         target=saved, before=before, after=saved.audit_snapshot())
+        operations.save_alert_channel(form=form, actor=request.user, request=request)
         return redirect("dashboard:alert_list")
     title = f"Edit alert channel {channel}" if channel else "New alert channel"
     return render(request, "dashboard/record_form.html", {"form": form, "title": title, "cancel_url": reverse("dashboard:alert_list")})
@@ -36,8 +31,6 @@ def alert_channel_edit(request, pk=None):
 @require_POST
 def alert_channel_test(request, pk):
     channel = get_object_or_404(AlertChannel, pk=pk)
-    ok, message = alerts.send_test(channel)
-    channel.refresh_from_db()
-    with transaction.atomic():
-        audit.record(request=request, action="alert_channel.test", target=channel, after={"ok": ok, "result": message})
-    return render(request, "dashboard/alert_list.html#channel", {"channel": channel, "message": message, "ok": ok})
+    sent = operations.send_test_alert(channel=channel, actor=request.user, request=request)
+    return render(request, "dashboard/alert_list.html#channel",
+                  {"channel": sent.channel, "message": sent.message, "ok": sent.ok})

@@ -1,28 +1,17 @@
 """Records home, Redis databases, account access, setup checklist and phase mapping."""
 
-from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from dashboard import audit, operations, roles
+from dashboard import operations, roles
 from dashboard.models import AccountAccess, AuditEntry, ChecklistItem, PhaseMapping, RedisDatabase, Secret
 from dashboard.record_forms import (AccountAccessForm, ChecklistItemForm, ChecklistToggleForm, PhaseMappingForm,
                                     RedisDatabaseForm)
 
 SORTS = {"next_due": "Next due", "-next_due": "Next due (latest first)", "age": "Age (oldest first)",
          "-age": "Age (newest first)"}
-
-
-def save_form(request, form, *, action):
-    """Save a ModelForm and audit the change (before/after) in one transaction."""
-    instance = form.instance
-    before = audit.snapshot(type(instance).objects.get(pk=instance.pk)) if instance.pk else None
-    with transaction.atomic():
-        obj = form.save()
-        audit.record(request=request, action=action, target=obj, before=before, after=audit.snapshot(obj))
-    return obj
 
 
 def form_page(request, form, *, title, cancel_url, status=200):
@@ -34,7 +23,7 @@ def edit_record(request, form_class, *, instance=None, action, title, cancel_url
     """The shared create/edit flow: bind, validate, save with audit, redirect to the record."""
     form = form_class(request.POST or None, instance=instance)
     if request.method == "POST" and form.is_valid():
-        obj = save_form(request, form, action=action)
+        obj = operations.save_record(form=form, action=action, actor=request.user, request=request)
         return redirect(obj.get_absolute_url() if hasattr(obj, "get_absolute_url") else cancel_url)
     return form_page(request, form, title=title, cancel_url=cancel_url)
 

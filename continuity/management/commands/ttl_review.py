@@ -4,13 +4,14 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from continuity.models import FINDINGS
-from continuity.operations import review
+from continuity.operations import review, review_requests
 from dashboard.models import RedisDatabase
 
 
 class Command(BaseCommand):
     help = ("Review the TTLs, sizes and types of every key of a database (or of all databases), "
-            "synchronously: the twin of the scheduled 'ttl review' task.")
+            "synchronously, and alert like the scheduled 'ttl review' task does when the findings "
+            "cross ALERT_REVIEW_FINDINGS_THRESHOLD.")
 
     def add_arguments(self, parser):
         parser.add_argument("--database", help="Database record name (default: every database).")
@@ -26,8 +27,9 @@ class Command(BaseCommand):
         results, failures = [], []
         for record in databases:
             try:
-                results.append(review.review_database(database=record, batch=batch, triggered_by="cli",
-                                                      on_batch=self._progress if sys.stderr.isatty() else None))
+                results.append(review_requests.review_and_alert(
+                    database=record, batch=batch, triggered_by="cli",
+                    on_batch=self._progress if sys.stderr.isatty() else None))
             except review.ReviewBusy as exc:
                 failures.append(str(exc))
             except review.ReviewInterrupted as exc:

@@ -1,0 +1,49 @@
+"""Starting TTL reviews: queue one for a worker (web button, beat schedule), or run one now
+and send its alert (the worker's task and the `ttl_review` command, alike).
+
+The review itself lives in `review`; the alert rule in `alerting`.
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from continuity.models import ReviewRun
+from continuity.operations import alerting, review
+from dashboard import jobs
+
+REVIEW_TASK = "continuity.review_database"  # continuity.tasks.review.review_database_task
+
+
+def request_review(*, database, actor=None, triggered_by=ReviewRun.WEB):
+    """Queue a review of `database` and enqueue its task when the transaction commits.
+    Returns (run, created). When a review is already active it is returned; if its worker
+    looks dead (no heartbeat within the lease) its task is enqueued again so it resumes."""
+    try:
+        run = review.start_review(database=database, actor=actor, triggered_by=triggered_by)
+    except review.ReviewBusy as busy:
+        run = busy.run
+        if _stale(run):
+            jobs.enqueue_on_commit(REVIEW_TASK, run.pk)
+        return run, False
+    jobs.enqueue_on_commit(REVIEW_TASK, run.pk)
+    return run, True
+
+
+def _stale(run):
+    lease = timedelta(seconds=settings.REVIEW_LEASE_SECONDS)
+    seen = run.heartbeat_at or run.created_at
+    return timezone.now() - seen > lease
+
+
+def review_and_alert(*, database, run=None, actor=None, batch=None, triggered_by=ReviewRun.CLI, on_batch=None):
+    """Run (or continue) a review of `database` with `review.review_database`, then, when it
+    succeeded, alert through the channels if its findings crossed the threshold
+    (`alerting.alert_on_review`). Returns the ReviewResult; raises what the review raises
+    (ReviewBusy, ReviewInterrupted)."""
+    result = review.review_database(database=database, run=run, actor=actor, batch=batch, triggered_by=triggered_by,
+                                    on_batch=on_batch)
+    if result.status == ReviewRun.SUCCEEDED and result.run is not None:
+        alerting.alert_on_review(ReviewRun.objects.get(pk=result.run.pk))
+    return result

@@ -1,0 +1,274 @@
+"""The layers of `continuity` and `dashboard`: no import cycles, no private names across modules.
+
+The import graph is read from the source with `ast` (no imports are executed): every
+`import` and `from … import`, at module level or inside functions. `from pkg import sub`
+where `sub` is a module is an edge to `pkg.sub`; an edge to a package is an edge to its
+`__init__`. Tests and migrations are not sources (they may reach into anything).
+"""
+
+import ast
+from collections import defaultdict, deque
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("continuity", "dashboard")
+
+# Violations that exist today in files another change is rewriting (issue 8: the Redis layer,
+# the models and the purge engine). Each entry is exact: the test fails when an entry no longer
+# exists, so the list only shrinks. Empty it; never add to it.
+KNOWN_CYCLE_EDGES = {
+    # keyspace/ (the Redis layer) imports the models' classifier instead of being given one.
+    ("continuity.keyspace.browse", "continuity.models"),
+    ("continuity.keyspace.sample", "continuity.models"),
+    # models import the Redis layer and a template tag (`duration`).
+    ("continuity.models.reviews", "continuity.keyspace"),
+    ("continuity.models.namespaces", "continuity.templatetags.continuity"),
+    # purge and purge_findings import each other.
+    ("continuity.operations.purge", "continuity.operations.purge_findings"),
+    ("continuity.operations.purge_findings", "continuity.operations.purge"),
+}
+KNOWN_PRIVATE_USES = {
+    # (module, private name, the module it belongs to)
+    ("continuity.keyspace.stream", "_caps", "continuity.keyspace.meta"),
+    ("continuity.keyspace.stream", "_refused", "continuity.keyspace.meta"),
+    ("continuity.keyspace.stream", "_META_LUA", "continuity.keyspace.meta"),
+    ("continuity.operations.purge_findings", "_classify", "continuity.operations.purge"),
+    ("continuity.operations.purge_findings", "_split", "continuity.operations.purge"),
+    ("continuity.operations.purge_findings", "_continuity_caps", "continuity.keyspace.meta"),
+}
+
+
+def _module_name(path, root):
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _source_files(root, packages):
+    """{module name: path} of every module of `packages`, tests and migrations included."""
+    files = {}
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            files[_module_name(path, root)] = path
+    return files
+
+
+def _is_source(name):
+    parts = name.split(".")
+    return not any(part in ("tests", "migrations") or part.startswith("test_") for part in parts)
+
+
+def _resolve_from(module, is_package, node):
+    """The absolute module a `from … import` names (relative imports resolved)."""
+    if not node.level:
+        return node.module
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+class Module:
+    """One parsed module: its import edges, the names bound to imported modules, and its
+    private-name uses and definitions."""
+
+    def __init__(self, name, path, modules, packages):
+        self.name, self.path = name, path
+        self.tree = ast.parse(path.read_text(), filename=str(path))
+        self.is_package = path.name == "__init__.py"
+        self.edges = set()  # (target module, line)
+        self.module_aliases = {}  # local name -> internal module it is bound to
+        self.private_imports = []  # (line, module, name)
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    target = self._known_prefix(alias.name, modules)
+                    if target:
+                        self.edges.add((target, node.lineno))
+                        if alias.asname:
+                            self.module_aliases[alias.asname] = target
+                        else:
+                            top = alias.name.split(".")[0]
+                            self.module_aliases[top] = top
+            elif isinstance(node, ast.ImportFrom):
+                base = _resolve_from(name, self.is_package, node)
+                if base is None or base.split(".")[0] not in packages:
+                    continue
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}"
+                    if sub in modules:
+                        self.edges.add((sub, node.lineno))
+                        self.module_aliases[alias.asname or alias.name] = sub
+                    elif base in modules:
+                        self.edges.add((base, node.lineno))
+                        if alias.name.startswith("_") and not alias.name.startswith("__"):
+                            self.private_imports.append((node.lineno, base, alias.name))
+
+    @staticmethod
+    def _known_prefix(dotted, modules):
+        parts = dotted.split(".")
+        for end in range(len(parts), 0, -1):
+            candidate = ".".join(parts[:end])
+            if candidate in modules:
+                return candidate
+        return None
+
+    def defined_private_names(self):
+        """Private names this module owns: its top-level and class-level names, and any
+        `something._name = …` (or setattr with a literal name) it writes."""
+        names = set()
+        for node in ast.walk(self.tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.Call) and _literal_attr_call(node, ("setattr",)):
+                names.add(node.args[1].value)
+        return {n for n in names if _private(n)}
+
+    def private_attribute_uses(self):
+        """(line, object text, attribute) for every `obj._name` read, and getattr/hasattr
+        with a literal private name; `self`/`cls` are the module's own business."""
+        uses = []
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Attribute) and _private(node.attr) and isinstance(node.ctx, ast.Load):
+                if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                    uses.append((node.lineno, ast.unparse(node.value), node.attr))
+            elif isinstance(node, ast.Call) and _literal_attr_call(node, ("getattr", "hasattr")):
+                uses.append((node.lineno, ast.unparse(node.args[0]), node.args[1].value))
+        return uses
+
+
+def _private(name):
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _literal_attr_call(node, functions):
+    return (isinstance(node.func, ast.Name) and node.func.id in functions and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)
+            and _private(node.args[1].value))
+
+
+def _parse_all(root=ROOT, packages=PACKAGES):
+    files = _source_files(root, packages)
+    return {name: Module(name, path, files, packages) for name, path in files.items() if _is_source(name)}
+
+
+def _graph(parsed):
+    graph = defaultdict(set)
+    for module in parsed.values():
+        for target, _line in module.edges:
+            if target != module.name and _is_source(target):
+                graph[module.name].add(target)
+    return graph
+
+
+def _cycles(graph):
+    """One chain per edge that lies on a cycle (the shortest way back), deduplicated."""
+    found = set()
+    for start in sorted(graph):
+        for nxt in sorted(graph[start]):
+            path = _shortest_path(graph, nxt, start)
+            if path is None:
+                continue
+            cycle = [start] + path[:-1]
+            turn = cycle.index(min(cycle))
+            found.add(tuple(cycle[turn:] + cycle[:turn]))
+    return sorted(found)
+
+
+def _shortest_path(graph, source, target):
+    previous, queue = {source: None}, deque([source])
+    while queue:
+        node = queue.popleft()
+        if node == target:
+            path = []
+            while node is not None:
+                path.append(node)
+                node = previous[node]
+            return path[::-1]
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in previous:
+                previous[nxt] = node
+                queue.append(nxt)
+    return None
+
+
+def _edges_on_cycles(graph):
+    return {(a, b) for a in graph for b in graph[a] if _shortest_path(graph, b, a) is not None}
+
+
+def _private_violations(parsed):
+    """(module, name, owner module, line, how) for each private name used outside its module."""
+    owners = defaultdict(set)
+    for module in parsed.values():
+        for name in module.defined_private_names():
+            owners[name].add(module.name)
+    violations = []
+    for module in parsed.values():
+        for line, base, name in module.private_imports:
+            violations.append((module.name, name, base, line, f"from {base} import {name}"))
+        own = module.defined_private_names()
+        for line, obj, name in module.private_attribute_uses():
+            if obj in module.module_aliases:
+                target = module.module_aliases[obj]
+                if target != module.name:
+                    violations.append((module.name, name, target, line, f"{obj}.{name}"))
+            elif name not in own and owners.get(name):
+                owner = ", ".join(sorted(owners[name]))
+                violations.append((module.name, name, owner, line, f"{obj}.{name}"))
+    return violations
+
+
+def test_it_reads_every_import_including_those_inside_functions():
+    parsed = _parse_all()
+    alerting = {target for target, _ in parsed["continuity.operations.alerting"].edges}
+    # `from continuity.models import ReviewRun` sits inside a function there.
+    assert "continuity.models" in alerting and "dashboard.alerts" in alerting
+    assert "continuity.tests.test_review" not in parsed and "dashboard.migrations" not in str(sorted(parsed))
+
+
+def test_it_reports_cycles_as_chains_and_private_names_across_modules(tmp_path):
+    files = {
+        "app/__init__.py": "",
+        "app/a.py": "from app import b\n",
+        "app/b.py": "def f():\n    from app.c import run\n",
+        "app/c.py": "import app.a\n_cache = {}\ndef run(client):\n    client._token = 1\n",
+        "app/d.py": "from app import c\nfrom app.c import _cache\ndef g(client):\n    return c._cache, client._token\n",
+        "app/tests/test_x.py": "from app.c import _cache\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    parsed = _parse_all(tmp_path, ("app",))
+    assert "app.tests.test_x" not in parsed
+    assert _cycles(_graph(parsed)) == [("app.a", "app.b", "app.c")]
+    found = sorted((module, how, owner) for module, _name, owner, _line, how in _private_violations(parsed))
+    assert found == [("app.d", "c._cache", "app.c"), ("app.d", "client._token", "app.c"),
+                     ("app.d", "from app.c import _cache", "app.c")]
+
+
+def test_the_import_graph_has_no_cycles():
+    graph = _graph(_parse_all())
+    for edge in KNOWN_CYCLE_EDGES:
+        graph[edge[0]].discard(edge[1])
+    cycles = _cycles(graph)
+    assert not cycles, "Import cycles:\n" + "\n".join("  " + " -> ".join(c + (c[0],)) for c in cycles)
+
+
+def test_every_known_cycle_edge_still_exists_and_is_on_a_cycle():
+    on_cycles = _edges_on_cycles(_graph(_parse_all()))
+    stale = sorted(KNOWN_CYCLE_EDGES - on_cycles)
+    assert not stale, ("No longer on an import cycle; remove from KNOWN_CYCLE_EDGES:\n"
+                       + "\n".join(f"  {a} -> {b}" for a, b in stale))
+
+
+def test_no_module_uses_another_modules_private_names():
+    violations = _private_violations(_parse_all())
+    unknown = [v for v in violations if v[:3] not in KNOWN_PRIVATE_USES]
+    assert not unknown, "Private names used outside their module:\n" + "\n".join(
+        f"  {module}:{line} uses {how} (private to {owner})" for module, name, owner, line, how in unknown)
+    stale = sorted(KNOWN_PRIVATE_USES - {v[:3] for v in violations})
+    assert not stale, "No longer found; remove from KNOWN_PRIVATE_USES:\n" + "\n".join(f"  {s}" for s in stale)
