@@ -28,7 +28,8 @@ class RotationResult:
     status_after: str
 
 
-def _actor_kwargs(request, actor, source, actor_label=""):
+def actor_kwargs(request, actor, source, actor_label=""):
+    """Who made a change, as `audit.record` takes it: the request, or an actor and source."""
     if request is not None:
         return {"request": request}
     return {"actor": actor, "source": source, "actor_label": actor_label}
@@ -77,7 +78,7 @@ def record_rotation(*, secret, verified_how, reference="", note="", actor, actor
         audit.record(action="secret.rotate", target=locked, before=before,
                      after={"last_rotated": now, "reference": locked.reference, "status": status_after,
                             "verified_how": rotation.verified_how},
-                     note=rotation.note, **_actor_kwargs(request, actor, source, label))
+                     note=rotation.note, **actor_kwargs(request, actor, source, label))
     return RotationResult(secret=locked, rotation=rotation, status_before=status_before, status_after=status_after)
 
 
@@ -101,7 +102,7 @@ def mark_exposed(*, secret, actor, note="", request=None, source="web", now=None
         locked.save(update_fields=["exposed_at", "updated_at"])
         audit.record(action="secret.exposed", target=locked, before=before,
                      after={"exposed_at": now, "status": locked.rotation_status(now)}, note=note,
-                     **_actor_kwargs(request, actor, source))
+                     **actor_kwargs(request, actor, source))
     # Exposure is urgent: alert now rather than at the next daily check.
     from dashboard import alerts
 
@@ -126,7 +127,7 @@ def set_checklist_item(*, item, done, note, actor, request=None, source="web"):
         audit.record(action="checklist.done" if done else "checklist.undone", target=locked, before=before,
                      after={"done_by": locked.done_by.get_username() if locked.done_by else None,
                             "done_at": locked.done_at, "note": locked.note},
-                     **_actor_kwargs(request, actor, source))
+                     **actor_kwargs(request, actor, source))
     return locked
 
 
@@ -144,7 +145,7 @@ def save_record(*, form, action, actor, request=None, source="web"):
             before = audit.snapshot(type(instance).objects.select_for_update().get(pk=instance.pk))
         obj = form.save()
         audit.record(action=action, target=obj, before=before, after=audit.snapshot(obj),
-                     **_actor_kwargs(request, actor, source))
+                     **actor_kwargs(request, actor, source))
     return obj
 
 
@@ -163,7 +164,7 @@ def create_user(*, username, email, role, actor, request=None, source="web"):
         roles.set_role(user, role)
         audit.record(action="user.create", target=user,
                      after={"username": user.username, "email": user.email, "role": role},
-                     **_actor_kwargs(request, actor, source))
+                     **actor_kwargs(request, actor, source))
     return NewUser(user=user, password=password)
 
 
@@ -179,7 +180,7 @@ def change_user_role(*, user, role, is_active, actor, request=None, source="web"
         user.is_active = is_active
         user.save(update_fields=["is_active"])
         audit.record(action="user.role", target=user, before=before, after={"role": role, "is_active": user.is_active},
-                     **_actor_kwargs(request, actor, source))
+                     **actor_kwargs(request, actor, source))
     return user
 
 
@@ -194,7 +195,7 @@ def save_alert_channel(*, form, actor, request=None, source="web"):
             before = type(instance).objects.select_for_update().get(pk=instance.pk).audit_snapshot()
         channel = form.save()
         audit.record(action="alert_channel.edit" if before else "alert_channel.create", target=channel,
-                     before=before, after=channel.audit_snapshot(), **_actor_kwargs(request, actor, source))
+                     before=before, after=channel.audit_snapshot(), **actor_kwargs(request, actor, source))
     return channel
 
 
@@ -214,5 +215,5 @@ def send_test_alert(*, channel, actor, request=None, source="web"):
     with transaction.atomic():
         channel.refresh_from_db()
         audit.record(action="alert_channel.test", target=channel, after={"ok": ok, "result": message},
-                     **_actor_kwargs(request, actor, source))
+                     **actor_kwargs(request, actor, source))
     return ChannelTest(channel=channel, ok=ok, message=message)

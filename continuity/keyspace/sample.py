@@ -14,6 +14,7 @@ from continuity.keynames import match_pattern
 from continuity.keyspace.meta import key_metadata, scan_page
 from continuity.policy import STATUS_UNKNOWN, ttl_bucket
 
+
 @dataclass
 class NamespaceFigures:
     keys: int = 0

@@ -5,26 +5,14 @@ from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule
 
 from dashboard import audit, roles
-
-
-def _actor_kwargs(request, actor, source):
-    return {"request": request} if request is not None else {"actor": actor, "source": source}
+from dashboard.operations import actor_kwargs, save_record
 
 
 def save_namespace(*, form, actor, request=None, source="web"):
     """Create or edit a namespace from a valid NamespaceForm; audited as namespace.create
-    or namespace.update with before/after. `before` comes from the database, because the
-    form has already written the new values onto its instance."""
-    roles.require_role(actor, roles.OPERATOR)
-    instance = form.instance
-    with transaction.atomic():
-        before = None
-        if instance.pk:
-            before = audit.snapshot(type(instance).objects.select_for_update().get(pk=instance.pk))
-        namespace = form.save()
-        audit.record(action="namespace.update" if before else "namespace.create", target=namespace,
-                     before=before, after=audit.snapshot(namespace), **_actor_kwargs(request, actor, source))
-    return namespace
+    or namespace.update with before/after (`dashboard.operations.save_record`)."""
+    action = "namespace.update" if form.instance.pk else "namespace.create"
+    return save_record(form=form, action=action, actor=actor, request=request, source=source)
 
 
 def schedule_snapshot(task):
@@ -52,5 +40,5 @@ def update_schedule(*, task, enabled, interval=None, crontab=None, actor, reques
         task.enabled = enabled
         task.save()
         audit.record(action="schedule.update", target=task, target_label=task.name, before=before,
-                     after=schedule_snapshot(task), **_actor_kwargs(request, actor, source))
+                     after=schedule_snapshot(task), **actor_kwargs(request, actor, source))
     return task

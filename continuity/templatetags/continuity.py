@@ -1,6 +1,7 @@
 from django import template
 
 from continuity.humanize import duration
+from continuity.keynames import display_key, encode_key
 
 register = template.Library()
 
@@ -11,16 +12,12 @@ register.filter("duration", duration)
 @register.filter
 def key_token(key):
     """A bytes key as its base64url URL token."""
-    from continuity.keyspace import encode_key
-
     return encode_key(key)
 
 
 @register.filter
 def show_key(key):
     """A bytes key as escaped text (templates HTML-escape it again)."""
-    from continuity.keyspace import display_key
-
     return display_key(key)
 
 
