@@ -158,6 +158,17 @@ REVIEW_SCAN_COUNT = env_int("REVIEW_SCAN_COUNT", 1000)
 REVIEW_CHECKPOINT_BATCHES = env_int("REVIEW_CHECKPOINT_BATCHES", 20)
 REVIEW_LEASE_SECONDS = env_int("REVIEW_LEASE_SECONDS", 120)
 REVIEW_TASK_MAX_RETRIES = env_int("REVIEW_TASK_MAX_RETRIES", 5)
+# How a review reads the keyspace: "auto" picks per database provider (Upstash: SCAN, then
+# one script over the batch's keys declared in KEYS, which locks only those keys; elsewhere:
+# SCAN inside the script, the fastest), or force "declared_keys" / "scan_script".
+REVIEW_STRATEGY = env_str("REVIEW_STRATEGY", "auto")
+if REVIEW_STRATEGY not in ("auto", "declared_keys", "scan_script"):
+    raise ImproperlyConfigured("REVIEW_STRATEGY must be auto, declared_keys or scan_script.")
+# No script call of a job may keep Redis busy longer than this: batches are sized from the
+# measured time per key (Upstash runs a script on undeclared keys under its global lock).
+SCRIPT_BUDGET_MS = env_float("SCRIPT_BUDGET_MS", 10.0)
+# Pay-as-you-go price per 100,000 commands (Upstash: 0.20 USD), for the cost estimates.
+REDIS_PRICE_PER_100K_COMMANDS = env_float("REDIS_PRICE_PER_100K_COMMANDS", 0.20)
 
 # --- Purges ------------------------------------------------------------------------------
 # Keys per second a purge may touch (0 = no cap): one 1000-key UNLINK blocks Redis for well

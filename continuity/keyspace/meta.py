@@ -13,23 +13,40 @@ import redis
 from continuity.keyspace import capabilities
 from continuity.keyspace.connection import client_for
 
-# Returns, per key: {pttl, type, memory} with memory -1 when MEMORY USAGE is refused
-# and -2 when the key is gone.
+# ARGV[1] = '1' to read TYPE, ARGV[2] = '1' to read MEMORY USAGE (the TTL review asks only
+# for what a namespace policy needs: every call inside a script is billed on Upstash).
+# Returns, per key: {pttl, type, memory}: type '' when not read; memory -1 when not read
+# or refused, -2 when the key is gone. Calls it made: 1 per key, +1 per TYPE read, +1 per
+# MEMORY USAGE answered (a refused one is not executed).
 META_LUA = """
+local with_type, with_memory = ARGV[1] ~= '0', ARGV[2] ~= '0'
 local out = {}
 for i, key in ipairs(KEYS) do
   local pttl = redis.call('PTTL', key)
   if pttl == -2 then
     out[i] = {-2, 'none', -2}
   else
-    local kind = redis.call('TYPE', key)['ok']
-    local mem = redis.pcall('MEMORY', 'USAGE', key)
-    if type(mem) ~= 'number' then mem = -1 end
+    local kind, mem = '', -1
+    if with_type then kind = redis.call('TYPE', key)['ok'] end
+    if with_memory then
+      mem = redis.pcall('MEMORY', 'USAGE', key)
+      if type(mem) ~= 'number' then mem = -1 end
+    end
     out[i] = {pttl, kind, mem}
   end
 end
 return out
 """
+
+
+def script_calls(replies, with_type=True):
+    """The commands META_LUA ran (each one billed) for its reply rows."""
+    calls = 0
+    for pttl, _kind, memory in replies:
+        calls += 1
+        if pttl != -2:
+            calls += int(with_type) + (memory != -1)
+    return calls
 
 
 @dataclass(frozen=True)
@@ -61,7 +78,7 @@ def _from_codes(key, pttl, kind, memory):
 
 def _via_script(client, keys):
     script = client.register_script(META_LUA)
-    rows = script(keys=list(keys))
+    rows = script(keys=list(keys), args=[1, 1])
     return [_from_codes(key, *row) for key, row in zip(keys, rows)]
 
 

@@ -1,53 +1,83 @@
-"""Whole-keyspace streaming for reviews: SCAN batches and their metadata, with every
-Redis command counted (Upstash bills each one, and the benchmark checks the count).
+"""Whole-keyspace streaming for reviews: SCAN batches and their metadata, with what each
+batch cost counted three ways (`continuity.billing.Cost`: requests sent, commands billed, writes).
 
 A batch's metadata travels as one *flat* list, `[key, pttl, type, memory, key, …]`:
 pttl -1 = no expiry, -2 = the key vanished between SCAN and the lookup; type is the raw
-bytes TYPE reply; memory is MEMORY USAGE, -1 where the server refuses MEMORY. That is
-the scan script's reply as hiredis parses it, used as it is: a review handles millions of
-keys, and building a tuple or an object per key cost more than the counting itself."""
+bytes TYPE reply, b"" where it was not read; memory is MEMORY USAGE, -1 where it was not
+read or the server refuses MEMORY. That is the script's reply as hiredis parses it, used
+as it is: a review handles millions of keys, and building a tuple or an object per key
+cost more than the counting itself.
 
-import dataclasses
+What is read per key is what the namespace policies need (`Needs`): PTTL always, TYPE
+only where a namespace expects a type, MEMORY USAGE where one has a size limit (or, on a
+self-hosted server, always: it costs little there and gives the per-namespace bytes and the
+top keys). Each read is one billed command on Upstash.
+
+Two strategies (`REVIEW_STRATEGY`, chosen per provider when "auto"):
+- `scan_script`: SCAN inside the script, then the reads, one command per batch. Fastest,
+  but the script touches keys it does not declare: on Upstash that runs under the global
+  lock, and a single-node-only script. The default for self-hosted Redis.
+- `declared_keys`: SCAN from the client, then `meta`'s script over the batch's keys passed
+  in KEYS, which locks only those keys. The same billed commands (SCAN and EVALSHA are
+  billed once each either way), one more round trip per batch. The default for Upstash.
+"""
+
 import hashlib
 from dataclasses import dataclass
 
 import redis
 
 from continuity.keyspace import capabilities, meta
+from continuity.billing import Cost
 
 VANISHED = -2  # pttl of a key gone between SCAN and the lookup
 NO_TTL = -1  # pttl of a key without an expiry
-UNKNOWN_MEMORY = -1  # memory where MEMORY USAGE is refused
+UNKNOWN_MEMORY = -1  # memory where MEMORY USAGE was not read or is refused
+SCAN_SCRIPT, DECLARED_KEYS = "scan_script", "declared_keys"
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What to read per key besides PTTL."""
+
+    type: bool = True
+    memory: bool = True
+
+    @property
+    def flags(self):
+        return (1 if self.type else 0, 1 if self.memory else 0)
 
 
 @dataclass(frozen=True)
 class Fetched:
     """A SCAN batch: the next cursor (0 = done), how many keys SCAN returned, how many of
     them are outside `prefix` (only counted), the flat metadata of the others (see the
-    module docstring), and the Redis commands the batch cost."""
+    module docstring), and what the batch cost: requests sent, commands billed."""
 
     cursor: int
     scanned: int
     foreign: int
     rows: list
     commands: int
+    billed: int
 
 
-# One command per batch: SCAN inside the script, then PTTL, TYPE and MEMORY USAGE of each
-# key under the prefix (ARGV[3]); keys outside it are only counted. Returns a flat array
-# {next cursor, foreign count, key, pttl, type, memory, key, pttl, …}: no per-key tables,
-# and the keys are not sent back and forth between SCAN and the metadata script.
+# One command per batch: SCAN inside the script, then PTTL (and TYPE, MEMORY USAGE where
+# ARGV[4], ARGV[5] ask) of each key under the prefix (ARGV[3]); keys outside it are only
+# counted. Returns a flat array {next cursor, foreign count, key, pttl, type, memory, …}:
+# no per-key tables, and the keys are not sent back and forth between SCAN and the reads.
 # (Keys are not declared in KEYS: this is a whole-keyspace read on a single node.)
 # MEMORY USAGE is a plain call here (pcall costs more per key): where MEMORY is refused
-# the script fails as a whole and `fetch_batch` falls back to SCAN + `meta`'s script.
+# the script fails as a whole and `fetch_batch` falls back to the declared-keys path.
 # Measured on 1M keys (Redis 7.0, `INFO commandstats`): SCAN ≈ 1.3 µs per key, then each
 # redis.call ≈ 1.2–1.4 µs per key (mostly the scripting layer's per-call overhead, not
-# the command), building the reply ≈ 0.5 µs: about 5.7 µs of Redis time per key.
+# the command), building the reply ≈ 0.5 µs.
 _SCAN_LUA = """
 local call = redis.call
 local res = call('SCAN', ARGV[1], 'COUNT', ARGV[2])
 local keys = res[2]
 local prefix = ARGV[3]
+local with_type, with_memory = ARGV[4] ~= '0', ARGV[5] ~= '0'
 local plen = #prefix
 local sub = string.sub
 local out = {res[1], 0}
@@ -62,7 +92,9 @@ for i = 1, #keys do
     if pttl == -2 then
       out[n+1] = key; out[n+2] = -2; out[n+3] = 'none'; out[n+4] = -2
     else
-      out[n+1] = key; out[n+2] = pttl; out[n+3] = call('TYPE', key)['ok']; out[n+4] = call('MEMORY', 'USAGE', key)
+      out[n+1] = key; out[n+2] = pttl
+      if with_type then out[n+3] = call('TYPE', key)['ok'] else out[n+3] = '' end
+      if with_memory then out[n+4] = call('MEMORY', 'USAGE', key) else out[n+4] = -1 end
     end
     n = n + 4
   end
@@ -71,6 +103,7 @@ out[2] = foreign
 return out
 """
 _SCAN_SHA = hashlib.sha1(_SCAN_LUA.encode()).hexdigest()
+_META_SHA = hashlib.sha1(meta.META_LUA.encode()).hexdigest()
 
 
 def dbsize(client):
@@ -81,49 +114,57 @@ def dbsize(client):
         return None
 
 
-def _from_reply(reply, commands):
-    foreign = reply[1]
+def _read_calls(rows, needs):
+    """Commands the scan script ran for the flat `rows`: PTTL per key, and TYPE and MEMORY
+    USAGE (as asked) per key that still existed."""
+    keys = len(rows) // 4
+    present = keys - rows[1::4].count(VANISHED)
+    return keys + present * (needs.type + needs.memory)
+
+
+def _from_reply(reply, needs, sent, billed):
+    """A Fetched from the scan script's reply; `billed` already counts the requests."""
     rows = reply[2:]
-    return Fetched(int(reply[0]), len(rows) // 4 + foreign, foreign, rows, commands)
+    foreign = reply[1]
+    # +1: the SCAN inside the script.
+    return Fetched(int(reply[0]), len(rows) // 4 + foreign, foreign, rows, sent, billed + 1 + _read_calls(rows, needs))
 
 
-def _evalsha(client, sha, lua, numkeys, *args, spent):
+def _evalsha(client, sha, lua, numkeys, *args, cost):
     """EVALSHA, with SCRIPT LOAD + EVALSHA when the server lacks the script. Every command
-    sent is added to `spent[0]` first, so one the server refuses is still counted."""
-    spent[0] += 1
+    sent is added to `cost` first, so one the server refuses is still counted (Redis
+    executes a NOSCRIPT EVALSHA: it is billed)."""
+    cost.add(sent=1, billed=1)
     try:
         return client.evalsha(sha, numkeys, *args)
     except redis.exceptions.NoScriptError:
-        spent[0] += 2
+        cost.add(sent=2, billed=2)
         client.script_load(lua)
         return client.evalsha(sha, numkeys, *args)
 
 
-def scan_script_batch(client, cursor, *, count, prefix, spent=None):
+def scan_script_batch(client, cursor, *, count, prefix, needs=Needs(), cost=None):
     """One SCAN batch with its metadata in a single EVALSHA (see `_SCAN_LUA`)."""
-    spent = [0] if spent is None else spent
-    reply = _evalsha(client, _SCAN_SHA, _SCAN_LUA, 0, cursor, count, prefix, spent=spent)
-    return _from_reply(reply, spent[0])
+    cost = Cost() if cost is None else cost
+    reply = _evalsha(client, _SCAN_SHA, _SCAN_LUA, 0, cursor, count, prefix, *needs.flags, cost=cost)
+    return _from_reply(reply, needs, cost.sent, cost.billed)
 
 
-_META_SHA = hashlib.sha1(meta.META_LUA.encode()).hexdigest()
-
-
-def _metadata_rows(client, keys):
-    """(flat rows, commands) for `keys`: `meta`'s metadata script (one EVALSHA, MEMORY
-    USAGE under pcall: -1 where refused) where scripting is allowed, else its per-key
-    pipeline (2 or 3 commands per key)."""
+def _metadata_rows(client, keys, needs):
+    """(flat rows, requests sent, commands billed) for `keys`: `meta`'s metadata script
+    over the keys declared in KEYS where scripting is allowed, else its per-key pipeline."""
     if not keys:
-        return [], 0
+        return [], 0, 0
     caps = capabilities.of(client)
-    rows, spent = [], [0]
+    cost = Cost()
+    rows = []
     if caps.script is not False:
         try:
-            replies = _evalsha(client, _META_SHA, meta.META_LUA, len(keys), *keys, spent=spent)
+            replies = _evalsha(client, _META_SHA, meta.META_LUA, len(keys), *keys, *needs.flags, cost=cost)
             caps.script = True
             for key, (pttl, kind, memory) in zip(keys, replies):
                 rows += (key, pttl, kind, UNKNOWN_MEMORY if pttl == VANISHED else memory)
-            return rows, spent[0]
+            return rows, cost.sent, cost.billed + meta.script_calls(replies, needs.type)
         except redis.ResponseError as exc:
             if not capabilities.refused(exc):
                 raise
@@ -135,59 +176,64 @@ def _metadata_rows(client, keys):
         else:
             rows += (m.key, NO_TTL if m.ttl_ms is None else m.ttl_ms, m.type.encode(),
                      UNKNOWN_MEMORY if m.memory is None else m.memory)
-    return rows, spent[0] + len(keys) * (3 if with_memory else 2)
+    pipelined = len(keys) * (3 if with_memory else 2)
+    return rows, cost.sent + pipelined, cost.billed + pipelined
 
 
-def _two_step_batch(client, cursor, *, count, prefix):
-    """SCAN, then the metadata of the keys under `prefix`: for servers that refuse the
-    scan script (no scripting, or MEMORY refused inside a script)."""
+def _two_step_batch(client, cursor, *, count, prefix, needs):
+    """SCAN, then the metadata of the keys under `prefix` (declared in KEYS)."""
     next_cursor, keys = client.scan(cursor=cursor, count=count)
     ours = [key for key in keys if key.startswith(prefix)]
-    rows, commands = _metadata_rows(client, ours)
-    return Fetched(int(next_cursor), len(keys), len(keys) - len(ours), rows, 1 + commands)
+    rows, sent, billed = _metadata_rows(client, ours, needs)
+    return Fetched(int(next_cursor), len(keys), len(keys) - len(ours), rows, 1 + sent, 1 + billed)
 
 
-def fetch_batch(client, cursor, *, count, prefix):
-    """The cheapest way this server allows: the scan script (1 command per batch), else
-    SCAN + the metadata script (2), else SCAN + a per-key pipeline."""
+def fetch_batch(client, cursor, *, count, prefix, needs=Needs(), strategy=SCAN_SCRIPT):
+    """One batch, the cheapest way this server and strategy allow: the scan script (one
+    request), else SCAN + the metadata script (two), else SCAN + a per-key pipeline."""
     caps = capabilities.of(client)
-    spent = [0]  # commands of a refused scan script: billed all the same
-    if caps.scan_script is not False and caps.script is not False:
+    refused = Cost()  # a refused scan script is billed all the same
+    if strategy == SCAN_SCRIPT and caps.scan_script is not False and caps.script is not False:
         try:
-            fetched = scan_script_batch(client, cursor, count=count, prefix=prefix, spent=spent)
+            fetched = scan_script_batch(client, cursor, count=count, prefix=prefix, needs=needs, cost=refused)
             caps.scan_script = True
             return fetched
         except redis.ResponseError as exc:
             if not capabilities.refused(exc):
                 raise
             caps.scan_script = False
-    fetched = _two_step_batch(client, cursor, count=count, prefix=prefix)
-    return dataclasses.replace(fetched, commands=fetched.commands + spent[0])
+    fetched = _two_step_batch(client, cursor, count=count, prefix=prefix, needs=needs)
+    return Fetched(fetched.cursor, fetched.scanned, fetched.foreign, fetched.rows, fetched.commands + refused.sent,
+                   fetched.billed + refused.billed)
 
 
-def batches(client, *, cursor, count, prefix):
+def batches(client, *, cursor, count, prefix, needs=Needs(), strategy=SCAN_SCRIPT, sizer=None):
     """Yield Fetched batches in SCAN order from `cursor` until the scan is complete.
+
+    `sizer` (optional) gives the SCAN COUNT of each next request from what the previous
+    batches took (see `BatchSizer`); without it every batch asks for `count`.
 
     With the scan script, the request for the next batch is sent *before* the current
     batch is handed out (its cursor is the first thing in the reply), so Redis runs the
-    next script while this process counts the current batch: one connection, no thread,
-    at most two batches alive (the one being counted and the one being computed).
-    When the consumer stops early (a cancelled review, an error), the request already
-    sent is read and dropped; it has been executed, so it is one command the tally does
-    not see, like the batches since the last checkpoint of a crashed worker.
-    The fallback paths fetch one batch at a time."""
-    first = fetch_batch(client, cursor, count=count, prefix=prefix)
-    if capabilities.of(client).scan_script is not True or first.cursor == 0:
+    next script while this process counts the current one: one connection, no thread, at
+    most two batches alive. When the consumer stops early (a cancelled review, an error),
+    the request already sent is read and dropped; it has been executed, so it is one
+    command the tally does not see, like the batches since the last checkpoint of a
+    crashed worker. The other paths fetch one batch at a time."""
+    first = fetch_batch(client, cursor, count=count, prefix=prefix, needs=needs, strategy=strategy)
+    if strategy != SCAN_SCRIPT or capabilities.of(client).scan_script is not True or first.cursor == 0:
         yield first
         fetched = first
         while fetched.cursor != 0:
-            fetched = fetch_batch(client, fetched.cursor, count=count, prefix=prefix)
+            next_count = sizer.next_count(fetched) if sizer else count
+            fetched = fetch_batch(client, fetched.cursor, count=next_count, prefix=prefix, needs=needs,
+                                  strategy=strategy)
             yield fetched
         return
-    yield from _pipelined(client, first, count=count, prefix=prefix)
+    yield from _pipelined(client, first, count=count, prefix=prefix, needs=needs, sizer=sizer)
 
 
-def _pipelined(client, first, *, count, prefix):
+def _pipelined(client, first, *, count, prefix, needs, sizer):
     """`batches` on the scan-script path: one connection of the client's pool, with at
     most one request in flight."""
     pool = client.connection_pool
@@ -196,17 +242,19 @@ def _pipelined(client, first, *, count, prefix):
     try:
         fetched = first
         while fetched.cursor != 0:
-            conn.send_command("EVALSHA", _SCAN_SHA, 0, fetched.cursor, count, prefix)
+            next_count = sizer.next_count(fetched) if sizer else count
+            args = (fetched.cursor, next_count, prefix, *needs.flags)
+            conn.send_command("EVALSHA", _SCAN_SHA, 0, *args)
             in_flight = True
             yield fetched  # counted while Redis computes the next batch
             in_flight = False  # from here the reply (or error) is being read
             try:
-                fetched = _from_reply(conn.read_response(), 1)
+                fetched = _from_reply(conn.read_response(), needs, 1, 1)
             except redis.exceptions.NoScriptError:  # script cache flushed mid-review
                 conn.send_command("SCRIPT", "LOAD", _SCAN_LUA)
                 conn.read_response()
-                conn.send_command("EVALSHA", _SCAN_SHA, 0, fetched.cursor, count, prefix)
-                fetched = _from_reply(conn.read_response(), 3)
+                conn.send_command("EVALSHA", _SCAN_SHA, 0, *args)
+                fetched = _from_reply(conn.read_response(), needs, 3, 3)
         yield fetched
     finally:
         if in_flight:  # the consumer stopped early: read the reply it will not use
@@ -215,3 +263,38 @@ def _pipelined(client, first, *, count, prefix):
             except (redis.RedisError, OSError):
                 conn.disconnect()
         pool.release(conn)
+
+
+class BatchSizer:
+    """SCAN COUNT per batch such that one script call stays within a time budget.
+
+    Redis's time per key is estimated from `INFO commandstats` (free on Upstash): the
+    scripts' usec over the keys they handled, re-read every `every` batches. The next
+    COUNT is budget / time per key, at least `low` and at most `start` (the configured
+    batch: the sizer only ever shrinks a batch to keep within the budget)."""
+
+    def __init__(self, client, *, budget_ms, start, low=50, every=20, command="evalsha"):
+        self.client, self.budget_us, self.count = client, budget_ms * 1000, start
+        self.low, self.high, self.every, self.command = min(low, start), start, every, command
+        self.batches = self.keys = 0
+        self.base = self._usec()
+        self.us_per_key = None
+
+    def _usec(self):
+        try:
+            stats = self.client.info("commandstats").get(f"cmdstat_{self.command}", {})
+        except redis.RedisError:
+            return None
+        return stats.get("usec")
+
+    def next_count(self, fetched):
+        self.batches += 1
+        self.keys += fetched.scanned
+        if self.batches % self.every == 0 and self.base is not None and self.keys:
+            now = self._usec()
+            if now is not None:
+                # Other clients' scripts count too: an overestimate, so the budget holds.
+                self.us_per_key = max((now - self.base) / self.keys, 0.1)
+                self.count = int(min(max(self.budget_us / self.us_per_key, self.low), self.high))
+                self.base, self.keys = now, 0
+        return self.count

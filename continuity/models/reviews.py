@@ -11,6 +11,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from continuity.billing import estimated_cost_usd
 from continuity.keynames import display_key, encode_key
 from continuity.policy import FINDINGS  # noqa: F401  (re-exported: pages and commands list findings in this order)
 from dashboard.models import RedisDatabase
@@ -67,7 +68,10 @@ class ReviewRun(models.Model):
     keys_scanned = models.BigIntegerField(default=0)
     foreign_keys = models.BigIntegerField(default=0)
     vanished_keys = models.BigIntegerField(default=0, help_text="Returned by SCAN, gone before inspection.")
-    commands = models.BigIntegerField(default=0, help_text="Redis commands this review issued.")
+    commands = models.BigIntegerField(default=0, help_text="Requests this review sent to Redis.")
+    billed_commands = models.BigIntegerField(
+        default=0, help_text="Commands Redis executed for this review, script-internal calls included, free ones not.")
+    strategy = models.CharField(max_length=16, blank=True, help_text="How the keyspace was read (keyspace.stream).")
     duration_s = models.FloatField(default=0)
     findings = models.JSONField(default=dict, blank=True)
     dbsize_before = models.BigIntegerField(null=True, blank=True)
@@ -91,6 +95,10 @@ class ReviewRun(models.Model):
     @property
     def is_active(self):
         return self.status in self.ACTIVE
+
+    @property
+    def estimated_cost_usd(self):
+        return estimated_cost_usd(self.billed_commands)
 
     @property
     def total_findings(self):

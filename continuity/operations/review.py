@@ -32,6 +32,7 @@ from the saved cursor, so no key is counted twice.
 
 import bisect
 import contextlib
+import dataclasses
 import heapq
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from django.utils import timezone
 
 from continuity import keyspace
 from continuity.keyspace import stream
+from continuity.billing import estimated_cost_usd
 from continuity.models import Namespace, ReviewNamespaceStat, ReviewRun, ReviewSample
 from continuity.policy import BUCKET_BOUNDS_MS, BUCKET_NAMES, FINDINGS, UNKNOWN_NAMESPACE, Policies
 
@@ -120,6 +122,7 @@ class Tally:
     foreign: int = 0
     vanished: int = 0
     commands: int = 0
+    billed: int = 0
     batches: int = 0
     elapsed_s: float = 0.0
     findings: dict = field(default_factory=lambda: dict.fromkeys(FINDINGS, 0))
@@ -138,7 +141,8 @@ class Tally:
 
     def to_json(self):
         return {"keys_scanned": self.keys_scanned, "foreign": self.foreign, "vanished": self.vanished,
-                "commands": self.commands, "batches": self.batches, "elapsed_s": self.elapsed_s,
+                "commands": self.commands, "billed": self.billed, "batches": self.batches,
+                "elapsed_s": self.elapsed_s,
                 "findings": self.findings, "samples": self.samples,
                 "namespaces": {ident: ns.to_json() for ident, ns in self.namespaces.items()}}
 
@@ -147,7 +151,8 @@ class Tally:
         if not data:
             return cls()
         return cls(keys_scanned=data["keys_scanned"], foreign=data["foreign"], vanished=data["vanished"],
-                   commands=data["commands"], batches=data["batches"], elapsed_s=data["elapsed_s"],
+                   commands=data["commands"], billed=data.get("billed", 0), batches=data["batches"],
+                   elapsed_s=data["elapsed_s"],
                    findings=dict(data["findings"]), samples={k: list(v) for k, v in data["samples"].items()},
                    namespaces={i: NamespaceTally.from_json(ns) for i, ns in data["namespaces"].items()})
 
@@ -283,12 +288,20 @@ class ReviewResult:
     commands: int
     duration_s: float
     run: ReviewRun | None = None
+    billed_commands: int = 0
+    strategy: str = ""
+
+    @property
+    def estimated_cost_usd(self):
+        return estimated_cost_usd(self.billed_commands)
 
     def as_json(self):
         return {"database": self.database, "run": self.run.pk if self.run else None, "status": self.status,
                 "keys_scanned": self.keys_scanned, "foreign_keys": self.foreign_keys,
                 "vanished_keys": self.vanished_keys, "findings": dict(self.findings),
-                "namespaces": self.namespaces, "commands": self.commands, "duration_s": round(self.duration_s, 3)}
+                "namespaces": self.namespaces, "commands": self.commands,
+                "billed_commands": self.billed_commands, "estimated_cost_usd": self.estimated_cost_usd,
+                "strategy": self.strategy, "duration_s": round(self.duration_s, 3)}
 
 
 def _namespace_rows(tally, namespaces):
@@ -316,7 +329,8 @@ def _result(database, status, tally, namespaces, run=None):
         row.pop("namespace_obj")
     return ReviewResult(database=database.name, status=status, keys_scanned=tally.keys_scanned,
                         foreign_keys=tally.foreign, vanished_keys=tally.vanished, findings=dict(tally.findings),
-                        namespaces=rows, commands=tally.commands, duration_s=tally.elapsed_s, run=run)
+                        namespaces=rows, commands=tally.commands, duration_s=tally.elapsed_s, run=run,
+                        billed_commands=tally.billed, strategy=run.strategy if run else "")
 
 
 def result_from_run(run):
@@ -328,7 +342,8 @@ def result_from_run(run):
     return ReviewResult(database=run.database.name, status=run.status, keys_scanned=run.keys_scanned,
                         foreign_keys=run.foreign_keys, vanished_keys=run.vanished_keys,
                         findings=dict(run.findings), namespaces=rows, commands=run.commands,
-                        duration_s=run.duration_s, run=run)
+                        duration_s=run.duration_s, run=run, billed_commands=run.billed_commands,
+                        strategy=run.strategy)
 
 
 # --- the operation ----------------------------------------------------------------------
@@ -345,13 +360,32 @@ def start_review(*, database, actor=None, triggered_by=ReviewRun.CLI, batch=None
         raise ReviewBusy(existing) from None
 
 
-def _scan(client, classifier, tally, *, cursor, batch, on_checkpoint, checkpoint_every, on_batch, clock):
+def plan(database, policies):
+    """(strategy, Needs) of a review of `database` with `policies`: see `keyspace.stream`.
+    On Upstash every read is billed and a script on undeclared keys takes the global lock:
+    read only what a policy needs, over declared keys. Elsewhere speed counts: SCAN inside
+    the script, and MEMORY USAGE always (the per-namespace bytes and top keys)."""
+    upstash = database.bills_per_command()
+    strategy = settings.REVIEW_STRATEGY
+    if strategy == "auto":
+        strategy = stream.DECLARED_KEYS if upstash else stream.SCAN_SCRIPT
+    needs_type = any(policy.expected_type for policy in policies)
+    needs_memory = any(policy.max_payload_bytes for policy in policies) or not upstash
+    return strategy, stream.Needs(type=needs_type, memory=needs_memory)
+
+
+def _scan(client, classifier, tally, *, cursor, batch, on_checkpoint, checkpoint_every, on_batch, clock,
+          strategy=stream.SCAN_SCRIPT, needs=stream.Needs()):
     """The SCAN loop. Returns True when the scan completed, False when `on_checkpoint`
     said stop (cancelled, or the claim was lost). Redis errors propagate."""
     last_mark = clock()
-    with contextlib.closing(stream.batches(client, cursor=cursor, count=batch, prefix=classifier.key_prefix)) as feed:
+    sizer = stream.BatchSizer(client, budget_ms=settings.SCRIPT_BUDGET_MS, start=batch)
+    feed = stream.batches(client, cursor=cursor, count=batch, prefix=classifier.key_prefix, needs=needs,
+                          strategy=strategy, sizer=sizer)
+    with contextlib.closing(feed):
         for fetched in feed:
             tally.commands += fetched.commands
+            tally.billed += fetched.billed
             tally.keys_scanned += fetched.scanned
             tally.foreign += fetched.foreign
             _count_batch(tally, classifier, fetched.rows)
@@ -384,13 +418,15 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     if namespaces is None:
         namespaces = list(Namespace.objects.for_database(database)) if database.pk else []
     classifier = Classifier(database, namespaces)
+    strategy, needs = plan(database, Policies.of(namespaces))
     if not persist:
         client = keyspace.client_for(database)
         tally = Tally()
         _scan(client, classifier, tally, cursor=0, batch=batch or settings.REVIEW_SCAN_COUNT,
               on_checkpoint=lambda *a: True, checkpoint_every=checkpoint_every, on_batch=on_batch,
-              clock=time.perf_counter)
-        return _result(database, ReviewRun.SUCCEEDED, tally, namespaces)
+              clock=time.perf_counter, strategy=strategy, needs=needs)
+        result = _result(database, ReviewRun.SUCCEEDED, tally, namespaces)
+        return dataclasses.replace(result, strategy=strategy)
 
     if run is None:
         run = start_review(database=database, actor=actor, triggered_by=triggered_by, batch=batch)
@@ -405,16 +441,18 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
         if run.batches == 0:
             size = stream.dbsize(client)
             tally.commands += 1
-            run.checkpoint(token, dbsize_before=size)
-            run.dbsize_before = size
+            tally.billed += 1
+            run.checkpoint(token, dbsize_before=size, strategy=strategy)
+            run.dbsize_before, run.strategy = size, strategy
 
         def on_checkpoint(cursor, tally):
             return run.checkpoint(token, cursor=str(cursor), batches=tally.batches, keys_scanned=tally.keys_scanned,
-                                  commands=tally.commands, duration_s=tally.elapsed_s, aggregates=tally.to_json())
+                                  commands=tally.commands, billed_commands=tally.billed, duration_s=tally.elapsed_s,
+                                  aggregates=tally.to_json())
 
         finished = _scan(client, classifier, tally, cursor=int(run.cursor), batch=run.batch_size,
                          on_checkpoint=on_checkpoint, checkpoint_every=checkpoint_every, on_batch=on_batch,
-                         clock=time.perf_counter)
+                         clock=time.perf_counter, strategy=strategy, needs=needs)
         size_after = stream.dbsize(client) if finished else None
     except (redis.RedisError, keyspace.KeyspaceError) as exc:
         reason = keyspace.describe(exc)
@@ -425,6 +463,7 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
         run.refresh_from_db()
         return _result(database, run.status, tally, namespaces, run=run)
     tally.commands += 1
+    tally.billed += 1
     _finish(run, token, tally, namespaces, size_after)
     return _result(database, run.status, tally, namespaces, run=run)
 
@@ -455,7 +494,8 @@ def _finish(run, token, tally, namespaces, size_after):
         ReviewRun.objects.filter(pk=run.pk).update(
             status=ReviewRun.SUCCEEDED, finished_at=timezone.now(), cursor="0", batches=tally.batches,
             keys_scanned=tally.keys_scanned, foreign_keys=tally.foreign, vanished_keys=tally.vanished,
-            commands=tally.commands, duration_s=tally.elapsed_s, findings=tally.findings, dbsize_after=size_after,
+            commands=tally.commands, billed_commands=tally.billed, duration_s=tally.elapsed_s,
+            findings=tally.findings, dbsize_after=size_after,
             aggregates={}, claim_token="", heartbeat_at=timezone.now(),
         )
     run.refresh_from_db()

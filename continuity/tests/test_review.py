@@ -57,7 +57,59 @@ def calls(stats, *commands):
     return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in commands)
 
 
-def test_it_counts_exactly_what_the_generator_planted(monitored, typed_lucia):
+def billed_delta(before, after):
+    """Commands Redis executed between two `INFO commandstats`, free ones (INFO, CONFIG, …) left out."""
+    free = {"info", "config", "config|resetstat", "config|get", "config|set", "ping", "auth", "hello", "select",
+            "command", "reset", "quit", "client|setinfo", "client|setname"}
+    total = 0
+    for name, stats in after.items():
+        command = name.removeprefix("cmdstat_")
+        if command not in free and command.split("|")[0] not in free:
+            total += stats["calls"] - before.get(name, {}).get("calls", 0)
+    return total
+
+
+@pytest.mark.parametrize("strategy", ["scan_script", "declared_keys"])
+def test_it_bills_exactly_what_redis_executes(monitored, typed_lucia, settings, strategy):
+    """`billed_commands` equals the INFO commandstats delta: every command Redis ran for the
+    review, inside scripts included, free ones left out; with the seeded policies (types
+    expected here) that is PTTL, TYPE and MEMORY USAGE per key plus SCAN and EVALSHA per batch."""
+    settings.REVIEW_STRATEGY = strategy
+    load(monitored, 3000, seed=4)
+    monitored.script_flush()  # the first EVALSHA answers NOSCRIPT: billed and counted too
+    before = monitored.info("commandstats")
+    result = review.review_database(database=typed_lucia, batch=250)
+    after = monitored.info("commandstats")
+    assert result.billed_commands == billed_delta(before, after)
+    assert result.run.billed_commands == result.billed_commands and result.run.strategy == strategy
+    read = 3000 - result.foreign_keys
+    assert 3 * read < result.billed_commands < 3 * read + 3000 / 250 * 2 + 6
+    assert result.as_json()["estimated_cost_usd"] == pytest.approx(result.billed_commands * 0.2 / 100_000)
+
+
+def test_it_reads_only_what_the_policies_need_on_upstash(monitored, lucia):
+    """The seeded policies (a TTL band and a size limit, no expected type) on an Upstash
+    database: PTTL and MEMORY USAGE per key, no TYPE: at most 2.05 billed commands per key;
+    without any size limit, at most 1.05. Findings stay exact."""
+    specs = load(monitored, 4000, seed=8)
+    before = monitored.info("commandstats")
+    result = review.review_database(database=lucia, persist=False)
+    after = monitored.info("commandstats")
+    keys = result.keys_scanned
+    assert result.strategy == "declared_keys" and calls(after, "type") == calls(before, "type")
+    assert result.billed_commands == billed_delta(before, after) and result.billed_commands / keys <= 2.05
+    assert result.findings["no_ttl"] == sum(1 for s in specs if s.violation == "no_ttl")
+    Namespace.objects.filter(database=lucia).update(max_payload_bytes=0)
+    before = monitored.info("commandstats")
+    lean = review.review_database(database=lucia, persist=False)
+    after = monitored.info("commandstats")
+    assert calls(after, "memory|usage") == calls(before, "memory|usage")
+    assert lean.billed_commands == billed_delta(before, after) and lean.billed_commands / keys <= 1.05
+    assert lean.findings == {**result.findings, "oversized": 0}
+
+
+def test_it_counts_exactly_what_the_generator_planted(monitored, typed_lucia, settings):
+    settings.REVIEW_STRATEGY = "scan_script"
     specs = load(monitored, 6000)
     labels = Counter(s.violation for s in specs)
     findings, per_namespace, foreign = expected_from_specs(specs)

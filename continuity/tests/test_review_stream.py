@@ -19,7 +19,8 @@ def typed_lucia(lucia):
     return lucia
 
 
-def test_it_reloads_the_script_when_the_cache_is_flushed_mid_review(monitored, typed_lucia):
+def test_it_reloads_the_script_when_the_cache_is_flushed_mid_review(monitored, typed_lucia, settings):
+    settings.REVIEW_STRATEGY = "scan_script"  # the pipelined path: the next request is already sent
     specs = load(monitored, 3000, seed=21)
     findings, per_namespace, foreign = expected_from_specs(specs)
     before = monitored.info("commandstats")
@@ -75,7 +76,8 @@ def test_it_stops_the_stream_mid_scan_without_a_stray_reply(monitored):
 
 
 def test_it_falls_back_to_the_metadata_script_when_memory_is_refused_in_scripts(
-        monitored, typed_lucia, redis_server, monkeypatch):
+        monitored, typed_lucia, redis_server, monkeypatch, settings):
+    settings.REVIEW_STRATEGY = "scan_script"
     specs = load(monitored, 1500, seed=23)
     findings, per_namespace, foreign = expected_from_specs(specs)
     monitored.execute_command("ACL", "SETUSER", "nomemory", "on", "nopass", "~*", "+@all", "-memory")

@@ -121,6 +121,11 @@ class RedisDatabase(models.Model):
     class Meta:
         ordering = ["name"]
 
+    def bills_per_command(self):
+        """True for a provider that bills every command (Upstash): jobs read only what the
+        namespace policies need and avoid scripts that lock the whole database."""
+        return "upstash" in (self.provider or "").lower()
+
     def __str__(self):
         return self.name
 
