@@ -62,19 +62,12 @@ def _service_settings(redis_server):
     from dashboard.celery import app
 
     urls = {"REDIS_URL": redis_server.url(0), "CELERY_BROKER_URL": redis_server.url(1), "CACHE_URL": redis_server.url(2)}
-    old_env = os.environ.get("REDIS_URL")
-    os.environ["REDIS_URL"] = urls["REDIS_URL"]
     caches = {"default": {**settings.CACHES["default"], "LOCATION": urls["CACHE_URL"]}}
     storages = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
-    override = override_settings(**urls, CACHES=caches, STORAGES=storages)
-    override.enable()
-    app.conf.broker_url = urls["CELERY_BROKER_URL"]
-    yield urls
-    override.disable()
-    if old_env is None:
-        os.environ.pop("REDIS_URL", None)
-    else:
-        os.environ["REDIS_URL"] = old_env
+    with pytest.MonkeyPatch.context() as patch, override_settings(**urls, CACHES=caches, STORAGES=storages):
+        patch.setenv("REDIS_URL", urls["REDIS_URL"])
+        app.conf.broker_url = urls["CELERY_BROKER_URL"]
+        yield urls
 
 
 @pytest.fixture

@@ -116,6 +116,10 @@ class LocalTTLCache:
             self._purge()
             return len(self._data)
 
+    def __bool__(self):
+        # A cache is a cache even when empty: `fallback or LocalTTLCache()` must keep a given one.
+        return True
+
     def _purge(self):
         now = self.clock()
         for key in [k for k, (e, _) in self._data.items() if e is not None and e <= now]:

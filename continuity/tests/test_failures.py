@@ -1,10 +1,8 @@
 """Redis unreachable, timing out, refusing commands (ACL) or answering a quota error:
 a clear message in the page region, a retry button, no 500 and no hang."""
 
-import os
 import shutil
 import tempfile
-import time
 
 import pytest
 import redis
@@ -16,14 +14,24 @@ from dashboard.models import RedisDatabase
 
 
 @pytest.fixture
-def other_database(db):
-    """A database record reading its URL from a variable of its own; cached clients are
-    dropped before and after so each test's URL and timeouts apply."""
+def other_database(db, monkeypatch):
+    """A database record reading its URL from a variable of its own (set by each test with
+    monkeypatch); cached clients are dropped before and after so each test's URL and timeouts
+    apply."""
+    monkeypatch.delenv("OTHER_REDIS_URL", raising=False)
     record = RedisDatabase.objects.create(name="other", environment="staging", url_env="OTHER_REDIS_URL")
     keyspace.forget_clients()
     yield record
-    os.environ.pop("OTHER_REDIS_URL", None)
     keyspace.forget_clients()
+
+
+def assert_fails_fast(database, timeout):
+    """The client a page uses gives up after the configured timeouts, without retrying: what
+    keeps a dead or paused Redis from hanging a page, asserted without a wall clock."""
+    client = keyspace.client_for(database)
+    options = client.connection_pool.connection_kwargs
+    assert options["socket_timeout"] == timeout and options["socket_connect_timeout"] == timeout
+    assert client.get_retry().get_retries() == 0 and not options.get("retry_on_timeout")
 
 
 def pages(name, key=b"lucia:session:1"):
@@ -37,23 +45,23 @@ def pages(name, key=b"lucia:session:1"):
     }
 
 
-def test_it_shows_a_stopped_server_in_the_region_with_a_retry(viewer_client, other_database):
+def test_it_shows_a_stopped_server_in_the_region_with_a_retry(viewer_client, other_database, monkeypatch, settings):
+    settings.REDIS_CONNECT_TIMEOUT = settings.REDIS_READ_TIMEOUT = 0.5
     from continuity.models import Namespace
 
     Namespace.objects.create(database=other_database, name="session", prefix="lucia:session:")
     datadir = tempfile.mkdtemp(prefix="stopped-redis-")
     server = localservers.LocalRedis(datadir, localservers.free_port()).start()
     server.stop()
-    os.environ["OTHER_REDIS_URL"] = server.url(0)
+    monkeypatch.setenv("OTHER_REDIS_URL", server.url(0))
     try:
+        assert_fails_fast(other_database, 0.5)
         for name, url in pages("other").items():
-            started = time.monotonic()
             response = viewer_client.get(url, headers={"HX-Request": "true"})
             assert response.status_code == 200, name
             body = response.content.decode()
             assert "Redis is unreachable" in body, name
             assert "Retry" in body, name
-            assert time.monotonic() - started < 5, name
         full = viewer_client.get(pages("other")["browse"])
         assert full.status_code == 200 and 'data-testid="retry"' in full.content.decode()
     finally:
@@ -77,14 +85,14 @@ def restricted_user(monitored):
 
 
 def test_it_degrades_when_an_acl_refuses_info_dbsize_eval_memory_and_object(
-        viewer_client, other_database, restricted_user, monitored, redis_server, lucia):
+        viewer_client, other_database, restricted_user, monitored, redis_server, lucia, monkeypatch):
     from continuity.models import Namespace
 
     for ns in Namespace.objects.filter(database=lucia):
         Namespace.objects.create(database=other_database, name=ns.name, prefix=ns.prefix, max_ttl_seconds=3600)
     monitored.set(b"lucia:session:1", b"hello", ex=900)
     monitored.set(b"lucia:session:2", b"x", ex=900)
-    os.environ["OTHER_REDIS_URL"] = f"redis://limited:limited-pass@127.0.0.1:{redis_server.port}/0"
+    monkeypatch.setenv("OTHER_REDIS_URL", f"redis://limited:limited-pass@127.0.0.1:{redis_server.port}/0")
     urls = pages("other")
     browse = viewer_client.get(urls["browse"])
     result = browse.context["result"]
@@ -102,19 +110,19 @@ def test_it_degrades_when_an_acl_refuses_info_dbsize_eval_memory_and_object(
     assert "1 of 5 namespaces" in lookup
 
 
-def test_it_times_out_quickly_when_redis_pauses(viewer_client, other_database, monitored, redis_server, settings):
-    settings.REDIS_READ_TIMEOUT = 0.3
-    os.environ["OTHER_REDIS_URL"] = redis_server.url(0)
+def test_it_times_out_quickly_when_redis_pauses(viewer_client, other_database, monitored, redis_server, settings,
+                                                monkeypatch):
+    settings.REDIS_CONNECT_TIMEOUT = settings.REDIS_READ_TIMEOUT = 0.3
+    monkeypatch.setenv("OTHER_REDIS_URL", redis_server.url(0))
+    assert_fails_fast(other_database, 0.3)
     monitored.set(b"lucia:session:1", b"v", ex=60)
     monitored.execute_command("CLIENT", "PAUSE", "2500", "ALL")
     try:
         for name in ("browse", "detail"):
-            started = time.monotonic()
+            # The pause outlasts the timeout: an answer here would mean the client waited.
             response = viewer_client.get(pages("other")[name], headers={"HX-Request": "true"})
-            elapsed = time.monotonic() - started
             assert response.status_code == 200
             assert "Redis did not answer within the timeout." in response.content.decode(), name
-            assert elapsed < 2.0, (name, elapsed)
     finally:
         monitored.execute_command("CLIENT", "UNPAUSE")
     # Retry once it is back: the same page answers.
@@ -123,10 +131,11 @@ def test_it_times_out_quickly_when_redis_pauses(viewer_client, other_database, m
     assert response.context["preview"].text == "v"
 
 
-def test_it_shows_a_refused_action_without_a_500(operator_client, other_database, monitored, redis_server, lucia):
+def test_it_shows_a_refused_action_without_a_500(operator_client, other_database, monitored, redis_server, lucia,
+                                                 monkeypatch):
     monitored.execute_command("ACL", "SETUSER", "readonly", "on", ">ro-pass", "~*", "+@read", "+@connection")
     try:
-        os.environ["OTHER_REDIS_URL"] = f"redis://readonly:ro-pass@127.0.0.1:{redis_server.port}/0"
+        monkeypatch.setenv("OTHER_REDIS_URL", f"redis://readonly:ro-pass@127.0.0.1:{redis_server.port}/0")
         monitored.set(b"lucia:session:1", b"v", ex=60)
         url = reverse("continuity:key_action", args=["other", keyspace.encode_key(b"lucia:session:1")])
         response = operator_client.post(url, {"action": "delete"}, headers={"HX-Request": "true"})

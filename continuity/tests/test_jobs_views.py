@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from django.urls import reverse
 from django_celery_beat.models import PeriodicTask
@@ -134,5 +136,21 @@ def test_it_refuses_an_invalid_crontab_and_changes_nothing(admin_client, lucia):
     url = reverse("continuity:schedule_edit", args=[task.pk])
     response = admin_client.post(url, {"kind": "crontab", "enabled": "on", "minute": "99"})
     assert response.status_code == 200 and "Not a valid crontab" in response.content.decode()
+    task.refresh_from_db()
+    assert task.interval.every == 15 and not AuditEntry.objects.filter(action="schedule.update").exists()
+
+
+def test_it_shows_each_field_error_on_the_schedule_form(admin_client, lucia):
+    task = PeriodicTask.objects.get(name="ttl review")
+    url = reverse("continuity:schedule_edit", args=[task.pk])
+    response = admin_client.post(url, {"kind": "interval", "every": "0", "period": "fortnights", "minute": "1" * 241})
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert re.search(r'data-testid="error-every">Every: Ensure this value is greater than or equal to 1\.<', page)
+    assert re.search(r'data-testid="error-period">Period: Select a valid choice\. fortnights is not one', page)
+    assert re.search(r'data-testid="error-minute">Minute: Ensure this value has at most 240 characters', page)
+    assert 'data-testid="form-errors">Give a number and a unit for the interval.<' in page
+    response = admin_client.post(url, {"kind": "hourly"})
+    assert re.search(r'data-testid="error-kind">Kind: Select a valid choice\. hourly is not one', response.content.decode())
     task.refresh_from_db()
     assert task.interval.every == 15 and not AuditEntry.objects.filter(action="schedule.update").exists()

@@ -1,7 +1,7 @@
 import pytest
 
 from continuity import keyspace
-from continuity.keyspace import capabilities, meta
+from continuity.keyspace import meta
 
 ODD_KEYS = [b"lucia:session:plain", b"lucia:session:a*b", b"lucia:session:[x]?", b"lucia:session:back\\slash",
             b"lucia:session:\xff\xfe", b"lucia:session:<script>alert(1)</script>", b"lucia:session:sp ace\n\"q'"]
@@ -61,11 +61,16 @@ def test_it_falls_back_to_a_pipeline_when_scripting_is_refused(monitored, lucia)
     monitored.execute_command("ACL", "SETUSER", "noscript", "on", "nopass", "~*", "+@all", "-eval", "-evalsha", "-script")
     client = keyspace.make_client(monitored.connection_pool.connection_kwargs and
                                   f"redis://noscript@127.0.0.1:{monitored.connection_pool.connection_kwargs['port']}/0")
+    refused = lambda: sum(monitored.info("commandstats").get(f"cmdstat_{cmd}", {}).get("rejected_calls", 0)  # noqa: E731
+                          for cmd in ("eval", "evalsha"))
     try:
         result = meta.key_metadata(keys=[b"lucia:rate:1"], client=client)
         assert result[0].type == "string" and 0 < result[0].ttl_ms <= 60_000
         assert result[0].memory is not None
-        assert capabilities.of(client).script is False
+        tried = refused()
+        assert tried >= 1  # the script was tried once and refused by the ACL...
+        assert meta.key_metadata(keys=[b"lucia:rate:1"], client=client)[0].type == "string"
+        assert refused() == tried  # ...and this client remembers it: no second attempt
     finally:
         client.close()
         monitored.execute_command("ACL", "DELUSER", "noscript")

@@ -1,10 +1,8 @@
 """The continuity store adapter against real redis-servers: policy at write time,
 continuity across a restart with persistence on, fallback while Redis is down, recovery."""
 
-import os
 import shutil
 import tempfile
-import time
 
 import pytest
 
@@ -67,18 +65,17 @@ def test_it_refuses_no_ttl_where_the_policy_requires_one(store, lucia, monitored
 
 
 @pytest.fixture
-def own_redis(db):
+def own_redis(db, monkeypatch):
     """A persistent redis-server of its own (AOF, fsync always) behind a database record."""
     datadir = tempfile.mkdtemp(prefix="store-redis-")
     server = localservers.LocalRedis(datadir, localservers.free_port(), persistent=True).start()
-    os.environ["STORE_REDIS_URL"] = server.url(0)
+    monkeypatch.setenv("STORE_REDIS_URL", server.url(0))
     record = RedisDatabase.objects.create(name="store-test", url_env="STORE_REDIS_URL", key_prefix="lucia:")
     from dashboard import seed
 
     seed.seed_namespaces(record)
     yield server, record
     server.stop()
-    os.environ.pop("STORE_REDIS_URL", None)
     shutil.rmtree(datadir, ignore_errors=True)
 
 
@@ -101,17 +98,17 @@ def test_it_keeps_continuity_across_a_redis_restart(own_redis):
 def test_it_falls_back_while_redis_is_down_and_returns_when_it_is_back(own_redis, settings):
     settings.REDIS_CONNECT_TIMEOUT = 0.5
     server, record = own_redis
-    store = ContinuityStore(record, retry_seconds=0)
+    now = [0.0]
+    store = ContinuityStore(record, retry_seconds=0, fallback=LocalTTLCache(clock=lambda: now[0]))
     store.put("session", "before", "kept in redis", ttl_seconds=1800)
     server.stop()
-    started = time.monotonic()
     result = store.put("session", "during", "kept in process", ttl_seconds=1800)
     assert result.degraded and store.degraded
     assert store.get("session", "during") == b"kept in process"
     assert store.get("session", "before") is None  # not reachable meanwhile: the fallback note applies
     store.put("rate", "short", "1", ttl_seconds=1)
-    assert time.monotonic() - started < 10
-    time.sleep(1.1)
+    assert store.get("rate", "short") == b"1"
+    now[0] += 1.1
     assert store.get("rate", "short") is None  # the fallback cache honours TTLs
     server.start()
     assert store.get("session", "before") == b"kept in redis"
@@ -134,7 +131,7 @@ def test_it_retries_redis_only_after_the_retry_interval(own_redis, settings):
     store.put("action", "a", "lock", ttl_seconds=60)
     server.start()
     assert store.get("action", "a") == b"lock" and store.degraded  # still inside the interval
-    store._last_failure -= 61
+    store.retry_seconds = 0  # as if the interval had passed
     assert store.get("action", "a") == b"lock" and not store.degraded
     store.close()
 
@@ -148,3 +145,8 @@ def test_it_bounds_the_fallback_cache():
     assert cache.get(b"a") is None and cache.get(b"b") == 2 and cache.get(b"c") == 3
     clock[0] = 60
     assert cache.get(b"c") is None and len(cache) == 1
+
+
+def test_it_keeps_the_fallback_cache_it_is_given(lucia):
+    cache = LocalTTLCache(clock=lambda: 0.0)
+    assert ContinuityStore(lucia, fallback=cache).fallback is cache  # even while it is empty

@@ -66,7 +66,11 @@ def secret_exposed(request, name):
     try:
         operations.mark_exposed(secret=secret, actor=request.user, request=request, note=note)
     except ValidationError as error:
-        return render(request, "403.html", {"message": " ".join(error.messages)}, status=400)
+        message = " ".join(error.messages)
+        if request.htmx:  # swapped in place of the form (400 is swapped: see base.html's htmx-config)
+            return render(request, "dashboard/secret_detail.html#exposed", {"secret": secret, "exposed_error": message},
+                          status=400)
+        return render(request, "403.html", {"message": message}, status=400)
     if request.htmx:
         return HttpResponseClientRedirect(secret.get_absolute_url())
     return redirect(secret)

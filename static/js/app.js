@@ -1,4 +1,5 @@
-// htmx does not swap error responses: tell the operator instead of failing silently.
+// htmx swaps 400/409/422 error fragments (see the htmx-config meta tag in base.html); for any
+// other error answer, tell the operator instead of failing silently.
 (function () {
   function show(message) {
     var box = document.getElementById("htmx-error");
