@@ -14,20 +14,26 @@ import sys
 import time
 
 
-def namespaces(database):
+TYPES = {"session": "string", "distress": "hash", "focus": "string", "action": "string", "rate": "string"}
+
+
+def namespaces(database, typed=True):
+    """The seeded Lucia namespaces; `typed` adds the demo keyspace's expected types (the
+    seed leaves them blank: the runbook does not say them)."""
     from continuity.models import Namespace
     from dashboard.seed import MAX_PAYLOAD_BYTES, NAMESPACES
 
-    types = {"session": "string", "distress": "hash", "focus": "string", "action": "string", "rate": "string"}
     return [Namespace(database=database, name=spec["name"], prefix=f"{database.key_prefix}{spec['name']}:",
                       ttl_required=True, max_ttl_seconds=spec["max_ttl_seconds"], max_payload_bytes=MAX_PAYLOAD_BYTES,
-                      expected_type=types[spec["name"]]) for spec in NAMESPACES]
+                      expected_type=TYPES[spec["name"]] if typed else "") for spec in NAMESPACES]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--provider", default="self-hosted", help="the database record's provider (Upstash: billed plan)")
+    parser.add_argument("--untyped", action="store_true", help="the seeded policies as they are: no expected types")
     args = parser.parse_args(argv)
     os.environ["BENCH_REDIS_URL"] = args.url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
@@ -38,16 +44,17 @@ def main(argv=None):
     from continuity.operations import review
     from dashboard.models import RedisDatabase
 
-    database = RedisDatabase(name="bench", key_prefix="lucia:", url_env="BENCH_REDIS_URL")
+    database = RedisDatabase(name="bench", key_prefix="lucia:", url_env="BENCH_REDIS_URL", provider=args.provider)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cpu_before = time.process_time()
     started = time.perf_counter()
-    result = review.review_database(database=database, persist=False, namespaces=namespaces(database),
-                                    batch=args.batch)
+    result = review.review_database(database=database, persist=False,
+                                    namespaces=namespaces(database, typed=not args.untyped), batch=args.batch)
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu_before
     json.dump({"keys": result.keys_scanned, "foreign": result.foreign_keys, "findings": result.findings,
-               "commands": result.commands, "seconds": wall, "cpu_s": cpu,
+               "commands": result.commands, "billed_commands": result.billed_commands, "strategy": result.strategy,
+               "seconds": wall, "cpu_s": cpu,
                "rss_before_review_kb": rss_before,
                "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}, sys.stdout)
 

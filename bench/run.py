@@ -84,13 +84,57 @@ def load(client, n):
     return time.perf_counter() - started
 
 
-def run_review(url, batch):
+def run_review(url, batch, *extra):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "bench.review_process", "--url", url, "--batch", str(batch)],
+    out = subprocess.run([sys.executable, "-m", "bench.review_process", "--url", url, "--batch", str(batch), *extra],
                          capture_output=True, text=True, cwd=ROOT, env=env)
     if out.returncode:
         raise RuntimeError(f"the review process failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout)
+
+
+def billed_calls(client):
+    """Every command Redis executed since CONFIG RESETSTAT, free ones left out (the honest
+    meter of what Upstash would bill)."""
+    from continuity.billing import FREE
+
+    # CLIENT SETNAME: once per new connection, which the engine does not count.
+    skip = FREE | {"client"}
+    stats = client.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k.removeprefix("cmdstat_").split("|")[0] not in skip)
+
+
+def script_call_times(client):
+    """[µs] of every EVALSHA since SLOWLOG RESET, with slowlog-log-slower-than 0."""
+    entries = client.slowlog_get(1_000_000)
+    return [e["duration"] for e in entries if (e["command"] or b"").split(b" ", 1)[0].upper() in (b"EVALSHA", b"EVAL")]
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else None
+
+
+def measure_cost(client, url, batch, n, *extra):
+    """One review (`extra`: its plan) with every command logged: billed commands per key
+    (engine count and INFO commandstats), and the p99/max time of one script call
+    (SLOWLOG). Not timed for speed: logging every command slows Redis a little."""
+    client.config_set("slowlog-log-slower-than", 0)
+    client.config_set("slowlog-max-len", 200_000)
+    client.slowlog_reset()
+    client.config_resetstat()
+    try:
+        figures = run_review(url, batch, *extra)
+        meter = billed_calls(client)
+        times = script_call_times(client)
+    finally:
+        client.config_set("slowlog-log-slower-than", 10000)
+        client.config_set("slowlog-max-len", 128)
+        client.slowlog_reset()
+    return {"strategy": figures["strategy"], "plan": list(extra), "billed_commands": figures["billed_commands"],
+            "commandstats_billed": meter, "billed_per_key": round(meter / n, 4),
+            "script_calls": len(times), "script_p99_ms": round(percentile(times, 0.99) / 1000, 2) if times else None,
+            "script_max_ms": round(max(times) / 1000, 2) if times else None}
 
 
 def run_memkeys(port):
@@ -163,7 +207,7 @@ def run_benchmark(*, sizes=(100_000, 1_000_000), repeats=3, batch=1000, browse=2
                 loads.append(load_average())
                 client.config_resetstat()
                 cpu_before = redis_cpu_s(client)
-                figures = run_review(url, batch)
+                figures = run_review(url, batch, "--provider", "self-hosted")
                 figures["redis_cpu_s"] = round(redis_cpu_s(client) - cpu_before, 2)
                 figures["commandstats_usec"] = command_usec(client)
                 calls = command_calls(client)
@@ -199,6 +243,14 @@ def run_benchmark(*, sizes=(100_000, 1_000_000), repeats=3, batch=1000, browse=2
                          "review_process_cpu_s": [round(r["cpu_s"], 2) for r in reviews],
                          "memkeys_redis_cpu_s": memkeys_cpu},
             }
+            # Cost on Upstash: the seeded policies as seeded (no expected type), the billed plan;
+            # and the self-hosted plan's script time, for the lock budget.
+            entry["upstash"] = measure_cost(client, url, batch, dbsize, "--provider", "Upstash", "--untyped")
+            entry["self_hosted_cost"] = measure_cost(client, url, batch, dbsize, "--provider", "self-hosted")
+            log(f"  {n:,}: Upstash plan {entry['upstash']['billed_per_key']} billed/key "
+                f"(p99 script {entry['upstash']['script_p99_ms']} ms); self-hosted plan "
+                f"{entry['self_hosted_cost']['billed_per_key']} billed/key "
+                f"(p99 script {entry['self_hosted_cost']['script_p99_ms']} ms)")
             report["sizes"][str(n)] = entry
         largest = str(max(sizes))
         if browse:

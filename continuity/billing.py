@@ -41,3 +41,4 @@ def estimated_cost_usd(billed_commands):
     if billed_commands is None:
         return None
     return round(billed_commands * settings.REDIS_PRICE_PER_100K_COMMANDS / 100_000, 6)
+

@@ -43,7 +43,9 @@ ACTIONS = ("delete", "expire", "count")
 # ARGV[7] = R, the number of policies, then R times `Policy.script_rule()`: TTL required
 # (1/0), max TTL ms (0: none), max bytes (0: none), expected type ('': any),
 # then the 1-based policy of each key of KEYS[2..] (absent when R is 1 or none are needed).
-# Returns {done, skipped}: for 'count', done is how many keys would be acted on.
+# Returns {done, skipped, calls, writes}: for 'count', done is how many keys would be acted
+# on; calls = the commands the script ran (each billed on Upstash), writes = those that
+# wrote (billed again per read region on a Global database).
 # `findings` below is `continuity.policy.Policy.findings` for the findings asked for;
 # test_policy.py holds both to the same answers. MEMORY USAGE and TYPE are called only
 # when the mask asks for them: every call inside a script is billed on Upstash.
@@ -57,8 +59,10 @@ for r = 1, nrules do
   rules[r] = {ARGV[b] == '1', tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), ARGV[b + 3]}
 end
 local base = 8 + nrules * 4
+local calls, writes = 0, 0
 local function findings(key, rule)
   local pttl = redis.call('PTTL', key)
+  calls = calls + 1
   if pttl == -2 then return -1 end
   local f = 0
   if pttl == -1 then
@@ -66,9 +70,15 @@ local function findings(key, rule)
   elseif rule[2] > 0 and pttl > rule[2] then f = 2 end
   if band(want, 4) ~= 0 and rule[3] > 0 then
     local mem = redis.pcall('MEMORY', 'USAGE', key)
-    if type(mem) == 'number' and mem > rule[3] then f = f + 4 end
+    if type(mem) == 'number' then
+      calls = calls + 1
+      if mem > rule[3] then f = f + 4 end
+    end
   end
-  if band(want, 8) ~= 0 and rule[4] ~= '' and redis.call('TYPE', key)['ok'] ~= rule[4] then f = f + 8 end
+  if band(want, 8) ~= 0 and rule[4] ~= '' then
+    calls = calls + 1
+    if redis.call('TYPE', key)['ok'] ~= rule[4] then f = f + 8 end
+  end
   return f
 end
 local plain = (want == 0 and action == 'delete')
@@ -96,6 +106,7 @@ if action == 'delete' then
   while i <= #act do
     local j = math.min(i + 3999, #act)
     done = done + redis.call('UNLINK', unpack(act, i, j))
+    calls, writes = calls + 1, writes + 1
     i = j + 1
   end
   skipped = skipped + (#act - done)
@@ -103,6 +114,7 @@ elseif action == 'expire' then
   for i, key in ipairs(act) do
     done = done + redis.call('PEXPIRE', key, ttls[i])
   end
+  calls, writes = calls + #act, writes + #act
   skipped = skipped + (#act - done)
 else
   done = #act
@@ -110,8 +122,9 @@ end
 if ARGV[3] ~= '' then
   redis.call('SET', KEYS[1], ARGV[3] .. ' ' .. (tonumber(ARGV[5]) + done) .. ' ' .. (tonumber(ARGV[6]) + skipped),
              'EX', ARGV[4])
+  calls, writes = calls + 1, writes + 1
 end
-return {done, skipped}
+return {done, skipped, calls, writes}
 """
 _PURGE_SHA = hashlib.sha1(_PURGE_LUA.encode()).hexdigest()
 
@@ -124,11 +137,13 @@ def want_mask(findings) -> int:
 @dataclass(frozen=True)
 class BatchResult:
     """What one batch did: keys acted on (or, for 'count', that would be), keys that no
-    longer qualified, and the Redis commands it cost."""
+    longer qualified, and what it cost: requests sent, commands billed, of which writes."""
 
     done: int
     skipped: int
     commands: int
+    billed: int = 0
+    writes: int = 0
 
 
 @dataclass(frozen=True)
@@ -183,14 +198,16 @@ def act_on_batch(client, keys, *, action, policies, want=(), marker=b"", head=""
         indexes = [] if count == 1 or (mask == 0 and action == "delete") else per_key
         args = [action, mask, head if marker else "", MARKER_TTL_SECONDS, int(totals[0]), int(totals[1]),
                 count, *rules, *indexes]
+        sent = 1
         try:
             try:
-                done, skipped = client.evalsha(_PURGE_SHA, len(keys) + 1, marker or b"-", *keys, *args)
+                done, skipped, calls, writes = client.evalsha(_PURGE_SHA, len(keys) + 1, marker or b"-", *keys, *args)
             except redis.exceptions.NoScriptError:  # a fresh server, or SCRIPT FLUSH mid-run
+                sent += 2
                 client.script_load(_PURGE_LUA)
-                done, skipped = client.evalsha(_PURGE_SHA, len(keys) + 1, marker or b"-", *keys, *args)
+                done, skipped, calls, writes = client.evalsha(_PURGE_SHA, len(keys) + 1, marker or b"-", *keys, *args)
             caps.script = True
-            return BatchResult(int(done), int(skipped), 1)
+            return BatchResult(int(done), int(skipped), sent, sent + int(calls), int(writes))
         except redis.ResponseError as exc:
             if not capabilities.refused(exc):
                 raise
@@ -234,7 +251,7 @@ def _via_pipeline(client, keys, *, action, policies, want, marker, head, totals)
                     chosen.append((key, policy, pttl))
     skipped = len(keys) - len(chosen)
     if action == "count":
-        return BatchResult(len(chosen), skipped, commands)
+        return BatchResult(len(chosen), skipped, commands, commands)
     tx = client.pipeline(transaction=True)
     if action == "delete" and chosen:
         tx.unlink(*[key for key, _, _ in chosen])
@@ -245,13 +262,15 @@ def _via_pipeline(client, keys, *, action, policies, want, marker, head, totals)
     if marker:
         tx.set(marker, f"{head} {totals[0] + predicted} {totals[1] + skipped}", ex=MARKER_TTL_SECONDS)
     replies = tx.execute() if (chosen or marker) else []
-    commands += (len(chosen) if action == "expire" else int(bool(chosen))) + (1 if marker else 0) + 2
+    writes = (len(chosen) if action == "expire" else int(bool(chosen))) + (1 if marker else 0)
+    commands += writes + (2 if writes else 0)  # + MULTI and EXEC
     acted = replies[:-1] if marker else replies
     done = sum(int(r) for r in acted)
-    return BatchResult(done, skipped + (predicted - done), commands)
+    return BatchResult(done, skipped + (predicted - done), commands, commands, writes)
 
 
 def read_marker(client, run_id) -> Marker | None:
+    """The marker of `run_id` (one GET), or None."""
     raw = client.get(marker_key(run_id))
     if not raw:
         return None

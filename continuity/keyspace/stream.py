@@ -269,11 +269,12 @@ class BatchSizer:
     """SCAN COUNT per batch such that one script call stays within a time budget.
 
     Redis's time per key is estimated from `INFO commandstats` (free on Upstash): the
-    scripts' usec over the keys they handled, re-read every `every` batches. The next
+    scripts' usec over the keys they handled, re-read after batches 1, 2 and 4, then
+    every `every` batches. The next
     COUNT is budget / time per key, at least `low` and at most `start` (the configured
     batch: the sizer only ever shrinks a batch to keep within the budget)."""
 
-    def __init__(self, client, *, budget_ms, start, low=50, every=20, command="evalsha"):
+    def __init__(self, client, *, budget_ms, start, low=50, every=16, command="evalsha"):
         self.client, self.budget_us, self.count = client, budget_ms * 1000, start
         self.low, self.high, self.every, self.command = min(low, start), start, every, command
         self.batches = self.keys = 0
@@ -290,7 +291,8 @@ class BatchSizer:
     def next_count(self, fetched):
         self.batches += 1
         self.keys += fetched.scanned
-        if self.batches % self.every == 0 and self.base is not None and self.keys:
+        due = self.batches in (1, 2, 4) or self.batches % self.every == 0
+        if due and self.base is not None and self.keys:
             now = self._usec()
             if now is not None:
                 # Other clients' scripts count too: an overestimate, so the budget holds.

@@ -8,6 +8,7 @@ from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from continuity.billing import estimated_cost_usd
 from continuity.keynames import decode_key, match_pattern
 from dashboard.models import RedisDatabase
 
@@ -77,6 +78,10 @@ class PurgeRun(models.Model):
     preview_sample = models.JSONField(default=list, blank=True, help_text="[base64url key tokens]")
     preview_commands = models.BigIntegerField(default=0, help_text="Redis commands the preview issued.")
     estimated_commands = models.BigIntegerField(default=0, help_text="Redis commands execution will cost.")
+    preview_billed_commands = models.BigIntegerField(
+        default=0, help_text="Commands Redis executed for the preview (script-internal calls included).")
+    estimated_billed_commands = models.BigIntegerField(
+        default=0, help_text="Commands execution will make Redis run, writes counted once more per read region.")
     previewed_at = models.DateTimeField(default=timezone.now)
 
     # Execution progress (the checkpoint).
@@ -87,7 +92,10 @@ class PurgeRun(models.Model):
     matched = models.BigIntegerField(default=0)
     done = models.BigIntegerField(default=0, help_text="Keys deleted or expired.")
     skipped = models.BigIntegerField(default=0, help_text="Matched keys that no longer qualified at execution.")
-    commands = models.BigIntegerField(default=0, help_text="Redis commands issued by execution.")
+    commands = models.BigIntegerField(default=0, help_text="Requests execution sent to Redis.")
+    billed_commands = models.BigIntegerField(
+        default=0, help_text="Commands Redis executed for execution, script-internal calls included, free ones not, "
+                             "writes counted once more per read region of the database.")
     claim = models.UUIDField(null=True, blank=True, editable=False)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
@@ -159,6 +167,19 @@ class PurgeRun(models.Model):
             return self.target_bytes()
         return b""
 
+    @property
+    def estimated_cost_usd(self):
+        return estimated_cost_usd(self.billed_commands)
+
+    @property
+    def estimated_execution_cost_usd(self):
+        return estimated_cost_usd(self.estimated_billed_commands)
+
+    def billed(self, billed, writes):
+        """`billed` commands of which `writes` wrote, with the writes counted once more
+        per read region of the database (Upstash Global)."""
+        return billed + writes * len(self.database.read_regions or ())
+
     # --- claims: one worker at a time, resumable after its lease lapses ----------------
     def acquire(self, lease_seconds):
         """Take this run for the calling worker with a conditional UPDATE: a queued run, or a
@@ -184,7 +205,8 @@ class PurgeRun(models.Model):
         Postgres, and only a crash of Postgres itself could lose the last fraction of a
         second of progress (the run then resumes from the marker, never counting twice)."""
         progress = {"cursor": self.cursor, "batches": self.batches, "matched": self.matched, "done": self.done,
-                    "skipped": self.skipped, "commands": self.commands, "heartbeat_at": timezone.now()}
+                    "skipped": self.skipped, "commands": self.commands, "billed_commands": self.billed_commands,
+                    "heartbeat_at": timezone.now()}
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
@@ -205,6 +227,7 @@ class PurgeRun(models.Model):
                 "target": self.target_value, "match": self.match_pattern, "action": self.action,
                 "condition": self.condition, "status": self.status, "matched": self.matched,
                 self.done_label: self.done, "skipped": self.skipped, "commands": self.commands,
+                "billed_commands": self.billed_commands, "estimated_cost_usd": self.estimated_cost_usd,
                 "reason": self.reason}
 
 

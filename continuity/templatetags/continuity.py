@@ -10,6 +10,18 @@ register.filter("duration", duration)
 
 
 @register.filter
+def usd(amount):
+    """An estimated price: $0.0057, $5.70, $550."""
+    if amount is None:
+        return "—"
+    if amount >= 100:
+        return f"${amount:,.0f}"
+    if amount >= 1:
+        return f"${amount:,.2f}"
+    return f"${amount:.4f}" if amount >= 0.0001 else f"${amount:.6f}"
+
+
+@register.filter
 def key_token(key):
     """A bytes key as its base64url URL token."""
     return encode_key(key)

@@ -465,3 +465,37 @@ def test_it_costs_four_billed_commands_per_batch_on_a_prefix_delete(monitored, l
     # (+1: the first EVALSHA on a fresh script cache answers NOSCRIPT and the script is loaded)
     assert batches <= calls("evalsha") <= batches + 1 and calls("unlink") == batches and calls("set") == batches
     assert calls("pttl") == 0  # a plain delete re-checks nothing per key: UNLINK counts what existed
+
+
+@pytest.mark.parametrize("action,with_ttl", [("delete", False), ("expire", False), ("expire", True)])
+def test_it_bills_exactly_what_redis_executes(monitored, lucia, operator, action, with_ttl):
+    """`billed_commands` of an execution equals the INFO commandstats delta (script-internal
+    calls included, a NOSCRIPT reload included), and the preview's estimate is close."""
+    from continuity.tests.test_review import billed_delta
+
+    fill(monitored, 2500, ttl=99999 if with_ttl else None)   # above the session maximum, or no TTL
+    fill(monitored, 500, prefix=b"lucia:session:ok:", ttl=60)
+    run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", action=action, batch_size=700,
+                 rate_cap=0)
+    monitored.script_flush()
+    before = monitored.info("commandstats")
+    result = purge.execute_purge(run_id=run.pk)
+    after = monitored.info("commandstats")
+    assert result.done == (2500 if action == "expire" else 3000)
+    assert result.run.billed_commands == billed_delta(before, after)
+    assert abs(result.run.estimated_billed_commands - result.run.billed_commands) <= 10
+    assert result.run.summary()["estimated_cost_usd"] == pytest.approx(result.run.billed_commands * 0.2 / 100_000)
+
+
+def test_it_bills_writes_again_per_read_region(monitored, lucia, operator):
+    from continuity.tests.test_review import billed_delta
+
+    type(lucia).objects.filter(pk=lucia.pk).update(read_regions=["eu-west-1", "ap-southeast-1"])
+    fill(monitored, 1000)
+    run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", batch_size=300, rate_cap=0)
+    before = monitored.info("commandstats")
+    result = purge.execute_purge(run_id=run.pk)
+    after = monitored.info("commandstats")
+    writes = sum(after.get(f"cmdstat_{c}", {}).get("calls", 0) - before.get(f"cmdstat_{c}", {}).get("calls", 0)
+                 for c in ("unlink", "set", "del"))
+    assert writes > 0 and result.run.billed_commands == billed_delta(before, after) + 2 * writes

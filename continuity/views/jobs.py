@@ -9,7 +9,7 @@ from continuity import charts
 from continuity.forms import ScheduleForm
 from continuity.models import FINDINGS, ReviewRun
 from continuity.models.reviews import FINDING_LABELS
-from continuity.operations import configuration
+from continuity.operations import configuration, costs
 from continuity.operations.review_requests import request_review
 from dashboard import roles
 from dashboard.models import RedisDatabase
@@ -25,9 +25,11 @@ def job_list(request):
     context = {"runs": runs, "any_active": any(run.is_active for run in runs)}
     if request.htmx:
         return render(request, "continuity/job_list.html#runs", context)
+    databases = list(RedisDatabase.objects.all())
+    schedules = list(PeriodicTask.objects.select_related("interval", "crontab").order_by("name"))
     context.update(
-        databases=RedisDatabase.objects.all(),
-        schedules=PeriodicTask.objects.select_related("interval", "crontab").order_by("name"),
+        databases=[(database, *costs.review_cost(database)) for database in databases],
+        schedules=[(task, costs.project(task, databases)) for task in schedules],
         results=TaskResult.objects.order_by("-date_created")[:20],
     )
     return render(request, "continuity/job_list.html", context)

@@ -131,7 +131,8 @@ class Command(BaseCommand):
 
     def _show_preview(self, preview):
         self.stderr.write(f"Preview: {preview.matched} keys match {preview.run.match_pattern} "
-                          f"({preview.actionable} would change); about {preview.estimated_commands} Redis commands.")
+                          f"({preview.actionable} would change); it will cost about {preview.run.estimated_billed_commands} "
+                          f"billed commands ≈ ${preview.run.estimated_execution_cost_usd:.4f}.")
         reviewed = purge.review_counts(preview.run)
         for prefix in sorted(set(preview.namespaces) | set(reviewed)):
             then = f" (review #{preview.run.review_id} counted {reviewed.get(prefix, 0)})" if reviewed else ""
@@ -147,9 +148,13 @@ class Command(BaseCommand):
         if dry_run:
             data.update(matched=preview.matched, actionable=preview.actionable, namespaces=preview.namespaces,
                         sample=[keyspace.display_key(keyspace.decode_key(t)) for t in preview.sample],
-                        commands=preview.commands, estimated_commands=preview.estimated_commands)
+                        commands=preview.commands, estimated_commands=preview.estimated_commands,
+                        billed_commands=run.preview_billed_commands,
+                        estimated_billed_commands=run.estimated_billed_commands,
+                        estimated_cost_usd=run.estimated_execution_cost_usd)
         else:
             data.update(status=run.status, matched=run.matched, skipped=run.skipped, commands=run.commands,
+                        billed_commands=run.billed_commands, estimated_cost_usd=run.estimated_cost_usd,
                         duration_s=round(run.duration_seconds() or 0, 3))
             data[run.done_label] = run.done
         if opts["json"]:

@@ -42,7 +42,8 @@ class Command(BaseCommand):
             for result in results:
                 counts = ", ".join(f"{kind} {result.findings[kind]}" for kind in FINDINGS)
                 self.stdout.write(f"{result.database}: {result.keys_scanned} keys ({result.foreign_keys} foreign), "
-                                  f"{counts}; {result.commands} commands in {result.duration_s:.2f}s")
+                                  f"{counts}; {result.commands} requests, {result.billed_commands} billed commands "
+                                  f"≈ ${result.estimated_cost_usd:.4f} in {result.duration_s:.2f}s")
         if failures:
             raise CommandError("; ".join(failures))
 

@@ -85,6 +85,17 @@ def split(page, policies, reach=None):
     return keys, chosen, outside
 
 
+def estimated_billed(*, scans, acting_batches, keys, actionable, action, condition, read_regions=0):
+    """The commands an execution will make Redis run: a SCAN per page (none for a stored
+    finding list), then per acting batch one EVALSHA, the marker SET and (delete) one
+    UNLINK; per key the re-check's reads (none for a plain delete); per repaired key one
+    PEXPIRE. Writes are counted once more per read region."""
+    want = CONDITION_FINDINGS[condition]
+    reads_per_key = 0 if (not want and action == PurgeRun.DELETE) else 1 + (OVERSIZED in want) + (WRONG_TYPE in want)
+    writes = acting_batches + (acting_batches if action == PurgeRun.DELETE else actionable)
+    return scans + acting_batches + keys * reads_per_key + writes + writes * read_regions
+
+
 def audit_run(run, action, *, request=None, actor=None, actor_label="", source=None, before=None, note=""):
     """The audit entry of a step of `run` (inside the caller's transaction)."""
     audit.record(action=action, target=run, before=before, after=run.summary(), note=note or run.reason,

@@ -29,7 +29,8 @@ _FINISH_VERBS = {PurgeRun.SUCCEEDED: "purge.finish", PurgeRun.FAILED: "purge.fai
 def _finish(run, status, *, error="", source="task"):
     with transaction.atomic():
         PurgeRun.objects.filter(pk=run.pk).update(status=status, finished_at=timezone.now(), error=error,
-                                                  claim=None, heartbeat_at=None)
+                                                  claim=None, heartbeat_at=None, commands=run.commands,
+                                                  billed_commands=run.billed_commands)
         PurgeTargetKey.objects.filter(run=run).delete()  # a finding's key list is spent
         run.refresh_from_db()
         audit_run(run, _FINISH_VERBS[status], actor=run.requested_by, actor_label=run.requested_label or "system",
@@ -84,6 +85,8 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
             run.refresh_from_db()
             return PurgeResult.of(run, resumed)
         redis_purge.clear_marker(client, run.pk)
+        run.commands += 1
+        run.billed_commands += run.billed(1, 1)  # the DEL of the marker
         return PurgeResult.of(_finish(run, status, source=source), resumed)
     except BaseException:
         run.release(claim)
@@ -95,6 +98,7 @@ def _recover_batch(run, client, claim):
     written atomically with each batch, holds the run's totals and cursor after the last."""
     marker = redis_purge.read_marker(client, run.pk)
     run.commands += 1
+    run.billed_commands += 1
     if marker and marker.batch > run.batches:
         run.batches, run.cursor = marker.batch, marker.cursor
         run.matched, run.done, run.skipped = marker.matched, marker.done, marker.skipped
@@ -166,6 +170,7 @@ def _loop(run, client, claim, policies, reach, keys, progress):
     marker = redis_purge.marker_key(run.pk)
     for position, page, cost in _pages(run, client, keys, int(run.cursor)):
         run.commands += cost
+        run.billed_commands += cost
         next_cursor = "end" if position is None else str(position)
         page_keys, page_policies, outside = split(page, policies, reach)
         run.skipped += outside
@@ -178,6 +183,7 @@ def _loop(run, client, claim, policies, reach, keys, progress):
             run.done += result.done
             run.skipped += result.skipped
             run.commands += result.commands
+            run.billed_commands += run.billed(result.billed, result.writes)
         run.cursor = next_cursor
         # Checkpoints may lag the Redis side by a fraction of a second: the marker holds
         # the exact totals, so a resumed run loses and repeats nothing.

@@ -12,7 +12,7 @@ script re-checks that each key still has the finding under its namespace's polic
 from continuity import keyspace
 from continuity.keyspace import purge as redis_purge
 from continuity.models.purges import store_target_keys
-from continuity.operations.purge.common import CONDITION_FINDINGS, PurgePreview, split
+from continuity.operations.purge.common import CONDITION_FINDINGS, PurgePreview, estimated_billed, split
 from continuity.operations.purge.targets import scan_prefixes
 
 
@@ -26,14 +26,17 @@ def offender_pages(client, *, stats, finding, policies, batch_size):
             cursor, page = keyspace.scan_page(match=pattern, cursor=cursor, count=batch_size, client=client)
             candidates = [(key, policy) for key in page
                           if (policy := policies.for_key(key)) is not None and policy.prefix in wanted]
-            offenders, cost = [], 1
+            offenders, cost, billed = [], 1, 1
             if candidates:
                 keys = [key for key, _ in candidates]
                 metas = keyspace.key_metadata(keys=keys, client=client)
-                cost += keyspace.metadata_commands(client, len(keys))
+                sent = keyspace.metadata_commands(client, len(keys))
+                cost += sent
+                # PTTL per key, TYPE and MEMORY USAGE per key still there (+ the EVALSHA).
+                billed += len(keys) + 2 * sum(1 for m in metas if m.exists) + (1 if sent == 1 else 0)
                 offenders = [m.key for m, (_, policy) in zip(metas, candidates)
                              if m.exists and finding in policy.findings(m.ttl_ms, m.type, m.memory)]
-            yield offenders, cost, len(page)
+            yield offenders, (cost, billed), len(page)
             if cursor == 0:
                 break
 
@@ -44,10 +47,10 @@ def given_pages(keys, batch_size):
     for key in keys:
         page.append(bytes(key))
         if len(page) >= batch_size:
-            yield page, 0, len(page)
+            yield page, (0, 0), len(page)
             page = []
     if page:
-        yield page, 0, len(page)
+        yield page, (0, 0), len(page)
 
 
 def preview_offenders(run, client, *, policies, keys, stats, sample_size, progress):
@@ -59,14 +62,16 @@ def preview_offenders(run, client, *, policies, keys, stats, sample_size, progre
     else:
         pages = offender_pages(client, stats=stats, finding=run.finding, policies=policies,
                                batch_size=run.batch_size)
-    position = actionable = commands = read = 0
+    position = actionable = commands = billed = read = acting_keys = 0
     per_namespace, sample = {}, []
-    for page, cost, scanned in pages:
+    for page, (cost, page_billed), scanned in pages:
         commands += cost
+        billed += page_billed
         read += scanned
         if page:
             position = store_target_keys(run, page, after=position)
         page_keys, page_policies, _outside = split(page, policies)
+        acting_keys += len(page_keys)
         for policy in page_policies:
             label = policy.prefix.decode("utf-8", "backslashreplace")
             per_namespace[label] = per_namespace.get(label, 0) + 1
@@ -77,6 +82,7 @@ def preview_offenders(run, client, *, policies, keys, stats, sample_size, progre
                                                want=CONDITION_FINDINGS[run.condition])
             actionable += counted.done
             commands += counted.commands
+            billed += counted.billed
         elif run.action == run.EXPIRE:
             actionable += sum(1 for policy in page_policies if policy.max_ttl_seconds)  # none: nothing to apply
         else:
@@ -86,8 +92,12 @@ def preview_offenders(run, client, *, policies, keys, stats, sample_size, progre
     run.preview_matched, run.preview_actionable = position, actionable
     run.preview_namespaces, run.preview_sample = per_namespace, sample
     run.preview_commands = commands
+    run.preview_billed_commands = billed
     # Execution sends one acting command per stored batch, and no SCAN.
     run.estimated_commands = -(-position // run.batch_size)
+    run.estimated_billed_commands = estimated_billed(
+        scans=0, acting_batches=run.estimated_commands, keys=acting_keys, actionable=actionable, action=run.action,
+        condition=run.condition, read_regions=len(run.database.read_regions or ()))
     run.save()
     return PurgePreview(run=run, matched=position, actionable=actionable, namespaces=per_namespace, sample=sample,
                         commands=commands, estimated_commands=run.estimated_commands)

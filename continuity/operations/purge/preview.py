@@ -15,6 +15,7 @@ from continuity.operations.purge.common import (
     CONDITION_FINDINGS,
     SAMPLE_SIZE,
     PurgePreview,
+    estimated_billed,
     PurgeRefused,
     namespace_policies,
     split,
@@ -41,8 +42,10 @@ class Counted:
     namespaces: dict = field(default_factory=dict)
     sample: list = field(default_factory=list)
     commands: int = 0
+    billed: int = 0
     scans: int = 0
     acting_batches: int = 0
+    acting_keys: int = 0
 
 
 def count_matches(client, *, match, policies, reach, action, condition, batch_size, sample_size=0, progress=None):
@@ -60,6 +63,7 @@ def count_matches(client, *, match, policies, reach, action, condition, batch_si
             per_namespace[label] = per_namespace.get(label, 0) + 1
         if page_keys:
             out.acting_batches += 1
+            out.acting_keys += len(page_keys)
             if len(sample) < sample_size:
                 sample.extend(keyspace.encode_key(k) for k in page_keys[: sample_size - len(sample)])
             if needs_check:
@@ -67,11 +71,13 @@ def count_matches(client, *, match, policies, reach, action, condition, batch_si
                                                    want=want)
                 out.actionable += counted.done
                 out.commands += counted.commands
+                out.billed += counted.billed
             else:
                 out.actionable += len(page_keys)
         if progress:
             progress(out.matched)
     out.commands += out.scans
+    out.billed += out.scans
     return out
 
 
@@ -117,8 +123,13 @@ def preview_purge(*, database, kind, value=b"", action=PurgeRun.DELETE, review_i
     run.preview_matched, run.preview_actionable = counted.matched, counted.actionable
     run.preview_namespaces, run.preview_sample = counted.namespaces, counted.sample
     run.preview_commands = counted.commands
+    run.preview_billed_commands = counted.billed
     # Execution repeats the SCAN and sends one acting command per page holding keys.
     run.estimated_commands = counted.scans + counted.acting_batches
+    run.estimated_billed_commands = estimated_billed(
+        scans=counted.scans, acting_batches=counted.acting_batches, keys=counted.acting_keys,
+        actionable=counted.actionable, action=action, condition=condition,
+        read_regions=len(database.read_regions or ()))
     run.save()
     return PurgePreview(run=run, matched=counted.matched, actionable=counted.actionable,
                         namespaces=counted.namespaces, sample=counted.sample, commands=counted.commands,
