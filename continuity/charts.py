@@ -69,20 +69,27 @@ def _bytes(value):
 
 
 def namespace_trends(database, *, runs=30):
-    """{label: [(finished_at, keys, findings)]} over the last `runs` succeeded reviews,
-    oldest first."""
+    """{label: [(finished_at, keys, findings, sampled)]} over the last `runs` succeeded
+    reviews, oldest first; a sampled review's figures are scaled to the whole keyspace."""
     series = defaultdict(list)
     for stat in ReviewNamespaceStat.objects.trend(database, runs=runs):
-        series[stat.label].append((stat.run.finished_at, stat.keys, sum(stat.findings.values())))
+        scale = stat.run.scale()
+        series[stat.label].append((stat.run.finished_at, round(stat.keys * scale),
+                                   round(sum(stat.findings.values()) * scale), stat.run.sampled))
     return dict(sorted(series.items()))
 
 
 def trend_svg(label, points):
-    """A line chart of keys (left axis) and findings (right axis) for one namespace."""
+    """A line chart of keys (left axis) and findings (right axis) for one namespace, with
+    exact and sampled (estimated) reviews as separate series."""
     chart = pygal.Line(style=CleanStyle, height=260, width=720, js=[], disable_xml_declaration=True,
                        show_dots=len(points) < 40, x_label_rotation=30, show_minor_x_labels=False,
-                       x_labels_major_count=6, truncate_legend=-1, title=label, include_x_axis=True)
-    chart.x_labels = [finished.strftime("%m-%d %H:%M") for finished, _, _ in points]
-    chart.add("keys", [keys for _, keys, _ in points])
-    chart.add("findings", [findings for _, _, findings in points], secondary=True)
+                       x_labels_major_count=6, truncate_legend=-1, title=label, include_x_axis=True,
+                       allow_interruptions=True)
+    chart.x_labels = [finished.strftime("%m-%d %H:%M") for finished, _, _, _ in points]
+    for sampled, name in ((False, "exact"), (True, "sampled, estimated")):
+        if any(point[3] == sampled for point in points):
+            chart.add(f"keys ({name})", [keys if s == sampled else None for _, keys, _, s in points])
+            chart.add(f"findings ({name})", [found if s == sampled else None for _, _, found, s in points],
+                      secondary=True)
     return _render(chart)

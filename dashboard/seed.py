@@ -187,14 +187,46 @@ def seed_rotation_check():
 
 
 def seed_schedules():
-    """The beat schedules in the database (django-celery-beat), created only if missing:
-    an admin's later edits (interval, crontab, enabled) are never overwritten."""
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+    """The review schedules (django-celery-beat), created only if missing: "ttl review", a
+    sampled review every 15 minutes (REVIEW_SAMPLE_SIZE keys: a cost independent of the
+    keyspace), and "ttl review (exact)" every night. An install seeded before sampled
+    reviews existed has "ttl review" as an exact review every 15 minutes: if nobody edited
+    it (no schedule.update in the audit log), it becomes the sampled one; an edited
+    schedule is left as the admin set it, and no exact one is added beside it."""
+    import json
 
+    from django.conf import settings
+    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+    from dashboard.models import AuditEntry
+
+    sampled_kwargs = json.dumps({"sample": settings.REVIEW_SAMPLE_SIZE})
     every_15, _ = IntervalSchedule.objects.get_or_create(every=15, period=IntervalSchedule.MINUTES)
-    _, made = create_once(PeriodicTask, {"name": "ttl review"},
-                          {"task": "continuity.review_all_databases", "interval": every_15, "enabled": True,
-                           "description": "Review TTLs, sizes and types of every key of every database."})
+    existing = PeriodicTask.objects.filter(name="ttl review").first()
+    made = 0
+    if existing is None:
+        made += create_once(PeriodicTask, {"name": "ttl review"},
+                            {"task": "continuity.review_all_databases", "interval": every_15, "enabled": True,
+                             "kwargs": sampled_kwargs,
+                             "description": "Sampled review of every database: estimates with 95% intervals."})[1]
+    else:
+        edited = AuditEntry.objects.filter(action="schedule.update", target_id=str(existing.pk)).exists()
+        if edited:
+            return made
+        if json.loads(existing.kwargs or "{}").get("sample") is None:
+            with transaction.atomic():
+                before = audit.snapshot(existing)
+                existing.kwargs = sampled_kwargs
+                existing.description = "Sampled review of every database: estimates with 95% intervals."
+                existing.save()
+                audit.record(action="periodictask.seed", target=existing, target_label=existing.name, before=before,
+                             after=audit.snapshot(existing), actor_label=ACTOR, source="cli",
+                             note="The frequent review is sampled now; an exact one runs nightly.")
+    nightly, _ = CrontabSchedule.objects.get_or_create(minute="15", hour="2", day_of_week="*", day_of_month="*",
+                                                       month_of_year="*", timezone="UTC")
+    made += create_once(PeriodicTask, {"name": "ttl review (exact)"},
+                        {"task": "continuity.review_all_databases", "crontab": nightly, "enabled": True,
+                         "description": "Exact review of every key of every database, nightly."})[1]
     return int(made)
 
 

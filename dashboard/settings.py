@@ -158,6 +158,8 @@ REVIEW_SCAN_COUNT = env_int("REVIEW_SCAN_COUNT", 1000)
 REVIEW_CHECKPOINT_BATCHES = env_int("REVIEW_CHECKPOINT_BATCHES", 20)
 REVIEW_LEASE_SECONDS = env_int("REVIEW_LEASE_SECONDS", 120)
 REVIEW_TASK_MAX_RETRIES = env_int("REVIEW_TASK_MAX_RETRIES", 5)
+# Keys a sampled review draws at random (the 15-minute schedule; `ttl_review --sample N`).
+REVIEW_SAMPLE_SIZE = env_int("REVIEW_SAMPLE_SIZE", 2000)
 # How a review reads the keyspace: "auto" picks per database provider (Upstash: SCAN, then
 # one script over the batch's keys declared in KEYS, which locks only those keys; elsewhere:
 # SCAN inside the script, the fastest), or force "declared_keys" / "scan_script".

@@ -300,3 +300,41 @@ class BatchSizer:
                 self.count = int(min(max(self.budget_us / self.us_per_key, self.low), self.high))
                 self.base, self.keys = now, 0
         return self.count
+
+
+def sample_keys(client, size, *, window=100, rng=None):
+    """About `size` keys drawn at random, and the SCAN calls it took.
+
+    Random SCAN cursors, not RANDOMKEY: a SCAN from a random cursor starts at a random
+    bucket of the hash table and returns the keys of the next `window` or so buckets. Keys
+    are spread over buckets by their hash, so each key has about the same chance to be in
+    the window, and one billed command brings ~`window` keys where RANDOMKEY brings one
+    (2,000 RANDOMKEYs would be 2,000 billed commands; this is ~20). Keys sharing a bucket
+    come together: with Redis's load factor near 1 that correlation is small. Windows that
+    overlap are merged; an over-full draw is cut down at random."""
+    import random
+
+    rng = rng or random.SystemRandom()
+    seen, calls = set(), 0
+    limit = 4 * (size // window) + 20
+    while len(seen) < size and calls < limit:
+        _, keys = client.scan(cursor=rng.getrandbits(63), count=window)
+        calls += 1
+        seen.update(keys)
+    keys = list(seen)
+    if len(keys) > size:
+        keys = rng.sample(keys, size)
+    return keys, calls
+
+
+def sample_batches(client, *, size, prefix, needs=Needs(), chunk=1000):
+    """Fetched batches of a random sample of about `size` keys (see `sample_keys`), their
+    metadata read over declared keys (the sample's keys are known: no global lock)."""
+    keys, calls = sample_keys(client, size)
+    scans = calls
+    for start in range(0, max(len(keys), 1), chunk):
+        part = keys[start:start + chunk]
+        ours = [key for key in part if key.startswith(prefix)]
+        rows, sent, billed = _metadata_rows(client, ours, needs)
+        yield Fetched(0, len(part), len(part) - len(ours), rows, scans + sent, scans + billed)
+        scans = 0

@@ -2,7 +2,9 @@
 offending keys. The run row also carries the checkpoint (SCAN cursor + partial
 aggregates) that lets a killed worker resume without counting a key twice."""
 
+import math
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -23,6 +25,30 @@ FINDING_LABELS = {
     "wrong_type": "Wrong type",
     "unknown_namespace": "In no namespace",
 }
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A finding's count for the whole keyspace: `value`, with its 95% interval
+    [`low`, `high`] (equal to the value for an exact review)."""
+
+    value: int
+    low: int
+    high: int
+    sampled: bool
+
+
+def estimate(count, n, population, z=1.96):
+    """Estimate of `count` findings among `n` sampled keys out of `population` (None: the
+    review was exact), with the Wilson score interval of the proportion (well behaved for
+    rare findings, never below 0)."""
+    if population is None or not n:
+        return Estimate(count, count, count, False)
+    p = count / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Estimate(round(p * population), max(0, math.floor((centre - half) * population)),
+                    math.ceil((centre + half) * population), True)
 
 
 class ReviewRunQuerySet(models.QuerySet):
@@ -72,6 +98,10 @@ class ReviewRun(models.Model):
     billed_commands = models.BigIntegerField(
         default=0, help_text="Commands Redis executed for this review, script-internal calls included, free ones not.")
     strategy = models.CharField(max_length=16, blank=True, help_text="How the keyspace was read (keyspace.stream).")
+    # A sampled review reads a random sample of `sample_size` keys: its findings are
+    # sample counts, shown as estimates for the whole keyspace (`estimates()`).
+    sample_size = models.PositiveIntegerField(null=True, blank=True)
+    sampled = models.BooleanField(default=False, help_text="True when the figures are estimates from a sample.")
     duration_s = models.FloatField(default=0)
     findings = models.JSONField(default=dict, blank=True)
     dbsize_before = models.BigIntegerField(null=True, blank=True)
@@ -103,6 +133,27 @@ class ReviewRun(models.Model):
     @property
     def total_findings(self):
         return sum((self.findings or {}).values())
+
+    @property
+    def kind_label(self):
+        return "sampled" if self.sampled else "exact"
+
+    def scale(self):
+        """Keys in the keyspace per key reviewed: 1 for an exact review."""
+        if not self.sampled or not self.keys_scanned or not self.dbsize_before:
+            return 1.0
+        return self.dbsize_before / self.keys_scanned
+
+    def estimates(self):
+        """{finding: Estimate} for the whole keyspace: the counts themselves for an exact
+        review; for a sampled one, the sample proportion times DBSIZE with a 95% interval."""
+        return {kind: estimate(count, self.keys_scanned, self.dbsize_before if self.sampled else None)
+                for kind, count in (self.findings or {}).items()}
+
+    @property
+    def estimated_total_findings(self):
+        """The findings of the whole keyspace (estimated for a sampled review)."""
+        return sum(e.value for e in self.estimates().values())
 
     def keyspace_changed(self):
         """True when DBSIZE moved during the review: counts are then a best effort

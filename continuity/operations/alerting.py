@@ -28,19 +28,20 @@ def alert_on_review(run):
     threshold = settings.ALERT_REVIEW_FINDINGS_THRESHOLD
     previous = (ReviewRun.objects.filter(database=run.database, status=ReviewRun.SUCCEEDED, pk__lt=run.pk)
                 .order_by("-pk").first())
-    now_total = run.total_findings
-    before_total = previous.total_findings if previous else 0
+    now_total = run.estimated_total_findings
+    before_total = previous.estimated_total_findings if previous else 0
+    kind = " (sampled: estimated)" if run.sampled else ""
     link = _link(reverse("continuity:review_detail", args=[run.pk]))
     counts = ", ".join(f"{kind} {count}" for kind, count in sorted((run.findings or {}).items()) if count)
     if now_total >= threshold > before_total:
         alerts.notify(event="review.findings", severity="warning", link=link,
-                      title=f"TTL review of {run.database.name}: {now_total} findings",
+                      title=f"TTL review of {run.database.name}{kind}: {now_total} findings",
                       text=f"Review #{run.pk} found {now_total} keys breaking policy ({counts}); "
                            f"the previous review found {before_total}.")
         return "review.findings"
     if before_total >= threshold > now_total and previous is not None:
         alerts.notify(event="review.resolved", severity="info", link=link,
-                      title=f"TTL review of {run.database.name}: findings below {threshold}",
+                      title=f"TTL review of {run.database.name}{kind}: findings below {threshold}",
                       text=f"Review #{run.pk} found {now_total} keys breaking policy, down from {before_total}.")
         return "review.resolved"
     return None

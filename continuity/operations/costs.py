@@ -26,25 +26,30 @@ def runs_per_month(task):
     return 0
 
 
-# The beat tasks whose runs bill monitored-Redis commands, and how to find the cost of one
-# run per database: the latest succeeded run's billed commands.
-def last_run_cost(task_name, database):
-    """Billed commands of the latest comparable run of `task_name` on `database`, or None."""
-    if task_name == REVIEW_TASK:
-        run = ReviewRun.objects.for_database(database).succeeded().latest_first().first()
-        return run.billed_commands if run else None
-    if task_name == "continuity.policy_purge":
-        runs = PurgeRun.objects.for_database(database).filter(target_kind=PurgeRun.POLICY,
-                                                              status=PurgeRun.SUCCEEDED)
-        run = runs.order_by("-finished_at").first()
-        return run.billed_commands if run else None
-    return None
+POLICY_TASK = "continuity.policy_purge"
+COSTED_TASKS = (REVIEW_TASK, POLICY_TASK)
 
 
-def review_cost(database):
-    """(billed commands, estimated USD) of the latest succeeded review of `database`, the
-    best guess of what the next one costs; (None, None) before the first."""
-    commands = last_run_cost(REVIEW_TASK, database)
+def last_run_costs(databases):
+    """{(task name, database pk): billed commands of the latest succeeded run} for the
+    reviews and policy purges of `databases`: two queries, whatever their number."""
+    ids = [database.pk for database in databases]
+    out = {}
+    reviews = (ReviewRun.objects.filter(database_id__in=ids, status=ReviewRun.SUCCEEDED)
+               .order_by("database_id", "-finished_at").distinct("database_id")
+               .values_list("database_id", "billed_commands"))
+    out.update({(REVIEW_TASK, pk): billed for pk, billed in reviews})
+    purges = (PurgeRun.objects.filter(database_id__in=ids, status=PurgeRun.SUCCEEDED, target_kind=PurgeRun.POLICY)
+              .order_by("database_id", "-finished_at").distinct("database_id")
+              .values_list("database_id", "billed_commands"))
+    out.update({(POLICY_TASK, pk): billed for pk, billed in purges})
+    return out
+
+
+def review_cost(database, last):
+    """(billed commands, estimated USD) of the latest succeeded review of `database` (from
+    `last_run_costs`), the best guess of what the next one costs; (None, None) before the first."""
+    commands = last.get((REVIEW_TASK, database.pk))
     return commands, estimated_cost_usd(commands)
 
 
@@ -59,13 +64,14 @@ class Projection:
         return estimated_cost_usd(self.commands)
 
 
-def project(task, databases):
-    """[Projection] of a month of `task` per database, from each database's last run."""
+def project(task, databases, last):
+    """[Projection] of a month of `task` per database, from each database's last run
+    (`last_run_costs`); [] for a task that bills no monitored-Redis command worth counting."""
+    if task.task not in COSTED_TASKS:
+        return []
     runs = runs_per_month(task)
     out = []
     for database in databases:
-        per_run = last_run_cost(task.task, database)
-        if per_run is None and task.task not in (REVIEW_TASK, "continuity.policy_purge"):
-            continue
+        per_run = last.get((task.task, database.pk))
         out.append(Projection(database.name, runs, None if per_run is None else per_run * runs))
     return out

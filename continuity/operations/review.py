@@ -46,6 +46,7 @@ from continuity import keyspace
 from continuity.keyspace import stream
 from continuity.billing import estimated_cost_usd
 from continuity.models import Namespace, ReviewNamespaceStat, ReviewRun, ReviewSample
+from continuity.models.reviews import estimate
 from continuity.policy import BUCKET_BOUNDS_MS, BUCKET_NAMES, FINDINGS, UNKNOWN_NAMESPACE, Policies
 
 SAMPLE_CAP = 100
@@ -290,10 +291,17 @@ class ReviewResult:
     run: ReviewRun | None = None
     billed_commands: int = 0
     strategy: str = ""
+    sampled: bool = False
+    population: int | None = None  # DBSIZE: what a sampled review's estimates scale to
 
     @property
     def estimated_cost_usd(self):
         return estimated_cost_usd(self.billed_commands)
+
+    def estimates(self):
+        """{finding: Estimate} for the whole keyspace (the counts themselves when exact)."""
+        return {kind: estimate(count, self.keys_scanned, self.population if self.sampled else None)
+                for kind, count in self.findings.items()}
 
     def as_json(self):
         return {"database": self.database, "run": self.run.pk if self.run else None, "status": self.status,
@@ -301,7 +309,10 @@ class ReviewResult:
                 "vanished_keys": self.vanished_keys, "findings": dict(self.findings),
                 "namespaces": self.namespaces, "commands": self.commands,
                 "billed_commands": self.billed_commands, "estimated_cost_usd": self.estimated_cost_usd,
-                "strategy": self.strategy, "duration_s": round(self.duration_s, 3)}
+                "strategy": self.strategy, "sampled": self.sampled, "duration_s": round(self.duration_s, 3),
+                **({"population": self.population,
+                    "estimates": {kind: {"value": e.value, "low_95": e.low, "high_95": e.high}
+                                  for kind, e in self.estimates().items()}} if self.sampled else {})}
 
 
 def _namespace_rows(tally, namespaces):
@@ -330,7 +341,8 @@ def _result(database, status, tally, namespaces, run=None):
     return ReviewResult(database=database.name, status=status, keys_scanned=tally.keys_scanned,
                         foreign_keys=tally.foreign, vanished_keys=tally.vanished, findings=dict(tally.findings),
                         namespaces=rows, commands=tally.commands, duration_s=tally.elapsed_s, run=run,
-                        billed_commands=tally.billed, strategy=run.strategy if run else "")
+                        billed_commands=tally.billed, strategy=run.strategy if run else "",
+                        sampled=bool(run and run.sampled), population=run.dbsize_before if run else None)
 
 
 def result_from_run(run):
@@ -343,16 +355,17 @@ def result_from_run(run):
                         foreign_keys=run.foreign_keys, vanished_keys=run.vanished_keys,
                         findings=dict(run.findings), namespaces=rows, commands=run.commands,
                         duration_s=run.duration_s, run=run, billed_commands=run.billed_commands,
-                        strategy=run.strategy)
+                        strategy=run.strategy, sampled=run.sampled, population=run.dbsize_before)
 
 
 # --- the operation ----------------------------------------------------------------------
-def start_review(*, database, actor=None, triggered_by=ReviewRun.CLI, batch=None):
-    """A new queued run, or ReviewBusy when one is already queued or running."""
+def start_review(*, database, actor=None, triggered_by=ReviewRun.CLI, batch=None, sample=None):
+    """A new queued run (of a random sample of `sample` keys, when given), or ReviewBusy
+    when one is already queued or running."""
     try:
         with transaction.atomic():
             return ReviewRun.objects.create(database=database, actor=actor, triggered_by=triggered_by,
-                                            batch_size=batch or settings.REVIEW_SCAN_COUNT)
+                                            batch_size=batch or settings.REVIEW_SCAN_COUNT, sample_size=sample)
     except IntegrityError:
         existing = ReviewRun.objects.active().for_database(database).select_related("database").first()
         if existing is None:
@@ -374,6 +387,24 @@ def plan(database, policies):
     return strategy, stream.Needs(type=needs_type, memory=needs_memory)
 
 
+def _fold(tally, classifier, fetched):
+    """Count one Fetched batch into `tally`."""
+    tally.commands += fetched.commands
+    tally.billed += fetched.billed
+    tally.keys_scanned += fetched.scanned
+    tally.foreign += fetched.foreign
+    _count_batch(tally, classifier, fetched.rows)
+    tally.batches += 1
+
+
+def _sample(client, classifier, tally, *, size, needs, on_batch):
+    """A review of a random sample of about `size` keys (see `stream.sample_keys`)."""
+    for fetched in stream.sample_batches(client, size=size, prefix=classifier.key_prefix, needs=needs):
+        _fold(tally, classifier, fetched)
+        if on_batch is not None:
+            on_batch(tally)
+
+
 def _scan(client, classifier, tally, *, cursor, batch, on_checkpoint, checkpoint_every, on_batch, clock,
           strategy=stream.SCAN_SCRIPT, needs=stream.Needs()):
     """The SCAN loop. Returns True when the scan completed, False when `on_checkpoint`
@@ -384,12 +415,7 @@ def _scan(client, classifier, tally, *, cursor, batch, on_checkpoint, checkpoint
                           strategy=strategy, sizer=sizer)
     with contextlib.closing(feed):
         for fetched in feed:
-            tally.commands += fetched.commands
-            tally.billed += fetched.billed
-            tally.keys_scanned += fetched.scanned
-            tally.foreign += fetched.foreign
-            _count_batch(tally, classifier, fetched.rows)
-            tally.batches += 1
+            _fold(tally, classifier, fetched)
             now = clock()
             tally.elapsed_s += now - last_mark
             last_mark = now
@@ -403,7 +429,7 @@ def _scan(client, classifier, tally, *, cursor, batch, on_checkpoint, checkpoint
 
 
 def review_database(*, database, run=None, actor=None, batch=None, triggered_by=ReviewRun.CLI,
-                    persist=True, namespaces=None, checkpoint_every=None, on_batch=None):
+                    persist=True, namespaces=None, checkpoint_every=None, on_batch=None, sample=None):
     """Review the whole keyspace of `database` and return a ReviewResult.
 
     With `persist` (the default) the review is a ReviewRun row: `run` (a queued or
@@ -413,6 +439,11 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     without Postgres writes (benchmarks), with `namespaces` given or read once.
     Redis failures raise ReviewInterrupted after handing the run back for a retry.
     `on_batch(tally)` is called after each batch (progress output, tests).
+
+    With `sample` (or a run created with one) only a random sample of about that many
+    keys is read (`stream.sample_keys`): the cost does not grow with the keyspace, and the
+    findings are sample counts that pages show as estimates with a 95% interval. A keyspace
+    no larger than the sample is reviewed exactly instead.
     """
     checkpoint_every = checkpoint_every or settings.REVIEW_CHECKPOINT_BATCHES
     if namespaces is None:
@@ -429,7 +460,7 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
         return dataclasses.replace(result, strategy=strategy)
 
     if run is None:
-        run = start_review(database=database, actor=actor, triggered_by=triggered_by, batch=batch)
+        run = start_review(database=database, actor=actor, triggered_by=triggered_by, batch=batch, sample=sample)
     token = run.claim(settings.REVIEW_LEASE_SECONDS)
     if token is None:
         if run.is_active:
@@ -442,8 +473,15 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
             size = stream.dbsize(client)
             tally.commands += 1
             tally.billed += 1
-            run.checkpoint(token, dbsize_before=size, strategy=strategy)
-            run.dbsize_before, run.strategy = size, strategy
+            sampled = bool(run.sample_size) and size is not None and size > run.sample_size
+            run.checkpoint(token, dbsize_before=size, strategy=strategy, sampled=sampled)
+            run.dbsize_before, run.strategy, run.sampled = size, strategy, sampled
+        if run.sampled:  # small and cheap: no checkpoint, a crashed worker starts it over
+            tally = Tally()
+            tally.commands, tally.billed = 1, 1  # the DBSIZE above
+            _sample(client, classifier, tally, size=run.sample_size, needs=needs, on_batch=on_batch)
+            _finish(run, token, tally, namespaces, run.dbsize_before)
+            return _result(database, run.status, tally, namespaces, run=run)
 
         def on_checkpoint(cursor, tally):
             return run.checkpoint(token, cursor=str(cursor), batches=tally.batches, keys_scanned=tally.keys_scanned,

@@ -16,12 +16,13 @@ from dashboard import jobs
 REVIEW_TASK = "continuity.review_database"  # continuity.tasks.review.review_database_task
 
 
-def request_review(*, database, actor=None, triggered_by=ReviewRun.WEB):
-    """Queue a review of `database` and enqueue its task when the transaction commits.
+def request_review(*, database, actor=None, triggered_by=ReviewRun.WEB, sample=None):
+    """Queue a review of `database` (of a random sample of `sample` keys, when given) and
+    enqueue its task when the transaction commits.
     Returns (run, created). When a review is already active it is returned; if its worker
     looks dead (no heartbeat within the lease) its task is enqueued again so it resumes."""
     try:
-        run = review.start_review(database=database, actor=actor, triggered_by=triggered_by)
+        run = review.start_review(database=database, actor=actor, triggered_by=triggered_by, sample=sample)
     except review.ReviewBusy as busy:
         run = busy.run
         if _stale(run):
@@ -37,13 +38,14 @@ def _stale(run):
     return timezone.now() - seen > lease
 
 
-def review_and_alert(*, database, run=None, actor=None, batch=None, triggered_by=ReviewRun.CLI, on_batch=None):
+def review_and_alert(*, database, run=None, actor=None, batch=None, triggered_by=ReviewRun.CLI, on_batch=None,
+                     sample=None):
     """Run (or continue) a review of `database` with `review.review_database`, then, when it
     succeeded, alert through the channels if its findings crossed the threshold
     (`alerting.alert_on_review`). Returns the ReviewResult; raises what the review raises
     (ReviewBusy, ReviewInterrupted)."""
     result = review.review_database(database=database, run=run, actor=actor, batch=batch, triggered_by=triggered_by,
-                                    on_batch=on_batch)
+                                    on_batch=on_batch, sample=sample)
     if result.status == ReviewRun.SUCCEEDED and result.run is not None:
         alerting.alert_on_review(ReviewRun.objects.get(pk=result.run.pk))
     return result

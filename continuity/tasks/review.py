@@ -43,10 +43,11 @@ def review_database_task(self, run_id):
 
 
 @shared_task(name=REVIEW_ALL_TASK, acks_late=True, soft_time_limit=240, time_limit=300)
-def review_all_databases_task():
-    """The 'ttl review' beat schedule: queue a review of every database."""
+def review_all_databases_task(sample=None):
+    """The 'ttl review' beat schedules: queue a review of every database (of a random
+    sample of `sample` keys each, for the frequent schedule)."""
     queued = []
     for database in RedisDatabase.objects.all():
-        run, _ = request_review(database=database, triggered_by=ReviewRun.SCHEDULE)
+        run, _ = request_review(database=database, triggered_by=ReviewRun.SCHEDULE, sample=sample)
         queued.append(run.pk)
     return queued

@@ -148,3 +148,16 @@ def test_the_ttl_review_command_sends_nothing_below_the_threshold(lucia, hook, m
     monitored.set("lucia:session:no-ttl-1", "x")
     call_command("ttl_review", "--database", "lucia", stdout=StringIO())
     assert ReviewRun.objects.get().total_findings == 1 and not AlertDelivery.objects.exists()
+
+
+def test_a_sampled_review_alerts_on_its_estimate_and_says_it_is_sampled(lucia, hook, receiver, eager, settings,
+                                                                        django_capture_on_commit_callbacks):
+    settings.ALERT_REVIEW_FINDINGS_THRESHOLD = 100
+    # 3 findings among 2,000 sampled keys of 100,000: about 150 in the keyspace.
+    run = ReviewRun.objects.create(database=lucia, status=ReviewRun.SUCCEEDED, findings={"no_ttl": 3},
+                                   finished_at=timezone.now(), sampled=True, sample_size=2000, keys_scanned=2000,
+                                   dbsize_before=100_000)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert alerting.alert_on_review(run) == "review.findings"
+    title = receiver.requests[0]["json"]["title"]
+    assert "(sampled: estimated)" in title and "150 findings" in title

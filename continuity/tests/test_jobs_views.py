@@ -21,7 +21,7 @@ def finished(lucia, monitored):
 
 
 def test_it_lists_review_runs_with_status_and_duration(viewer_client, finished, django_assert_max_num_queries):
-    with django_assert_max_num_queries(12):
+    with django_assert_max_num_queries(14):  # +2: the last review and policy-purge cost per database
         page = viewer_client.get(reverse("continuity:job_list")).content.decode()
     assert f'href="{reverse("continuity:review_detail", args=[finished.pk])}"' in page
     assert 'data-testid="review-status">succeeded' in page
@@ -154,3 +154,21 @@ def test_it_shows_each_field_error_on_the_schedule_form(admin_client, lucia):
     assert re.search(r'data-testid="error-kind">Kind: Select a valid choice\. hourly is not one', response.content.decode())
     task.refresh_from_db()
     assert task.interval.every == 15 and not AuditEntry.objects.filter(action="schedule.update").exists()
+
+
+def test_it_labels_a_sampled_review_and_its_estimates_everywhere(viewer_client, lucia, monitored, settings):
+    from continuity import demo
+
+    demo.write_keyspace(monitored, demo.lucia_keyspace(6000, seed=3, violation_rate=0.05))
+    exact = review.review_database(database=lucia).run
+    sampled = review.review_database(database=lucia, sample=800).run
+    assert sampled.sampled and not exact.sampled
+    page = viewer_client.get(reverse("continuity:review_detail", args=[sampled.pk])).content.decode()
+    e = sampled.estimates()["no_ttl"]
+    assert 'data-testid="review-kind"' in page and ">sampled</span>" in page and 'data-testid="sampled-note"' in page
+    assert f'data-testid="finding-no_ttl">≈ {e.value:,}<' in page
+    assert f'data-testid="interval-no_ttl">95%: {e.low:,}–{e.high:,}<' in page
+    listing = viewer_client.get(reverse("continuity:job_list")).content.decode()
+    assert listing.count(">sampled</span>") == 1 and listing.count(">exact</span>") == 1
+    trend = viewer_client.get(reverse("continuity:review_trend", args=["lucia"])).content.decode()
+    assert "keys (exact)" in trend and "keys (sampled, estimated)" in trend

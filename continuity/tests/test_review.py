@@ -314,3 +314,50 @@ def test_it_prints_the_review_as_json_from_the_command(monitored, typed_lucia):
     assert {row["prefix"]: row["keys"] for row in data["namespaces"]} == per_namespace
     assert data["commands"] >= 3 and data["duration_s"] > 0
     assert ReviewRun.objects.get().status == ReviewRun.SUCCEEDED
+
+
+def test_it_estimates_findings_from_a_random_sample_at_a_cost_independent_of_size(monitored, lucia):
+    """A sampled review reads ~N keys whatever the keyspace: its billed commands hardly move
+    when the keyspace doubles, and each estimate's interval holds the true count (checked
+    at z = 4, so the test fails by chance about once in 16,000 runs)."""
+    from continuity.models.reviews import estimate
+
+    specs = load(monitored, 20_000, seed=31, rate=0.05)
+    small = review.review_database(database=lucia, sample=1000)
+    assert small.sampled and small.run.sampled and 900 <= small.keys_scanned <= 1000
+    assert small.population == 20_000 and small.run.kind_label == "sampled"
+    truth = sum(1 for s in specs if s.ttl_seconds is None and s.violation != "foreign"
+                and s.key.split(b":")[1].decode() in TYPES)
+    wide = estimate(small.findings["no_ttl"], small.keys_scanned, 20_000, z=4)
+    assert wide.low <= truth <= wide.high
+    e = small.estimates()["no_ttl"]
+    assert e.sampled and wide.low <= e.low <= e.value <= e.high <= wide.high
+    assert small.as_json()["estimates"]["no_ttl"] == {"value": e.value, "low_95": e.low, "high_95": e.high}
+    load(monitored, 20_000, seed=32)  # 40,000 keys now
+    big = review.review_database(database=lucia, sample=1000)
+    assert big.population == 40_000 and big.billed_commands < small.billed_commands * 1.3
+    exact = review.review_database(database=lucia)
+    assert not exact.sampled and exact.billed_commands > 20 * big.billed_commands
+
+
+def test_it_reviews_a_keyspace_smaller_than_the_sample_exactly(monitored, lucia):
+    specs = load(monitored, 300, seed=33)
+    result = review.review_database(database=lucia, sample=2000)
+    assert not result.sampled and result.keys_scanned == 300
+    findings, _, _ = expected_from_specs(specs)
+    assert result.findings["no_ttl"] == findings["no_ttl"]
+
+
+def test_it_runs_a_sampled_review_from_the_command_line_and_says_so(monitored, lucia):
+    load(monitored, 5000, seed=34)
+    out = StringIO()
+    call_command("ttl_review", "--database", "lucia", "--sample", "500", stdout=out)
+    text = out.getvalue()
+    assert "sampled" in text and "of 5000 keys" in text and "no_ttl ≈" in text
+    out = StringIO()
+    call_command("ttl_review", "--database", "lucia", "--sample", "500", "--json", stdout=out)
+    data = json.loads(out.getvalue())
+    assert data["sampled"] is True and data["population"] == 5000 and set(data["estimates"]) >= {"no_ttl"}
+    out = StringIO()
+    call_command("ttl_review", "--database", "lucia", "--json", stdout=out)
+    assert json.loads(out.getvalue())["sampled"] is False  # exact unless asked

@@ -164,3 +164,35 @@ def override_lease(seconds):
     from django.test import override_settings
 
     return override_settings(REVIEW_LEASE_SECONDS=seconds)
+
+
+def test_it_seeds_a_sampled_review_every_15_minutes_and_an_exact_one_nightly(lucia):
+    import json as _json
+
+    sampled = PeriodicTask.objects.get(name="ttl review")
+    exact = PeriodicTask.objects.get(name="ttl review (exact)")
+    assert _json.loads(sampled.kwargs) == {"sample": settings.REVIEW_SAMPLE_SIZE} and sampled.interval.every == 15
+    assert _json.loads(exact.kwargs or "{}") == {} and (exact.crontab.minute, exact.crontab.hour) == ("15", "2")
+
+
+def test_it_turns_an_untouched_old_schedule_sampled_and_leaves_an_edited_one_alone(lucia, admin):
+    import json as _json
+
+    from continuity.operations import configuration
+    from dashboard import seed
+
+    old = PeriodicTask.objects.get(name="ttl review")
+    PeriodicTask.objects.filter(name="ttl review (exact)").delete()
+    PeriodicTask.objects.filter(pk=old.pk).update(kwargs="{}")  # as seeded before sampled reviews
+    seed.seed_schedules()
+    assert _json.loads(PeriodicTask.objects.get(pk=old.pk).kwargs) == {"sample": settings.REVIEW_SAMPLE_SIZE}
+    assert PeriodicTask.objects.filter(name="ttl review (exact)").exists()
+
+    PeriodicTask.objects.filter(name="ttl review (exact)").delete()
+    PeriodicTask.objects.filter(pk=old.pk).update(kwargs="{}")
+    configuration.update_schedule(task=PeriodicTask.objects.get(pk=old.pk), enabled=True, interval=(5, "minutes"),
+                                  actor=admin)
+    seed.seed_schedules()
+    edited = PeriodicTask.objects.get(pk=old.pk)
+    assert edited.kwargs == "{}" and edited.interval.every == 5
+    assert not PeriodicTask.objects.filter(name="ttl review (exact)").exists()

@@ -27,9 +27,10 @@ def job_list(request):
         return render(request, "continuity/job_list.html#runs", context)
     databases = list(RedisDatabase.objects.all())
     schedules = list(PeriodicTask.objects.select_related("interval", "crontab").order_by("name"))
+    last = costs.last_run_costs(databases)
     context.update(
-        databases=[(database, *costs.review_cost(database)) for database in databases],
-        schedules=[(task, costs.project(task, databases)) for task in schedules],
+        databases=[(database, *costs.review_cost(database, last)) for database in databases],
+        schedules=[(task, costs.project(task, databases, last)) for task in schedules],
         results=TaskResult.objects.order_by("-date_created")[:20],
     )
     return render(request, "continuity/job_list.html", context)
@@ -73,7 +74,8 @@ def review_detail(request, pk):
     samples = {kind: [] for kind in FINDINGS}
     for sample in run.samples.all():
         samples[sample.finding].append(sample)
-    findings = [(kind, FINDING_LABELS[kind], (run.findings or {}).get(kind, 0), samples[kind]) for kind in FINDINGS]
+    estimates = run.estimates()
+    findings = [(kind, FINDING_LABELS[kind], estimates.get(kind), samples[kind]) for kind in FINDINGS]
     return render(request, "continuity/review_detail.html",
                   {"run": run, "stats": stats, "findings": findings, "database": run.database})
 

@@ -17,8 +17,13 @@ class Command(BaseCommand):
         parser.add_argument("--database", help="Database record name (default: every database).")
         parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
         parser.add_argument("--batch", type=int, help="SCAN COUNT per batch.")
+        parser.add_argument("--sample", type=int, metavar="N",
+                            help="Review a random sample of about N keys (estimates with 95%% intervals) "
+                                 "instead of every key.")
 
-    def handle(self, *args, database=None, json=False, batch=None, **options):
+    def handle(self, *args, database=None, json=False, batch=None, sample=None, **options):
+        if sample is not None and sample < 1:
+            raise CommandError("--sample takes a positive number of keys.")
         databases = RedisDatabase.objects.all()
         if database:
             databases = databases.filter(name=database)
@@ -28,7 +33,7 @@ class Command(BaseCommand):
         for record in databases:
             try:
                 results.append(review_requests.review_and_alert(
-                    database=record, batch=batch, triggered_by="cli",
+                    database=record, batch=batch, triggered_by="cli", sample=sample,
                     on_batch=self._progress if sys.stderr.isatty() else None))
             except review.ReviewBusy as exc:
                 failures.append(str(exc))
@@ -40,8 +45,15 @@ class Command(BaseCommand):
             self.stdout.write(_json_dumps(payload[0] if database and payload else payload))
         else:
             for result in results:
-                counts = ", ".join(f"{kind} {result.findings[kind]}" for kind in FINDINGS)
-                self.stdout.write(f"{result.database}: {result.keys_scanned} keys ({result.foreign_keys} foreign), "
+                if result.sampled:
+                    estimates = result.estimates()
+                    counts = ", ".join(f"{kind} ≈{estimates[kind].value} ({estimates[kind].low}–{estimates[kind].high})"
+                                       for kind in FINDINGS)
+                    label = f"sampled {result.keys_scanned} of {result.population} keys"
+                else:
+                    counts = ", ".join(f"{kind} {result.findings[kind]}" for kind in FINDINGS)
+                    label = f"{result.keys_scanned} keys"
+                self.stdout.write(f"{result.database}: {label} ({result.foreign_keys} foreign), "
                                   f"{counts}; {result.commands} requests, {result.billed_commands} billed commands "
                                   f"≈ ${result.estimated_cost_usd:.4f} in {result.duration_s:.2f}s")
         if failures:
