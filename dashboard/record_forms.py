@@ -1,11 +1,12 @@
-"""Forms of the records side. Every form here blanks a field whose value was refused as a
-pasted secret, so that a re-rendered form never echoes it."""
+"""Forms of the records side. Every form here refuses a pasted secret in any field and blanks
+it, so that a re-rendered form never echoes it (dashboard.form_scanning)."""
 
 from django import forms
 from django.contrib.postgres.forms import SimpleArrayField
 
 from dashboard.models import (AccountAccess, AlertChannel, ChecklistItem, EnvVar, PhaseMapping,
                               RedisDatabase, Secret)
+from dashboard.form_scanning import SECRET_REFUSALS, RefuseSecretsMixin  # noqa: F401 (re-exported)
 from dashboard.references import validate_reference
 from dashboard.scanning import validate_no_secret
 
@@ -18,12 +19,8 @@ def https_urls(field, **kwargs):
     return field.formfield(**kwargs)
 
 
-# Error codes that mean "the input may be a secret": the value must not be shown again.
-SECRET_REFUSALS = {"pasted_secret", "not_a_reference"}
-
-
-class ScrubRefusedMixin:
-    """After validation, drop refused values from the bound data. Also gives widgets Bulma classes."""
+class ScrubRefusedMixin(RefuseSecretsMixin):
+    """Refuses and scrubs pasted secrets in every field (see form_scanning). Also gives widgets Bulma classes."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -36,18 +33,6 @@ class ScrubRefusedMixin:
                 css = ""
             if css:
                 widget.attrs["class"] = (widget.attrs.get("class", "") + " " + css).strip()
-
-    def full_clean(self):
-        super().full_clean()
-        if not self.is_bound or not self._errors:
-            return
-        refused = [name for name, errors in self._errors.as_data().items()
-                   if name in self.fields and any(e.code in SECRET_REFUSALS for e in errors)]
-        if refused:
-            data = self.data.copy()
-            for name in refused:
-                data[self.add_prefix(name)] = ""
-            self.data = data
 
 
 class AccountAccessForm(ScrubRefusedMixin, forms.ModelForm):
@@ -81,6 +66,8 @@ class SecretForm(ScrubRefusedMixin, forms.ModelForm):
 
 
 class EnvVarForm(ScrubRefusedMixin, forms.ModelForm):
+    # EnvVar.clean() refuses secrets in the value with messages specific to the variable's name.
+    secret_scan_exempt = ("value_or_reference",)
     used_in = SimpleArrayField(forms.CharField(max_length=32), required=False,
                                help_text="Comma-separated tags: " + ", ".join(EnvVar.USED_IN))
 
