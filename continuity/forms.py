@@ -8,6 +8,7 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule
 from continuity import keyspace
 from continuity.models import Namespace
 from dashboard import audit
+from dashboard.form_scanning import RefuseSecretsMixin
 
 TYPE_CHOICES = [("", "any type"), ("string", "string"), ("hash", "hash"), ("list", "list"), ("set", "set"),
                 ("zset", "sorted set"), ("stream", "stream"), ("ReJSON-RL", "JSON")]
@@ -58,7 +59,7 @@ class KeyActionForm(forms.Form):
         return data
 
 
-class NamespaceForm(forms.ModelForm):
+class NamespaceForm(RefuseSecretsMixin, forms.ModelForm):
     class Meta:
         model = Namespace
         fields = ["name", "prefix", "purpose", "expected_type", "min_ttl_seconds", "max_ttl_seconds",
@@ -102,7 +103,7 @@ def schedule_snapshot(task):
             "crontab": str(task.crontab) if task.crontab else None}
 
 
-class ScheduleForm(forms.Form):
+class ScheduleForm(RefuseSecretsMixin, forms.Form):
     """Edit a django-celery-beat PeriodicTask: enabled, and an interval or a crontab."""
 
     INTERVAL, CRONTAB = "interval", "crontab"

@@ -77,3 +77,72 @@ def test_it_does_not_echo_a_secret_in_a_choice_error(admin_client, lucia, caplog
                                  {"name": "ops", "kind": PASTED_URL, "url": "https://hooks.example.test/x"})
     body = response.content.decode()
     assert "looks like a secret" in body and TOKEN not in body and "is not one of the available choices" not in body
+
+
+# --- every free-text field is scanned, and the audit censors any URL userinfo (item 3) --------
+@pytest.mark.parametrize("url_name,args,data,field", [
+    ("dashboard:secret_create", [], {"name": "lucia-x", "title": f"token={TOKEN}", "rotation_interval_days": 90,
+                                     "due_soon_days": 14}, "title"),
+    ("dashboard:database_create", [], {**DATABASE, "name": "other", "provider": UPSTASH}, "provider"),
+    ("dashboard:database_create", [], {**DATABASE, "name": "other", "key_prefix": UPSTASH}, "key_prefix"),
+    ("dashboard:database_create", [], {**DATABASE, "name": "other", "region": f"password={TOKEN}"}, "region"),
+    ("dashboard:account_create", [], {"provider": "Upstash", "dashboard_url": f"https://ops:{TOKEN}@console.example"},
+     "dashboard_url"),
+    ("dashboard:phase_create", [], {"number": 9, "title": "Nine", "primary_page": PASTED_URL}, "primary_page"),
+    ("dashboard:envvar_create", [], {"name": UPSTASH, "value_or_reference": ""}, "name"),
+])
+def test_it_refuses_a_secret_in_free_text_fields_that_had_no_scan(operator_client, lucia, caplog, url_name, args,
+                                                                   data, field):
+    caplog.set_level(logging.DEBUG)
+    secret = data[field]
+    before = AuditEntry.objects.count()
+    response = operator_client.post(reverse(url_name, args=args), data)
+    body = _assert_refused_without_echo(response, secret, field, caplog)
+    assert f'data-field="{field}"' in body and AuditEntry.objects.count() == before
+
+
+def test_it_refuses_a_secret_in_a_namespace_purpose_and_fallback_note(operator_client, lucia, caplog):
+    from continuity.models import Namespace
+
+    caplog.set_level(logging.DEBUG)
+    ns = Namespace.objects.get(database=lucia, name="session")
+    data = {"name": ns.name, "prefix": ns.prefix, "purpose": f"auth {PASTED_URL}", "expected_type": ns.expected_type,
+            "min_ttl_seconds": "", "max_ttl_seconds": ns.max_ttl_seconds, "ttl_required": "on",
+            "max_payload_bytes": ns.max_payload_bytes, "fallback_note": f"Bearer {UPSTASH}",
+            "violation_action": ns.violation_action}
+    response = operator_client.post(reverse("continuity:namespace_edit", args=["lucia", ns.pk]), data)
+    body = response.content.decode()
+    assert response.status_code == 200 and body.count("looks like a secret") == 2
+    assert TOKEN not in body and UPSTASH not in body and UPSTASH not in caplog.text
+    ns.refresh_from_db()
+    assert TOKEN not in ns.purpose and UPSTASH not in ns.fallback_note
+    assert not AuditEntry.objects.filter(action="namespace.update").exists()
+
+
+def test_it_refuses_a_secret_as_a_username(admin_client, django_user_model, caplog):
+    caplog.set_level(logging.DEBUG)
+    response = admin_client.post(reverse("dashboard:user_create"), {"username": UPSTASH, "role": "viewer"})
+    body = response.content.decode()
+    assert "looks like a secret" in body and UPSTASH not in body
+    assert not django_user_model.objects.filter(username=UPSTASH).exists()
+
+
+def test_the_audit_censors_userinfo_of_any_url_in_before_after_and_note(db):
+    from django.db import transaction
+
+    from dashboard import audit
+
+    with transaction.atomic():
+        entry = audit.record(action="test.censor", target_type="x", target_id="1",
+                             before={"dashboard_url": f"https://ops:{TOKEN}@console.example/"},
+                             after={"links": [f"see postgres://app:{TOKEN}@db:5432/x", f"https://{UPSTASH}@git.example/r"]},
+                             note=f"webhook was http://hook:{TOKEN}@hooks.example/x", actor_label="t")
+    entry.refresh_from_db()
+    stored = str(entry.before) + str(entry.after) + entry.note
+    assert TOKEN not in stored and UPSTASH not in stored
+    assert entry.before["dashboard_url"] == f"https://ops:{audit.CENSORED}@console.example/"
+    assert entry.after["links"] == [f"see postgres://app:{audit.CENSORED}@db:5432/x",
+                                    f"https://{audit.CENSORED}@git.example/r"]
+    assert entry.note == f"webhook was http://hook:{audit.CENSORED}@hooks.example/x"
+    # A user without a password is kept: it is how a URL without its secret is recorded.
+    assert audit.censor("rediss://default@eu1.upstash.io:6379") == "rediss://default@eu1.upstash.io:6379"
