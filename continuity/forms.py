@@ -9,6 +9,7 @@ from continuity import keyspace
 from continuity.models import Namespace
 from dashboard import audit
 from dashboard.form_scanning import RefuseSecretsMixin
+from dashboard.scanning import validate_no_secret
 
 TYPE_CHOICES = [("", "any type"), ("string", "string"), ("hash", "hash"), ("list", "list"), ("set", "set"),
                 ("zset", "sorted set"), ("stream", "stream"), ("ReJSON-RL", "JSON")]
@@ -57,6 +58,15 @@ class KeyActionForm(forms.Form):
         if data.get("action") in ("set_ttl", "extend_ttl") and not data.get("seconds"):
             self.add_error("seconds", "Enter a number of seconds.")
         return data
+
+
+class PurgeConfirmForm(RefuseSecretsMixin, forms.Form):
+    """The retyped target and the reason of a purge. The reason goes into the audit log, so it
+    is scanned like any free text; the confirmation is compared to the target shown on the page."""
+
+    secret_scan_exempt = ("confirmation",)
+    confirmation = forms.CharField(required=False, strip=False)
+    reason = forms.CharField(required=False, max_length=2000, validators=[validate_no_secret], widget=forms.Textarea)
 
 
 class NamespaceForm(RefuseSecretsMixin, forms.ModelForm):

@@ -111,5 +111,11 @@ def test_a_purge_alerts_when_it_finishes_and_when_it_fails(lucia, hook, receiver
         purge.fail_purge(run_id=run.pk, error="Redis is unreachable.")
     assert _events(receiver) == ["purge.finished", "purge.failed"]
     finished, failed = (r["json"] for r in receiver.requests)
-    assert "20 deleted" in finished["title"] and "stale test data" in finished["text"]
-    assert failed["severity"] == "critical" and "Redis is unreachable." in failed["text"]
+    assert "20 deleted" in finished["title"]
+    assert finished["text"] == f"Purge #{result.run.pk} (delete) on lucia succeeded: matched 20, deleted 20, skipped 0."
+    assert finished["link"].endswith(result.run.get_absolute_url())
+    # Only id, database, action, status, counts and link: no reason, target or error text.
+    assert failed["severity"] == "critical" and failed["text"].startswith(f"Purge #{run.pk} (delete) on lucia failed:")
+    for payload in (finished, failed):
+        assert "stale test data" not in str(payload) and "second" not in str(payload)
+        assert "lucia:session:" not in str(payload) and "Redis is unreachable." not in str(payload)

@@ -9,6 +9,7 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
 from continuity import keyspace
+from continuity.forms import PurgeConfirmForm as ConfirmForm
 from continuity.models import FINDINGS, PurgeRun
 from continuity.models.reviews import FINDING_LABELS
 from continuity.operations import purge, purge_findings
@@ -33,11 +34,6 @@ class PurgeForm(forms.Form):
         if data.get("target_kind") == PurgeRun.FINDING and not (data.get("review") and data.get("finding")):
             raise forms.ValidationError("A review finding target needs the review number and the finding.")
         return data
-
-
-class ConfirmForm(forms.Form):
-    confirmation = forms.CharField(required=False, strip=False)
-    reason = forms.CharField(required=False, widget=forms.Textarea)
 
 
 @roles.role_required(roles.VIEWER)
@@ -104,7 +100,10 @@ def purge_progress(request, pk):
 def purge_confirm(request, pk):
     run = get_object_or_404(PurgeRun.objects.select_related("database"), pk=pk)
     form = ConfirmForm(request.POST)
-    form.is_valid()
+    if not form.is_valid():
+        error = " ".join(message for messages in form.errors.values() for message in messages)
+        return render(request, "continuity/purge_detail.html", _detail_context(run, error=error, form=form),
+                      status=400)
     try:
         with transaction.atomic():
             run = purge.confirm_purge(run=run, confirmation=form.cleaned_data.get("confirmation", ""),
