@@ -6,6 +6,7 @@ from django.contrib.postgres.forms import SimpleArrayField
 
 from dashboard.models import (AccountAccess, AlertChannel, ChecklistItem, EnvVar, PhaseMapping,
                               RedisDatabase, Secret)
+from dashboard import roles
 from dashboard.form_scanning import SECRET_REFUSALS, RefuseSecretsMixin  # noqa: F401 (re-exported)
 from dashboard.references import validate_reference
 from dashboard.scanning import validate_no_secret
@@ -54,6 +55,27 @@ class RedisDatabaseForm(ScrubRefusedMixin, forms.ModelForm):
         fields = ["name", "environment", "provider", "region", "rest_url", "tcp_endpoint", "read_regions",
                   "key_prefix", "url_env", "readonly_url_env", "notes", *RedisDatabase.FAILURE_PLAN_FIELDS]
         widgets = {name: forms.Textarea(attrs={"rows": 2}) for name in ("notes", *RedisDatabase.FAILURE_PLAN_FIELDS)}
+
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The key prefix bounds every namespace and purge of the database: once the record
+        # exists, only an admin changes it. A disabled field ignores whatever is posted.
+        if self.instance.pk and not roles.has_role(user, roles.ADMIN):
+            self.fields["key_prefix"].disabled = True
+            self.fields["key_prefix"].help_text = "Only an admin can change the key prefix."
+
+    def clean_key_prefix(self):
+        key_prefix = self.cleaned_data["key_prefix"]
+        if not key_prefix:
+            raise forms.ValidationError("Enter the key prefix this database's keys start with, e.g. lucia:.")
+        if self.instance.pk and key_prefix != self.instance.key_prefix:
+            outside = [ns.prefix for ns in self.instance.namespaces.all()
+                       if not ns.prefix.startswith(key_prefix) or ns.prefix == key_prefix]
+            if outside:
+                raise forms.ValidationError(
+                    f"Every namespace prefix must start with the key prefix and be longer: {outside[0]!r} "
+                    "would not. Change or remove those namespaces first.")
+        return key_prefix
 
 
 class SecretForm(ScrubRefusedMixin, forms.ModelForm):
