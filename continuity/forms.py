@@ -51,7 +51,7 @@ class LookupForm(forms.Form):
 
 class KeyActionForm(forms.Form):
     action = forms.ChoiceField(choices=[(a, a) for a in keyspace.ACTIONS])
-    seconds = forms.IntegerField(required=False, min_value=1, max_value=10 * 365 * 86400)
+    seconds = forms.IntegerField(required=False, min_value=1, max_value=keyspace.actions.MAX_TTL_SECONDS)
 
     def clean(self):
         data = super().clean()
