@@ -138,6 +138,11 @@ class ScheduleForm(RefuseSecretsMixin, forms.Form):
     month_of_year = forms.CharField(max_length=64, required=False, initial="*")
 
     CRON_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
+    # Beat ticks a few times a minute at best; past a year, an interval is a typo (and a huge
+    # one overflows the database column or timedelta).
+    PERIOD_SECONDS = {IntervalSchedule.DAYS: 86400, IntervalSchedule.HOURS: 3600, IntervalSchedule.MINUTES: 60,
+                      IntervalSchedule.SECONDS: 1, IntervalSchedule.MICROSECONDS: 1e-6}
+    MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS = 60, 366 * 86400
 
     @classmethod
     def for_task(cls, task, data=None):
@@ -153,6 +158,9 @@ class ScheduleForm(RefuseSecretsMixin, forms.Form):
         if data.get("kind") == self.INTERVAL:
             if not data.get("every") or not data.get("period"):
                 raise forms.ValidationError("Give a number and a unit for the interval.")
+            seconds = data["every"] * self.PERIOD_SECONDS[data["period"]]
+            if not self.MIN_INTERVAL_SECONDS <= seconds <= self.MAX_INTERVAL_SECONDS:
+                raise forms.ValidationError("An interval must be between 1 minute and 366 days.")
         elif data.get("kind") == self.CRONTAB:
             fields = {f: (data.get(f) or "*").strip() for f in self.CRON_FIELDS}
             try:
