@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
-from continuity import keyspace
+from continuity import key_links, keyspace
 from continuity.forms import PurgeConfirmForm as ConfirmForm
 from continuity.models import FINDINGS, PurgeRun
 from continuity.models.reviews import FINDING_LABELS
@@ -72,7 +72,7 @@ def _detail_context(run, **extra):
     finished_entry = AuditEntry.objects.filter(
         target_type="continuity.purgerun", target_id=str(run.pk),
         action__in=["purge.finish", "purge.fail", "purge.cancel"]).order_by("-id").first()
-    sample = [keyspace.display_key(keyspace.decode_key(t)) for t in run.preview_sample]
+    sample = [key_links.short_display(keyspace.decode_key(t)) for t in run.preview_sample]
     reviewed = purge_findings.review_counts(run)
     namespaces = [(prefix, run.preview_namespaces.get(prefix, 0), reviewed.get(prefix))
                   for prefix in sorted(set(run.preview_namespaces) | set(reviewed))]
