@@ -6,6 +6,8 @@ from django_celery_beat.models import IntervalSchedule
 
 from continuity import keyspace
 from continuity.models import Namespace
+from dashboard.form_scanning import RefuseSecretsMixin
+from dashboard.scanning import validate_no_secret
 
 TYPE_CHOICES = [("", "any type"), ("string", "string"), ("hash", "hash"), ("list", "list"), ("set", "set"),
                 ("zset", "sorted set"), ("stream", "stream"), ("ReJSON-RL", "JSON")]
@@ -47,7 +49,7 @@ class LookupForm(forms.Form):
 
 class KeyActionForm(forms.Form):
     action = forms.ChoiceField(choices=[(a, a) for a in keyspace.ACTIONS])
-    seconds = forms.IntegerField(required=False, min_value=1, max_value=10 * 365 * 86400)
+    seconds = forms.IntegerField(required=False, min_value=1, max_value=keyspace.actions.MAX_TTL_SECONDS)
 
     def clean(self):
         data = super().clean()
@@ -56,7 +58,16 @@ class KeyActionForm(forms.Form):
         return data
 
 
-class NamespaceForm(forms.ModelForm):
+class PurgeConfirmForm(RefuseSecretsMixin, forms.Form):
+    """The retyped target and the reason of a purge. The reason goes into the audit log, so it
+    is scanned like any free text; the confirmation is compared to the target shown on the page."""
+
+    secret_scan_exempt = ("confirmation",)
+    confirmation = forms.CharField(required=False, strip=False)
+    reason = forms.CharField(required=False, max_length=2000, validators=[validate_no_secret], widget=forms.Textarea)
+
+
+class NamespaceForm(RefuseSecretsMixin, forms.ModelForm):
     class Meta:
         model = Namespace
         fields = ["name", "prefix", "purpose", "expected_type", "min_ttl_seconds", "max_ttl_seconds",
@@ -73,9 +84,19 @@ class NamespaceForm(forms.ModelForm):
         if not prefix.startswith(self.database.key_prefix):
             raise forms.ValidationError(f"A namespace prefix must start with the database's key prefix "
                                         f"{self.database.key_prefix!r}.")
-        taken = Namespace.objects.filter(database=self.database, prefix=prefix).exclude(pk=self.instance.pk)
-        if taken.exists():
+        if prefix == self.database.key_prefix:
+            raise forms.ValidationError(f"A namespace prefix must be longer than the database's key prefix "
+                                        f"{self.database.key_prefix!r}: the whole database is not a namespace.")
+        others = Namespace.objects.filter(database=self.database).exclude(pk=self.instance.pk)
+        if others.filter(prefix=prefix).exists():
             raise forms.ValidationError("Another namespace of this database has that prefix.")
+        # A prefix may narrow another namespace (longest prefix wins), but not cover one: a purge
+        # of a covering namespace would reach into the namespaces under it.
+        covered = sorted(other.prefix for other in others if other.prefix.startswith(prefix))
+        if covered:
+            raise forms.ValidationError(f"This prefix covers the namespace {covered[0]!r}"
+                                        f"{f' and {len(covered) - 1} more' if len(covered) > 1 else ''}; "
+                                        "choose a prefix that does not contain another namespace.")
         return prefix
 
     def clean_name(self):
@@ -94,7 +115,7 @@ class NamespaceForm(forms.ModelForm):
         return data
 
 
-class ScheduleForm(forms.Form):
+class ScheduleForm(RefuseSecretsMixin, forms.Form):
     """Edit a django-celery-beat PeriodicTask: enabled, and an interval or a crontab."""
 
     INTERVAL, CRONTAB = "interval", "crontab"
@@ -109,6 +130,11 @@ class ScheduleForm(forms.Form):
     month_of_year = forms.CharField(max_length=64, required=False, initial="*")
 
     CRON_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
+    # Beat ticks a few times a minute at best; past a year, an interval is a typo (and a huge
+    # one overflows the database column or timedelta).
+    PERIOD_SECONDS = {IntervalSchedule.DAYS: 86400, IntervalSchedule.HOURS: 3600, IntervalSchedule.MINUTES: 60,
+                      IntervalSchedule.SECONDS: 1, IntervalSchedule.MICROSECONDS: 1e-6}
+    MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS = 60, 366 * 86400
 
     @classmethod
     def for_task(cls, task, data=None):
@@ -124,6 +150,9 @@ class ScheduleForm(forms.Form):
         if data.get("kind") == self.INTERVAL:
             if not data.get("every") or not data.get("period"):
                 raise forms.ValidationError("Give a number and a unit for the interval.")
+            seconds = data["every"] * self.PERIOD_SECONDS[data["period"]]
+            if not self.MIN_INTERVAL_SECONDS <= seconds <= self.MAX_INTERVAL_SECONDS:
+                raise forms.ValidationError("An interval must be between 1 minute and 366 days.")
         elif data.get("kind") == self.CRONTAB:
             fields = {f: (data.get(f) or "*").strip() for f in self.CRON_FIELDS}
             try:

@@ -144,7 +144,8 @@ def check_rotations(*, secrets=None, now=None):
             result.transitions.append((secret.name, previous, status))
             if status in ALERTING:
                 due = secret.next_due()
-                text = (f"Secret {secret.name} ({secret.title or secret.purpose[:80]}) is now "
+                # Name, status and due date only: no free text (title, purpose) leaves for a channel.
+                text = (f"Secret {secret.name} is now "
                         f"{secret.status_label(now).lower()}" + (f"; due {due:%Y-%m-%d}." if due else "."))
                 result.queued += notify(event=f"secret.{status}", title=f"Rotation {status.replace('_', ' ')}: {secret.name}",
                                         text=text, severity=ALERTING[status], link=_secret_link(secret))

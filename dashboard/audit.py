@@ -9,13 +9,16 @@ from django.db import connection
 from django.forms.models import model_to_dict
 
 from dashboard.models import AuditEntry
+from dashboard.scanning import find_secrets
 
 CENSORED = "[censored]"
 # Field names whose values never reach the audit log.
 # (A field named just `secret` is a link to a Secret record, not a secret value.)
 _SENSITIVE_NAME = re.compile(r"password|passwd|token|secret_(key|value)|_secret$|credential|private|api_?key|^value$", re.I)
-# Redis URLs with a password in the userinfo: keep the user, drop the password.
-_URL_PASSWORD = re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+@", re.I)
+# The userinfo of any URL (scheme://user:password@host, https://TOKEN@host): a password is
+# always dropped (the user is kept); a user alone is kept only when it is a short plain name.
+_URL_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)([^\s/?#@]*)@", re.I)
+_PLAIN_USER = re.compile(r"[A-Za-z0-9._-]{1,32}")
 
 current_request_id = ContextVar("current_request_id", default="")
 
@@ -33,8 +36,16 @@ def censor(data):
     if isinstance(data, (list, tuple)):
         return [censor(item) for item in data]
     if isinstance(data, str):
-        return _URL_PASSWORD.sub(r"\1" + CENSORED + "@", data)
+        return _URL_USERINFO.sub(_censor_userinfo, data)
     return data
+
+
+def _censor_userinfo(match):
+    scheme, userinfo = match.groups()
+    user, has_password, _ = userinfo.partition(":")
+    if not _PLAIN_USER.fullmatch(user) or find_secrets(user):
+        return f"{scheme}{CENSORED}@"
+    return f"{scheme}{user}:{CENSORED}@" if has_password else f"{scheme}{user}@"
 
 
 def snapshot(instance, fields=None, exclude=None):
@@ -82,7 +93,7 @@ def record(*, action, target=None, target_type="", target_id="", target_label=""
         target_label=str(target_label)[:500],
         before=_jsonable(before),
         after=_jsonable(after),
-        note=note,
+        note=censor(note or ""),
         request_id=request_id,
         remote_addr=remote_addr,
     )

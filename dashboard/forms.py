@@ -2,6 +2,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 
 from dashboard import roles
+from dashboard.form_scanning import RefuseSecretsMixin
 
 
 class AuditFilterForm(forms.Form):
@@ -15,7 +16,7 @@ class AuditFilterForm(forms.Form):
 ROLE_CHOICES = [(r, r.capitalize()) for r in roles.ROLES]
 
 
-class UserCreateForm(forms.Form):
+class UserCreateForm(RefuseSecretsMixin, forms.Form):
     username = forms.RegexField(regex=r"^[\w.@+-]{2,150}$", max_length=150)
     email = forms.EmailField(required=False)
     role = forms.ChoiceField(choices=ROLE_CHOICES, initial=roles.VIEWER)

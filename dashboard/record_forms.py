@@ -1,11 +1,13 @@
-"""Forms of the records side. Every form here blanks a field whose value was refused as a
-pasted secret, so that a re-rendered form never echoes it."""
+"""Forms of the records side. Every form here refuses a pasted secret in any field and blanks
+it, so that a re-rendered form never echoes it (dashboard.form_scanning)."""
 
 from django import forms
 from django.contrib.postgres.forms import SimpleArrayField
 
 from dashboard.models import (AccountAccess, AlertChannel, ChecklistItem, EnvVar, PhaseMapping,
                               RedisDatabase, Secret)
+from dashboard import roles
+from dashboard.form_scanning import SECRET_REFUSALS, RefuseSecretsMixin  # noqa: F401 (re-exported)
 from dashboard.references import validate_reference
 from dashboard.scanning import validate_no_secret
 
@@ -18,12 +20,8 @@ def https_urls(field, **kwargs):
     return field.formfield(**kwargs)
 
 
-# Error codes that mean "the input may be a secret": the value must not be shown again.
-SECRET_REFUSALS = {"pasted_secret", "not_a_reference"}
-
-
-class ScrubRefusedMixin:
-    """After validation, drop refused values from the bound data. Also gives widgets Bulma classes."""
+class ScrubRefusedMixin(RefuseSecretsMixin):
+    """Refuses and scrubs pasted secrets in every field (see form_scanning). Also gives widgets Bulma classes."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -36,18 +34,6 @@ class ScrubRefusedMixin:
                 css = ""
             if css:
                 widget.attrs["class"] = (widget.attrs.get("class", "") + " " + css).strip()
-
-    def full_clean(self):
-        super().full_clean()
-        if not self.is_bound or not self._errors:
-            return
-        refused = [name for name, errors in self._errors.as_data().items()
-                   if name in self.fields and any(e.code in SECRET_REFUSALS for e in errors)]
-        if refused:
-            data = self.data.copy()
-            for name in refused:
-                data[self.add_prefix(name)] = ""
-            self.data = data
 
 
 class AccountAccessForm(ScrubRefusedMixin, forms.ModelForm):
@@ -70,6 +56,27 @@ class RedisDatabaseForm(ScrubRefusedMixin, forms.ModelForm):
                   "key_prefix", "url_env", "readonly_url_env", "notes", *RedisDatabase.FAILURE_PLAN_FIELDS]
         widgets = {name: forms.Textarea(attrs={"rows": 2}) for name in ("notes", *RedisDatabase.FAILURE_PLAN_FIELDS)}
 
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The key prefix bounds every namespace and purge of the database: once the record
+        # exists, only an admin changes it. A disabled field ignores whatever is posted.
+        if self.instance.pk and not roles.has_role(user, roles.ADMIN):
+            self.fields["key_prefix"].disabled = True
+            self.fields["key_prefix"].help_text = "Only an admin can change the key prefix."
+
+    def clean_key_prefix(self):
+        key_prefix = self.cleaned_data["key_prefix"]
+        if not key_prefix:
+            raise forms.ValidationError("Enter the key prefix this database's keys start with, e.g. lucia:.")
+        if self.instance.pk and key_prefix != self.instance.key_prefix:
+            outside = [ns.prefix for ns in self.instance.namespaces.all()
+                       if not ns.prefix.startswith(key_prefix) or ns.prefix == key_prefix]
+            if outside:
+                raise forms.ValidationError(
+                    f"Every namespace prefix must start with the key prefix and be longer: {outside[0]!r} "
+                    "would not. Change or remove those namespaces first.")
+        return key_prefix
+
 
 class SecretForm(ScrubRefusedMixin, forms.ModelForm):
     class Meta:
@@ -81,6 +88,8 @@ class SecretForm(ScrubRefusedMixin, forms.ModelForm):
 
 
 class EnvVarForm(ScrubRefusedMixin, forms.ModelForm):
+    # EnvVar.clean() refuses secrets in the value with messages specific to the variable's name.
+    secret_scan_exempt = ("value_or_reference",)
     used_in = SimpleArrayField(forms.CharField(max_length=32), required=False,
                                help_text="Comma-separated tags: " + ", ".join(EnvVar.USED_IN))
 

@@ -10,9 +10,12 @@ from urllib.parse import parse_qsl
 
 from django.core.exceptions import ValidationError
 
+from dashboard.scanning import find_secrets
+
 # Letters, digits, `-`, `_`, `.` and spaces inside a name (not at either end), as
 # 1Password's secret reference syntax allows.
-_SEGMENT = re.compile(r"^[A-Za-z0-9_.-](?:[A-Za-z0-9_. -]*[A-Za-z0-9_.-])?$")
+# `fullmatch` and no `$`: `$` also matches before a trailing newline.
+_SEGMENT = re.compile(r"[A-Za-z0-9_.-](?:[A-Za-z0-9_. -]*[A-Za-z0-9_.-])?")
 # Query parameters 1Password documents for secret references.
 ATTRIBUTES = ("type", "value", "id", "purpose", "otp", "totp", "content", "size", "name")
 SSH_FORMATS = ("openssh",)
@@ -54,8 +57,12 @@ def parse_reference(raw):
     segments = body.split("/")
     if len(segments) not in (3, 4):
         raise refusal("A secret reference has 3 or 4 parts after op:// (vault, item, optional section, field).")
-    if not all(_SEGMENT.match(segment) for segment in segments):
+    if not all(_SEGMENT.fullmatch(segment) for segment in segments):
         raise refusal("Reference parts may contain only letters, digits, '-', '_', '.' and inner spaces.")
+    # A secret pasted as a vault, item or field name is still a secret (the scanner skips
+    # op:// references as a whole, so each part is scanned here).
+    if any(find_secrets(segment) for segment in segments):
+        raise refusal("A part of this reference looks like a secret.")
     attribute = ""
     if query:
         try:

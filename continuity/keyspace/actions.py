@@ -8,6 +8,18 @@ from continuity.keyspace.meta import KeyMeta, key_metadata
 
 SET_TTL, EXTEND_TTL, EXPIRE_NOW, DELETE = "set_ttl", "extend_ttl", "expire_now", "delete"
 ACTIONS = (SET_TTL, EXTEND_TTL, EXPIRE_NOW, DELETE)
+# No action leaves a key with a TTL above this (an extension counts what was already there).
+MAX_TTL_SECONDS = 10 * 365 * 86400
+
+# Extend in one step: read PTTL and set the sum atomically, refusing (-2) past the cap and
+# answering -1 when the key is gone or has no TTL any more.
+_EXTEND_LUA = """
+local current = redis.call('PTTL', KEYS[1])
+if current <= 0 then return -1 end
+local target = current + tonumber(ARGV[1])
+if target > tonumber(ARGV[2]) then return -2 end
+return redis.call('PEXPIRE', KEYS[1], target)
+"""
 
 
 @dataclass(frozen=True)
@@ -16,6 +28,7 @@ class KeyChange:
     before: KeyMeta
     after: KeyMeta
     applied: bool  # False when the key was already gone
+    refused: str = ""  # why nothing was attempted (e.g. past the TTL cap)
 
     @property
     def key(self):
@@ -29,9 +42,11 @@ def change_key(database, key: bytes, action, *, seconds=None, client=None):
         raise ValueError(f"unknown key action {action!r}")
     if action in (SET_TTL, EXTEND_TTL) and (seconds is None or seconds <= 0):
         raise ValueError("a positive number of seconds is needed")
+    if action in (SET_TTL, EXTEND_TTL) and seconds > MAX_TTL_SECONDS:
+        raise ValueError("at most 10 years of TTL")
     client = client or client_for(database, write=True)
     before = key_metadata(keys=[key], client=client)[0]
-    applied = before.exists
+    applied, refused = before.exists, ""
     if applied:
         if action == SET_TTL:
             applied = bool(client.expire(key, seconds))
@@ -39,13 +54,16 @@ def change_key(database, key: bytes, action, *, seconds=None, client=None):
             if before.ttl_ms is None:
                 applied = bool(client.expire(key, seconds))
             else:
-                # GT: never shortens a TTL that someone else raised in the meantime.
-                current = client.pttl(key)
-                applied = current > 0 and bool(client.pexpire(key, current + seconds * 1000, gt=True))
+                answer = client.register_script(_EXTEND_LUA)(keys=[key], args=[seconds * 1000, MAX_TTL_SECONDS * 1000])
+                if answer == -2:
+                    applied = False
+                    refused = "the TTL would pass the 10-year cap; set a TTL instead."
+                else:
+                    applied = answer == 1
         elif action == EXPIRE_NOW:
             # EXPIRE 0 deletes at once but counts as an expiry (keyspace events say so).
             applied = bool(client.expire(key, 0))
         else:
             applied = bool(client.unlink(key))
     after = key_metadata(keys=[key], client=client)[0]
-    return KeyChange(action=action, before=before, after=after, applied=applied)
+    return KeyChange(action=action, before=before, after=after, applied=applied, refused=refused)

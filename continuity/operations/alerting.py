@@ -95,19 +95,24 @@ def check_monitored_redis(*, now=None):
 
 
 def alert_on_purge(run):
-    """A purge finished or failed: tell the channels (a cancel was someone's decision: no alert)."""
+    """A purge finished or failed: tell the channels (a cancel was someone's decision: no alert).
+
+    Alerts leave the dashboard for third-party chat and webhook services, so they carry only
+    what on-call needs to act: run id, database, action, status, counts and the link. Never
+    the operator's free-text reason, the target or an error text: those stay on the run's page.
+    """
     from continuity.models import PurgeRun
 
     if run.status not in (PurgeRun.SUCCEEDED, PurgeRun.FAILED):
         return None
     link = _link(run.get_absolute_url())
-    target = f"{run.action} {run.target_value} on {run.database.name}"
+    counts = f"matched {run.matched}, {run.done_label} {run.done}, skipped {run.skipped}"
     if run.status == PurgeRun.SUCCEEDED:
         alerts.notify(event="purge.finished", severity="info", link=link,
                       title=f"Purge #{run.pk} finished: {run.done} {run.done_label}",
-                      text=f"{target}: matched {run.matched}, {run.done_label} {run.done}, skipped {run.skipped}. "
-                           f"Reason: {run.reason}")
+                      text=f"Purge #{run.pk} ({run.action}) on {run.database.name} succeeded: {counts}.")
         return "purge.finished"
     alerts.notify(event="purge.failed", severity="critical", link=link, title=f"Purge #{run.pk} failed",
-                  text=f"{target}: {run.error} After {run.done} {run.done_label} of {run.matched} matched.")
+                  text=f"Purge #{run.pk} ({run.action}) on {run.database.name} failed: {counts}. "
+                       "The error is on the run's page.")
     return "purge.failed"

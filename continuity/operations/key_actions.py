@@ -32,6 +32,8 @@ def act_on_key(*, database, key, action, seconds=None, request=None, actor=None,
     the key in its escaped display form plus its base64url token (exact bytes)."""
     with transaction.atomic():
         change = keyspace.change_key(database, key, action, seconds=seconds)
+        if change.refused:  # nothing was attempted: nothing to audit
+            return KeyActionResult(ok=False, message=f"{ACTION_LABELS[action]}: {change.refused}", change=change)
         shown = keyspace.display_key(key)
         entry = audit.record(
             action=f"key.{action}", target_type="redis.key", target_id=keyspace.encode_key(key)[:255],

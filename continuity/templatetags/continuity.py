@@ -23,8 +23,30 @@ def usd(amount):
 
 @register.filter
 def key_token(key):
-    """A bytes key as its base64url URL token."""
-    return encode_key(key)
+    """A bytes key as the path segment of its link: its base64url token, or a short handle
+    when the token would be too long for a URL (see continuity.key_links)."""
+    from continuity.key_links import url_token
+
+    return url_token(key)
+
+
+@register.filter
+def link_token(token):
+    """`key_token` for a key given as its base64url token."""
+    from continuity.key_links import url_token_for_token
+
+    try:
+        return url_token_for_token(token)
+    except ValueError:
+        return token
+
+
+@register.filter
+def list_key(key):
+    """A bytes key as escaped text for a list page, cut after a few hundred characters."""
+    from continuity.key_links import short_display
+
+    return short_display(key)
 
 
 @register.filter
@@ -65,10 +87,11 @@ def ms_duration(milliseconds):
 
 @register.filter
 def display_token(token):
-    """A base64url key token shown as escaped text (bytes preserved)."""
-    from continuity.keyspace import decode_key, display_key
+    """A base64url key token shown as escaped text (bytes preserved), cut for list pages."""
+    from continuity.key_links import short_display
+    from continuity.keyspace import decode_key
 
     try:
-        return display_key(decode_key(token))
+        return short_display(decode_key(token))
     except ValueError:
         return "?"

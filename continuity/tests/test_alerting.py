@@ -111,8 +111,14 @@ def test_a_purge_alerts_when_it_finishes_and_when_it_fails(lucia, hook, receiver
         purge.fail_purge(run_id=run.pk, error="Redis is unreachable.")
     assert _events(receiver) == ["purge.finished", "purge.failed"]
     finished, failed = (r["json"] for r in receiver.requests)
-    assert "20 deleted" in finished["title"] and "stale test data" in finished["text"]
-    assert failed["severity"] == "critical" and "Redis is unreachable." in failed["text"]
+    assert "20 deleted" in finished["title"]
+    assert finished["text"] == f"Purge #{result.run.pk} (delete) on lucia succeeded: matched 20, deleted 20, skipped 0."
+    assert finished["link"].endswith(result.run.get_absolute_url())
+    # Only id, database, action, status, counts and link: no reason, target or error text.
+    assert failed["severity"] == "critical" and failed["text"].startswith(f"Purge #{run.pk} (delete) on lucia failed:")
+    for payload in (finished, failed):
+        assert "stale test data" not in str(payload) and "second" not in str(payload)
+        assert "lucia:session:" not in str(payload) and "Redis is unreachable." not in str(payload)
 
 
 def test_the_ttl_review_command_alerts_like_the_task(lucia, hook, monitored, settings,
@@ -161,3 +167,4 @@ def test_a_sampled_review_alerts_on_its_estimate_and_says_it_is_sampled(lucia, h
         assert alerting.alert_on_review(run) == "review.findings"
     title = receiver.requests[0]["json"]["title"]
     assert "(sampled: estimated)" in title and "150 findings" in title
+

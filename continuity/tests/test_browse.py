@@ -255,3 +255,17 @@ def test_it_rejects_an_action_without_seconds(operator_client, monitored, lucia)
 
 def test_it_answers_404_for_a_bad_token(viewer_client, lucia):
     assert viewer_client.get("/keyspace/lucia/key/not+a*token/").status_code == 404
+
+
+def test_it_refuses_an_extension_past_the_ten_year_cap(operator_client, monitored, lucia):
+    key = b"lucia:action:long"
+    monitored.set(key, b"v", ex=100)
+    nine_years = 9 * 365 * 86400
+    operator_client.post(action_url(key), {"action": "extend_ttl", "seconds": str(nine_years)})
+    assert nine_years < monitored.ttl(key) <= nine_years + 100
+    response = operator_client.post(action_url(key), {"action": "extend_ttl", "seconds": str(nine_years)},
+                                    headers={"HX-Request": "true"})
+    assert "would pass the 10-year cap" in response.content.decode()
+    assert monitored.ttl(key) <= nine_years + 100  # unchanged: the second extension was refused
+    actions = list(AuditEntry.objects.filter(action__startswith="key.").values_list("action", flat=True))
+    assert actions == ["key.extend_ttl"]

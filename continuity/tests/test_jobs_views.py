@@ -172,3 +172,29 @@ def test_it_labels_a_sampled_review_and_its_estimates_everywhere(viewer_client, 
     assert listing.count(">sampled</span>") == 1 and listing.count(">exact</span>") == 1
     trend = viewer_client.get(reverse("continuity:review_trend", args=["lucia"])).content.decode()
     assert "keys (exact)" in trend and "keys (sampled, estimated)" in trend
+
+
+@pytest.mark.parametrize("every,period", [
+    ("99999999999999999999", "days"),  # overflowed the column: a 500
+    ("2147483647", "seconds"),
+    ("367", "days"),
+    ("1", "microseconds"),
+    ("59", "seconds"),
+])
+def test_it_refuses_an_interval_outside_a_minute_to_a_year(admin_client, lucia, every, period):
+    task = PeriodicTask.objects.get(name="ttl review")
+    url = reverse("continuity:schedule_edit", args=[task.pk])
+    response = admin_client.post(url, {"kind": "interval", "enabled": "on", "every": every, "period": period})
+    assert response.status_code == 200 and "An interval must be between 1 minute and 366 days." in response.content.decode()
+    task.refresh_from_db()
+    assert task.interval.every == 15 and task.interval.period == "minutes"
+    assert not AuditEntry.objects.filter(action="schedule.update").exists()
+
+
+def test_it_accepts_the_interval_bounds(admin_client, lucia):
+    task = PeriodicTask.objects.get(name="ttl review")
+    url = reverse("continuity:schedule_edit", args=[task.pk])
+    assert admin_client.post(url, {"kind": "interval", "every": "60", "period": "seconds"}).status_code == 302
+    assert admin_client.post(url, {"kind": "interval", "every": "366", "period": "days"}).status_code == 302
+    task.refresh_from_db()
+    assert (task.interval.every, task.interval.period) == (366, "days")

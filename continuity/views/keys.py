@@ -1,12 +1,14 @@
 """One live key: bounded preview, capped download, operator actions with audit."""
 
+from functools import wraps
+
 from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from continuity import keyspace
+from continuity import key_links, keyspace
 from continuity.forms import KeyActionForm
 from continuity.models import Namespace, classify_key
 from continuity.operations.key_actions import KeyActionResult, act_on_key
@@ -17,13 +19,25 @@ from dashboard.models import RedisDatabase
 def _key_or_404(database, token):
     database = get_object_or_404(RedisDatabase, name=database)
     try:
-        return database, keyspace.decode_key(token)
+        return database, key_links.key_from_url_token(token)
     except ValueError:
         raise Http404("Not a key token.") from None
 
 
+def _long_key_links(view):
+    """A long key's link is a handle kept for a week: once it is gone, say so (410)."""
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except key_links.HandleExpired:
+            return render(request, "continuity/key_link_expired.html", {"database": kwargs.get("database")},
+                          status=410)
+    return wrapper
+
+
 def _detail_context(database, key, *, form=None, outcome=None):
-    context = {"database": database, "key": key, "token": keyspace.encode_key(key), "form": form or KeyActionForm(),
+    context = {"database": database, "key": key, "token": key_links.url_token(key), "form": form or KeyActionForm(),
                "outcome": outcome, "preview": None, "error": None, "namespace": None, "status": None}
     try:
         preview = keyspace.preview_key(database, key)
@@ -37,6 +51,7 @@ def _detail_context(database, key, *, form=None, outcome=None):
 
 @roles.role_required(roles.VIEWER)
 @vary_on_headers("HX-Request")
+@_long_key_links
 def key_detail(request, database, token):
     database, key = _key_or_404(database, token)
     template = "continuity/key_detail.html#detail" if request.htmx else "continuity/key_detail.html"
@@ -45,6 +60,7 @@ def key_detail(request, database, token):
 
 @roles.role_required(roles.OPERATOR)
 @require_POST
+@_long_key_links
 def key_action(request, database, token):
     """Set or extend the TTL, expire now or delete; audited. htmx gets the updated region."""
     database, key = _key_or_404(database, token)
@@ -58,13 +74,14 @@ def key_action(request, database, token):
             outcome = KeyActionResult(ok=False, message=keyspace.describe(exc))
         if not request.htmx:
             messages.add_message(request, messages.SUCCESS if outcome.ok else messages.ERROR, outcome.message)
-            return redirect("continuity:key_detail", database=database.name, token=keyspace.encode_key(key))
+            return redirect("continuity:key_detail", database=database.name, token=key_links.url_token(key))
         form = KeyActionForm() if outcome.ok else form
     template = "continuity/key_detail.html#detail" if request.htmx else "continuity/key_detail.html"
     return render(request, template, _detail_context(database, key, form=form, outcome=outcome))
 
 
 @roles.role_required(roles.VIEWER)
+@_long_key_links
 def key_download(request, database, token):
     """The string value as a file, up to KEYSPACE_DOWNLOAD_CAP bytes (GETRANGE)."""
     database, key = _key_or_404(database, token)

@@ -8,7 +8,8 @@ from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
-from continuity import keyspace
+from continuity import key_links, keyspace
+from continuity.forms import PurgeConfirmForm as ConfirmForm
 from continuity.models import FINDINGS, PurgeRun
 from continuity.models.reviews import FINDING_LABELS
 from continuity.operations import purge
@@ -33,11 +34,6 @@ class PurgeForm(forms.Form):
         if data.get("target_kind") == PurgeRun.FINDING and not (data.get("review") and data.get("finding")):
             raise forms.ValidationError("A review finding target needs the review number and the finding.")
         return data
-
-
-class ConfirmForm(forms.Form):
-    confirmation = forms.CharField(required=False, strip=False)
-    reason = forms.CharField(required=False, widget=forms.Textarea)
 
 
 @roles.role_required(roles.VIEWER)
@@ -76,7 +72,7 @@ def _detail_context(run, **extra):
     finished_entry = AuditEntry.objects.filter(
         target_type="continuity.purgerun", target_id=str(run.pk),
         action__in=["purge.finish", "purge.fail", "purge.cancel"]).order_by("-id").first()
-    sample = [keyspace.display_key(keyspace.decode_key(t)) for t in run.preview_sample]
+    sample = [key_links.short_display(keyspace.decode_key(t)) for t in run.preview_sample]
     reviewed = purge.review_counts(run)
     namespaces = [(prefix, run.preview_namespaces.get(prefix, 0), reviewed.get(prefix))
                   for prefix in sorted(set(run.preview_namespaces) | set(reviewed))]
@@ -104,7 +100,10 @@ def purge_progress(request, pk):
 def purge_confirm(request, pk):
     run = get_object_or_404(PurgeRun.objects.select_related("database"), pk=pk)
     form = ConfirmForm(request.POST)
-    form.is_valid()
+    if not form.is_valid():
+        error = " ".join(message for messages in form.errors.values() for message in messages)
+        return render(request, "continuity/purge_detail.html", _detail_context(run, error=error, form=form),
+                      status=400)
     try:
         with transaction.atomic():
             run = purge.confirm_purge(run=run, confirmation=form.cleaned_data.get("confirmation", ""),

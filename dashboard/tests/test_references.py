@@ -41,3 +41,21 @@ def test_it_refuses_what_is_not_a_reference_without_echoing_it(raw):
     if raw:
         assert raw not in message
         assert "Upstash" not in message and "Ops" not in message
+
+
+@pytest.mark.parametrize("raw", [
+    "op://Ops\n/Upstash/token",  # a newline ending a segment (`$` matched before it)
+    "op://Ops/Upstash\n/token",
+    "op://Ops/AZJcACQgYmQ3ZTQ4ZTUtNTFhYi00ODU1LWE4ZTEtOTY3MjNmNmVkMjhm/token",  # a token as the item
+    "op://Ops/Upstash/ghp_16C7e42F292c6912E7710c838347Ae178B4a",  # a GitHub token as the field
+])
+def test_it_refuses_a_newline_or_a_secret_inside_a_part_without_echo(raw):
+    with pytest.raises(ValidationError) as caught:
+        parse_reference(raw)
+    message = " ".join(caught.value.messages)
+    assert caught.value.code == "not_a_reference" and "op://vault/item/field" in message
+    assert "AZJc" not in message and "ghp_" not in message and "Upstash" not in message
+
+
+def test_it_accepts_a_1password_item_id_as_the_item():
+    assert parse_reference("op://Ops/6rkxpm4z2ihdwshx7ttwjm7mqe/password").item == "6rkxpm4z2ihdwshx7ttwjm7mqe"

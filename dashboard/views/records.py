@@ -1,5 +1,7 @@
 """Records home, Redis databases, account access, setup checklist and phase mapping."""
 
+from functools import partial
+
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -78,14 +80,15 @@ def database_detail(request, name):
 
 @roles.role_required(roles.OPERATOR)
 def database_create(request):
-    return edit_record(request, RedisDatabaseForm, action="database.create", title="New Redis database",
+    return edit_record(request, partial(RedisDatabaseForm, user=request.user), action="database.create",
+                       title="New Redis database",
                        cancel_url=reverse("dashboard:database_list"))
 
 
 @roles.role_required(roles.OPERATOR)
 def database_edit(request, name):
     database = get_object_or_404(RedisDatabase, name=name)
-    return edit_record(request, RedisDatabaseForm, instance=database, action="database.edit",
+    return edit_record(request, partial(RedisDatabaseForm, user=request.user), instance=database, action="database.edit",
                        title=f"Edit database {database.name}", cancel_url=database.get_absolute_url())
 
 

@@ -8,7 +8,7 @@ import sys
 import time
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from continuity import keyspace
@@ -16,6 +16,7 @@ from continuity.models import FINDINGS
 from continuity.operations import purge
 from dashboard import roles
 from dashboard.models import RedisDatabase
+from dashboard.scanning import validate_no_secret
 
 
 def acting_user(username):
@@ -80,6 +81,10 @@ class Command(BaseCommand):
             raise CommandError(f"No database record named {opts['database']!r}.") from None
         if not opts["dry_run"] and not opts["reason"].strip():
             raise CommandError("Give --reason: it goes into the audit log with the purge.")
+        try:
+            validate_no_secret(opts["reason"])
+        except ValidationError as exc:
+            raise CommandError(f"Refused --reason: {exc.messages[0]}") from None
         kind, value = self._target(opts)
         try:
             preview = purge.preview_purge(database=database, kind=kind, value=value, action=opts["action"],
