@@ -109,7 +109,7 @@ def test_it_deletes_the_offenders_and_skips_keys_fixed_since_the_preview(monitor
     outcome = purge.execute_purge(run_id=run.pk)
     assert (outcome.status, outcome.matched, outcome.done, outcome.skipped) == ("succeeded", 42, 39, 3)
     assert all_keys(monitored) == set(fixed + ABOVE_MAX + OVERSIZED + WRONG_TYPE + FINE + UNKNOWN + FOREIGN)
-    assert outcome.commands == 5  # one acting script per stored batch of 10 keys, no SCAN
+    assert outcome.commands == 6  # one acting script per stored batch of 10 keys, no SCAN; the marker's DEL
     assert not PurgeTargetKey.objects.filter(run=run).exists()  # the spent list is dropped
     entry = AuditEntry.objects.get(action="purge.finish", target_id=str(run.pk))
     assert entry.after["deleted"] == 39 and entry.after["skipped"] == 3 and entry.after["target_kind"] == "finding"

@@ -164,8 +164,11 @@ def test_it_resumes_with_a_new_worker_after_one_is_killed_mid_purge(monitored, r
                 os.killpg(worker.pid, signal.SIGTERM)
                 worker.wait(20)
     assert left_at_kill > 150, log_path.read_text()[-3000:]
-    assert (final.status, final.matched, final.done, final.skipped) == ("succeeded", 10000, 10000, 0), \
+    # Deleting shrinks Redis's hash table, and SCAN may then return a key twice: the second
+    # time it is already gone and counts as skipped. What was deleted is exact.
+    assert (final.status, final.done, final.matched - final.skipped) == ("succeeded", 10000, 10000), \
         log_path.read_text()[-3000:]
+    assert final.skipped <= 50
     assert final.attempts == 2
     assert set(monitored.scan_iter(count=1000)) == survivors
     assert AuditEntry.objects.filter(action="purge.finish", target_id=str(run.pk)).count() == 1
