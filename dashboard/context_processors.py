@@ -14,7 +14,7 @@ def dashboard(request):
     for database in RedisDatabase.objects.all():
         health = keyspace.cached_ping(database)
         if not health.ok:
-            down.append((database, health.error))
+            down.append((database, health))
     role = roles.role_of(user)
     return {
         "user_role": role,
