@@ -90,3 +90,38 @@ def test_no_page_hangs_longer_than_the_redis_timeouts(viewer_client, lucia, monk
     assert 'data-testid="redis-banner"' in response.content.decode()
     assert "did not answer within the timeout" in response.content.decode()
     assert elapsed < 2.0
+
+
+def test_healthz_answers_plain_http_while_every_other_page_redirects_to_https():
+    """Production settings (DJANGO_HTTPS on): a load balancer's plain-HTTP probe gets the
+    health answer, not a 301 (issue 11, item 8)."""
+    from dashboard.tests.test_settings import _manage
+
+    script = (
+        "from django.http import HttpResponse\n"
+        "from django.middleware.security import SecurityMiddleware\n"
+        "from django.test import RequestFactory\n"
+        "from django.conf import settings\n"
+        "m = SecurityMiddleware(lambda r: HttpResponse('reached'))\n"
+        "for path in ('/healthz', '/', '/accounts/login/', '/healthz/x'):\n"
+        "    r = m(RequestFactory().get(path, HTTP_HOST='dashboard.example.com'))\n"
+        "    print(path, r.status_code, r.get('Location', ''))\n"
+        "print('redirect', settings.SECURE_SSL_REDIRECT)\n"
+    )
+    result = _manage("shell", "--no-imports", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "/healthz 200 ",
+        "/ 301 https://dashboard.example.com/",
+        "/accounts/login/ 301 https://dashboard.example.com/accounts/login/",
+        "/healthz/x 301 https://dashboard.example.com/healthz/x",
+        "redirect True",
+    ]
+
+
+def test_healthz_is_reachable_over_http_through_the_whole_stack(client, lucia, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    response = client.get(reverse("healthz"))
+    assert response.status_code == 200 and response.json()["status"] == "ok"
+    login = client.get(reverse("login"))
+    assert login.status_code == 301 and login["Location"] == "https://testserver/accounts/login/"
