@@ -89,8 +89,10 @@ def monitored(redis_server):
 @pytest.fixture(autouse=True)
 def _fresh_redis_state(redis_server):
     from continuity import keyspace
+    from dashboard import health
 
     keyspace.forget_cached_status()
+    health.forget_public_checks()
     client = redis.Redis.from_url(redis_server.url(2))
     client.flushdb()
     client.close()

@@ -63,6 +63,8 @@ def test_it_shows_a_misconfigured_record_on_its_own_pages_and_nowhere_breaks(
 
     anon = client.get(reverse("healthz"))
     assert anon.status_code == 200 and anon.json()["status"] == "degraded"
+    assert anon.json()["checks"]["monitored"] == "down"
+    assert "misconfigured" not in anon.content.decode() and "lucia" not in anon.content.decode()
     _assert_no_env_values(anon.content.decode(), hostile_env)
 
 
