@@ -239,7 +239,9 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver():
+def receiver(settings):
+    """The receiver listens on loopback: a private target, allowed for these tests."""
+    settings.ALERT_ALLOW_PRIVATE_TARGETS = True
     server = Receiver()
     yield server
     server.close()

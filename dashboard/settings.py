@@ -138,6 +138,9 @@ CACHES = {
 ALERT_REVIEW_FINDINGS_THRESHOLD = env_int("ALERT_REVIEW_FINDINGS_THRESHOLD", 1)
 # A monitored Redis unreachable for this long is alerted (checked every minute by beat).
 ALERT_REDIS_DOWN_MINUTES = env_int("ALERT_REDIS_DOWN_MINUTES", 5)
+# Alert webhooks to private, loopback or link-local addresses (an internal receiver) are
+# refused unless this is on: otherwise a channel reaches the metadata service or the LAN.
+ALERT_ALLOW_PRIVATE_TARGETS = env_bool("ALERT_ALLOW_PRIVATE_TARGETS", False)
 
 # --- Celery ------------------------------------------------------------------------------
 CELERY_RESULT_BACKEND = "django-db"
