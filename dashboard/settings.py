@@ -195,9 +195,14 @@ AUTH_PASSWORD_VALIDATORS = [
 AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = env_float("AXES_COOLOFF_HOURS", 0.25)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Failed logins from one IP across all usernames before that IP is locked (dashboard.lockout).
+AXES_IP_FAILURE_LIMIT = env_int("AXES_IP_FAILURE_LIMIT", 20)
+AXES_HANDLER = "dashboard.lockout.LockoutHandler"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-AXES_IPWARE_PROXY_COUNT = env_int("DJANGO_PROXY_COUNT", 0) or None
+# Trusted proxies in front of the app that append to X-Forwarded-For (README, Production).
+DJANGO_PROXY_COUNT = env_int("DJANGO_PROXY_COUNT", 0)
+AXES_CLIENT_IP_CALLABLE = "dashboard.lockout.client_ip"
 AXES_VERBOSE = False
 
 # --- Security ----------------------------------------------------------------------------
