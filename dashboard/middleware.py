@@ -42,3 +42,32 @@ class SecurityHeadersMiddleware:
         if settings.PERMISSIONS_POLICY:
             response.headers.setdefault("Permissions-Policy", settings.PERMISSIONS_POLICY)
         return response
+
+
+class PasswordChangeRequiredMiddleware:
+    """A user signed in with a one-time password reaches only the password change form (and
+    sign-out) until they set their own (dashboard.accounts)."""
+
+    ALLOWED = ("password_change", "password_change_done", "logout", "healthz")
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from django.urls import resolve, reverse
+        from django.urls.exceptions import Resolver404
+
+        from dashboard.accounts import SESSION_FLAG
+
+        if request.session.get(SESSION_FLAG) and request.user.is_authenticated:
+            try:
+                name = resolve(request.path_info).url_name
+            except Resolver404:
+                name = None
+            if name not in self.ALLOWED and not request.path_info.startswith("/" + settings.STATIC_URL.lstrip("/")):
+                from django.http import HttpResponseRedirect
+                from django_htmx.http import HttpResponseClientRedirect
+
+                target = reverse("password_change")
+                return HttpResponseClientRedirect(target) if request.headers.get("HX-Request") else HttpResponseRedirect(target)
+        return self.get_response(request)

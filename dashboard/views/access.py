@@ -9,7 +9,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from dashboard import audit, health, roles
+from dashboard import accounts, audit, health, roles
 from dashboard.forms import AuditFilterForm, RoleForm, UserCreateForm
 from dashboard.models import AuditEntry
 
@@ -53,6 +53,7 @@ def user_create(request):
                 form.cleaned_data["username"], form.cleaned_data["email"], password
             )
             roles.set_role(user, form.cleaned_data["role"])
+            accounts.require_password_change(user)
             audit.record(request=request, action="user.create", target=user,
                          after={"username": user.username, "email": user.email, "role": form.cleaned_data["role"]})
         created = {"user": user, "password": password}
@@ -76,6 +77,8 @@ def user_role(request, pk):
             roles.set_role(user, form.cleaned_data["role"])
             user.is_active = form.cleaned_data["is_active"]
             user.save(update_fields=["is_active"])
+            if before["is_active"] and not user.is_active:
+                accounts.end_sessions(user)
             audit.record(request=request, action="user.role", target=user, before=before,
                          after={"role": form.cleaned_data["role"], "is_active": user.is_active})
     return render(request, "dashboard/user_list.html#row",
