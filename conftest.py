@@ -29,6 +29,9 @@ def postgres_server():
     datadir = _tempdir("dashboard-test-pg-")
     server = localservers.LocalPostgres(os.path.join(datadir, "data"), localservers.free_port())
     server.start()
+    # The production roles (README, "Database roles"); the owner may also create the test
+    # database, which pytest-django clones from this one (schema rights, default privileges).
+    server.setup_roles("dashboard", createdb=True)
     yield server
     server.stop()
     shutil.rmtree(datadir, ignore_errors=True)
@@ -38,9 +41,47 @@ def postgres_server():
 def django_db_modify_db_settings(postgres_server):
     from django.conf import settings
 
+    from dashboard import dbroles
+
     settings.DATABASES["default"].update(
-        HOST="127.0.0.1", PORT=str(postgres_server.port), USER="postgres", PASSWORD="", NAME="dashboard"
+        HOST="127.0.0.1", PORT=str(postgres_server.port), USER=dbroles.OWNER, PASSWORD="", NAME="dashboard"
     )
+    settings.DATABASES["default"].setdefault("TEST", {})["TEMPLATE"] = "dashboard"
+
+
+def _connect_as(role):
+    """Point the default alias at `role`; the next query opens a new connection."""
+    from django.db import connections
+
+    connection = connections["default"]
+    connection.close()
+    connection.settings_dict["USER"] = role
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django created and migrated the test database as the owner role, as `migrate`
+    runs in production. From here on the app code runs as the restricted app role, so what
+    we test is what we recommend. A transactional test's flush (TRUNCATE of every table,
+    the audit log included) runs as the owner, the only role allowed to."""
+    from django.test import TransactionTestCase
+
+    from dashboard import dbroles
+
+    original_teardown = TransactionTestCase._fixture_teardown
+
+    def _fixture_teardown(self):
+        _connect_as(dbroles.OWNER)
+        try:
+            original_teardown(self)
+        finally:
+            _connect_as(dbroles.APP)
+
+    TransactionTestCase._fixture_teardown = _fixture_teardown
+    _connect_as(dbroles.APP)
+    yield
+    TransactionTestCase._fixture_teardown = original_teardown
+    _connect_as(dbroles.OWNER)  # to drop the test database
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +123,10 @@ def monitored(redis_server):
 @pytest.fixture(autouse=True)
 def _fresh_redis_state(redis_server):
     from continuity import keyspace
+    from dashboard import health
 
     keyspace.forget_cached_status()
+    health.forget_public_checks()
     client = redis.Redis.from_url(redis_server.url(2))
     client.flushdb()
     client.close()
@@ -189,7 +232,9 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver():
+def receiver(settings):
+    """The receiver listens on loopback: a private target, allowed for these tests."""
+    settings.ALERT_ALLOW_PRIVATE_TARGETS = True
     server = Receiver()
     yield server
     server.close()

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from dashboard import jobs
+from dashboard import webhooks
 from dashboard.models import AlertChannel, AlertDelivery, Secret
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ def notify(*, event: str, title: str, text: str, severity: str = "warning", link
 def send(channel, *, event, title, text, severity="warning", link=""):
     """POST one alert to `channel` now. Raises DeliveryError."""
     payload = channel.payload(event=event, title=title, text=text, severity=severity, link=link)
+    problem = webhooks.target_problem(channel.url)
+    if problem:  # checked at every send: a channel saved before the rule, or a name that moved
+        raise DeliveryError(f"refused: {problem}")
     try:
         response = requests.post(channel.url, json=payload, timeout=TIMEOUT, allow_redirects=False,
                                  headers={"User-Agent": "lucia-continuity-dashboard"})

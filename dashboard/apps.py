@@ -7,6 +7,6 @@ class DashboardConfig(AppConfig):
     verbose_name = "Records"
 
     def ready(self):
-        from dashboard import roles
+        from dashboard import accounts, roles  # noqa: F401 - accounts connects its sign-in receiver
 
         post_migrate.connect(roles.ensure_roles_after_migrate, sender=self)

@@ -27,5 +27,5 @@ def dashboard(request):
     for database in RedisDatabase.objects.all():
         health = keyspace.cached_ping(database)
         if not health.ok:
-            down.append((database, health.error))
+            down.append((database, health))
     return {**context, "redis_down": down}

@@ -3,7 +3,8 @@
 - Starts a throwaway Postgres (when DATABASE_URL is unset) and a local redis-server (for
   whichever of REDIS_URL / CELERY_BROKER_URL / CACHE_URL is unset) in `.local/`, on
   loopback ports. Servers given by the environment are used as they are, never touched.
-- Migrates, seeds the runbook, creates the first admin, and — only when it started the
+- Migrates as the owner role (DATABASE_OWNER_URL when set), then runs everything else as
+  the app role (README, "Database roles"); seeds the runbook, creates the first admin, and — only when it started the
   monitored Redis itself — loads a demo keyspace.
 - Runs web, Celery worker and Celery beat under honcho; Ctrl-C stops everything it started.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from honcho.manager import Manager
 
-from dashboard import localservers
+from dashboard import dbroles, localservers
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
@@ -63,9 +64,13 @@ def main():
             localservers.ensure("postgres")
             pg = localservers.LocalPostgres(LOCAL / "postgres", _port_file("postgres", 54329)).start()
             started.append(pg)
-            pg.create_database("dashboard")
-            env["DATABASE_URL"] = pg.url + "dashboard"
-            print(f"· Postgres (local, throwaway) on 127.0.0.1:{pg.port}, data in .local/postgres")
+            # The production roles (README, "Database roles"): migrations as the owner,
+            # everything else as the app role that cannot rewrite the audit log.
+            pg.setup_roles("dashboard")
+            env["DATABASE_URL"] = pg.url_for(dbroles.APP, "dashboard")
+            env["DATABASE_OWNER_URL"] = pg.url_for(dbroles.OWNER, "dashboard")
+            print(f"· Postgres (local, throwaway) on 127.0.0.1:{pg.port}, data in .local/postgres, "
+                  f"roles {dbroles.OWNER} (migrations) and {dbroles.APP} (the dashboard)")
         roles = {"REDIS_URL": 0, "CELERY_BROKER_URL": 1, "CACHE_URL": 2}
         missing = [name for name in roles if not env.get(name)]
         if missing:
@@ -76,7 +81,8 @@ def main():
                 env[name] = rd.url(roles[name])
             local_monitored = "REDIS_URL" in missing
             print(f"· Redis (local) on 127.0.0.1:{rd.port} for {', '.join(missing)}")
-        manage(env, "migrate", "--noinput", "-v", "0")
+        manage({**env, "DATABASE_URL": env.get("DATABASE_OWNER_URL") or env["DATABASE_URL"]},
+               "migrate", "--noinput", "-v", "0")
         manage(env, "seed_runbook")
         manage(env, "ensure_admin")
         if local_monitored:

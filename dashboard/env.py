@@ -67,10 +67,48 @@ def env_list(name, default):
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+# Variables a monitored Redis URL may never be read from: the dashboard's own connections
+# and settings. Anything else must end in _URL (REDIS_URL, UPSTASH_REDIS_URL, KV_URL, ...).
+OWN_VARIABLES = frozenset({"DATABASE_URL", "DATABASE_OWNER_URL", "CELERY_BROKER_URL", "CACHE_URL",
+                           "DASHBOARD_BASE_URL"})
+OWN_PREFIXES = ("DJANGO_", "DATABASE_", "CELERY_", "DASHBOARD_", "AXES_", "ALERT_")
+
+
+def redis_url_problem(url):
+    """Why `url` is not a usable Redis URL, or "". Never quotes any part of the value:
+    a variable named by an operator may hold any secret."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return "its value is not a valid URL"
+    if parts.scheme not in REDIS_SCHEMES:
+        return "its value is not a Redis URL (redis://, rediss:// or unix://)"
+    return ""
+
+
+def redis_url_env_problem(name):
+    """Why the environment variable `name` may not hold a monitored Redis URL, or "".
+    Checks the name, and the value's scheme when it is set (never echoing the value)."""
+    if name in OWN_VARIABLES or name.startswith(OWN_PREFIXES):
+        return f"{name} is one of the dashboard's own settings, not a monitored Redis URL"
+    if not name.endswith("_URL"):
+        return f"{name} does not end in _URL; name the variable that holds the Redis URL (e.g. REDIS_URL)"
+    value = os.environ.get(name)
+    if value:
+        problem = redis_url_problem(value)
+        if problem:
+            return f"{name} is set, but {problem}"
+    return ""
+
+
 def redis_target(url):
     """(host, port, db) of a Redis URL: what must differ between the three roles."""
+    problem = redis_url_problem(url)
+    if problem:
+        raise ImproperlyConfigured(f"Not a Redis URL: {problem}.")
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ImproperlyConfigured(f"Not a Redis URL (redis://, rediss:// or unix://): {parts.scheme}://…")
     db = (parts.path or "/0").strip("/") or "0"
     return (parts.hostname or parts.path, parts.port or 6379, db)

@@ -1,5 +1,6 @@
 """Health checks behind /healthz: each role of Postgres and Redis, with latency."""
 
+import threading
 import time
 
 import redis
@@ -73,3 +74,33 @@ def run_checks():
     else:
         status = "degraded"
     return status, checks
+
+
+_public = {"at": None, "result": None}
+_public_lock = threading.Lock()
+
+
+def _word(check):
+    return "up" if check["ok"] else "down"
+
+
+def public_checks():
+    """(status, up/down per component) for anonymous callers: no record names, variable
+    names, errors or queue lengths, and computed at most every HEALTHZ_CACHE_SECONDS so an
+    unauthenticated caller cannot make the dashboard hammer every Redis it knows."""
+    now = time.monotonic()
+    with _public_lock:
+        if _public["at"] is not None and now - _public["at"] < settings.HEALTHZ_CACHE_SECONDS:
+            return _public["result"]
+    status, checks = run_checks()
+    summary = {role: _word(checks[role]) for role in ("postgres", "broker", "cache", "celery")}
+    summary["monitored"] = "up" if all(c["ok"] for c in checks["monitored"].values()) else "down"
+    result = (status, summary)
+    with _public_lock:
+        _public.update(at=now, result=result)
+    return result
+
+
+def forget_public_checks():
+    with _public_lock:
+        _public.update(at=None, result=None)

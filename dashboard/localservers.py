@@ -140,14 +140,71 @@ class LocalPostgres:
             raise RuntimeError(f"Postgres did not start: {result.stderr.strip()}\n{log}")
         return self
 
+    def url_for(self, user, database=""):
+        return f"postgres://{user}@127.0.0.1:{self.port}/{database}"
+
+    def psql(self, sql, database="postgres"):
+        """Run `sql` as the superuser; its unaligned output."""
+        result = self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,
+                           "-v", "ON_ERROR_STOP=1", "-tAc", sql, check=False)
+        if result.returncode:
+            raise RuntimeError(f"psql failed: {result.stderr.strip()}")
+        return result.stdout.strip()
+
     def create_database(self, name):
-        exists = self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-tAc",
-                           f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
-        if exists.stdout.strip() != "1":
+        if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'") != "1":
             self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+
+    def setup_roles(self, database, *, createdb=False):
+        """The owner and app roles of `dashboard.dbroles` and `database` owned by the owner,
+        with the statements the README gives for production. Idempotent. A database from
+        before the two roles (owned by postgres) is handed to the owner role."""
+        from dashboard import dbroles
+
+        roles = set(self.psql("SELECT rolname FROM pg_roles").split())
+        cluster = dbroles.cluster_statements(database=database, passwords=False, createdb=createdb)
+        for role, statement in zip((dbroles.OWNER, dbroles.APP), cluster[:2]):
+            if role not in roles:
+                self.psql(statement)
+        owner = self.psql(f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{database}'")
+        if owner == dbroles.OWNER:
+            return
+        if owner:
+            self.psql(f"ALTER DATABASE {database} OWNER TO {dbroles.OWNER}")
+            self.psql(_HAND_OVER.format(owner=dbroles.OWNER, app=dbroles.APP), database)
+        else:
+            self.psql(cluster[2])
+        for statement in dbroles.database_statements(database=database):
+            self.psql(statement, database)
 
     def stop(self):
         self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop", check=False)
+
+
+# A local database migrated before the two roles: its tables, owned by postgres, go to the
+# owner role, the app role gets the rights the default privileges give new tables, and the
+# append-only tables lose what migration dashboard/0005 revokes.
+_HAND_OVER = """
+DO $$
+DECLARE
+    rel record;
+BEGIN
+    FOR rel IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm')
+    LOOP
+        EXECUTE format('ALTER TABLE public.%I OWNER TO {owner}', rel.relname);
+    END LOOP;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app};
+    GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app};
+    IF to_regclass('public.dashboard_auditentry') IS NOT NULL THEN
+        REVOKE UPDATE, DELETE, TRUNCATE ON dashboard_auditentry FROM {app};
+    END IF;
+    IF to_regclass('public.dashboard_rotation') IS NOT NULL THEN
+        REVOKE UPDATE, DELETE, TRUNCATE ON dashboard_rotation FROM {app};
+    END IF;
+END
+$$;
+"""
 
 
 class LocalRedis:

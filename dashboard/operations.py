@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
-from dashboard import audit, roles
+from dashboard import accounts, audit, roles
 from dashboard.models import ChecklistItem, Rotation, Secret
 from dashboard.references import parse_reference
 from dashboard.scanning import validate_no_secret
@@ -162,6 +162,7 @@ def create_user(*, username, email, role, actor, request=None, source="web"):
     with transaction.atomic():
         user = get_user_model().objects.create_user(username, email, password)
         roles.set_role(user, role)
+        accounts.require_password_change(user)  # the password shown once only opens "set your own"
         audit.record(action="user.create", target=user,
                      after={"username": user.username, "email": user.email, "role": role},
                      **actor_kwargs(request, actor, source))
@@ -179,6 +180,8 @@ def change_user_role(*, user, role, is_active, actor, request=None, source="web"
         roles.set_role(user, role)
         user.is_active = is_active
         user.save(update_fields=["is_active"])
+        if before["is_active"] and not is_active:
+            accounts.end_sessions(user)
         audit.record(action="user.role", target=user, before=before, after={"role": role, "is_active": user.is_active},
                      **actor_kwargs(request, actor, source))
     return user

@@ -47,11 +47,13 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "dashboard.middleware.RequestIdMiddleware",
+    "dashboard.middleware.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "dashboard.middleware.PasswordChangeRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -137,6 +139,9 @@ CACHES = {
 ALERT_REVIEW_FINDINGS_THRESHOLD = env_int("ALERT_REVIEW_FINDINGS_THRESHOLD", 1)
 # A monitored Redis unreachable for this long is alerted (checked every minute by beat).
 ALERT_REDIS_DOWN_MINUTES = env_int("ALERT_REDIS_DOWN_MINUTES", 5)
+# Alert webhooks to private, loopback or link-local addresses (an internal receiver) are
+# refused unless this is on: otherwise a channel reaches the metadata service or the LAN.
+ALERT_ALLOW_PRIVATE_TARGETS = env_bool("ALERT_ALLOW_PRIVATE_TARGETS", False)
 
 # --- Celery ------------------------------------------------------------------------------
 CELERY_RESULT_BACKEND = "django-db"
@@ -202,15 +207,22 @@ AUTH_PASSWORD_VALIDATORS = [
 AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = env_float("AXES_COOLOFF_HOURS", 0.25)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Failed logins from one IP across all usernames before that IP is locked (dashboard.lockout).
+AXES_IP_FAILURE_LIMIT = env_int("AXES_IP_FAILURE_LIMIT", 20)
+AXES_HANDLER = "dashboard.lockout.LockoutHandler"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-AXES_IPWARE_PROXY_COUNT = env_int("DJANGO_PROXY_COUNT", 0) or None
+# Trusted proxies in front of the app that append to X-Forwarded-For (README, Production).
+DJANGO_PROXY_COUNT = env_int("DJANGO_PROXY_COUNT", 0)
+AXES_CLIENT_IP_CALLABLE = "dashboard.lockout.client_ip"
 AXES_VERBOSE = False
 
 # --- Security ----------------------------------------------------------------------------
 # HTTPS is assumed everywhere but a local DEBUG run.
 HTTPS = env_bool("DJANGO_HTTPS", not DEBUG)
 SECURE_SSL_REDIRECT = HTTPS
+# Load balancers and kubelets probe over plain HTTP inside the network: a 301 fails them.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
 SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000) if HTTPS else 0
@@ -222,6 +234,19 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = env_int("DJANGO_SESSION_HOURS", 12) * 3600
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
+# No inline or eval'd script anywhere (htmx runs with allowEval off; pygal's chart scripts are
+# stripped). Inline styles stay allowed: pygal's SVG charts carry their own <style>.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+PERMISSIONS_POLICY = (
+    "accelerometer=(), camera=(), display-capture=(), geolocation=(), gyroscope=(), magnetometer=(), "
+    "microphone=(), midi=(), payment=(), usb=(), serial=(), bluetooth=(), clipboard-read=()"
+)
+# /healthz for anonymous callers: up/down per component only, computed at most this often.
+HEALTHZ_CACHE_SECONDS = env_float("HEALTHZ_CACHE_SECONDS", 5.0)
 
 # --- Static files ------------------------------------------------------------------------
 STATIC_URL = "static/"

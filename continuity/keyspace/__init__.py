@@ -20,6 +20,7 @@ absent at this boundary. Never `KEYS`.
 from continuity.keyspace.connection import (  # noqa: F401
     Health,
     KeyspaceError,
+    Misconfigured,
     NotConfigured,
     ServerSummary,
     Unreachable,

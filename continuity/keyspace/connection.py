@@ -11,7 +11,7 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from dashboard.env import redis_target
+from dashboard.env import redis_target, redis_url_env_problem
 
 
 class KeyspaceError(Exception):
@@ -20,6 +20,11 @@ class KeyspaceError(Exception):
 
 class NotConfigured(KeyspaceError):
     pass
+
+
+class Misconfigured(NotConfigured):
+    """The record names a variable that cannot hold its Redis URL. Shown as
+    "misconfigured: why" on the record's own pages and in /healthz."""
 
 
 class Unreachable(KeyspaceError):
@@ -31,6 +36,7 @@ class Health:
     ok: bool
     latency_ms: float | None
     error: str = ""
+    misconfigured: bool = False
 
 
 _clients: dict[str, redis.Redis] = {}
@@ -40,6 +46,9 @@ _clients_lock = threading.Lock()
 def connection_url(database, *, write=False):
     """The URL for `database`: the read-only one for browsing when configured."""
     name = database.url_env if (write or not database.readonly_url_env) else database.readonly_url_env
+    problem = redis_url_env_problem(name)
+    if problem:
+        raise Misconfigured(f"misconfigured: {problem}.")
     url = os.environ.get(name, "")
     if not url:
         raise NotConfigured(f"The environment variable {name} is not set, so {database.name} cannot be reached.")
@@ -127,7 +136,7 @@ def ping(database):
     try:
         client_for(database).ping()
     except (redis.RedisError, KeyspaceError) as exc:
-        return Health(ok=False, latency_ms=None, error=describe(exc))
+        return Health(ok=False, latency_ms=None, error=describe(exc), misconfigured=isinstance(exc, Misconfigured))
     return Health(ok=True, latency_ms=round((time.perf_counter() - started) * 1000, 2))
 
 

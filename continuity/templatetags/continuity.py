@@ -1,7 +1,7 @@
 from django import template
 
 from continuity.humanize import duration
-from continuity.keynames import display_key, encode_key
+from continuity.keynames import display_key
 
 register = template.Library()
 

@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from continuity import demo, keyspace
-from continuity.keyspace import capabilities, meta
+from continuity.keyspace import capabilities
 from continuity.models import FINDINGS, Namespace, ReviewRun, ReviewSample
 from continuity.operations import review
 from dashboard.models import RedisDatabase

@@ -5,7 +5,7 @@ import pytest
 
 from continuity import keyspace
 from continuity.keyspace import capabilities
-from continuity.keyspace import meta, stream
+from continuity.keyspace import stream
 from continuity.models import Namespace, ReviewRun
 from continuity.operations import review
 from continuity.tests.test_review import TYPES, calls, expected_from_specs, load

@@ -2,6 +2,7 @@
 
 from urllib.parse import urlsplit
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -39,6 +40,13 @@ class AlertChannel(models.Model):
     @property
     def is_failing(self):
         return self.failing_since is not None
+
+    def clean(self):
+        from dashboard.webhooks import target_problem
+
+        problem = target_problem(self.url) if self.url else ""
+        if problem:
+            raise ValidationError({"url": f"Refused: {problem}."})
 
     def masked_url(self):
         """Scheme and host only: enough to recognise the channel, nothing to abuse."""

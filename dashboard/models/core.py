@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
@@ -131,3 +132,29 @@ class RedisDatabase(models.Model):
 
     def get_absolute_url(self):
         return reverse("dashboard:database_detail", args=[self.name])
+
+    def url_env_problems(self):
+        """{field: why} for URL variables that cannot hold this database's Redis URL (the
+        dashboard's own DATABASE_URL, PATH, a variable holding a postgres:// URL...). The
+        value is checked for its scheme only, never echoed."""
+        from dashboard.env import redis_url_env_problem
+
+        problems = {}
+        for field in ("url_env", "readonly_url_env"):
+            name = getattr(self, field)
+            if name:
+                problem = redis_url_env_problem(name) if env_var_name.regex.match(name) else f"{name} is not a variable name"
+                if problem:
+                    problems[field] = problem
+        return problems
+
+    def configuration_problem(self):
+        """"misconfigured: why" for the record's own pages, or ""."""
+        problems = self.url_env_problems()
+        return f"misconfigured: {'; '.join(problems.values())}." if problems else ""
+
+    def clean(self):
+        errors = {field: f"Refused: {why}." for field, why in self.url_env_problems().items()
+                  if env_var_name.regex.match(getattr(self, field))}
+        if errors:
+            raise ValidationError(errors)

@@ -6,6 +6,8 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 PUBLIC = {"/healthz", "/accounts/login/", "/accounts/logout/"}
+# Any signed-in user's own account, whatever their role.
+SELF_SERVICE = {"/accounts/password/", "/accounts/password/done/"}
 SAMPLE = {"slug": "lucia", "int": "1", "str": "x", "path": "x"}
 
 
@@ -35,8 +37,15 @@ def test_every_private_url_sends_anonymous_visitors_to_login(client, db, url):
         assert response["Location"].startswith("/accounts/login/?next=")
 
 
-@pytest.mark.parametrize("url", PRIVATE)
+@pytest.mark.parametrize("url", [url for url in PRIVATE if url not in SELF_SERVICE])
 def test_every_private_url_refuses_a_signed_in_user_without_a_role(client, norole, url):
     client.force_login(norole)
     assert client.get(url).status_code == 403, url
     assert client.post(url).status_code == 403, url
+
+
+@pytest.mark.parametrize("url", sorted(SELF_SERVICE))
+def test_a_user_without_a_role_may_still_change_their_own_password(client, norole, url):
+    assert url in PRIVATE
+    client.force_login(norole)
+    assert client.get(url).status_code == 200

@@ -19,14 +19,14 @@ def test_it_refuses_to_write_outside_a_transaction(transactional_db):
 
 
 def test_postgres_refuses_update_of_an_entry(entry):
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+    with pytest.raises(DatabaseError, match="permission denied for table"), transaction.atomic():
         AuditEntry.objects.filter(pk=entry.pk).update(action="tampered")
     entry.refresh_from_db()
     assert entry.action == "database.update"
 
 
 def test_postgres_refuses_delete_even_in_raw_sql(entry):
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+    with pytest.raises(DatabaseError, match="permission denied for table"), transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("DELETE FROM dashboard_auditentry")
     assert AuditEntry.objects.filter(pk=entry.pk).exists()

@@ -1,4 +1,5 @@
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from dashboard import roles
@@ -96,3 +97,40 @@ def test_it_signs_out_only_by_post(client, viewer):
     assert client.get(reverse("logout")).status_code == 405
     client.post(reverse("logout"))
     assert "_auth_user_id" not in client.session
+
+
+def test_it_locks_an_address_that_tries_many_usernames(client, viewer, settings):
+    """Each username stays under AXES_FAILURE_LIMIT, but the address is locked after
+    AXES_IP_FAILURE_LIMIT failures in all: then even a right password is refused from it."""
+    settings.AXES_IP_FAILURE_LIMIT = 12
+    for n in range(settings.AXES_IP_FAILURE_LIMIT - 1):
+        response = client.post(reverse("login"), {"username": f"guess{n}", "password": "wrong"})
+        assert response.status_code == 200, n
+    # One below the limit the right password still works...
+    other = Client(REMOTE_ADDR="127.0.0.1")
+    assert other.post(reverse("login"), {"username": "vera", "password": PASSWORD}).status_code == 302
+    client.post(reverse("login"), {"username": "guess-last", "password": "wrong"})
+    response = client.post(reverse("login"), {"username": "vera", "password": PASSWORD})
+    assert response.status_code == 429
+    assert "Too many failed sign-in attempts" in response.content.decode()
+    # ...and another address is not affected.
+    elsewhere = Client(REMOTE_ADDR="192.0.2.10")
+    assert elsewhere.post(reverse("login"), {"username": "vera", "password": PASSWORD}).status_code == 302
+
+
+@pytest.mark.parametrize("proxies, forwarded, remote, expected", [
+    (0, "203.0.113.9", "10.0.0.2", "10.0.0.2"),                 # no proxy: the header is the client's word
+    (1, "203.0.113.9", "10.0.0.2", "203.0.113.9"),
+    (1, "1.2.3.4, 203.0.113.9", "10.0.0.2", "203.0.113.9"),     # the client's own prefix is ignored
+    (2, "203.0.113.9, 10.0.0.7", "10.0.0.2", "203.0.113.9"),
+    (2, "203.0.113.9", "10.0.0.2", "10.0.0.2"),                 # shorter than promised
+    (1, "not-an-ip", "10.0.0.2", "10.0.0.2"),
+])
+def test_the_lockout_keys_on_the_address_the_trusted_proxies_saw(settings, proxies, forwarded, remote, expected):
+    from django.test import RequestFactory
+
+    from dashboard.lockout import client_ip
+
+    settings.DJANGO_PROXY_COUNT = proxies
+    request = RequestFactory().get("/", HTTP_X_FORWARDED_FOR=forwarded, REMOTE_ADDR=remote)
+    assert client_ip(request) == expected

@@ -7,26 +7,49 @@ from continuity import keyspace
 from dashboard import localservers
 
 
-def test_it_reports_every_role_healthy_without_login(client, lucia):
-    response = client.get(reverse("healthz"))
+def test_it_reports_every_role_healthy_with_latencies_to_staff(viewer_client, lucia):
+    response = viewer_client.get(reverse("healthz"))
     assert response.status_code == 200
     data = response.json()
     assert data["status"] == "ok"
     for role in ("postgres", "broker", "cache", "celery"):
         assert data["checks"][role]["ok"] is True, role
         assert data["checks"][role]["latency_ms"] >= 0
+    assert data["checks"]["broker"]["queued"] == 0
     assert data["checks"]["monitored"]["lucia"]["ok"] is True
 
 
-def test_it_reports_a_down_monitored_redis_in_the_json_not_as_a_500(client, lucia, monkeypatch):
-    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{localservers.free_port()}/0")
+def test_it_tells_anonymous_callers_only_up_or_down_per_component(client, lucia):
     response = client.get(reverse("healthz"))
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {
+        "postgres": "up", "broker": "up", "cache": "up", "celery": "up", "monitored": "up"}}
+    assert "lucia" not in response.content.decode() and "REDIS_URL" not in response.content.decode()
+
+
+def test_it_reports_a_down_monitored_redis_in_the_json_not_as_a_500(client, viewer_client, lucia, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{localservers.free_port()}/0")
+    response = viewer_client.get(reverse("healthz"))
     assert response.status_code == 200
     data = response.json()
     assert data["status"] == "degraded"
     assert data["checks"]["monitored"]["lucia"]["ok"] is False
     assert "unreachable" in data["checks"]["monitored"]["lucia"]["error"]
     assert data["checks"]["postgres"]["ok"] is True
+    anon = client.get(reverse("healthz")).json()
+    assert anon["status"] == "degraded" and anon["checks"]["monitored"] == "down"
+    assert "lucia" not in str(anon) and "unreachable" not in str(anon)
+
+
+def test_anonymous_health_is_cached_for_a_few_seconds(client, lucia, monkeypatch, settings):
+    settings.HEALTHZ_CACHE_SECONDS = 60
+    assert client.get(reverse("healthz")).json()["checks"]["monitored"] == "up"
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{localservers.free_port()}/0")
+    keyspace.forget_cached_status()
+    # Within the interval an anonymous caller gets the remembered answer; staff do not.
+    assert client.get(reverse("healthz")).json()["checks"]["monitored"] == "up"
+    settings.HEALTHZ_CACHE_SECONDS = 0
+    assert client.get(reverse("healthz")).json()["checks"]["monitored"] == "down"
 
 
 def test_it_answers_503_when_postgres_is_down(client, transactional_db):
@@ -37,8 +60,8 @@ def test_it_answers_503_when_postgres_is_down(client, transactional_db):
         response = client.get(reverse("healthz"))
         assert response.status_code == 503
         data = response.json()
-        assert data["status"] == "down" and data["checks"]["postgres"]["ok"] is False
-        assert data["checks"]["broker"]["ok"] is True  # the rest is still reported
+        assert data["status"] == "down" and data["checks"]["postgres"] == "down"
+        assert data["checks"]["broker"] == "up"  # the rest is still reported
     finally:
         connection.close()
         connection.settings_dict["PORT"] = real_port
@@ -93,3 +116,38 @@ def test_no_page_hangs_longer_than_the_redis_timeouts(viewer_client, lucia, monk
     assert client.connection_pool.connection_kwargs["socket_timeout"] == 0.5
     assert client.get_retry().get_retries() == 0
     keyspace.forget_clients()
+
+
+def test_healthz_answers_plain_http_while_every_other_page_redirects_to_https():
+    """Production settings (DJANGO_HTTPS on): a load balancer's plain-HTTP probe gets the
+    health answer, not a 301 (issue 11, item 8)."""
+    from dashboard.tests.test_settings import _manage
+
+    script = (
+        "from django.http import HttpResponse\n"
+        "from django.middleware.security import SecurityMiddleware\n"
+        "from django.test import RequestFactory\n"
+        "from django.conf import settings\n"
+        "m = SecurityMiddleware(lambda r: HttpResponse('reached'))\n"
+        "for path in ('/healthz', '/', '/accounts/login/', '/healthz/x'):\n"
+        "    r = m(RequestFactory().get(path, HTTP_HOST='dashboard.example.com'))\n"
+        "    print(path, r.status_code, r.get('Location', ''))\n"
+        "print('redirect', settings.SECURE_SSL_REDIRECT)\n"
+    )
+    result = _manage("shell", "--no-imports", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "/healthz 200 ",
+        "/ 301 https://dashboard.example.com/",
+        "/accounts/login/ 301 https://dashboard.example.com/accounts/login/",
+        "/healthz/x 301 https://dashboard.example.com/healthz/x",
+        "redirect True",
+    ]
+
+
+def test_healthz_is_reachable_over_http_through_the_whole_stack(client, lucia, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    response = client.get(reverse("healthz"))
+    assert response.status_code == 200 and response.json()["status"] == "ok"
+    login = client.get(reverse("login"))
+    assert login.status_code == 301 and login["Location"] == "https://testserver/accounts/login/"

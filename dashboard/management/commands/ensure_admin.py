@@ -29,9 +29,14 @@ class Command(BaseCommand):
             user.is_active = True
             user.save()
             roles.set_role(user, roles.ADMIN)
+            if not os.environ.get("DASHBOARD_ADMIN_PASSWORD"):
+                from dashboard import accounts
+
+                accounts.require_password_change(user)  # the printed password is for the first sign-in only
             audit.record(action="user.create" if created else "user.role", target=user,
                          after={"username": username, "role": roles.ADMIN}, actor_label="ensure_admin", source="cli")
         if os.environ.get("DASHBOARD_ADMIN_PASSWORD"):
             self.stdout.write(f"ensure_admin: created admin '{username}' with the password from DASHBOARD_ADMIN_PASSWORD.")
         else:
-            self.stdout.write(f"ensure_admin: created admin '{username}' with password: {password}  (shown once)")
+            self.stdout.write(f"ensure_admin: created admin '{username}' with password: {password}  (shown once; "
+                              "it asks for a new password at the first sign-in)")

@@ -1,0 +1,69 @@
+"""Response headers every page carries (issue 11, item 7): CSP without inline script, a
+Permissions-Policy, and a client's X-Request-ID only when it has a sane shape."""
+
+import re
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from dashboard.models import AuditEntry
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("persona", ["anon", "viewer"])
+def test_every_response_carries_a_csp_without_inline_script_and_a_permissions_policy(client, viewer_client, persona):
+    http = client if persona == "anon" else viewer_client
+    url = reverse("login") if persona == "anon" else reverse("dashboard:home")
+    response = http.get(url)
+    assert response.status_code == 200
+    csp = dict(part.strip().split(" ", 1) for part in response["Content-Security-Policy"].split(";"))
+    assert csp["script-src"] == "'self'"
+    assert csp["default-src"] == "'self'"
+    assert csp["object-src"] == "'none'" and csp["frame-ancestors"] == "'none'" and csp["base-uri"] == "'none'"
+    assert "unsafe-inline" not in csp["script-src"] and "unsafe-eval" not in response["Content-Security-Policy"]
+    policy = response["Permissions-Policy"]
+    for feature in ("camera=()", "microphone=()", "geolocation=()", "payment=()", "usb=()"):
+        assert feature in policy
+    body = response.content.decode()
+    # The only <script> tags load files; htmx may not eval.
+    for tag in re.findall(r"<script\b[^>]*>", body):
+        assert 'src="/static/' in tag, tag
+    assert "<script>" not in body
+    assert '"allowEval": false' in body
+
+
+def test_no_template_carries_inline_script_or_event_handler_attributes():
+    for template in (ROOT / "templates").rglob("*.html"):
+        text = template.read_text()
+        for tag in re.findall(r"<script\b[^>]*>", text):
+            assert "src=" in tag, f"{template}: inline script"
+        assert not re.search(r"\son[a-z]+\s*=", text), f"{template}: on*= attribute"
+        assert "javascript:" not in text.lower(), template
+
+
+@pytest.mark.parametrize("incoming, kept", [
+    ("req-1234567890", True),
+    ("a" * 64, True),
+    ("req-1234567890\n", False),           # `$` would have let the newline through
+    ("req-1234567890\nX-Evil: 1", False),
+    ("short", False),
+    ("a" * 65, False),
+    ("req 1234567890", False),
+    ("<script>alert(1)</script>", False),
+])
+def test_a_client_request_id_is_kept_only_in_a_valid_shape(operator_client, lucia, incoming, kept):
+    from dashboard.record_forms import RedisDatabaseForm
+
+    data = {name: value for name, value in RedisDatabaseForm(instance=lucia).initial.items() if value is not None}
+    data.update(read_regions=",".join(lucia.read_regions), notes="changed by a request with an id")
+    response = operator_client.post(reverse("dashboard:database_edit", args=["lucia"]), data,
+                                    HTTP_X_REQUEST_ID=incoming)
+    assert response.status_code == 302
+    entry = AuditEntry.objects.latest("pk")
+    assert entry.request_id == response["X-Request-ID"]
+    if kept:
+        assert entry.request_id == incoming
+    else:
+        assert entry.request_id != incoming and re.fullmatch(r"[0-9a-f]{32}", entry.request_id)
