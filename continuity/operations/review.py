@@ -235,7 +235,7 @@ class Classifier:
 
 
 
-def _count_batch(tally, classifier, rows):
+def count_batch(tally, classifier, rows):
     """Fold one batch of flat rows `[key, pttl, type, memory, …]` (see `stream`) into
     `tally`. The hot loop of a review, run for every key under the key prefix: names are
     bound locally, no object is built per key, and the findings come from the namespace's
@@ -393,7 +393,7 @@ def _fold(tally, classifier, fetched):
     tally.billed += fetched.billed
     tally.keys_scanned += fetched.scanned
     tally.foreign += fetched.foreign
-    _count_batch(tally, classifier, fetched.rows)
+    count_batch(tally, classifier, fetched.rows)
     tally.batches += 1
 
 

@@ -129,7 +129,7 @@ def test_it_classifies_by_the_longest_prefix_with_a_bounded_memo():
     rows = []
     for key in keys * 2:
         rows += (key, -1, b"string", 10)
-    review._count_batch(tally, classifier, rows)
+    review.count_batch(tally, classifier, rows)
     expected = {}
     for key in keys * 2:
         ident = brute_force(classifier.policies, key, classifier.unknown).ident
@@ -141,7 +141,7 @@ def test_it_classifies_by_the_longest_prefix_with_a_bounded_memo():
 def test_it_keeps_the_checkpoint_json_of_the_aggregates(typed_lucia):
     namespaces = list(Namespace.objects.for_database(typed_lucia))
     tally = review.Tally()
-    review._count_batch(tally, review.Classifier(typed_lucia, namespaces),
+    review.count_batch(tally, review.Classifier(typed_lucia, namespaces),
                         [b"lucia:session:x", 90_000, b"string", 100, b"lucia:session:y", -1, b"hash", 70_000,
                          b"lucia:session:z", -2, b"none", -1])
     data = tally.to_json()
