@@ -88,15 +88,16 @@ def _from_reply(reply, commands):
 
 
 def _evalsha(client, sha, lua, numkeys, *args, spent):
-    """EVALSHA, with SCRIPT LOAD + EVALSHA when the server lacks the script. Every command
+    """EVALSHA_RO (EVALSHA where the server or the ACL refuses it: `capabilities.evalsha`),
+    with SCRIPT LOAD + the same again when the server lacks the script. Every command
     sent is added to `spent[0]` first, so one the server refuses is still counted."""
     spent[0] += 1
     try:
-        return client.evalsha(sha, numkeys, *args)
+        return capabilities.evalsha(client, sha, numkeys, *args, spent=spent)
     except redis.exceptions.NoScriptError:
         spent[0] += 2
         client.script_load(lua)
-        return client.evalsha(sha, numkeys, *args)
+        return capabilities.evalsha(client, sha, numkeys, *args, spent=spent)
 
 
 def scan_script_batch(client, cursor, *, count, prefix, spent=None):
@@ -123,6 +124,8 @@ def _metadata_rows(client, keys):
             caps.script = True
             for key, (pttl, kind, memory) in zip(keys, replies):
                 rows += (key, pttl, kind, UNKNOWN_MEMORY if pttl == VANISHED else memory)
+                if memory == UNKNOWN_MEMORY:  # MEMORY USAGE refused inside the script
+                    caps.memory = False
             return rows, spent[0]
         except redis.ResponseError as exc:
             if not capabilities.refused(exc):
@@ -190,13 +193,14 @@ def batches(client, *, cursor, count, prefix):
 def _pipelined(client, first, *, count, prefix):
     """`batches` on the scan-script path: one connection of the client's pool, with at
     most one request in flight."""
+    command = capabilities.script_command(client)  # EVALSHA_RO where the first batch could use it
     pool = client.connection_pool
     conn = pool.get_connection()
     in_flight = False
     try:
         fetched = first
         while fetched.cursor != 0:
-            conn.send_command("EVALSHA", _SCAN_SHA, 0, fetched.cursor, count, prefix)
+            conn.send_command(command, _SCAN_SHA, 0, fetched.cursor, count, prefix)
             in_flight = True
             yield fetched  # counted while Redis computes the next batch
             in_flight = False  # from here the reply (or error) is being read
@@ -205,7 +209,7 @@ def _pipelined(client, first, *, count, prefix):
             except redis.exceptions.NoScriptError:  # script cache flushed mid-review
                 conn.send_command("SCRIPT", "LOAD", _SCAN_LUA)
                 conn.read_response()
-                conn.send_command("EVALSHA", _SCAN_SHA, 0, fetched.cursor, count, prefix)
+                conn.send_command(command, _SCAN_SHA, 0, fetched.cursor, count, prefix)
                 fetched = _from_reply(conn.read_response(), 3)
         yield fetched
     finally:

@@ -71,7 +71,7 @@ def restricted_user(monitored):
     """An ACL user refused INFO, DBSIZE, EVAL, MEMORY, OBJECT and SCRIPT (like Upstash or a
     locked-down managed Redis)."""
     monitored.execute_command("ACL", "SETUSER", "limited", "on", ">limited-pass", "~*", "+@all", "-info", "-dbsize",
-                              "-eval", "-evalsha", "-script", "-memory", "-object")
+                              "-@scripting", "-memory", "-object")
     yield "limited"
     monitored.execute_command("ACL", "DELUSER", "limited")
 
