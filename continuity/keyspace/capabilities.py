@@ -123,3 +123,26 @@ def run_script(client, sha, lua, numkeys, *args, read_only, spent):
         spent[0] += 1
         command = "EVAL_RO" if read_only and of(client).read_only_scripts else "EVAL"
         return client.execute_command(command, lua, numkeys, *args)
+
+
+SCRIPTS_REFUSED = ("This Redis user may not run scripts (ACL: +evalsha_ro +eval_ro +script|load): reviews and the "
+                   "key browser read each key with a pipeline instead, 2–3 commands per key instead of one per "
+                   "batch of keys.")
+MEMORY_REFUSED = ("This Redis user may not run MEMORY USAGE (ACL: +memory|usage): key sizes are unknown, so sizes, "
+                  "the biggest keys and the oversized finding are not checked.")
+SCAN_SCRIPT_REFUSED = ("SCAN inside a script is refused here: reviews send SCAN and the metadata script separately "
+                       "(two commands per batch instead of one).")
+
+
+def limitations(client) -> list:
+    """What this client's server or user refused so far and what is degraded for it, as
+    operator-facing sentences (pages show them next to what still works)."""
+    caps = of(client)
+    notes = []
+    if caps.script is False:
+        notes.append(SCRIPTS_REFUSED)
+    if caps.memory is False:
+        notes.append(MEMORY_REFUSED)
+    elif caps.scan_script is False and caps.script is True:
+        notes.append(SCAN_SCRIPT_REFUSED)
+    return notes

@@ -130,3 +130,126 @@ def test_it_falls_back_to_evalsha_where_the_acl_refuses_evalsha_ro(monitored, ty
     assert sent(after, "evalsha_ro") - sent(before, "evalsha_ro") == 1
     counted = ("evalsha_ro", "evalsha", "script|load", "dbsize")
     assert result.commands == sent(after, *counted) - sent(before, *counted) - 1  # - key_metadata's EVALSHA
+
+
+# --- 2. a refused permission, named; a degraded path, said ---------------------------------
+@pytest.fixture
+def acl_database(monitored, redis_server, typed_lucia, monkeypatch):
+    """make(name, *rules): an ACL user with `rules` and a database record (lucia's prefix and
+    namespaces) whose URL logs in as that user. Users are deleted afterwards."""
+    users = []
+
+    def make(name, *rules):
+        monitored.execute_command("ACL", "SETUSER", name, "reset", "on", f">{name}-pass", *rules)
+        users.append(name)
+        variable = f"{name.upper().replace('-', '_')}_URL"
+        monkeypatch.setenv(variable, f"redis://{name}:{name}-pass@127.0.0.1:{redis_server.port}/0")
+        return copy_database(typed_lucia, name, variable)
+
+    yield make
+    for name in users:
+        monitored.execute_command("ACL", "DELUSER", name)
+    keyspace.forget_clients()
+
+
+NO_SCAN = "This Redis user may not run SCAN (ACL): the key browser, the overview, reviews and purges need +scan."
+
+
+def test_it_names_a_refused_scan_on_every_page_and_command(acl_database, monitored, viewer_client, operator_client,
+                                                          operator):
+    from django.core.management import CommandError, call_command
+    from django.urls import reverse
+
+    load(monitored, 300, seed=34)
+    database = acl_database("noscan", "~*", "+@all", "-scan")
+    browse = viewer_client.get(reverse("continuity:browse", args=[database.name]) + "?prefix=lucia:")
+    stats = viewer_client.get(reverse("continuity:namespace_stats", args=[database.name]),
+                              headers={"HX-Request": "true"})
+    preview = operator_client.post(reverse("continuity:purge_new"), {
+        "database": database.name, "target_kind": "prefix", "target": "lucia:session:", "action": "delete"})
+    for response in (browse, stats, preview):
+        body = response.content.decode()
+        assert response.status_code in (200, 400) and NO_SCAN in body and "Traceback" not in body
+    assert browse.context["error"].startswith(NO_SCAN) and "docs/redis-acl.md" in browse.context["error"]
+
+    with pytest.raises(review.ReviewInterrupted) as interrupted:
+        review.review_database(database=database, batch=100)
+    assert interrupted.value.reason.startswith(NO_SCAN) and interrupted.value.run.error.startswith(NO_SCAN)
+    interrupted.value.run.mark_failed(interrupted.value.reason)
+    with pytest.raises(CommandError, match=r"noscan: This Redis user may not run SCAN \(ACL\)"):
+        call_command("ttl_review", "--database", database.name)
+    with pytest.raises(CommandError, match=r"This Redis user may not run SCAN \(ACL\)"):
+        call_command("purge", "--database", database.name, "--prefix", "lucia:session:", "--dry-run",
+                     "--as", operator.username)
+
+
+def test_it_fails_a_refused_review_task_at_once_with_the_message(acl_database, monitored):
+    from continuity.models import ReviewRun
+    from continuity.tasks.review import review_database_task
+
+    load(monitored, 100, seed=35)
+    database = acl_database("noscan-task", "~*", "+@all", "-scan")
+    run = review.start_review(database=database)
+    outcome = review_database_task.apply(args=[run.pk]).get()
+    run.refresh_from_db()
+    assert outcome == ReviewRun.FAILED and run.status == ReviewRun.FAILED
+    assert run.error.startswith(NO_SCAN)  # no retry: a refusal is billed again on every attempt
+
+
+def test_it_names_a_refused_unlink_when_a_purge_executes(acl_database, monitored, operator):
+    from django.core.management import CommandError, call_command
+
+    for i in range(50):
+        monitored.set(f"lucia:session:{i}".encode(), b"v")
+    database = acl_database("nounlink", "~*", "+@all", "-unlink")
+    with pytest.raises(CommandError) as failed:
+        call_command("purge", "--database", database.name, "--prefix", "lucia:session:", "--yes", "--reason", "t",
+                     "--as", operator.username)
+    assert ("This Redis user may not run UNLINK (ACL): a purge by delete and the key browser's Delete need "
+            "+unlink.") in str(failed.value)
+    assert monitored.exists(*[f"lucia:session:{i}".encode() for i in range(50)]) == 50
+    from continuity.models import PurgeRun
+
+    run = PurgeRun.objects.get(database=database)
+    assert run.status == PurgeRun.FAILED and "may not run UNLINK (ACL)" in run.error
+
+
+def test_it_keeps_working_without_scripting_or_memory_and_says_what_is_degraded(
+        acl_database, monitored, viewer_client):
+    from django.core.management import call_command
+    from django.urls import reverse
+
+    specs = load(monitored, 800, seed=36)
+    findings, per_namespace, foreign = expected_from_specs(specs)
+    database = acl_database("bare", "~*", "+@all", "-@scripting", "-memory")
+    browse = viewer_client.get(reverse("continuity:browse", args=[database.name]) + "?prefix=lucia:session:")
+    assert browse.context["error"] is None and browse.context["result"].rows
+    assert all(row.meta.memory is None for row in browse.context["result"].rows)
+    body = browse.content.decode()
+    assert capabilities.SCRIPTS_REFUSED in body and capabilities.MEMORY_REFUSED in body
+    stats = viewer_client.get(reverse("continuity:namespace_stats", args=[database.name]),
+                              headers={"HX-Request": "true"}).content.decode()
+    assert 'data-testid="limitations"' in stats and capabilities.MEMORY_REFUSED in stats
+
+    from io import StringIO
+
+    err = StringIO()
+    call_command("ttl_review", "--database", database.name, stdout=StringIO(), stderr=err)
+    assert f"bare: {capabilities.SCRIPTS_REFUSED}" in err.getvalue()
+    assert f"bare: {capabilities.MEMORY_REFUSED}" in err.getvalue()
+    from continuity.models import ReviewRun
+
+    run = ReviewRun.objects.get(database=database)
+    assert run.status == ReviewRun.SUCCEEDED and run.findings == {**findings, "oversized": 0}
+    assert run.foreign_keys == foreign and run.sizes_unknown()
+    page = viewer_client.get(reverse("continuity:review_detail", args=[run.pk])).content.decode()
+    assert capabilities.MEMORY_REFUSED in page
+    # A review that could measure sizes says nothing of the kind.
+    full = review.review_database(database=typed_lucia_of(database))
+    assert not full.run.sizes_unknown()
+    assert capabilities.MEMORY_REFUSED not in viewer_client.get(
+        reverse("continuity:review_detail", args=[full.run.pk])).content.decode()
+
+
+def typed_lucia_of(database):
+    return RedisDatabase.objects.get(name="lucia")
