@@ -180,6 +180,7 @@ def act_on_batch(client, keys, *, action, policies, want=(), marker=b"", head=""
     # A count without a marker writes nothing: EVALSHA_RO, which a browse user may run.
     read_only = action == "count" and not marker
     flag = "script" if read_only else "write_script"
+    refusal = None
     if getattr(caps, flag) is not False:
         count, rules, per_key = _rules(policies)
         # A plain delete reads no policy per key, and one policy needs no index: do not ship them.
@@ -197,9 +198,19 @@ def act_on_batch(client, keys, *, action, policies, want=(), marker=b"", head=""
         except redis.ResponseError as exc:
             if not capabilities.refused(exc):
                 raise
-            setattr(caps, flag, False)
-    return _via_pipeline(client, keys, action=action, policies=policies, want=set(want), marker=marker,
-                         head=head, totals=totals)
+            refusal = exc
+    try:
+        result = _via_pipeline(client, keys, action=action, policies=policies, want=set(want), marker=marker,
+                               head=head, totals=totals)
+    except redis.exceptions.NoPermissionError:
+        # Neither way is allowed. Where the ACL refused the script command itself (EVALSHA),
+        # name that, not MULTI; a command refused inside the script is named by the fallback.
+        if isinstance(refusal, redis.exceptions.NoPermissionError):
+            raise refusal from None
+        raise
+    if refusal is not None:
+        setattr(caps, flag, False)  # the fallback works here: use it from now on
+    return result
 
 
 def _via_pipeline(client, keys, *, action, policies, want, marker, head, totals):

@@ -253,3 +253,157 @@ def test_it_keeps_working_without_scripting_or_memory_and_says_what_is_degraded(
 
 def typed_lucia_of(database):
     return RedisDatabase.objects.get(name="lucia")
+
+
+# --- 3. the documented ACL lines, run against a real redis-server --------------------------
+def documented_acl_lines():
+    """{user: [arguments after ACL SETUSER]} read from docs/redis-acl.md."""
+    import shlex
+    from pathlib import Path
+
+    from django.conf import settings
+
+    text = (Path(settings.BASE_DIR) / "docs" / "redis-acl.md").read_text()
+    lines = [line for line in text.splitlines() if line.startswith("ACL SETUSER ")]
+    parsed = {}
+    for line in lines:
+        words = shlex.split(line)[2:]
+        parsed[words[0]] = words
+    return parsed
+
+
+def rejected(stats):
+    """Commands the server refused (ACL) so far, per command."""
+    return {name: row["rejected_calls"] for name, row in stats.items() if row.get("rejected_calls")}
+
+
+@pytest.fixture
+def documented_users(monitored, redis_server, monkeypatch):
+    """The browse and purge users exactly as docs/redis-acl.md defines them, and variables
+    holding their URLs (BROWSE_URL, PURGE_URL)."""
+    lines = documented_acl_lines()
+    assert set(lines) == {"continuity-browse", "continuity-purge"}
+    for words in lines.values():
+        monitored.execute_command("ACL", "SETUSER", *words)
+    for user, variable in (("continuity-browse", "BROWSE_URL"), ("continuity-purge", "PURGE_URL")):
+        password = next(w[1:] for w in lines[user] if w.startswith(">"))
+        monkeypatch.setenv(variable, f"redis://{user}:{password}@127.0.0.1:{redis_server.port}/0")
+    keyspace.forget_clients()
+    yield lines
+    for user in lines:
+        monitored.execute_command("ACL", "DELUSER", user)
+    keyspace.forget_clients()
+
+
+def test_it_browses_and_reviews_with_the_documented_browse_user(documented_users, monitored, typed_lucia,
+                                                                 viewer_client, operator_client):
+    from django.urls import reverse
+
+    specs = load(monitored, 2000, seed=37)
+    findings, per_namespace, foreign = expected_from_specs(specs)
+    monitored.rpush(b"lucia:action:list", *[f"item{i}" for i in range(50)])
+    monitored.sadd(b"lucia:action:set", *[f"m{i}" for i in range(50)])
+    monitored.zadd(b"lucia:action:zset", {f"z{i}": i for i in range(50)})
+    monitored.hset(b"lucia:action:hash", mapping={f"f{i}": "v" for i in range(50)})
+    monitored.xadd(b"lucia:action:stream", {"n": "1"})
+    monitored.set(b"lucia:action:json", b'{"a": 1}', ex=60)
+    monitored.set(b"other:secret", b"not for this user")  # outside the key pattern
+    # Both roles on the browse user: the record's read URL and its write URL.
+    RedisDatabase.objects.filter(pk=typed_lucia.pk).update(url_env="BROWSE_URL")
+    typed_lucia.refresh_from_db()
+    before = monitored.info("commandstats")
+
+    browse = viewer_client.get(reverse("continuity:browse", args=["lucia"]) + "?prefix=lucia:")
+    result = browse.context["result"]
+    assert browse.context["error"] is None and result.rows and result.dbsize == 2000 + 7
+    assert all(row.meta.exists and row.meta.memory > 0 for row in result.rows) and result.notes == ()
+    for key, shown in ((b"lucia:action:list", "item49"), (b"lucia:action:set", "m"), (b"lucia:action:zset", "z49"),
+                       (b"lucia:action:hash", "f49"), (b"lucia:action:stream", "n=1"), (b"lucia:action:json", "&quot;a&quot;")):
+        page = viewer_client.get(reverse("continuity:key_detail", args=["lucia", keyspace.encode_key(key)]))
+        assert page.context["preview"].meta.exists and page.context["preview"].encoding, key
+        assert shown in page.content.decode(), key
+    download = viewer_client.get(reverse("continuity:key_download",
+                                         args=["lucia", keyspace.encode_key(b"lucia:action:json")]))
+    assert download.content == b'{"a": 1}'
+    lookup = viewer_client.get(reverse("continuity:key_lookup", args=["lucia"]) + "?id=list")
+    assert [row.key for row in lookup.context["lookup"].rows] == [b"lucia:action:list"]
+    summary = viewer_client.get(reverse("continuity:database_summary", args=["lucia"]), headers={"HX-Request": "true"})
+    assert 'data-testid="summary-error"' not in summary.content.decode() and "2,007" in summary.content.decode()
+    figures = keyspace.server_summary(typed_lucia)
+    assert figures.dbsize == 2007 and figures.keys_with_ttl is not None and figures.redis_version
+    stats = viewer_client.get(reverse("continuity:namespace_stats", args=["lucia"]), headers={"HX-Request": "true"})
+    assert 'data-testid="stats-error"' not in stats.content.decode()
+    assert 'data-testid="limitations"' not in stats.content.decode()
+    assert keyspace.ping(typed_lucia).ok
+
+    result = review.review_database(database=typed_lucia, batch=300)
+    monitored.delete(b"lucia:action:list", b"lucia:action:set", b"lucia:action:zset", b"lucia:action:hash",
+                     b"lucia:action:stream", b"lucia:action:json")
+    after = monitored.info("commandstats")
+    assert result.foreign_keys == foreign + 1  # + other:secret: counted by name, never read
+    assert result.keys_scanned == 2007
+    # The five collections added under lucia:action: have no TTL and are not strings.
+    assert result.findings == {**findings, "no_ttl": findings["no_ttl"] + 5,
+                               "wrong_type": findings["wrong_type"] + 5}
+    caps = capabilities.of(keyspace.client_for(typed_lucia))
+    assert (caps.script, caps.scan_script, caps.read_only_scripts, caps.memory) == (True, True, True, None)
+    # Not one command was refused on the way: every path ran as designed, none fell back.
+    assert rejected(after) == rejected(before)
+    assert sent(after, "evalsha", "eval") == sent(before, "evalsha", "eval")
+
+    # A purge preview reads only: allowed. Executing it with the browse user is refused by
+    # name, and touches nothing.
+    response = operator_client.post(reverse("continuity:purge_new"), {
+        "database": "lucia", "target_kind": "prefix", "target": "lucia:session:", "action": "delete"})
+    from continuity.models import PurgeRun
+    from continuity.operations import purge
+
+    run = PurgeRun.objects.get()
+    assert response.status_code == 302 and run.preview_matched == per_namespace["lucia:session:"]
+    run = purge.confirm_purge(run=run, confirmation=run.target_value, reason="acl test",
+                              actor=run.requested_by, source="cli")
+    from continuity.tasks.purge import purge_task
+
+    purge_task.apply(args=[run.pk])
+    run.refresh_from_db()
+    assert run.status == PurgeRun.FAILED and run.done == 0
+    assert run.error.startswith("This Redis user may not run EVALSHA (ACL): a purge acts with a script that writes: "
+                                "the purge user needs +evalsha +eval.")
+    assert len(list(monitored.scan_iter(match=b"lucia:session:*", count=1000))) == per_namespace["lucia:session:"]
+
+
+def test_it_purges_with_the_documented_purge_user(documented_users, monitored, typed_lucia, operator):
+    from continuity.models import PurgeRun
+    from continuity.operations import purge
+
+    for i in range(600):
+        monitored.set(f"lucia:session:{i:04d}".encode(), b"v", ex=86400 * 30)  # above the session maximum
+    for i in range(300):
+        monitored.set(f"lucia:rate:{i:04d}".encode(), b"v", ex=30)
+    monitored.set(b"other:keep", b"v")
+    RedisDatabase.objects.filter(pk=typed_lucia.pk).update(url_env="PURGE_URL", readonly_url_env="BROWSE_URL")
+    typed_lucia.refresh_from_db()
+    before = monitored.info("commandstats")
+
+    # Apply the maximum TTL (PEXPIRE), then delete a prefix (UNLINK), each with its marker.
+    preview = purge.preview_purge(database=typed_lucia, kind="prefix", value=b"lucia:session:", action="expire",
+                                  actor=operator)
+    assert preview.matched == 600 and preview.actionable == 600
+    run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="acl", actor=operator,
+                              source="cli")
+    expired = purge.execute_purge(run_id=run.pk)
+    assert (expired.status, expired.done) == (PurgeRun.SUCCEEDED, 600)
+    max_ttl = Namespace.objects.get(database=typed_lucia, prefix="lucia:session:").max_ttl_seconds
+    assert 0 < monitored.ttl(b"lucia:session:0001") <= max_ttl
+
+    preview = purge.preview_purge(database=typed_lucia, kind="prefix", value=b"lucia:rate:", actor=operator)
+    run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="acl", actor=operator,
+                              source="cli")
+    deleted = purge.execute_purge(run_id=run.pk)
+    after = monitored.info("commandstats")
+    assert (deleted.status, deleted.done, deleted.skipped) == (PurgeRun.SUCCEEDED, 300, 0)
+    assert not list(monitored.scan_iter(match=b"lucia:rate:*")) and monitored.get(b"other:keep") == b"v"
+    assert not list(monitored.scan_iter(match=b"continuity-dashboard:purge-progress:*"))  # markers cleared
+    assert rejected(after) == rejected(before)  # nothing refused: no fallback was needed
+    write_caps = capabilities.of(keyspace.client_for(typed_lucia, write=True))
+    assert write_caps.write_script is True
