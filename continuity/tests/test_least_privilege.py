@@ -407,3 +407,67 @@ def test_it_purges_with_the_documented_purge_user(documented_users, monitored, t
     assert rejected(after) == rejected(before)  # nothing refused: no fallback was needed
     write_caps = capabilities.of(keyspace.client_for(typed_lucia, write=True))
     assert write_caps.write_script is True
+
+
+# --- 4. the script cache flushed in mid-job ------------------------------------------------
+def test_it_survives_script_flushes_mid_review_as_the_browse_user_and_counts_them(
+        documented_users, monitored, typed_lucia):
+    specs = load(monitored, 4000, seed=38)
+    findings, per_namespace, foreign = expected_from_specs(specs)
+    RedisDatabase.objects.filter(pk=typed_lucia.pk).update(readonly_url_env="BROWSE_URL")
+    typed_lucia.refresh_from_db()
+    flushed = []
+
+    def flush(tally):
+        if tally.batches in (1, 4, 9):  # before the pipelined path starts, and twice while it runs
+            monitored.script_flush()
+            flushed.append(tally.batches)
+
+    before = monitored.info("commandstats")
+    result = review.review_database(database=typed_lucia, batch=250, on_batch=flush)
+    after = monitored.info("commandstats")
+    assert flushed == [1, 4, 9] and result.status == "succeeded"
+    assert result.findings == findings and result.foreign_keys == foreign
+    assert {row["prefix"]: row["keys"] for row in result.namespaces} == per_namespace
+    # Each flush cost a NOSCRIPT answer, a SCRIPT LOAD and the call again: all counted,
+    # exactly what the server saw (our own SCRIPT FLUSH is not the review's).
+    loads = sent(after, "script|load") - sent(before, "script|load")
+    batches = sent(after, "scan") - sent(before, "scan")
+    assert loads >= 3
+    assert sent(after, "evalsha_ro") - sent(before, "evalsha_ro") == batches + loads
+    counted = ("evalsha_ro", "script|load", "dbsize")
+    assert result.commands == sent(after, *counted) - sent(before, *counted) == batches + 2 * loads + 2
+    assert rejected(after) == rejected(before)
+
+
+def test_it_survives_script_flushes_mid_purge_and_counts_them(monitored, typed_lucia, operator, settings):
+    from continuity.models import PurgeRun
+    from continuity.operations import purge
+
+    settings.PURGE_CHECKPOINT_SECONDS = 0  # progress after every batch
+    for i in range(3000):
+        monitored.set(f"lucia:session:{i:05d}".encode(), b"v", ex=86400 * 30)  # above the session maximum
+    preview = purge.preview_purge(database=typed_lucia, kind="prefix", value=b"lucia:session:", action="expire",
+                                  actor=operator, batch_size=250)
+    run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="flush",
+                              actor=operator, source="cli")
+    calls = []
+
+    def progress(state):
+        calls.append(state.batches)
+        if len(calls) in (1, 3):
+            monitored.script_flush()
+
+    before = monitored.info("commandstats")
+    result = purge.execute_purge(run_id=run.pk, progress=progress)
+    after = monitored.info("commandstats")
+    assert result.status == PurgeRun.SUCCEEDED and (result.matched, result.done, result.skipped) == (3000, 3000, 0)
+    max_ttl = Namespace.objects.get(database=typed_lucia, prefix="lucia:session:").max_ttl_seconds
+    assert all(0 < monitored.ttl(f"lucia:session:{i:05d}".encode()) <= max_ttl for i in range(0, 3000, 97))
+    loads = sent(after, "script|load") - sent(before, "script|load")
+    scans = sent(after, "scan") - sent(before, "scan")
+    assert loads >= 2 and result.run.batches == sent(after, "evalsha") - sent(before, "evalsha") - loads
+    # Every command the purge sent is in its count: SCAN pages, one EVALSHA per batch, and
+    # per flush the NOSCRIPT answer, the SCRIPT LOAD and the call again.
+    counted = ("scan", "evalsha", "script|load")
+    assert result.run.commands == sent(after, *counted) - sent(before, *counted) == scans + result.run.batches + 2 * loads
