@@ -245,14 +245,10 @@ def test_it_keeps_working_without_scripting_or_memory_and_says_what_is_degraded(
     page = viewer_client.get(reverse("continuity:review_detail", args=[run.pk])).content.decode()
     assert capabilities.MEMORY_REFUSED in page
     # A review that could measure sizes says nothing of the kind.
-    full = review.review_database(database=typed_lucia_of(database))
+    full = review.review_database(database=RedisDatabase.objects.get(name="lucia"))
     assert not full.run.sizes_unknown()
     assert capabilities.MEMORY_REFUSED not in viewer_client.get(
         reverse("continuity:review_detail", args=[full.run.pk])).content.decode()
-
-
-def typed_lucia_of(database):
-    return RedisDatabase.objects.get(name="lucia")
 
 
 # --- 3. the documented ACL lines, run against a real redis-server --------------------------
@@ -471,3 +467,25 @@ def test_it_survives_script_flushes_mid_purge_and_counts_them(monitored, typed_l
     # per flush the NOSCRIPT answer, the SCRIPT LOAD and the call again.
     counted = ("scan", "evalsha", "script|load")
     assert result.run.commands == sent(after, *counted) - sent(before, *counted) == scans + result.run.batches + 2 * loads
+
+
+def test_it_names_a_read_only_endpoint():
+    """A replica (like a provider's read-only endpoint) refuses writes with READONLY."""
+    datadir = tempfile.mkdtemp(prefix="replica-redis-")
+    port = localservers.free_port()
+    process = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no", "--dir", datadir,
+                                "--replicaof", "127.0.0.1", str(localservers.free_port())],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        localservers._wait(lambda: localservers._port_open(port), f"redis-server on {port}")
+        replica = redis.Redis(port=port)
+        with pytest.raises(redis.ResponseError) as refused:
+            replica.unlink(b"lucia:session:1")
+        replica.close()
+        assert keyspace.describe(refused.value).startswith(
+            "This Redis endpoint is read-only: a purge and the key browser's actions need the read-write URL")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(datadir, ignore_errors=True)
