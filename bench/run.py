@@ -51,7 +51,7 @@ def machine():
             "python": platform.python_version(), "redis": version, "kernel": platform.release()}
 
 
-CLIENT_LEVEL = ("evalsha", "eval", "script|load", "dbsize")  # never called from inside a script
+CLIENT_LEVEL = ("evalsha_ro", "eval_ro", "evalsha", "eval", "script|load", "dbsize")  # never called from inside a script
 INSIDE_SCRIPT = ("scan", "pttl", "type", "memory|usage")  # on the Lua path, only inside scripts
 
 

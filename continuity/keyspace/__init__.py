@@ -7,8 +7,9 @@
 - `browse`, `inspect`, `actions`: the key browser's bounded reads, previews and writes.
 - `meta`: PTTL, TYPE and MEMORY USAGE for a batch of keys in one command (a Lua script),
   with a pipeline fallback where scripting or MEMORY is refused.
-- `capabilities`: what a server refused (scripting, MEMORY, SCAN in a script), kept on the
-  client object, shared by every module here.
+- `capabilities`: what a server refused (scripting, EVALSHA_RO, MEMORY, SCAN in a script),
+  kept on the client object, shared by every module here; `limitations(client)` says what
+  is degraded, `connection.missing_permission(exc)` which ACL permission a refusal names.
 
 Policy: this layer never imports the models. Where it classifies keys it is given a
 classifier (`continuity.policy.Policies.classify`).
@@ -29,6 +30,7 @@ from continuity.keyspace.connection import (  # noqa: F401
     connection_url,
     FAILURES,
     describe,
+    missing_permission,
     forget_clients,
     is_quota_error,
     forget_cached_status,
@@ -50,4 +52,5 @@ from continuity.keyspace.browse import (  # noqa: F401
 )
 from continuity.keyspace.inspect import Preview, display_value, download_value, preview_key  # noqa: F401
 from continuity.keyspace.actions import ACTIONS, KeyChange, change_key  # noqa: F401
+from continuity.keyspace.capabilities import limitations  # noqa: F401
 from continuity.keyspace.sample import KeyspaceSample, NamespaceFigures, sample_keyspace  # noqa: F401

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import redis
 from django.conf import settings
 
+from continuity.keyspace.capabilities import limitations
 from continuity.keyspace.connection import client_for
 from continuity.keynames import match_pattern
 from continuity.keyspace.meta import KeyMeta, key_metadata, scan_page
@@ -52,6 +53,7 @@ class ScanResult:
     examined_total: int = 0
     matched_total: int = 0
     dbsize: int | None = None
+    notes: tuple = ()  # what this server or user refused, and what is degraded for it
 
     @property
     def done(self):
@@ -96,7 +98,7 @@ def scan_keys(database, *, pattern, policies=EMPTY, type_=None, cursor=0, budget
     rows = classify_rows([m for m in metas if m.exists], policies)
     return ScanResult(pattern=pattern, type_filter=type_, rows=rows, cursor=cursor, calls=calls, examined=examined,
                       examined_total=examined_before + examined, matched_total=matched_before + len(rows),
-                      dbsize=dbsize(client))
+                      dbsize=dbsize(client), notes=tuple(limitations(client)))
 
 
 def dbsize(client):

@@ -27,11 +27,17 @@ _PASSING = ("busy", "loading", "tryagain", "masterdown", "clusterdown")
 
 @dataclass
 class Capabilities:
-    """None: not tried yet; True: works; False: refused (use the fallback)."""
+    """None: not tried yet; True: works; False: refused (use the fallback).
+
+    `script`: the read-only scripts (metadata, the review's scan); `write_script`: a
+    purge's script, which writes (EVALSHA: a browse user may run the former only);
+    `read_only_scripts`: EVALSHA_RO/EVAL_RO (Redis ≥ 7, and the ACL allows them)."""
 
     script: bool | None = None
     memory: bool | None = None
     scan_script: bool | None = None
+    read_only_scripts: bool | None = None
+    write_script: bool | None = None
 
 
 def of(client) -> Capabilities:
@@ -61,3 +67,82 @@ def is_transient(exc) -> bool:
         text = str(exc).lower()
         return is_quota_error(exc) or text.startswith(_PASSING)
     return False
+
+
+def _refuses_command(exc, name) -> bool:
+    """True when `exc` refuses the command `name` itself (unknown before Redis 7, or not
+    allowed to this user), not something a script it ran did."""
+    text = str(exc).lower()
+    return (isinstance(exc, redis.ResponseError) and f"'{name}'" in text
+            and ("unknown command" in text or "no permissions to run" in text))
+
+
+def script_command(client) -> str:
+    """The command for a read-only script by SHA on this client: EVALSHA_RO once the
+    server took it, else EVALSHA (for a request sent raw, e.g. a pipelined one)."""
+    return "EVALSHA_RO" if of(client).read_only_scripts else "EVALSHA"
+
+
+def evalsha(client, sha, numkeys, *args, read_only=True, spent=None):
+    """EVALSHA_RO for a read-only script where the server has it (Redis ≥ 7) and the user
+    may run it, else EVALSHA. A refused EVALSHA_RO is remembered for the client (checked
+    once) and counted in `spent[0]`; the caller counts the call it asked for.
+    NoScriptError propagates (the caller loads the script)."""
+    caps = of(client)
+    if read_only and caps.read_only_scripts is not False:
+        try:
+            reply = client.execute_command("EVALSHA_RO", sha, numkeys, *args)
+        except redis.ResponseError as exc:
+            if not _refuses_command(exc, "evalsha_ro"):
+                caps.read_only_scripts = True
+                raise
+            caps.read_only_scripts = False
+            if spent is not None:
+                spent[0] += 1
+        else:
+            caps.read_only_scripts = True
+            return reply
+    return client.execute_command("EVALSHA", sha, numkeys, *args)
+
+
+def run_script(client, sha, lua, numkeys, *args, read_only, spent):
+    """A script by its SHA (`evalsha`), every command sent added to `spent[0]`. Where the
+    server lacks the script (a fresh server, SCRIPT FLUSH mid-job): SCRIPT LOAD and again;
+    where it still lacks it (Upstash: SCRIPT LOAD is not read-your-writes, a replica may
+    answer), the body itself with EVAL_RO / EVAL, which needs no cache."""
+    spent[0] += 1
+    try:
+        return evalsha(client, sha, numkeys, *args, read_only=read_only, spent=spent)
+    except redis.exceptions.NoScriptError:
+        pass
+    spent[0] += 2
+    client.script_load(lua)
+    try:
+        return evalsha(client, sha, numkeys, *args, read_only=read_only, spent=spent)
+    except redis.exceptions.NoScriptError:
+        spent[0] += 1
+        command = "EVAL_RO" if read_only and of(client).read_only_scripts else "EVAL"
+        return client.execute_command(command, lua, numkeys, *args)
+
+
+SCRIPTS_REFUSED = ("This Redis user may not run scripts (ACL: +evalsha_ro +eval_ro +script|load): reviews and the "
+                   "key browser read each key with a pipeline instead, 2–3 commands per key instead of one per "
+                   "batch of keys.")
+MEMORY_REFUSED = ("This Redis user may not run MEMORY USAGE (ACL: +memory|usage): key sizes are unknown, so sizes, "
+                  "the biggest keys and the oversized finding are not checked.")
+SCAN_SCRIPT_REFUSED = ("SCAN inside a script is refused here: reviews send SCAN and the metadata script separately "
+                       "(two commands per batch instead of one).")
+
+
+def limitations(client) -> list:
+    """What this client's server or user refused so far and what is degraded for it, as
+    operator-facing sentences (pages show them next to what still works)."""
+    caps = of(client)
+    notes = []
+    if caps.script is False:
+        notes.append(SCRIPTS_REFUSED)
+    if caps.memory is False:
+        notes.append(MEMORY_REFUSED)
+    elif caps.scan_script is False and caps.script is True:
+        notes.append(SCAN_SCRIPT_REFUSED)
+    return notes

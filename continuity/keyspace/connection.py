@@ -2,6 +2,7 @@
 time, explicit timeouts, no silent retries, verified TLS for rediss://."""
 
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -110,6 +111,64 @@ def is_quota_error(exc):
 FAILURES = (redis.RedisError, KeyspaceError)
 
 
+ACL_DOC = "See docs/redis-acl.md for the ACL lines of a browse/review user and of a purge user."
+
+_READ_SCRIPTS = "reviews and the key browser run read-only scripts: +evalsha_ro +eval_ro +script|load"
+_WRITE_SCRIPT = "a purge acts with a script that writes: the purge user needs +evalsha +eval"
+_MARKER = "a purge keeps its progress marker (continuity-dashboard:purge-progress:*) with +set +get +del"
+_TTL_WRITES = "applying a TTL (a purge's 'apply max TTL', the key browser's TTL actions) needs +expire +pexpire"
+_TRANSACTION = ("where scripting is refused, a purge acts in MULTI/EXEC transactions: the purge user needs "
+                "+evalsha (or +multi +exec)")
+# What needs each command the keyspace layer sends, for the operator-facing refusal.
+_NEEDED_FOR = {
+    "scan": "the key browser, the overview, reviews and purges need +scan",
+    "pttl": "the key browser, reviews and purges read TTLs with +pttl",
+    "type": "the key browser and reviews read key types with +type",
+    "memory|usage": "key sizes need +memory|usage (without it sizes are unknown)",
+    "evalsha_ro": _READ_SCRIPTS, "eval_ro": _READ_SCRIPTS, "script|load": _READ_SCRIPTS,
+    "evalsha": _WRITE_SCRIPT, "eval": _WRITE_SCRIPT,
+    "unlink": "a purge by delete and the key browser's Delete need +unlink",
+    "expire": _TTL_WRITES, "pexpire": _TTL_WRITES,
+    "set": _MARKER, "get": _MARKER, "del": _MARKER,
+    "multi": _TRANSACTION, "exec": _TRANSACTION,
+    "client|setname": "the dashboard names its connections: +client|setname",
+    "dbsize": "key counts need +dbsize", "info": "server figures need +info",
+    "ping": "health checks need +ping", "select": "a database number other than 0 needs +select",
+}
+_PREVIEW = ("getrange", "strlen", "hlen", "hscan", "llen", "lrange", "scard", "sscan", "zcard", "zrange",
+            "xlen", "xrange", "object|encoding")
+_COMMAND_REFUSED = re.compile(r"no permissions to run the '([^']+)' command", re.IGNORECASE)
+_KEY_REFUSED = ("no permissions to access", "can't access at least one of the keys")
+_SCRIPT_CALL_REFUSED = "can't run this command or subcommand"
+
+
+def missing_permission(exc):
+    """The operator-facing sentence for a refusal by the server's ACL (or a read-only
+    endpoint): which permission this Redis user lacks and what needs it. None when `exc`
+    is something else."""
+    if not isinstance(exc, redis.ResponseError):
+        return None
+    text = str(exc)
+    lowered = text.lower()
+    if isinstance(exc, redis.exceptions.ReadOnlyError) or lowered.startswith("you can't write against a read only"):
+        return ("This Redis endpoint is read-only: a purge and the key browser's actions need the read-write URL "
+                f"(the database record's URL variable, not its read-only one). {ACL_DOC}")
+    found = _COMMAND_REFUSED.search(text)
+    if found:
+        command = found.group(1).lower()
+        shown = command.upper().replace("|", " ")
+        needed = _NEEDED_FOR.get(command) or (
+            f"the key preview needs +{command}" if command in _PREVIEW else f"grant +{command}")
+        return f"This Redis user may not run {shown} (ACL): {needed}. {ACL_DOC}"
+    if any(marker in lowered for marker in _KEY_REFUSED):
+        return ("This Redis user may not access one of the keys involved (ACL key pattern): browsing and reviews "
+                "need the database's key prefix (e.g. ~lucia:*), a purge also "
+                f"~continuity-dashboard:purge-progress:* for its progress marker. {ACL_DOC}")
+    if _SCRIPT_CALL_REFUSED in lowered:
+        return f"This Redis user may not run a command inside the dashboard's script (ACL). {ACL_DOC}"
+    return None
+
+
 def describe(exc):
     """A short operator-facing description of a Redis failure."""
     if isinstance(exc, KeyspaceError):
@@ -123,6 +182,9 @@ def describe(exc):
     if is_quota_error(exc):
         return (f"Redis answered with a quota error ({exc}). The provider's request limit is reached; "
                 "wait before retrying, every command is billed.")
+    permission = missing_permission(exc)
+    if permission:
+        return permission
     if isinstance(exc, redis.exceptions.NoPermissionError) or "noperm" in str(exc).lower():
         return f"Redis refused the command for this user (ACL): {exc}"
     if isinstance(exc, redis.ResponseError):

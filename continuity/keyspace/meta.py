@@ -6,6 +6,7 @@ Upstash instead of three per key). Where the server refuses scripting, or refuse
 MEMORY inside it, a pipeline answers instead.
 """
 
+import hashlib
 from dataclasses import dataclass
 
 import redis
@@ -37,6 +38,7 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
+META_SHA = hashlib.sha1(META_LUA.encode()).hexdigest()
 
 
 def script_calls(replies, with_type=True):
@@ -77,8 +79,8 @@ def _from_codes(key, pttl, kind, memory):
 
 
 def _via_script(client, keys):
-    script = client.register_script(META_LUA)
-    rows = script(keys=list(keys), args=[1, 1])
+    """The metadata script, read-only (EVALSHA_RO where the server has it), reading every field."""
+    rows = capabilities.run_script(client, META_SHA, META_LUA, len(keys), *keys, 1, 1, read_only=True, spent=[0])
     return [_from_codes(key, *row) for key, row in zip(keys, rows)]
 
 
@@ -114,6 +116,8 @@ def key_metadata(database=None, keys=(), *, client=None):
         try:
             result = _via_script(client, keys)
             caps.script = True
+            if any(m.exists and m.memory is None for m in result):
+                caps.memory = False  # MEMORY USAGE refused inside the script (pcall): sizes unknown
             return result
         except redis.ResponseError as exc:
             if not capabilities.refused(exc):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from continuity.keyspace.browse import dbsize
+from continuity.keyspace.capabilities import limitations
 from continuity.keyspace.connection import client_for
 from continuity.keynames import match_pattern
 from continuity.keyspace.meta import key_metadata, scan_page
@@ -38,6 +39,7 @@ class KeyspaceSample:
     sampled: int
     complete: bool
     dbsize: int | None
+    notes: tuple = ()  # what this server or user refused, and what is degraded for it
 
     def scale(self):
         """Factor from sampled to estimated key counts (1 when complete)."""
@@ -79,4 +81,4 @@ def sample_keyspace(database, policies, *, budget=None, client=None):
         if cursor == 0 or examined >= budget:
             break
     return KeyspaceSample(figures=figures, examined=examined, sampled=sampled, complete=cursor == 0,
-                          dbsize=dbsize(client))
+                          dbsize=dbsize(client), notes=tuple(limitations(client)))

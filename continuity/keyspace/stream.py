@@ -131,16 +131,22 @@ def _from_reply(reply, needs, sent, billed):
 
 
 def _evalsha(client, sha, lua, numkeys, *args, cost):
-    """EVALSHA, with SCRIPT LOAD + EVALSHA when the server lacks the script. Every command
-    sent is added to `cost` first, so one the server refuses is still counted (Redis
-    executes a NOSCRIPT EVALSHA: it is billed)."""
+    """EVALSHA_RO (EVALSHA where the server or the ACL refuses it: `capabilities.evalsha`),
+    with SCRIPT LOAD + the same again when the server lacks the script. Every command sent
+    is added to `cost` first, so one the server refuses is still counted (a NOSCRIPT
+    EVALSHA is executed: billed; a refused EVALSHA_RO is rejected before execution: sent,
+    not billed)."""
     cost.add(sent=1, billed=1)
+    spent = [0]
     try:
-        return client.evalsha(sha, numkeys, *args)
-    except redis.exceptions.NoScriptError:
-        cost.add(sent=2, billed=2)
-        client.script_load(lua)
-        return client.evalsha(sha, numkeys, *args)
+        try:
+            return capabilities.evalsha(client, sha, numkeys, *args, spent=spent)
+        except redis.exceptions.NoScriptError:
+            cost.add(sent=2, billed=2)
+            client.script_load(lua)
+            return capabilities.evalsha(client, sha, numkeys, *args, spent=spent)
+    finally:
+        cost.add(sent=spent[0])
 
 
 def scan_script_batch(client, cursor, *, count, prefix, needs=Needs(), cost=None):
@@ -164,6 +170,8 @@ def _metadata_rows(client, keys, needs):
             caps.script = True
             for key, (pttl, kind, memory) in zip(keys, replies):
                 rows += (key, pttl, kind, UNKNOWN_MEMORY if pttl == VANISHED else memory)
+            if needs.memory and any(memory == UNKNOWN_MEMORY and pttl != VANISHED for pttl, _kind, memory in replies):
+                caps.memory = False  # MEMORY USAGE refused inside the script
             return rows, cost.sent, cost.billed + meta.script_calls(replies, needs.type)
         except redis.ResponseError as exc:
             if not capabilities.refused(exc):
@@ -236,6 +244,7 @@ def batches(client, *, cursor, count, prefix, needs=Needs(), strategy=SCAN_SCRIP
 def _pipelined(client, first, *, count, prefix, needs, sizer):
     """`batches` on the scan-script path: one connection of the client's pool, with at
     most one request in flight."""
+    command = capabilities.script_command(client)  # EVALSHA_RO where the first batch could use it
     pool = client.connection_pool
     conn = pool.get_connection()
     in_flight = False
@@ -244,7 +253,7 @@ def _pipelined(client, first, *, count, prefix, needs, sizer):
         while fetched.cursor != 0:
             next_count = sizer.next_count(fetched) if sizer else count
             args = (fetched.cursor, next_count, prefix, *needs.flags)
-            conn.send_command("EVALSHA", _SCAN_SHA, 0, *args)
+            conn.send_command(command, _SCAN_SHA, 0, *args)
             in_flight = True
             yield fetched  # counted while Redis computes the next batch
             in_flight = False  # from here the reply (or error) is being read
@@ -253,7 +262,7 @@ def _pipelined(client, first, *, count, prefix, needs, sizer):
             except redis.exceptions.NoScriptError:  # script cache flushed mid-review
                 conn.send_command("SCRIPT", "LOAD", _SCAN_LUA)
                 conn.read_response()
-                conn.send_command("EVALSHA", _SCAN_SHA, 0, *args)
+                conn.send_command(command, _SCAN_SHA, 0, *args)
                 fetched = _from_reply(conn.read_response(), needs, 3, 3)
         yield fetched
     finally:

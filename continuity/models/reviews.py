@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -159,6 +159,14 @@ class ReviewRun(models.Model):
         """True when DBSIZE moved during the review: counts are then a best effort
         (SCAN only guarantees every key present throughout is seen at least once)."""
         return None not in (self.dbsize_before, self.dbsize_after) and self.dbsize_before != self.dbsize_after
+
+    def sizes_unknown(self):
+        """True when a finished review counted keys but no bytes: MEMORY USAGE was refused
+        (every existing key takes some memory), so sizes and `oversized` were not checked."""
+        if self.status != self.SUCCEEDED:
+            return False
+        totals = self.namespace_stats.aggregate(keys=Sum("keys"), bytes=Sum("bytes"))
+        return bool(totals["keys"]) and not totals["bytes"]
 
     def claim(self, lease_seconds):
         """Take the run for this worker: queued, or running with an expired lease.

@@ -5,6 +5,7 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
+from continuity.keyspace.capabilities import is_transient
 from continuity.models import ReviewRun
 from continuity.operations import review
 from continuity.operations.review_requests import REVIEW_TASK, request_review, review_and_alert
@@ -32,6 +33,9 @@ def review_database_task(self, run_id):
     except review.ReviewBusy:
         return "busy"
     except review.ReviewInterrupted as exc:
+        if not is_transient(exc.__cause__):  # a refusal (NOPERM, unknown command): retrying bills it again
+            exc.run.mark_failed(exc.reason)
+            return ReviewRun.FAILED
         if self.request.retries >= self.max_retries:
             exc.run.mark_failed(f"{exc.reason} Gave up after {self.request.retries + 1} attempts.")
             return ReviewRun.FAILED

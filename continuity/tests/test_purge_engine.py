@@ -410,8 +410,7 @@ def test_it_cleans_up_unconfirmed_previews_and_their_key_lists(monitored, lucia,
 
 def test_it_falls_back_to_a_transaction_when_scripting_is_refused(monitored, lucia):
     port = monitored.connection_pool.connection_kwargs["port"]
-    monitored.execute_command("ACL", "SETUSER", "noscript2", "on", "nopass", "~*", "+@all", "-eval", "-evalsha",
-                              "-script")
+    monitored.execute_command("ACL", "SETUSER", "noscript2", "on", "nopass", "~*", "+@all", "-@scripting")
     client = keyspace.make_client(f"redis://noscript2@127.0.0.1:{port}/0")
     try:
         fill(monitored, 5)
@@ -435,8 +434,7 @@ def test_it_purges_through_the_client_side_loop_where_scripting_is_refused(monit
     from dashboard.models import RedisDatabase
 
     port = monitored.connection_pool.connection_kwargs["port"]
-    monitored.execute_command("ACL", "SETUSER", "noscript3", "on", "nopass", "~*", "+@all", "-eval", "-evalsha",
-                              "-script")
+    monitored.execute_command("ACL", "SETUSER", "noscript3", "on", "nopass", "~*", "+@all", "-@scripting")
     monkeypatch.setenv("NOSCRIPT_URL", f"redis://noscript3@127.0.0.1:{port}/0")
     try:
         RedisDatabase.objects.filter(pk=lucia.pk).update(url_env="NOSCRIPT_URL")

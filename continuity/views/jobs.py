@@ -6,6 +6,7 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
 
 from continuity import charts
+from continuity.keyspace.capabilities import MEMORY_REFUSED
 from continuity.forms import ScheduleForm
 from continuity.models import FINDINGS, ReviewRun
 from continuity.models.reviews import FINDING_LABELS
@@ -76,8 +77,9 @@ def review_detail(request, pk):
         samples[sample.finding].append(sample)
     estimates = run.estimates()
     findings = [(kind, FINDING_LABELS[kind], estimates.get(kind), samples[kind]) for kind in FINDINGS]
+    notes = [MEMORY_REFUSED] if run.sizes_unknown() else []
     return render(request, "continuity/review_detail.html",
-                  {"run": run, "stats": stats, "findings": findings, "database": run.database})
+                  {"run": run, "stats": stats, "findings": findings, "database": run.database, "notes": notes})
 
 
 @roles.role_required(roles.VIEWER)

@@ -102,7 +102,9 @@ class RedisDatabase(models.Model):
     )
     readonly_url_env = models.CharField(
         max_length=64, blank=True, validators=[env_var_name], verbose_name="read-only URL env var",
-        help_text="Optional: a read-only URL (e.g. Upstash's default_ro user) used for browsing.",
+        help_text="Optional: the URL of a browse/review user (reads, SCAN, read-only scripts; see "
+                  "docs/redis-acl.md), used for browsing, reviews and previews. Not Upstash's default_ro "
+                  "token: it may not SCAN or EVAL.",
     )
     notes = models.TextField(blank=True, validators=[validate_no_secret])
     # Failure plan: what happens when this database is down, and the TTL design notes.

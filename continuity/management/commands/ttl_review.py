@@ -3,6 +3,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from continuity import keyspace
 from continuity.models import FINDINGS
 from continuity.operations import review, review_requests
 from dashboard.models import RedisDatabase
@@ -35,6 +36,8 @@ class Command(BaseCommand):
                 results.append(review_requests.review_and_alert(
                     database=record, batch=batch, triggered_by="cli", sample=sample,
                     on_batch=self._progress if sys.stderr.isatty() else None))
+                for note in keyspace.limitations(keyspace.client_for(record)):  # what ran degraded, and why
+                    self.stderr.write(f"{record.name}: {note}")
             except review.ReviewBusy as exc:
                 failures.append(str(exc))
             except review.ReviewInterrupted as exc:
