@@ -451,15 +451,17 @@ def test_it_purges_through_the_client_side_loop_where_scripting_is_refused(monit
 
 def test_it_costs_four_billed_commands_per_batch_on_a_prefix_delete(monitored, lucia, operator):
     """What Redis executes (commandstats counts the calls inside scripts too): per batch one
-    SCAN, one EVALSHA, one UNLINK and one SET of the marker, whatever the batch holds."""
+    SCAN, one EVALSHA, one UNLINK and one SET of the marker, whatever the batch holds
+    (about 4 billed commands per 1,000 keys scanned here, per 3,000 by default)."""
     fill(monitored, 5000)
     run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", batch_size=1000, rate_cap=0)
     monitored.config_resetstat()
     result = purge.execute_purge(run_id=run.pk)
     stats = monitored.info("commandstats")
     calls = lambda cmd: stats.get(f"cmdstat_{cmd}", {}).get("calls", 0)  # noqa: E731
-    batches = result.run.batches
-    assert result.done == 5000 and calls("scan") == batches
+    batches = result.run.batches  # acting batches: SCAN pages that held keys
+    # SCAN may return an empty page (the table shrinks as keys go): a SCAN, and no acting call.
+    assert result.done == 5000 and batches <= calls("scan") <= batches + 2
     # (+1: the first EVALSHA on a fresh script cache answers NOSCRIPT and the script is loaded)
     assert batches <= calls("evalsha") <= batches + 1 and calls("unlink") == batches and calls("set") == batches
     assert calls("pttl") == 0  # a plain delete re-checks nothing per key: UNLINK counts what existed
