@@ -32,6 +32,8 @@ class Capabilities:
     script: bool | None = None
     memory: bool | None = None
     scan_script: bool | None = None
+    # Not a flag: "cluster", "standalone" or "unknown" (see `keyspace.cluster.detect`).
+    cluster: str | None = None
 
 
 def of(client) -> Capabilities:
