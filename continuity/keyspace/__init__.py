@@ -51,5 +51,12 @@ from continuity.keyspace.browse import (  # noqa: F401
 )
 from continuity.keyspace.inspect import Preview, display_value, download_value, preview_key  # noqa: F401
 from continuity.keyspace.actions import ACTIONS, KeyChange, change_key  # noqa: F401
-from continuity.keyspace.cluster import ClusterNotSupported, Topology, refuse_partial, topology  # noqa: F401
+from continuity.keyspace.cluster import (  # noqa: F401
+    ClusterModeMismatch,
+    ClusterNotSupported,
+    ClusterRefusal,
+    Topology,
+    refuse_partial,
+    topology,
+)
 from continuity.keyspace.sample import KeyspaceSample, NamespaceFigures, sample_keyspace  # noqa: F401

@@ -33,11 +33,16 @@ SLOTS = 16384
 _DISABLED = "cluster support disabled"
 
 
-class ClusterNotSupported(KeyspaceError):
+class ClusterRefusal(KeyspaceError):
+    """The database's cluster mode stops this operation before it reads a key. Not a
+    passing failure: retrying changes nothing until the record or the server changes."""
+
+
+class ClusterNotSupported(ClusterRefusal):
     """The database is a Redis Cluster and this operation would see only one node's keys."""
 
 
-class ClusterModeMismatch(KeyspaceError):
+class ClusterModeMismatch(ClusterRefusal):
     """The record declares a cluster mode that the server contradicts."""
 
 
@@ -111,9 +116,13 @@ class ClusterNode:
         return ", ".join(str(first) if first == last else f"{first}-{last}" for first, last in self.slots)
 
     @property
+    def cluster_flag(self):
+        """"fail" (agreed by the primaries), "fail?" (suspected by the node asked) or ""."""
+        return "fail" if "fail" in self.flags else "fail?" if "fail?" in self.flags else ""
+
+    @property
     def cluster_says_failing(self):
-        """True when the cluster itself flags the node (fail: agreed; fail?: suspected)."""
-        return "fail" in self.flags or "fail?" in self.flags
+        return bool(self.cluster_flag)
 
 
 @dataclass(frozen=True)
