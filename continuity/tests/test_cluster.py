@@ -117,3 +117,317 @@ def test_it_parses_cluster_nodes_with_replicas_migrations_and_failures():
     assert nodes[1].cluster_says_failing and not nodes[0].cluster_says_failing
     assert nodes[3].primary_id == "a1"
     assert sum(n.slot_count for n in nodes) == 16384
+
+
+# --- refusals: never one node's keys reported as the keyspace -------------------------------
+REVIEW_REFUSAL = ("lucia is a Redis Cluster with 3 primaries; reviews across primaries are not supported yet, "
+                  "so this review would see only one node's keys. Nothing was reviewed.")
+PURGE_REFUSAL = ("lucia is a Redis Cluster with 3 primaries; purges across primaries are not supported yet, "
+                 "so this purge would see only one node's keys. Nothing was scanned or changed.")
+BROWSE_REFUSAL = ("lucia is a Redis Cluster with 3 primaries; browsing across primaries is not supported yet, "
+                  "so this page would show only one node's keys. No key was read.")
+
+
+def write_keyspace(cluster_keys, count=600):
+    """`count` session keys without a TTL (a finding, and a purge target), spread over the
+    primaries by a cluster client."""
+    cluster_keys.mset_nonatomic({f"lucia:session:{i}".encode(): b"v" for i in range(count)})
+    return count
+
+
+def reset_stats(redis_cluster):
+    for port in redis_cluster.ports:
+        with redis.Redis(port=port) as node:
+            node.config_resetstat()
+
+
+def calls_per_node(redis_cluster, *commands):
+    """{port: calls of `commands` since reset_stats} on every node (script-internal calls included)."""
+    out = {}
+    for port in redis_cluster.ports:
+        with redis.Redis(port=port) as node:
+            stats = node.info("commandstats")
+        out[port] = sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in commands)
+    return out
+
+
+def keys_per_node(redis_cluster):
+    out = []
+    for port in redis_cluster.ports:
+        with redis.Redis(port=port) as node:
+            out.append(node.dbsize())
+    return out
+
+
+NO_READS = ("scan", "evalsha", "eval", "pttl", "type", "memory|usage", "get", "exists", "randomkey")
+
+
+def test_it_fails_a_review_of_a_cluster_with_the_reason_and_reads_no_key(cluster_lucia, cluster_keys, redis_cluster):
+    from continuity.models import ReviewRun
+    from continuity.operations import review
+
+    write_keyspace(cluster_keys)
+    reset_stats(redis_cluster)
+    result = review.review_database(database=cluster_lucia)
+    run = ReviewRun.objects.get(pk=result.run.pk)
+    assert (result.status, run.status, run.error, result.error) == ("failed", "failed", REVIEW_REFUSAL, REVIEW_REFUSAL)
+    assert (run.keys_scanned, result.keys_scanned, run.finished_at is not None) == (0, 0, True)
+    assert not run.namespace_stats.exists()
+    assert calls_per_node(redis_cluster, *NO_READS) == dict.fromkeys(redis_cluster.ports, 0)
+    assert result.as_json()["status"] == "failed" and result.as_json()["error"] == REVIEW_REFUSAL
+
+
+def test_it_fails_an_unsaved_review_of_a_cluster_too(cluster_lucia, cluster_keys):
+    from continuity.operations import review
+
+    write_keyspace(cluster_keys)
+    with pytest.raises(keyspace.ClusterNotSupported, match="3 primaries"):
+        review.review_database(database=cluster_lucia, persist=False)
+
+
+def test_it_fails_the_review_task_without_retrying(cluster_lucia, cluster_keys, redis_cluster):
+    from continuity.models import ReviewRun
+    from continuity.operations import review_requests
+    from continuity.tasks.review import review_database_task
+
+    write_keyspace(cluster_keys)
+    run, created = review_requests.request_review(database=cluster_lucia)
+    reset_stats(redis_cluster)
+    outcome = review_database_task.apply(args=[run.pk])
+    run.refresh_from_db()
+    assert created and outcome.result == "failed" and outcome.state == "SUCCESS"  # no Retry raised
+    assert (run.status, run.error) == ("failed", REVIEW_REFUSAL)
+    assert calls_per_node(redis_cluster, *NO_READS) == dict.fromkeys(redis_cluster.ports, 0)
+
+
+def test_it_makes_ttl_review_json_say_failed_and_exit_non_zero(cluster_lucia, cluster_keys, capsys):
+    import json
+
+    from django.core.management import CommandError, call_command
+
+    from continuity.models import ReviewRun
+
+    write_keyspace(cluster_keys)
+    with pytest.raises(CommandError) as failed:
+        call_command("ttl_review", "--database", "lucia", "--json")
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["status"] == "failed" and payload["error"] == REVIEW_REFUSAL and payload["keys_scanned"] == 0
+    assert str(failed.value) == f"lucia: {REVIEW_REFUSAL}"
+    assert ReviewRun.objects.get(pk=payload["run"]).status == "failed"
+    assert not ReviewRun.objects.filter(status="succeeded").exists()
+
+
+def test_it_refuses_a_purge_preview_of_a_cluster_before_any_scan(cluster_lucia, cluster_keys, redis_cluster, operator):
+    from continuity.models import PurgeRun
+    from continuity.operations import purge
+
+    count = write_keyspace(cluster_keys)
+    reset_stats(redis_cluster)
+    with pytest.raises(purge.PurgeRefused) as refused:
+        purge.preview_purge(database=cluster_lucia, kind="prefix", value=b"lucia:session:", action="delete",
+                            actor=operator)
+    assert str(refused.value) == PURGE_REFUSAL
+    assert not PurgeRun.objects.exists()
+    assert calls_per_node(redis_cluster, *NO_READS, "unlink", "del") == dict.fromkeys(redis_cluster.ports, 0)
+    assert sum(keys_per_node(redis_cluster)) == count
+
+
+def test_it_refuses_a_confirmed_purge_when_its_database_turned_out_a_cluster(
+        cluster_lucia, cluster_keys, redis_cluster, operator, monitored):
+    """Previewed and confirmed against a standalone server, executed after the URL moved to
+    a cluster: failed with the reason and audited, nothing scanned or deleted."""
+    from continuity.models import PurgeRun
+    from continuity.operations import purge
+    from dashboard.models import AuditEntry
+
+    monitored.set(b"lucia:session:standalone", b"v")
+    type(cluster_lucia).objects.filter(pk=cluster_lucia.pk).update(url_env="REDIS_URL")
+    cluster_lucia.refresh_from_db()
+    preview = purge.preview_purge(database=cluster_lucia, kind="prefix", value=b"lucia:session:", actor=operator)
+    run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="tidy up",
+                              actor=operator, source="cli")
+    type(cluster_lucia).objects.filter(pk=cluster_lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
+    count = write_keyspace(cluster_keys)
+    reset_stats(redis_cluster)
+    with pytest.raises(purge.PurgeRefused, match="purges across primaries are not supported yet"):
+        purge.execute_purge(run_id=run.pk)
+    run.refresh_from_db()
+    assert (run.status, run.error, run.matched, run.done) == ("failed", PURGE_REFUSAL, 0, 0)
+    assert AuditEntry.objects.filter(action="purge.fail", target_id=str(run.pk), note=PURGE_REFUSAL).count() == 1
+    assert calls_per_node(redis_cluster, *NO_READS, "unlink", "del") == dict.fromkeys(redis_cluster.ports, 0)
+    assert sum(keys_per_node(redis_cluster)) == count
+    assert monitored.exists(b"lucia:session:standalone")
+    assert PurgeRun.objects.get(pk=run.pk).status == "failed"
+
+
+def test_it_skips_the_policy_purge_of_a_cluster_with_the_reason(cluster_lucia, cluster_keys, redis_cluster):
+    from continuity.models import Namespace, PurgeRun
+    from continuity.operations import purge
+
+    Namespace.objects.filter(database=cluster_lucia, prefix="lucia:session:").update(violation_action="delete")
+    count = write_keyspace(cluster_keys)
+    reset_stats(redis_cluster)
+    outcome = purge.policy_purge(database=cluster_lucia)
+    assert outcome.skipped_reason == PURGE_REFUSAL and outcome.runs == [] and outcome.reported == {}
+    assert not PurgeRun.objects.exists()
+    assert calls_per_node(redis_cluster, *NO_READS, "unlink", "del") == dict.fromkeys(redis_cluster.ports, 0)
+    assert sum(keys_per_node(redis_cluster)) == count
+
+
+@pytest.mark.parametrize("name,params,htmx,region", [
+    ("browse", {"prefix": "lucia:session:"}, False, "region-error"),
+    ("browse", {"prefix": "lucia:session:"}, True, "region-error"),
+    ("key_lookup", {"id": "42"}, False, "region-error"),
+    ("key_lookup", {"id": "42"}, True, "region-error"),
+    ("namespace_stats", {}, True, "stats-error"),  # the overview's sample: "complete" would be one node's
+])
+def test_it_shows_the_refusal_in_the_browser_region(viewer_client, cluster_lucia, cluster_keys, redis_cluster, name,
+                                                     params, htmx, region):
+    from django.urls import reverse
+
+    write_keyspace(cluster_keys)
+    reset_stats(redis_cluster)
+    headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
+    response = viewer_client.get(reverse(f"continuity:{name}", args=["lucia"]), params, **headers)
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert f'data-testid="{region}"' in page and BROWSE_REFUSAL.replace("'", "&#x27;") in page
+    assert "lucia:session:1" not in page
+    assert calls_per_node(redis_cluster, *NO_READS) == dict.fromkeys(redis_cluster.ports, 0)
+
+
+def test_it_still_reviews_a_standalone_database_as_before(lucia, monitored):
+    from continuity.operations import review
+
+    monitored.mset({f"lucia:session:{i}".encode(): b"v" for i in range(600)})
+    monitored.set(b"lucia:focus:1", b"v", ex=60)
+    result = review.review_database(database=lucia)
+    assert (result.status, result.error, result.keys_scanned) == ("succeeded", "", 601)
+    assert result.findings["no_ttl"] >= 600
+    assert "error" not in result.as_json()
+
+
+# --- the database page's topology region ------------------------------------------------------
+def node_rows(page):
+    """[{address, role, slots, keys, reachable}] of the topology table in `page`."""
+    import html
+    import re
+
+    rows = []
+    for row in re.findall(r'<tr data-testid="topology-node">(.*?)</tr>', page, re.S):
+        cells = dict(re.findall(r'data-testid="node-(\w+)">(.*?)</td>', row, re.S))
+        rows.append({name: html.unescape(re.sub(r"<[^>]+>", "", value)).strip() for name, value in cells.items()})
+    return rows
+
+
+def slots_of(ranges):
+    covered = []
+    for part in filter(None, ranges.split(", ")):
+        first, _, last = part.partition("-")
+        covered.extend(range(int(first), int(last or first) + 1))
+    return covered
+
+
+def topology_url(name="lucia"):
+    from django.urls import reverse
+
+    return reverse("dashboard:database_topology", args=[name])
+
+
+def test_it_shows_each_primary_with_its_slots_and_keys(viewer_client, cluster_lucia, cluster_keys, redis_cluster):
+    written = write_keyspace(cluster_keys, 1000)
+    response = viewer_client.get(topology_url(), HTTP_HX_REQUEST="true")
+    page = response.content.decode()
+    rows = node_rows(page)
+    assert response.status_code == 200 and "<html" not in page  # the region alone
+    assert sorted(row["address"] for row in rows) == sorted(f"127.0.0.1:{p}" for p in redis_cluster.ports)
+    assert [row["role"] for row in rows] == ["primary"] * 3 and [row["reachable"] for row in rows] == ["yes"] * 3
+    covered = [slot for row in rows for slot in slots_of(row["slots"])]
+    assert sorted(covered) == list(range(16384))  # every slot once
+    by_address = {row["address"]: int(row["keys"]) for row in rows}
+    assert sum(by_address.values()) == written
+    for port, count in zip(redis_cluster.ports, keys_per_node(redis_cluster)):
+        assert by_address[f"127.0.0.1:{port}"] == count > 0
+    assert "Redis Cluster: 3 primaries, 16,384 of 16,384 slots assigned, 1,000 keys." in page
+
+
+def test_it_loads_the_topology_into_the_database_page(viewer_client, cluster_lucia, cluster_keys, redis_cluster):
+    from django.urls import reverse
+
+    write_keyspace(cluster_keys, 10)
+    page = viewer_client.get(reverse("dashboard:database_detail", args=["lucia"])).content.decode()
+    assert f'hx-get="{topology_url()}" hx-trigger="load"' in page and "Asking Redis…" in page
+    assert "<th>Cluster mode</th><td>Detect (INFO cluster)</td>" in page
+    full = viewer_client.get(topology_url()).content.decode()  # without htmx: the whole page, region filled
+    assert "<html" in full and "Database reference" in full and len(node_rows(full)) == 3
+
+
+def test_it_shows_standalone_for_a_standalone_database(viewer_client, lucia, monitored):
+    page = viewer_client.get(topology_url(), HTTP_HX_REQUEST="true").content.decode()
+    assert 'data-testid="topology-mode">Standalone: one Redis node.<' in page and node_rows(page) == []
+
+
+def test_it_shows_a_redis_failure_in_the_region(viewer_client, cluster_lucia, monkeypatch):
+    cluster_lucia.cluster_mode = "standalone"
+    cluster_lucia.save(update_fields=["cluster_mode"])
+    response = viewer_client.get(topology_url(), HTTP_HX_REQUEST="true")
+    page = response.content.decode()
+    assert response.status_code == 200 and 'data-testid="topology-error"' in page
+    assert "lucia is marked standalone on its record, but the server reports cluster_enabled:1" in page
+    monkeypatch.delenv("LUCIA_CLUSTER_URL")
+    page = viewer_client.get(topology_url(), HTTP_HX_REQUEST="true").content.decode()
+    assert "The environment variable LUCIA_CLUSTER_URL is not set" in page and 'data-testid="topology-error"' in page
+
+
+def test_it_shows_a_killed_node_as_unreachable(viewer_client, lucia, disposable_cluster, monkeypatch):
+    import time
+
+    monkeypatch.setenv("LUCIA_CLUSTER_URL", disposable_cluster.url(0))
+    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
+    killed = f"127.0.0.1:{disposable_cluster.ports[1]}"
+    disposable_cluster.kill(1)  # SIGKILL: no goodbye to the other nodes
+
+    page = viewer_client.get(topology_url(), HTTP_HX_REQUEST="true").content.decode()
+    rows = {row["address"]: row for row in node_rows(page)}
+    assert len(rows) == 3 and rows[killed]["keys"] == "—"
+    assert rows[killed]["reachable"].startswith("no: Redis is unreachable")
+    assert [rows[f"127.0.0.1:{p}"]["reachable"] for p in (disposable_cluster.ports[0], disposable_cluster.ports[2])] \
+        == ["yes", "yes"]
+    assert "1 node did not answer:" in page and "keys unknown (a primary did not answer)" in page
+
+    # Once the primaries agree it failed, the page says so too; the others still answer.
+    deadline = time.monotonic() + 30
+    while disposable_cluster.cluster_info(0).get("cluster_state") != "fail" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    page = viewer_client.get(topology_url(), HTTP_HX_REQUEST="true").content.decode()
+    rows = {row["address"]: row for row in node_rows(page)}
+    assert rows[killed]["role"] == "primary cluster says fail" and rows[killed]["reachable"].startswith("no:")
+    assert sum(row["reachable"] == "yes" for row in rows.values()) == 2
+
+    # The node the URL names is down: a message in the region, not a 500.
+    monkeypatch.setenv("LUCIA_CLUSTER_URL", disposable_cluster.url(1))
+    response = viewer_client.get(topology_url(), HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and "Redis is unreachable" in response.content.decode()
+    assert 'data-testid="topology-error"' in response.content.decode()
+
+
+def test_it_lets_an_operator_declare_the_cluster_mode_with_audit(operator_client, viewer_client, lucia):
+    from django.urls import reverse
+
+    from dashboard.models import AuditEntry
+
+    url = reverse("dashboard:database_edit", args=["lucia"])
+    data = {"name": "lucia", "environment": "production", "provider": "Upstash", "key_prefix": "lucia:",
+            "url_env": "REDIS_URL"}
+    assert viewer_client.post(url, {**data, "cluster_mode": "cluster"}).status_code == 403
+    assert 'name="cluster_mode"' in operator_client.get(url).content.decode()
+    assert operator_client.post(url, {**data, "cluster_mode": "cluster"}).status_code == 302
+    lucia.refresh_from_db()
+    assert lucia.cluster_mode == "cluster"
+    entry = AuditEntry.objects.filter(action="database.edit").latest("id")
+    assert (entry.before["cluster_mode"], entry.after["cluster_mode"]) == ("auto", "cluster")
+    assert operator_client.post(url, data).status_code == 302  # a post without the field keeps it
+    lucia.refresh_from_db()
+    assert lucia.cluster_mode == "cluster"
+    response = operator_client.post(url, {**data, "cluster_mode": "sharded"})
+    assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
