@@ -431,3 +431,20 @@ def test_it_lets_an_operator_declare_the_cluster_mode_with_audit(operator_client
     assert lucia.cluster_mode == "cluster"
     response = operator_client.post(url, {**data, "cluster_mode": "sharded"})
     assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
+
+
+def test_it_says_a_key_lives_on_another_node_instead_of_a_bare_moved(viewer_client, cluster_lucia, cluster_keys,
+                                                                     redis_cluster):
+    from django.urls import reverse
+
+    here = redis.Redis(port=redis_cluster.ports[0])  # the node LUCIA_CLUSTER_URL names
+    own = next(node for node in keyspace_cluster.cluster_nodes(here) if "myself" in node.flags)
+    owned = {slot for first, last in own.slots for slot in range(first, last + 1)}
+    key = next(key for key in (f"lucia:session:{i}".encode() for i in range(100))
+               if cluster_keys.keyslot(key) not in owned)
+    cluster_keys.set(key, b"v")
+    response = viewer_client.get(reverse("continuity:key_detail", args=["lucia", keyspace.encode_key(key)]))
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert f"This key lives on another node of a Redis Cluster (slot {cluster_keys.keyslot(key)}, 127.0.0.1:" in page
+    here.close()
