@@ -448,3 +448,18 @@ def test_it_says_a_key_lives_on_another_node_instead_of_a_bare_moved(viewer_clie
     assert response.status_code == 200
     assert f"This key lives on another node of a Redis Cluster (slot {cluster_keys.keyslot(key)}, 127.0.0.1:" in page
     here.close()
+
+
+def test_it_shows_the_failed_review_of_a_cluster_on_its_page(operator_client, cluster_lucia, cluster_keys, eager,
+                                                             django_capture_on_commit_callbacks):
+    from django.urls import reverse
+
+    from continuity.models import ReviewRun
+
+    write_keyspace(cluster_keys)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(reverse("continuity:review_start", args=["lucia"]))
+    run = ReviewRun.objects.get()
+    assert (run.status, run.error, run.keys_scanned) == ("failed", REVIEW_REFUSAL, 0)
+    page = operator_client.get(response["Location"]).content.decode()
+    assert 'data-testid="review-error">' + REVIEW_REFUSAL.replace("'", "&#x27;") + "<" in page
