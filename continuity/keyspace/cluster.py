@@ -56,21 +56,18 @@ def detect(client):
 
 
 def _ask(client):
+    """Any error reply (an ACL, a provider without the section or the command) means "cannot
+    tell" rather than a failure: a server that cannot say keeps working as it does today."""
     try:
         info = client.info("cluster")
-    except redis.ResponseError as exc:
-        if not capabilities.refused(exc):
-            raise
+    except redis.ResponseError:
+        pass
     else:
         return CLUSTER if str(info.get("cluster_enabled", 0)) == "1" else STANDALONE
     try:
         client.execute_command("CLUSTER", "MYID")
     except redis.ResponseError as exc:
-        if _DISABLED in str(exc).lower():
-            return STANDALONE
-        if capabilities.refused(exc):
-            return UNKNOWN
-        raise
+        return STANDALONE if _DISABLED in str(exc).lower() else UNKNOWN
     return CLUSTER
 
 
