@@ -95,6 +95,43 @@ def redis_server():
     shutil.rmtree(datadir, ignore_errors=True)
 
 
+def _cluster(prefix):
+    localservers.ensure("redis-server")
+    datadir = _tempdir(prefix)
+    cluster = localservers.LocalRedisCluster(datadir, size=3).start()
+    return cluster, datadir
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A real 3-primary Redis Cluster (cluster-enabled redis-servers on loopback ports
+    ≤ 55535, joined by `redis-cli --cluster create`), started only when a test asks for it
+    and stopped at the end of the run. Never kill its nodes: use `disposable_cluster`."""
+    cluster, datadir = _cluster("dashboard-test-cluster-")
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(datadir, ignore_errors=True)
+
+
+@pytest.fixture
+def disposable_cluster():
+    """A 3-primary cluster of the test's own, for tests that kill a node."""
+    cluster, datadir = _cluster("dashboard-test-cluster-x-")
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(datadir, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster_keys(redis_cluster):
+    """A cluster client (redis-py's RedisCluster) on `redis_cluster`, every primary
+    flushed before the test."""
+    client = redis.RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
+    client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
+    yield client
+    client.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _service_settings(redis_server):
     """Point every Redis role at the test server and use plain static storage."""

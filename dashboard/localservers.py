@@ -1,4 +1,5 @@
-"""Throwaway local Postgres and Redis servers on loopback, for `make run` and the tests.
+"""Throwaway local Postgres and Redis servers (and a small Redis Cluster) on loopback, for
+`make run` and the tests.
 
 Postgres refuses to run as root, so as root its commands run as the `postgres` user.
 A missing server binary is installed with apt-get when running as root; otherwise the
@@ -11,6 +12,7 @@ Run as a script, it checks (and as root installs) the binaries the tests need:
 import glob
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -211,10 +213,11 @@ class LocalRedis:
     """A redis-server on loopback. `persistent=True` keeps an append-only file in `datadir`,
     so a restart keeps the data (the store adapter's restart test needs that)."""
 
-    def __init__(self, datadir, port, persistent=False):
+    def __init__(self, datadir, port, persistent=False, cluster=False):
         self.datadir = Path(datadir)
         self.port = port
         self.persistent = persistent
+        self.cluster = cluster
         self.process = None
 
     def url(self, db=0):
@@ -229,6 +232,9 @@ class LocalRedis:
                 "--save", "", "--daemonize", "no", "--protected-mode", "yes",
                 "--logfile", str(self.datadir / "redis.log")]
         args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        if self.cluster:  # nodes.conf lives in datadir, so a restarted node rejoins its cluster
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                     "--cluster-node-timeout", "3000"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: _port_open(self.port) or self.process.poll() is not None, f"redis-server on {self.port}")
         if self.process.poll() is not None:
@@ -248,6 +254,90 @@ class LocalRedis:
     def restart(self):
         self.stop()
         return self.start()
+
+    def kill(self):
+        """SIGKILL, as a crashed or partitioned node (no shutdown handshake)."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+# The cluster bus listens on port + 10000, so a cluster node's port must stay at or below this.
+CLUSTER_MAX_PORT = 65535 - 10000
+
+
+def free_cluster_port(taken=()):
+    """A free loopback port ≤ CLUSTER_MAX_PORT whose bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = random.randint(20000, CLUSTER_MAX_PORT)
+        if port in taken or port + 10000 in taken:
+            continue
+        if free_port(port) == port and free_port(port + 10000) == port + 10000:
+            return port
+    raise RuntimeError("no free port pair for a cluster node on 127.0.0.1")
+
+
+class LocalRedisCluster:
+    """A Redis Cluster of `size` primaries (no replicas) on loopback, each a cluster-enabled
+    redis-server in its own directory, joined with `redis-cli --cluster create`."""
+
+    def __init__(self, datadir, size=3):
+        self.datadir = Path(datadir)
+        self.size = size
+        self.nodes = []
+
+    @property
+    def ports(self):
+        return [node.port for node in self.nodes]
+
+    def url(self, node=0):
+        return self.nodes[node].url(0)
+
+    def start(self, timeout=60.0):
+        taken = []
+        for index in range(self.size):
+            port = free_cluster_port(taken)
+            taken.append(port)
+            self.nodes.append(LocalRedis(self.datadir / f"node{index}", port, cluster=True).start())
+        cli = shutil.which("redis-cli")
+        if not cli:
+            raise MissingBinary("redis-cli not found")
+        result = subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+                                 "--cluster-replicas", "0", "--cluster-yes"],
+                                capture_output=True, text=True, timeout=timeout)
+        if result.returncode:
+            self.stop()
+            raise RuntimeError(f"redis-cli --cluster create failed: {result.stdout[-2000:]}{result.stderr[-2000:]}")
+        self.wait_ok(timeout)
+        return self
+
+    def cluster_info(self, node):
+        """CLUSTER INFO of node `node` as a dict of strings ({} when it does not answer)."""
+        cli = shutil.which("redis-cli")
+        result = subprocess.run([cli, "-p", str(self.nodes[node].port), "cluster", "info"],
+                                capture_output=True, text=True, timeout=10)
+        pairs = (line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
+        return {name.strip(): value.strip() for name, value in pairs}
+
+    def wait_ok(self, timeout=60.0):
+        """Until every running node says cluster_state:ok and knows all `size` nodes."""
+        def ok():
+            return all(self.cluster_info(i).get("cluster_state") == "ok"
+                       and self.cluster_info(i).get("cluster_known_nodes") == str(self.size)
+                       for i, node in enumerate(self.nodes) if node.process.poll() is None)
+        _wait(ok, "cluster_state:ok", timeout)
+
+    def kill(self, node):
+        self.nodes[node].kill()
+
+    def restart(self, node, timeout=60.0):
+        """Start a killed node again (same port and nodes.conf) and wait for the cluster."""
+        self.nodes[node].start()
+        self.wait_ok(timeout)
+
+    def stop(self):
+        for node in self.nodes:
+            node.stop()
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ class RedisDatabaseForm(ScrubRefusedMixin, forms.ModelForm):
         model = RedisDatabase
         formfield_callback = https_urls
         fields = ["name", "environment", "provider", "region", "rest_url", "tcp_endpoint", "read_regions",
-                  "key_prefix", "url_env", "readonly_url_env", "notes", *RedisDatabase.FAILURE_PLAN_FIELDS]
+                  "key_prefix", "url_env", "readonly_url_env", "cluster_mode", "notes",
+                  *RedisDatabase.FAILURE_PLAN_FIELDS]
         widgets = {name: forms.Textarea(attrs={"rows": 2}) for name in ("notes", *RedisDatabase.FAILURE_PLAN_FIELDS)}
 
     def __init__(self, *args, user=None, **kwargs):
@@ -63,6 +64,11 @@ class RedisDatabaseForm(ScrubRefusedMixin, forms.ModelForm):
         if self.instance.pk and not roles.has_role(user, roles.ADMIN):
             self.fields["key_prefix"].disabled = True
             self.fields["key_prefix"].help_text = "Only an admin can change the key prefix."
+        # A post without it (an older form, a script) keeps the record's mode: "auto" when new.
+        self.fields["cluster_mode"].required = False
+
+    def clean_cluster_mode(self):
+        return self.cleaned_data.get("cluster_mode") or self.instance.cluster_mode or RedisDatabase.AUTO
 
     def clean_key_prefix(self):
         key_prefix = self.cleaned_data["key_prefix"]

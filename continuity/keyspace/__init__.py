@@ -7,6 +7,8 @@
 - `browse`, `inspect`, `actions`: the key browser's bounded reads, previews and writes.
 - `meta`: PTTL, TYPE and MEMORY USAGE for a batch of keys in one command (a Lua script),
   with a pipeline fallback where scripting or MEMORY is refused.
+- `cluster`: whether a database is a Redis Cluster, its nodes (slots, keys, reachable), and
+  the refusal that stands in for reviews, purges and browsing across primaries.
 - `capabilities`: what a server refused (scripting, EVALSHA_RO, MEMORY, SCAN in a script),
   kept on the client object, shared by every module here; `limitations(client)` says what
   is degraded, `connection.missing_permission(exc)` which ACL permission a refusal names.
@@ -53,4 +55,12 @@ from continuity.keyspace.browse import (  # noqa: F401
 from continuity.keyspace.inspect import Preview, display_value, download_value, preview_key  # noqa: F401
 from continuity.keyspace.actions import ACTIONS, KeyChange, change_key  # noqa: F401
 from continuity.keyspace.capabilities import limitations  # noqa: F401
+from continuity.keyspace.cluster import (  # noqa: F401
+    ClusterModeMismatch,
+    ClusterNotSupported,
+    ClusterRefusal,
+    Topology,
+    refuse_partial,
+    topology,
+)
 from continuity.keyspace.sample import KeyspaceSample, NamespaceFigures, sample_keyspace  # noqa: F401

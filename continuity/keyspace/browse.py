@@ -12,6 +12,7 @@ import redis
 from django.conf import settings
 
 from continuity.keyspace.capabilities import limitations
+from continuity.keyspace.cluster import refuse_partial
 from continuity.keyspace.connection import client_for
 from continuity.keynames import match_pattern
 from continuity.keyspace.meta import KeyMeta, key_metadata, scan_page
@@ -78,6 +79,7 @@ def scan_keys(database, *, pattern, policies=EMPTY, type_=None, cursor=0, budget
     budget = budget or settings.KEYSPACE_SCAN_BUDGET
     page_size = page_size or settings.KEYSPACE_PAGE_SIZE
     client = client or client_for(database)
+    refuse_partial(database, client, action="browse")  # until the browser spans every primary
     seen, keys = set(), []
     examined = calls = 0
     count = min(FIRST_COUNT, budget)
@@ -128,6 +130,7 @@ class LookupResult:
 def lookup_id(database, ident: bytes, policies, *, client=None):
     """Every `<namespace prefix><ident>` key across the registered namespaces, in one
     round trip (one `key_metadata` call over the candidates). No SCAN."""
+    refuse_partial(database, client, action="browse")
     ordered = sorted(policies, key=lambda p: p.prefix)
     candidates = [policy.prefix + ident for policy in ordered]
     metas = key_metadata(database, candidates, client=client)

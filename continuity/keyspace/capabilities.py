@@ -38,6 +38,8 @@ class Capabilities:
     scan_script: bool | None = None
     read_only_scripts: bool | None = None
     write_script: bool | None = None
+    # Not a flag: "cluster", "standalone" or "unknown" (see `keyspace.cluster.detect`).
+    cluster: str | None = None
 
 
 def of(client) -> Capabilities:

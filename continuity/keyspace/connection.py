@@ -187,6 +187,10 @@ def describe(exc):
         return permission
     if isinstance(exc, redis.exceptions.NoPermissionError) or "noperm" in str(exc).lower():
         return f"Redis refused the command for this user (ACL): {exc}"
+    if isinstance(exc, redis.exceptions.AskError):  # MOVED or ASK: a cluster node sent us elsewhere
+        host, port = exc.node_addr
+        return (f"This key lives on another node of a Redis Cluster (slot {exc.slot_id}, {host}:{port}); "
+                "reading keys across cluster nodes is not supported yet.")
     if isinstance(exc, redis.ResponseError):
         return f"Redis refused the command: {exc}"
     return f"Redis error: {exc.__class__.__name__}: {exc}"

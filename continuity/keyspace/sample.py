@@ -10,6 +10,7 @@ from django.conf import settings
 
 from continuity.keyspace.browse import dbsize
 from continuity.keyspace.capabilities import limitations
+from continuity.keyspace.cluster import refuse_partial
 from continuity.keyspace.connection import client_for
 from continuity.keynames import match_pattern
 from continuity.keyspace.meta import key_metadata, scan_page
@@ -53,6 +54,7 @@ def sample_keyspace(database, policies, *, budget=None, client=None):
     (a `continuity.policy.Policies`; figures keyed by namespace name, "" for none)."""
     budget = budget or settings.KEYSPACE_SCAN_BUDGET
     client = client or client_for(database)
+    refuse_partial(database, client, action="browse")  # a "complete" sweep of one node is not complete
     pattern = match_pattern(database.key_prefix.encode())
     figures = {policy.name: NamespaceFigures() for policy in policies}
     figures[""] = NamespaceFigures()

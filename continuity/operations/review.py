@@ -293,6 +293,7 @@ class ReviewResult:
     strategy: str = ""
     sampled: bool = False
     population: int | None = None  # DBSIZE: what a sampled review's estimates scale to
+    error: str = ""  # why a failed run failed
 
     @property
     def estimated_cost_usd(self):
@@ -312,7 +313,8 @@ class ReviewResult:
                 "strategy": self.strategy, "sampled": self.sampled, "duration_s": round(self.duration_s, 3),
                 **({"population": self.population,
                     "estimates": {kind: {"value": e.value, "low_95": e.low, "high_95": e.high}
-                                  for kind, e in self.estimates().items()}} if self.sampled else {})}
+                                  for kind, e in self.estimates().items()}} if self.sampled else {}),
+                **({"error": self.error} if self.error else {})}
 
 
 def _namespace_rows(tally, namespaces):
@@ -355,7 +357,8 @@ def result_from_run(run):
                         foreign_keys=run.foreign_keys, vanished_keys=run.vanished_keys,
                         findings=dict(run.findings), namespaces=rows, commands=run.commands,
                         duration_s=run.duration_s, run=run, billed_commands=run.billed_commands,
-                        strategy=run.strategy, sampled=run.sampled, population=run.dbsize_before)
+                        strategy=run.strategy, sampled=run.sampled, population=run.dbsize_before,
+                        error=run.error if run.status == ReviewRun.FAILED else "")
 
 
 # --- the operation ----------------------------------------------------------------------
@@ -437,7 +440,9 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     a new run is started (ReviewBusy when another is active). A finished run is returned
     as it is, so a task delivered twice does no work twice. `persist=False` reviews
     without Postgres writes (benchmarks), with `namespaces` given or read once.
-    Redis failures raise ReviewInterrupted after handing the run back for a retry.
+    Redis failures raise ReviewInterrupted after handing the run back for a retry. A Redis
+    Cluster (`keyspace.refuse_partial`) ends the run `failed` with the reason, before any key
+    is read: one node's keys are never reported as the keyspace.
     `on_batch(tally)` is called after each batch (progress output, tests).
 
     With `sample` (or a run created with one) only a random sample of about that many
@@ -452,6 +457,7 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     strategy, needs = plan(database, Policies.of(namespaces))
     if not persist:
         client = keyspace.client_for(database)
+        keyspace.refuse_partial(database, client, action="review")
         tally = Tally()
         _scan(client, classifier, tally, cursor=0, batch=batch or settings.REVIEW_SCAN_COUNT,
               on_checkpoint=lambda *a: True, checkpoint_every=checkpoint_every, on_batch=on_batch,
@@ -469,6 +475,8 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     tally = Tally.from_json(run.aggregates)
     try:
         client = keyspace.client_for(database)
+        # A cluster node's SCAN sees that node's keys only: fail the run, never a partial success.
+        keyspace.refuse_partial(database, client, action="review")
         if run.batches == 0:
             size = stream.dbsize(client)
             tally.commands += 1
@@ -492,6 +500,10 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
                          on_checkpoint=on_checkpoint, checkpoint_every=checkpoint_every, on_batch=on_batch,
                          clock=time.perf_counter, strategy=strategy, needs=needs)
         size_after = stream.dbsize(client) if finished else None
+    except keyspace.ClusterRefusal as exc:  # final: a retry would be refused the same way
+        run.mark_failed(str(exc))
+        run.refresh_from_db()
+        return dataclasses.replace(_result(database, run.status, tally, namespaces, run=run), error=run.error)
     except (redis.RedisError, keyspace.KeyspaceError) as exc:
         reason = keyspace.describe(exc)
         run.release(token, reason)

@@ -106,6 +106,15 @@ class RedisDatabase(models.Model):
                   "docs/redis-acl.md), used for browsing, reviews and previews. Not Upstash's default_ro "
                   "token: it may not SCAN or EVAL.",
     )
+    # "auto" asks the server (INFO cluster); a declared mode that the server contradicts is
+    # refused, so a wrong record can never turn a cluster into a silent one-node answer.
+    AUTO, STANDALONE, CLUSTER = "auto", "standalone", "cluster"
+    CLUSTER_MODES = [(AUTO, "Detect (INFO cluster)"), (STANDALONE, "Standalone"), (CLUSTER, "Redis Cluster")]
+    cluster_mode = models.CharField(
+        max_length=16, choices=CLUSTER_MODES, default=AUTO, verbose_name="cluster mode",
+        help_text="Detect asks the server (INFO cluster). Declare a mode where the server refuses INFO; "
+                  "a declared mode the server contradicts is refused.",
+    )
     notes = models.TextField(blank=True, validators=[validate_no_secret])
     # Failure plan: what happens when this database is down, and the TTL design notes.
     if_down = models.TextField(blank=True, validators=[validate_no_secret], verbose_name="if Redis is down")

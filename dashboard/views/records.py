@@ -7,6 +7,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 
+from continuity import keyspace
 from dashboard import operations, roles
 from dashboard.models import AccountAccess, AuditEntry, ChecklistItem, PhaseMapping, RedisDatabase, Secret
 from dashboard.record_forms import (AccountAccessForm, ChecklistItemForm, ChecklistToggleForm, PhaseMappingForm,
@@ -64,18 +65,39 @@ def database_list(request):
     return render(request, "dashboard/database_list.html", {"databases": databases})
 
 
-@roles.role_required(roles.VIEWER)
-def database_detail(request, name):
-    database = get_object_or_404(RedisDatabase, name=name)
+def _database_context(database):
     from dashboard.models import EnvVar
 
     env_vars = EnvVar.objects.filter(name__in=[database.url_env, database.readonly_url_env]).select_related("secret")
     rows = field_rows(database, ["environment", "provider", "region", "rest_url", "tcp_endpoint", "read_regions",
-                                 "key_prefix", "url_env", "readonly_url_env", "notes"])
+                                 "key_prefix", "url_env", "readonly_url_env", "cluster_mode", "notes"])
     plan = field_rows(database, RedisDatabase.FAILURE_PLAN_FIELDS)
-    return render(request, "dashboard/database_detail.html", {
-        "database": database, "rows": rows, "plan": plan, "env_vars": env_vars,
-        "namespaces": database.namespaces.all(), "secrets": database.secrets.all()})
+    return {"database": database, "rows": rows, "plan": plan, "env_vars": env_vars,
+            "namespaces": database.namespaces.all(), "secrets": database.secrets.all()}
+
+
+@roles.role_required(roles.VIEWER)
+def database_detail(request, name):
+    """The record; its live topology loads into its own region (`database_topology`)."""
+    database = get_object_or_404(RedisDatabase, name=name)
+    return render(request, "dashboard/database_detail.html", _database_context(database))
+
+
+@roles.role_required(roles.VIEWER)
+@vary_on_headers("HX-Request")
+def database_topology(request, name):
+    """The topology region: standalone, or each cluster node with its slots, keys, role and
+    whether it answered. Bounded by the Redis timeouts; a failure is a message in the region."""
+    database = get_object_or_404(RedisDatabase, name=name)
+    topology = error = None
+    try:
+        topology = keyspace.topology(database)
+    except keyspace.FAILURES as exc:
+        error = keyspace.describe(exc)
+    context = {"database": database, "topology": topology, "topology_error": error, "topology_loaded": True}
+    if request.htmx:
+        return render(request, "dashboard/database_detail.html#topology", context)
+    return render(request, "dashboard/database_detail.html", {**_database_context(database), **context})
 
 
 @roles.role_required(roles.OPERATOR)

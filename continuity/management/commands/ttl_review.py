@@ -33,9 +33,12 @@ class Command(BaseCommand):
         results, failures = [], []
         for record in databases:
             try:
-                results.append(review_requests.review_and_alert(
+                result = review_requests.review_and_alert(
                     database=record, batch=batch, triggered_by="cli", sample=sample,
-                    on_batch=self._progress if sys.stderr.isatty() else None))
+                    on_batch=self._progress if sys.stderr.isatty() else None)
+                results.append(result)
+                if result.status == "failed":  # refused before reading a key (a Redis Cluster)
+                    failures.append(f"{record.name}: {result.error}")
                 for note in keyspace.limitations(keyspace.client_for(record)):  # what ran degraded, and why
                     self.stderr.write(f"{record.name}: {note}")
             except review.ReviewBusy as exc:
@@ -48,6 +51,8 @@ class Command(BaseCommand):
             self.stdout.write(_json_dumps(payload[0] if database and payload else payload))
         else:
             for result in results:
+                if result.status == "failed":
+                    continue  # said once, in the error below
                 if result.sampled:
                     estimates = result.estimates()
                     counts = ", ".join(f"{kind} ≈{estimates[kind].value} ({estimates[kind].low}–{estimates[kind].high})"

@@ -3,6 +3,7 @@ policies of a database, how a page of keys splits by namespace, and the audit ca
 
 from dataclasses import dataclass, field
 
+from continuity import keyspace
 from continuity.models import Namespace, PurgeRun
 from continuity.policy import NO_TTL, OVERSIZED, TTL_ABOVE_MAX, WRONG_TYPE, Policies
 from dashboard import audit
@@ -60,6 +61,15 @@ class PolicyPurgeResult:
     runs: list = field(default_factory=list)
     reported: dict = field(default_factory=dict)
     skipped_reason: str = ""
+
+
+def refuse_on_cluster(database, client):
+    """PurgeRefused when `database` is a Redis Cluster (or its record contradicts the
+    server): a SCAN through one node would purge that node's keys and call it done."""
+    try:
+        keyspace.refuse_partial(database, client, action="purge")
+    except keyspace.ClusterRefusal as exc:
+        raise PurgeRefused(str(exc)) from None
 
 
 def namespace_policies(database) -> Policies:

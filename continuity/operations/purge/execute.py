@@ -18,7 +18,8 @@ from continuity.keyspace import purge as redis_purge
 from continuity.models import PurgeRun
 from continuity.models.purges import PurgeTargetKey, stored_target_keys
 from continuity.operations import alerting
-from continuity.operations.purge.common import CONDITION_FINDINGS, PurgeResult, audit_run, namespace_policies, split
+from continuity.operations.purge.common import (CONDITION_FINDINGS, PurgeRefused, PurgeResult, audit_run,
+                                                namespace_policies, refuse_on_cluster, split)
 from continuity.operations.purge.preview import scan_pages
 from continuity.operations.purge.targets import resolve_target
 
@@ -71,6 +72,11 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
         return PurgeResult.of(run)
     try:
         client = keyspace.client_for(run.database, write=True)
+        try:
+            refuse_on_cluster(run.database, client)
+        except PurgeRefused as refused:  # final, audited; nothing was scanned or changed
+            _finish(run, PurgeRun.FAILED, error=str(refused), source=source)
+            raise
         if resumed:
             _recover_batch(run, client, claim)
         if run.cancel_requested:

@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from continuity import keyspace
 from continuity.models import Namespace, PurgeRun
-from continuity.operations.purge.common import PolicyPurgeResult, audit_run, namespace_policies
+from continuity.operations.purge.common import (PolicyPurgeResult, PurgeRefused, audit_run, namespace_policies,
+                                                refuse_on_cluster)
 from continuity.operations.purge.execute import execute_purge
 from continuity.operations.purge.preview import count_matches
 
@@ -36,10 +37,18 @@ def policy_purge(*, database, progress=None, source="task") -> PolicyPurgeResult
         outcome.skipped_reason = "another purge is queued or running"
         return outcome
     policies = namespace_policies(database)
+    checked = False
     for policy in policies:
         namespace = policies.owner_of(policy)
         if not policy.has_ttl_rule:
             continue
+        if not checked:  # before the first Redis command, and only when there is one to send
+            try:
+                refuse_on_cluster(database, keyspace.client_for(database))
+            except PurgeRefused as exc:
+                outcome.skipped_reason = str(exc)
+                return outcome
+            checked = True
         action = _action_of(namespace, policy)
         if action is None:
             counted = count_matches(keyspace.client_for(database), match=keyspace.match_pattern(policy.prefix),

@@ -18,6 +18,7 @@ from continuity.operations.purge.common import (
     estimated_billed,
     PurgeRefused,
     namespace_policies,
+    refuse_on_cluster,
     split,
 )
 
@@ -112,6 +113,7 @@ def preview_purge(*, database, kind, value=b"", action=PurgeRun.DELETE, review_i
                    rate_cap=settings.PURGE_RATE_CAP if rate_cap is None else rate_cap,
                    batch_size=batch_size or settings.PURGE_BATCH_SIZE)
     client = keyspace.client_for(database)
+    refuse_on_cluster(database, client)
     if kind == PurgeRun.FINDING:
         # One transaction: a refusal or a Redis error mid-preview leaves no half-stored list.
         with transaction.atomic():

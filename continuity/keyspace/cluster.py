@@ -1,0 +1,256 @@
+"""Redis Cluster: is a monitored database one, what are its nodes, and the refusal that
+stands in for work this layer cannot yet spread over every primary.
+
+A client made from a URL naming one node of a cluster talks to that node only: a SCAN
+there sees that node's keys and nothing else, and nothing in the replies says so. So
+before a review, a purge or the key browser reads keys, `refuse_partial` asks whether the
+database is a cluster and, when it is, raises `ClusterNotSupported` (a KeyspaceError whose
+message names the node count) instead of returning one node's keys as the keyspace.
+
+Detection: `INFO cluster` (`cluster_enabled:1`; INFO is free on Upstash), asked once per
+client and kept on it (`capabilities.of(client).cluster`). Where INFO is refused,
+`CLUSTER MYID` decides (standalone servers answer "cluster support disabled"); where both
+are refused the answer is "unknown" and the record's declared mode decides.
+
+Topology: `CLUSTER NODES` from the node the URL names (one command, any Redis since 3.0),
+then DBSIZE on each node through a direct client made from the same connection settings
+(credentials, TLS, timeouts). A node that does not answer is shown unreachable: the
+topology never raises for one node.
+"""
+
+import dataclasses
+import threading
+from dataclasses import dataclass, field
+
+import redis
+
+from continuity.keyspace import capabilities
+from continuity.keyspace.connection import KeyspaceError, client_for, describe
+
+AUTO, STANDALONE, CLUSTER, UNKNOWN = "auto", "standalone", "cluster", "unknown"
+SLOTS = 16384
+
+_DISABLED = "cluster support disabled"
+
+
+class ClusterRefusal(KeyspaceError):
+    """The database's cluster mode stops this operation before it reads a key. Not a
+    passing failure: retrying changes nothing until the record or the server changes."""
+
+
+class ClusterNotSupported(ClusterRefusal):
+    """The database is a Redis Cluster and this operation would see only one node's keys."""
+
+
+class ClusterModeMismatch(ClusterRefusal):
+    """The record declares a cluster mode that the server contradicts."""
+
+
+def detect(client):
+    """CLUSTER, STANDALONE or UNKNOWN for the server behind `client`, asked once per client.
+    Connection failures propagate (nothing is cached then)."""
+    caps = capabilities.of(client)
+    if caps.cluster is None:
+        caps.cluster = _ask(client)
+    return caps.cluster
+
+
+def _ask(client):
+    """Any error reply (an ACL, a provider without the section or the command) means "cannot
+    tell" rather than a failure: a server that cannot say keeps working as it does today."""
+    try:
+        info = client.info("cluster")
+    except redis.ResponseError:
+        pass
+    else:
+        return CLUSTER if str(info.get("cluster_enabled", 0)) == "1" else STANDALONE
+    try:
+        client.execute_command("CLUSTER", "MYID")
+    except redis.ResponseError as exc:
+        return STANDALONE if _DISABLED in str(exc).lower() else UNKNOWN
+    return CLUSTER
+
+
+def declared_mode(database):
+    return getattr(database, "cluster_mode", AUTO) or AUTO
+
+
+def mode_of(database, client=None):
+    """CLUSTER or STANDALONE: what the server says, or the record's declared mode where the
+    server cannot say. ClusterModeMismatch when a declared mode contradicts the server."""
+    client = client or client_for(database)
+    declared, detected = declared_mode(database), detect(client)
+    if detected == UNKNOWN:
+        return CLUSTER if declared == CLUSTER else STANDALONE
+    if declared in (STANDALONE, CLUSTER) and declared != detected:
+        said = "cluster_enabled:1" if detected == CLUSTER else "cluster support disabled"
+        raise ClusterModeMismatch(
+            f"{database.name} is marked {declared} on its record, but the server reports {said}. "
+            f"Correct the record's cluster mode (or set it to detect) before using it; nothing was read.")
+    return detected
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    """One node as `CLUSTER NODES` lists it, with its own DBSIZE when it answered us."""
+
+    node_id: str
+    address: str  # host:port, as the cluster announces it
+    role: str  # "primary" or "replica"
+    slots: tuple = ()  # ((first, last), …) inclusive ranges
+    flags: tuple = ()
+    primary_id: str = ""  # a replica's primary
+    reachable: bool = False
+    keys: int | None = None  # DBSIZE; None when unreachable or refused
+    error: str = ""
+
+    @property
+    def slot_count(self):
+        return sum(last - first + 1 for first, last in self.slots)
+
+    @property
+    def slot_ranges(self):
+        return ", ".join(str(first) if first == last else f"{first}-{last}" for first, last in self.slots)
+
+    @property
+    def cluster_flag(self):
+        """"fail" (agreed by the primaries), "fail?" (suspected by the node asked) or ""."""
+        return "fail" if "fail" in self.flags else "fail?" if "fail?" in self.flags else ""
+
+    @property
+    def cluster_says_failing(self):
+        return bool(self.cluster_flag)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """STANDALONE (no nodes) or CLUSTER with every node `CLUSTER NODES` listed."""
+
+    mode: str
+    declared: str = AUTO
+    nodes: tuple = field(default_factory=tuple)
+
+    @property
+    def is_cluster(self):
+        return self.mode == CLUSTER
+
+    @property
+    def primaries(self):
+        return [node for node in self.nodes if node.role == "primary"]
+
+    @property
+    def slots_covered(self):
+        return sum(node.slot_count for node in self.primaries)
+
+    @property
+    def unreachable(self):
+        return [node for node in self.nodes if not node.reachable]
+
+    @property
+    def keys(self):
+        """Keys over all primaries, or None when a primary's count is missing."""
+        counts = [node.keys for node in self.primaries]
+        return None if None in counts else sum(counts)
+
+
+def parse_nodes(text):
+    """[ClusterNode] (not yet contacted) from a `CLUSTER NODES` reply, primaries first."""
+    nodes = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 8:
+            continue
+        node_id, address, flags, primary = parts[0], parts[1], tuple(parts[2].split(",")), parts[3]
+        host_port = address.split("@", 1)[0]
+        if "noaddr" in flags or host_port.startswith(":"):
+            host_port = ""
+        slots = []
+        for token in parts[8:]:
+            if token.startswith("["):  # a slot being migrated or imported: still its owner's
+                continue
+            first, _, last = token.partition("-")
+            slots.append((int(first), int(last or first)))
+        role = "replica" if "slave" in flags else "primary"
+        nodes.append(ClusterNode(node_id=node_id, address=host_port, role=role, slots=tuple(sorted(slots)),
+                                 flags=flags, primary_id="" if primary == "-" else primary))
+    nodes.sort(key=lambda n: (n.role != "primary", n.slots[0] if n.slots else (SLOTS, SLOTS), n.address))
+    return nodes
+
+
+def cluster_nodes(client):
+    """The parsed `CLUSTER NODES` of the node behind `client` (one command)."""
+    reply = client.execute_command("CLUSTER", "NODES")
+    return parse_nodes(reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply))
+
+
+def node_client(client, address):
+    """A client on `address` ("host:port") with `client`'s credentials, TLS and timeouts."""
+    host, _, port = address.rpartition(":")
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "host": host.strip("[]"), "port": int(port), "db": 0}
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
+def _count(client, node):
+    if not node.address:
+        return dataclasses.replace(node, error="The cluster lists no address for this node.")
+    direct = node_client(client, node.address)
+    try:
+        keys = direct.dbsize()
+    except redis.ResponseError as exc:  # answered, but DBSIZE refused (ACL)
+        return dataclasses.replace(node, reachable=True, error=describe(exc))
+    except (redis.RedisError, OSError) as exc:
+        return dataclasses.replace(node, error=describe(exc))
+    finally:
+        direct.close()
+        direct.connection_pool.disconnect()
+    return dataclasses.replace(node, reachable=True, keys=keys)
+
+
+def topology(database, *, client=None):
+    """The Topology of `database`. Standalone: no node list. Cluster: every node with its
+    slots, role, DBSIZE and whether it answered, asked in parallel, so a page waits about one
+    connect timeout for any number of dead nodes. Raises only when the node the URL names
+    fails (or the record's mode is contradicted): a caller shows that in its region."""
+    client = client or client_for(database)
+    mode = mode_of(database, client)
+    if mode == STANDALONE:
+        return Topology(mode=STANDALONE, declared=declared_mode(database))
+    nodes = cluster_nodes(client)
+    counted = [None] * len(nodes)
+
+    def count(index):
+        counted[index] = _count(client, nodes[index])
+
+    threads = [threading.Thread(target=count, args=(i,), daemon=True) for i in range(len(nodes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return Topology(mode=CLUSTER, declared=declared_mode(database), nodes=tuple(counted))
+
+
+_REFUSALS = {
+    "review": ("reviews across primaries are", "this review would see only one node's keys", "Nothing was reviewed."),
+    "purge": ("purges across primaries are", "this purge would see only one node's keys",
+              "Nothing was scanned or changed."),
+    "browse": ("browsing across primaries is", "this page would show only one node's keys", "No key was read."),
+}
+
+
+def refuse_partial(database, client=None, *, action):
+    """Raise ClusterNotSupported when `database` is a Redis Cluster (or ClusterModeMismatch
+    when its record contradicts the server); return quietly for a standalone server.
+    `action`: "review", "purge" or "browse". Costs one INFO per client, then, for a cluster
+    only, one CLUSTER NODES to count the primaries for the message."""
+    client = client or client_for(database)
+    if mode_of(database, client) != CLUSTER:
+        return
+    try:
+        primaries = [node for node in cluster_nodes(client) if node.role == "primary"]
+        count = len([node for node in primaries if node.slots]) or len(primaries)
+        what = f"is a Redis Cluster with {count} primar{'y' if count == 1 else 'ies'}"
+    except redis.ResponseError:  # CLUSTER refused: the record declared the mode
+        what = "is marked as a Redis Cluster"
+    plural, partial, nothing = _REFUSALS[action]
+    raise ClusterNotSupported(f"{database.name} {what}; {plural} not supported yet, so {partial}. {nothing}")

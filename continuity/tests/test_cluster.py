@@ -1,0 +1,465 @@
+"""Redis Cluster: detection, topology, and the refusals that stand in for reviews, purges
+and browsing across primaries, against a real local 3-primary cluster (`redis_cluster`)."""
+
+import pytest
+import redis
+
+from continuity import keyspace
+from continuity.keyspace import capabilities
+from continuity.keyspace import cluster as keyspace_cluster
+
+
+@pytest.fixture
+def cluster_lucia(lucia, redis_cluster, cluster_keys, monkeypatch):
+    """The seeded `lucia` record (its five namespaces) pointed at node 0 of the cluster."""
+    monkeypatch.setenv("LUCIA_CLUSTER_URL", redis_cluster.url(0))
+    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
+    lucia.refresh_from_db()
+    return lucia
+
+
+@pytest.fixture
+def acl_user(redis_cluster):
+    """Make `name` on every node (ACLs are per node) with `rules`; deleted after the test."""
+    made = []
+
+    def make(name, *rules):
+        for port in redis_cluster.ports:
+            node = redis.Redis(port=port)
+            node.execute_command("ACL", "SETUSER", name, "reset", "on", ">pw-for-tests", "~*", "&*", *rules)
+            node.close()
+        made.append(name)
+        return f"redis://{name}:pw-for-tests@127.0.0.1:{redis_cluster.ports[0]}/0"
+
+    yield make
+    for port in redis_cluster.ports:
+        node = redis.Redis(port=port)
+        for name in made:
+            node.execute_command("ACL", "DELUSER", name)
+        node.close()
+
+
+def test_it_runs_a_real_three_primary_cluster(redis_cluster, cluster_keys):
+    assert all(port <= 55535 for port in redis_cluster.ports)
+    for index in range(3):
+        assert redis_cluster.cluster_info(index)["cluster_state"] == "ok"
+    cluster_keys.mset_nonatomic({f"lucia:session:{i}".encode(): b"x" for i in range(300)})
+    per_node = [redis.Redis(port=port).dbsize() for port in redis_cluster.ports]
+    assert sum(per_node) == 300 and all(count > 0 for count in per_node)
+
+
+# --- detection ----------------------------------------------------------------------------
+def test_it_detects_a_cluster_from_any_node_and_remembers_it_on_the_client(cluster_lucia, redis_cluster, monkeypatch):
+    for index in range(3):
+        monkeypatch.setenv("LUCIA_CLUSTER_URL", redis_cluster.url(index))
+        client = keyspace.client_for(cluster_lucia)
+        assert keyspace_cluster.mode_of(cluster_lucia) == "cluster"
+        assert capabilities.of(client).cluster == "cluster"
+    node = redis.Redis(port=redis_cluster.ports[2])
+    node.config_resetstat()
+    assert keyspace_cluster.mode_of(cluster_lucia) == "cluster"
+    assert "cmdstat_info" not in node.info("commandstats")  # asked once per client, then remembered
+    node.close()
+
+
+def test_it_detects_a_standalone_server_as_before(lucia):
+    assert keyspace_cluster.mode_of(lucia) == "standalone"
+    assert capabilities.of(keyspace.client_for(lucia)).cluster == "standalone"
+    assert keyspace.topology(lucia).mode == "standalone" and keyspace.topology(lucia).nodes == ()
+    keyspace.refuse_partial(lucia, action="review")  # no refusal
+
+
+def test_it_falls_back_to_cluster_myid_where_info_is_refused(cluster_lucia, acl_user, monkeypatch):
+    monkeypatch.setenv("LUCIA_CLUSTER_URL", acl_user("noinfo", "+@all", "-info"))
+    client = keyspace.client_for(cluster_lucia)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.info("cluster")
+    assert keyspace_cluster.mode_of(cluster_lucia) == "cluster"
+
+
+def test_it_trusts_the_declared_mode_only_where_the_server_cannot_say(cluster_lucia, acl_user, monkeypatch):
+    monkeypatch.setenv("LUCIA_CLUSTER_URL", acl_user("blind", "+@all", "-info", "-cluster"))
+    assert keyspace_cluster.detect(keyspace.client_for(cluster_lucia)) == "unknown"
+    assert keyspace_cluster.mode_of(cluster_lucia) == "standalone"  # auto, undetectable: as before
+    cluster_lucia.cluster_mode = "cluster"
+    assert keyspace_cluster.mode_of(cluster_lucia) == "cluster"
+    with pytest.raises(keyspace.ClusterNotSupported) as refused:
+        keyspace.refuse_partial(cluster_lucia, action="review")
+    assert str(refused.value) == ("lucia is marked as a Redis Cluster; reviews across primaries are not supported "
+                                  "yet, so this review would see only one node's keys. Nothing was reviewed.")
+
+
+def test_it_refuses_a_declared_mode_the_server_contradicts(cluster_lucia, lucia):
+    cluster_lucia.cluster_mode = "standalone"
+    with pytest.raises(keyspace_cluster.ClusterModeMismatch, match="lucia is marked standalone on its record, but "
+                       "the server reports cluster_enabled:1"):
+        keyspace_cluster.mode_of(cluster_lucia)
+    cluster_lucia.cluster_mode = "cluster"
+    assert keyspace_cluster.mode_of(cluster_lucia) == "cluster"
+    cluster_lucia.url_env = "REDIS_URL"  # the standalone test server
+    with pytest.raises(keyspace_cluster.ClusterModeMismatch, match="marked cluster on its record, but the server "
+                       "reports cluster support disabled"):
+        keyspace_cluster.mode_of(cluster_lucia)
+
+
+def test_it_parses_cluster_nodes_with_replicas_migrations_and_failures():
+    text = ("a1 10.0.0.1:6379@16379 myself,master - 0 0 1 connected 0-5000 5002 [5001->-b2]\n"
+            "b2 10.0.0.2:6379@16379,node-b master,fail? - 0 0 2 connected 5001 5003-16383\n"
+            "c3 10.0.0.3:6379@16379 slave a1 0 0 1 connected\n"
+            "d4 :0@0 master,noaddr - 0 0 0 disconnected\n")
+    nodes = keyspace_cluster.parse_nodes(text)
+    assert [(n.node_id, n.role, n.address, n.slot_ranges) for n in nodes] == [
+        ("a1", "primary", "10.0.0.1:6379", "0-5000, 5002"),
+        ("b2", "primary", "10.0.0.2:6379", "5001, 5003-16383"),
+        ("d4", "primary", "", ""),
+        ("c3", "replica", "10.0.0.3:6379", ""),
+    ]
+    assert nodes[1].cluster_says_failing and not nodes[0].cluster_says_failing
+    assert nodes[3].primary_id == "a1"
+    assert sum(n.slot_count for n in nodes) == 16384
+
+
+# --- refusals: never one node's keys reported as the keyspace -------------------------------
+REVIEW_REFUSAL = ("lucia is a Redis Cluster with 3 primaries; reviews across primaries are not supported yet, "
+                  "so this review would see only one node's keys. Nothing was reviewed.")
+PURGE_REFUSAL = ("lucia is a Redis Cluster with 3 primaries; purges across primaries are not supported yet, "
+                 "so this purge would see only one node's keys. Nothing was scanned or changed.")
+BROWSE_REFUSAL = ("lucia is a Redis Cluster with 3 primaries; browsing across primaries is not supported yet, "
+                  "so this page would show only one node's keys. No key was read.")
+
+
+def write_keyspace(cluster_keys, count=600):
+    """`count` session keys without a TTL (a finding, and a purge target), spread over the
+    primaries by a cluster client."""
+    cluster_keys.mset_nonatomic({f"lucia:session:{i}".encode(): b"v" for i in range(count)})
+    return count
+
+
+def reset_stats(redis_cluster):
+    for port in redis_cluster.ports:
+        with redis.Redis(port=port) as node:
+            node.config_resetstat()
+
+
+def calls_per_node(redis_cluster, *commands):
+    """{port: calls of `commands` since reset_stats} on every node (script-internal calls included)."""
+    out = {}
+    for port in redis_cluster.ports:
+        with redis.Redis(port=port) as node:
+            stats = node.info("commandstats")
+        out[port] = sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in commands)
+    return out
+
+
+def keys_per_node(redis_cluster):
+    out = []
+    for port in redis_cluster.ports:
+        with redis.Redis(port=port) as node:
+            out.append(node.dbsize())
+    return out
+
+
+NO_READS = ("scan", "evalsha", "eval", "pttl", "type", "memory|usage", "get", "exists", "randomkey")
+
+
+def test_it_fails_a_review_of_a_cluster_with_the_reason_and_reads_no_key(cluster_lucia, cluster_keys, redis_cluster):
+    from continuity.models import ReviewRun
+    from continuity.operations import review
+
+    write_keyspace(cluster_keys)
+    reset_stats(redis_cluster)
+    result = review.review_database(database=cluster_lucia)
+    run = ReviewRun.objects.get(pk=result.run.pk)
+    assert (result.status, run.status, run.error, result.error) == ("failed", "failed", REVIEW_REFUSAL, REVIEW_REFUSAL)
+    assert (run.keys_scanned, result.keys_scanned, run.finished_at is not None) == (0, 0, True)
+    assert not run.namespace_stats.exists()
+    assert calls_per_node(redis_cluster, *NO_READS) == dict.fromkeys(redis_cluster.ports, 0)
+    assert result.as_json()["status"] == "failed" and result.as_json()["error"] == REVIEW_REFUSAL
+
+
+def test_it_fails_an_unsaved_review_of_a_cluster_too(cluster_lucia, cluster_keys):
+    from continuity.operations import review
+
+    write_keyspace(cluster_keys)
+    with pytest.raises(keyspace.ClusterNotSupported, match="3 primaries"):
+        review.review_database(database=cluster_lucia, persist=False)
+
+
+def test_it_fails_the_review_task_without_retrying(cluster_lucia, cluster_keys, redis_cluster):
+    from continuity.models import ReviewRun
+    from continuity.operations import review_requests
+    from continuity.tasks.review import review_database_task
+
+    write_keyspace(cluster_keys)
+    run, created = review_requests.request_review(database=cluster_lucia)
+    reset_stats(redis_cluster)
+    outcome = review_database_task.apply(args=[run.pk])
+    run.refresh_from_db()
+    assert created and outcome.result == "failed" and outcome.state == "SUCCESS"  # no Retry raised
+    assert (run.status, run.error) == ("failed", REVIEW_REFUSAL)
+    assert calls_per_node(redis_cluster, *NO_READS) == dict.fromkeys(redis_cluster.ports, 0)
+
+
+def test_it_makes_ttl_review_json_say_failed_and_exit_non_zero(cluster_lucia, cluster_keys, capsys):
+    import json
+
+    from django.core.management import CommandError, call_command
+
+    from continuity.models import ReviewRun
+
+    write_keyspace(cluster_keys)
+    with pytest.raises(CommandError) as failed:
+        call_command("ttl_review", "--database", "lucia", "--json")
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["status"] == "failed" and payload["error"] == REVIEW_REFUSAL and payload["keys_scanned"] == 0
+    assert str(failed.value) == f"lucia: {REVIEW_REFUSAL}"
+    assert ReviewRun.objects.get(pk=payload["run"]).status == "failed"
+    assert not ReviewRun.objects.filter(status="succeeded").exists()
+
+
+def test_it_refuses_a_purge_preview_of_a_cluster_before_any_scan(cluster_lucia, cluster_keys, redis_cluster, operator):
+    from continuity.models import PurgeRun
+    from continuity.operations import purge
+
+    count = write_keyspace(cluster_keys)
+    reset_stats(redis_cluster)
+    with pytest.raises(purge.PurgeRefused) as refused:
+        purge.preview_purge(database=cluster_lucia, kind="prefix", value=b"lucia:session:", action="delete",
+                            actor=operator)
+    assert str(refused.value) == PURGE_REFUSAL
+    assert not PurgeRun.objects.exists()
+    assert calls_per_node(redis_cluster, *NO_READS, "unlink", "del") == dict.fromkeys(redis_cluster.ports, 0)
+    assert sum(keys_per_node(redis_cluster)) == count
+
+
+def test_it_refuses_a_confirmed_purge_when_its_database_turned_out_a_cluster(
+        cluster_lucia, cluster_keys, redis_cluster, operator, monitored):
+    """Previewed and confirmed against a standalone server, executed after the URL moved to
+    a cluster: failed with the reason and audited, nothing scanned or deleted."""
+    from continuity.models import PurgeRun
+    from continuity.operations import purge
+    from dashboard.models import AuditEntry
+
+    monitored.set(b"lucia:session:standalone", b"v")
+    type(cluster_lucia).objects.filter(pk=cluster_lucia.pk).update(url_env="REDIS_URL")
+    cluster_lucia.refresh_from_db()
+    preview = purge.preview_purge(database=cluster_lucia, kind="prefix", value=b"lucia:session:", actor=operator)
+    run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="tidy up",
+                              actor=operator, source="cli")
+    type(cluster_lucia).objects.filter(pk=cluster_lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
+    count = write_keyspace(cluster_keys)
+    reset_stats(redis_cluster)
+    with pytest.raises(purge.PurgeRefused, match="purges across primaries are not supported yet"):
+        purge.execute_purge(run_id=run.pk)
+    run.refresh_from_db()
+    assert (run.status, run.error, run.matched, run.done) == ("failed", PURGE_REFUSAL, 0, 0)
+    assert AuditEntry.objects.filter(action="purge.fail", target_id=str(run.pk), note=PURGE_REFUSAL).count() == 1
+    assert calls_per_node(redis_cluster, *NO_READS, "unlink", "del") == dict.fromkeys(redis_cluster.ports, 0)
+    assert sum(keys_per_node(redis_cluster)) == count
+    assert monitored.exists(b"lucia:session:standalone")
+    assert PurgeRun.objects.get(pk=run.pk).status == "failed"
+
+
+def test_it_skips_the_policy_purge_of_a_cluster_with_the_reason(cluster_lucia, cluster_keys, redis_cluster):
+    from continuity.models import Namespace, PurgeRun
+    from continuity.operations import purge
+
+    Namespace.objects.filter(database=cluster_lucia, prefix="lucia:session:").update(violation_action="delete")
+    count = write_keyspace(cluster_keys)
+    reset_stats(redis_cluster)
+    outcome = purge.policy_purge(database=cluster_lucia)
+    assert outcome.skipped_reason == PURGE_REFUSAL and outcome.runs == [] and outcome.reported == {}
+    assert not PurgeRun.objects.exists()
+    assert calls_per_node(redis_cluster, *NO_READS, "unlink", "del") == dict.fromkeys(redis_cluster.ports, 0)
+    assert sum(keys_per_node(redis_cluster)) == count
+
+
+@pytest.mark.parametrize("name,params,htmx,region", [
+    ("browse", {"prefix": "lucia:session:"}, False, "region-error"),
+    ("browse", {"prefix": "lucia:session:"}, True, "region-error"),
+    ("key_lookup", {"id": "42"}, False, "region-error"),
+    ("key_lookup", {"id": "42"}, True, "region-error"),
+    ("namespace_stats", {}, True, "stats-error"),  # the overview's sample: "complete" would be one node's
+])
+def test_it_shows_the_refusal_in_the_browser_region(viewer_client, cluster_lucia, cluster_keys, redis_cluster, name,
+                                                     params, htmx, region):
+    from django.urls import reverse
+
+    write_keyspace(cluster_keys)
+    reset_stats(redis_cluster)
+    headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
+    response = viewer_client.get(reverse(f"continuity:{name}", args=["lucia"]), params, **headers)
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert f'data-testid="{region}"' in page and BROWSE_REFUSAL.replace("'", "&#x27;") in page
+    assert "lucia:session:1" not in page
+    assert calls_per_node(redis_cluster, *NO_READS) == dict.fromkeys(redis_cluster.ports, 0)
+
+
+def test_it_still_reviews_a_standalone_database_as_before(lucia, monitored):
+    from continuity.operations import review
+
+    monitored.mset({f"lucia:session:{i}".encode(): b"v" for i in range(600)})
+    monitored.set(b"lucia:focus:1", b"v", ex=60)
+    result = review.review_database(database=lucia)
+    assert (result.status, result.error, result.keys_scanned) == ("succeeded", "", 601)
+    assert result.findings["no_ttl"] >= 600
+    assert "error" not in result.as_json()
+
+
+# --- the database page's topology region ------------------------------------------------------
+def node_rows(page):
+    """[{address, role, slots, keys, reachable}] of the topology table in `page`."""
+    import html
+    import re
+
+    rows = []
+    for row in re.findall(r'<tr data-testid="topology-node">(.*?)</tr>', page, re.S):
+        cells = dict(re.findall(r'data-testid="node-(\w+)">(.*?)</td>', row, re.S))
+        rows.append({name: html.unescape(re.sub(r"<[^>]+>", "", value)).strip() for name, value in cells.items()})
+    return rows
+
+
+def slots_of(ranges):
+    covered = []
+    for part in filter(None, ranges.split(", ")):
+        first, _, last = part.partition("-")
+        covered.extend(range(int(first), int(last or first) + 1))
+    return covered
+
+
+def topology_url(name="lucia"):
+    from django.urls import reverse
+
+    return reverse("dashboard:database_topology", args=[name])
+
+
+def test_it_shows_each_primary_with_its_slots_and_keys(viewer_client, cluster_lucia, cluster_keys, redis_cluster):
+    written = write_keyspace(cluster_keys, 1000)
+    response = viewer_client.get(topology_url(), HTTP_HX_REQUEST="true")
+    page = response.content.decode()
+    rows = node_rows(page)
+    assert response.status_code == 200 and "<html" not in page  # the region alone
+    assert sorted(row["address"] for row in rows) == sorted(f"127.0.0.1:{p}" for p in redis_cluster.ports)
+    assert [row["role"] for row in rows] == ["primary"] * 3 and [row["reachable"] for row in rows] == ["yes"] * 3
+    covered = [slot for row in rows for slot in slots_of(row["slots"])]
+    assert sorted(covered) == list(range(16384))  # every slot once
+    by_address = {row["address"]: int(row["keys"]) for row in rows}
+    assert sum(by_address.values()) == written
+    for port, count in zip(redis_cluster.ports, keys_per_node(redis_cluster)):
+        assert by_address[f"127.0.0.1:{port}"] == count > 0
+    assert "Redis Cluster: 3 primaries, 16,384 of 16,384 slots assigned, 1,000 keys." in page
+
+
+def test_it_loads_the_topology_into_the_database_page(viewer_client, cluster_lucia, cluster_keys, redis_cluster):
+    from django.urls import reverse
+
+    write_keyspace(cluster_keys, 10)
+    page = viewer_client.get(reverse("dashboard:database_detail", args=["lucia"])).content.decode()
+    assert f'hx-get="{topology_url()}" hx-trigger="load"' in page and "Asking Redis…" in page
+    assert "<th>Cluster mode</th><td>Detect (INFO cluster)</td>" in page
+    full = viewer_client.get(topology_url()).content.decode()  # without htmx: the whole page, region filled
+    assert "<html" in full and "Database reference" in full and len(node_rows(full)) == 3
+
+
+def test_it_shows_standalone_for_a_standalone_database(viewer_client, lucia, monitored):
+    page = viewer_client.get(topology_url(), HTTP_HX_REQUEST="true").content.decode()
+    assert 'data-testid="topology-mode">Standalone: one Redis node.<' in page and node_rows(page) == []
+
+
+def test_it_shows_a_redis_failure_in_the_region(viewer_client, cluster_lucia, monkeypatch):
+    cluster_lucia.cluster_mode = "standalone"
+    cluster_lucia.save(update_fields=["cluster_mode"])
+    response = viewer_client.get(topology_url(), HTTP_HX_REQUEST="true")
+    page = response.content.decode()
+    assert response.status_code == 200 and 'data-testid="topology-error"' in page
+    assert "lucia is marked standalone on its record, but the server reports cluster_enabled:1" in page
+    monkeypatch.delenv("LUCIA_CLUSTER_URL")
+    page = viewer_client.get(topology_url(), HTTP_HX_REQUEST="true").content.decode()
+    assert "The environment variable LUCIA_CLUSTER_URL is not set" in page and 'data-testid="topology-error"' in page
+
+
+def test_it_shows_a_killed_node_as_unreachable(viewer_client, lucia, disposable_cluster, monkeypatch):
+    import time
+
+    monkeypatch.setenv("LUCIA_CLUSTER_URL", disposable_cluster.url(0))
+    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
+    killed = f"127.0.0.1:{disposable_cluster.ports[1]}"
+    disposable_cluster.kill(1)  # SIGKILL: no goodbye to the other nodes
+
+    page = viewer_client.get(topology_url(), HTTP_HX_REQUEST="true").content.decode()
+    rows = {row["address"]: row for row in node_rows(page)}
+    assert len(rows) == 3 and rows[killed]["keys"] == "—"
+    assert rows[killed]["reachable"].startswith("no: Redis is unreachable")
+    assert [rows[f"127.0.0.1:{p}"]["reachable"] for p in (disposable_cluster.ports[0], disposable_cluster.ports[2])] \
+        == ["yes", "yes"]
+    assert "1 node did not answer:" in page and "keys unknown (a primary did not answer)" in page
+
+    # Once the primaries agree it failed, the page says so too; the others still answer.
+    deadline = time.monotonic() + 30
+    while disposable_cluster.cluster_info(0).get("cluster_state") != "fail" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    page = viewer_client.get(topology_url(), HTTP_HX_REQUEST="true").content.decode()
+    rows = {row["address"]: row for row in node_rows(page)}
+    assert rows[killed]["role"] == "primary cluster says fail" and rows[killed]["reachable"].startswith("no:")
+    assert sum(row["reachable"] == "yes" for row in rows.values()) == 2
+
+    # The node the URL names is down: a message in the region, not a 500.
+    monkeypatch.setenv("LUCIA_CLUSTER_URL", disposable_cluster.url(1))
+    response = viewer_client.get(topology_url(), HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and "Redis is unreachable" in response.content.decode()
+    assert 'data-testid="topology-error"' in response.content.decode()
+
+
+def test_it_lets_an_operator_declare_the_cluster_mode_with_audit(operator_client, viewer_client, lucia):
+    from django.urls import reverse
+
+    from dashboard.models import AuditEntry
+
+    url = reverse("dashboard:database_edit", args=["lucia"])
+    data = {"name": "lucia", "environment": "production", "provider": "Upstash", "key_prefix": "lucia:",
+            "url_env": "REDIS_URL"}
+    assert viewer_client.post(url, {**data, "cluster_mode": "cluster"}).status_code == 403
+    assert 'name="cluster_mode"' in operator_client.get(url).content.decode()
+    assert operator_client.post(url, {**data, "cluster_mode": "cluster"}).status_code == 302
+    lucia.refresh_from_db()
+    assert lucia.cluster_mode == "cluster"
+    entry = AuditEntry.objects.filter(action="database.edit").latest("id")
+    assert (entry.before["cluster_mode"], entry.after["cluster_mode"]) == ("auto", "cluster")
+    assert operator_client.post(url, data).status_code == 302  # a post without the field keeps it
+    lucia.refresh_from_db()
+    assert lucia.cluster_mode == "cluster"
+    response = operator_client.post(url, {**data, "cluster_mode": "sharded"})
+    assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
+
+
+def test_it_says_a_key_lives_on_another_node_instead_of_a_bare_moved(viewer_client, cluster_lucia, cluster_keys,
+                                                                     redis_cluster):
+    from django.urls import reverse
+
+    here = redis.Redis(port=redis_cluster.ports[0])  # the node LUCIA_CLUSTER_URL names
+    own = next(node for node in keyspace_cluster.cluster_nodes(here) if "myself" in node.flags)
+    owned = {slot for first, last in own.slots for slot in range(first, last + 1)}
+    key = next(key for key in (f"lucia:session:{i}".encode() for i in range(100))
+               if cluster_keys.keyslot(key) not in owned)
+    cluster_keys.set(key, b"v")
+    response = viewer_client.get(reverse("continuity:key_detail", args=["lucia", keyspace.encode_key(key)]))
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert f"This key lives on another node of a Redis Cluster (slot {cluster_keys.keyslot(key)}, 127.0.0.1:" in page
+    here.close()
+
+
+def test_it_shows_the_failed_review_of_a_cluster_on_its_page(operator_client, cluster_lucia, cluster_keys, eager,
+                                                             django_capture_on_commit_callbacks):
+    from django.urls import reverse
+
+    from continuity.models import ReviewRun
+
+    write_keyspace(cluster_keys)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(reverse("continuity:review_start", args=["lucia"]))
+    run = ReviewRun.objects.get()
+    assert (run.status, run.error, run.keys_scanned) == ("failed", REVIEW_REFUSAL, 0)
+    page = operator_client.get(response["Location"]).content.decode()
+    assert 'data-testid="review-error">' + REVIEW_REFUSAL.replace("'", "&#x27;") + "<" in page
