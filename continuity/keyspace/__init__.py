@@ -26,6 +26,7 @@ from continuity.keyspace.connection import (  # noqa: F401
     cached_ping,
     client_for,
     connection_url,
+    dbsize,
     FAILURES,
     describe,
     forget_clients,

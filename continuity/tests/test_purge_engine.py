@@ -461,7 +461,8 @@ def test_it_costs_four_billed_commands_per_batch_on_a_prefix_delete(monitored, l
     stats = monitored.info("commandstats")
     calls = lambda cmd: stats.get(f"cmdstat_{cmd}", {}).get("calls", 0)  # noqa: E731
     batches = result.run.batches
-    assert result.done == 5000 and calls("scan") == batches
+    # (+1: SCAN may end with an empty page when the emptied table shrank meanwhile)
+    assert result.done == 5000 and batches <= calls("scan") <= batches + 1
     # (+1: the first EVALSHA on a fresh script cache answers NOSCRIPT and the script is loaded)
     assert batches <= calls("evalsha") <= batches + 1 and calls("unlink") == batches and calls("set") == batches
     assert calls("pttl") == 0  # a plain delete re-checks nothing per key: UNLINK counts what existed

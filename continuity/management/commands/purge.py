@@ -33,18 +33,26 @@ class Progress:
     def __init__(self, stream, label):
         self.stream, self.label, self.last, self.started = stream, label, 0.0, time.monotonic()
 
-    def __call__(self, value):
+    def _due(self):
         now = time.monotonic()
         if now - self.last < 1.0:
-            return
+            return None
         self.last = now
-        elapsed = max(now - self.started, 1e-6)
-        if isinstance(value, int):
-            self.stream.write(f"purge: preview matched {value} keys so far\n")
-        else:
-            self.stream.write(f"purge: matched {value.matched}, {value.done_label} {value.done}, skipped "
-                              f"{value.skipped}, {value.matched / elapsed:,.0f} keys/s\n")
-        self.stream.flush()
+        return max(now - self.started, 1e-6)
+
+    def preview(self, scanned, matched):
+        """The preview's callback: keys scanned and matched so far."""
+        if self._due() is not None:
+            self.stream.write(f"purge: preview scanned {scanned} keys, {matched} matched so far\n")
+            self.stream.flush()
+
+    def __call__(self, run):
+        """Execution's callback, after a checkpoint."""
+        elapsed = self._due()
+        if elapsed is not None:
+            self.stream.write(f"purge: matched {run.matched}, {run.done_label} {run.done}, skipped "
+                              f"{run.skipped}, {run.matched / elapsed:,.0f} keys/s\n")
+            self.stream.flush()
 
 
 class Command(BaseCommand):
@@ -84,7 +92,7 @@ class Command(BaseCommand):
         try:
             preview = purge.preview_purge(database=database, kind=kind, value=value, action=opts["action"],
                                           review_id=opts["review"], finding=opts["finding"] or "", actor=user,
-                                          rate_cap=opts["rate_cap"], progress=Progress(self.stderr, ""))
+                                          rate_cap=opts["rate_cap"], progress=Progress(self.stderr, "").preview)
         except purge.PurgeRefused as exc:
             raise CommandError(f"Refused: {exc}") from None
         except Exception as exc:  # noqa: BLE001 — Redis errors, told the operator's way
