@@ -57,8 +57,9 @@ class Progress:
 
 class Command(BaseCommand):
     help = ("Purge keys under a registered namespace: a literal prefix, a glob pattern, or the offending keys "
-            "of a TTL review finding (--review ID --finding F). Previews the exact count, asks you to retype "
-            "the target (unless --yes), then deletes (UNLINK) or applies the namespace's max TTL (EXPIRE NX). "
+            "of a TTL review finding (--review ID --finding F). Previews the exact count and asks you to retype "
+            "the target; with --yes it skips both and scans once, counting exactly as it deletes (UNLINK) or "
+            "applies the namespace's max TTL (EXPIRE NX). --dry-run: the exact preview only. "
             "Refusals exit non-zero and touch nothing.")
 
     def add_arguments(self, parser):
@@ -72,7 +73,8 @@ class Command(BaseCommand):
         parser.add_argument("--action", choices=["delete", "expire"], default="delete")
         parser.add_argument("--dry-run", action="store_true", help="preview only: count, touch nothing")
         parser.add_argument("--reason", default="", help="why; recorded in the audit log (required to execute)")
-        parser.add_argument("--yes", action="store_true", help="do not ask for the retyped confirmation")
+        parser.add_argument("--yes", action="store_true", help="no retyped confirmation and no preview scan: "
+                            "show the instant estimate, then purge (the keyspace is scanned once)")
         parser.add_argument("--json", action="store_true")
         parser.add_argument("--as", dest="username", help="the dashboard user to act as (needs the operator role)")
         parser.add_argument("--rate-cap", type=int, default=None, help="keys per second (0 = none)")
@@ -89,19 +91,28 @@ class Command(BaseCommand):
         if not opts["dry_run"] and not opts["reason"].strip():
             raise CommandError("Give --reason: it goes into the audit log with the purge.")
         kind, value = self._target(opts)
+        # --yes without --dry-run: no preview scan; execution counts exactly as it acts, so
+        # the keyspace is scanned once. (A finding's preview is its only scan: it stays.)
+        skip_preview = opts["yes"] and not opts["dry_run"] and kind != "finding"
+        target = {"database": database, "kind": kind, "value": value, "action": opts["action"], "actor": user,
+                  "rate_cap": opts["rate_cap"]}
         try:
-            preview = purge.preview_purge(database=database, kind=kind, value=value, action=opts["action"],
-                                          review_id=opts["review"], finding=opts["finding"] or "", actor=user,
-                                          rate_cap=opts["rate_cap"], progress=Progress(self.stderr, "").preview)
+            if skip_preview:
+                preview, run = None, purge.estimate_purge(**target)
+            else:
+                preview = purge.preview_purge(**target, review_id=opts["review"], finding=opts["finding"] or "",
+                                              progress=Progress(self.stderr, "").preview)
+                run = preview.run
         except purge.PurgeRefused as exc:
             raise CommandError(f"Refused: {exc}") from None
         except Exception as exc:  # noqa: BLE001 — Redis errors, told the operator's way
             raise CommandError(keyspace.describe(exc)) from exc
-        run = preview.run
         if opts["dry_run"]:
             return self._report(opts, run, dry_run=True, preview=preview)
-        if not opts["json"]:
+        if not opts["json"] and preview:
             self._show_preview(preview)
+        elif not opts["json"]:
+            self._show_estimate(run)
         if not opts["yes"]:
             typed = self._ask(f"Type the {'target' if kind == 'finding' else kind} to confirm ({run.target_value}): ")
             if typed != run.target_value:
@@ -145,6 +156,12 @@ class Command(BaseCommand):
             then = f" (review #{preview.run.review_id} counted {reviewed.get(prefix, 0)})" if reviewed else ""
             self.stderr.write(f"  {prefix:<30} {preview.namespaces.get(prefix, 0)}{then}")
 
+    def _show_estimate(self, run):
+        bound = "at most" if run.estimate_at_most else "about"
+        source = f"review #{run.estimate_review_id}" if run.estimate_source == "review" else "DBSIZE"
+        self.stderr.write(f"Estimate: {bound} {run.estimate_keys} keys match {run.match_pattern} (from {source}); "
+                          "no preview scan with --yes: the purge counts exactly as it acts.")
+
     def _report(self, opts, run, *, dry_run, preview=None):
         data = {"run": run.pk, "database": run.database.name, "target_kind": run.target_kind,
                 "target": run.target_value, "match": run.match_pattern, "action": run.action, "dry_run": dry_run}
@@ -158,7 +175,9 @@ class Command(BaseCommand):
                         commands=preview.commands, estimated_commands=preview.estimated_commands)
         else:
             data.update(status=run.status, matched=run.matched, skipped=run.skipped, commands=run.commands,
-                        duration_s=round(run.duration_seconds() or 0, 3))
+                        duration_s=round(run.duration_seconds() or 0, 3), preview_scan=not run.skipped_preview,
+                        estimate={"keys": run.estimate_keys, "at_most": run.estimate_at_most,
+                                  "source": run.estimate_source})
             data[run.done_label] = run.done
         if opts["json"]:
             self.stdout.write(json.dumps(data))
