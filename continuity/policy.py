@@ -93,11 +93,19 @@ class Policy:
     # Derived, for the hot paths: TYPE replies may come as bytes or str.
     _types: tuple = field(init=False, repr=False, compare=False)
     _max_ttl_ms: int = field(init=False, repr=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         expected = self.expected_type or ""
         object.__setattr__(self, "_types", (expected, expected.encode()) if expected else ())
         object.__setattr__(self, "_max_ttl_ms", (self.max_ttl_seconds or 0) * 1000)
+        object.__setattr__(self, "_hash", hash((self.prefix, self.name, self.ident, self.ttl_required,
+                                                self.min_ttl_seconds, self.max_ttl_seconds,
+                                                self.max_payload_bytes, self.expected_type)))
+
+    def __hash__(self):
+        # Computed once: a purge batch looks a policy up once per key (hundreds of thousands).
+        return self._hash
 
     @classmethod
     def of(cls, namespace):
