@@ -5,7 +5,6 @@ import time
 from datetime import timedelta
 
 import pytest
-import redis
 from django.conf import settings
 from django.utils import timezone
 
