@@ -288,6 +288,28 @@ def eager():
     app.conf.task_always_eager, app.conf.task_eager_propagates = old
 
 
+# --- a real Celery worker in a thread (celery.contrib.pytest's `celery_worker`) -------
+@pytest.fixture
+def celery_app():
+    """The dashboard's own app (broker: the test redis-server's db 1) for `celery_worker`.
+    Tests using the worker need `django_db(transaction=True)` and an `empty_broker`."""
+    from dashboard.celery import app
+
+    return app
+
+
+@pytest.fixture(scope="session")
+def celery_worker_parameters():
+    return {"perform_ping_check": False}
+
+
+@pytest.fixture
+def empty_broker(redis_server):
+    client = redis.Redis.from_url(redis_server.url(1))
+    client.flushdb()
+    client.close()
+
+
 # --- browser -------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):

@@ -1,4 +1,4 @@
-"""Purge throughput: the purge engine (default settings) against the usual shell pipeline
+"""Purge throughput: the purge engine against the usual shell pipeline
 
     redis-cli --scan --pattern 'lucia:session:*' | xargs -n 1000 redis-cli unlink
 
@@ -7,11 +7,17 @@ same redis-server. Each side gets its own fresh copy of the data.
 
     python -m bench.purge --url redis://127.0.0.1:PORT/0 --keys 1000000
 
-The engine runs for real: a Postgres run row, a checkpoint UPDATE per batch, the cancel
-check, the rate cap at its default, the audit entries. Without `BENCH_DATABASE_URL` (or an
-already configured Django), a throwaway Postgres cluster is started for it
-(`dashboard.localservers.LocalPostgres`). The URL must point at a scratch database: it is
-flushed. Self-contained; not imported by the apps.
+Three measurements:
+- `baseline`: the pipeline above, process start to exit;
+- `cli`: end to end, process start to exit, the command an operator runs:
+  `manage.py purge --database bench --prefix lucia:session: --reason bench --yes --json`
+  as a subprocess (Django start-up, the instant estimate, the audited confirmation, the
+  execution with its Postgres checkpoints and audit entries): `ratio` = baseline / cli;
+- `engine`: execution alone, in this process (preview, confirm, then `execute_purge` timed).
+
+Without `BENCH_DATABASE_URL` (or an already configured Django), a throwaway Postgres
+cluster is started for it (`dashboard.localservers.LocalPostgres`). The URL must point at
+a scratch database: it is flushed. Self-contained; not imported by the apps.
 """
 
 import argparse
@@ -96,11 +102,11 @@ def _django(redis_url):
     return cleanup
 
 
-def _engine(client):
+def _records():
+    """The `bench` database record (URL from $BENCH_REDIS_URL), its namespaces, an operator."""
     from django.contrib.auth import get_user_model
 
     from continuity.models import Namespace
-    from continuity.operations import purge
     from dashboard import roles, seed
     from dashboard.models import RedisDatabase
 
@@ -113,6 +119,39 @@ def _engine(client):
                                                   "max_ttl_seconds": spec["max_ttl_seconds"]})
     user, _ = get_user_model().objects.get_or_create(username="bench-operator")
     roles.set_role(user, roles.OPERATOR)
+    return database, user
+
+
+def _cli(client, redis_url):
+    """`manage.py purge … --yes` as an operator runs it: a new process, timed from its
+    start to its exit."""
+    from django.db import connection
+
+    database, user = _records()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    db = connection.settings_dict
+    base = redis_url.rsplit("/", 1)[0]
+    env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+           "BENCH_REDIS_URL": redis_url, "REDIS_URL": redis_url, "CELERY_BROKER_URL": f"{base}/14",
+           "CACHE_URL": f"{base}/15", "DJANGO_DEBUG": "0"}
+    command = [sys.executable, os.path.join(root, "manage.py"), "purge", "--database", database.name,
+               "--prefix", PREFIX.decode(), "--reason", "bench", "--yes", "--json", "--as", user.get_username()]
+    before_cmds = _commands(client)
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, check=True)
+    seconds = time.perf_counter() - started
+    result = json.loads(done.stdout)
+    return {"seconds": round(seconds, 3), "deleted": result["deleted"], "matched": result["matched"],
+            "skipped": result["skipped"], "keys_per_s": round(result["deleted"] / seconds),
+            "inside_command_s": result["duration_s"], "commands": _commands(client) - before_cmds - 1,
+            "commands_counted_by_run": result["commands"], "preview_scan": result["preview_scan"],
+            "estimate": result["estimate"]}
+
+
+def _engine(client):
+    from continuity.operations import purge
+
+    database, user = _records()
     started = time.perf_counter()
     preview = purge.preview_purge(database=database, kind="prefix", value=PREFIX, actor=user)
     preview_seconds = time.perf_counter() - started
@@ -130,9 +169,11 @@ def _engine(client):
             "rate_cap": run.rate_cap, "batch_size": run.batch_size}
 
 
-def run_purge_bench(redis_url, n_keys) -> dict:
-    """Load `n_keys` Lucia-like keys twice and purge `lucia:session:` once with each method.
-    Returns both timings, the ratio, and the Redis commands each side sent."""
+def run_purge_bench(redis_url, n_keys, *, with_engine=True) -> dict:
+    """Load `n_keys` Lucia-like keys afresh for each side and purge `lucia:session:` with
+    the pipeline, the command line end to end and (`with_engine`) the engine alone.
+    Returns the timings, `ratio` (baseline seconds / CLI seconds, process start to exit),
+    the Redis commands each side sent, and the load average at the end."""
     import redis
 
     cleanup = _django(redis_url)
@@ -143,22 +184,31 @@ def run_purge_bench(redis_url, n_keys) -> dict:
         baseline = _baseline(client, redis_url)
         baseline["left_behind"] = _count(client)
         _load(client, n_keys)
-        engine = _engine(client)
-        engine["left_behind"] = _count(client)
+        cli = _cli(client, redis_url)
+        cli["left_behind"] = _count(client)
+        engine = None
+        if with_engine:
+            _load(client, n_keys)
+            engine = _engine(client)
+            engine["left_behind"] = _count(client)
         client.flushdb()
     finally:
         client.close()
         if cleanup:
             cleanup()
-    return {"keys": n_keys, "session_keys": session_keys, "load_seconds": round(load_s, 1),
-            "baseline": baseline, "engine": engine,
-            "speedup": round(engine["keys_per_s"] / baseline["keys_per_s"], 2)}
+    out = {"keys": n_keys, "session_keys": session_keys, "load_seconds": round(load_s, 1),
+           "load_average": [round(x, 2) for x in os.getloadavg()], "cores": os.cpu_count(),
+           "baseline": baseline, "cli": cli, "ratio": round(baseline["seconds"] / cli["seconds"], 2)}
+    if engine:
+        out.update(engine=engine, engine_speedup=round(engine["keys_per_s"] / baseline["keys_per_s"], 2))
+    return out
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="scratch Redis URL (flushed); default: start a local redis-server")
     parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--no-engine", action="store_true", help="skip the in-process engine measurement")
     args = parser.parse_args(argv)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     server = tmp = None
@@ -170,7 +220,7 @@ def main(argv=None):
         server = localservers.LocalRedis(tmp, localservers.free_port()).start()
         url = server.url(0)
     try:
-        print(json.dumps(run_purge_bench(url, args.keys), indent=2))
+        print(json.dumps(run_purge_bench(url, args.keys, with_engine=not args.no_engine), indent=2))
     finally:
         if server:
             server.stop()

@@ -96,6 +96,7 @@ class Policy:
     _max_ttl_ms: int = field(init=False, repr=False, compare=False)
     _ttl_limit: float = field(init=False, repr=False, compare=False)  # inf: no maximum
     _size_limit: float = field(init=False, repr=False, compare=False)  # inf: no limit
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         expected = self.expected_type or ""
@@ -103,6 +104,13 @@ class Policy:
         object.__setattr__(self, "_max_ttl_ms", (self.max_ttl_seconds or 0) * 1000)
         object.__setattr__(self, "_ttl_limit", self._max_ttl_ms or math.inf)
         object.__setattr__(self, "_size_limit", self.max_payload_bytes or math.inf)
+        object.__setattr__(self, "_hash", hash((self.prefix, self.name, self.ident, self.ttl_required,
+                                                self.min_ttl_seconds, self.max_ttl_seconds,
+                                                self.max_payload_bytes, self.expected_type)))
+
+    def __hash__(self):
+        # Computed once: a purge batch looks a policy up once per key (hundreds of thousands).
+        return self._hash
 
     @classmethod
     def of(cls, namespace):

@@ -188,6 +188,8 @@ PURGE_LEASE_SECONDS = env_int("PURGE_LEASE_SECONDS", 60)  # a silent worker's ru
 PURGE_CHECKPOINT_SECONDS = env_float("PURGE_CHECKPOINT_SECONDS", 0.5)  # Postgres progress; Redis keeps exact totals
 # Previews nobody confirmed are deleted (with their stored key lists) after this long.
 PURGE_PREVIEW_RETENTION_SECONDS = env_int("PURGE_PREVIEW_RETENTION_SECONDS", 86400)
+# A purge estimate uses the latest TTL review's counts while it is younger than this; else DBSIZE.
+PURGE_ESTIMATE_MAX_AGE_SECONDS = env_int("PURGE_ESTIMATE_MAX_AGE_SECONDS", 3600)
 PURGE_TASK_MAX_RETRIES = env_int("PURGE_TASK_MAX_RETRIES", 5)  # while Redis is down, with exponential backoff
 
 # --- Auth --------------------------------------------------------------------------------

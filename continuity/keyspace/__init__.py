@@ -30,6 +30,7 @@ from continuity.keyspace.connection import (  # noqa: F401
     cached_ping,
     client_for,
     connection_url,
+    dbsize,
     FAILURES,
     describe,
     missing_permission,

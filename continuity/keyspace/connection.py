@@ -246,6 +246,14 @@ def _info_db_index(client):
     return int(client.get_connection_kwargs().get("db") or 0)
 
 
+def dbsize(client):
+    """DBSIZE (one command), or None where the server refuses it."""
+    try:
+        return int(client.dbsize())
+    except redis.ResponseError:
+        return None
+
+
 def server_summary(database, *, client=None):
     """DBSIZE and `INFO keyspace` (keys − expires = keys without TTL), each optional:
     Upstash and ACL-restricted users may refuse INFO or DBSIZE, and we degrade. Where

@@ -29,7 +29,8 @@ class PurgeRunQuerySet(models.QuerySet):
 class PurgeRun(models.Model):
     """A purge of one database: its target, the preview's figures, and execution progress.
 
-    Lifecycle: previewed → queued (an operator confirmed it with a reason) → running →
+    Lifecycle: previewing (the dry run on the worker, with an instant estimate) →
+    previewed → queued (an operator confirmed it with a reason) → running →
     succeeded / failed / cancelled. At most one run per database is queued or running
     (a partial unique constraint), so two purges never race on the same keyspace.
     `cursor` + `batches` are the checkpoint a resumed worker continues from.
@@ -46,9 +47,10 @@ class PurgeRun(models.Model):
     CONDITIONS = [(ANY, "still exists"), (NO_TTL, "still without TTL"), (TTL_ABOVE, "TTL still above the maximum"),
                   (VIOLATES, "still breaking a TTL rule"), (OVERSIZED, "still above the size limit"),
                   (WRONG_TYPE, "still of the wrong type")]
-    PREVIEWED, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
-        "previewed", "queued", "running", "succeeded", "failed", "cancelled")
-    STATUSES = [(s, s) for s in (PREVIEWED, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)]
+    PREVIEWING, PREVIEWED, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
+        "previewing", "previewed", "queued", "running", "succeeded", "failed", "cancelled")
+    STATUSES = [(s, s) for s in (PREVIEWING, PREVIEWED, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)]
+    # A preview touches no key: any number may run beside a purge of the same database.
     ACTIVE = (QUEUED, RUNNING)
     FINISHED = (SUCCEEDED, FAILED, CANCELLED)
 
@@ -70,7 +72,19 @@ class PurgeRun(models.Model):
     status = models.CharField(max_length=16, choices=STATUSES, default=PREVIEWED)
     cancel_requested = models.BooleanField(default=False)
 
-    # Preview figures.
+    # The instant estimate, known before any SCAN (operations/purge/estimate.py).
+    ESTIMATE_REVIEW, ESTIMATE_DBSIZE = "review", "dbsize"
+    estimate_keys = models.BigIntegerField(null=True, blank=True, help_text="Keys the preview will go through.")
+    estimate_at_most = models.BooleanField(default=False, help_text="The estimate is an upper bound only.")
+    estimate_source = models.CharField(max_length=16, blank=True,
+                                       choices=[(ESTIMATE_REVIEW, "TTL review"), (ESTIMATE_DBSIZE, "DBSIZE")])
+    estimate_review_id = models.BigIntegerField(null=True, blank=True)
+    estimated_at = models.DateTimeField(null=True, blank=True, help_text="When the estimate's source counted.")
+    skipped_preview = models.BooleanField(default=False, help_text="Executed without a preview scan "
+                                          "(manage.py purge --yes): the counts come from execution.")
+
+    # Preview figures (preview_scanned and preview_matched grow while the preview runs).
+    preview_scanned = models.BigIntegerField(default=0, help_text="Keys the preview's SCAN returned.")
     preview_matched = models.BigIntegerField(default=0)
     preview_actionable = models.BigIntegerField(null=True, blank=True,
                                                 help_text="Keys the action would change (expire: without TTL).")
@@ -128,6 +142,27 @@ class PurgeRun(models.Model):
         return self.status in self.FINISHED
 
     @property
+    def is_previewing(self):
+        return self.status == self.PREVIEWING
+
+    @property
+    def in_preview_stage(self):
+        """Previewing, or a preview that was cancelled or failed before anyone confirmed it."""
+        return self.is_previewing or (self.status in (self.CANCELLED, self.FAILED) and self.queued_at is None
+                                      and self.started_at is None)
+
+    def expected_keys(self):
+        """What execution's progress is measured against: the preview's count, or the
+        estimate where the preview was skipped."""
+        return (self.estimate_keys or 0) if self.skipped_preview else self.preview_matched
+
+    def preview_percent(self):
+        """The preview's progress against the estimate (None: no estimate)."""
+        if not self.estimate_keys:
+            return None
+        return min(int(100 * self.preview_scanned / self.estimate_keys), 99)
+
+    @property
     def done_label(self):
         return "deleted" if self.action == self.DELETE else "expired"
 
@@ -145,16 +180,16 @@ class PurgeRun(models.Model):
     def progress_percent(self):
         if self.is_finished and self.status == self.SUCCEEDED:
             return 100
-        if not self.preview_matched:
+        if not self.expected_keys():
             return 0
-        return min(int(100 * self.matched / self.preview_matched), 99)
+        return min(int(100 * self.matched / self.expected_keys()), 99)
 
     def eta_seconds(self):
         """Remaining matched keys (by the preview's count) at the current rate."""
         rate = self.rate()
         if not rate or not self.is_active:
             return None
-        return max(int((self.preview_matched - self.matched) / rate), 0)
+        return max(int((self.expected_keys() - self.matched) / rate), 0)
 
     def target_bytes(self):
         return decode_key(self.target_token)

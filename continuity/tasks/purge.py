@@ -54,6 +54,34 @@ def purge_task(self, run_id):
             "skipped": result.skipped}
 
 
+@shared_task(bind=True, name=purge.PREVIEW_TASK, acks_late=True, max_retries=None, soft_time_limit=3300,
+             time_limit=3600)
+def preview_purge_task(self, run_id):
+    """Run the preview of `previewing` run `run_id` (a dry run; its progress lands on the
+    run row). A run that is no longer previewing (done, cancelled) is left alone. Redis
+    down: retry with backoff, then record the failure on the run."""
+    try:
+        preview = purge.run_preview(run_id=run_id)
+    except SoftTimeLimitExceeded:
+        purge.fail_preview(run_id=run_id, error="The preview stopped at its time limit (55 minutes).")
+        return {"run": run_id, "status": "failed"}
+    except redis.RedisError as exc:
+        if is_transient(exc) and self.request.retries < settings.PURGE_TASK_MAX_RETRIES:
+            raise self.retry(exc=exc, countdown=backoff(self.request.retries), max_retries=None) from None
+        purge.fail_preview(run_id=run_id, error=keyspace.describe(exc))
+        return {"run": run_id, "status": "failed"}
+    except (keyspace.NotConfigured, purge.PurgeRefused) as exc:
+        purge.fail_preview(run_id=run_id, error=str(exc) if isinstance(exc, purge.PurgeRefused)
+                           else keyspace.describe(exc))
+        return {"run": run_id, "status": "failed"}
+    except Exception as exc:
+        purge.fail_preview(run_id=run_id, error=f"{exc.__class__.__name__}: {exc}")
+        raise
+    if preview is None:
+        return {"run": run_id, "status": "skipped"}
+    return {"run": run_id, "status": preview.run.status, "matched": preview.matched}
+
+
 @shared_task(name=POLICY_TASK, acks_late=True, soft_time_limit=3300, time_limit=3600)
 def policy_purge_task(database=None):
     """Scheduled policy purge (disabled until an admin enables its schedule)."""

@@ -52,6 +52,42 @@ def test_it_deletes_with_yes_and_reports_json(filled, operator):
     assert entry.source == "cli" and entry.actor_label == "otto" and entry.after["deleted"] == 120
 
 
+def test_it_scans_the_keyspace_once_with_yes_counting_as_it_acts(monitored, lucia, operator, settings):
+    from continuity.tests.test_purge_previews import fill
+
+    settings.PURGE_BATCH_SIZE = 1000
+    fill(monitored, 6000)
+    fill(monitored, 4000, prefix=b"lucia:focus:", ex=600)
+    monitored.config_resetstat()
+    out, err = run_purge("--database", "lucia", "--prefix", "lucia:session:", "--reason", "one pass", "--yes",
+                         "--json", "--as", "otto")
+    stats = monitored.info("commandstats")
+    calls = lambda cmd: stats.get(f"cmdstat_{cmd}", {}).get("calls", 0)  # noqa: E731
+    data = json.loads(out)
+    run = PurgeRun.objects.get()
+    assert (data["matched"], data["deleted"], data["skipped"], data["preview_scan"]) == (6000, 6000, 0, False)
+    assert data["estimate"] == {"keys": 10000, "at_most": True, "source": "dbsize"}
+    assert run.skipped_preview and (run.pk, run.matched, run.done) == (data["run"], 6000, 6000)
+    # One pass: one SCAN per execution batch (+1: a last, empty page after the table shrank),
+    # where a preview first would have doubled them. The estimate: one DBSIZE.
+    assert run.batches >= 8 and run.batches <= calls("scan") <= run.batches + 1
+    assert calls("dbsize") == 1 and monitored.dbsize() == 4000
+    queue = AuditEntry.objects.get(action="purge.queue")
+    assert (queue.source, queue.actor_label, queue.note) == ("cli", "otto", "one pass")
+    finish = AuditEntry.objects.get(action="purge.finish")
+    assert finish.after["deleted"] == 6000 and finish.after["matched"] == 6000 and finish.source == "cli"
+
+
+def test_it_keeps_the_exact_preview_for_a_dry_run_and_the_interactive_flow(filled, operator):
+    filled.config_resetstat()
+    run_purge("--database", "lucia", "--prefix", "lucia:session:", "--dry-run", "--json", "--as", "otto")
+    assert filled.info("commandstats")["cmdstat_scan"]["calls"] >= 1 and filled.dbsize() == 150
+    out, err = run_purge("--database", "lucia", "--prefix", "lucia:session:", "--reason", "r", "--as", "otto",
+                         stdin="lucia:session:\n")
+    assert "Preview: 120 keys match lucia:session:*" in err and "deleted 120" in out
+    assert not PurgeRun.objects.filter(skipped_preview=True).exists()
+
+
 def test_it_expires_and_reports_expired(filled, operator):
     out, _ = run_purge("--database", "lucia", "--pattern", "lucia:focus:*", "--action", "expire", "--reason", "r",
                        "--yes", "--json", "--as", "otto")

@@ -24,8 +24,14 @@ def eager():
 
 
 def post_preview(client, run, finding, action="delete"):
-    return client.post(reverse("continuity:purge_new"), {"database": "lucia", "target_kind": "finding",
-                                                         "review": run.pk, "finding": finding, "action": action})
+    """The form's POST, then the preview task it queued (run here, as the worker would)."""
+    from continuity.operations import purge
+
+    response = client.post(reverse("continuity:purge_new"), {"database": "lucia", "target_kind": "finding",
+                                                             "review": run.pk, "finding": finding, "action": action})
+    for queued in PurgeRun.objects.filter(status="previewing"):
+        purge.run_preview(run_id=queued.pk)
+    return response
 
 
 def test_it_offers_a_purge_button_per_finding_to_operators_only(operator_client, viewer_client, reviewed):

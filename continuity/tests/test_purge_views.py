@@ -30,9 +30,27 @@ def eager():
     app.conf.task_always_eager = False
 
 
-def preview(client, target="lucia:session:", kind="prefix", action="delete"):
+def preview(client, target="lucia:session:", kind="prefix", action="delete", **headers):
     return client.post(reverse("continuity:purge_new"),
-                       {"database": "lucia", "target_kind": kind, "target": target, "action": action})
+                       {"database": "lucia", "target_kind": kind, "target": target, "action": action}, **headers)
+
+
+@pytest.fixture
+def previewed(operator_client, eager, django_capture_on_commit_callbacks):
+    """POST the form, then let the worker's part run: the preview task the request queued
+    (eagerly, once the request's transaction has committed)."""
+
+    def post(**kwargs):
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            response = preview(operator_client, **kwargs)
+        assert len(callbacks) == (1 if response.status_code == 302 else 0)
+        return response
+
+    return post
+
+
+def calls(client, command):
+    return client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0)
 
 
 def test_it_lets_viewers_see_runs_but_not_start_or_confirm_them(viewer_client, filled, operator):
@@ -49,8 +67,32 @@ def test_it_lets_viewers_see_runs_but_not_start_or_confirm_them(viewer_client, f
     assert filled.dbsize() == 17 and PurgeRun.objects.get().status == "previewed"
 
 
-def test_it_previews_with_exact_counts_and_escaped_sample(operator_client, filled):
-    response = preview(operator_client)
+def test_it_queues_the_preview_without_scanning_in_the_request(operator_client, filled,
+                                                                django_capture_on_commit_callbacks):
+    filled.config_resetstat()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = preview(operator_client, HTTP_HX_REQUEST="true")
+    run = PurgeRun.objects.get()
+    assert response.status_code == 200 and response["HX-Redirect"] == run.get_absolute_url()
+    assert calls(filled, "scan") == 0 and calls(filled, "dbsize") == 1  # the estimate: one DBSIZE, no SCAN
+    assert len(callbacks) == 1  # the preview task, sent once the run is committed
+    assert (run.status, run.preview_scanned, run.estimate_keys, run.estimate_at_most, run.estimate_source) == \
+        ("previewing", 0, 17, True, "dbsize")
+    page = operator_client.get(run.get_absolute_url()).content.decode()
+    assert re.search(r'unknown, at most <strong data-testid="estimate-keys">17</strong> keys match', page)
+    assert "(from DBSIZE, 0" in page and 'data-testid="cancel-preview-button"' in page
+    assert "?preview=1\" hx-trigger=\"every 1s\"" in page and 'data-testid="confirm-form"' not in page
+    # The polled region: progress while previewing, a page refresh once the preview ended.
+    url = reverse("continuity:purge_progress", args=[run.pk]) + "?preview=1"
+    fragment = operator_client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert "<html" not in fragment and 'data-testid="preview-scanned">0<' in fragment
+    purge.run_preview(run_id=run.pk)
+    assert operator_client.get(url, HTTP_HX_REQUEST="true")["HX-Refresh"] == "true"
+    assert calls(filled, "scan") >= 1
+
+
+def test_it_previews_with_exact_counts_and_escaped_sample(operator_client, filled, previewed):
+    response = previewed()
     run = PurgeRun.objects.get()
     assert response.status_code == 302 and response["Location"] == run.get_absolute_url()
     page = operator_client.get(run.get_absolute_url()).content.decode()
@@ -67,8 +109,8 @@ def test_it_shows_a_refusal_on_the_form_and_touches_nothing(operator_client, fil
     assert filled.dbsize() == 17 and not PurgeRun.objects.exists()
 
 
-def test_it_refuses_a_mistyped_confirmation(operator_client, filled):
-    preview(operator_client)
+def test_it_refuses_a_mistyped_confirmation(operator_client, filled, previewed):
+    previewed()
     run = PurgeRun.objects.get()
     response = operator_client.post(reverse("continuity:purge_confirm", args=[run.pk]),
                                     {"confirmation": "lucia:session", "reason": "cleanup"})
@@ -77,8 +119,9 @@ def test_it_refuses_a_mistyped_confirmation(operator_client, filled):
     assert run.status == "previewed" and filled.dbsize() == 17
 
 
-def test_it_confirms_runs_and_audits_the_purge(operator_client, filled, eager, django_capture_on_commit_callbacks):
-    preview(operator_client)
+def test_it_confirms_runs_and_audits_the_purge(operator_client, filled, eager, previewed,
+                                              django_capture_on_commit_callbacks):
+    previewed()
     run = PurgeRun.objects.get()
     with django_capture_on_commit_callbacks(execute=True):
         response = operator_client.post(reverse("continuity:purge_confirm", args=[run.pk]),

@@ -1,4 +1,4 @@
-"""Purge pages: form → preview → retyped confirmation with a reason → live progress
+"""Purge pages: form → estimate and preview on the worker (htmx polling, cancel) → retyped confirmation with a reason → live progress
 (htmx polling) with cancel → finished summary linked to its audit entry."""
 
 from django import forms
@@ -6,7 +6,7 @@ from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
 
 from continuity import key_links, keyspace
 from continuity.forms import PurgeConfirmForm as ConfirmForm
@@ -44,20 +44,21 @@ def purge_list(request):
 
 @roles.role_required(roles.OPERATOR)
 def purge_new(request):
-    """GET: the form. POST: a preview (a full SCAN dry run; nothing is touched)."""
+    """GET: the form. POST: a preview, queued for the worker; its page shows the instant
+    estimate, then the preview's progress (nothing is touched, no SCAN in this request)."""
     # GET parameters prefill the form (the review page links here per finding).
     form = PurgeForm(request.POST or None, initial=request.GET.dict())
     error = ""
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
+        finding = data["target_kind"] == PurgeRun.FINDING
         try:
-            finding = data["target_kind"] == PurgeRun.FINDING
-            preview = purge.preview_purge(database=data["database"], kind=data["target_kind"],
-                                          value=b"" if finding else data["target"].encode("utf-8"),
-                                          review_id=data["review"] if finding else None,
-                                          finding=data["finding"] if finding else "", action=data["action"],
-                                          actor=request.user)
-            return redirect(preview.run)
+            run = purge.request_preview(database=data["database"], kind=data["target_kind"],
+                                        value=b"" if finding else data["target"].encode("utf-8"),
+                                        review_id=data["review"] if finding else None,
+                                        finding=data["finding"] if finding else "", action=data["action"],
+                                        actor=request.user)
+            return HttpResponseClientRedirect(run.get_absolute_url()) if request.htmx else redirect(run)
         except purge.PurgeRefused as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 — Redis errors, in the operator's words
@@ -80,6 +81,11 @@ def _detail_context(run, **extra):
             "namespaces": namespaces, "reviewed": bool(reviewed), **extra}
 
 
+def _fragment(run):
+    region = "preview_progress" if run.in_preview_stage else "progress"
+    return f"continuity/purge_detail.html#{region}"
+
+
 @roles.role_required(roles.VIEWER)
 def purge_detail(request, pk):
     run = get_object_or_404(PurgeRun.objects.select_related("database"), pk=pk)
@@ -89,10 +95,16 @@ def purge_detail(request, pk):
 @roles.role_required(roles.VIEWER)
 @vary_on_headers("HX-Request")
 def purge_progress(request, pk):
-    """The progress region alone, polled by htmx while the run is active."""
+    """The progress region alone, polled by htmx while the run is active or previewing.
+    A preview that ended reloads the page: the figures and the confirm form replace it."""
     run = get_object_or_404(PurgeRun.objects.select_related("database"), pk=pk)
-    template = "continuity/purge_detail.html#progress" if request.htmx else "continuity/purge_detail.html"
-    return render(request, template, _detail_context(run))
+    if not request.htmx:
+        return render(request, "continuity/purge_detail.html", _detail_context(run))
+    if request.GET.get("preview"):
+        if not run.is_previewing:
+            return HttpResponseClientRefresh()
+        return render(request, "continuity/purge_detail.html#preview_progress", _detail_context(run))
+    return render(request, "continuity/purge_detail.html#progress", _detail_context(run))
 
 
 @roles.role_required(roles.OPERATOR)
@@ -122,8 +134,7 @@ def purge_cancel(request, pk):
     try:
         run = purge.cancel_purge(run=run, request=request)
     except purge.PurgeRefused as exc:
-        return render(request, "continuity/purge_detail.html#progress", _detail_context(run, error=str(exc)),
-                      status=409)
+        return render(request, _fragment(run), _detail_context(run, error=str(exc)), status=409)
     if request.htmx:
-        return render(request, "continuity/purge_detail.html#progress", _detail_context(run))
+        return render(request, _fragment(run), _detail_context(run))
     return redirect(run)

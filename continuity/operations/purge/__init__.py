@@ -2,14 +2,16 @@
 audited) → execute (re-checked, batched, rate-capped, checkpointed, resumable, audited).
 
 - `targets`: what may be purged, decided before any Redis command;
-- `preview`: the dry run, saved as a `previewed` run;
+- `estimate`: the instant estimate of a target (a fresh review's counts, else DBSIZE);
+- `preview`: the dry run, on the worker (`request_preview` → `run_preview`) or here
+  (`preview_purge`), saved as a `previewed` run; `estimate_purge` skips it (`purge --yes`);
 - `findings`: the offending keys of a review finding, found again and stored in order;
 - `lifecycle`: confirm and cancel;
 - `execute`: the one execution loop, claims on `PurgeRun`, resume from the marker;
 - `policy`: the scheduled policy purge and the clean-up of unconfirmed previews.
 
 The modules import only each other's public names, in one direction
-(common ← targets ← findings ← preview ← execute ← policy; lifecycle uses targets).
+(common ← targets ← findings ← estimate ← preview ← execute ← policy; lifecycle uses targets).
 """
 
 from continuity.operations.purge.common import (  # noqa: F401
@@ -22,5 +24,14 @@ from continuity.operations.purge.common import (  # noqa: F401
 from continuity.operations.purge.execute import Pacer, execute_purge, fail_purge, stalled_purges  # noqa: F401
 from continuity.operations.purge.lifecycle import cancel_purge, confirm_purge  # noqa: F401
 from continuity.operations.purge.policy import clean_up_previews, policy_purge  # noqa: F401
-from continuity.operations.purge.preview import preview_purge  # noqa: F401
+from continuity.operations.purge.estimate import Estimate, estimate_target  # noqa: F401
+from continuity.operations.purge.preview import (  # noqa: F401
+    PREVIEW_TASK,
+    estimate_purge,
+    fail_preview,
+    new_run,
+    preview_purge,
+    request_preview,
+    run_preview,
+)
 from continuity.operations.purge.targets import literal_head, phrase, resolve_target, review_counts  # noqa: F401

@@ -38,6 +38,8 @@ class PurgePreview:
     sample: list
     commands: int
     estimated_commands: int
+    billed: int = 0  # commands Redis executed for the preview
+    estimated_billed: int = 0  # commands execution will make Redis execute (`estimated_billed`)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ def given_pages(keys, batch_size):
 def preview_offenders(run, client, *, policies, keys, stats, sample_size, progress):
     """Store a finding's current offenders in order and count them. With `stats` (the
     review's namespace figures) they are found by SCAN and checked here; an explicit `keys`
-    list is stored as given and counted by a dry run of the acting script."""
+    list is stored as given and counted by a dry run of the acting script. Returns the
+    figures; `progress(keys read, offenders stored)` is called after each page."""
     if keys is not None:
         pages = given_pages(keys, run.batch_size)
     else:
@@ -88,16 +89,12 @@ def preview_offenders(run, client, *, policies, keys, stats, sample_size, progre
         else:
             actionable += len(page_keys)
         if progress:
-            progress(read)
-    run.preview_matched, run.preview_actionable = position, actionable
-    run.preview_namespaces, run.preview_sample = per_namespace, sample
-    run.preview_commands = commands
-    run.preview_billed_commands = billed
+            progress(read, position)
     # Execution sends one acting command per stored batch, and no SCAN.
-    run.estimated_commands = -(-position // run.batch_size)
-    run.estimated_billed_commands = estimated_billed(
-        scans=0, acting_batches=run.estimated_commands, keys=acting_keys, actionable=actionable, action=run.action,
-        condition=run.condition, read_regions=len(run.database.read_regions or ()))
-    run.save()
+    batches = -(-position // run.batch_size)
     return PurgePreview(run=run, matched=position, actionable=actionable, namespaces=per_namespace, sample=sample,
-                        commands=commands, estimated_commands=run.estimated_commands)
+                        commands=commands, estimated_commands=batches, billed=billed,
+                        estimated_billed=estimated_billed(
+                            scans=0, acting_batches=batches, keys=acting_keys, actionable=actionable,
+                            action=run.action, condition=run.condition,
+                            read_regions=len(run.database.read_regions or ())))

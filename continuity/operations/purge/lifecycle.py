@@ -43,11 +43,17 @@ def confirm_purge(*, run, confirmation, reason, request=None, actor=None, source
 
 def cancel_purge(*, run, request=None, actor=None, source=None) -> PurgeRun:
     """Ask a queued or running purge to stop between batches (audited). A queued run that
-    no worker has started is cancelled at once."""
+    no worker has started is cancelled at once. A preview is cancelled at once too (its
+    worker stops at its next progress save); a dry run touched nothing, so it is not
+    audited."""
     user = request.user if request is not None else actor
     roles.require_role(user, roles.OPERATOR)
     with transaction.atomic():
         now = timezone.now()
+        if PurgeRun.objects.filter(pk=run.pk, status=PurgeRun.PREVIEWING).update(
+                status=PurgeRun.CANCELLED, cancel_requested=True, finished_at=now, claim=None, heartbeat_at=None):
+            run.refresh_from_db()
+            return run
         if PurgeRun.objects.filter(pk=run.pk, status=PurgeRun.QUEUED).update(
                 status=PurgeRun.CANCELLED, cancel_requested=True, finished_at=now):
             run.refresh_from_db()

@@ -75,12 +75,15 @@ def policy_purge(*, database, progress=None, source="task") -> PolicyPurgeResult
 
 
 def clean_up_previews(*, older_than_seconds=None):
-    """Delete previews nobody confirmed within `older_than_seconds` (default
+    """Delete previews nobody confirmed (or that never finished) within `older_than_seconds` (default
     PURGE_PREVIEW_RETENTION_SECONDS), with their stored key lists. Returns how many runs
     went. A preview is a dry run: it was never audited, so nothing of the record is lost."""
     age = settings.PURGE_PREVIEW_RETENTION_SECONDS if older_than_seconds is None else older_than_seconds
     cutoff = timezone.now() - timezone.timedelta(seconds=age)
-    stale = PurgeRun.objects.filter(status=PurgeRun.PREVIEWED, previewed_at__lt=cutoff)
+    # Never queued: previewed, and previews that were cancelled, failed or whose worker
+    # vanished (a preview task's time limit is an hour).
+    stale = PurgeRun.objects.filter(queued_at__isnull=True, previewed_at__lt=cutoff, status__in=(
+        PurgeRun.PREVIEWING, PurgeRun.PREVIEWED, PurgeRun.CANCELLED, PurgeRun.FAILED))
     with transaction.atomic():
         count = stale.count()
         stale.delete()  # PurgeTargetKey rows go with them (on_delete=CASCADE)

@@ -1,14 +1,24 @@
-"""The purge preview: a dry run with exact counts per namespace that touches no key, saved
-as a `previewed` PurgeRun for `confirm_purge`."""
+"""The purge preview: a dry run with exact counts per namespace that touches no key.
 
+The web page never waits on it: `request_preview` decides the target (refusals before any
+Redis command), records an instant estimate (`estimate`), saves a `previewing` run and
+enqueues `run_preview` for the worker. `run_preview` streams the target with SCAN, saves
+its progress on the run row (at most every PURGE_CHECKPOINT_SECONDS; a cancelled preview
+stops at its next save) and ends the run `previewed`, ready for `confirm_purge`.
+`preview_purge` does both in the caller (the command line, tests).
+"""
+
+import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from continuity import keyspace
 from continuity.keyspace import purge as redis_purge
 from continuity.models import PurgeRun
+from continuity.models.purges import PurgeTargetKey, new_claim
 from continuity.operations.purge import findings as finding_targets
 from continuity.operations.purge import targets
 from continuity.operations.purge.common import (
@@ -21,6 +31,10 @@ from continuity.operations.purge.common import (
     refuse_on_cluster,
     split,
 )
+from continuity.operations.purge.estimate import estimate_target
+from dashboard import jobs
+
+PREVIEW_TASK = "continuity.preview_purge"  # continuity.tasks.purge.preview_purge_task
 
 
 def scan_pages(client, *, match, cursor=0, count):
@@ -50,7 +64,8 @@ class Counted:
 
 
 def count_matches(client, *, match, policies, reach, action, condition, batch_size, sample_size=0, progress=None):
-    """A `Counted` for the target `match`: the figures a purge of it would start from."""
+    """A `Counted` for the target `match`: the figures a purge of it would start from.
+    `progress(scanned, matched)` is called after each page."""
     out = Counted()
     per_namespace, sample = out.namespaces, out.sample
     want = CONDITION_FINDINGS[condition]
@@ -76,63 +91,198 @@ def count_matches(client, *, match, policies, reach, action, condition, batch_si
             else:
                 out.actionable += len(page_keys)
         if progress:
-            progress(out.matched)
+            progress(out.matched, out.matched)
     out.commands += out.scans
     out.billed += out.scans
     return out
 
 
+@dataclass(frozen=True)
+class Target:
+    """A decided target: what SCAN matches, the namespaces it may act on, the condition
+    each key must show, the literal heads it covers, and (findings) the review's figures."""
+
+    pattern: bytes
+    reach: list
+    condition: str
+    heads: list
+    whole: bool
+    shown: str
+    stats: list | None = None
+
+
+def decide_target(database, *, kind, value, action, review_id, finding, policies, explicit_keys=False) -> Target:
+    """The `Target` of a purge, or PurgeRefused. Reads Postgres only: nothing is sent to
+    Redis for a refused target."""
+    targets.check_action(action)
+    if kind == PurgeRun.FINDING:
+        condition = targets.finding_condition(finding, action)
+        stats, reach = None, list(policies)
+        if not explicit_keys:  # an explicit key list comes from a caller that chose it
+            stats = targets.finding_stats(database=database, review_id=review_id, finding=finding)
+            reach = [policies.for_key(stat.namespace.prefix.encode()) for stat in stats]
+        heads = targets.scan_prefixes(stat.namespace.prefix.encode() for stat in stats) if stats else []
+        target = Target(pattern=b" ".join(keyspace.match_pattern(p) for p in heads), reach=reach, condition=condition,
+                        heads=heads, whole=True, shown=targets.phrase(review_id, finding), stats=stats)
+    else:
+        pattern, reach = targets.resolve_target(database, kind, value, policies)
+        head = value if kind == PurgeRun.PREFIX else targets.literal_head(value)
+        target = Target(pattern=pattern, reach=reach, condition=targets.condition_for(action, PurgeRun.ANY),
+                        heads=[head], whole=pattern == keyspace.match_pattern(head),
+                        shown=keyspace.display_key(value))
+    if action == PurgeRun.EXPIRE and not any(p.max_ttl_seconds for p in target.reach):
+        raise PurgeRefused("None of the namespaces this target reaches has a maximum TTL to apply.")
+    return target
+
+
+def new_run(*, database, kind, value=b"", action=PurgeRun.DELETE, review_id=None, finding="", actor=None,
+            actor_label="", rate_cap=None, batch_size=None, status=PurgeRun.PREVIEWING, explicit_keys=False):
+    """An unsaved run of a decided target with its instant estimate (at most one Redis
+    command: DBSIZE), or PurgeRefused."""
+    policies = namespace_policies(database)
+    target = decide_target(database, kind=kind, value=value, action=action, review_id=review_id, finding=finding,
+                           policies=policies, explicit_keys=explicit_keys)
+    refuse_on_cluster(database, keyspace.client_for(database))  # before anything is saved or scanned
+    run = PurgeRun(database=database, target_kind=kind, target_value=target.shown,
+                   target_token=keyspace.encode_key(value), match_pattern=keyspace.display_key(target.pattern),
+                   review_id=review_id, finding=finding, action=action, condition=target.condition,
+                   requested_by=actor, requested_label=actor_label or (actor.get_username() if actor else ""),
+                   rate_cap=settings.PURGE_RATE_CAP if rate_cap is None else rate_cap,
+                   batch_size=batch_size or settings.PURGE_BATCH_SIZE, status=status)
+    if target.heads:
+        estimate_target(database, heads=target.heads, policies=policies, whole_heads=target.whole).apply(run)
+    return run
+
+
+def request_preview(**target) -> PurgeRun:
+    """Save a `previewing` run with its instant estimate and enqueue its preview for the
+    worker when the transaction commits. Sends no SCAN: the page shows the estimate and
+    polls the run for the preview's progress. Takes `new_run`'s arguments."""
+    with transaction.atomic():
+        run = new_run(**target)
+        run.save()
+        jobs.enqueue_on_commit(PREVIEW_TASK, run.pk)
+    return run
+
+
+def estimate_purge(**target) -> PurgeRun:
+    """Save a run that skips the preview scan (`manage.py purge --yes`: it is confirmed and
+    executed at once, and execution counts exactly as it acts): `previewed` with only the
+    instant estimate. Finding targets need their preview, which stores the keys to act on."""
+    if target.get("kind") == PurgeRun.FINDING:
+        raise PurgeRefused("A review-finding purge needs its preview: it finds the keys to act on.")
+    run = new_run(**target, status=PurgeRun.PREVIEWED)
+    run.skipped_preview = True
+    run.save()
+    return run
+
+
+class PreviewStopped(Exception):
+    """The preview was cancelled, or another worker took it over: stop quietly."""
+
+
+class ProgressSaver:
+    """Saves a running preview's progress on its row, at most every
+    PURGE_CHECKPOINT_SECONDS, while `claim` holds it; raises PreviewStopped when it no
+    longer does (cancelled: the cancel cleared the claim)."""
+
+    def __init__(self, run, claim, progress=None, *, clock=time.monotonic):
+        self.run, self.claim, self.progress, self.clock = run, claim, progress, clock
+        self.every, self.last = settings.PURGE_CHECKPOINT_SECONDS, clock()
+        self.scanned = 0
+
+    def __call__(self, scanned, matched):
+        self.scanned = scanned
+        if self.progress:
+            self.progress(scanned, matched)
+        now = self.clock()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        if not PurgeRun.objects.filter(pk=self.run.pk, status=PurgeRun.PREVIEWING, claim=self.claim).update(
+                preview_scanned=scanned, preview_matched=matched, heartbeat_at=timezone.now()):
+            raise PreviewStopped
+
+
+def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) -> PurgePreview | None:
+    """Run the dry run of `previewing` run `run_id` to its end: the exact count per
+    namespace (and, for expire or findings, what still qualifies), a sample, the commands
+    execution will cost; the run becomes `previewed`. Touches no key.
+
+    Idempotent: a run that is no longer previewing is left alone (None), and a delivery
+    that finds another worker's preview in progress takes it over (the other stops at its
+    next save). Cancelled meanwhile: None. Redis errors and refusals propagate with the run
+    still previewing (`fail_preview` records a final failure)."""
+    claim = new_claim()
+    if not PurgeRun.objects.filter(pk=run_id, status=PurgeRun.PREVIEWING).update(
+            claim=claim, heartbeat_at=timezone.now(), preview_scanned=0, preview_matched=0):
+        return None
+    run = PurgeRun.objects.select_related("database").get(pk=run_id)
+    saver = ProgressSaver(run, claim, progress)
+    try:
+        policies = namespace_policies(run.database)
+        target = decide_target(run.database, kind=run.target_kind, value=run.target_bytes(), action=run.action,
+                               review_id=run.review_id, finding=run.finding, policies=policies,
+                               explicit_keys=keys is not None)
+        client = keyspace.client_for(run.database)
+        PurgeTargetKey.objects.filter(run=run).delete()  # a previous attempt's partial list
+        if run.target_kind == PurgeRun.FINDING:
+            preview = finding_targets.preview_offenders(run, client, policies=policies, keys=keys, stats=target.stats,
+                                                        sample_size=sample_size, progress=saver)
+            scanned = saver.scanned
+        else:
+            counted = count_matches(client, match=target.pattern, policies=policies, reach=target.reach,
+                                    action=run.action, condition=run.condition, batch_size=run.batch_size,
+                                    sample_size=sample_size, progress=saver)
+            # Execution repeats the SCAN and sends one acting command per page holding keys.
+            preview = PurgePreview(run=run, matched=counted.matched, actionable=counted.actionable,
+                                   namespaces=counted.namespaces, sample=counted.sample, commands=counted.commands,
+                                   estimated_commands=counted.scans + counted.acting_batches, billed=counted.billed,
+                                   estimated_billed=estimated_billed(
+                                       scans=counted.scans, acting_batches=counted.acting_batches,
+                                       keys=counted.acting_keys, actionable=counted.actionable, action=run.action,
+                                       condition=run.condition, read_regions=len(run.database.read_regions or ())))
+            scanned = counted.matched
+        figures = {"preview_matched": preview.matched, "preview_actionable": preview.actionable,
+                   "preview_namespaces": preview.namespaces, "preview_sample": preview.sample,
+                   "preview_commands": preview.commands, "estimated_commands": preview.estimated_commands,
+                   "preview_billed_commands": preview.billed, "estimated_billed_commands": preview.estimated_billed}
+        if not PurgeRun.objects.filter(pk=run.pk, status=PurgeRun.PREVIEWING, claim=claim).update(
+                status=PurgeRun.PREVIEWED, claim=None, heartbeat_at=None, preview_scanned=scanned, **figures):
+            raise PreviewStopped
+    except PreviewStopped:
+        PurgeTargetKey.objects.filter(run_id=run_id).delete()
+        return None
+    except BaseException:
+        PurgeTargetKey.objects.filter(run_id=run_id).delete()
+        PurgeRun.objects.filter(pk=run_id, claim=claim).update(claim=None, heartbeat_at=None)
+        raise
+    run.refresh_from_db()
+    return PurgePreview(run=run, matched=preview.matched, actionable=preview.actionable,
+                        namespaces=preview.namespaces, sample=preview.sample, commands=preview.commands,
+                        estimated_commands=preview.estimated_commands, billed=preview.billed,
+                        estimated_billed=preview.estimated_billed)
+
+
+def fail_preview(*, run_id, error):
+    """Record a preview as failed (it will not be retried). A dry run: not audited."""
+    return bool(PurgeRun.objects.filter(pk=run_id, status=PurgeRun.PREVIEWING).update(
+        status=PurgeRun.FAILED, error=error, finished_at=timezone.now(), claim=None, heartbeat_at=None))
+
+
 def preview_purge(*, database, kind, value=b"", action=PurgeRun.DELETE, review_id=None, finding="", keys=None,
                   actor=None, actor_label="", rate_cap=None, batch_size=None, sample_size=SAMPLE_SIZE,
                   progress=None) -> PurgePreview:
-    """Dry run: stream the whole target with SCAN and count exactly, per namespace, what a
-    purge would match (and, for expire or findings, what still qualifies). Touches no key.
-    Saves and returns a `previewed` PurgeRun for `confirm_purge`."""
-    targets.check_action(action)
-    policies = namespace_policies(database)
-    stats = None
-    if kind == PurgeRun.FINDING:
-        condition = targets.finding_condition(finding, action)
-        reach = list(policies)
-        if keys is None:  # an explicit key list comes from a caller that chose it
-            stats = targets.finding_stats(database=database, review_id=review_id, finding=finding)
-            reach = [policies.for_key(stat.namespace.prefix.encode()) for stat in stats]
-        pattern = b" ".join(keyspace.match_pattern(p) for p in targets.scan_prefixes(
-            stat.namespace.prefix.encode() for stat in stats)) if stats else b""
-        shown = targets.phrase(review_id, finding)
-    else:
-        pattern, reach = targets.resolve_target(database, kind, value, policies)
-        condition = targets.condition_for(action, PurgeRun.ANY)
-        shown = keyspace.display_key(value)
-    if action == PurgeRun.EXPIRE and not any(p.max_ttl_seconds for p in reach):
-        raise PurgeRefused("None of the namespaces this target reaches has a maximum TTL to apply.")
-    run = PurgeRun(database=database, target_kind=kind, target_value=shown, target_token=keyspace.encode_key(value),
-                   match_pattern=keyspace.display_key(pattern), review_id=review_id, finding=finding,
-                   action=action, condition=condition, requested_by=actor,
-                   requested_label=actor_label or (actor.get_username() if actor else ""),
-                   rate_cap=settings.PURGE_RATE_CAP if rate_cap is None else rate_cap,
-                   batch_size=batch_size or settings.PURGE_BATCH_SIZE)
-    client = keyspace.client_for(database)
-    refuse_on_cluster(database, client)
-    if kind == PurgeRun.FINDING:
-        # One transaction: a refusal or a Redis error mid-preview leaves no half-stored list.
-        with transaction.atomic():
-            run.save()
-            return finding_targets.preview_offenders(run, client, policies=policies, keys=keys, stats=stats,
-                                                     sample_size=sample_size, progress=progress)
-    counted = count_matches(client, match=pattern, policies=policies, reach=reach, action=action, condition=condition,
-                            batch_size=run.batch_size, sample_size=sample_size, progress=progress)
-    run.preview_matched, run.preview_actionable = counted.matched, counted.actionable
-    run.preview_namespaces, run.preview_sample = counted.namespaces, counted.sample
-    run.preview_commands = counted.commands
-    run.preview_billed_commands = counted.billed
-    # Execution repeats the SCAN and sends one acting command per page holding keys.
-    run.estimated_commands = counted.scans + counted.acting_batches
-    run.estimated_billed_commands = estimated_billed(
-        scans=counted.scans, acting_batches=counted.acting_batches, keys=counted.acting_keys,
-        actionable=counted.actionable, action=action, condition=condition,
-        read_regions=len(database.read_regions or ()))
+    """The preview, here and now (the command line): save a `previewing` run, stream the
+    whole target with SCAN and count exactly, per namespace, what a purge would match.
+    Touches no key. Returns the `previewed` run's figures for `confirm_purge`; a refusal
+    saves nothing, a Redis error leaves the run failed and propagates."""
+    run = new_run(database=database, kind=kind, value=value, action=action, review_id=review_id, finding=finding,
+                  actor=actor, actor_label=actor_label, rate_cap=rate_cap, batch_size=batch_size,
+                  explicit_keys=keys is not None)
     run.save()
-    return PurgePreview(run=run, matched=counted.matched, actionable=counted.actionable,
-                        namespaces=counted.namespaces, sample=counted.sample, commands=counted.commands,
-                        estimated_commands=run.estimated_commands)
+    try:
+        return run_preview(run_id=run.pk, keys=keys, sample_size=sample_size, progress=progress)
+    except Exception as exc:
+        fail_preview(run_id=run.pk, error=str(exc) if isinstance(exc, PurgeRefused) else keyspace.describe(exc))
+        raise
