@@ -16,6 +16,7 @@ urlpatterns = [
     path("purges/<int:pk>/progress/", purge.purge_progress, name="purge_progress"),
     path("purges/<int:pk>/confirm/", purge.purge_confirm, name="purge_confirm"),
     path("purges/<int:pk>/cancel/", purge.purge_cancel, name="purge_cancel"),
+    path("purges/<int:pk>/resume/", purge.purge_resume, name="purge_resume"),
     path("<slug:database>/summary/", overview.database_summary, name="database_summary"),
     path("<slug:database>/stats/", overview.namespace_stats, name="namespace_stats"),
     path("<slug:database>/browse/", browse.browse, name="browse"),

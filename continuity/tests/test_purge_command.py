@@ -2,9 +2,11 @@
 
 import io
 import json
+from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from continuity.models import PurgeRun
 from dashboard.models import AuditEntry
@@ -146,3 +148,62 @@ def test_it_runs_the_policy_purge_twin(filled, lucia):
     call_command("policy_purge", "--database", "lucia", "--json", stdout=out)
     data = json.loads(out.getvalue())
     assert data[0]["runs"][0]["deleted"] == 120 and filled.dbsize() == 30
+
+
+def test_it_names_a_stalled_purge_before_any_scan_and_resumes_it_exactly(monitored, lucia, operator):
+    """After a crash the next step is obvious: a new purge is refused before any SCAN with
+    the stalled run's progress and how to resume it; --resume finishes it with exact counts."""
+    from continuity.models import PurgeRun
+    from continuity.operations import purge
+    from dashboard.models import AuditEntry
+
+    pipe = monitored.pipeline(transaction=False)
+    for i in range(3000):
+        pipe.set(b"lucia:session:%06d" % i, b"v")
+    pipe.execute()
+
+    class Crash(Exception):
+        pass
+
+    def crash(progress_run):
+        if progress_run.batches >= 2:
+            raise Crash()
+
+    run = purge.estimate_purge(database=lucia, kind="prefix", value=b"lucia:session:", action="delete",
+                               actor=operator, rate_cap=0)
+    run.batch_size = 500
+    run.save()
+    run = purge.confirm_purge(run=run, confirmation=run.target_value, reason="tidy", actor=operator, source="cli")
+    with pytest.raises(Crash):
+        purge.execute_purge(run_id=run.pk, progress=crash)
+    PurgeRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))  # the lease lapsed
+    monitored.config_resetstat()
+    with pytest.raises(CommandError) as refused:
+        call_command("purge", "--database", "lucia", "--prefix", "lucia:session:", "--reason", "again", "--yes",
+                     "--as", operator.username, stdout=io.StringIO(), stderr=io.StringIO())
+    message = str(refused.value)
+    assert f"Purge #{run.pk} of lucia" in message and "looks dead" in message
+    assert f"--resume {run.pk}" in message and "matched " in message
+    assert "cmdstat_scan" not in monitored.info("commandstats")  # refused before any scan
+    out = io.StringIO()
+    call_command("purge", "--database", "lucia", "--resume", str(run.pk), "--as", operator.username, "--json",
+                 stdout=out, stderr=io.StringIO())
+    data = json.loads(out.getvalue())
+    assert data["status"] == "succeeded" and data["deleted"] == 3000 and data["matched"] - data["skipped"] == 3000
+    assert monitored.dbsize() == 0
+    assert AuditEntry.objects.filter(action="purge.resume", target_id=str(run.pk)).count() == 1
+
+
+def test_it_refuses_to_resume_a_purge_whose_worker_is_alive(monitored, lucia, operator):
+    from continuity.models import PurgeRun
+    from continuity.operations import purge
+
+    monitored.set(b"lucia:session:1", b"v")
+    run = purge.estimate_purge(database=lucia, kind="prefix", value=b"lucia:session:", action="delete",
+                               actor=operator)
+    run = purge.confirm_purge(run=run, confirmation=run.target_value, reason="tidy", actor=operator, source="cli")
+    PurgeRun.objects.filter(pk=run.pk).update(status="running", heartbeat_at=timezone.now())
+    with pytest.raises(CommandError, match="still checkpointing"):
+        call_command("purge", "--database", "lucia", "--resume", str(run.pk), "--as", operator.username,
+                     stdout=io.StringIO(), stderr=io.StringIO())
+    assert monitored.exists(b"lucia:session:1")

@@ -171,3 +171,34 @@ def test_it_lists_purges_with_a_bounded_number_of_queries(viewer_client, filled,
     assert b"New purge" not in page.content  # viewers cannot start one
     jobs = viewer_client.get(reverse("continuity:job_list")).content.decode()
     assert reverse("continuity:purge_list") in jobs
+
+
+def test_it_offers_to_resume_a_stalled_purge_and_refuses_a_new_one_before_previewing(
+        operator_client, viewer_client, operator, filled, lucia, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run = purge.estimate_purge(database=lucia, kind="prefix", value=b"lucia:session:", action="delete",
+                               actor=operator)
+    run = purge.confirm_purge(run=run, confirmation=run.target_value, reason="tidy", actor=operator, source="cli")
+    PurgeRun.objects.filter(pk=run.pk).update(status="running", matched=900, done=900,
+                                              heartbeat_at=timezone.now() - timedelta(minutes=5))
+    page = operator_client.get(run.get_absolute_url()).content.decode()
+    assert 'data-testid="purge-stalled"' in page and 'data-testid="resume-button"' in page
+    assert 'data-testid="resume-button"' not in viewer_client.get(run.get_absolute_url()).content.decode()
+
+    before = PurgeRun.objects.count()
+    response = operator_client.post(reverse("continuity:purge_new"),
+                                    {"database": "lucia", "target_kind": "prefix", "target": "lucia:focus:",
+                                     "action": "delete"})
+    body = response.content.decode()
+    assert response.status_code == 400 and f"Purge #{run.pk} of lucia" in body and "looks dead" in body
+    assert PurgeRun.objects.count() == before  # no preview queued
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = operator_client.post(reverse("continuity:purge_resume", args=[run.pk]), HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and response["HX-Redirect"] == run.get_absolute_url()
+    assert len(callbacks) == 1  # the purge task, enqueued on commit
+    assert AuditEntry.objects.get(action="purge.resume", target_id=str(run.pk)).actor == operator
+    assert viewer_client.post(reverse("continuity:purge_resume", args=[run.pk])).status_code == 403

@@ -52,7 +52,10 @@ def purge_new(request):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         finding = data["target_kind"] == PurgeRun.FINDING
+        blocking = purge.blocking_run(data["database"])
         try:
+            if blocking is not None:  # before any preview: this purge could not run anyway
+                raise purge.PurgeRefused(purge.describe_blocking(blocking))
             run = purge.request_preview(database=data["database"], kind=data["target_kind"],
                                         value=b"" if finding else data["target"].encode("utf-8"),
                                         review_id=data["review"] if finding else None,
@@ -77,8 +80,9 @@ def _detail_context(run, **extra):
     reviewed = purge.review_counts(run)
     namespaces = [(prefix, run.preview_namespaces.get(prefix, 0), reviewed.get(prefix))
                   for prefix in sorted(set(run.preview_namespaces) | set(reviewed))]
+    stalled = run.status == PurgeRun.RUNNING and purge.is_stalled(run)
     return {"run": run, "sample": sample, "audit_entry": finished_entry, "form": ConfirmForm(),
-            "namespaces": namespaces, "reviewed": bool(reviewed), **extra}
+            "namespaces": namespaces, "reviewed": bool(reviewed), "stalled": stalled, **extra}
 
 
 def _fragment(run):
@@ -124,6 +128,20 @@ def purge_confirm(request, pk):
     except purge.PurgeRefused as exc:
         return render(request, "continuity/purge_detail.html", _detail_context(run, error=str(exc), form=form),
                       status=400)
+    return HttpResponseClientRedirect(run.get_absolute_url()) if request.htmx else redirect(run)
+
+
+@roles.role_required(roles.OPERATOR)
+@require_POST
+def purge_resume(request, pk):
+    """Hand a stalled purge (its worker died) to a worker again; audited."""
+    run = get_object_or_404(PurgeRun.objects.select_related("database"), pk=pk)
+    try:
+        with transaction.atomic():
+            purge.resume_purge(run=run, request=request)
+            purge_task.delay_on_commit(run.pk)
+    except purge.PurgeRefused as exc:
+        return render(request, _fragment(run), _detail_context(run, error=str(exc)), status=409)
     return HttpResponseClientRedirect(run.get_absolute_url()) if request.htmx else redirect(run)
 
 

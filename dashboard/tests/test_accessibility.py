@@ -20,7 +20,7 @@ UNNAMED_TYPES = {"hidden", "submit", "button", "reset", "image"}
 # health probe, logout; and the login page, which sends a signed-in admin on (tested below).
 NOT_PAGES = {"dashboard:secret_exposed", "dashboard:checklist_toggle", "dashboard:alert_channel_test",
              "dashboard:user_role", "dashboard:user_create", "continuity:review_cancel", "continuity:review_start",
-             "continuity:purge_cancel", "continuity:purge_confirm", "continuity:key_action",
+             "continuity:purge_cancel", "continuity:purge_resume", "continuity:purge_confirm", "continuity:key_action",
              "continuity:key_download", "dashboard:runbook_markdown", "healthz", "logout", "login"}
 
 

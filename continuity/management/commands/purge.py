@@ -73,6 +73,8 @@ class Command(BaseCommand):
         target.add_argument("--prefix", help="literal key prefix; glob characters in it match themselves")
         target.add_argument("--pattern", help="raw Redis glob (advanced); its literal head must be a namespace")
         target.add_argument("--review", type=int, help="a succeeded TTL review's id; with --finding")
+        target.add_argument("--resume", type=int, metavar="RUN",
+                            help="resume purge RUN whose worker died (from its checkpoint; counts stay exact)")
         parser.add_argument("--finding", choices=list(FINDINGS),
                             help="with --review: purge that finding's current offenders (each re-checked)")
         parser.add_argument("--action", choices=["delete", "expire"], default="delete")
@@ -93,6 +95,12 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         except RedisDatabase.DoesNotExist:
             raise CommandError(f"No database record named {opts['database']!r}.") from None
+        if opts["resume"] is not None:
+            return self._resume(opts, database, user)
+        if not opts["dry_run"]:
+            blocking = purge.blocking_run(database)  # before any scan: the purge could not run anyway
+            if blocking is not None:
+                raise CommandError(f"Refused: {purge.describe_blocking(blocking)}")
         if not opts["dry_run"] and not opts["reason"].strip():
             raise CommandError("Give --reason: it goes into the audit log with the purge.")
         try:
@@ -135,6 +143,25 @@ class Command(BaseCommand):
         except Exception as exc:  # noqa: BLE001
             purge.fail_purge(run_id=run.pk, error=keyspace.describe(exc), source="cli")
             raise CommandError(f"Purge #{run.pk} failed: {keyspace.describe(exc)}") from exc
+        self._report(opts, result.run, dry_run=False)
+        if result.status != "succeeded":
+            raise CommandError(f"Purge #{run.pk} ended {result.status}.")
+
+    def _resume(self, opts, database, user):
+        from continuity.models import PurgeRun
+
+        run = PurgeRun.objects.filter(pk=opts["resume"], database=database).select_related("database").first()
+        if run is None:
+            raise CommandError(f"No purge #{opts['resume']} of {database.name}.")
+        try:
+            purge.resume_purge(run=run, actor=user, source="cli")
+            result = purge.execute_purge(run_id=run.pk, source="cli", progress=Progress(self.stderr, ""))
+        except purge.PurgeRefused as exc:
+            raise CommandError(f"Refused: {exc}") from None
+        except PermissionDenied as exc:
+            raise CommandError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001
+            raise CommandError(f"Purge #{run.pk} stopped again: {keyspace.describe(exc)}; it stays resumable.") from exc
         self._report(opts, result.run, dry_run=False)
         if result.status != "succeeded":
             raise CommandError(f"Purge #{run.pk} ended {result.status}.")

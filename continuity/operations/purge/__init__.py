@@ -22,7 +22,14 @@ from continuity.operations.purge.common import (  # noqa: F401
     PurgeResult,
 )
 from continuity.operations.purge.execute import Pacer, execute_purge, fail_purge, stalled_purges  # noqa: F401
-from continuity.operations.purge.lifecycle import cancel_purge, confirm_purge  # noqa: F401
+from continuity.operations.purge.lifecycle import (  # noqa: F401
+    blocking_run,
+    cancel_purge,
+    confirm_purge,
+    describe_blocking,
+    is_stalled,
+    resume_purge,
+)
 from continuity.operations.purge.policy import clean_up_previews, policy_purge  # noqa: F401
 from continuity.operations.purge.estimate import Estimate, estimate_target  # noqa: F401
 from continuity.operations.purge.preview import (  # noqa: F401

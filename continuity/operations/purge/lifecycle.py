@@ -1,6 +1,7 @@
 """Confirming and cancelling a purge: the operator's two decisions, each audited in the
 transaction of the status change."""
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -36,8 +37,9 @@ def confirm_purge(*, run, confirmation, reason, request=None, actor=None, source
             run.refresh_from_db()
             audit_run(run, "purge.queue", request=request, actor=None if request else user, source=source)
     except IntegrityError:
-        raise PurgeRefused(f"Another purge of {run.database.name} is already queued or running; "
-                           "wait for it to finish or cancel it.") from None
+        blocking = blocking_run(run.database)
+        detail = describe_blocking(blocking) if blocking else "wait for it to finish or cancel it."
+        raise PurgeRefused(f"Another purge of {run.database.name} is already queued or running. {detail}") from None
     return run
 
 
@@ -63,4 +65,46 @@ def cancel_purge(*, run, request=None, actor=None, source=None) -> PurgeRun:
             raise PurgeRefused(f"Purge #{run.pk} is {run.status}; there is nothing to cancel.")
         run.refresh_from_db()
         audit_run(run, "purge.cancel_request", request=request, actor=None if request else user, source=source)
+    return run
+
+
+def blocking_run(database):
+    """The queued or running purge of `database` that a new one would wait for, or None."""
+    return PurgeRun.objects.for_database(database).active().select_related("database").first()
+
+
+def is_stalled(run, lease_seconds=None):
+    """True when a running purge's worker stopped checkpointing (killed, lost): resumable."""
+    lease = settings.PURGE_LEASE_SECONDS if lease_seconds is None else lease_seconds
+    return PurgeRun.objects.stalled(lease).filter(pk=run.pk).exists()
+
+
+def describe_blocking(run):
+    """What an operator needs to know about the purge in the way, and what to do next."""
+    where = (f"Purge #{run.pk} of {run.database.name} ({run.action} {run.target_value}) is {run.status}: "
+             f"matched {run.matched:,}, {run.done_label} {run.done:,}, skipped {run.skipped:,}")
+    if run.status == PurgeRun.RUNNING and is_stalled(run):
+        seen = (f"its last checkpoint was {int((timezone.now() - run.heartbeat_at).total_seconds())} s ago"
+                if run.heartbeat_at else "its worker let go of it")
+        return (f"{where}; {seen}, so its worker looks dead. Resume it where it stopped: "
+                f"`manage.py purge --database {run.database.name} --resume {run.pk}` or the Resume button on "
+                f"{run.get_absolute_url()} (the resume job also takes it within {settings.PURGE_LEASE_SECONDS} s). "
+                "Its counts stay exact.")
+    return f"{where}. Wait for it to finish, or cancel it on {run.get_absolute_url()}; nothing was scanned."
+
+
+def resume_purge(*, run, request=None, actor=None, source=None) -> PurgeRun:
+    """Hand a stalled running purge to a worker again (audited as purge.resume); the worker
+    continues from the progress marker, so nothing is counted twice. Refused for a run that
+    is not running or whose worker still checkpoints."""
+    user = request.user if request is not None else actor
+    roles.require_role(user, roles.OPERATOR)
+    run.refresh_from_db()
+    if run.status != PurgeRun.RUNNING:
+        raise PurgeRefused(f"Purge #{run.pk} is {run.status}; only a stalled running purge can be resumed.")
+    if not is_stalled(run):
+        raise PurgeRefused(f"Purge #{run.pk} is still checkpointing: its worker is alive. Wait, or cancel it.")
+    with transaction.atomic():
+        audit_run(run, "purge.resume", request=request, actor=None if request else user, source=source,
+                  note=f"Resumed at matched {run.matched}, {run.done_label} {run.done}")
     return run
