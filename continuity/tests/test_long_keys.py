@@ -66,11 +66,14 @@ def test_a_review_page_cuts_a_100kb_key(viewer_client, monitored, lucia):
     assert "x" * 300 not in href and viewer_client.get(href).status_code == 200
 
 
-def test_a_purge_preview_cuts_a_100kb_key_in_its_sample(operator_client, monitored, lucia):
+def test_a_purge_preview_cuts_a_100kb_key_in_its_sample(operator_client, monitored, lucia, eager,
+                                                        django_capture_on_commit_callbacks):
     from continuity.models import PurgeRun
 
     monitored.set(b"lucia:session:" + b"y" * 100_000, b"v")
-    operator_client.post(reverse("continuity:purge_new"),
-                         {"database": "lucia", "target_kind": "prefix", "target": "lucia:session:", "action": "delete"})
+    with django_capture_on_commit_callbacks(execute=True):  # the worker's preview, eagerly
+        operator_client.post(reverse("continuity:purge_new"),
+                             {"database": "lucia", "target_kind": "prefix", "target": "lucia:session:",
+                              "action": "delete"})
     page = operator_client.get(PurgeRun.objects.get().get_absolute_url()).content.decode()
     assert len(page) < 60_000 and "y" * 186 + "… (100,014 bytes)" in page

@@ -22,11 +22,18 @@ def filled(monitored, lucia):
     return monitored
 
 
-def test_it_refuses_a_secret_in_the_web_purge_reason_without_echo(operator_client, filled, caplog):
+def previewed(client, capture):
+    """POST the purge form and let the worker's preview run (eagerly, on commit)."""
+    with capture(execute=True):
+        client.post(reverse("continuity:purge_new"),
+                    {"database": "lucia", "target_kind": "prefix", "target": "lucia:session:", "action": "delete"})
+    return PurgeRun.objects.get()
+
+
+def test_it_refuses_a_secret_in_the_web_purge_reason_without_echo(operator_client, filled, caplog, eager,
+                                                                   django_capture_on_commit_callbacks):
     caplog.set_level(logging.DEBUG)
-    operator_client.post(reverse("continuity:purge_new"),
-                         {"database": "lucia", "target_kind": "prefix", "target": "lucia:session:", "action": "delete"})
-    run = PurgeRun.objects.get()
+    run = previewed(operator_client, django_capture_on_commit_callbacks)
     response = operator_client.post(reverse("continuity:purge_confirm", args=[run.pk]),
                                     {"confirmation": "lucia:session:", "reason": f"cleanup, old url {PASTED_URL}"})
     body = response.content.decode()
@@ -49,9 +56,7 @@ def test_it_refuses_a_secret_in_the_cli_purge_reason_before_any_preview(filled, 
 def test_a_purge_alert_carries_neither_the_reason_nor_the_target(operator_client, filled, receiver, eager,
                                                                  django_capture_on_commit_callbacks):
     AlertChannel.objects.create(name="ops", kind="webhook", url=receiver.url("/hook"))
-    operator_client.post(reverse("continuity:purge_new"),
-                         {"database": "lucia", "target_kind": "prefix", "target": "lucia:session:", "action": "delete"})
-    run = PurgeRun.objects.get()
+    run = previewed(operator_client, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=True):
         operator_client.post(reverse("continuity:purge_confirm", args=[run.pk]),
                              {"confirmation": "lucia:session:", "reason": "customer Jane Roe asked, ticket 4411"})
