@@ -189,6 +189,9 @@ PURGE_CHECKPOINT_SECONDS = env_float("PURGE_CHECKPOINT_SECONDS", 0.5)  # Postgre
 # Previews nobody confirmed are deleted (with their stored key lists) after this long.
 PURGE_PREVIEW_RETENTION_SECONDS = env_int("PURGE_PREVIEW_RETENTION_SECONDS", 86400)
 PURGE_TASK_MAX_RETRIES = env_int("PURGE_TASK_MAX_RETRIES", 5)  # while Redis is down, with exponential backoff
+# How long a purge or review keeps retrying its checkpoint while Postgres is unreachable
+# (a restart, a failover) before it stops as resumable (never failed): dashboard.postgres.
+JOB_DB_OUTAGE_SECONDS = env_float("JOB_DB_OUTAGE_SECONDS", 30)
 
 # --- Auth --------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [

@@ -1,0 +1,236 @@
+"""Postgres going away mid-job (issue 11, item 10): the test run's own Postgres is
+stopped and started again while a purge or review runs against the real redis-server.
+
+These tests are transactional (a restart ends every open transaction) and always leave
+Postgres running for the tests after them."""
+
+import threading
+import time
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import OperationalError
+
+from continuity.keyspace import purge as redis_purge
+from continuity.models import PurgeRun
+from continuity.operations import purge
+from continuity.operations.purge.common import namespace_policies
+from dashboard import postgres
+from dashboard.models import AuditEntry
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SESSION = b"lucia:session:"
+
+
+class Outage:
+    """Stops and starts the test Postgres; Postgres is running again when the test ends."""
+
+    def __init__(self, server):
+        self.server, self.down, self.threads = server, False, []
+
+    def stop(self):
+        self.server.stop()
+        self.down = True
+
+    def start(self):
+        if self.down:
+            self.server.start()
+            self.down = False
+        postgres.forget_connection()
+
+    def start_after(self, seconds):
+        thread = threading.Thread(target=lambda: (time.sleep(seconds), self.start()), daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def stop_when(self, condition, *, timeout=20):
+        """In a helper thread: stop Postgres as soon as `condition()` holds."""
+        def watch():
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and not condition():
+                time.sleep(0.01)
+            self.stop()
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def join(self):
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+@pytest.fixture
+def outage(postgres_server):
+    helper = Outage(postgres_server)
+    yield helper
+    helper.join()
+    helper.start()
+
+
+def fill(client, n, prefix=SESSION):
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        pipe.set(prefix + f"{i:06d}".encode(), b"v")
+    pipe.execute()
+
+
+def queued(operator, database, **kwargs):
+    preview = purge.preview_purge(database=database, kind="prefix", value=SESSION, actor=operator, **kwargs)
+    return purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="tidy up",
+                               actor=operator, source="cli")
+
+
+def session_keys(client):
+    return sum(1 for _ in client.scan_iter(match=SESSION + b"*", count=1000))
+
+
+# --- purges -------------------------------------------------------------------------------
+def test_it_rides_a_purge_through_a_one_second_postgres_restart(monitored, lucia, operator, outage, settings):
+    settings.PURGE_CHECKPOINT_SECONDS = 0  # a checkpoint after every batch
+    fill(monitored, 3000)
+    run = queued(operator, lucia, batch_size=200)
+    calls = []
+
+    def progress(live):
+        calls.append(live.done)
+        if len(calls) == 1:  # Postgres goes away after the first checkpoint, for about a second
+            outage.stop()
+            outage.start_after(1.0)
+
+    started = time.monotonic()
+    result = purge.execute_purge(run_id=run.pk, progress=progress)
+    assert time.monotonic() - started >= 1.0  # it did wait for Postgres
+    assert not outage.down
+
+    assert result.status == PurgeRun.SUCCEEDED
+    assert (result.matched, result.done, result.skipped) == (3000, 3000, 0)
+    assert session_keys(monitored) == 0 and monitored.dbsize() == 0  # the marker is gone too
+    assert len(calls) == 15  # one checkpoint per batch, none lost or repeated
+    run.refresh_from_db()
+    assert (run.status, run.done, run.batches, run.claim) == (PurgeRun.SUCCEEDED, 3000, 15, None)
+    finish = AuditEntry.objects.get(action="purge.finish")
+    assert finish.after["deleted"] == 3000 and finish.after["matched"] == 3000
+
+
+@pytest.mark.parametrize("entry", ["cli", "task"])
+def test_a_purge_stops_resumable_past_the_outage_bound_and_resumes_exactly(
+        monitored, lucia, operator, outage, settings, entry, eager):
+    settings.PURGE_CHECKPOINT_SECONDS = 0
+    settings.JOB_DB_OUTAGE_SECONDS = 1
+    settings.PURGE_BATCH_SIZE = 100
+    fill(monitored, 3000)
+    # Postgres stops right after the first acting batch (its marker appears in Redis).
+    outage.stop_when(lambda: next(monitored.scan_iter(match=redis_purge.MARKER_PREFIX + b"*"), None) is not None)
+
+    if entry == "cli":
+        with pytest.raises(CommandError) as stopped:
+            call_command("purge", "--database", "lucia", "--prefix", "lucia:session:", "--reason", "tidy up",
+                         "--yes", "--as", operator.username, "--rate-cap", "600")
+        message = str(stopped.value)
+    else:
+        from continuity.tasks.purge import purge_task
+
+        run = queued(operator, lucia, rate_cap=600)
+        outcome = purge_task.apply(args=[run.pk]).get()
+        assert outcome["status"] == "running"
+        assert outcome["stopped"].startswith("Postgres was unreachable for more than 1 s")
+        message = None
+    outage.join()
+    outage.start()
+
+    run = PurgeRun.objects.get()
+    left = session_keys(monitored)
+    deleted = 3000 - left
+    assert 0 < deleted < 3000  # stopped mid-run
+    progress = redis_purge.read_marker(monitored, run.pk)
+    assert progress.done == deleted  # Redis's own count of what it deleted
+    assert run.status == PurgeRun.RUNNING and not run.error  # not failed: resumable
+    assert not AuditEntry.objects.filter(action="purge.fail").exists()
+    if message is not None:  # the CLI says which run, how far it got and how it resumes
+        assert message.startswith(f"Purge #{run.pk} of lucia stopped: Postgres was unreachable for more than 1 s")
+        assert f"matched {deleted:,} keys and deleted {deleted:,} (skipped 0)" in message
+        assert "'resume stalled purges' job takes it within PURGE_LEASE_SECONDS (60 s)" in message
+        assert "`manage.py resume_purges`" in message and "Redis error" not in message
+
+    settings.PURGE_LEASE_SECONDS = 0
+    settings.PURGE_RATE_CAP = 0
+    PurgeRun.objects.filter(pk=run.pk).update(rate_cap=0)
+    call_command("resume_purges")
+    run.refresh_from_db()
+    assert (run.status, run.matched, run.done, run.skipped) == (PurgeRun.SUCCEEDED, 3000, 3000, 0)
+    assert session_keys(monitored) == 0 and monitored.dbsize() == 0  # marker deleted
+    finish = AuditEntry.objects.get(action="purge.finish")
+    assert finish.after["deleted"] == 3000 and finish.after["matched"] == 3000
+
+
+def _act(client, run, keys, batch, totals, cursor):
+    """One acting batch exactly as the engine sends it (marker written with it)."""
+    policies = namespace_policies(run.database)
+    head = redis_purge.marker_head(batch, cursor, totals[2] + len(keys))
+    return redis_purge.act_on_batch(client, keys, action="delete", policies=[policies.for_key(k) for k in keys],
+                                    marker=redis_purge.marker_key(run.pk), head=head, totals=totals[:2])
+
+
+def _running_with_unsaved_batches(monitored, lucia, operator):
+    """A running purge that deleted 200 keys in two batches after its last checkpoint
+    (which still says 0): where a worker stands when Postgres goes away."""
+    fill(monitored, 300)
+    run = queued(operator, lucia)
+    run.acquire(60)
+    keys = sorted(monitored.scan_iter(match=SESSION + b"*", count=1000))
+    _act(monitored, run, keys[:100], 1, (0, 0, 0), "17")
+    _act(monitored, run, keys[100:200], 2, (100, 0, 100), "42")
+    run.refresh_from_db()
+    assert run.done == 0 and session_keys(monitored) == 100
+    return run
+
+
+def test_a_failed_purge_records_what_redis_deleted_and_leaves_no_marker(monitored, lucia, operator):
+    run = _running_with_unsaved_batches(monitored, lucia, operator)
+    purge.fail_purge(run_id=run.pk, error="Redis is unreachable: gone")
+    run.refresh_from_db()
+    assert (run.status, run.matched, run.done, run.batches, run.cursor) == (PurgeRun.FAILED, 200, 200, 2, "42")
+    entry = AuditEntry.objects.get(action="purge.fail")
+    assert entry.after["deleted"] == 200 and entry.after["matched"] == 200
+    assert not monitored.exists(redis_purge.marker_key(run.pk))
+    assert monitored.dbsize() == 100  # the 100 keys never reached, nothing else
+
+
+def test_a_cancelled_resumed_purge_records_what_redis_deleted_and_leaves_no_marker(monitored, lucia, operator):
+    run = _running_with_unsaved_batches(monitored, lucia, operator)
+    PurgeRun.objects.filter(pk=run.pk).update(cancel_requested=True)
+    result = purge.execute_purge(run_id=run.pk, lease_seconds=0)  # the resume job takes it over
+    assert (result.status, result.done, result.resumed) == (PurgeRun.CANCELLED, 200, True)
+    entry = AuditEntry.objects.get(action="purge.cancel")
+    assert entry.after["deleted"] == 200
+    assert not monitored.exists(redis_purge.marker_key(run.pk)) and monitored.dbsize() == 100
+
+
+def test_errors_name_postgres_not_redis():
+    error = OperationalError("terminating connection due to administrator command\nSSL SYSCALL error")
+    assert postgres.describe_failure(error) == ("Postgres is unreachable: terminating connection due to "
+                                                "administrator command")
+    away = postgres.PostgresAway(30, error)
+    assert postgres.describe_failure(away) == ("Postgres was unreachable for more than 30 s (terminating "
+                                               "connection due to administrator command)")
+    assert postgres.describe_failure(ValueError("x")) == "ValueError: x"
+
+
+def test_ride_through_gives_up_after_the_bound_with_backoff(settings):
+    settings.JOB_DB_OUTAGE_SECONDS = 1
+    now, slept, tries = [0.0], [], []
+
+    def sleep(seconds):
+        slept.append(round(seconds, 3))
+        now[0] += seconds
+
+    def call():
+        tries.append(now[0])
+        raise OperationalError("connection refused")
+
+    with pytest.raises(postgres.PostgresAway, match="more than 1 s"):
+        postgres.ride_through(call, sleep=sleep, clock=lambda: now[0])
+    assert slept == [0.2, 0.4, 0.4]  # 0.2 s doubling, cut at the bound
+    assert len(tries) == 4
