@@ -234,3 +234,60 @@ def test_ride_through_gives_up_after_the_bound_with_backoff(settings):
         postgres.ride_through(call, sleep=sleep, clock=lambda: now[0])
     assert slept == [0.2, 0.4, 0.4]  # 0.2 s doubling, cut at the bound
     assert len(tries) == 4
+
+
+# --- reviews ------------------------------------------------------------------------------
+def _stop_after_first_checkpoint(outage, *, restart_after=None):
+    """on_batch: Postgres stops after the first batch was checkpointed (every batch is)."""
+    calls = []
+
+    def on_batch(tally):
+        calls.append(tally.keys_scanned)
+        if len(calls) == 2:
+            outage.stop()
+            if restart_after is not None:
+                outage.start_after(restart_after)
+
+    return on_batch, calls
+
+
+def test_it_rides_a_review_through_a_one_second_postgres_restart(monitored, lucia, outage, settings):
+    from continuity.models import ReviewRun
+    from continuity.operations import review
+
+    settings.REVIEW_CHECKPOINT_BATCHES = 1
+    fill(monitored, 3000)
+    on_batch, calls = _stop_after_first_checkpoint(outage, restart_after=1.0)
+    result = review.review_database(database=lucia, batch=100, on_batch=on_batch)
+    assert not outage.down and len(calls) > 2
+    assert result.status == ReviewRun.SUCCEEDED and result.keys_scanned == 3000
+    run = ReviewRun.objects.get()
+    assert (run.status, run.keys_scanned, run.resumes, run.error) == (ReviewRun.SUCCEEDED, 3000, 0, "")
+
+
+def test_a_review_stops_resumable_past_the_outage_bound_and_the_command_resumes_it(
+        monitored, lucia, outage, settings):
+    from continuity.models import ReviewRun
+    from continuity.operations import review
+
+    settings.REVIEW_CHECKPOINT_BATCHES = 1
+    settings.JOB_DB_OUTAGE_SECONDS = 1
+    fill(monitored, 3000)
+    on_batch, _ = _stop_after_first_checkpoint(outage)
+    with pytest.raises(review.ReviewInterrupted) as stopped:
+        review.review_database(database=lucia, batch=100, on_batch=on_batch)
+    outage.start()
+    assert stopped.value.postgres
+    assert stopped.value.reason.startswith("Postgres was unreachable for more than 1 s")
+    run = ReviewRun.objects.get()
+    assert run.status == ReviewRun.RUNNING and run.error == ""  # not failed; its lease lapses
+    assert 0 < run.keys_scanned < 3000  # the last checkpoint before Postgres left
+    assert stopped.value.resumable_message().startswith(
+        f"Review #{run.pk} of lucia stopped: Postgres was unreachable for more than 1 s")
+    assert "`manage.py ttl_review --database lucia` again" in stopped.value.resumable_message()
+
+    settings.REVIEW_LEASE_SECONDS = 0
+    call_command("ttl_review", "--database", "lucia")  # continues the same run from its checkpoint
+    run.refresh_from_db()
+    assert (run.status, run.keys_scanned, run.resumes) == (ReviewRun.SUCCEEDED, 3000, 1)
+    assert ReviewRun.objects.count() == 1
