@@ -291,3 +291,35 @@ def test_a_review_stops_resumable_past_the_outage_bound_and_the_command_resumes_
     run.refresh_from_db()
     assert (run.status, run.keys_scanned, run.resumes) == (ReviewRun.SUCCEEDED, 3000, 1)
     assert ReviewRun.objects.count() == 1
+
+
+# --- pages --------------------------------------------------------------------------------
+def test_pages_answer_a_plain_503_while_postgres_is_down_and_healthz_keeps_its_json(operator_client, outage,
+                                                                                       settings):
+    import json
+
+    from django.test import Client
+
+    operator_client.raise_request_exception = False  # as a real server: the response, not the exception
+    anon = Client(raise_request_exception=False)
+    assert operator_client.get("/").status_code == 200
+    outage.stop()
+    signing_in = {"username": "otto", "password": "correct horse battery staple"}
+    for method, client, path in (("get", operator_client, "/"), ("get", operator_client, "/keyspace/jobs/"),
+                                 ("post", anon, "/accounts/login/")):
+        response = getattr(client, method)(path, signing_in) if method == "post" else client.get(path)
+        body = response.content.decode()
+        assert response.status_code == 503, path
+        assert response["Content-Type"].startswith("text/html") and response["Retry-After"] == "10"
+        assert "The dashboard's database (Postgres) is unavailable." in body
+        assert "Traceback" not in body and "OperationalError" not in body
+    settings.DEBUG = True  # `make run`: still the plain page, not Django's technical 500
+    debug = operator_client.get("/")
+    assert debug.status_code == 503 and "Traceback" not in debug.content.decode()
+    settings.DEBUG = False
+    health = anon.get("/healthz")
+    assert health.status_code == 503
+    assert json.loads(health.content) == {"status": "down", "checks": {
+        "postgres": "down", "broker": "up", "cache": "up", "celery": "up", "monitored": "up"}}
+    outage.start()
+    assert operator_client.get("/").status_code == 200
