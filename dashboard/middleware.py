@@ -3,6 +3,7 @@ import uuid
 
 from django.conf import settings
 
+from dashboard import errors
 from dashboard.audit import current_request_id
 
 # fullmatch: `$` would let a trailing newline through into the audit log and the response header.
@@ -25,6 +26,21 @@ class RequestIdMiddleware:
         finally:
             current_request_id.reset(token)
         response["X-Request-ID"] = request.request_id
+        return response
+
+
+class PostgresUnavailableMiddleware:
+    """A request that failed because Postgres is unreachable (in a view, a middleware's
+    session or user lookup, or a template) gets the plain 503 page instead of a 500 or,
+    under DEBUG, a traceback. Sits above every middleware that may touch the database."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if getattr(request, "postgres_unavailable", False):
+            return errors.postgres_unavailable(request)
         return response
 
 

@@ -47,6 +47,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "dashboard.middleware.RequestIdMiddleware",
+    "dashboard.middleware.PostgresUnavailableMiddleware",
     "dashboard.middleware.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -191,6 +192,9 @@ PURGE_PREVIEW_RETENTION_SECONDS = env_int("PURGE_PREVIEW_RETENTION_SECONDS", 864
 # A purge estimate uses the latest TTL review's counts while it is younger than this; else DBSIZE.
 PURGE_ESTIMATE_MAX_AGE_SECONDS = env_int("PURGE_ESTIMATE_MAX_AGE_SECONDS", 3600)
 PURGE_TASK_MAX_RETRIES = env_int("PURGE_TASK_MAX_RETRIES", 5)  # while Redis is down, with exponential backoff
+# How long a purge or review keeps retrying its checkpoint while Postgres is unreachable
+# (a restart, a failover) before it stops as resumable (never failed): dashboard.postgres.
+JOB_DB_OUTAGE_SECONDS = env_float("JOB_DB_OUTAGE_SECONDS", 30)
 
 # --- Auth --------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [

@@ -48,6 +48,7 @@ from continuity.billing import estimated_cost_usd
 from continuity.models import Namespace, ReviewNamespaceStat, ReviewRun, ReviewSample
 from continuity.models.reviews import estimate
 from continuity.policy import BUCKET_BOUNDS_MS, BUCKET_NAMES, FINDINGS, UNKNOWN_NAMESPACE, Policies
+from dashboard import postgres
 
 SAMPLE_CAP = 100
 TOP_N = 10
@@ -64,13 +65,23 @@ class ReviewBusy(Exception):
 
 
 class ReviewInterrupted(Exception):
-    """Redis failed mid-review. The run was handed back with its checkpoint, so a retry
-    continues where the last checkpoint left off."""
+    """Redis failed mid-review, or Postgres stayed away past JOB_DB_OUTAGE_SECONDS
+    (`postgres`). The run was handed back with its checkpoint (or, Postgres being down, its
+    lease lapses), so a retry continues where the last checkpoint left off."""
 
-    def __init__(self, run, reason):
+    def __init__(self, run, reason, *, postgres=False):
         super().__init__(reason)
         self.run = run
         self.reason = reason
+        self.postgres = postgres
+
+    def resumable_message(self):
+        """For an operator, after a Postgres outage: which run, how far, how it resumes."""
+        run = self.run
+        return (f"Review #{run.pk} of {run.database.name} stopped: {self.reason}. It keeps its checkpoint "
+                f"({run.keys_scanned:,} keys reviewed) and is not marked failed: its task retries it, the next "
+                f"scheduled review of {run.database.name} resumes it, or run `manage.py ttl_review --database "
+                f"{run.database.name}` again.")
 
 
 # --- aggregates -----------------------------------------------------------------------
@@ -440,7 +451,9 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     a new run is started (ReviewBusy when another is active). A finished run is returned
     as it is, so a task delivered twice does no work twice. `persist=False` reviews
     without Postgres writes (benchmarks), with `namespaces` given or read once.
-    Redis failures raise ReviewInterrupted after handing the run back for a retry. A Redis
+    Redis failures raise ReviewInterrupted after handing the run back for a retry; so does
+    Postgres staying away past JOB_DB_OUTAGE_SECONDS (checkpoints ride through shorter
+    outages), with `postgres=True`: the run is never marked failed for it. A Redis
     Cluster (`keyspace.refuse_partial`) ends the run `failed` with the reason, before any key
     is read: one node's keys are never reported as the keyspace.
     `on_batch(tally)` is called after each batch (progress output, tests).
@@ -482,24 +495,36 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
             tally.commands += 1
             tally.billed += 1
             sampled = bool(run.sample_size) and size is not None and size > run.sample_size
-            run.checkpoint(token, dbsize_before=size, strategy=strategy, sampled=sampled)
+            postgres.ride_through(lambda: run.checkpoint(token, dbsize_before=size, strategy=strategy,
+                                                         sampled=sampled))
             run.dbsize_before, run.strategy, run.sampled = size, strategy, sampled
         if run.sampled:  # small and cheap: no checkpoint, a crashed worker starts it over
             tally = Tally()
             tally.commands, tally.billed = 1, 1  # the DBSIZE above
             _sample(client, classifier, tally, size=run.sample_size, needs=needs, on_batch=on_batch)
-            _finish(run, token, tally, namespaces, run.dbsize_before)
+            postgres.ride_through(lambda: _finish(run, token, tally, namespaces, run.dbsize_before))
             return _result(database, run.status, tally, namespaces, run=run)
 
-        def on_checkpoint(cursor, tally):
-            return run.checkpoint(token, cursor=str(cursor), batches=tally.batches, keys_scanned=tally.keys_scanned,
-                                  commands=tally.commands, billed_commands=tally.billed, duration_s=tally.elapsed_s,
-                                  aggregates=tally.to_json())
+        def on_checkpoint(cursor, tally):  # rides through a Postgres restart (JOB_DB_OUTAGE_SECONDS)
+            return postgres.ride_through(lambda: run.checkpoint(
+                token, cursor=str(cursor), batches=tally.batches, keys_scanned=tally.keys_scanned,
+                commands=tally.commands, billed_commands=tally.billed, duration_s=tally.elapsed_s,
+                aggregates=tally.to_json()))
 
         finished = _scan(client, classifier, tally, cursor=int(run.cursor), batch=run.batch_size,
                          on_checkpoint=on_checkpoint, checkpoint_every=checkpoint_every, on_batch=on_batch,
                          clock=time.perf_counter, strategy=strategy, needs=needs)
         size_after = stream.dbsize(client) if finished else None
+        if finished:
+            tally.commands += 1
+            tally.billed += 1
+            postgres.ride_through(lambda: _finish(run, token, tally, namespaces, size_after))
+    except (postgres.PostgresAway, *postgres.GONE) as exc:
+        # Postgres stayed away: stop resumable. The last checkpoint stands; released when
+        # Postgres answers, else the lease lapses and the next request resumes the run.
+        reason = postgres.describe(exc)
+        postgres.let_go(lambda: run.release(token, reason))
+        raise ReviewInterrupted(run, reason, postgres=True) from exc
     except keyspace.ClusterRefusal as exc:  # final: a retry would be refused the same way
         run.mark_failed(str(exc))
         run.refresh_from_db()
@@ -511,10 +536,6 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
         raise ReviewInterrupted(run, reason) from exc
     if not finished:
         run.refresh_from_db()
-        return _result(database, run.status, tally, namespaces, run=run)
-    tally.commands += 1
-    tally.billed += 1
-    _finish(run, token, tally, namespaces, size_after)
     return _result(database, run.status, tally, namespaces, run=run)
 
 

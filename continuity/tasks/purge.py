@@ -11,6 +11,7 @@ from django.conf import settings
 from continuity import keyspace
 from continuity.keyspace.capabilities import is_transient
 from continuity.operations import purge
+from dashboard import postgres
 from dashboard.models import RedisDatabase
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,17 @@ def backoff(retries):
 @shared_task(bind=True, name=PURGE_TASK, acks_late=True, max_retries=None, soft_time_limit=3300, time_limit=3600)
 def purge_task(self, run_id):
     """Execute (or resume) purge `run_id`. A finished run, or one another worker holds, is
-    left alone. Redis down: retry with backoff, then record the failure on the run."""
+    left alone. Redis down: retry with backoff, then record the failure on the run.
+    Postgres down: never a failure (it could not be recorded, and the run is resumable):
+    a long outage leaves the run running for the resume job; before the run started, retry."""
     try:
         result = purge.execute_purge(run_id=run_id)
+    except purge.PurgeStopped as exc:
+        log.warning("%s", exc)
+        return {"run": run_id, "status": "running", "stopped": exc.reason}
+    except postgres.GONE as exc:  # before the claim: nothing ran
+        log.warning("purge #%s: %s; retrying", run_id, postgres.describe(exc))
+        raise self.retry(countdown=backoff(self.request.retries), max_retries=None) from None
     except keyspace.NotConfigured as exc:
         purge.fail_purge(run_id=run_id, error=keyspace.describe(exc))
         return {"run": run_id, "status": "failed"}
@@ -48,7 +57,7 @@ def purge_task(self, run_id):
         purge.fail_purge(run_id=run_id, error=str(exc))
         return {"run": run_id, "status": "failed"}
     except Exception as exc:
-        purge.fail_purge(run_id=run_id, error=f"{exc.__class__.__name__}: {exc}")
+        purge.fail_purge(run_id=run_id, error=postgres.describe_failure(exc))
         raise
     return {"run": run_id, "status": result.status, "matched": result.matched, "done": result.done,
             "skipped": result.skipped}

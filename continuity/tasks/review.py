@@ -33,6 +33,10 @@ def review_database_task(self, run_id):
     except review.ReviewBusy:
         return "busy"
     except review.ReviewInterrupted as exc:
+        if exc.postgres:  # never failed for it: the checkpoint stands and the run resumes
+            if self.request.retries >= self.max_retries:
+                return "interrupted"  # the next scheduled review re-queues it
+            raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
         if not is_transient(exc.__cause__):  # a refusal (NOPERM, unknown command): retrying bills it again
             exc.run.mark_failed(exc.reason)
             return ReviewRun.FAILED

@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from continuity import keyspace
 from continuity.models import FINDINGS
 from continuity.operations import purge
-from dashboard import roles
+from dashboard import postgres, roles
 from dashboard.models import RedisDatabase
 from dashboard.scanning import validate_no_secret
 
@@ -140,9 +140,14 @@ class Command(BaseCommand):
             result = purge.execute_purge(run_id=run.pk, source="cli", progress=Progress(self.stderr, ""))
         except purge.PurgeRefused as exc:
             raise CommandError(f"Refused: {exc}") from None
+        except purge.PurgeStopped as exc:  # Postgres went away: resumable, not failed
+            raise CommandError(str(exc)) from None
+        except postgres.GONE as exc:  # before the run started: nothing ran, nothing to mark
+            raise CommandError(f"Purge #{run.pk} did not start: {postgres.describe(exc)}.") from None
         except Exception as exc:  # noqa: BLE001
-            purge.fail_purge(run_id=run.pk, error=keyspace.describe(exc), source="cli")
-            raise CommandError(f"Purge #{run.pk} failed: {keyspace.describe(exc)}") from exc
+            error = postgres.describe_failure(exc)
+            purge.fail_purge(run_id=run.pk, error=error, source="cli")
+            raise CommandError(f"Purge #{run.pk} failed: {error}") from exc
         self._report(opts, result.run, dry_run=False)
         if result.status != "succeeded":
             raise CommandError(f"Purge #{run.pk} ended {result.status}.")

@@ -1,7 +1,7 @@
 """manage.py resume_purges: the command twin of `resume_purges_task` — finish purges
 whose worker died (no checkpoint for longer than PURGE_LEASE_SECONDS)."""
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from continuity.operations import purge
 
@@ -11,6 +11,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         for run_id in purge.stalled_purges():
-            result = purge.execute_purge(run_id=run_id, source="cli")
+            try:
+                result = purge.execute_purge(run_id=run_id, source="cli")
+            except purge.PurgeStopped as exc:  # Postgres left again: still resumable
+                raise CommandError(str(exc)) from None
             self.stdout.write(f"purge #{run_id}: {result.status}, matched {result.matched}, done {result.done}, "
                               f"skipped {result.skipped}")

@@ -1,11 +1,15 @@
 import json
 import sys
+from datetime import timedelta
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
 from continuity import keyspace
-from continuity.models import FINDINGS
+from continuity.models import FINDINGS, ReviewRun
 from continuity.operations import review, review_requests
+from dashboard import postgres
 from dashboard.models import RedisDatabase
 
 
@@ -33,9 +37,16 @@ class Command(BaseCommand):
         results, failures = [], []
         for record in databases:
             try:
-                result = review_requests.review_and_alert(
-                    database=record, batch=batch, triggered_by="cli", sample=sample,
-                    on_batch=self._progress if sys.stderr.isatty() else None)
+                try:
+                    result = review_requests.review_and_alert(
+                        database=record, batch=batch, triggered_by="cli", sample=sample,
+                        on_batch=self._progress if sys.stderr.isatty() else None)
+                except review.ReviewBusy as busy:
+                    if not _resumable(busy.run):
+                        raise
+                    # A review stopped by a Postgres outage, handed back with its checkpoint: continue it.
+                    result = review_requests.review_and_alert(
+                        database=record, run=busy.run, on_batch=self._progress if sys.stderr.isatty() else None)
                 results.append(result)
                 if result.status == "failed":  # refused before reading a key (a Redis Cluster)
                     failures.append(f"{record.name}: {result.error}")
@@ -44,8 +55,13 @@ class Command(BaseCommand):
             except review.ReviewBusy as exc:
                 failures.append(str(exc))
             except review.ReviewInterrupted as exc:
+                if exc.postgres:  # resumable: not marked failed
+                    failures.append(exc.resumable_message())
+                    continue
                 exc.run.mark_failed(exc.reason)
                 failures.append(f"{record.name}: {exc.reason}")
+            except postgres.GONE as exc:
+                failures.append(f"{record.name}: {postgres.describe(exc)}")
         if json:
             payload = [r.as_json() for r in results]
             self.stdout.write(_json_dumps(payload[0] if database and payload else payload))
@@ -70,6 +86,15 @@ class Command(BaseCommand):
     def _progress(self, tally):
         if tally.batches % 50 == 0:
             self.stderr.write(f"\r{tally.keys_scanned} keys reviewed…", ending="")
+
+
+def _resumable(run):
+    """A review with a checkpoint that no worker holds: handed back (queued) after an
+    interruption, or running with its lease lapsed."""
+    if not run.batches or run.sampled:
+        return False
+    lease = timezone.now() - timedelta(seconds=settings.REVIEW_LEASE_SECONDS)
+    return run.status == ReviewRun.QUEUED or (run.heartbeat_at is None or run.heartbeat_at < lease)
 
 
 def _json_dumps(data):

@@ -20,6 +20,7 @@ from continuity.operations.purge.common import (  # noqa: F401
     PurgePreview,
     PurgeRefused,
     PurgeResult,
+    PurgeStopped,
 )
 from continuity.operations.purge.execute import Pacer, execute_purge, fail_purge, stalled_purges  # noqa: F401
 from continuity.operations.purge.lifecycle import (  # noqa: F401

@@ -3,6 +3,8 @@ policies of a database, how a page of keys splits by namespace, and the audit ca
 
 from dataclasses import dataclass, field
 
+from django.conf import settings
+
 from continuity import keyspace
 from continuity.models import Namespace, PurgeRun
 from continuity.policy import NO_TTL, OVERSIZED, TTL_ABOVE_MAX, WRONG_TYPE, Policies
@@ -24,6 +26,21 @@ CONDITION_FINDINGS = {
 
 class PurgeRefused(Exception):
     """The purge cannot go ahead. The message says why, for an operator; nothing was touched."""
+
+
+class PurgeStopped(Exception):
+    """Postgres went away mid-run for longer than JOB_DB_OUTAGE_SECONDS. The run stays
+    `running` (never failed): its exact progress is in the Redis marker and the resume
+    job continues it. The message says which run, how far it got and how it resumes."""
+
+    def __init__(self, run, reason):
+        self.run, self.reason = run, reason
+        super().__init__(
+            f"Purge #{run.pk} of {run.database.name} stopped: {reason}. So far it matched {run.matched:,} keys and "
+            f"{run.done_label} {run.done:,} (skipped {run.skipped:,}); Redis holds these exact totals in the run's "
+            f"progress marker. The run stays running and resumes where it stopped, repeating nothing: once "
+            f"Postgres is back, the 'resume stalled purges' job takes it within PURGE_LEASE_SECONDS "
+            f"({settings.PURGE_LEASE_SECONDS} s), or run `manage.py resume_purges`.")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ ran, or that lie outside every namespace; done + skipped == matched.
 
 import time
 
+import redis
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -18,35 +19,84 @@ from continuity.keyspace import purge as redis_purge
 from continuity.models import PurgeRun
 from continuity.models.purges import PurgeTargetKey, stored_target_keys
 from continuity.operations import alerting
-from continuity.operations.purge.common import (CONDITION_FINDINGS, PurgeRefused, PurgeResult, audit_run,
-                                                namespace_policies, refuse_on_cluster, split)
+from continuity.operations.purge.common import (CONDITION_FINDINGS, PurgeRefused, PurgeResult, PurgeStopped,
+                                                audit_run, namespace_policies, refuse_on_cluster, split)
 from continuity.operations.purge.preview import scan_pages
 from continuity.operations.purge.targets import resolve_target
+from dashboard import postgres
 
 _FINISH_VERBS = {PurgeRun.SUCCEEDED: "purge.finish", PurgeRun.FAILED: "purge.fail",
                  PurgeRun.CANCELLED: "purge.cancel"}
 
 
-def _finish(run, status, *, error="", source="task"):
-    with transaction.atomic():
-        PurgeRun.objects.filter(pk=run.pk).update(status=status, finished_at=timezone.now(), error=error,
-                                                  claim=None, heartbeat_at=None, commands=run.commands,
-                                                  billed_commands=run.billed_commands)
-        PurgeTargetKey.objects.filter(run=run).delete()  # a finding's key list is spent
-        run.refresh_from_db()
-        audit_run(run, _FINISH_VERBS[status], actor=run.requested_by, actor_label=run.requested_label or "system",
-                  source=source, note=error or run.reason)
-        # Delivered when the transaction commits, like the audit entry it accompanies.
-        alerting.alert_on_purge(run)
+def _finish(run, status, *, error="", source="task", client=None, live=False):
+    """End `run` with `status`: its counts reconciled with the progress marker, the final
+    row and its audit entry written (riding through a short Postgres outage), then the
+    marker deleted, so the dashboard leaves nothing of its own in the monitored database.
+
+    `live`: `run` is the object whose batches wrote the marker, so its counts already are
+    the marker's. Otherwise (a failure recorded from the row) the marker's totals win when
+    it is ahead of the last checkpoint: the audit's counts are what Redis did. With Redis
+    unreachable the row's counts are recorded and the marker expires by itself."""
+    cleared = False
+    if client is not None:
+        try:
+            if not live:
+                marker = redis_purge.read_marker(client, run.pk)
+                run.commands += 1
+                run.billed_commands += 1
+                _adopt(run, marker)
+            run.commands += 1
+            run.billed_commands += run.billed(1, 1)  # the DEL of the marker, below
+            cleared = True
+        except redis.RedisError:
+            pass
+
+    def write():
+        with transaction.atomic():
+            PurgeRun.objects.filter(pk=run.pk).update(
+                status=status, finished_at=timezone.now(), error=error, claim=None, heartbeat_at=None,
+                cursor=run.cursor, batches=run.batches, matched=run.matched, done=run.done, skipped=run.skipped,
+                commands=run.commands, billed_commands=run.billed_commands)
+            PurgeTargetKey.objects.filter(run=run).delete()  # a finding's key list is spent
+            run.refresh_from_db()
+            audit_run(run, _FINISH_VERBS[status], actor=run.requested_by,
+                      actor_label=run.requested_label or "system", source=source, note=error or run.reason)
+            # Delivered when the transaction commits, like the audit entry it accompanies.
+            alerting.alert_on_purge(run)
+
+    postgres.ride_through(write)
+    if cleared:  # only now: until the final row is written, a resume needs the marker
+        try:
+            redis_purge.clear_marker(client, run.pk)
+        except redis.RedisError:
+            pass  # it expires within a day
     return run
 
 
+def _adopt(run, marker):
+    """Take the marker's totals and cursor when it is ahead of `run` (batches acted on in
+    Redis after the last checkpoint)."""
+    if marker and marker.batch > run.batches:
+        run.batches, run.cursor = marker.batch, marker.cursor
+        run.matched, run.done, run.skipped = max(run.matched, marker.matched), marker.done, marker.skipped
+
+
+def _client(run):
+    """A client on `run`'s database, or None when its record has none."""
+    try:
+        return keyspace.client_for(run.database, write=True)
+    except keyspace.KeyspaceError:
+        return None
+
+
 def fail_purge(*, run_id, error, source="task"):
-    """Record a run as failed with `error` (after the last retry). Idempotent."""
-    run = PurgeRun.objects.get(pk=run_id)
+    """Record a run as failed with `error` (after the last retry), its counts reconciled
+    with the progress marker and the marker deleted. Idempotent."""
+    run = PurgeRun.objects.select_related("database").get(pk=run_id)
     if run.is_finished:
         return run
-    return _finish(run, PurgeRun.FAILED, error=error, source=source)
+    return _finish(run, PurgeRun.FAILED, error=error, source=source, client=_client(run))
 
 
 def stalled_purges(*, lease_seconds=None):
@@ -62,7 +112,9 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
     progress marker, then (when due) one checkpoint UPDATE guarded by this worker's claim;
     the cancel flag is read with the checkpoint and the rate cap is held by sleeping. A
     Redis error releases the claim and propagates (the task retries); the run stays
-    `running`. Idempotent: a finished run, or one another worker holds, is returned as it is.
+    `running`. A checkpoint rides through a short Postgres outage; a longer one raises
+    PurgeStopped, the run still `running` and resumable. Idempotent: a finished run, or
+    one another worker holds, is returned as it is.
     """
     lease = settings.PURGE_LEASE_SECONDS if lease_seconds is None else lease_seconds
     run = PurgeRun.objects.select_related("database").get(pk=run_id)
@@ -80,7 +132,8 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
         if resumed:
             _recover_batch(run, client, claim)
         if run.cancel_requested:
-            return PurgeResult.of(_finish(run, PurgeRun.CANCELLED, source=source), resumed)
+            return PurgeResult.of(_finish(run, PurgeRun.CANCELLED, source=source, client=client, live=True),
+                                  resumed)
         policies, reach = namespace_policies(run.database), None
         if run.target_kind == PurgeRun.POLICY:  # that namespace's own keys, not its nested ones'
             reach = [policy for policy in policies if policy.prefix == run.target_bytes()]
@@ -90,12 +143,14 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
         if status is None:  # lost the claim to another worker
             run.refresh_from_db()
             return PurgeResult.of(run, resumed)
-        redis_purge.clear_marker(client, run.pk)
-        run.commands += 1
-        run.billed_commands += run.billed(1, 1)  # the DEL of the marker
-        return PurgeResult.of(_finish(run, status, source=source), resumed)
+        return PurgeResult.of(_finish(run, status, source=source, client=client, live=True), resumed)
+    except (postgres.PostgresAway, *postgres.GONE) as exc:
+        # Postgres left for longer than JOB_DB_OUTAGE_SECONDS: stop, resumable. What Redis
+        # did is in the marker; the claim lapses (or is released) and the resume job continues.
+        postgres.let_go(lambda: run.release(claim))
+        raise PurgeStopped(run, postgres.describe(exc)) from exc
     except BaseException:
-        run.release(claim)
+        postgres.let_go(lambda: run.release(claim))
         raise
 
 
@@ -105,10 +160,8 @@ def _recover_batch(run, client, claim):
     marker = redis_purge.read_marker(client, run.pk)
     run.commands += 1
     run.billed_commands += 1
-    if marker and marker.batch > run.batches:
-        run.batches, run.cursor = marker.batch, marker.cursor
-        run.matched, run.done, run.skipped = marker.matched, marker.done, marker.skipped
-    run.checkpoint(claim)
+    _adopt(run, marker)
+    postgres.ride_through(lambda: run.checkpoint(claim))
 
 
 def _pages(run, client, keys, start):
@@ -151,7 +204,8 @@ class Pacer:
         now = self.clock()
         if final or self.last is None or now - self.last >= self.every:
             self.last = now
-            state = self.run.checkpoint(self.claim)
+            # A Postgres restart mid-run is ridden through (JOB_DB_OUTAGE_SECONDS).
+            state = postgres.ride_through(lambda: self.run.checkpoint(self.claim))
             if state != "lost" and self.progress:
                 self.progress(self.run)
         self.touched += keys
