@@ -123,7 +123,7 @@ class Command(BaseCommand):
         except purge.PurgeRefused as exc:
             raise CommandError(f"Refused: {exc}") from None
         except Exception as exc:  # noqa: BLE001 — Redis errors, told the operator's way
-            raise CommandError(keyspace.describe(exc)) from exc
+            raise CommandError(postgres.describe_failure(exc)) from exc
         if opts["dry_run"]:
             return self._report(opts, run, dry_run=True, preview=preview)
         if not opts["json"] and preview:
@@ -166,7 +166,7 @@ class Command(BaseCommand):
         except PermissionDenied as exc:
             raise CommandError(str(exc)) from None
         except Exception as exc:  # noqa: BLE001
-            raise CommandError(f"Purge #{run.pk} stopped again: {keyspace.describe(exc)}; it stays resumable.") from exc
+            raise CommandError(f"Purge #{run.pk} stopped again: {postgres.describe_failure(exc)}; it stays resumable.") from exc
         self._report(opts, result.run, dry_run=False)
         if result.status != "succeeded":
             raise CommandError(f"Purge #{run.pk} ended {result.status}.")

@@ -32,7 +32,7 @@ from continuity.operations.purge.common import (
     split,
 )
 from continuity.operations.purge.estimate import estimate_target
-from dashboard import jobs
+from dashboard import jobs, postgres
 
 PREVIEW_TASK = "continuity.preview_purge"  # continuity.tasks.purge.preview_purge_task
 
@@ -284,5 +284,5 @@ def preview_purge(*, database, kind, value=b"", action=PurgeRun.DELETE, review_i
     try:
         return run_preview(run_id=run.pk, keys=keys, sample_size=sample_size, progress=progress)
     except Exception as exc:
-        fail_preview(run_id=run.pk, error=str(exc) if isinstance(exc, PurgeRefused) else keyspace.describe(exc))
+        fail_preview(run_id=run.pk, error=str(exc) if isinstance(exc, PurgeRefused) else postgres.describe_failure(exc))
         raise
