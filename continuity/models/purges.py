@@ -40,7 +40,7 @@ class PurgeRun(models.Model):
     TARGET_KINDS = [(PREFIX, "Literal prefix"), (PATTERN, "Glob pattern (advanced)"),
                     (FINDING, "Review finding"), (POLICY, "Namespace policy")]
     DELETE, EXPIRE = "delete", "expire"
-    ACTIONS = [(DELETE, "Delete (UNLINK)"), (EXPIRE, "Apply the policy TTL (EXPIRE NX)")]
+    ACTIONS = [(DELETE, "Delete (UNLINK)"), (EXPIRE, "Apply the policy TTL (the maximum, where a TTL rule is broken)")]
     # What a key must still satisfy at execution time to be acted on.
     ANY, NO_TTL, TTL_ABOVE, VIOLATES, OVERSIZED, WRONG_TYPE = (
         "any", "no_ttl", "ttl_above", "violates", "oversized", "wrong_type")

@@ -60,7 +60,7 @@ class Command(BaseCommand):
     help = ("Purge keys under a registered namespace: a literal prefix, a glob pattern, or the offending keys "
             "of a TTL review finding (--review ID --finding F). Previews the exact count and asks you to retype "
             "the target; with --yes it skips both and scans once, counting exactly as it deletes (UNLINK) or "
-            "applies the namespace's max TTL (EXPIRE NX). --dry-run: the exact preview only. "
+            "applies the namespace's max TTL to keys that break a TTL rule. --dry-run: the exact preview only. "
             "Refusals exit non-zero and touch nothing.")
 
     # No system checks before a purge: they import every URL and view (about 0.15 s of the
