@@ -1,9 +1,13 @@
 """The benchmark harness: TTL review speed, Redis command cost, review memory, and
 key-browser page time, against baselines on the same data and the same redis-server.
 
-    python -m bench.run                      # 100k and 1M keys, 3 repetitions (≈ 10 min)
+    python -m bench.run                      # 100k and 1M keys, 3 repetitions, the purge at 1M (≈ 12 min)
     python -m bench.run --sizes 20000 --repeats 1 --browse-pages 10   # smoke
     python -m bench.run --json bench/results/latest.json
+
+It reports, in one run: review speed against `redis-cli --memkeys`, billed commands per key
+and p99 script-call time per plan, and (`--purge-keys`) the end-to-end purge against the
+`redis-cli --scan | xargs unlink` pipeline (`bench.purge`).
 
 It starts its own redis-server (`dashboard.localservers.LocalRedis`) on a free loopback
 port, loads `continuity.demo.lucia_keyspace(N)`, and for each N measures:
@@ -196,8 +200,20 @@ def p95(values):
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
-def run_benchmark(*, sizes=(100_000, 1_000_000), repeats=3, batch=1000, browse=200, log=print):
-    """Run everything; returns a JSON-ready dict."""
+def run_purge(url, keys):
+    """`bench.purge` in a subprocess on the bench's redis-server (flushed): the end-to-end
+    `manage.py purge --yes` against the `redis-cli --scan | xargs unlink` pipeline."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "bench.purge", "--url", url, "--keys", str(keys), "--no-engine"],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    if out.returncode:
+        raise RuntimeError(f"the purge benchmark failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout)
+
+
+def run_benchmark(*, sizes=(100_000, 1_000_000), repeats=3, batch=1000, browse=200, purge_keys=0, log=print):
+    """Run everything; returns a JSON-ready dict. `purge_keys`: also the end-to-end purge
+    benchmark on a keyspace of that many keys (0: not)."""
     from dashboard import localservers
 
     localservers.ensure("redis-server")
@@ -273,6 +289,10 @@ def run_benchmark(*, sizes=(100_000, 1_000_000), repeats=3, batch=1000, browse=2
         if len(sizes) > 1:
             small, big = report["sizes"][str(min(sizes))], report["sizes"][largest]
             report["rss_growth_mb"] = round(big["peak_rss_mb_median"] - small["peak_rss_mb_median"], 1)
+        if purge_keys:
+            log(f"purge, end to end, on {purge_keys:,} keys…")
+            report["purge"] = run_purge(url, purge_keys)
+            log(f"  purge --yes {report['purge'].get('ratio')}x the redis-cli | xargs pipeline")
     finally:
         client.close()
         server.stop()
@@ -290,10 +310,13 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--browse-pages", type=int, default=200)
+    parser.add_argument("--purge-keys", type=int, default=None,
+                        help="keys for the end-to-end purge benchmark (default: the largest size; 0: skip)")
     parser.add_argument("--json", help="Also write the report to this file.")
     args = parser.parse_args(argv)
+    purge_keys = max(args.sizes) if args.purge_keys is None else args.purge_keys
     report = run_benchmark(sizes=args.sizes, repeats=args.repeats, batch=args.batch, browse=args.browse_pages,
-                           log=lambda line: print(line, file=sys.stderr, flush=True))
+                           purge_keys=purge_keys, log=lambda line: print(line, file=sys.stderr, flush=True))
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
