@@ -414,10 +414,12 @@ def _fold(tally, classifier, fetched):
     tally.batches += 1
 
 
-def _sample(client, classifier, tally, *, size, needs, on_batch):
+def _sample(client, classifier, tally, *, size, needs, on_batch, clock=time.perf_counter):
     """A review of a random sample of about `size` keys (see `stream.sample_keys`)."""
+    started = clock()
     for fetched in stream.sample_batches(client, size=size, prefix=classifier.key_prefix, needs=needs):
         _fold(tally, classifier, fetched)
+        tally.elapsed_s = clock() - started
         if on_batch is not None:
             on_batch(tally)
 

@@ -324,7 +324,7 @@ def test_it_estimates_findings_from_a_random_sample_at_a_cost_independent_of_siz
     specs = load(monitored, 20_000, seed=31, rate=0.05)
     small = review.review_database(database=lucia, sample=1000)
     assert small.sampled and small.run.sampled and 900 <= small.keys_scanned <= 1000
-    assert small.population == 20_000 and small.run.kind_label == "sampled"
+    assert small.population == 20_000 and small.run.kind_label == "sampled" and small.run.duration_s > 0
     truth = sum(1 for s in specs if s.ttl_seconds is None and s.violation != "foreign"
                 and s.key.split(b":")[1].decode() in TYPES)
     wide = estimate(small.findings["no_ttl"], small.keys_scanned, 20_000, z=4)
