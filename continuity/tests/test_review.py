@@ -82,8 +82,8 @@ def test_it_bills_exactly_what_redis_executes(monitored, typed_lucia, settings, 
     after = monitored.info("commandstats")
     assert result.billed_commands == billed_delta(before, after)
     assert result.run.billed_commands == result.billed_commands and result.run.strategy == strategy
-    read = 3000 - result.foreign_keys
-    assert 3 * read < result.billed_commands < 3 * read + 3000 / 250 * 2 + 6
+    read, batches = 3000 - result.foreign_keys, result.run.batches  # batches shrink on a loaded machine
+    assert 3 * read + 2 * batches <= result.billed_commands <= 3 * read + 2 * batches + 6
     assert result.as_json()["estimated_cost_usd"] == pytest.approx(result.billed_commands * 0.2 / 100_000)
 
 

@@ -151,3 +151,29 @@ def test_it_keeps_the_checkpoint_json_of_the_aggregates(typed_lucia):
     assert session["keys"] == 2 and session["bytes"] == 70_100 and data["vanished"] == 1
     assert data["findings"]["no_ttl"] == 1 and data["findings"]["wrong_type"] == 1
     assert review.Tally.from_json(data).to_json() == data
+
+
+def test_it_shrinks_batches_to_keep_script_calls_within_the_budget(monitored, typed_lucia, settings):
+    """BatchSizer reads the scripts' time per key from INFO commandstats and aims the average
+    call at half SCRIPT_BUDGET_MS: a budget far below what 500 keys take shrinks the batches,
+    and the review stays exact."""
+    from continuity.keyspace import stream
+
+    specs = load(monitored, 4000, seed=41)
+    findings, _per_namespace, _foreign = expected_from_specs(specs)
+    settings.SCRIPT_BUDGET_MS = 0.2  # ~0.2 ms: a few dozen keys per call
+    seen = []
+    real = stream.BatchSizer.next_count
+
+    def spy(self, fetched):
+        count = real(self, fetched)
+        seen.append(count)
+        return count
+
+    stream.BatchSizer.next_count = spy
+    try:
+        result = review.review_database(database=typed_lucia, batch=500)
+    finally:
+        stream.BatchSizer.next_count = real
+    assert result.findings == findings
+    assert seen[0] < 500 and min(seen) >= 50 and result.run.batches > 4000 / 500
