@@ -70,7 +70,8 @@ class ReviewRun(models.Model):
     (a partial unique index), and a worker must claim it with a conditional UPDATE."""
 
     QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-    STATUSES = [(s, s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)]
+    PARTIAL = "partial"  # a Redis Cluster review that could not read every primary: never "succeeded"
+    STATUSES = [(s, s) for s in (QUEUED, RUNNING, SUCCEEDED, PARTIAL, FAILED, CANCELLED)]
     ACTIVE = (QUEUED, RUNNING)
     SCHEDULE, WEB, CLI = "schedule", "web", "cli"
     TRIGGERS = [(SCHEDULE, "schedule"), (WEB, "web"), (CLI, "command line")]
@@ -109,6 +110,8 @@ class ReviewRun(models.Model):
     # Partial aggregates, saved with `cursor` at every checkpoint; emptied at the end.
     aggregates = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    # A Redis Cluster review: the primaries ("host:port") it could not read (status partial).
+    missing_nodes = models.JSONField(default=list, blank=True)
 
     objects = ReviewRunQuerySet.as_manager()
 
@@ -210,9 +213,75 @@ class ReviewRun(models.Model):
         if self.status == self.SUCCEEDED:
             return self.keys_scanned, 1.0
         scanned = (self.aggregates or {}).get("keys_scanned", self.keys_scanned)
+        if self.is_active and not scanned:  # a Redis Cluster review: its parts' checkpoints
+            scanned = self.node_runs.aggregate(keys=Coalesce(Sum("keys_scanned"), 0))["keys"]
         if not self.dbsize_before:
             return scanned, None
         return scanned, min(0.99, scanned / self.dbsize_before)
+
+
+class ReviewNodeRun(models.Model):
+    """The part of a Redis Cluster review that reads one primary: its own SCAN cursor,
+    checkpoint (aggregates) and claim, so a node whose worker died resumes alone. The
+    run's totals are the merge of its nodes' aggregates (`operations.review_cluster`)."""
+
+    QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+    STATUSES = [(s, s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED)]
+
+    run = models.ForeignKey(ReviewRun, on_delete=models.CASCADE, related_name="node_runs")
+    address = models.CharField(max_length=255, help_text="host:port of the primary, as the cluster announces it.")
+    node_id = models.CharField(max_length=64, blank=True)
+    slots = models.JSONField(default=list, help_text="[[first, last], …] the primary served when the run began.")
+    status = models.CharField(max_length=16, choices=STATUSES, default=QUEUED)
+    cursor = models.CharField(max_length=24, default="0")
+    batches = models.PositiveIntegerField(default=0)
+    keys_scanned = models.BigIntegerField(default=0)
+    commands = models.BigIntegerField(default=0)
+    billed_commands = models.BigIntegerField(default=0)
+    dbsize_before = models.BigIntegerField(null=True, blank=True)
+    dbsize_after = models.BigIntegerField(null=True, blank=True)
+    aggregates = models.JSONField(default=dict, blank=True, help_text="Tally.to_json(): kept until the merge.")
+    error = models.TextField(blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    claim_token = models.CharField(max_length=32, blank=True)
+    resumes = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["address"]
+        constraints = [models.UniqueConstraint(fields=["run", "address"], name="one_node_run_per_address")]
+
+    def __str__(self):
+        return f"{self.address} of {self.run}"
+
+    def claim(self, lease_seconds):
+        """Like ReviewRun.claim: queued, or running with a lapsed lease. The token, or None."""
+        token = uuid.uuid4().hex
+        now = timezone.now()
+        stale = now - timedelta(seconds=lease_seconds)
+        claimable = Q(status=self.QUEUED) | Q(status=self.RUNNING, heartbeat_at__lt=stale)
+        updated = ReviewNodeRun.objects.filter(claimable, pk=self.pk).update(
+            status=self.RUNNING, claim_token=token, heartbeat_at=now, error="",
+            resumes=F("resumes") + (1 if self.batches else 0))
+        self.refresh_from_db()
+        return token if updated else None
+
+    def checkpoint(self, token, **fields):
+        """Save progress while holding the claim and while the run is still running (a
+        cancelled run stops its nodes); the run's heartbeat is renewed too."""
+        if not ReviewRun.objects.filter(pk=self.run_id, status=ReviewRun.RUNNING).update(
+                heartbeat_at=timezone.now()):
+            return False
+        return bool(ReviewNodeRun.objects.filter(pk=self.pk, status=self.RUNNING, claim_token=token)
+                    .update(heartbeat_at=timezone.now(), **fields))
+
+    def release(self, token, error):
+        return bool(ReviewNodeRun.objects.filter(pk=self.pk, status=self.RUNNING, claim_token=token)
+                    .update(status=self.QUEUED, claim_token="", heartbeat_at=None, error=error))
+
+    def mark_failed(self, error):
+        return bool(ReviewNodeRun.objects.filter(pk=self.pk, status__in=(self.QUEUED, self.RUNNING))
+                    .update(status=self.FAILED, error=error, finished_at=timezone.now(), claim_token=""))
 
 
 class ReviewNamespaceStatQuerySet(models.QuerySet):

@@ -47,6 +47,19 @@ def alert_on_review(run):
     return None
 
 
+def alert_on_partial_review(run):
+    """After a partial review of a Redis Cluster (some primaries could not be read): always
+    alert, naming the missing nodes; its figures are not compared with the previous review's."""
+    nodes = ", ".join(run.missing_nodes or []) or "unknown nodes"
+    alerts.notify(event="review.partial", severity="warning",
+                  link=_link(reverse("continuity:review_detail", args=[run.pk])),
+                  title=f"TTL review of {run.database.name} is partial: {len(run.missing_nodes or [])} "
+                        f"primar{'y' if len(run.missing_nodes or []) == 1 else 'ies'} not read",
+                  text=f"Review #{run.pk} could not read {nodes}; its figures ({run.total_findings} findings in "
+                       f"{run.keys_scanned} keys) cover the other primaries only. {run.error}")
+    return "review.partial"
+
+
 @dataclass(frozen=True)
 class RedisCheck:
     database: str

@@ -46,6 +46,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from continuity import keyspace
+from continuity.keyspace import cluster as keyspace_cluster
 from continuity.keyspace import stream
 from continuity.billing import estimated_cost_usd
 from continuity.models import Namespace, ReviewNamespaceStat, ReviewRun, ReviewSample
@@ -307,7 +308,8 @@ class ReviewResult:
     strategy: str = ""
     sampled: bool = False
     population: int | None = None  # DBSIZE: what a sampled review's estimates scale to
-    error: str = ""  # why a failed run failed
+    error: str = ""  # why a failed run failed (or why a partial one is partial)
+    missing_nodes: list = field(default_factory=list)  # a partial cluster review: the primaries not read
 
     @property
     def estimated_cost_usd(self):
@@ -328,10 +330,12 @@ class ReviewResult:
                 **({"population": self.population,
                     "estimates": {kind: {"value": e.value, "low_95": e.low, "high_95": e.high}
                                   for kind, e in self.estimates().items()}} if self.sampled else {}),
-                **({"error": self.error} if self.error else {})}
+                **({"error": self.error} if self.error else {}),
+                **({"missing_nodes": list(self.missing_nodes)}
+                   if self.missing_nodes or self.status == ReviewRun.PARTIAL else {})}
 
 
-def _namespace_rows(tally, namespaces):
+def namespace_rows(tally, namespaces):
     by_ident = {(str(ns.pk) if ns.pk else ns.prefix): ns for ns in namespaces}
     rows = []
     for ident, ns_tally in tally.namespaces.items():
@@ -351,7 +355,7 @@ def _namespace_rows(tally, namespaces):
 
 
 def _result(database, status, tally, namespaces, run=None):
-    rows = _namespace_rows(tally, namespaces)
+    rows = namespace_rows(tally, namespaces)
     for row in rows:
         row.pop("namespace_obj")
     return ReviewResult(database=database.name, status=status, keys_scanned=tally.keys_scanned,
@@ -372,7 +376,8 @@ def result_from_run(run):
                         findings=dict(run.findings), namespaces=rows, commands=run.commands,
                         duration_s=run.duration_s, run=run, billed_commands=run.billed_commands,
                         strategy=run.strategy, sampled=run.sampled, population=run.dbsize_before,
-                        error=run.error if run.status == ReviewRun.FAILED else "")
+                        error=run.error if run.status in (ReviewRun.FAILED, ReviewRun.PARTIAL) else "",
+                        missing_nodes=list(run.missing_nodes or []))
 
 
 # --- the operation ----------------------------------------------------------------------
@@ -424,7 +429,7 @@ def _sample(client, classifier, tally, *, size, needs, on_batch, clock=time.perf
             on_batch(tally)
 
 
-def _scan(client, classifier, tally, *, cursor, batch, on_checkpoint, checkpoint_every, on_batch, clock,
+def scan_keyspace(client, classifier, tally, *, cursor, batch, on_checkpoint, checkpoint_every, on_batch, clock,
           strategy=stream.SCAN_SCRIPT, needs=stream.Needs()):
     """The SCAN loop. Returns True when the scan completed, False when `on_checkpoint`
     said stop (cancelled, or the claim was lost). Redis errors propagate."""
@@ -448,7 +453,8 @@ def _scan(client, classifier, tally, *, cursor, batch, on_checkpoint, checkpoint
 
 
 def review_database(*, database, run=None, actor=None, batch=None, triggered_by=ReviewRun.CLI,
-                    persist=True, namespaces=None, checkpoint_every=None, on_batch=None, sample=None):
+                    persist=True, namespaces=None, checkpoint_every=None, on_batch=None, sample=None,
+                    cluster=None, fan_out=None):
     """Review the whole keyspace of `database` and return a ReviewResult.
 
     With `persist` (the default) the review is a ReviewRun row: `run` (a queued or
@@ -459,8 +465,12 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     Redis failures raise ReviewInterrupted after handing the run back for a retry; so does
     Postgres staying away past JOB_DB_OUTAGE_SECONDS (checkpoints ride through shorter
     outages), with `postgres=True`: the run is never marked failed for it. A Redis
-    Cluster (`keyspace.refuse_partial`) ends the run `failed` with the reason, before any key
-    is read: one node's keys are never reported as the keyspace.
+    Cluster is reviewed one primary at a time by `cluster` (the `review_cluster` module,
+    passed in by `review_requests`: it builds on this one): in this process, or, with
+    `fan_out(run, node_runs)` (the Celery task's chord), on workers, and then the run is
+    returned still running. A primary that cannot be read ends the run `partial`, never
+    `succeeded`. Without `cluster`, or for a sampled review, a cluster is refused (the run
+    ends `failed`) before any key is read: one node's keys are never reported as the keyspace.
     `on_batch(tally)` is called after each batch (progress output, tests).
 
     With `sample` (or a run created with one) only a random sample of about that many
@@ -475,9 +485,16 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     strategy, needs = plan(database, Policies.of(namespaces))
     if not persist:
         client = keyspace.client_for(database)
-        keyspace.refuse_partial(database, client, action="review")
+        if keyspace_cluster.mode_of(database, client) == keyspace_cluster.CLUSTER:
+            if cluster is None:
+                keyspace.refuse_partial(database, client, action="review")
+            tally = cluster.review_unsaved(database, client, classifier, batch=batch or settings.REVIEW_SCAN_COUNT,
+                                                  strategy=strategy, needs=needs, checkpoint_every=checkpoint_every,
+                                                  on_batch=on_batch)
+            return dataclasses.replace(_result(database, ReviewRun.SUCCEEDED, tally, namespaces),
+                                       strategy=stream.SCAN_SCRIPT)
         tally = Tally()
-        _scan(client, classifier, tally, cursor=0, batch=batch or settings.REVIEW_SCAN_COUNT,
+        scan_keyspace(client, classifier, tally, cursor=0, batch=batch or settings.REVIEW_SCAN_COUNT,
               on_checkpoint=lambda *a: True, checkpoint_every=checkpoint_every, on_batch=on_batch,
               clock=time.perf_counter, strategy=strategy, needs=needs)
         result = _result(database, ReviewRun.SUCCEEDED, tally, namespaces)
@@ -493,8 +510,12 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     tally = Tally.from_json(run.aggregates)
     try:
         client = keyspace.client_for(database)
-        # A cluster node's SCAN sees that node's keys only: fail the run, never a partial success.
-        keyspace.refuse_partial(database, client, action="review")
+        # A cluster node's SCAN sees that node's keys only: one part per primary, merged.
+        if keyspace_cluster.mode_of(database, client) == keyspace_cluster.CLUSTER:
+            if cluster is None:  # fail the run: one node's keys are never reported as the keyspace
+                keyspace.refuse_partial(database, client, action="review")
+            return _review_cluster(cluster, run, token, client, namespaces, checkpoint_every=checkpoint_every,
+                                   on_batch=on_batch, fan_out=fan_out)
         if run.batches == 0:
             size = stream.dbsize(client)
             tally.commands += 1
@@ -516,7 +537,7 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
                 commands=tally.commands, billed_commands=tally.billed, duration_s=tally.elapsed_s,
                 aggregates=tally.to_json()))
 
-        finished = _scan(client, classifier, tally, cursor=int(run.cursor), batch=run.batch_size,
+        finished = scan_keyspace(client, classifier, tally, cursor=int(run.cursor), batch=run.batch_size,
                          on_checkpoint=on_checkpoint, checkpoint_every=checkpoint_every, on_batch=on_batch,
                          clock=time.perf_counter, strategy=strategy, needs=needs)
         size_after = stream.dbsize(client) if finished else None
@@ -544,10 +565,27 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     return _result(database, run.status, tally, namespaces, run=run)
 
 
+def _review_cluster(review_cluster, run, token, client, namespaces, *, checkpoint_every, on_batch, fan_out):
+    database = run.database
+    if run.sample_size:
+        raise keyspace_cluster.ClusterNotSupported(
+            f"{database.name} is a Redis Cluster; sampled reviews across primaries are not supported yet "
+            f"(run an exact review). Nothing was reviewed.")
+    nodes = review_cluster.prepare(run, client)
+    run.checkpoint(token, strategy=stream.SCAN_SCRIPT)
+    if fan_out is not None:
+        fan_out(run, [node for node in nodes if node.status != node.SUCCEEDED])
+        run.refresh_from_db()
+        return _result(database, run.status, Tally(), namespaces, run=run)
+    run = review_cluster.review_inline(run, client, namespaces=namespaces, checkpoint_every=checkpoint_every,
+                                       on_batch=on_batch)
+    return result_from_run(run)
+
+
 def _finish(run, token, tally, namespaces, size_after):
     """Write the figures, namespace rows and samples, and mark the run succeeded, in one
     transaction guarded by the claim (a cancelled run stays cancelled)."""
-    rows = _namespace_rows(tally, namespaces)
+    rows = namespace_rows(tally, namespaces)
     labels = {(str(ns.pk)): ns.prefix for ns in namespaces if ns.pk}
     with transaction.atomic():
         locked = ReviewRun.objects.select_for_update().filter(pk=run.pk, status=ReviewRun.RUNNING,

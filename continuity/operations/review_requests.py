@@ -10,7 +10,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from continuity.models import ReviewRun
-from continuity.operations import alerting, review
+from continuity.operations import alerting, review, review_cluster
 from dashboard import jobs
 
 REVIEW_TASK = "continuity.review_database"  # continuity.tasks.review.review_database_task
@@ -39,13 +39,25 @@ def _stale(run):
 
 
 def review_and_alert(*, database, run=None, actor=None, batch=None, triggered_by=ReviewRun.CLI, on_batch=None,
-                     sample=None):
-    """Run (or continue) a review of `database` with `review.review_database`, then, when it
+                     sample=None, fan_out=None):
+    """Run (or continue) a review of `database` with `review.review_database` (a Redis Cluster
+    across its primaries with `review_cluster`, fanned out by `fan_out` when given), then, when it
     succeeded, alert through the channels if its findings crossed the threshold
     (`alerting.alert_on_review`). Returns the ReviewResult; raises what the review raises
     (ReviewBusy, ReviewInterrupted)."""
     result = review.review_database(database=database, run=run, actor=actor, batch=batch, triggered_by=triggered_by,
-                                    on_batch=on_batch, sample=sample)
-    if result.status == ReviewRun.SUCCEEDED and result.run is not None:
-        alerting.alert_on_review(ReviewRun.objects.get(pk=result.run.pk))
+                                    on_batch=on_batch, sample=sample, cluster=review_cluster, fan_out=fan_out)
+    if result.run is not None:
+        alert(result.run)
     return result
+
+
+def alert(run):
+    """The alert of a finished review: findings crossing the threshold when it succeeded;
+    always for a partial one (a Redis Cluster primary not read)."""
+    run = ReviewRun.objects.select_related("database").get(pk=run.pk)
+    if run.status == ReviewRun.SUCCEEDED:
+        return alerting.alert_on_review(run)
+    if run.status == ReviewRun.PARTIAL:
+        return alerting.alert_on_partial_review(run)
+    return None

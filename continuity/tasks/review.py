@@ -1,17 +1,20 @@
 """Thin Celery tasks around `continuity.operations.review_requests`. The management command
 `ttl_review` is the synchronous twin of the scheduled `review_all_databases_task`."""
 
-from celery import shared_task
+from celery import chord, group, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from continuity.keyspace.capabilities import is_transient
 from continuity.models import ReviewRun
-from continuity.operations import review
-from continuity.operations.review_requests import REVIEW_TASK, request_review, review_and_alert
+from continuity.models import ReviewNodeRun
+from continuity.operations import review, review_cluster
+from continuity.operations.review_requests import REVIEW_TASK, alert, request_review, review_and_alert
 from dashboard.models import RedisDatabase
 
 REVIEW_ALL_TASK = "continuity.review_all_databases"
+REVIEW_NODE_TASK = "continuity.review_node"
+FINISH_CLUSTER_REVIEW_TASK = "continuity.finish_cluster_review"
 
 
 def backoff(retries):
@@ -29,7 +32,7 @@ def review_database_task(self, run_id):
         return run.status if run else "missing"
     ReviewRun.objects.filter(pk=run.pk).update(task_id=self.request.id or "")
     try:
-        status = review_and_alert(database=run.database, run=run).status
+        status = review_and_alert(database=run.database, run=run, fan_out=fan_out).status
     except review.ReviewBusy:
         return "busy"
     except review.ReviewInterrupted as exc:
@@ -48,6 +51,52 @@ def review_database_task(self, run_id):
         run.mark_failed(f"Stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s).")
         return ReviewRun.FAILED
     return status
+
+
+def fan_out(run, nodes):
+    """A Redis Cluster review: one `review_node_task` per primary not yet read, as a group,
+    with `finish_cluster_review_task` as the chord's callback (it merges and ends the run).
+    The result backend (django-celery-results) counts the chord's parts."""
+    parts = [review_node_task.si(node.pk) for node in nodes]
+    if not parts:
+        finish_cluster_review_task.delay([], run.pk)
+        return
+    chord(group(parts), finish_cluster_review_task.s(run.pk)).apply_async()
+
+
+@shared_task(bind=True, name=REVIEW_NODE_TASK, acks_late=True, max_retries=settings.REVIEW_TASK_MAX_RETRIES,
+             soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT, time_limit=settings.CELERY_TASK_TIME_LIMIT)
+def review_node_task(self, node_id):
+    """Review one primary of a cluster review (a ReviewNodeRun). Idempotent: a part that
+    ended is left alone, a part whose worker died resumes from its own checkpoint. Never
+    raises (but to retry), so the chord's callback always runs: a primary that stays
+    unreachable is marked failed and the run ends partial."""
+    node = ReviewNodeRun.objects.filter(pk=node_id).first()
+    if node is None:
+        return "missing"
+    try:
+        return review_cluster.review_node(node)
+    except review_cluster.NodeInterrupted as exc:
+        if not exc.transient or self.request.retries >= settings.REVIEW_TASK_MAX_RETRIES:
+            node.mark_failed(exc.reason if not exc.transient
+                             else f"{exc.reason} Gave up after {self.request.retries + 1} attempts.")
+            return ReviewNodeRun.FAILED
+        raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
+    except SoftTimeLimitExceeded:
+        node.mark_failed(f"{node.address}: stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s).")
+        return ReviewNodeRun.FAILED
+
+
+@shared_task(name=FINISH_CLUSTER_REVIEW_TASK, acks_late=True, soft_time_limit=240, time_limit=300)
+def finish_cluster_review_task(node_statuses, run_id):
+    """The chord's callback: merge the parts into the run, end it, and alert."""
+    run = ReviewRun.objects.filter(pk=run_id).first()
+    if run is None or run.status != ReviewRun.RUNNING:  # ended already (a callback delivered twice, cancelled)
+        return run.status if run else "missing"
+    run = review_cluster.finish(run)
+    if run.ended_here:  # once, whichever callback ended it
+        alert(run)
+    return run.status
 
 
 @shared_task(name=REVIEW_ALL_TASK, acks_late=True, soft_time_limit=240, time_limit=300)

@@ -120,8 +120,6 @@ def test_it_parses_cluster_nodes_with_replicas_migrations_and_failures():
 
 
 # --- refusals: never one node's keys reported as the keyspace -------------------------------
-REVIEW_REFUSAL = ("lucia is a Redis Cluster with 3 primaries; reviews across primaries are not supported yet, "
-                  "so this review would see only one node's keys. Nothing was reviewed.")
 PURGE_REFUSAL = ("lucia is a Redis Cluster with 3 primaries; purges across primaries are not supported yet, "
                  "so this purge would see only one node's keys. Nothing was scanned or changed.")
 BROWSE_REFUSAL = ("lucia is a Redis Cluster with 3 primaries; browsing across primaries is not supported yet, "
@@ -162,59 +160,73 @@ def keys_per_node(redis_cluster):
 NO_READS = ("scan", "evalsha", "eval", "pttl", "type", "memory|usage", "get", "exists", "randomkey")
 
 
-def test_it_fails_a_review_of_a_cluster_with_the_reason_and_reads_no_key(cluster_lucia, cluster_keys, redis_cluster):
+def test_it_reviews_a_cluster_across_its_primaries_in_one_run(cluster_lucia, cluster_keys, redis_cluster):
+    from continuity.models import ReviewRun
+    from continuity.operations import review, review_cluster
+
+    count = write_keyspace(cluster_keys)
+    per_node = keys_per_node(redis_cluster)
+    reset_stats(redis_cluster)
+    result = review.review_database(database=cluster_lucia, cluster=review_cluster)
+    run = ReviewRun.objects.get(pk=result.run.pk)
+    assert (result.status, run.status, run.error, result.error) == ("succeeded", "succeeded", "", "")
+    assert (run.keys_scanned, result.findings["no_ttl"], run.missing_nodes) == (count, count, [])
+    assert sorted(node.keys_scanned for node in run.node_runs.all()) == sorted(per_node)
+    # Every primary was scanned (inside the scan script: EVALSHA on each node).
+    assert all(calls > 0 for calls in calls_per_node(redis_cluster, "scan").values())
+
+
+def test_it_still_refuses_a_review_of_a_cluster_without_the_cross_primary_part(cluster_lucia, cluster_keys,
+                                                                              redis_cluster):
     from continuity.models import ReviewRun
     from continuity.operations import review
 
     write_keyspace(cluster_keys)
     reset_stats(redis_cluster)
-    result = review.review_database(database=cluster_lucia)
+    result = review.review_database(database=cluster_lucia)  # no `cluster`: one node's keys are not the keyspace
     run = ReviewRun.objects.get(pk=result.run.pk)
-    assert (result.status, run.status, run.error, result.error) == ("failed", "failed", REVIEW_REFUSAL, REVIEW_REFUSAL)
-    assert (run.keys_scanned, result.keys_scanned, run.finished_at is not None) == (0, 0, True)
-    assert not run.namespace_stats.exists()
+    assert (run.status, run.keys_scanned) == ("failed", 0)
+    assert run.error == ("lucia is a Redis Cluster with 3 primaries; reviews across primaries are not supported "
+                         "yet, so this review would see only one node's keys. Nothing was reviewed.")
     assert calls_per_node(redis_cluster, *NO_READS) == dict.fromkeys(redis_cluster.ports, 0)
-    assert result.as_json()["status"] == "failed" and result.as_json()["error"] == REVIEW_REFUSAL
-
-
-def test_it_fails_an_unsaved_review_of_a_cluster_too(cluster_lucia, cluster_keys):
-    from continuity.operations import review
-
-    write_keyspace(cluster_keys)
     with pytest.raises(keyspace.ClusterNotSupported, match="3 primaries"):
         review.review_database(database=cluster_lucia, persist=False)
 
 
-def test_it_fails_the_review_task_without_retrying(cluster_lucia, cluster_keys, redis_cluster):
+def test_it_reviews_a_cluster_unsaved_too(cluster_lucia, cluster_keys):
+    from continuity.operations import review, review_cluster
+
+    count = write_keyspace(cluster_keys)
+    result = review.review_database(database=cluster_lucia, persist=False, cluster=review_cluster)
+    assert (result.status, result.keys_scanned, result.findings["no_ttl"]) == ("succeeded", count, count)
+
+
+def test_it_refuses_a_sampled_review_of_a_cluster_before_reading_a_key(cluster_lucia, cluster_keys, redis_cluster):
+    from continuity.models import ReviewRun
+    from continuity.operations import review, review_cluster
+
+    write_keyspace(cluster_keys)
+    reset_stats(redis_cluster)
+    result = review.review_database(database=cluster_lucia, sample=100, cluster=review_cluster)
+    run = ReviewRun.objects.get(pk=result.run.pk)
+    assert (run.status, run.keys_scanned) == ("failed", 0)
+    assert run.error == ("lucia is a Redis Cluster; sampled reviews across primaries are not supported yet "
+                         "(run an exact review). Nothing was reviewed.")
+    assert calls_per_node(redis_cluster, *NO_READS) == dict.fromkeys(redis_cluster.ports, 0)
+
+
+def test_it_fans_the_review_task_out_in_a_chord_eagerly(cluster_lucia, cluster_keys, redis_cluster, eager):
     from continuity.models import ReviewRun
     from continuity.operations import review_requests
     from continuity.tasks.review import review_database_task
 
-    write_keyspace(cluster_keys)
+    count = write_keyspace(cluster_keys)
     run, created = review_requests.request_review(database=cluster_lucia)
-    reset_stats(redis_cluster)
     outcome = review_database_task.apply(args=[run.pk])
     run.refresh_from_db()
-    assert created and outcome.result == "failed" and outcome.state == "SUCCESS"  # no Retry raised
-    assert (run.status, run.error) == ("failed", REVIEW_REFUSAL)
-    assert calls_per_node(redis_cluster, *NO_READS) == dict.fromkeys(redis_cluster.ports, 0)
-
-
-def test_it_makes_ttl_review_json_say_failed_and_exit_non_zero(cluster_lucia, cluster_keys, capsys):
-    import json
-
-    from django.core.management import CommandError, call_command
-
-    from continuity.models import ReviewRun
-
-    write_keyspace(cluster_keys)
-    with pytest.raises(CommandError) as failed:
-        call_command("ttl_review", "--database", "lucia", "--json")
-    payload = json.loads(capsys.readouterr().out)
-    assert payload["status"] == "failed" and payload["error"] == REVIEW_REFUSAL and payload["keys_scanned"] == 0
-    assert str(failed.value) == f"lucia: {REVIEW_REFUSAL}"
-    assert ReviewRun.objects.get(pk=payload["run"]).status == "failed"
-    assert not ReviewRun.objects.filter(status="succeeded").exists()
+    assert created and outcome.state == "SUCCESS"
+    assert (run.status, run.keys_scanned, run.findings["no_ttl"]) == ("succeeded", count, count)
+    assert run.node_runs.filter(status="succeeded").count() == 3
 
 
 def test_it_refuses_a_purge_preview_of_a_cluster_before_any_scan(cluster_lucia, cluster_keys, redis_cluster, operator):
@@ -450,16 +462,18 @@ def test_it_says_a_key_lives_on_another_node_instead_of_a_bare_moved(viewer_clie
     here.close()
 
 
-def test_it_shows_the_failed_review_of_a_cluster_on_its_page(operator_client, cluster_lucia, cluster_keys, eager,
-                                                             django_capture_on_commit_callbacks):
+def test_it_shows_a_review_of_a_cluster_on_its_page(operator_client, cluster_lucia, cluster_keys, eager, redis_cluster,
+                                                    django_capture_on_commit_callbacks):
     from django.urls import reverse
 
     from continuity.models import ReviewRun
 
-    write_keyspace(cluster_keys)
+    count = write_keyspace(cluster_keys)
     with django_capture_on_commit_callbacks(execute=True):
         response = operator_client.post(reverse("continuity:review_start", args=["lucia"]))
     run = ReviewRun.objects.get()
-    assert (run.status, run.error, run.keys_scanned) == ("failed", REVIEW_REFUSAL, 0)
+    assert (run.status, run.error, run.keys_scanned) == ("succeeded", "", count)
     page = operator_client.get(response["Location"]).content.decode()
-    assert 'data-testid="review-error">' + REVIEW_REFUSAL.replace("'", "&#x27;") + "<" in page
+    assert 'data-testid="review-error"' not in page and 'data-testid="review-nodes"' in page
+    for port in redis_cluster.ports:
+        assert f"127.0.0.1:{port}" in page

@@ -79,7 +79,8 @@ def review_detail(request, pk):
     findings = [(kind, FINDING_LABELS[kind], estimates.get(kind), samples[kind]) for kind in FINDINGS]
     notes = [MEMORY_REFUSED] if run.sizes_unknown() else []
     return render(request, "continuity/review_detail.html",
-                  {"run": run, "stats": stats, "findings": findings, "database": run.database, "notes": notes})
+                  {"run": run, "stats": stats, "findings": findings, "database": run.database, "notes": notes,
+                   "nodes": list(run.node_runs.all())})
 
 
 @roles.role_required(roles.VIEWER)

@@ -48,7 +48,7 @@ class Command(BaseCommand):
                     result = review_requests.review_and_alert(
                         database=record, run=busy.run, on_batch=self._progress if sys.stderr.isatty() else None)
                 results.append(result)
-                if result.status == "failed":  # refused before reading a key (a Redis Cluster)
+                if result.status in ("failed", "partial"):  # refused, or a cluster primary not read
                     failures.append(f"{record.name}: {result.error}")
                 for note in keyspace.limitations(keyspace.client_for(record)):  # what ran degraded, and why
                     self.stderr.write(f"{record.name}: {note}")
