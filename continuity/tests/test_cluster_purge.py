@@ -81,6 +81,31 @@ def test_it_applies_the_policy_ttl_on_every_primary(cluster_lucia, cluster_keys,
     assert 0 < cluster_keys.ttl(b"lucia:session:short") <= 60
 
 
+def test_it_resumes_from_each_primary_s_cursor_after_its_worker_died(
+        cluster_lucia, cluster_keys, redis_cluster, operator, settings):  # noqa: F811
+    write(cluster_keys)
+    _, run = confirmed(cluster_lucia, operator)
+    PurgeRun.objects.filter(pk=run.pk).update(batch_size=50)
+    pages = []
+
+    def die(checkpointed):
+        pages.append(dict(checkpointed.node_cursors))
+        if len(pages) == 4:
+            raise KeyboardInterrupt("worker killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        purge.execute_purge(run_id=run.pk, progress=die)
+    run.refresh_from_db()
+    assert run.status == "running" and run.node_cursors == pages[-1] and 0 < run.done < 600
+    left = sum(len(keys) for keys in per_node(redis_cluster.ports, "lucia:session:*").values())
+    assert left == 600 - run.done
+    result = purge.execute_purge(run_id=run.pk)
+    assert (result.status, result.resumed, result.matched, result.done, result.skipped) == (
+        "succeeded", True, 600, 600, 0)
+    assert per_node(redis_cluster.ports, "lucia:session:*") == dict.fromkeys(run.node_cursors, [])
+    assert sum(len(keys) for keys in per_node(redis_cluster.ports, "lucia:focus:*").values()) == 300
+
+
 def test_it_fails_naming_a_dead_primary_never_succeeded(lucia, disposable_cluster, monkeypatch, operator):
     monkeypatch.setenv("LUCIA_CLUSTER_URL", disposable_cluster.url(0))
     type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
@@ -96,7 +121,7 @@ def test_it_fails_naming_a_dead_primary_never_succeeded(lucia, disposable_cluste
     assert f"Primary {dead} of lucia is unreachable" in str(stopped.value)
     run.refresh_from_db()
     assert run.status == "running" and run.claim is None  # resumable: the task retries it
-    assert run.node_cursors.get(dead) == "0"
+    assert run.node_cursors.get(dead, "0") == "0"  # the dead node's keys: not one read
     purge.fail_purge(run_id=run.pk, error=str(stopped.value))  # after the task's last retry
     run.refresh_from_db()
     assert run.status == "failed" and dead in run.error

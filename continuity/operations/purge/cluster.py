@@ -27,6 +27,7 @@ Finding purges and the policy purge of a cluster are still refused (`is_cluster`
 import redis
 from redis.crc import key_slot
 
+from continuity import keyspace
 from continuity.keyspace import cluster as keyspace_cluster
 from continuity.keyspace import purge as redis_purge
 from continuity.keyspace.connection import describe
@@ -91,6 +92,16 @@ def count_nodes(database, client, *, count, progress=None):
     return out
 
 
+def scan_pages(client, *, match, cursor, count):
+    """Yield (next cursor or None at the end, [keys]) SCAN pages of one node from `cursor`
+    (as `preview.scan_pages`, which imports this module)."""
+    while True:
+        cursor, page = keyspace.scan_page(match=match, cursor=cursor, count=count, client=client)
+        yield (None if cursor == 0 else cursor), page
+        if cursor == 0:
+            return
+
+
 def run_nodes(run, client, pacer, policies, reach):
     """Purge every primary from its checkpointed cursor. SUCCEEDED, CANCELLED or None (the
     claim was lost), like the standalone loop."""
@@ -99,8 +110,6 @@ def run_nodes(run, client, pacer, policies, reach):
         cursors.setdefault(address, "0")
     run.node_cursors = cursors
     want = CONDITION_FINDINGS[run.condition]
-    from continuity.operations.purge.preview import scan_pages  # preview imports this module
-
     for address in sorted(cursors):
         if cursors[address] == "end":
             continue
