@@ -89,6 +89,8 @@ class PurgeRun(models.Model):
     preview_actionable = models.BigIntegerField(null=True, blank=True,
                                                 help_text="Keys the action would change (expire: without TTL).")
     preview_namespaces = models.JSONField(default=dict, blank=True, help_text="{namespace prefix: matched}")
+    preview_nodes = models.JSONField(default=dict, blank=True,
+                                     help_text="Redis Cluster: {primary host:port: keys matched there}.")
     preview_sample = models.JSONField(default=list, blank=True, help_text="[base64url key tokens]")
     preview_commands = models.BigIntegerField(default=0, help_text="Redis commands the preview issued.")
     estimated_commands = models.BigIntegerField(default=0, help_text="Redis commands execution will cost.")
@@ -102,6 +104,8 @@ class PurgeRun(models.Model):
     rate_cap = models.PositiveIntegerField(default=0, help_text="Keys per second; 0 means no cap.")
     batch_size = models.PositiveIntegerField(default=1000)
     cursor = models.CharField(max_length=40, default="0")
+    node_cursors = models.JSONField(default=dict, blank=True,
+                                    help_text="Redis Cluster: {primary host:port: SCAN cursor, or 'end'}.")
     batches = models.BigIntegerField(default=0, help_text="Batches acted on and checkpointed.")
     matched = models.BigIntegerField(default=0)
     done = models.BigIntegerField(default=0, help_text="Keys deleted or expired.")
@@ -239,7 +243,7 @@ class PurgeRun(models.Model):
         transaction only): a worker killed after this call still leaves the checkpoint in
         Postgres, and only a crash of Postgres itself could lose the last fraction of a
         second of progress (the run then resumes from the marker, never counting twice)."""
-        progress = {"cursor": self.cursor, "batches": self.batches, "matched": self.matched, "done": self.done,
+        progress = {"cursor": self.cursor, "node_cursors": self.node_cursors, "batches": self.batches, "matched": self.matched, "done": self.done,
                     "skipped": self.skipped, "commands": self.commands, "billed_commands": self.billed_commands,
                     "heartbeat_at": timezone.now()}
         with transaction.atomic():

@@ -229,49 +229,6 @@ def test_it_fans_the_review_task_out_in_a_chord_eagerly(cluster_lucia, cluster_k
     assert run.node_runs.filter(status="succeeded").count() == 3
 
 
-def test_it_refuses_a_purge_preview_of_a_cluster_before_any_scan(cluster_lucia, cluster_keys, redis_cluster, operator):
-    from continuity.models import PurgeRun
-    from continuity.operations import purge
-
-    count = write_keyspace(cluster_keys)
-    reset_stats(redis_cluster)
-    with pytest.raises(purge.PurgeRefused) as refused:
-        purge.preview_purge(database=cluster_lucia, kind="prefix", value=b"lucia:session:", action="delete",
-                            actor=operator)
-    assert str(refused.value) == PURGE_REFUSAL
-    assert not PurgeRun.objects.exists()
-    assert calls_per_node(redis_cluster, *NO_READS, "unlink", "del") == dict.fromkeys(redis_cluster.ports, 0)
-    assert sum(keys_per_node(redis_cluster)) == count
-
-
-def test_it_refuses_a_confirmed_purge_when_its_database_turned_out_a_cluster(
-        cluster_lucia, cluster_keys, redis_cluster, operator, monitored):
-    """Previewed and confirmed against a standalone server, executed after the URL moved to
-    a cluster: failed with the reason and audited, nothing scanned or deleted."""
-    from continuity.models import PurgeRun
-    from continuity.operations import purge
-    from dashboard.models import AuditEntry
-
-    monitored.set(b"lucia:session:standalone", b"v")
-    type(cluster_lucia).objects.filter(pk=cluster_lucia.pk).update(url_env="REDIS_URL")
-    cluster_lucia.refresh_from_db()
-    preview = purge.preview_purge(database=cluster_lucia, kind="prefix", value=b"lucia:session:", actor=operator)
-    run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="tidy up",
-                              actor=operator, source="cli")
-    type(cluster_lucia).objects.filter(pk=cluster_lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
-    count = write_keyspace(cluster_keys)
-    reset_stats(redis_cluster)
-    with pytest.raises(purge.PurgeRefused, match="purges across primaries are not supported yet"):
-        purge.execute_purge(run_id=run.pk)
-    run.refresh_from_db()
-    assert (run.status, run.error, run.matched, run.done) == ("failed", PURGE_REFUSAL, 0, 0)
-    assert AuditEntry.objects.filter(action="purge.fail", target_id=str(run.pk), note=PURGE_REFUSAL).count() == 1
-    assert calls_per_node(redis_cluster, *NO_READS, "unlink", "del") == dict.fromkeys(redis_cluster.ports, 0)
-    assert sum(keys_per_node(redis_cluster)) == count
-    assert monitored.exists(b"lucia:session:standalone")
-    assert PurgeRun.objects.get(pk=run.pk).status == "failed"
-
-
 def test_it_skips_the_policy_purge_of_a_cluster_with_the_reason(cluster_lucia, cluster_keys, redis_cluster):
     from continuity.models import Namespace, PurgeRun
     from continuity.operations import purge

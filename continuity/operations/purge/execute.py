@@ -20,7 +20,8 @@ from continuity.models import PurgeRun
 from continuity.models.purges import PurgeTargetKey, stored_target_keys
 from continuity.operations import alerting
 from continuity.operations.purge.common import (CONDITION_FINDINGS, PurgeRefused, PurgeResult, PurgeStopped,
-                                                audit_run, namespace_policies, refuse_on_cluster, split)
+                                                audit_run, namespace_policies, split)
+from continuity.operations.purge import cluster as purge_cluster
 from continuity.operations.purge.preview import scan_pages
 from continuity.operations.purge.targets import resolve_target
 from dashboard import postgres
@@ -56,7 +57,7 @@ def _finish(run, status, *, error="", source="task", client=None, live=False):
         with transaction.atomic():
             PurgeRun.objects.filter(pk=run.pk).update(
                 status=status, finished_at=timezone.now(), error=error, claim=None, heartbeat_at=None,
-                cursor=run.cursor, batches=run.batches, matched=run.matched, done=run.done, skipped=run.skipped,
+                cursor=run.cursor, node_cursors=run.node_cursors, batches=run.batches, matched=run.matched, done=run.done, skipped=run.skipped,
                 commands=run.commands, billed_commands=run.billed_commands)
             PurgeTargetKey.objects.filter(run=run).delete()  # a finding's key list is spent
             run.refresh_from_db()
@@ -125,25 +126,29 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
     try:
         client = keyspace.client_for(run.database, write=True)
         try:
-            refuse_on_cluster(run.database, client)
+            on_cluster = purge_cluster.is_cluster(run.database, client, run.target_kind)
         except PurgeRefused as refused:  # final, audited; nothing was scanned or changed
             _finish(run, PurgeRun.FAILED, error=str(refused), source=source)
             raise
-        if resumed:
+        marker_client = None if on_cluster else client  # a cluster run keeps no Redis marker
+        if resumed and not on_cluster:
             _recover_batch(run, client, claim)
         if run.cancel_requested:
-            return PurgeResult.of(_finish(run, PurgeRun.CANCELLED, source=source, client=client, live=True),
+            return PurgeResult.of(_finish(run, PurgeRun.CANCELLED, source=source, client=marker_client, live=True),
                                   resumed)
         policies, reach = namespace_policies(run.database), None
         if run.target_kind == PurgeRun.POLICY:  # that namespace's own keys, not its nested ones'
             reach = [policy for policy in policies if policy.prefix == run.target_bytes()]
         elif run.target_kind != PurgeRun.FINDING:  # the namespaces may have changed since the preview
             reach = resolve_target(run.database, PurgeRun.PATTERN, run.match_bytes(), policies)[1]
-        status = _loop(run, client, claim, policies, reach, keys, progress)
+        if on_cluster:
+            status = purge_cluster.run_nodes(run, client, Pacer(run, claim, progress), policies, reach)
+        else:
+            status = _loop(run, client, claim, policies, reach, keys, progress)
         if status is None:  # lost the claim to another worker
             run.refresh_from_db()
             return PurgeResult.of(run, resumed)
-        return PurgeResult.of(_finish(run, status, source=source, client=client, live=True), resumed)
+        return PurgeResult.of(_finish(run, status, source=source, client=marker_client, live=True), resumed)
     except (postgres.PostgresAway, *postgres.GONE) as exc:
         # Postgres left for longer than JOB_DB_OUTAGE_SECONDS: stop, resumable. What Redis
         # did is in the marker; the claim lapses (or is released) and the resume job continues.

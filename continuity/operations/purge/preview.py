@@ -28,9 +28,9 @@ from continuity.operations.purge.common import (
     estimated_billed,
     PurgeRefused,
     namespace_policies,
-    refuse_on_cluster,
     split,
 )
+from continuity.operations.purge import cluster as purge_cluster
 from continuity.operations.purge.estimate import estimate_target
 from dashboard import jobs, postgres
 
@@ -63,9 +63,11 @@ class Counted:
     acting_keys: int = 0
 
 
-def count_matches(client, *, match, policies, reach, action, condition, batch_size, sample_size=0, progress=None):
+def count_matches(client, *, match, policies, reach, action, condition, batch_size, sample_size=0, progress=None,
+                  by_slot=False):
     """A `Counted` for the target `match`: the figures a purge of it would start from.
-    `progress(scanned, matched)` is called after each page."""
+    `progress(scanned, matched)` is called after each page. `by_slot`: a cluster node,
+    where one script call may touch one hash slot only."""
     out = Counted()
     per_namespace, sample = out.namespaces, out.sample
     want = CONDITION_FINDINGS[condition]
@@ -83,11 +85,12 @@ def count_matches(client, *, match, policies, reach, action, condition, batch_si
             if len(sample) < sample_size:
                 sample.extend(keyspace.encode_key(k) for k in page_keys[: sample_size - len(sample)])
             if needs_check:
-                counted = redis_purge.act_on_batch(client, page_keys, action="count", policies=page_policies,
-                                                   want=want)
-                out.actionable += counted.done
-                out.commands += counted.commands
-                out.billed += counted.billed
+                groups = purge_cluster.by_slot(page_keys, page_policies) if by_slot else [(page_keys, page_policies)]
+                for keys, chosen in groups:
+                    counted = redis_purge.act_on_batch(client, keys, action="count", policies=chosen, want=want)
+                    out.actionable += counted.done
+                    out.commands += counted.commands
+                    out.billed += counted.billed
             else:
                 out.actionable += len(page_keys)
         if progress:
@@ -142,7 +145,8 @@ def new_run(*, database, kind, value=b"", action=PurgeRun.DELETE, review_id=None
     policies = namespace_policies(database)
     target = decide_target(database, kind=kind, value=value, action=action, review_id=review_id, finding=finding,
                            policies=policies, explicit_keys=explicit_keys)
-    refuse_on_cluster(database, keyspace.client_for(database))  # before anything is saved or scanned
+    # before anything is saved or scanned: a finding purge of a cluster is refused
+    purge_cluster.is_cluster(database, keyspace.client_for(database), kind)
     run = PurgeRun(database=database, target_kind=kind, target_value=target.shown,
                    target_token=keyspace.encode_key(value), match_pattern=keyspace.display_key(target.pattern),
                    review_id=review_id, finding=finding, action=action, condition=target.condition,
@@ -204,6 +208,18 @@ class ProgressSaver:
             raise PreviewStopped
 
 
+def merge_counted(parts, sample_size):
+    """One Counted from the per-node ones: figures summed, namespaces merged, the sample capped."""
+    out = Counted()
+    for part in parts:
+        for name in ("matched", "actionable", "commands", "billed", "scans", "acting_batches", "acting_keys"):
+            setattr(out, name, getattr(out, name) + getattr(part, name))
+        for label, count in part.namespaces.items():
+            out.namespaces[label] = out.namespaces.get(label, 0) + count
+        out.sample.extend(part.sample[:max(0, sample_size - len(out.sample))])
+    return out
+
+
 def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) -> PurgePreview | None:
     """Run the dry run of `previewing` run `run_id` to its end: the exact count per
     namespace (and, for expire or findings, what still qualifies), a sample, the commands
@@ -231,9 +247,18 @@ def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) ->
                                                         sample_size=sample_size, progress=saver)
             scanned = saver.scanned
         else:
-            counted = count_matches(client, match=target.pattern, policies=policies, reach=target.reach,
-                                    action=run.action, condition=run.condition, batch_size=run.batch_size,
-                                    sample_size=sample_size, progress=saver)
+            def count(on, progress, by_slot=False):
+                return count_matches(on, match=target.pattern, policies=policies, reach=target.reach,
+                                     action=run.action, condition=run.condition, batch_size=run.batch_size,
+                                     sample_size=sample_size, progress=progress, by_slot=by_slot)
+
+            if purge_cluster.is_cluster(run.database, client, run.target_kind):
+                per_node = purge_cluster.count_nodes(run.database, client, progress=saver,
+                                                     count=lambda on, progress: count(on, progress, by_slot=True))
+                counted = merge_counted(per_node.values(), sample_size)
+                node_figures = {address: part.matched for address, part in per_node.items()}
+            else:
+                counted, node_figures = count(client, saver), {}
             # Execution repeats the SCAN and sends one acting command per page holding keys.
             preview = PurgePreview(run=run, matched=counted.matched, actionable=counted.actionable,
                                    namespaces=counted.namespaces, sample=counted.sample, commands=counted.commands,
@@ -247,6 +272,8 @@ def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) ->
                    "preview_namespaces": preview.namespaces, "preview_sample": preview.sample,
                    "preview_commands": preview.commands, "estimated_commands": preview.estimated_commands,
                    "preview_billed_commands": preview.billed, "estimated_billed_commands": preview.estimated_billed}
+        if run.target_kind != PurgeRun.FINDING:
+            figures["preview_nodes"] = node_figures
         if not PurgeRun.objects.filter(pk=run.pk, status=PurgeRun.PREVIEWING, claim=claim).update(
                 status=PurgeRun.PREVIEWED, claim=None, heartbeat_at=None, preview_scanned=scanned, **figures):
             raise PreviewStopped
