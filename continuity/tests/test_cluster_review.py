@@ -3,7 +3,6 @@ per primary (ReviewNodeRun), merged exactly; in-process (`ttl_review`) and fanne
 real Celery worker (a chord); a dead primary ends the run partial, never succeeded."""
 
 import json
-import time
 from datetime import timedelta
 
 import pytest
@@ -15,6 +14,7 @@ from continuity import demo, keyspace
 from continuity.models import Namespace, ReviewNodeRun, ReviewRun
 from continuity.operations import review, review_cluster
 from continuity.tests.test_review import TYPES, expected_from_specs
+from continuity.tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -152,15 +152,6 @@ def test_it_ends_partial_naming_a_dead_primary_never_succeeded(lucia, disposable
 
 
 # --- fanned out on a real Celery worker (conftest: celery_app, celery_worker_parameters, empty_broker) ---
-def wait_for(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def cluster_record(url_env, url, monkeypatch):
     from dashboard import seed

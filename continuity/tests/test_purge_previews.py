@@ -1,7 +1,6 @@
 """Purge previews off the request: the instant estimate, the preview on a real Celery worker
 (in a thread, consuming the test broker), its progress on the run row, cancel, retries."""
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -13,6 +12,7 @@ from continuity.operations import purge, review
 from continuity.tasks.purge import preview_purge_task
 from dashboard import localservers
 from dashboard.models import RedisDatabase
+from continuity.tests.waiting import wait_for
 
 
 def fill(client, n, prefix=b"lucia:session:", ex=None):
@@ -29,15 +29,6 @@ def calls(client, command):
 
 
 # --- a real worker (conftest: celery_app, celery_worker_parameters, empty_broker) ----------------
-def wait_for(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 @pytest.mark.django_db(transaction=True)
 def test_it_previews_on_the_worker_with_the_figures_of_a_preview_in_the_caller(empty_broker, monitored, operator,

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from continuity.operations import purge
 from continuity.tasks.purge import backoff, purge_task, resume_purges_task
 from dashboard import localservers
 from dashboard.models import AuditEntry, RedisDatabase
+from continuity.tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,15 +113,6 @@ def _worker(env, log):
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _wait(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 @pytest.mark.django_db(transaction=True)
 def test_it_resumes_with_a_new_worker_after_one_is_killed_mid_purge(monitored, redis_server, operator, tmp_path):
@@ -146,7 +137,7 @@ def test_it_resumes_with_a_new_worker_after_one_is_killed_mid_purge(monitored, r
         with open(log_path, "wb") as log:
             workers.append(_worker(env, log))
             purge_task.delay(run.pk)
-            _wait(lambda: PurgeRun.objects.get(pk=run.pk).done >= 1000, 60, "the first worker to make progress")
+            wait_for(lambda: PurgeRun.objects.get(pk=run.pk).done >= 1000, 60, "the first worker to make progress")
             os.killpg(workers[0].pid, signal.SIGKILL)
             workers[0].wait(10)
             killed = PurgeRun.objects.get(pk=run.pk)
@@ -154,9 +145,9 @@ def test_it_resumes_with_a_new_worker_after_one_is_killed_mid_purge(monitored, r
             left_at_kill = monitored.dbsize()
             workers.append(_worker(env, log))
             # The resume check, sent once the dead worker's lease has lapsed (state, not a countdown).
-            _wait(lambda: run.pk in purge.stalled_purges(lease_seconds=2), 30, "the lease to lapse")
+            wait_for(lambda: run.pk in purge.stalled_purges(lease_seconds=2), 30, "the lease to lapse")
             resume_purges_task.delay()
-            final = _wait(lambda: (r := PurgeRun.objects.get(pk=run.pk)).is_finished and r, 90,
+            final = wait_for(lambda: (r := PurgeRun.objects.get(pk=run.pk)).is_finished and r, 90,
                           "the second worker to resume and finish")
     finally:
         for worker in workers:

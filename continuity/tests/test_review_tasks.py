@@ -21,6 +21,7 @@ from continuity.operations.review_requests import request_review
 from continuity.tasks.review import REVIEW_ALL_TASK, review_all_databases_task, review_database_task
 from dashboard.celery import app
 from dashboard.models import RedisDatabase
+from continuity.tests.waiting import wait_for
 
 
 def test_it_retries_then_records_the_failure_when_redis_is_down(lucia, monkeypatch):
@@ -102,15 +103,6 @@ def _start_worker(redis_server):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _wait_for(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 @pytest.mark.django_db(transaction=True)
 def test_it_resumes_after_a_real_worker_is_killed_mid_review(lucia, monitored, redis_server):
@@ -125,7 +117,7 @@ def test_it_resumes_after_a_real_worker_is_killed_mid_review(lucia, monitored, r
     try:
         run = review.start_review(database=lucia, batch=100)
         review_database_task.delay(run.pk)
-        _wait_for(lambda: ReviewRun.objects.filter(pk=run.pk, batches__gte=20).exists(), 60, "a checkpoint")
+        wait_for(lambda: ReviewRun.objects.filter(pk=run.pk, batches__gte=20).exists(), 60, "a checkpoint")
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(10)
     finally:
@@ -140,7 +132,7 @@ def test_it_resumes_after_a_real_worker_is_killed_mid_review(lucia, monitored, r
     try:
         with override_lease(2):
             request_review(database=lucia, triggered_by=ReviewRun.SCHEDULE)
-        _wait_for(lambda: ReviewRun.objects.filter(pk=run.pk, status=ReviewRun.SUCCEEDED).exists(), 90,
+        wait_for(lambda: ReviewRun.objects.filter(pk=run.pk, status=ReviewRun.SUCCEEDED).exists(), 90,
                   "the resumed review")
     finally:
         os.killpg(second.pid, signal.SIGTERM)
