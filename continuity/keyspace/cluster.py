@@ -254,3 +254,50 @@ def refuse_partial(database, client=None, *, action):
         what = "is marked as a Redis Cluster"
     plural, partial, nothing = _REFUSALS[action]
     raise ClusterNotSupported(f"{database.name} {what}; {plural} not supported yet, so {partial}. {nothing}")
+
+
+@dataclass(frozen=True)
+class SlotLayout:
+    """Who serves which slots, as one `CLUSTER NODES` reply says: `owners` {primary
+    host:port: [[first, last], …]} and `moving` [(slot, source host:port, target host:port)]
+    for slots in the middle of a migration (MIGRATING on the source, IMPORTING on the target)."""
+
+    owners: dict
+    moving: tuple = ()
+
+    @property
+    def slots_covered(self):
+        return sum(last - first + 1 for ranges in self.owners.values() for first, last in ranges)
+
+    def owner_of(self, slot):
+        for address, ranges in self.owners.items():
+            if any(first <= slot <= last for first, last in ranges):
+                return address
+        return None
+
+
+def slot_layout(client):
+    """The `SlotLayout` of the cluster as the node behind `client` sees it (one command)."""
+    reply = client.execute_command("CLUSTER", "NODES")
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    nodes = parse_nodes(text)
+    by_id = {node.node_id: node.address for node in nodes}
+    owners = {node.address: [list(pair) for pair in node.slots] for node in nodes
+              if node.role == "primary" and node.slots}
+    moving = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 8:
+            continue
+        here = parts[1].split("@", 1)[0]
+        for token in parts[8:]:
+            if not token.startswith("["):
+                continue
+            body = token.strip("[]")
+            if "->-" in body:  # [slot->-target id]: this node is migrating the slot away
+                slot, other = body.split("->-", 1)
+                moving.add((int(slot), here, by_id.get(other, other)))
+            elif "-<-" in body:  # [slot-<-source id]: this node is importing it
+                slot, other = body.split("-<-", 1)
+                moving.add((int(slot), by_id.get(other, other), here))
+    return SlotLayout(owners=owners, moving=tuple(sorted(moving)))
