@@ -120,8 +120,6 @@ def test_it_parses_cluster_nodes_with_replicas_migrations_and_failures():
 
 
 # --- refusals: never one node's keys reported as the keyspace -------------------------------
-PURGE_REFUSAL = ("lucia is a Redis Cluster with 3 primaries; purges across primaries are not supported yet, "
-                 "so this purge would see only one node's keys. Nothing was scanned or changed.")
 BROWSE_REFUSAL = ("lucia is a Redis Cluster with 3 primaries; browsing across primaries is not supported yet, "
                   "so this page would show only one node's keys. No key was read.")
 
@@ -227,20 +225,6 @@ def test_it_fans_the_review_task_out_in_a_chord_eagerly(cluster_lucia, cluster_k
     assert created and outcome.state == "SUCCESS"
     assert (run.status, run.keys_scanned, run.findings["no_ttl"]) == ("succeeded", count, count)
     assert run.node_runs.filter(status="succeeded").count() == 3
-
-
-def test_it_skips_the_policy_purge_of_a_cluster_with_the_reason(cluster_lucia, cluster_keys, redis_cluster):
-    from continuity.models import Namespace, PurgeRun
-    from continuity.operations import purge
-
-    Namespace.objects.filter(database=cluster_lucia, prefix="lucia:session:").update(violation_action="delete")
-    count = write_keyspace(cluster_keys)
-    reset_stats(redis_cluster)
-    outcome = purge.policy_purge(database=cluster_lucia)
-    assert outcome.skipped_reason == PURGE_REFUSAL and outcome.runs == [] and outcome.reported == {}
-    assert not PurgeRun.objects.exists()
-    assert calls_per_node(redis_cluster, *NO_READS, "unlink", "del") == dict.fromkeys(redis_cluster.ports, 0)
-    assert sum(keys_per_node(redis_cluster)) == count
 
 
 @pytest.mark.parametrize("name,params,htmx,region", [
