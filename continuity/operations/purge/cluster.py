@@ -21,13 +21,13 @@ the rule), so no key is harmed twice; only that page's keys are counted again, a
 `skipped`.
 
 Billed commands are counted per node (`node_stats[address]["billed"]`: SCANs, script calls
-and the calls inside them, the `CLUSTER NODES` checks on the node the URL names) and summed
-into `billed_commands`.
+and the calls inside them, the `CLUSTER NODES` checks) and summed into `billed_commands`.
 
 Topology: the slot owners are read when the run starts (`node_layout`, kept across a
-resume) and checked again before each primary and at the end. A slot that moved, or is
-migrating (MIGRATING/IMPORTING), or a MOVED/ASK/TRYAGAIN answer to a script call, ends the
-run `failed` at once (`TopologyChanged`, naming the slot and its nodes): keys of that slot
+resume) and checked again before each primary and at the end (`check_layout`: one
+`CLUSTER NODES` per primary, since a node lists only its own migrating slots). A slot that
+moved, or is migrating (MIGRATING/IMPORTING), or a MOVED/ASK/TRYAGAIN answer to a script
+call, ends the run `failed` at once (`TopologyChanged`, naming the slot and its nodes): keys of that slot
 may have been missed, so it is never `succeeded`. What was done is counted exactly.
 
 A primary that does not answer raises a ConnectionError naming it: the run stays
@@ -175,6 +175,13 @@ class Router:
         self.clients = {}
 
 
+def layout_checks(primaries_count, finding=False):
+    """The `CLUSTER NODES` commands a run's `check_layout` calls send: one per primary per
+    check, a check at the start, before each further primary (SCAN targets) and at the end."""
+    checks = 2 if finding else primaries_count + 1
+    return checks * primaries_count
+
+
 def layout_of(database, client):
     """The current `SlotLayout`, or PurgeRefused when some slots are served by nobody (a
     purge would miss their keys)."""
@@ -203,16 +210,33 @@ def spend(run, address, commands, billed):
 
 
 def check_layout(run, client):
-    """One `CLUSTER NODES` (billed to the URL's node): the first time, the slot owners are
-    recorded on `run.node_layout`; later, any slot owned by another node, or migrating,
-    raises TopologyChanged naming it. Returns the current SlotLayout."""
+    """`CLUSTER NODES` of the URL's node (the slot owners) and of every other primary (a
+    node shows only its own MIGRATING/IMPORTING slots), each billed to its node: the first
+    time, the slot owners are recorded on `run.node_layout`; later, any slot owned by
+    another node, and any time a slot being migrated, raises TopologyChanged naming it.
+    Returns the current SlotLayout."""
+    here = home(client)
     try:
         layout = layout_of(run.database, client)
     finally:
-        spend(run, home(client), 1, 1)
-    if layout.moving:
-        slot, source, target = layout.moving[0]
-        more = f" (and {len(layout.moving) - 1} more)" if len(layout.moving) > 1 else ""
+        spend(run, here, 1, 1)
+    moving = set(layout.moving)
+    for address in sorted(layout.owners):
+        if address == here:
+            continue
+        direct = keyspace_cluster.node_client(client, address)
+        try:
+            moving.update(keyspace_cluster.slot_layout(direct).moving)
+        except NODE_ERRORS as exc:
+            raise unreachable(run.database, address, exc) from exc
+        finally:
+            spend(run, address, 1, 1)
+            direct.close()
+            direct.connection_pool.disconnect()
+    if moving:
+        moving = sorted(moving)
+        slot, source, target = moving[0]
+        more = f" (and {len(moving) - 1} more)" if len(moving) > 1 else ""
         raise TopologyChanged(
             f"The cluster's topology changed during purge #{run.pk} of {run.database.name}: slot {slot} is migrating "
             f"from {source} to {target}{more}. Keys of that slot may be missed, so the purge stopped as failed. "

@@ -154,10 +154,10 @@ def preview_offenders(run, client, *, policies, keys, stats, sample_size, progre
             router.close()
     calls += len(chunk_slots)
     # Execution sends one acting command per stored batch (a cluster: per slot group of
-    # one, and a CLUSTER NODES check when it starts and at the end), and no SCAN.
+    # one, and the CLUSTER NODES checks of `check_layout`), and no SCAN.
     batches = -(-position // run.batch_size)
     acting = calls if router is not None else batches
-    checks = 2 if router is not None else 0
+    checks = purge_cluster.layout_checks(len(router.layout.owners), finding=True) if router is not None else 0
     return PurgePreview(run=run, matched=position, actionable=actionable, namespaces=per_namespace, sample=sample,
                         commands=commands, estimated_commands=acting + checks, billed=billed,
                         estimated_billed=estimated_billed(

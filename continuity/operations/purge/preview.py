@@ -269,8 +269,8 @@ def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) ->
                 progress=saver)
             # Execution repeats the SCAN and sends one acting command per page holding keys
             # (on a cluster: per slot group of such a page, without the progress marker, and
-            # a CLUSTER NODES check when it starts, before each further primary and at the end).
-            checks = len(node_figures) + 1 if node_figures else 0
+            # the CLUSTER NODES checks of `purge.cluster.check_layout`).
+            checks = purge_cluster.layout_checks(len(node_figures)) if node_figures else 0
             preview = PurgePreview(run=run, matched=counted.matched, actionable=counted.actionable,
                                    namespaces=counted.namespaces, sample=counted.sample, commands=counted.commands,
                                    estimated_commands=counted.scans + counted.acting_batches + checks,
