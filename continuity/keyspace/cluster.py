@@ -2,10 +2,11 @@
 stands in for work this layer cannot yet spread over every primary.
 
 A client made from a URL naming one node of a cluster talks to that node only: a SCAN
-there sees that node's keys and nothing else, and nothing in the replies says so. So
-before a review, a purge or the key browser reads keys, `refuse_partial` asks whether the
-database is a cluster and, when it is, raises `ClusterNotSupported` (a KeyspaceError whose
-message names the node count) instead of returning one node's keys as the keyspace.
+there sees that node's keys and nothing else, and nothing in the replies says so. Reviews
+and purges therefore work node by node (`node_client`, `slot_layout`); before anything
+else that reads keys (the key browser), `refuse_partial` asks whether the database is a
+cluster and, when it is, raises `ClusterNotSupported` (a KeyspaceError whose message names
+the node count) instead of returning one node's keys as the keyspace.
 
 Detection: `INFO cluster` (`cluster_enabled:1`; INFO is free on Upstash), asked once per
 client and kept on it (`capabilities.of(client).cluster`). Where INFO is refused,

@@ -95,6 +95,46 @@ def test_it_fails_naming_the_slot_that_moved_into_a_node_already_purged(lucia, d
     assert purge.execute_purge(run_id=run.pk).status == "failed"
 
 
+def test_it_fails_a_finding_purge_whose_next_key_s_slot_moved_away_naming_it(lucia, disposable_cluster, monkeypatch,
+                                                                             operator):
+    """A finding purge walks its stored list and sends each slot group to the owner it knew:
+    a slot moved meanwhile answers MOVED, and the run fails naming the slot and its new node."""
+    ports = disposable_cluster.ports
+    monkeypatch.setenv("LUCIA_CLUSTER_URL", disposable_cluster.url(0))
+    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
+    lucia.refresh_from_db()
+    client = redis.RedisCluster(host="127.0.0.1", port=ports[0])
+    write(client)
+    client.close()
+    keys = sorted(key for found in per_node(ports, "lucia:session:*").values() for key in found)
+    preview = purge.preview_purge(database=lucia, kind="finding", finding="no_ttl", keys=keys, actor=operator,
+                                  batch_size=50)
+    assert (preview.matched, preview.actionable) == (600, 600)
+    run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="r", actor=operator,
+                              source="cli")
+    with redis.Redis(port=ports[0]) as node:
+        layout = keyspace_cluster.slot_layout(node)
+    last_key = keys[-1]  # in the last stored batch
+    slot = key_slot(last_key)
+    source = layout.owner_of(slot)
+    target = next(address for address in sorted(layout.owners) if address != source)
+    moved = []
+
+    def reshard(checkpointed):
+        if not moved:
+            moved.extend(migrate(ports, slot, source, target, complete=True))
+
+    with pytest.raises(purge.PurgeRefused) as stopped:
+        purge.execute_purge(run_id=run.pk, progress=reshard)
+    run.refresh_from_db()
+    assert run.status == "failed" and last_key in moved
+    assert f"slot {slot} is served by {target} now ({source} answered MOVED)" in run.error == str(stopped.value)
+    left = {key for found in per_node(ports, "lucia:session:*").values() for key in found}
+    assert last_key in left and run.done == 600 - len(left) and run.done >= 50
+    assert sum(row["done"] for row in run.node_stats.values()) == run.done
+    assert AuditEntry.objects.filter(action="purge.fail", target_id=str(run.pk)).count() == 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_it_resumes_on_a_cluster_with_a_new_worker_after_one_is_killed_mid_purge(
         redis_cluster, redis_server, operator, tmp_path, monkeypatch):

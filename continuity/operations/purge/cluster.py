@@ -47,7 +47,6 @@ from continuity.operations.purge.common import CONDITION_FINDINGS, PurgeRefused,
 
 NODE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 FIGURES = ("scanned", "matched", "done", "skipped", "commands", "billed")
-_REDIRECTS = ("MOVED", "ASK", "TRYAGAIN")
 
 
 class TopologyChanged(PurgeRefused):
@@ -265,13 +264,17 @@ def _so_far(run):
 
 def redirected(run, address, exc):
     """TopologyChanged for a MOVED / ASK / TRYAGAIN answer of `address`, else None."""
-    text = str(exc)
-    if not text.upper().startswith(_REDIRECTS):
+    if isinstance(exc, redis.exceptions.AskError):  # MovedError is one too
+        kind = "MOVED" if isinstance(exc, redis.exceptions.MovedError) else "ASK"
+        host, port = exc.node_addr
+        what = f"slot {exc.slot_id} is served by {host}:{port} now ({address} answered {kind})"
+    elif isinstance(exc, redis.exceptions.TryAgainError):
+        what = f"{address} answered TRYAGAIN ({exc}): a slot of the batch is migrating"
+    else:
         return None
     return TopologyChanged(
-        f"The cluster's topology changed during purge #{run.pk} of {run.database.name}: {address} answered "
-        f"'{text}' (a slot moved or is migrating). Keys of that slot may be missed, so the purge stopped as "
-        f"failed. {_so_far(run)}")
+        f"The cluster's topology changed during purge #{run.pk} of {run.database.name}: {what}. Keys of that slot "
+        f"may be missed, so the purge stopped as failed. {_so_far(run)}")
 
 
 def _act(run, address, direct, keys, policies, want):
