@@ -122,7 +122,9 @@ def test_it_purges_a_finding_from_the_command_line(cluster_lucia, reviewed_clust
     data = json.loads(out.getvalue())
     assert (data["status"], data["matched"], data["expired"], data["skipped"]) == ("succeeded", 90, 90, 0)
     run = PurgeRun.objects.get(pk=data["run"])
+    assert data["nodes"] == run.node_stats and len(data["nodes"]) == 3
     assert sum(row["done"] for row in run.node_stats.values()) == 90
+    assert sum(row["billed"] for row in run.node_stats.values()) == data["billed_commands"]
     assert sum(1 for row in run.node_stats.values() if row["done"]) == 3
     with redis.RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0]) as client:
         ttls = [client.ttl(key) for key in TOO_LONG]
