@@ -96,6 +96,13 @@ def unreachable(database, address, exc):
         f"the other primaries' progress is kept and a resume continues it.")
 
 
+def resharding(database, address, exc):
+    """PurgeRefused for a preview that met a slot being moved (MOVED / ASK / TRYAGAIN)."""
+    return PurgeRefused(f"{database.name} is being resharded: {address} answered "
+                        f"{exc.__class__.__name__.removesuffix('Error').upper()} {exc}. Its counts would be wrong; "
+                        f"preview again once the slots stopped moving. Nothing was changed.")
+
+
 def dbsize(database, client):
     """DBSIZE summed over the primaries (one DBSIZE each), or None where one refuses it or
     does not answer: one node's DBSIZE is not the cluster's."""
@@ -125,6 +132,8 @@ def count_nodes(database, client, *, count, progress=None):
             out[address] = count(direct, (lambda s, m, b=base: progress(b + s, b + m)) if progress else None)
         except NODE_ERRORS as exc:
             raise unreachable(database, address, exc) from exc
+        except (redis.exceptions.AskError, redis.exceptions.TryAgainError) as exc:
+            raise resharding(database, address, exc) from exc
         finally:
             direct.close()
             direct.connection_pool.disconnect()

@@ -9,6 +9,7 @@ list by position — a checkpoint is a position, stable across a resume — and 
 script re-checks that each key still has the finding under its namespace's policy.
 """
 
+import redis
 from redis.crc import key_slot
 
 from continuity import keyspace
@@ -68,6 +69,8 @@ def node_offender_pages(database, client, **target):
                 yield address, page, (cost, billed), scanned
         except purge_cluster.NODE_ERRORS as exc:
             raise purge_cluster.unreachable(database, address, exc) from exc
+        except (redis.exceptions.AskError, redis.exceptions.TryAgainError) as exc:
+            raise purge_cluster.resharding(database, address, exc) from exc
         finally:
             direct.close()
             direct.connection_pool.disconnect()
