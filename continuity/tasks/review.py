@@ -10,6 +10,7 @@ from continuity.models import ReviewRun
 from continuity.models import ReviewNodeRun
 from continuity.operations import review, review_cluster
 from continuity.operations.review_requests import REVIEW_TASK, alert, request_review, review_and_alert
+from dashboard import postgres
 from dashboard.models import RedisDatabase
 
 REVIEW_ALL_TASK = "continuity.review_all_databases"
@@ -70,13 +71,24 @@ def review_node_task(self, node_id):
     """Review one primary of a cluster review (a ReviewNodeRun). Idempotent: a part that
     ended is left alone, a part whose worker died resumes from its own checkpoint. Never
     raises (but to retry), so the chord's callback always runs: a primary that stays
-    unreachable is marked failed and the run ends partial."""
-    node = ReviewNodeRun.objects.filter(pk=node_id).first()
-    if node is None:
-        return "missing"
+    unreachable is marked failed and the run ends partial. Postgres away past
+    JOB_DB_OUTAGE_SECONDS is retried with backoff and never fails the part: after the last
+    retry it returns "interrupted", the part keeps its checkpoint, the callback leaves the
+    run running, and the next review request of the database resumes it."""
     try:
+        node = ReviewNodeRun.objects.filter(pk=node_id).first()
+        if node is None:
+            return "missing"
         return review_cluster.review_node(node)
+    except (postgres.PostgresAway, *postgres.GONE) as exc:  # before the part was claimed
+        if self.request.retries >= settings.REVIEW_TASK_MAX_RETRIES:
+            return "interrupted"
+        raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
     except review_cluster.NodeInterrupted as exc:
+        if exc.postgres:
+            if self.request.retries >= settings.REVIEW_TASK_MAX_RETRIES:
+                return "interrupted"
+            raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
         if not exc.transient or self.request.retries >= settings.REVIEW_TASK_MAX_RETRIES:
             node.mark_failed(exc.reason if not exc.transient
                              else f"{exc.reason} Gave up after {self.request.retries + 1} attempts.")
@@ -89,11 +101,17 @@ def review_node_task(self, node_id):
 
 @shared_task(name=FINISH_CLUSTER_REVIEW_TASK, acks_late=True, soft_time_limit=240, time_limit=300)
 def finish_cluster_review_task(node_statuses, run_id):
-    """The chord's callback: merge the parts into the run, end it, and alert."""
-    run = ReviewRun.objects.filter(pk=run_id).first()
-    if run is None or run.status != ReviewRun.RUNNING:  # ended already (a callback delivered twice, cancelled)
-        return run.status if run else "missing"
-    run = review_cluster.finish(run)
+    """The chord's callback: merge the parts into the run, end it, and alert. While a part
+    is still queued or running (stopped by a Postgres outage) the run is left running for
+    the next request to resume. Rides through a short Postgres outage; past it the run
+    stays running and resumable the same way."""
+    try:
+        run = postgres.ride_through(lambda: ReviewRun.objects.filter(pk=run_id).first())
+        if run is None or run.status != ReviewRun.RUNNING:  # ended already (a callback delivered twice, cancelled)
+            return run.status if run else "missing"
+        run = postgres.ride_through(lambda: review_cluster.finish(run))
+    except postgres.PostgresAway:
+        return "interrupted"
     if run.ended_here:  # once, whichever callback ended it
         alert(run)
     return run.status
