@@ -40,11 +40,12 @@ request (the schedule, `ttl_review`) resumes the parts not ended and fans out a 
 import contextlib
 import heapq
 import time
+from datetime import timedelta
 
 import redis
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from continuity import keyspace
@@ -257,6 +258,16 @@ def _succeeded(node, token, tally, size_after):
         status=ReviewNodeRun.SUCCEEDED, cursor="0", batches=tally.batches, keys_scanned=tally.keys_scanned,
         commands=tally.commands, billed_commands=tally.billed, dbsize_after=size_after,
         aggregates=tally.to_json(), claim_token="", finished_at=timezone.now(), heartbeat_at=timezone.now())
+
+
+def stale_parts(run):
+    """The parts of `run` that no worker is on: handed back after an interruption (queued
+    with a checkpoint or an error), or running with a lapsed lease (their worker died). A
+    part queued untouched is left to the task already sent for it. Sending a part's task
+    again is harmless all the same: a part another worker holds or that ended is left alone."""
+    lapsed = timezone.now() - timedelta(seconds=settings.REVIEW_LEASE_SECONDS)
+    handed_back = Q(status=ReviewNodeRun.QUEUED) & (Q(batches__gt=0) | ~Q(error=""))
+    return list(run.node_runs.filter(handed_back | Q(status=ReviewNodeRun.RUNNING, heartbeat_at__lt=lapsed)))
 
 
 # --- the whole run ------------------------------------------------------------------------

@@ -35,6 +35,12 @@ def review_database_task(self, run_id):
     try:
         status = review_and_alert(database=run.database, run=run, fan_out=fan_out).status
     except review.ReviewBusy:
+        # A Redis Cluster run kept alive by some parts' checkpoints, with a part whose worker
+        # died (or that was handed back): send that part's task again.
+        stale = review_cluster.stale_parts(run)
+        if stale:
+            fan_out(run, stale)
+            return "resumed"
         return "busy"
     except review.ReviewInterrupted as exc:
         if exc.postgres:  # never failed for it: the checkpoint stands and the run resumes
@@ -79,7 +85,10 @@ def review_node_task(self, node_id):
         node = ReviewNodeRun.objects.filter(pk=node_id).first()
         if node is None:
             return "missing"
-        return review_cluster.review_node(node)
+        status = review_cluster.review_node(node)
+        if status in (ReviewNodeRun.SUCCEEDED, ReviewNodeRun.FAILED):
+            _finish(node.run_id)  # the last part to end ends the run, chord or not
+        return status
     except (postgres.PostgresAway, *postgres.GONE) as exc:  # before the part was claimed
         if self.request.retries >= settings.REVIEW_TASK_MAX_RETRIES:
             return "interrupted"
@@ -92,19 +101,20 @@ def review_node_task(self, node_id):
         if not exc.transient or self.request.retries >= settings.REVIEW_TASK_MAX_RETRIES:
             node.mark_failed(exc.reason if not exc.transient
                              else f"{exc.reason} Gave up after {self.request.retries + 1} attempts.")
+            _finish(node.run_id)
             return ReviewNodeRun.FAILED
         raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
     except SoftTimeLimitExceeded:
         node.mark_failed(f"{node.address}: stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s).")
+        _finish(node.run_id)
         return ReviewNodeRun.FAILED
 
 
-@shared_task(name=FINISH_CLUSTER_REVIEW_TASK, acks_late=True, soft_time_limit=240, time_limit=300)
-def finish_cluster_review_task(node_statuses, run_id):
-    """The chord's callback: merge the parts into the run, end it, and alert. While a part
-    is still queued or running (stopped by a Postgres outage) the run is left running for
-    the next request to resume. Rides through a short Postgres outage; past it the run
-    stays running and resumable the same way."""
+def _finish(run_id):
+    """`review_cluster.finish` (a no-op while a part is queued or running, or once the run
+    ended), and the alert when this call ended the run. Called by the chord's callback and by
+    each part's task as it ends: a part resumed outside the first chord (its worker died, its
+    task was sent again) still ends the run. The run (its status) or "interrupted"."""
     try:
         run = postgres.ride_through(lambda: ReviewRun.objects.filter(pk=run_id).first())
         if run is None or run.status != ReviewRun.RUNNING:  # ended already (a callback delivered twice, cancelled)
@@ -112,9 +122,18 @@ def finish_cluster_review_task(node_statuses, run_id):
         run = postgres.ride_through(lambda: review_cluster.finish(run))
     except postgres.PostgresAway:
         return "interrupted"
-    if run.ended_here:  # once, whichever callback ended it
+    if run.ended_here:  # once, whichever call ended it
         alert(run)
     return run.status
+
+
+@shared_task(name=FINISH_CLUSTER_REVIEW_TASK, acks_late=True, soft_time_limit=240, time_limit=300)
+def finish_cluster_review_task(node_statuses, run_id):
+    """The chord's callback: merge the parts into the run, end it, and alert. While a part
+    is still queued or running (stopped by a Postgres outage, or held by another worker) the
+    run is left running: that part's task ends it, or the next request resumes it. Rides
+    through a short Postgres outage; past it the run stays running and resumable."""
+    return _finish(run_id)
 
 
 @shared_task(name=REVIEW_ALL_TASK, acks_late=True, soft_time_limit=240, time_limit=300)
