@@ -300,7 +300,10 @@ class ReviewRun(models.Model):
 class ReviewNodeRun(models.Model):
     """The part of a Redis Cluster review that reads one primary: its own SCAN cursor,
     checkpoint (aggregates) and claim, so a node whose worker died resumes alone. The
-    run's totals are the merge of its nodes' aggregates (`operations.review_cluster`)."""
+    run's totals are the merge of its nodes' aggregates (`operations.review_cluster`).
+    A sampled run's part draws `sample_size` keys of its primary (None: read whole).
+    `billed_commands` is what this primary executed for the part. Cancelling the run
+    cancels its parts that have not ended."""
 
     QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
     STATUSES = [(s, s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)]

@@ -526,12 +526,14 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
             raise ReviewBusy(run)
         return result_from_run(run)
     tally = Tally.from_json(run.aggregates)
+    parts = False  # a Redis Cluster run: its parts hold the checkpoints
     try:
         client = keyspace.client_for(database)
         # A cluster node's SCAN sees that node's keys only: one part per primary, merged.
         if keyspace_cluster.mode_of(database, client) == keyspace_cluster.CLUSTER:
             if cluster is None:  # fail the run: one node's keys are never reported as the keyspace
                 keyspace.refuse_partial(database, client, action="review")
+            parts = True
             return _review_cluster(cluster, run, token, client, namespaces, checkpoint_every=checkpoint_every,
                                    on_batch=on_batch, fan_out=fan_out, strategy=node_strategy(strategy))
         if run.batches == 0:
@@ -568,7 +570,7 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
         # Postgres answers, else the lease lapses and the next request resumes the run.
         reason = postgres.describe(exc)
         postgres.let_go(lambda: run.release(token, reason))
-        raise ReviewInterrupted(run, reason, postgres=True, parts=getattr(exc, "parts", False)) from exc
+        raise ReviewInterrupted(run, reason, postgres=True, parts=parts) from exc
     except keyspace.ClusterRefusal as exc:  # final: a retry would be refused the same way
         run.mark_failed(str(exc))
         run.refresh_from_db()

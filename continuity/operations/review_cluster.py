@@ -22,7 +22,11 @@ the keys span many slots) and `finish` keeps one stratum per primary on the run,
 `models.reviews.stratified_estimate` combines into one estimate with a 95% interval. A
 primary holding no more keys than its share is read whole (its counts are exact). The cost
 is about the sample's, whatever the keyspace: three DBSIZEs, a few SCANs per primary, and
-the reads of about N keys.
+the reads of about N keys. The intervals use the keys each primary actually gave (fewer than
+its share when the random SCANs came back thin). Checked on Redis 7.0, whose cluster nodes
+keep one hash table per database. Redis 7.4+ and Valkey 8 keep one per slot and encode the
+slot in the SCAN cursor: sampling there is untested; check the keys drawn per primary on the
+review page before relying on the interval.
 
 Cost: each part counts the commands its primary executed (script-internal calls included),
 shown per primary on the review page; the run's `billed_commands` is their sum.
@@ -388,7 +392,6 @@ def review_inline(run, client, *, namespaces=None, checkpoint_every=None, on_bat
             review_node(node, namespaces=namespaces, checkpoint_every=checkpoint_every, on_batch=on_batch)
         except NodeInterrupted as exc:
             if exc.postgres:  # the run stops resumable (review_database): not a missing primary
-                exc.cause.parts = True
                 raise exc.cause from exc
             node.mark_failed(exc.reason)
     return finish(run)
