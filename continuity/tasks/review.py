@@ -1,6 +1,8 @@
 """Thin Celery tasks around `continuity.operations.review_requests`. The management command
 `ttl_review` is the synchronous twin of the scheduled `review_all_databases_task`."""
 
+import logging
+
 from celery import chord, group, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -16,6 +18,8 @@ from dashboard.models import RedisDatabase
 REVIEW_ALL_TASK = "continuity.review_all_databases"
 REVIEW_NODE_TASK = "continuity.review_node"
 FINISH_CLUSTER_REVIEW_TASK = "continuity.finish_cluster_review"
+
+log = logging.getLogger(__name__)
 
 
 def backoff(retries):
@@ -91,11 +95,14 @@ def review_node_task(self, node_id):
         return status
     except (postgres.PostgresAway, *postgres.GONE) as exc:  # before the part was claimed
         if self.request.retries >= settings.REVIEW_TASK_MAX_RETRIES:
+            log.warning("Review part %s stopped: %s. It resumes at the next review request.", node_id,
+                        postgres.describe(exc))
             return "interrupted"
         raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
     except review_cluster.NodeInterrupted as exc:
         if exc.postgres:
             if self.request.retries >= settings.REVIEW_TASK_MAX_RETRIES:
+                log.warning("Review part %s (%s) stopped resumable: %s", node_id, exc.node.address, exc.reason)
                 return "interrupted"
             raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
         if not exc.transient or self.request.retries >= settings.REVIEW_TASK_MAX_RETRIES:

@@ -173,7 +173,7 @@ def test_a_parts_task_rides_through_a_one_second_postgres_restart(cluster_run, o
 
 
 def test_past_the_bound_a_part_stops_resumable_and_the_next_request_finishes_the_run(
-        cluster_run, outage, eager, settings):
+        cluster_run, outage, eager, settings, caplog):
     run, nodes, specs = cluster_run
     findings, per_namespace, _ = expected_from_specs(specs)
     settings.JOB_DB_OUTAGE_SECONDS = 1
@@ -185,6 +185,10 @@ def test_past_the_bound_a_part_stops_resumable_and_the_next_request_finishes_the
     assert review_node_task.apply(args=[first.pk]).get() == "interrupted"  # not failed
     outage.join()
     outage.start()
+    # The worker's log says which part stopped, why, and that it is resumable, not failed.
+    assert (f"Review part {first.pk} ({first.address}) stopped resumable: {first.address}: Postgres was "
+            f"unreachable for more than 1 s") in caplog.text
+    assert "The part keeps its last checkpoint and is not failed" in caplog.text
     first.refresh_from_db()
     assert first.status == "running" and 0 < first.batches and first.cursor != "0"  # its last checkpoint
     assert 0 < first.keys_scanned < 3000 * 1.5
