@@ -70,14 +70,16 @@ def stratified_estimate(strata, kind, z=1.96):
         p̂ = Σ W_h p̂_h,   p̂_h = c_h / n_h,     Var(p̂) = Σ W_h² p̂_h (1 − p̂_h) / n_h
     (strata are independent; each p̂_h is binomial). A Wald interval p̂ ± z√Var is wrong for
     rare findings (zero width when no stratum saw one), and the Wilson interval cannot be
-    applied to the pooled count as if it were one simple random sample. The usual remedy
-    (Kish's effective sample size, used for Wilson intervals of survey data by Korn and
-    Graubard, 1998) is the Wilson interval of p̂ with the sample size n* that a simple
-    random sample would need for the same variance: n* = p̂ (1 − p̂) / Var(p̂). n* is capped
-    at n = Σn_h (and is n when Var is 0, e.g. no finding anywhere), so the interval is never
-    narrower than a simple random sample of the same size would give: under proportional
-    allocation stratification can only shrink the variance, and the cap keeps that gain
-    out of the interval rather than trust a variance estimated from few findings.
+    applied to the pooled count as if it were one simple random sample. The survey
+    statistics remedy is Kish's effective sample size: the sample size n* that a simple
+    random sample would need for the same variance, n* = p̂ (1 − p̂) / Var(p̂), put into the
+    interval for a simple random sample (Korn and Graubard, 1998, do so for exact intervals
+    and cap n* at n; the Wilson form is the one the standalone review already uses). n* is
+    capped at n = Σn_h (and is n when Var is 0, e.g. no finding anywhere), so the interval is
+    never narrower than a simple random sample of the same size would give: under
+    proportional allocation stratification can only shrink the variance (up to 1/N terms),
+    and the cap keeps that gain out of the interval rather than trust a variance estimated
+    from few findings. `test_cluster_review_sampled` checks the coverage by simulation.
     The count is N p̂ within [N·low, N·high], plus the exact counts of whole strata,
     which carry no sampling error. With no sampled stratum the estimate is exact."""
     exact = sum(s["findings"].get(kind, 0) for s in strata if not s["sampled"])

@@ -335,6 +335,7 @@ class ReviewResult:
                 **({"population": self.population,
                     "estimates": {kind: {"value": e.value, "low_95": e.low, "high_95": e.high}
                                   for kind, e in self.estimates().items()}} if self.sampled else {}),
+                **({"strata": list(self.strata)} if self.strata else {}),
                 **({"error": self.error} if self.error else {}),
                 **({"missing_nodes": list(self.missing_nodes)}
                    if self.missing_nodes or self.status == ReviewRun.PARTIAL else {})}

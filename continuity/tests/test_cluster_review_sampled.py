@@ -172,6 +172,8 @@ def test_it_runs_a_sampled_cluster_review_from_ttl_review_and_shows_it(cluster_l
     data = json.loads(out.getvalue())
     assert data["status"] == "succeeded" and data["sampled"] is True and data["population"] == 12_000
     assert set(data["estimates"]) == set(FINDINGS) and "missing_nodes" not in data
+    assert sorted(s["population"] for s in data["strata"]) == sorted(keys_per_node(redis_cluster.ports))
+    assert sum(s["keys"] for s in data["strata"]) == data["keys_scanned"]
     second = ReviewRun.objects.get(pk=data["run"])
     assert data["estimates"]["no_ttl"]["value"] == second.estimates()["no_ttl"].value
 
