@@ -5,6 +5,7 @@ cluster throughout; every test is transactional (workers and restarts need real 
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -173,7 +174,7 @@ def test_a_parts_task_rides_through_a_one_second_postgres_restart(cluster_run, o
 
 
 def test_past_the_bound_a_part_stops_resumable_and_the_next_request_finishes_the_run(
-        cluster_run, outage, eager, settings, caplog):
+        cluster_run, outage, eager, settings, caplog, monkeypatch):
     run, nodes, specs = cluster_run
     findings, per_namespace, _ = expected_from_specs(specs)
     settings.JOB_DB_OUTAGE_SECONDS = 1
@@ -181,8 +182,17 @@ def test_past_the_bound_a_part_stops_resumable_and_the_next_request_finishes_the
     first = nodes[0]
     start = scans(port_of(first))
     outage.stop_when(lambda: scans(port_of(first)) >= start + 3)  # and it stays down
-
-    assert review_node_task.apply(args=[first.pk]).get() == "interrupted"  # not failed
+    # The task's own logger, whatever an earlier worker did to logging's propagation.
+    worker_log = logging.getLogger("continuity.tasks.review")
+    monkeypatch.setattr(worker_log, "disabled", False)
+    level = worker_log.level
+    worker_log.setLevel(logging.WARNING)
+    worker_log.addHandler(caplog.handler)
+    try:
+        assert review_node_task.apply(args=[first.pk]).get() == "interrupted"  # not failed
+    finally:
+        worker_log.removeHandler(caplog.handler)
+        worker_log.setLevel(level)
     outage.join()
     outage.start()
     # The worker's log says which part stopped, why, and that it is resumable, not failed.
