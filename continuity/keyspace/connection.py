@@ -41,6 +41,7 @@ class Health:
 
 
 _clients: dict[str, redis.Redis] = {}
+_cluster_clients: dict[str, redis.RedisCluster] = {}
 _clients_lock = threading.Lock()
 
 
@@ -62,10 +63,9 @@ def connection_url(database, *, write=False):
     return url
 
 
-def make_client(url, *, retries=0):
-    """A client with explicit timeouts, verified TLS for rediss://, and no silent retries
-    unless asked: the store adapter asks for one, so a connection that died with a Redis
-    restart is replaced instead of failing the next (idempotent) write."""
+def client_options(url, *, retries=0):
+    """Connection settings for a client on `url`: explicit timeouts, verified TLS for
+    rediss://, and no silent retries unless asked."""
     options = {
         "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
         "socket_timeout": settings.REDIS_READ_TIMEOUT,
@@ -78,7 +78,14 @@ def make_client(url, *, retries=0):
         options.update(ssl_cert_reqs="required", ssl_check_hostname=True)
         if settings.REDIS_CA_FILE:
             options["ssl_ca_certs"] = settings.REDIS_CA_FILE
-    return redis.Redis.from_url(url, **options)
+    return options
+
+
+def make_client(url, *, retries=0):
+    """A client with `client_options`: the store adapter asks for one retry, so a
+    connection that died with a Redis restart is replaced instead of failing the next
+    (idempotent) write."""
+    return redis.Redis.from_url(url, **client_options(url, retries=retries))
 
 
 def client_for(database, *, write=False):
@@ -90,12 +97,26 @@ def client_for(database, *, write=False):
     return client
 
 
+def cluster_client_for(database, *, write=False):
+    """redis-py's RedisCluster on `database`'s URL (any node of the cluster), with the same
+    credentials, TLS and timeouts as `client_for`: it routes each keyed command to the
+    node owning the key's slot and follows MOVED/ASK. Kept per URL, like `client_for`
+    (its slot map and command table are read once, not per request)."""
+    url = connection_url(database, write=write)
+    with _clients_lock:
+        client = _cluster_clients.get(url)
+        if client is None:
+            client = _cluster_clients[url] = redis.RedisCluster.from_url(url, **client_options(url))
+    return client
+
+
 def forget_clients():
     """Close and drop cached clients (after changing timeouts or URLs, e.g. in tests)."""
     with _clients_lock:
-        for client in _clients.values():
+        for client in [*_clients.values(), *_cluster_clients.values()]:
             client.close()
         _clients.clear()
+        _cluster_clients.clear()
 
 
 # Upstash answers these when a plan's request or bandwidth limit is reached.
@@ -189,8 +210,8 @@ def describe(exc):
         return f"Redis refused the command for this user (ACL): {exc}"
     if isinstance(exc, redis.exceptions.AskError):  # MOVED or ASK: a cluster node sent us elsewhere
         host, port = exc.node_addr
-        return (f"This key lives on another node of a Redis Cluster (slot {exc.slot_id}, {host}:{port}); "
-                "reading keys across cluster nodes is not supported yet.")
+        return (f"A Redis Cluster node sent this request elsewhere: slot {exc.slot_id} is now served by {host}:{port} "
+                "(the cluster is resharding or failed over). Reload to ask its new owner.")
     if isinstance(exc, redis.ResponseError):
         return f"Redis refused the command: {exc}"
     return f"Redis error: {exc.__class__.__name__}: {exc}"
@@ -234,6 +255,8 @@ class ServerSummary:
     keys_with_ttl: int | None
     redis_version: str | None
     used_memory: int | None
+    primaries: int = 0  # a Redis Cluster: the figures are sums over this many primaries
+    note: str = ""  # a cluster: which primary refused or did not answer (its figures unknown)
 
     @property
     def keys_without_ttl(self):
