@@ -1,11 +1,13 @@
 """Redis Cluster: is a monitored database one, what are its nodes, and the refusal that
-stands in for work this layer cannot yet spread over every primary.
+stands in for work not yet spread over every primary.
 
 A client made from a URL naming one node of a cluster talks to that node only: a SCAN
 there sees that node's keys and nothing else, and nothing in the replies says so. So
-before a review, a purge or the key browser reads keys, `refuse_partial` asks whether the
-database is a cluster and, when it is, raises `ClusterNotSupported` (a KeyspaceError whose
-message names the node count) instead of returning one node's keys as the keyspace.
+before a review or a purge that cannot span the primaries reads keys, `refuse_partial`
+asks whether the database is a cluster and, when it is, raises `ClusterNotSupported` (a
+KeyspaceError whose message names the node count) instead of returning one node's keys as
+the keyspace. The key browser, lookups, key pages and the overview span the primaries
+(`keyspace.primaries`), so they no longer refuse.
 
 Detection: `INFO cluster` (`cluster_enabled:1`; INFO is free on Upstash), asked once per
 client and kept on it (`capabilities.of(client).cluster`). Where INFO is refused,
@@ -234,14 +236,13 @@ _REFUSALS = {
     "review": ("reviews across primaries are", "this review would see only one node's keys", "Nothing was reviewed."),
     "purge": ("purges across primaries are", "this purge would see only one node's keys",
               "Nothing was scanned or changed."),
-    "browse": ("browsing across primaries is", "this page would show only one node's keys", "No key was read."),
 }
 
 
 def refuse_partial(database, client=None, *, action):
     """Raise ClusterNotSupported when `database` is a Redis Cluster (or ClusterModeMismatch
     when its record contradicts the server); return quietly for a standalone server.
-    `action`: "review", "purge" or "browse". Costs one INFO per client, then, for a cluster
+    `action`: "review" or "purge". Costs one INFO per client, then, for a cluster
     only, one CLUSTER NODES to count the primaries for the message."""
     client = client or client_for(database)
     if mode_of(database, client) != CLUSTER:

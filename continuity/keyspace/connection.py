@@ -140,6 +140,8 @@ _MARKER = "a purge keeps its progress marker (continuity-dashboard:purge-progres
 _TTL_WRITES = "applying a TTL (a purge's 'apply max TTL', the key browser's TTL actions) needs +expire +pexpire"
 _TRANSACTION = ("where scripting is refused, a purge acts in MULTI/EXEC transactions: the purge user needs "
                 "+evalsha (or +multi +exec)")
+_ROUTER = ("on a Redis Cluster, key pages and key actions route by slot with redis-py's RedisCluster: "
+           "+cluster|slots +command +asking")
 # What needs each command the keyspace layer sends, for the operator-facing refusal.
 _NEEDED_FOR = {
     "scan": "the key browser, the overview, reviews and purges need +scan",
@@ -155,6 +157,9 @@ _NEEDED_FOR = {
     "client|setname": "the dashboard names its connections: +client|setname",
     "dbsize": "key counts need +dbsize", "info": "server figures need +info",
     "ping": "health checks need +ping", "select": "a database number other than 0 needs +select",
+    "cluster|nodes": "on a Redis Cluster the slot map and the primaries come from CLUSTER NODES: +cluster|nodes",
+    "cluster|slots": _ROUTER, "command": _ROUTER, "command|getkeys": _ROUTER, "command|info": _ROUTER,
+    "asking": _ROUTER,
 }
 _PREVIEW = ("getrange", "strlen", "hlen", "hscan", "llen", "lrange", "scard", "sscan", "zcard", "zrange",
             "xlen", "xrange", "object|encoding")

@@ -443,3 +443,65 @@ def test_it_names_a_killed_primary_and_never_calls_a_partial_page_complete(viewe
                                                        f"no answer from {dead_address}.")
     header = viewer_client.get(reverse("continuity:database_summary", args=["lucia"]), headers={"HX-Request": "true"})
     assert header.status_code == 200 and summary.note in header.content.decode()
+
+
+# --- least privilege on a cluster --------------------------------------------------------------
+def cluster_additions():
+    """The "Cluster additions" of docs/redis-acl.md, as ACL rules."""
+    import re
+    from pathlib import Path
+
+    from django.conf import settings
+
+    text = (Path(settings.BASE_DIR) / "docs" / "redis-acl.md").read_text()
+    return re.search(r"^Cluster additions: `([^`]+)`$", text, re.M).group(1).split()
+
+
+@pytest.fixture
+def documented_cluster_users(redis_cluster, cluster_keys):
+    """The documented browse and purge users plus the cluster additions, on every node."""
+    from continuity.tests.test_least_privilege import documented_acl_lines
+
+    lines = documented_acl_lines()
+    for port in redis_cluster.ports:
+        with redis.Redis(port=port) as node:
+            for words in lines.values():
+                node.execute_command("ACL", "SETUSER", *words, *cluster_additions())
+    urls = {}
+    for user in lines:
+        password = next(w[1:] for w in lines[user] if w.startswith(">"))
+        urls[user] = f"redis://{user}:{password}@127.0.0.1:{redis_cluster.ports[0]}/0"
+    keyspace.forget_clients()
+    yield urls
+    for port in redis_cluster.ports:
+        with redis.Redis(port=port) as node:
+            for user in lines:
+                node.execute_command("ACL", "DELUSER", user)
+    keyspace.forget_clients()
+
+
+def test_it_browses_looks_up_and_acts_with_the_documented_users_on_a_cluster(
+        documented_cluster_users, viewer_client, operator_client, lucia, cluster_keys, redis_cluster, monkeypatch):
+    monkeypatch.setenv("LUCIA_BROWSE_URL", documented_cluster_users["continuity-browse"])
+    monkeypatch.setenv("LUCIA_CLUSTER_URL", documented_cluster_users["continuity-purge"])
+    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL", readonly_url_env="LUCIA_BROWSE_URL")
+    keys = {f"lucia:session:{i}".encode(): b"v" for i in range(30)}
+    cluster_keys.mset_nonatomic(keys)
+    reset_stats(redis_cluster.ports)
+    result = viewer_client.get(browse_url(prefix="lucia:session:")).context["result"]
+    assert result.done and {row.key for row in result.rows} == set(keys) and result.notes == ()
+    assert result.dbsize == 30 and all(row.meta.memory for row in result.rows)
+    lookup = viewer_client.get(reverse("continuity:key_lookup", args=["lucia"]) + "?id=7").context["lookup"]
+    assert [row.key for row in lookup.rows] == [b"lucia:session:7"] and lookup.unread == []
+    far = next(k for k in keys if port_of(cluster_keys, k) != redis_cluster.ports[0])
+    page = viewer_client.get(detail_url(far))
+    assert page.context["error"] is None and page.context["preview"].meta.exists
+    response = operator_client.post(reverse("continuity:key_action", args=["lucia", keyspace.encode_key(far)]),
+                                    {"action": "extend_ttl", "seconds": "60"})
+    assert response.status_code == 302 and 0 < cluster_keys.pttl(far) <= 60_000
+    refused = {}
+    for port in redis_cluster.ports:
+        with redis.Redis(port=port) as node:
+            refused.update({name: row["rejected_calls"] for name, row in node.info("commandstats").items()
+                            if row.get("rejected_calls")})
+    assert refused == {}
