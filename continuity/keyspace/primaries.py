@@ -133,9 +133,20 @@ def issue_cursor(database, scope, nodes, index, node_cursor):
     when every primary is complete."""
     if index >= len(nodes.addresses):
         return 0
-    payload = {"v": 1, "d": database.name, "q": scope, "p": list(nodes.addresses), "s": nodes.fingerprint,
+    payload = {"v": 1, "d": database.name, "q": scope, "p": _node_list(nodes), "s": nodes.fingerprint,
                "i": index, "c": int(node_cursor)}
     return "k" + signing.dumps(payload, salt=_CURSOR_SALT)
+
+
+LISTED_ADDRESSES = 600  # characters: past this, a cursor names the primaries by a hash (links stay short)
+
+
+def _node_list(nodes):
+    """The primaries as a cursor records them: their addresses (so a refusal can say what
+    changed), or a hash of them for a cluster whose addresses would make links too long."""
+    if len(",".join(nodes.addresses)) <= LISTED_ADDRESSES:
+        return list(nodes.addresses)
+    return "#" + hashlib.sha256(",".join(nodes.addresses).encode()).hexdigest()[:16]
 
 
 def read_cursor(database, scope, nodes, cursor):
@@ -158,11 +169,12 @@ def read_cursor(database, scope, nodes, cursor):
     if payload["d"] != database.name or payload["q"] != scope:
         raise CursorError("This cursor belongs to another scan (another database, prefix, glob or type filter). "
                           "No key was read; start this scan again.")
-    if payload["p"] != list(nodes.addresses):
-        then, now = ", ".join(payload["p"]), ", ".join(nodes.addresses) or "none"
-        raise TopologyChanged(f"The primaries of {database.name} changed since this scan started (then: {then}; "
-                              f"now: {now}). Continuing could skip keys or show some twice, so no key was read; "
-                              "start the scan again.")
+    if payload["p"] != _node_list(nodes):
+        listed = isinstance(payload["p"], list)
+        then, now = ", ".join(payload["p"]) if listed else "", ", ".join(nodes.addresses) or "none"
+        raise TopologyChanged(f"The primaries of {database.name} changed since this scan started"
+                              f"{f' (then: {then}; now: {now})' if listed else ''}. Continuing could skip keys or "
+                              "show some twice, so no key was read; start the scan again.")
     if payload["s"] != nodes.fingerprint:
         raise TopologyChanged(f"The slot assignment of {database.name}'s primaries changed since this scan started "
                               "(a resharding or a failover): keys may have moved between primaries, so continuing "
@@ -178,9 +190,10 @@ def _well_formed(payload):
 
     return (isinstance(payload, dict) and set(payload) == {"v", "d", "q", "p", "s", "i", "c"}
             and payload["v"] == 1 and isinstance(payload["d"], str) and isinstance(payload["q"], str)
-            and isinstance(payload["s"], str) and isinstance(payload["p"], list)
-            and all(isinstance(a, str) for a in payload["p"])
-            and integer(payload["i"], 0, len(payload["p"]) - 1) and integer(payload["c"], 0, MAX_NODE_CURSOR))
+            and isinstance(payload["s"], str)
+            and (isinstance(payload["p"], str) or (isinstance(payload["p"], list)
+                                                   and all(isinstance(a, str) for a in payload["p"])))
+            and integer(payload["i"], 0, 100_000) and integer(payload["c"], 0, MAX_NODE_CURSOR))
 
 
 # --- metadata and counts per node ------------------------------------------------------------

@@ -259,6 +259,45 @@ def test_it_refuses_a_cursor_after_a_real_slot_move(viewer_client, lucia, dispos
         node.close()
 
 
+def test_it_names_primaries_by_a_hash_where_their_addresses_would_make_long_links(lucia):
+    def many(suffix):
+        addresses = tuple(f"node-{i}.{suffix}.cache.example.internal:6379" for i in range(60))
+        return primaries.Primaries(addresses=addresses, ranges=tuple((i, i, a) for i, a in enumerate(addresses)))
+
+    nodes = many("a")
+    cursor = primaries.issue_cursor(lucia, "scope", nodes, 41, 1234)
+    assert len(cursor) < 400 and primaries.read_cursor(lucia, "scope", nodes, cursor) == (41, 1234)
+    with pytest.raises(primaries.TopologyChanged) as changed:
+        primaries.read_cursor(lucia, "scope", many("b"), cursor)
+    assert str(changed.value) == ("The primaries of lucia changed since this scan started. Continuing could skip "
+                                  "keys or show some twice, so no key was read; start the scan again.")
+
+
+def test_it_says_which_primary_refused_dbsize(viewer_client, lucia, cluster_keys, redis_cluster, monkeypatch):
+    refusing = redis_cluster.ports[2]
+    for port in redis_cluster.ports:
+        with redis.Redis(port=port) as node:
+            node.execute_command("ACL", "SETUSER", "nodbsize", "reset", "on", ">pw-for-tests", "~*", "&*", "+@all",
+                                 *(["-dbsize"] if port == refusing else []))
+    try:
+        monkeypatch.setenv("LUCIA_CLUSTER_URL", f"redis://nodbsize:pw-for-tests@127.0.0.1:{redis_cluster.ports[0]}/0")
+        type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
+        cluster_keys.mset_nonatomic({f"lucia:session:{i}".encode(): b"v" for i in range(30)})
+        response = viewer_client.get(browse_url(prefix="lucia:session:"))
+        result = response.context["result"]
+        with redis.Redis(port=refusing) as node:
+            elsewhere = 30 - node.dbsize()
+        assert result.done and len(result.rows) == 30 and result.dbsize is None
+        assert result.dbsize_note == (f"Key count unknown: DBSIZE refused by 127.0.0.1:{refusing} (the primaries "
+                                      f"that answered hold {elsewhere:,} keys).")
+        assert 'data-testid="dbsize-note"' in response.content.decode() and "of ~? keys" in response.content.decode()
+    finally:
+        for port in redis_cluster.ports:
+            with redis.Redis(port=port) as node:
+                node.execute_command("ACL", "DELUSER", "nodbsize")
+        keyspace.forget_clients()
+
+
 def test_it_keeps_standalone_cursors_as_before_and_refuses_a_cluster_cursor_there(viewer_client, lucia, monitored):
     monitored.set(b"lucia:focus:1", b"v", ex=60)
     response = viewer_client.get(browse_url(prefix="lucia:focus:", cursor="0"))
@@ -325,6 +364,10 @@ def test_it_follows_a_moved_slot_once_during_a_lookup(lucia, disposable_cluster,
     policies = Namespace.objects.for_database(lucia).policies()
     result = keyspace.lookup_id(lucia, b"moved-1", policies, nodes=stale)
     assert [row.key for row in result.rows] == [key] and result.unread == []
+    # The browser's metadata step too: a key its SCAN found on the old owner is read on the new one.
+    with primaries.NodeClients(client) as directs:
+        metas = primaries.metadata_by_node(lucia, directs, {f"127.0.0.1:{source}": [key]})
+    assert [(m.key, m.type) for m in metas] == [(key, "string")] and 0 < metas[0].ttl_ms <= 600_000
     for node in nodes.values():
         node.close()
 
