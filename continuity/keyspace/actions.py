@@ -3,6 +3,7 @@ Each returns the key's metadata before and after, for the audit log. On a Redis 
 the commands go through redis-py's RedisCluster (`primaries.keyed_client`), which sends
 them to the primary owning the key's slot and follows MOVED/ASK."""
 
+import hashlib
 from dataclasses import dataclass
 
 from continuity.keyspace.primaries import keyed_client
@@ -22,6 +23,7 @@ local target = current + tonumber(ARGV[1])
 if target > tonumber(ARGV[2]) then return -2 end
 return redis.call('PEXPIRE', KEYS[1], target)
 """
+EXTEND_SHA = hashlib.sha1(_EXTEND_LUA.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ class Health:
 
 
 _clients: dict[str, redis.Redis] = {}
-_cluster_clients: dict[str, redis.RedisCluster] = {}
+_cluster_clients: dict[str, "KeyRouter"] = {}
 _clients_lock = threading.Lock()
 
 
@@ -97,16 +97,61 @@ def client_for(database, *, write=False):
     return client
 
 
+class KeyRouter(redis.RedisCluster):
+    """redis-py's RedisCluster, for commands on one key, with three changes for a cluster
+    where some primary may be down:
+
+    - Its default node (where keyless commands go, e.g. COMMAND while it starts) is the
+      node the URL names, where the dashboard also reads CLUSTER NODES; redis-py would take
+      the primary of slot 0, and a random primary after any connection error, so a dead
+      primary elsewhere could fail a healthy key's page.
+    - EVALSHA_RO / EVAL_RO are routed by their KEYS, the way redis-py routes EVALSHA/EVAL
+      (it would otherwise ask COMMAND GETKEYS of its default node, a random primary after
+      any connection error: a dead one fails a key that lives on a healthy node).
+    - SCRIPT LOAD goes to every primary that answers: a script is needed only on the node
+      of the key at hand, so one unreachable primary elsewhere does not fail the call.
+    """
+
+    _BY_KEYS = ("EVALSHA_RO", "EVAL_RO")
+
+    def get_default_node(self):
+        for node in getattr(self, "startup_nodes", None) or ():
+            known = self.nodes_manager.nodes_cache.get(node.name)
+            if known is not None:
+                return known
+        return super().get_default_node()
+
+    def determine_slot(self, *args):
+        command = str(args[0]).upper()
+        if command in self._BY_KEYS and len(args) > 3 and int(args[2]) > 0:
+            slots = {self.keyslot(key) for key in args[3:3 + int(args[2])]}
+            if len(slots) == 1:
+                return slots.pop()
+            raise redis.exceptions.RedisClusterException(f"{command}: all keys must map to the same key slot")
+        return super().determine_slot(*args)
+
+    def script_load(self, script):
+        sha, failure = None, None
+        for node in self.get_primaries():
+            try:
+                sha = self.execute_command("SCRIPT LOAD", script, target_nodes=node)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                failure = exc
+        if sha is None:
+            raise failure or redis.ConnectionError("no primary answered SCRIPT LOAD")
+        return sha
+
+
 def cluster_client_for(database, *, write=False):
-    """redis-py's RedisCluster on `database`'s URL (any node of the cluster), with the same
-    credentials, TLS and timeouts as `client_for`: it routes each keyed command to the
+    """redis-py's RedisCluster (`KeyRouter`) on `database`'s URL (any node of the cluster),
+    with the same credentials, TLS and timeouts as `client_for`: it routes each keyed command to the
     node owning the key's slot and follows MOVED/ASK. Kept per URL, like `client_for`
     (its slot map and command table are read once, not per request)."""
     url = connection_url(database, write=write)
     with _clients_lock:
         client = _cluster_clients.get(url)
         if client is None:
-            client = _cluster_clients[url] = redis.RedisCluster.from_url(url, **client_options(url))
+            client = _cluster_clients[url] = KeyRouter.from_url(url, **client_options(url))
     return client
 
 
@@ -213,6 +258,9 @@ def describe(exc):
         return permission
     if isinstance(exc, redis.exceptions.NoPermissionError) or "noperm" in str(exc).lower():
         return f"Redis refused the command for this user (ACL): {exc}"
+    if isinstance(exc, redis.exceptions.ClusterDownError) or str(exc).startswith("CLUSTERDOWN"):
+        return ("The Redis Cluster is down (CLUSTERDOWN): a primary failed and its slots have no owner, so the "
+                "nodes refuse to read keys until the cluster recovers. The database page shows which node.")
     if isinstance(exc, redis.exceptions.AskError):  # MOVED or ASK: a cluster node sent us elsewhere
         host, port = exc.node_addr
         return (f"A Redis Cluster node sent this request elsewhere: slot {exc.slot_id} is now served by {host}:{port} "

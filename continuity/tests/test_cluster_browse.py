@@ -14,6 +14,7 @@ from continuity import keyspace
 from continuity.keyspace import primaries
 from continuity.models import Namespace
 from continuity.policy import Policies
+from continuity.tests.waiting import wait_for
 from dashboard.models import AuditEntry
 
 P = b"lucia:session:"
@@ -378,7 +379,12 @@ def test_it_opens_and_acts_on_a_key_of_another_primary_with_audit(viewer_client,
     key = next(k for k in (f"lucia:session:far-{i}".encode() for i in range(200))
                if port_of(cluster_keys, k) != redis_cluster.ports[0])
     cluster_keys.set(key, b'{"user": "<b>ann</b>"}')
+    viewer_client.get(detail_url(key))  # the router starts once per URL (CLUSTER SLOTS, COMMAND)
+    reset_stats(redis_cluster.ports)
     page = viewer_client.get(detail_url(key))
+    # Routed by the key's slot, script calls included: no COMMAND GETKEYS round trip.
+    assert calls(redis_cluster.ports, "command|getkeys") == dict.fromkeys(redis_cluster.ports, 0)
+    assert calls(redis_cluster.ports, "evalsha_ro")[port_of(cluster_keys, key)] == 1
     preview = page.context["preview"]
     body = page.content.decode()
     assert page.status_code == 200 and page.context["error"] is None
@@ -436,8 +442,14 @@ def test_it_samples_the_namespaces_of_every_primary(viewer_client, cluster_lucia
 
 
 # --- a primary killed ------------------------------------------------------------------------
-def test_it_names_a_killed_primary_and_never_calls_a_partial_page_complete(viewer_client, lucia, disposable_cluster,
-                                                                           monkeypatch):
+def set_node_timeout(ports, ms):
+    for port in ports:
+        with redis.Redis(port=port) as node:
+            node.config_set("cluster-node-timeout", ms)
+
+
+def test_it_names_a_killed_primary_and_never_calls_a_partial_page_complete(viewer_client, operator_client, lucia,
+                                                                           disposable_cluster, monkeypatch):
     with redis.RedisCluster(host="127.0.0.1", port=disposable_cluster.ports[0]) as writer:
         keys = [f"lucia:session:{i}".encode() for i in range(90)]
         writer.mset_nonatomic(dict.fromkeys(keys, b"v"))
@@ -447,6 +459,8 @@ def test_it_names_a_killed_primary_and_never_calls_a_partial_page_complete(viewe
     dead_port = int(dead_address.rpartition(":")[2])
     first_port = int(addresses[0].rpartition(":")[2])
     point_at(lucia, monkeypatch, disposable_cluster, disposable_cluster.ports.index(first_port))  # the URL's node lives
+    survivors = [port for port in disposable_cluster.ports if port != dead_port]
+    set_node_timeout(survivors, 120_000)  # the node is dead, but the cluster does not agree yet
     disposable_cluster.kill(disposable_cluster.ports.index(dead_port))
 
     for _attempt in range(2):  # continuing retries the dead primary, and stops there again
@@ -474,6 +488,21 @@ def test_it_names_a_killed_primary_and_never_calls_a_partial_page_complete(viewe
     # The key detail page of a key on the dead primary: the failure in its region, not a 500.
     detail = viewer_client.get(detail_url(f"lucia:session:{on_dead}".encode()))
     assert detail.status_code == 200 and str(dead_port) in detail.context["error"]
+    # A key on a live primary the URL does not name still opens, and an action on it (a script the
+    # cluster has never loaded) works: neither routing nor SCRIPT LOAD depends on the dead primary.
+    last_port = int(addresses[2].rpartition(":")[2])
+    live = next(k for k in keys if owner[k] == last_port)
+    for _attempt in range(3):
+        detail = viewer_client.get(detail_url(live))
+        assert detail.context["error"] is None and detail.context["preview"].meta.exists
+    with redis.Redis(port=last_port) as node:
+        node.expire(live, 100)
+        assert node.script_exists(keyspace.actions.EXTEND_SHA) == [False]
+    response = operator_client.post(reverse("continuity:key_action", args=["lucia", keyspace.encode_key(live)]),
+                                    {"action": "extend_ttl", "seconds": "50"}, headers={"HX-Request": "true"})
+    assert 'data-testid="outcome">Extend TTL: done.' in response.content.decode()
+    with redis.Redis(port=last_port) as node:
+        assert 140_000 < node.pttl(live) <= 150_000
     # The overview's sample and header name it and are never exact.
     stats = viewer_client.get(reverse("continuity:namespace_stats", args=["lucia"]), headers={"HX-Request": "true"})
     sample = stats.context["sample"]
@@ -486,6 +515,19 @@ def test_it_names_a_killed_primary_and_never_calls_a_partial_page_complete(viewe
                                                        f"no answer from {dead_address}.")
     header = viewer_client.get(reverse("continuity:database_summary", args=["lucia"]), headers={"HX-Request": "true"})
     assert header.status_code == 200 and summary.note in header.content.decode()
+
+    # Once the other primaries agree it failed, they refuse key reads (CLUSTERDOWN): every page says so.
+    alive = disposable_cluster.ports.index(first_port)
+    set_node_timeout(survivors, 500)
+    wait_for(lambda: disposable_cluster.cluster_info(alive).get("cluster_state") == "fail", 30, "cluster_state:fail")
+    down = ("The Redis Cluster is down (CLUSTERDOWN): a primary failed and its slots have no owner, so the nodes "
+            "refuse to read keys until the cluster recovers.")
+    for url in (browse_url(prefix="lucia:session:"), detail_url(next(k for k in keys if owner[k] == first_port)),
+                reverse("continuity:namespace_stats", args=["lucia"])):
+        response = viewer_client.get(url)
+        body = response.content.decode()
+        assert response.status_code == 200 and down in body, (url, response.context and response.context.get("error"))
+        assert "scan complete" not in body and "Exact figures" not in body
 
 
 # --- least privilege on a cluster --------------------------------------------------------------
@@ -548,3 +590,4 @@ def test_it_browses_looks_up_and_acts_with_the_documented_users_on_a_cluster(
             refused.update({name: row["rejected_calls"] for name, row in node.info("commandstats").items()
                             if row.get("rejected_calls")})
     assert refused == {}
+
