@@ -18,7 +18,7 @@ from django.conf import settings
 
 from continuity.keyspace import primaries
 from continuity.keyspace.capabilities import limitations
-from continuity.keyspace.connection import client_for
+from continuity.keyspace.connection import KeyspaceError, client_for
 from continuity.keynames import match_pattern
 from continuity.keyspace.meta import KeyMeta, key_metadata, scan_page
 from continuity.policy import Policies
@@ -138,6 +138,9 @@ def _scan_cluster(database, client, *, pattern, policies, type_, cursor, budget,
     answer stops the page there (the rows read before it are shown, the cursor points at
     it, the page is never "done")."""
     nodes = primaries.primaries_of(client)
+    if not nodes.addresses:
+        raise KeyspaceError(f"{database.name} is a Redis Cluster, but CLUSTER NODES lists no primary serving slots: "
+                            "there is nothing to browse until slots are assigned.")
     scope = primaries.scan_scope(pattern, type_)
     index, node_cursor = primaries.read_cursor(database, scope, nodes, cursor)
     keys_by_node, seen = {}, set()

@@ -41,6 +41,8 @@ class Health:
 
 
 _clients: dict[str, redis.Redis] = {}
+# Where `primaries.direct_client` keeps a cluster node's direct clients on the URL's client.
+NODE_CLIENTS_ATTRIBUTE = "_continuity_node_clients"
 _cluster_clients: dict[str, "KeyRouter"] = {}
 _clients_lock = threading.Lock()
 
@@ -159,6 +161,9 @@ def forget_clients():
     """Close and drop cached clients (after changing timeouts or URLs, e.g. in tests)."""
     with _clients_lock:
         for client in [*_clients.values(), *_cluster_clients.values()]:
+            for direct in getattr(client, NODE_CLIENTS_ATTRIBUTE, {}).values():
+                direct.close()
+                direct.connection_pool.disconnect()
             client.close()
         _clients.clear()
         _cluster_clients.clear()

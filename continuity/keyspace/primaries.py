@@ -5,8 +5,8 @@ key detail page.
 A client on the URL's node sees that node's keys only, so:
 
 - Enumeration (the browser, the overview's sample) SCANs each primary that serves slots
-  through its own direct client (`cluster.node_client`: the URL's credentials, TLS and
-  timeouts), in the order of their addresses. The browser's continuation is a composite
+  through its own direct client (`direct_client`: the URL's credentials, TLS and timeouts,
+  kept across requests), in the order of their addresses. The browser's continuation is a composite
   cursor naming the primary reached and that primary's SCAN cursor, signed with the
   dashboard's SECRET_KEY (it travels in links and forms; a cursor that was altered could
   otherwise skip a primary without a word) and bound to the database, the scan's MATCH
@@ -25,6 +25,7 @@ A client on the URL's node sees that node's keys only, so:
 """
 
 import hashlib
+import threading
 from bisect import bisect_right
 from dataclasses import dataclass
 
@@ -34,7 +35,14 @@ from redis.crc import key_slot
 
 from continuity.keyspace import cluster
 from continuity.keyspace.connection import (
-    KeyspaceError, ServerSummary, client_for, cluster_client_for, describe, server_summary as node_summary)
+    NODE_CLIENTS_ATTRIBUTE,
+    KeyspaceError,
+    ServerSummary,
+    client_for,
+    cluster_client_for,
+    describe,
+)
+from continuity.keyspace.connection import server_summary as node_summary
 from continuity.keyspace.meta import key_metadata, node_metadata
 
 NODE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -87,25 +95,39 @@ def primaries_of(client):
     return Primaries(addresses=tuple(sorted(node.address for node in nodes)), ranges=tuple(ranges))
 
 
+_nodes_lock = threading.Lock()
+
+
+def direct_client(client, address):
+    """A direct client on the node at `address` (`cluster.node_client`), kept on `client`
+    like its capabilities: pages reuse its connections (and their TLS sessions) from one
+    request to the next, as `client_for` does for the URL's node. Closed with `client` by
+    `connection.forget_clients`."""
+    with _nodes_lock:
+        made = getattr(client, NODE_CLIENTS_ATTRIBUTE, None)
+        if made is None:
+            made = {}
+            setattr(client, NODE_CLIENTS_ATTRIBUTE, made)
+        direct = made.get(address)
+        if direct is None:
+            direct = made[address] = cluster.node_client(client, address)
+    return direct
+
+
 class NodeClients:
-    """Direct clients on the primaries, made on first use and closed together."""
+    """The primaries' direct clients for one page: `directs[address]`."""
 
     def __init__(self, client):
         self.client = client
-        self.made = {}
 
     def __getitem__(self, address):
-        if address not in self.made:
-            self.made[address] = cluster.node_client(self.client, address)
-        return self.made[address]
+        return direct_client(self.client, address)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        for direct in self.made.values():
-            direct.close()
-            direct.connection_pool.disconnect()
+        return None
 
 
 # --- the composite cursor --------------------------------------------------------------------

@@ -144,6 +144,17 @@ def test_it_reads_metadata_with_one_pipeline_per_primary_and_no_crossslot_script
     assert calls(redis_cluster.ports, "dbsize") == dict.fromkeys(redis_cluster.ports, 1)
 
 
+def test_it_reuses_its_connections_to_the_primaries_across_requests(viewer_client, cluster_lucia, cluster_keys,
+                                                                    redis_cluster):
+    cluster_keys.mset_nonatomic({f"lucia:session:{i}".encode(): b"v" for i in range(30)})
+    assert len(viewer_client.get(browse_url(prefix="lucia:session:")).context["result"].rows) == 30
+    reset_stats(redis_cluster.ports)
+    assert len(viewer_client.get(browse_url(prefix="lucia:session:")).context["result"].rows) == 30
+    assert all(count > 0 for count in calls(redis_cluster.ports, "scan").values())
+    # No new connection (each would name itself with CLIENT SETNAME): no handshake, no TLS setup per page.
+    assert calls(redis_cluster.ports, "client|setname") == dict.fromkeys(redis_cluster.ports, 0)
+
+
 def test_it_finds_and_escapes_odd_keys_on_a_cluster(viewer_client, cluster_lucia, cluster_keys, redis_cluster):
     for name, key in ODD_KEYS.items():
         cluster_keys.set(key, f"value of {name}".encode(), ex=1800)
