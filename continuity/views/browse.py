@@ -56,7 +56,8 @@ def browse(request, database):
 @roles.role_required(roles.VIEWER)
 @vary_on_headers("HX-Request")
 def key_lookup(request, database):
-    """Every `<namespace prefix><id>` key across the registered namespaces, one round trip."""
+    """Every `<namespace prefix><id>` key across the registered namespaces, one round trip
+    (on a cluster, one per primary owning a candidate's slot)."""
     database = get_object_or_404(RedisDatabase, name=database)
     form = LookupForm(request.GET or None)
     lookup = error = None
