@@ -2,12 +2,12 @@
 stands in for work not yet spread over every primary.
 
 A client made from a URL naming one node of a cluster talks to that node only: a SCAN
-there sees that node's keys and nothing else, and nothing in the replies says so. So
-before a review or a purge that cannot span the primaries reads keys, `refuse_partial`
-asks whether the database is a cluster and, when it is, raises `ClusterNotSupported` (a
-KeyspaceError whose message names the node count) instead of returning one node's keys as
-the keyspace. The key browser, lookups, key pages and the overview span the primaries
-(`keyspace.primaries`), so they no longer refuse.
+there sees that node's keys and nothing else, and nothing in the replies says so. Reviews
+and purges therefore work node by node (`node_client`, `slot_layout`), and so do the key
+browser, lookups, key pages and the overview (`keyspace.primaries`). Where a caller cannot
+span the primaries (a review without its cluster part), `refuse_partial` asks whether the
+database is a cluster and, when it is, raises `ClusterNotSupported` (a KeyspaceError whose
+message names the node count) instead of returning one node's keys as the keyspace.
 
 Detection: `INFO cluster` (`cluster_enabled:1`; INFO is free on Upstash), asked once per
 client and kept on it (`capabilities.of(client).cluster`). Where INFO is refused,
@@ -255,3 +255,50 @@ def refuse_partial(database, client=None, *, action):
         what = "is marked as a Redis Cluster"
     plural, partial, nothing = _REFUSALS[action]
     raise ClusterNotSupported(f"{database.name} {what}; {plural} not supported yet, so {partial}. {nothing}")
+
+
+@dataclass(frozen=True)
+class SlotLayout:
+    """Who serves which slots, as one `CLUSTER NODES` reply says: `owners` {primary
+    host:port: [[first, last], …]} and `moving` [(slot, source host:port, target host:port)]
+    for slots in the middle of a migration (MIGRATING on the source, IMPORTING on the target)."""
+
+    owners: dict
+    moving: tuple = ()
+
+    @property
+    def slots_covered(self):
+        return sum(last - first + 1 for ranges in self.owners.values() for first, last in ranges)
+
+    def owner_of(self, slot):
+        for address, ranges in self.owners.items():
+            if any(first <= slot <= last for first, last in ranges):
+                return address
+        return None
+
+
+def slot_layout(client):
+    """The `SlotLayout` of the cluster as the node behind `client` sees it (one command)."""
+    reply = client.execute_command("CLUSTER", "NODES")
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    nodes = parse_nodes(text)
+    by_id = {node.node_id: node.address for node in nodes}
+    owners = {node.address: [list(pair) for pair in node.slots] for node in nodes
+              if node.role == "primary" and node.slots}
+    moving = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 8:
+            continue
+        here = parts[1].split("@", 1)[0]
+        for token in parts[8:]:
+            if not token.startswith("["):
+                continue
+            body = token.strip("[]")
+            if "->-" in body:  # [slot->-target id]: this node is migrating the slot away
+                slot, other = body.split("->-", 1)
+                moving.add((int(slot), here, by_id.get(other, other)))
+            elif "-<-" in body:  # [slot-<-source id]: this node is importing it
+                slot, other = body.split("-<-", 1)
+                moving.add((int(slot), by_id.get(other, other), here))
+    return SlotLayout(owners=owners, moving=tuple(sorted(moving)))

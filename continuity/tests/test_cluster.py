@@ -120,11 +120,7 @@ def test_it_parses_cluster_nodes_with_replicas_migrations_and_failures():
     assert sum(n.slot_count for n in nodes) == 16384
 
 
-# --- refusals: never one node's keys reported as the keyspace -------------------------------
-PURGE_REFUSAL = ("lucia is a Redis Cluster with 3 primaries; purges across primaries are not supported yet, "
-                 "so this purge would see only one node's keys. Nothing was scanned or changed.")
-
-
+# --- reviews across primaries, and the refusals that remain ---------------------------------
 def write_keyspace(cluster_keys, count=600):
     """`count` session keys without a TTL (a finding, and a purge target), spread over the
     primaries by a cluster client."""
@@ -200,18 +196,22 @@ def test_it_reviews_a_cluster_unsaved_too(cluster_lucia, cluster_keys):
     assert (result.status, result.keys_scanned, result.findings["no_ttl"]) == ("succeeded", count, count)
 
 
-def test_it_refuses_a_sampled_review_of_a_cluster_before_reading_a_key(cluster_lucia, cluster_keys, redis_cluster):
+def test_it_samples_every_primary_for_a_sampled_review_of_a_cluster(cluster_lucia, cluster_keys, redis_cluster):
+    """No longer refused: every primary gives its share of the sample (in proportion to its
+    keys) and the estimate holds the count (every key is a no_ttl finding here)."""
     from continuity.models import ReviewRun
     from continuity.operations import review, review_cluster
 
-    write_keyspace(cluster_keys)
+    count = write_keyspace(cluster_keys)
     reset_stats(redis_cluster)
     result = review.review_database(database=cluster_lucia, sample=100, cluster=review_cluster)
     run = ReviewRun.objects.get(pk=result.run.pk)
-    assert (run.status, run.keys_scanned) == ("failed", 0)
-    assert run.error == ("lucia is a Redis Cluster; sampled reviews across primaries are not supported yet "
-                         "(run an exact review). Nothing was reviewed.")
-    assert calls_per_node(redis_cluster, *NO_READS) == dict.fromkeys(redis_cluster.ports, 0)
+    assert (run.status, run.sampled, run.dbsize_before) == ("succeeded", True, count)
+    assert all(scans > 0 for scans in calls_per_node(redis_cluster, "scan").values())
+    assert run.node_runs.filter(status="succeeded", sample_size__gt=0).count() == 3
+    e = run.estimates()["no_ttl"]
+    # Every key drawn had no TTL: the estimate is all of them, the interval below it a little.
+    assert e.sampled and e.value == e.high == count and count * 0.9 < e.low < count
 
 
 def test_it_fans_the_review_task_out_in_a_chord_eagerly(cluster_lucia, cluster_keys, redis_cluster, eager):
@@ -226,20 +226,6 @@ def test_it_fans_the_review_task_out_in_a_chord_eagerly(cluster_lucia, cluster_k
     assert created and outcome.state == "SUCCESS"
     assert (run.status, run.keys_scanned, run.findings["no_ttl"]) == ("succeeded", count, count)
     assert run.node_runs.filter(status="succeeded").count() == 3
-
-
-def test_it_skips_the_policy_purge_of_a_cluster_with_the_reason(cluster_lucia, cluster_keys, redis_cluster):
-    from continuity.models import Namespace, PurgeRun
-    from continuity.operations import purge
-
-    Namespace.objects.filter(database=cluster_lucia, prefix="lucia:session:").update(violation_action="delete")
-    count = write_keyspace(cluster_keys)
-    reset_stats(redis_cluster)
-    outcome = purge.policy_purge(database=cluster_lucia)
-    assert outcome.skipped_reason == PURGE_REFUSAL and outcome.runs == [] and outcome.reported == {}
-    assert not PurgeRun.objects.exists()
-    assert calls_per_node(redis_cluster, *NO_READS, "unlink", "del") == dict.fromkeys(redis_cluster.ports, 0)
-    assert sum(keys_per_node(redis_cluster)) == count
 
 
 def test_it_still_reviews_a_standalone_database_as_before(lucia, monitored):
