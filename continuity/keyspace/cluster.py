@@ -1,12 +1,13 @@
 """Redis Cluster: is a monitored database one, what are its nodes, and the refusal that
-stands in for work this layer cannot yet spread over every primary.
+stands in for work not yet spread over every primary.
 
 A client made from a URL naming one node of a cluster talks to that node only: a SCAN
 there sees that node's keys and nothing else, and nothing in the replies says so. Reviews
-and purges therefore work node by node (`node_client`, `slot_layout`); before anything
-else that reads keys (the key browser), `refuse_partial` asks whether the database is a
-cluster and, when it is, raises `ClusterNotSupported` (a KeyspaceError whose message names
-the node count) instead of returning one node's keys as the keyspace.
+and purges therefore work node by node (`node_client`, `slot_layout`), and so do the key
+browser, lookups, key pages and the overview (`keyspace.primaries`). Where a caller cannot
+span the primaries (a review without its cluster part), `refuse_partial` asks whether the
+database is a cluster and, when it is, raises `ClusterNotSupported` (a KeyspaceError whose
+message names the node count) instead of returning one node's keys as the keyspace.
 
 Detection: `INFO cluster` (`cluster_enabled:1`; INFO is free on Upstash), asked once per
 client and kept on it (`capabilities.of(client).cluster`). Where INFO is refused,
@@ -235,14 +236,13 @@ _REFUSALS = {
     "review": ("reviews across primaries are", "this review would see only one node's keys", "Nothing was reviewed."),
     "purge": ("purges across primaries are", "this purge would see only one node's keys",
               "Nothing was scanned or changed."),
-    "browse": ("browsing across primaries is", "this page would show only one node's keys", "No key was read."),
 }
 
 
 def refuse_partial(database, client=None, *, action):
     """Raise ClusterNotSupported when `database` is a Redis Cluster (or ClusterModeMismatch
     when its record contradicts the server); return quietly for a standalone server.
-    `action`: "review", "purge" or "browse". Costs one INFO per client, then, for a cluster
+    `action`: "review" or "purge". Costs one INFO per client, then, for a cluster
     only, one CLUSTER NODES to count the primaries for the message."""
     client = client or client_for(database)
     if mode_of(database, client) != CLUSTER:

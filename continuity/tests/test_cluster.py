@@ -1,5 +1,6 @@
-"""Redis Cluster: detection, topology, and the refusals that stand in for reviews, purges
-and browsing across primaries, against a real local 3-primary cluster (`redis_cluster`)."""
+"""Redis Cluster: detection, topology, reviews across primaries and the refusals that
+remain, against a real local 3-primary cluster (`redis_cluster`). Browsing across
+primaries: test_cluster_browse.py."""
 
 import pytest
 import redis
@@ -119,11 +120,7 @@ def test_it_parses_cluster_nodes_with_replicas_migrations_and_failures():
     assert sum(n.slot_count for n in nodes) == 16384
 
 
-# --- refusals: never one node's keys reported as the keyspace -------------------------------
-BROWSE_REFUSAL = ("lucia is a Redis Cluster with 3 primaries; browsing across primaries is not supported yet, "
-                  "so this page would show only one node's keys. No key was read.")
-
-
+# --- reviews across primaries, and the refusals that remain ---------------------------------
 def write_keyspace(cluster_keys, count=600):
     """`count` session keys without a TTL (a finding, and a purge target), spread over the
     primaries by a cluster client."""
@@ -229,28 +226,6 @@ def test_it_fans_the_review_task_out_in_a_chord_eagerly(cluster_lucia, cluster_k
     assert created and outcome.state == "SUCCESS"
     assert (run.status, run.keys_scanned, run.findings["no_ttl"]) == ("succeeded", count, count)
     assert run.node_runs.filter(status="succeeded").count() == 3
-
-
-@pytest.mark.parametrize("name,params,htmx,region", [
-    ("browse", {"prefix": "lucia:session:"}, False, "region-error"),
-    ("browse", {"prefix": "lucia:session:"}, True, "region-error"),
-    ("key_lookup", {"id": "42"}, False, "region-error"),
-    ("key_lookup", {"id": "42"}, True, "region-error"),
-    ("namespace_stats", {}, True, "stats-error"),  # the overview's sample: "complete" would be one node's
-])
-def test_it_shows_the_refusal_in_the_browser_region(viewer_client, cluster_lucia, cluster_keys, redis_cluster, name,
-                                                     params, htmx, region):
-    from django.urls import reverse
-
-    write_keyspace(cluster_keys)
-    reset_stats(redis_cluster)
-    headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
-    response = viewer_client.get(reverse(f"continuity:{name}", args=["lucia"]), params, **headers)
-    page = response.content.decode()
-    assert response.status_code == 200
-    assert f'data-testid="{region}"' in page and BROWSE_REFUSAL.replace("'", "&#x27;") in page
-    assert "lucia:session:1" not in page
-    assert calls_per_node(redis_cluster, *NO_READS) == dict.fromkeys(redis_cluster.ports, 0)
 
 
 def test_it_still_reviews_a_standalone_database_as_before(lucia, monitored):
@@ -388,23 +363,6 @@ def test_it_lets_an_operator_declare_the_cluster_mode_with_audit(operator_client
     assert lucia.cluster_mode == "cluster"
     response = operator_client.post(url, {**data, "cluster_mode": "sharded"})
     assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
-
-
-def test_it_says_a_key_lives_on_another_node_instead_of_a_bare_moved(viewer_client, cluster_lucia, cluster_keys,
-                                                                     redis_cluster):
-    from django.urls import reverse
-
-    here = redis.Redis(port=redis_cluster.ports[0])  # the node LUCIA_CLUSTER_URL names
-    own = next(node for node in keyspace_cluster.cluster_nodes(here) if "myself" in node.flags)
-    owned = {slot for first, last in own.slots for slot in range(first, last + 1)}
-    key = next(key for key in (f"lucia:session:{i}".encode() for i in range(100))
-               if cluster_keys.keyslot(key) not in owned)
-    cluster_keys.set(key, b"v")
-    response = viewer_client.get(reverse("continuity:key_detail", args=["lucia", keyspace.encode_key(key)]))
-    page = response.content.decode()
-    assert response.status_code == 200
-    assert f"This key lives on another node of a Redis Cluster (slot {cluster_keys.keyslot(key)}, 127.0.0.1:" in page
-    here.close()
 
 
 def test_it_shows_a_review_of_a_cluster_on_its_page(operator_client, cluster_lucia, cluster_keys, eager, redis_cluster,
