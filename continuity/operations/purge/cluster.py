@@ -286,19 +286,23 @@ def redirected(run, address, exc):
         f"may be missed, so the purge stopped as failed. {_so_far(run)}")
 
 
-def _act(run, address, direct, keys, policies, want):
+def _act(run, address, direct, groups, want):
+    """Act on `groups` ([(keys, policies)], one hash slot each) on `address`, their script
+    calls in one round trip (`act_on_groups`), each call's figures applied as it is
+    accounted for. A MOVED / ASK / TRYAGAIN answer to any of them fails the run
+    (TopologyChanged) once the calls that did succeed are counted: they happened."""
     try:
-        result = redis_purge.act_on_batch(direct, keys, action=run.action, policies=policies, want=want)
+        for _index, result in redis_purge.act_on_groups(direct, groups, action=run.action, want=want):
+            run.batches += 1
+            run.done += result.done
+            run.skipped += result.skipped
+            tally(run, address, done=result.done, skipped=result.skipped)
+            spend(run, address, result.commands, run.billed(result.billed, result.writes))
     except redis.ResponseError as exc:
         moved = redirected(run, address, exc)
         if moved is not None:
             raise moved from exc
         raise
-    run.batches += 1
-    run.done += result.done
-    run.skipped += result.skipped
-    tally(run, address, done=result.done, skipped=result.skipped)
-    spend(run, address, result.commands, run.billed(result.billed, result.writes))
 
 
 def run_nodes(run, client, pacer, policies, reach):
@@ -327,8 +331,7 @@ def run_nodes(run, client, pacer, policies, reach):
                 run.skipped += outside
                 run.matched += len(page)
                 tally(run, address, scanned=len(page), matched=len(page), skipped=outside)
-                for keys, chosen in by_slot(page_keys, page_policies):
-                    _act(run, address, direct, keys, chosen, want)
+                _act(run, address, direct, by_slot(page_keys, page_policies), want)
                 cursors[address] = "end" if position is None else str(position)
                 state = pacer.after_batch(len(page), final=True)  # a checkpoint per page (see above)
                 if state == "lost":
@@ -362,8 +365,11 @@ def run_findings(run, client, pacer, policies, pages):
                 address = router.address_of(key)
                 tally(run, address, matched=1, **({} if key in inside else {"skipped": 1}))
             run.skipped += len(page) - len(page_keys)
+            owners = {}  # each owner's slot groups of the page: one round trip per owner
             for address, direct, keys, chosen in router.groups(page_keys, page_policies):
-                _act(run, address, direct, keys, chosen, want)
+                owners.setdefault(address, (direct, []))[1].append((keys, chosen))
+            for address, (direct, groups) in owners.items():
+                _act(run, address, direct, groups, want)
             run.cursor = "end" if position is None else str(position)
             state = pacer.after_batch(len(page), final=True)
             if state == "lost":
