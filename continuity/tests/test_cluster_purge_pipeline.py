@@ -11,6 +11,7 @@ from redis.crc import key_slot
 
 from continuity.keyspace import cluster as keyspace_cluster
 from continuity.operations import purge
+from continuity.operations.purge import cluster as purge_cluster
 from continuity.tests.test_cluster import cluster_lucia  # noqa: F401 — the fixture
 from continuity.tests.test_cluster_purge import confirmed, per_node, write
 from continuity.tests.test_cluster_purge_kinds import flush_scripts, stats
@@ -21,17 +22,19 @@ from dashboard.models import AuditEntry
 
 @pytest.fixture
 def wire(monkeypatch):
-    """{host:port: [requests]}: every request redis-py writes to a server, one entry per
-    write of packed commands (a single command, or a whole pipeline), as the names of the
-    commands it carries. It wraps the real method: the bytes still go to the server."""
+    """{host:port: [(names, script calls)]}: every request redis-py writes to a server, one
+    entry per write of packed commands (a single command, or a whole pipeline): b"EVALSHA"
+    when it carries script calls (EVALSHA or EVALSHA_RO), SCAN, SCRIPT, and how many script
+    calls. It wraps the real method: the bytes still go to the server."""
     sent = {}
     original = AbstractConnection.send_packed_command
 
     def send_packed_command(self, command, check_health=True):
         packed = command if isinstance(command, (bytes, str)) else b"".join(bytes(part) for part in command)
         packed = packed.encode() if isinstance(packed, str) else packed
-        names = [name for name in (b"EVALSHA", b"SCAN", b"SCRIPT") if b"\r\n" + name + b"\r\n" in packed]
-        sent.setdefault(f"{self.host}:{self.port}", []).append((names, packed.count(b"\r\nEVALSHA\r\n")))
+        scripts = packed.count(b"\r\nEVALSHA\r\n") + packed.count(b"\r\nEVALSHA_RO\r\n")
+        names = [name for name in (b"SCAN", b"SCRIPT") if b"\r\n" + name + b"\r\n" in packed]
+        sent.setdefault(f"{self.host}:{self.port}", []).append((([b"EVALSHA"] if scripts else []) + names, scripts))
         return original(self, command, check_health)
 
     monkeypatch.setattr(AbstractConnection, "send_packed_command", send_packed_command)
@@ -172,3 +175,40 @@ def test_it_counts_the_calls_around_a_moved_answer_inside_a_pipeline_and_fails(
     assert run.node_stats[source]["billed"] == billed_delta(before[source], after[source]) - resharding
     assert AuditEntry.objects.filter(action="purge.fail", target_id=str(run.pk)).count() == 1
     assert purge.execute_purge(run_id=run.pk).status == "failed"
+
+
+def test_it_previews_a_ttl_repair_with_a_page_s_script_calls_in_one_round_trip(
+        cluster_lucia, cluster_keys, redis_cluster, operator, wire):  # noqa: F811
+    ports = redis_cluster.ports
+    write(cluster_keys, sessions=2000)
+    pipe = cluster_keys.pipeline()
+    for i in range(1000):
+        pipe.set(f"lucia:session:short:{i}".encode(), b"v", ex=600)  # within the policy: not actionable
+    pipe.execute()
+    flush_scripts(ports)
+    before = stats(ports)
+    wire.clear()
+    preview = purge.preview_purge(database=cluster_lucia, kind="prefix", value=b"lucia:session:", action="expire",
+                                  actor=operator, batch_size=400)
+    after = stats(ports)
+    assert (preview.matched, preview.actionable) == (3000, 2000)
+    calls = scans_all = 0
+    for port in ports:
+        address = f"127.0.0.1:{port}"
+        ro = {figure: after[address]["cmdstat_evalsha_ro"][figure]
+              - before[address].get("cmdstat_evalsha_ro", {}).get(figure, 0) for figure in ("calls", "failed_calls")}
+        scans = after[address]["cmdstat_scan"]["calls"] - before[address].get("cmdstat_scan", {}).get("calls", 0)
+        script_trips = [count for names, count in wire[address] if b"EVALSHA" in names]
+        assert ro["calls"] > 300 and ro["failed_calls"] == 1  # a count: EVALSHA_RO; one NOSCRIPT per fresh node
+        assert sum(script_trips) == ro["calls"] and len(script_trips) <= scans + 2
+        calls, scans_all = calls + ro["calls"] - 1, scans_all + scans
+    # One call per slot group, as the execution's estimate counts them (+ the CLUSTER NODES checks).
+    assert calls == preview.estimated_commands - scans_all - purge_cluster.layout_checks(len(ports))
+    # Billed as before: the commandstats delta, less what the preview does not count as its
+    # own (the DBSIZE per primary and the cluster detection's CLUSTER NODES, besides the one it counts).
+    def delta(name):
+        return sum(after[a].get(f"cmdstat_{name}", {}).get("calls", 0)
+                   - before[a].get(f"cmdstat_{name}", {}).get("calls", 0) for a in before)
+
+    assert delta("dbsize") == len(ports) and delta("cluster|nodes") == 2
+    assert preview.billed == sum(billed_delta(before[a], after[a]) for a in before) - len(ports) - 1
