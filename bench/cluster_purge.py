@@ -8,6 +8,7 @@ Postgres (as `bench.purge`). Each repetition writes `--keys` keys `lucia:session
 without a TTL through a cluster client (they spread over the three primaries), previews
 and confirms a prefix delete of `lucia:session:` with the default settings (batch size,
 rate cap), then times `execute_purge` alone. Reports each run's seconds, keys deleted,
+the requests written to the nodes (round trips: a single command or a whole pipeline each),
 the commands the run billed against the primaries' `INFO commandstats` delta, the
 1-minute load average before it, and the median. Self-contained; not imported by the apps.
 """
@@ -45,6 +46,28 @@ def _billed(before, after):
     return total
 
 
+def _round_trips(ports):
+    """Count the requests written to the cluster's nodes (a single command or a whole
+    pipeline: one write each, one round trip each) until the returned function is called,
+    which stops counting and returns the count."""
+    from redis.connection import AbstractConnection
+
+    original, ports, count = AbstractConnection.send_packed_command, set(ports), [0]
+
+    def send_packed_command(self, command, check_health=True):
+        if getattr(self, "port", None) in ports:
+            count[0] += 1
+        return original(self, command, check_health)
+
+    AbstractConnection.send_packed_command = send_packed_command
+
+    def stop():
+        AbstractConnection.send_packed_command = original
+        return count[0]
+
+    return stop
+
+
 def run(n_keys, repeats):
     import redis
 
@@ -72,14 +95,18 @@ def run(n_keys, repeats):
                     node.script_flush()
             load = os.getloadavg()[0]
             before = _stats(cluster.ports)
+            trips = _round_trips(cluster.ports)
             started = time.perf_counter()
-            result = purge.execute_purge(run_id=confirmed.pk, source="cli")
-            seconds = time.perf_counter() - started
+            try:
+                result = purge.execute_purge(run_id=confirmed.pk, source="cli")
+            finally:
+                seconds = time.perf_counter() - started
+                trips = trips()
             after = _stats(cluster.ports)
             left = sum(1 for port in cluster.ports for _ in redis.Redis(port=port).scan_iter(match="lucia:session:*"))
             confirmed.refresh_from_db()
             runs.append({"seconds": round(seconds, 3), "status": result.status, "deleted": result.done,
-                         "left_behind": left, "batch_size": confirmed.batch_size,
+                         "left_behind": left, "batch_size": confirmed.batch_size, "round_trips": trips,
                          "script_calls": confirmed.batches, "billed_by_run": confirmed.billed_commands,
                          "commandstats_delta": _billed(before, after), "load_1m_before": round(load, 2)})
         client.close()

@@ -9,6 +9,10 @@ checkpoint can be resumed without counting the batch twice or losing it. Where t
 server refuses scripting, a pipeline reads the keys and a MULTI/EXEC transaction acts and
 writes the marker. Both paths decide with the same policy (`continuity.policy`).
 
+On a Redis Cluster a script call may touch one hash slot only, so a page becomes one call
+per slot group; `act_on_groups` sends a node's groups of a page in one pipeline (one round
+trip), without a marker (the cluster run checkpoints in Postgres).
+
 Every key the script touches is declared in KEYS, so Upstash locks only those keys.
 (An earlier variant ran SCAN inside the script: it touched undeclared keys, which takes
 Upstash's global lock, and it saved no billed command, since Upstash bills each call

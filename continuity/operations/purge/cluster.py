@@ -5,10 +5,13 @@ A node's SCAN returns that node's keys only, and every key it returns lives on t
 so each primary is scanned through its own direct client (`cluster.node_client`), one
 after the other, in the order of their addresses. A cluster refuses a script call whose
 keys lie in more than one hash slot, so each page is split by key slot
-(`redis.crc.key_slot`) and `act_on_batch` — the same script, re-checking each key with the
-same `Policy` rules as on a standalone server — is called once per slot group, on the node
-that serves that slot. A finding purge walks the key list its preview stored (node by
-node) and sends each slot group to the slot's owner (`Router`).
+(`redis.crc.key_slot`) and the same script, re-checking each key with the same `Policy`
+rules as on a standalone server, is called once per slot group, on the node that serves
+that slot. A page's calls to a node travel in one non-transactional pipeline
+(`act_on_groups`: one round trip per page per node, not one per slot group, which with
+16,384 slots is nearly one per key; each call still touches one slot, so the cluster takes
+it). A finding purge walks the key list its preview stored (node by node) and sends each
+slot group to the slot's owner (`Router`), each owner's groups of a page in one pipeline.
 
 Design of the checkpoint: no Redis progress marker on a cluster (it would have to live in
 the slot of the keys of each call). Instead the run's per-node SCAN cursors
@@ -28,7 +31,9 @@ resume) and checked again before each primary and at the end (`check_layout`: on
 `CLUSTER NODES` per primary, since a node lists only its own migrating slots). A slot that
 moved, or is migrating (MIGRATING/IMPORTING), or a MOVED/ASK/TRYAGAIN answer to a script
 call, ends the run `failed` at once (`TopologyChanged`, naming the slot and its nodes): keys of that slot
-may have been missed, so it is never `succeeded`. What was done is counted exactly.
+may have been missed, so it is never `succeeded`. What was done is counted exactly: the
+calls of the same pipeline that succeeded (before or after the redirected one) are counted
+before it fails.
 
 A primary that does not answer raises a ConnectionError naming it: the run stays
 `running` with every other node's cursor kept, the task retries, and after its last retry
