@@ -176,6 +176,8 @@ def marker_head(batch, cursor, matched_total) -> str:
 
 def _rules(policies):
     """(script arguments for the policies, 1-based policy index per key)."""
+    if len(policies) == 1:  # a cluster's slot group is mostly one key: no hashing of the Policy
+        return 1, list(policies[0].script_rule()), [1]
     index, rules, per_key = {}, [], []
     for policy in policies:
         at = index.get(policy)

@@ -293,21 +293,34 @@ def redirected(run, address, exc):
 
 def _act(run, address, direct, groups, want):
     """Act on `groups` ([(keys, policies)], one hash slot each) on `address`, their script
-    calls in one round trip (`act_on_groups`), each call's figures applied as it is
-    accounted for. A MOVED / ASK / TRYAGAIN answer to any of them fails the run
-    (TopologyChanged) once the calls that did succeed are counted: they happened."""
+    calls in one round trip (`act_on_groups`), and count what they did. A MOVED / ASK /
+    TRYAGAIN answer to any of them fails the run (TopologyChanged) once the calls that did
+    succeed are counted: they happened."""
+    figures = [0] * 5  # script calls, done, skipped, commands sent, commands billed
     try:
         for _index, result in redis_purge.act_on_groups(direct, groups, action=run.action, want=want):
-            run.batches += 1
-            run.done += result.done
-            run.skipped += result.skipped
-            tally(run, address, done=result.done, skipped=result.skipped)
-            spend(run, address, result.commands, run.billed(result.billed, result.writes))
+            for at, value in enumerate((1, result.done, result.skipped, result.commands,
+                                        run.billed(result.billed, result.writes))):
+                figures[at] += value
     except redis.ResponseError as exc:
+        _count(run, address, *figures)
         moved = redirected(run, address, exc)
         if moved is not None:
             raise moved from exc
         raise
+    except BaseException:
+        _count(run, address, *figures)
+        raise
+    _count(run, address, *figures)
+
+
+def _count(run, address, calls, done, skipped, commands, billed):
+    """Add a node's script calls and their figures to the run (one `node_stats` update)."""
+    run.batches += calls
+    run.done += done
+    run.skipped += skipped
+    tally(run, address, done=done, skipped=skipped)
+    spend(run, address, commands, billed)
 
 
 def run_nodes(run, client, pacer, policies, reach):
