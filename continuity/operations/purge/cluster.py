@@ -302,14 +302,11 @@ def _act(run, address, direct, groups, want):
             for at, value in enumerate((1, result.done, result.skipped, result.commands,
                                         run.billed(result.billed, result.writes))):
                 figures[at] += value
-    except redis.ResponseError as exc:
-        _count(run, address, *figures)
+    except BaseException as exc:
+        _count(run, address, *figures)  # the calls that succeeded happened: counted first
         moved = redirected(run, address, exc)
         if moved is not None:
             raise moved from exc
-        raise
-    except BaseException:
-        _count(run, address, *figures)
         raise
     _count(run, address, *figures)
 
