@@ -12,7 +12,7 @@ from redis.crc import key_slot
 from continuity.keyspace import cluster as keyspace_cluster
 from continuity.operations import purge
 from continuity.operations.purge import cluster as purge_cluster
-from continuity.tests.test_cluster import cluster_lucia  # noqa: F401 — the fixture
+from continuity.tests.test_cluster import acl_user, cluster_lucia  # noqa: F401 — the fixtures
 from continuity.tests.test_cluster_purge import confirmed, per_node, write
 from continuity.tests.test_cluster_purge_kinds import flush_scripts, stats
 from continuity.tests.test_cluster_purge_topology import migrate
@@ -212,3 +212,31 @@ def test_it_previews_a_ttl_repair_with_a_page_s_script_calls_in_one_round_trip(
 
     assert delta("dbsize") == len(ports) and delta("cluster|nodes") == 2
     assert preview.billed == sum(billed_delta(before[a], after[a]) for a in before) - len(ports) - 1
+
+
+def test_it_takes_the_fallback_per_slot_group_where_scripts_are_refused(
+        cluster_lucia, cluster_keys, redis_cluster, operator, acl_user, monkeypatch):  # noqa: F811
+    """A user that may not run scripts: the first call learns it (refused, not billed), and
+    every slot group goes through the pipeline + MULTI/EXEC fallback, counted exactly."""
+    ports = redis_cluster.ports
+    monkeypatch.setenv("LUCIA_CLUSTER_URL", acl_user("noscripts", "+@all", "-@scripting"))
+    write(cluster_keys, sessions=600, focus=100)
+    cluster_keys.set(b"lucia:session:short", b"v", ex=60)  # within the policy: skipped by the repair
+    planted = {address: len(keys) for address, keys in per_node(ports, "lucia:session:*").items()}
+    _, run = confirmed(cluster_lucia, operator, action="expire")
+    before = stats(ports)
+    result = purge.execute_purge(run_id=run.pk)
+    after = stats(ports)
+    run.refresh_from_db()
+    assert (result.status, run.matched, run.done, run.skipped) == ("succeeded", 601, 600, 1)
+    for port in ports:
+        with redis.Redis(port=port) as node:
+            keys = [key for key in node.scan_iter(match="lucia:session:*", count=500) if key != b"lucia:session:short"]
+            assert all(3500 < node.ttl(key) <= 3600 for key in keys)
+            assert all(node.ttl(key) == -1 for key in node.scan_iter(match="lucia:focus:*"))
+    assert sum(row["matched"] for row in run.node_stats.values()) == 601 == sum(planted.values())
+    for address in planted:
+        assert evalsha(before, after, address) == 0  # refused before it ran: not a call
+        multi = after[address]["cmdstat_multi"]["calls"] - before[address].get("cmdstat_multi", {}).get("calls", 0)
+        assert multi > 150  # a MULTI/EXEC per slot group holding a key to repair
+        assert run.node_stats[address]["billed"] == billed_delta(before[address], after[address])
