@@ -5,10 +5,13 @@ A node's SCAN returns that node's keys only, and every key it returns lives on t
 so each primary is scanned through its own direct client (`cluster.node_client`), one
 after the other, in the order of their addresses. A cluster refuses a script call whose
 keys lie in more than one hash slot, so each page is split by key slot
-(`redis.crc.key_slot`) and `act_on_batch` — the same script, re-checking each key with the
-same `Policy` rules as on a standalone server — is called once per slot group, on the node
-that serves that slot. A finding purge walks the key list its preview stored (node by
-node) and sends each slot group to the slot's owner (`Router`).
+(`redis.crc.key_slot`) and the same script, re-checking each key with the same `Policy`
+rules as on a standalone server, is called once per slot group, on the node that serves
+that slot. A page's calls to a node travel in one non-transactional pipeline
+(`act_on_groups`: one round trip per page per node, not one per slot group, which with
+16,384 slots is nearly one per key; each call still touches one slot, so the cluster takes
+it). A finding purge walks the key list its preview stored (node by node) and sends each
+slot group to the slot's owner (`Router`), each owner's groups of a page in one pipeline.
 
 Design of the checkpoint: no Redis progress marker on a cluster (it would have to live in
 the slot of the keys of each call). Instead the run's per-node SCAN cursors
@@ -28,7 +31,9 @@ resume) and checked again before each primary and at the end (`check_layout`: on
 `CLUSTER NODES` per primary, since a node lists only its own migrating slots). A slot that
 moved, or is migrating (MIGRATING/IMPORTING), or a MOVED/ASK/TRYAGAIN answer to a script
 call, ends the run `failed` at once (`TopologyChanged`, naming the slot and its nodes): keys of that slot
-may have been missed, so it is never `succeeded`. What was done is counted exactly.
+may have been missed, so it is never `succeeded`. What was done is counted exactly: the
+calls of the same pipeline that succeeded (before or after the redirected one) are counted
+before it fails.
 
 A primary that does not answer raises a ConnectionError naming it: the run stays
 `running` with every other node's cursor kept, the task retries, and after its last retry
@@ -286,19 +291,33 @@ def redirected(run, address, exc):
         f"may be missed, so the purge stopped as failed. {_so_far(run)}")
 
 
-def _act(run, address, direct, keys, policies, want):
+def _act(run, address, direct, groups, want):
+    """Act on `groups` ([(keys, policies)], one hash slot each) on `address`, their script
+    calls in one round trip (`act_on_groups`), and count what they did. A MOVED / ASK /
+    TRYAGAIN answer to any of them fails the run (TopologyChanged) once the calls that did
+    succeed are counted: they happened."""
+    figures = [0] * 5  # script calls, done, skipped, commands sent, commands billed
     try:
-        result = redis_purge.act_on_batch(direct, keys, action=run.action, policies=policies, want=want)
-    except redis.ResponseError as exc:
+        for _index, result in redis_purge.act_on_groups(direct, groups, action=run.action, want=want):
+            for at, value in enumerate((1, result.done, result.skipped, result.commands,
+                                        run.billed(result.billed, result.writes))):
+                figures[at] += value
+    except BaseException as exc:
+        _count(run, address, *figures)  # the calls that succeeded happened: counted first
         moved = redirected(run, address, exc)
         if moved is not None:
             raise moved from exc
         raise
-    run.batches += 1
-    run.done += result.done
-    run.skipped += result.skipped
-    tally(run, address, done=result.done, skipped=result.skipped)
-    spend(run, address, result.commands, run.billed(result.billed, result.writes))
+    _count(run, address, *figures)
+
+
+def _count(run, address, calls, done, skipped, commands, billed):
+    """Add a node's script calls and their figures to the run (one `node_stats` update)."""
+    run.batches += calls
+    run.done += done
+    run.skipped += skipped
+    tally(run, address, done=done, skipped=skipped)
+    spend(run, address, commands, billed)
 
 
 def run_nodes(run, client, pacer, policies, reach):
@@ -327,8 +346,7 @@ def run_nodes(run, client, pacer, policies, reach):
                 run.skipped += outside
                 run.matched += len(page)
                 tally(run, address, scanned=len(page), matched=len(page), skipped=outside)
-                for keys, chosen in by_slot(page_keys, page_policies):
-                    _act(run, address, direct, keys, chosen, want)
+                _act(run, address, direct, by_slot(page_keys, page_policies), want)
                 cursors[address] = "end" if position is None else str(position)
                 state = pacer.after_batch(len(page), final=True)  # a checkpoint per page (see above)
                 if state == "lost":
@@ -362,8 +380,11 @@ def run_findings(run, client, pacer, policies, pages):
                 address = router.address_of(key)
                 tally(run, address, matched=1, **({} if key in inside else {"skipped": 1}))
             run.skipped += len(page) - len(page_keys)
+            owners = {}  # each owner's slot groups of the page: one round trip per owner
             for address, direct, keys, chosen in router.groups(page_keys, page_policies):
-                _act(run, address, direct, keys, chosen, want)
+                owners.setdefault(address, (direct, []))[1].append((keys, chosen))
+            for address, (direct, groups) in owners.items():
+                _act(run, address, direct, groups, want)
             run.cursor = "end" if position is None else str(position)
             state = pacer.after_batch(len(page), final=True)
             if state == "lost":

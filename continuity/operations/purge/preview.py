@@ -85,9 +85,13 @@ def count_matches(client, *, match, policies, reach, action, condition, batch_si
             if len(sample) < sample_size:
                 sample.extend(keyspace.encode_key(k) for k in page_keys[: sample_size - len(sample)])
             if needs_check:
-                groups = purge_cluster.by_slot(page_keys, page_policies) if by_slot else [(page_keys, page_policies)]
-                for keys, chosen in groups:
-                    counted = redis_purge.act_on_batch(client, keys, action="count", policies=chosen, want=want)
+                if by_slot:  # the page's slot groups in one round trip
+                    results = (result for _, result in redis_purge.act_on_groups(
+                        client, purge_cluster.by_slot(page_keys, page_policies), action="count", want=want))
+                else:
+                    results = [redis_purge.act_on_batch(client, page_keys, action="count", policies=page_policies,
+                                                        want=want)]
+                for counted in results:
                     out.actionable += counted.done
                     out.commands += counted.commands
                     out.billed += counted.billed
