@@ -44,7 +44,7 @@ from continuity.keyspace.connection import (  # noqa: F401
     ping,
 )
 from continuity.keynames import decode_key, display_key, encode_key, escape_glob, match_pattern  # noqa: F401
-from continuity.keyspace.meta import KeyMeta, key_metadata, metadata_commands, scan_page  # noqa: F401
+from continuity.keyspace.meta import KeyMeta, key_metadata, metadata_commands, node_metadata, scan_page  # noqa: F401
 from continuity.keyspace.browse import (  # noqa: F401
     KeyRow,
     LookupResult,

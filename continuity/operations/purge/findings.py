@@ -24,7 +24,10 @@ from continuity.operations.purge.targets import scan_prefixes
 def offender_pages(client, *, stats, finding, policies, batch_size, by_slot=False):
     """Yield (offending keys, (Redis commands, billed), keys scanned) per SCAN page over the
     namespaces where the review found `finding`. `by_slot`: `client` is one node of a
-    cluster, where a script call may touch one hash slot only: metadata per slot group."""
+    cluster, where a script call may touch one hash slot only: the page's metadata comes from
+    one pipeline on that node (`keyspace.node_metadata`, one round trip, never dearer in
+    billed commands than a script call per slot group); a key whose slot moved since raises
+    its MOVED/ASK error."""
     wanted = {stat.namespace.prefix.encode() for stat in stats}
     for prefix in scan_prefixes(wanted):
         pattern, cursor = keyspace.match_pattern(prefix), 0
@@ -35,15 +38,21 @@ def offender_pages(client, *, stats, finding, policies, batch_size, by_slot=Fals
             offenders, cost, billed = [], 1, 1
             if candidates:
                 keys = [key for key, _ in candidates]
-                groups = [group for group, _ in purge_cluster.by_slot(keys, keys)] if by_slot else [keys]
-                found = {}
-                for group in groups:
-                    metas = keyspace.key_metadata(keys=group, client=client)
-                    sent = keyspace.metadata_commands(client, len(group))
+                if by_slot:
+                    sent = keyspace.metadata_commands(client, len(keys), pipeline=True)
+                    metas = keyspace.node_metadata(client, keys)
+                    for meta in metas:
+                        if isinstance(meta, Exception):
+                            raise meta
+                    cost += sent
+                    billed += sent  # a pipeline: each command sent is one executed
+                else:
+                    metas = keyspace.key_metadata(keys=keys, client=client)
+                    sent = keyspace.metadata_commands(client, len(keys))
                     cost += sent
                     # PTTL per key, TYPE and MEMORY USAGE per key still there (+ the EVALSHA).
-                    billed += len(group) + 2 * sum(1 for m in metas if m.exists) + (1 if sent == 1 else 0)
-                    found.update((m.key, m) for m in metas)
+                    billed += len(keys) + 2 * sum(1 for m in metas if m.exists) + (1 if sent == 1 else 0)
+                found = {m.key: m for m in metas}
                 offenders = [key for key, policy in candidates
                              if (m := found.get(key)) is not None and m.exists
                              and finding in policy.findings(m.ttl_ms, m.type, m.memory)]
