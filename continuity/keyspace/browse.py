@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import redis
 from django.conf import settings
 
-from continuity.keyspace import primaries
+from continuity.keyspace import cluster, primaries
 from continuity.keyspace.capabilities import limitations
 from continuity.keyspace.connection import KeyspaceError, client_for
 from continuity.keynames import match_pattern
@@ -137,7 +137,7 @@ def _scan_cluster(database, client, *, pattern, policies, type_, cursor, budget,
     primary after the other from the composite cursor's position. A primary that does not
     answer stops the page there (the rows read before it are shown, the cursor points at
     it, the page is never "done")."""
-    nodes = primaries.primaries_of(client)
+    nodes = cluster.slot_map(client)
     if not nodes.addresses:
         raise KeyspaceError(f"{database.name} is a Redis Cluster, but CLUSTER NODES lists no primary serving slots: "
                             "there is nothing to browse until slots are assigned.")
@@ -153,7 +153,7 @@ def _scan_cluster(database, client, *, pattern, policies, type_, cursor, budget,
             try:
                 node_cursor, found = scan_page(client=directs[address], match=pattern, cursor=node_cursor, count=count,
                                                type_=type_)
-            except primaries.NODE_ERRORS as exc:
+            except cluster.NODE_ERRORS as exc:
                 stopped = address
                 stop_message = str(primaries.node_unreachable(database, address, exc))
                 break

@@ -26,7 +26,6 @@ A client on the URL's node sees that node's keys only, so:
 
 import hashlib
 import threading
-from bisect import bisect_right
 from dataclasses import dataclass
 
 import redis
@@ -34,6 +33,7 @@ from django.core import signing
 from redis.crc import key_slot
 
 from continuity.keyspace import cluster
+from continuity.keyspace.cluster import NODE_ERRORS
 from continuity.keyspace.connection import (
     NODE_CLIENTS_ATTRIBUTE,
     KeyspaceError,
@@ -45,7 +45,6 @@ from continuity.keyspace.connection import (
 from continuity.keyspace.connection import server_summary as node_summary
 from continuity.keyspace.meta import key_metadata, node_metadata
 
-NODE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 REDIRECTS = (redis.exceptions.AskError,)  # MovedError is a subclass
 
 _CURSOR_SALT = "continuity.keyspace.primaries.scan-cursor"
@@ -64,35 +63,6 @@ def keyed_client(database, *, write=False):
 
 def is_cluster(database, client):
     return cluster.mode_of(database, client) == cluster.CLUSTER
-
-
-@dataclass(frozen=True)
-class Primaries:
-    """The primaries serving slots, sorted by address, with the slot ranges each serves."""
-
-    addresses: tuple
-    ranges: tuple  # ((first, last, address), …) sorted by first slot
-
-    @property
-    def fingerprint(self):
-        """A short hash of the slot map: equal exactly when every slot has the same owner."""
-        text = ";".join(f"{first}-{last}={address}" for first, last, address in self.ranges)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    def owner(self, key):
-        """The address serving `key`'s slot, or None where no primary serves it."""
-        slot = key_slot(key)
-        index = bisect_right([first for first, _last, _a in self.ranges], slot) - 1
-        if index >= 0 and self.ranges[index][1] >= slot:
-            return self.ranges[index][2]
-        return None
-
-
-def primaries_of(client):
-    """The Primaries of the cluster behind `client` (one CLUSTER NODES)."""
-    nodes = [node for node in cluster.cluster_nodes(client) if node.role == "primary" and node.slots and node.address]
-    ranges = sorted((first, last, node.address) for node in nodes for first, last in node.slots)
-    return Primaries(addresses=tuple(sorted(node.address for node in nodes)), ranges=tuple(ranges))
 
 
 _nodes_lock = threading.Lock()
@@ -287,7 +257,7 @@ def server_summary(database, *, client=None):
     client = client or client_for(database)
     if not is_cluster(database, client):
         return node_summary(database, client=client)
-    nodes = primaries_of(client)
+    nodes = cluster.slot_map(client)
     parts, silent = [], []
     with NodeClients(client) as directs:
         for address in nodes.addresses:
@@ -317,7 +287,7 @@ def read_by_slot(database, client, keys, *, nodes=None):
     """{key: KeyMeta or an operator-facing reason it could not be read} for `keys`, each
     asked on the primary owning its slot (one pipeline per primary, no SCAN). `nodes`: a
     slot map already read (else one CLUSTER NODES)."""
-    nodes = nodes or primaries_of(client)
+    nodes = nodes or cluster.slot_map(client)
     groups, out = {}, {}
     for key in keys:
         owner = nodes.owner(key)

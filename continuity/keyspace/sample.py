@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from continuity.keyspace import primaries
+from continuity.keyspace import cluster, primaries
 from continuity.keyspace.browse import dbsize
 from continuity.keyspace.capabilities import limitations
 from continuity.keyspace.connection import KeyspaceError, client_for
@@ -100,7 +100,7 @@ def _sweep(client, policies, figures, pattern, budget, metadata):
 
 
 def _sample_cluster(database, client, policies, figures, pattern, budget):
-    nodes = primaries.primaries_of(client)
+    nodes = cluster.slot_map(client)
     share = max(1, -(-budget // max(1, len(nodes.addresses))))
     examined = sampled = 0
     complete, notes, missing, silent = bool(nodes.addresses), [], [], []
@@ -111,7 +111,7 @@ def _sample_cluster(database, client, policies, figures, pattern, budget):
                 spent, found, whole = _sweep(direct, policies, figures, pattern, share,
                                              lambda keys, a=address: primaries.metadata_by_node(database, directs,
                                                                                                 {a: keys}))
-            except primaries.NODE_ERRORS as exc:
+            except cluster.NODE_ERRORS as exc:
                 missing.append(str(primaries.node_unreachable(database, address, exc)))
                 silent.append(address)
                 complete = False

@@ -236,8 +236,8 @@ def test_it_answers_400_for_a_tampered_or_foreign_cursor(viewer_client, cluster_
 def test_it_refuses_a_cursor_issued_under_other_primaries(viewer_client, cluster_lucia, cluster_keys, redis_cluster,
                                                           settings):
     first_cursor(viewer_client, cluster_keys, settings)
-    now = primaries.primaries_of(keyspace.client_for(cluster_lucia))
-    old = primaries.Primaries(addresses=(*now.addresses[:2], "10.9.9.9:7000"), ranges=now.ranges)
+    now = keyspace.cluster.slot_map(keyspace.client_for(cluster_lucia))
+    old = keyspace.cluster.SlotMap(addresses=(*now.addresses[:2], "10.9.9.9:7000"), ranges=now.ranges)
     scope = primaries.scan_scope(keyspace.match_pattern(b"lucia:rate:"), None)
     cursor = primaries.issue_cursor(cluster_lucia, scope, old, 1, 77)
     body = assert_refused(viewer_client.get(browse_url(prefix="lucia:rate:", cursor=cursor),
@@ -274,7 +274,7 @@ def test_it_refuses_a_cursor_after_a_real_slot_move(viewer_client, lucia, dispos
 def test_it_names_primaries_by_a_hash_where_their_addresses_would_make_long_links(lucia):
     def many(suffix):
         addresses = tuple(f"node-{i}.{suffix}.cache.example.internal:6379" for i in range(60))
-        return primaries.Primaries(addresses=addresses, ranges=tuple((i, i, a) for i, a in enumerate(addresses)))
+        return keyspace.cluster.SlotMap(addresses=addresses, ranges=tuple((i, i, a) for i, a in enumerate(addresses)))
 
     nodes = many("a")
     cursor = primaries.issue_cursor(lucia, "scope", nodes, 41, 1234)
@@ -361,7 +361,7 @@ def test_it_looks_up_an_id_on_each_primary_without_scan(viewer_client, cluster_l
 def test_it_follows_a_moved_slot_once_during_a_lookup(lucia, disposable_cluster, monkeypatch):
     point_at(lucia, monkeypatch, disposable_cluster)
     client = keyspace.client_for(lucia)
-    stale = primaries.primaries_of(client)
+    stale = keyspace.cluster.slot_map(client)
     key = b"lucia:session:moved-1"
     nodes = {port: redis.Redis(port=port) for port in disposable_cluster.ports}
     slot = key_slot(key)
