@@ -135,7 +135,7 @@ def test_it_counts_the_calls_around_a_moved_answer_inside_a_pipeline_and_fails(
     client.close()
     keys = sorted(key for found in per_node(ports, "lucia:session:*").values() for key in found)
     with redis.Redis(port=ports[0]) as node:
-        layout = keyspace_cluster.slot_layout(node)
+        layout = keyspace_cluster.slot_map(node)
     page = keys[100:150]  # the third stored page (batch size 50)
     moving = page[25]
     slot, source = key_slot(moving), layout.owner_of(key_slot(moving))

@@ -63,7 +63,7 @@ def test_it_fails_naming_the_slot_that_moved_into_a_node_already_purged(lucia, d
     order = sorted(f"127.0.0.1:{port}" for port in ports)  # the order the purge walks the primaries
     first, last = order[0], order[-1]
     with redis.Redis(port=ports[0]) as node:
-        layout = keyspace_cluster.slot_layout(node)
+        layout = keyspace_cluster.slot_map(node)
     # A slot of the last primary that holds target keys: moved into the first, already purged.
     slot = next(key_slot(key) for key in sorted(per_node(ports, "lucia:session:*")[last])
                 if layout.owner_of(key_slot(key)) == last)
@@ -113,7 +113,7 @@ def test_it_fails_a_finding_purge_whose_next_key_s_slot_moved_away_naming_it(luc
     run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="r", actor=operator,
                               source="cli")
     with redis.Redis(port=ports[0]) as node:
-        layout = keyspace_cluster.slot_layout(node)
+        layout = keyspace_cluster.slot_map(node)
     last_key = keys[-1]  # in the last stored batch
     slot = key_slot(last_key)
     source = layout.owner_of(slot)

@@ -46,11 +46,11 @@ from redis.crc import key_slot
 from continuity import keyspace
 from continuity.keyspace import cluster as keyspace_cluster
 from continuity.keyspace import purge as redis_purge
+from continuity.keyspace.cluster import NODE_ERRORS
 from continuity.keyspace.connection import describe
 from continuity.models import PurgeRun
 from continuity.operations.purge.common import CONDITION_FINDINGS, PurgeRefused, split
 
-NODE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 FIGURES = ("scanned", "matched", "done", "skipped", "commands", "billed")
 
 
@@ -66,12 +66,6 @@ def is_cluster(database, client):
         return keyspace_cluster.mode_of(database, client) == keyspace_cluster.CLUSTER
     except keyspace_cluster.ClusterRefusal as exc:
         raise PurgeRefused(str(exc)) from None
-
-
-def primaries(client):
-    """The addresses of the primaries serving slots, sorted."""
-    return sorted(node.address for node in keyspace_cluster.cluster_nodes(client)
-                  if node.role == "primary" and node.slots)
 
 
 def home(client):
@@ -112,7 +106,7 @@ def dbsize(database, client):
     """DBSIZE summed over the primaries (one DBSIZE each), or None where one refuses it or
     does not answer: one node's DBSIZE is not the cluster's."""
     total = 0
-    for address in primaries(client):
+    for address in keyspace_cluster.slot_map(client).addresses:
         direct = keyspace_cluster.node_client(client, address)
         try:
             size = keyspace.dbsize(direct)
@@ -131,7 +125,7 @@ def count_nodes(database, client, *, count, progress=None):
     """{address: Counted} of `count(node_client, progress)` on each primary. `progress(scanned,
     matched)` sees the running totals over the nodes."""
     out, base = {}, 0
-    for address in primaries(client):
+    for address in keyspace_cluster.slot_map(client).addresses:
         direct = keyspace_cluster.node_client(client, address)
         try:
             out[address] = count(direct, (lambda s, m, b=base: progress(b + s, b + m)) if progress else None)
@@ -157,14 +151,10 @@ def scan_pages(client, *, match, cursor, count):
 
 
 class Router:
-    """Direct clients on the primaries of a `SlotLayout`, and the owner of each slot group."""
+    """Direct clients on the primaries of a `SlotMap`, and the owner of each slot group."""
 
     def __init__(self, database, client, layout):
         self.database, self.client, self.layout = database, client, layout
-        self.owner = [None] * keyspace_cluster.SLOTS
-        for address, ranges in layout.owners.items():
-            for first, last in ranges:
-                self.owner[first:last + 1] = [address] * (last - first + 1)
         self.clients = {}
 
     def node(self, address):
@@ -173,7 +163,7 @@ class Router:
         return self.clients[address]
 
     def address_of(self, key):
-        return self.owner[key_slot(key)]
+        return self.layout.owner(key)
 
     def groups(self, keys, policies):
         """Yield (owner address, its client, keys, policies) per hash slot of `keys`."""
@@ -196,9 +186,9 @@ def layout_checks(primaries_count, finding=False):
 
 
 def layout_of(database, client):
-    """The current `SlotLayout`, or PurgeRefused when some slots are served by nobody (a
+    """The current `SlotMap`, or PurgeRefused when some slots are served by nobody (a
     purge would miss their keys)."""
-    layout = keyspace_cluster.slot_layout(client)
+    layout = keyspace_cluster.slot_map(client)
     if layout.slots_covered < keyspace_cluster.SLOTS:
         raise PurgeRefused(f"{database.name}: the primaries serve {layout.slots_covered:,} of "
                            f"{keyspace_cluster.SLOTS:,} slots; a purge would miss keys. Nothing more was changed.")
@@ -227,19 +217,19 @@ def check_layout(run, client):
     node shows only its own MIGRATING/IMPORTING slots), each billed to its node: the first
     time, the slot owners are recorded on `run.node_layout`; later, any slot owned by
     another node, and any time a slot being migrated, raises TopologyChanged naming it.
-    Returns the current SlotLayout."""
+    Returns the current SlotMap."""
     here = home(client)
     try:
         layout = layout_of(run.database, client)
     finally:
         spend(run, here, 1, 1)
     moving = set(layout.moving)
-    for address in sorted(layout.owners):
+    for address in layout.addresses:
         if address == here:
             continue
         direct = keyspace_cluster.node_client(client, address)
         try:
-            moving.update(keyspace_cluster.slot_layout(direct).moving)
+            moving.update(keyspace_cluster.slot_map(direct).moving)
         except NODE_ERRORS as exc:
             raise unreachable(run.database, address, exc) from exc
         finally:
@@ -258,13 +248,13 @@ def check_layout(run, client):
         run.node_layout = layout.owners
         return layout
     if layout.owners != run.node_layout:
-        before = Router(run.database, client, keyspace_cluster.SlotLayout(owners=run.node_layout))
-        after = Router(run.database, client, layout)
-        moved = [slot for slot in range(keyspace_cluster.SLOTS) if before.owner[slot] != after.owner[slot]]
-        slot = moved[0] if moved else None
-        what = (f"slot {slot} moved from {before.owner[slot]} to {after.owner[slot] or 'no node'}"
-                + (f" (and {len(moved) - 1} more slots)" if len(moved) > 1 else "")) if moved else (
-            f"its primaries changed ({', '.join(sorted(run.node_layout))} → {', '.join(sorted(layout.owners))})")
+        moved = keyspace_cluster.moved_slots(keyspace_cluster.SlotMap.from_owners(run.node_layout), layout)
+        if moved:
+            slot, source, target = moved[0]
+            what = (f"slot {slot} moved from {source} to {target or 'no node'}"
+                    + (f" (and {len(moved) - 1} more slots)" if len(moved) > 1 else ""))
+        else:
+            what = f"its primaries changed ({', '.join(sorted(run.node_layout))} → {', '.join(layout.addresses)})"
         raise TopologyChanged(
             f"The cluster's topology changed during purge #{run.pk} of {run.database.name}: {what}. Keys of the "
             f"moved slots may have been missed, so the purge stopped as failed. {_so_far(run)}")
@@ -326,7 +316,7 @@ def run_nodes(run, client, pacer, policies, reach):
     TopologyChanged when a slot moved."""
     layout = check_layout(run, client)
     cursors = dict(run.node_cursors or {})
-    for address in layout.owners:
+    for address in layout.addresses:
         cursors.setdefault(address, "0")
     run.node_cursors = cursors
     want = CONDITION_FINDINGS[run.condition]

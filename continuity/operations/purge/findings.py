@@ -69,14 +69,14 @@ def node_offender_pages(database, client, **target):
             yield None, page, costs, scanned
         return
     first = True
-    for address in purge_cluster.primaries(client):
+    for address in keyspace_cluster.slot_map(client).addresses:
         direct = keyspace_cluster.node_client(client, address)
         try:
             for page, (cost, billed), scanned in offender_pages(direct, by_slot=True, **target):
                 if first:  # the CLUSTER NODES above
                     cost, billed, first = cost + 1, billed + 1, False
                 yield address, page, (cost, billed), scanned
-        except purge_cluster.NODE_ERRORS as exc:
+        except keyspace_cluster.NODE_ERRORS as exc:
             raise purge_cluster.unreachable(database, address, exc) from exc
         except (redis.exceptions.AskError, redis.exceptions.TryAgainError) as exc:
             raise purge_cluster.resharding(database, address, exc) from exc
@@ -118,7 +118,7 @@ def preview_offenders(run, client, *, policies, keys, stats, sample_size, progre
     calls, chunk, chunk_slots = 0, None, set()
     if router is not None:
         commands, billed = 1, 1  # the CLUSTER NODES of the router
-        nodes = dict.fromkeys(sorted(router.layout.owners), 0)
+        nodes = dict.fromkeys(router.layout.addresses, 0)
     try:
         for address, page, (cost, page_billed), scanned in pages:
             commands += cost
@@ -169,7 +169,7 @@ def preview_offenders(run, client, *, policies, keys, stats, sample_size, progre
     # one, and the CLUSTER NODES checks of `check_layout`), and no SCAN.
     batches = -(-position // run.batch_size)
     acting = calls if router is not None else batches
-    checks = purge_cluster.layout_checks(len(router.layout.owners), finding=True) if router is not None else 0
+    checks = purge_cluster.layout_checks(len(router.layout.addresses), finding=True) if router is not None else 0
     return PurgePreview(run=run, matched=position, actionable=actionable, namespaces=per_namespace, sample=sample,
                         commands=commands, estimated_commands=acting + checks, billed=billed,
                         estimated_billed=estimated_billed(
