@@ -7,9 +7,11 @@
 - `browse`, `inspect`, `actions`: the key browser's bounded reads, previews and writes.
 - `meta`: PTTL, TYPE and MEMORY USAGE for a batch of keys in one command (a Lua script),
   with a pipeline fallback where scripting or MEMORY is refused.
-- `cluster`: whether a database is a Redis Cluster, its nodes (slots, keys, reachable), and
-  the refusal that stands in for work not yet spread over every primary.
-- `primaries`: reading keys across a cluster's primaries: the slot map, the browser's
+- `cluster`: whether a database is a Redis Cluster, its nodes (slots, keys, reachable), its
+  slot map (`SlotMap`: the one reading of who serves which slot, shared by the browser,
+  reviews and purges), and the refusal that stands in for work not yet spread over every
+  primary.
+- `primaries`: reading keys across a cluster's primaries: the browser's
   composite cursor, per-node metadata, lookups routed by slot, the keyed client of the key
   detail page (redis-py's RedisCluster) and the header figures summed over the primaries.
 - `capabilities`: what a server refused (scripting, EVALSHA_RO, MEMORY, SCAN in a script),

@@ -18,6 +18,11 @@ Topology: `CLUSTER NODES` from the node the URL names (one command, any Redis si
 then DBSIZE on each node through a direct client made from the same connection settings
 (credentials, TLS, timeouts). A node that does not answer is shown unreachable: the
 topology never raises for one node.
+
+Slot map: `slot_map` reads one `CLUSTER NODES` into a `SlotMap` (the primaries serving
+slots, their ranges, each slot's owner, a fingerprint, the slots being migrated);
+`moved_slots` compares two maps. Reviews, purges and the key browser all use it, and
+`NODE_ERRORS` is the one definition of "a node did not answer".
 """
 
 import dataclasses

@@ -1,6 +1,6 @@
-"""Reading keys across the primaries of a Redis Cluster: the slot map, the key browser's
-composite cursor, per-node metadata, lookups routed by slot, and the keyed client of the
-key detail page.
+"""Reading keys across the primaries of a Redis Cluster: the key browser's composite
+cursor, per-node metadata, lookups routed by slot, and the keyed client of the key detail
+page. The slot map they work from is `cluster.slot_map` (shared with reviews and purges).
 
 A client on the URL's node sees that node's keys only, so:
 

@@ -94,11 +94,6 @@ def merge(tallies):
 
 
 # --- preparing the parts ------------------------------------------------------------------
-def primaries(database, client):
-    """The primaries that serve slots, as `CLUSTER NODES` of the node the URL names lists them."""
-    return [node for node in keyspace_cluster.cluster_nodes(client) if node.role == "primary" and node.slots]
-
-
 MIN_SHARE = 30  # keys drawn at least from a sampled primary: its proportion needs a few draws
 
 
@@ -118,18 +113,18 @@ def allocate(sample, sizes):
     return shares
 
 
-def _sizes(run, client, nodes):
+def _sizes(run, client, addresses):
     """DBSIZE of each primary (None where refused) for a sampled run, and the reason each
     unreachable one could not be asked (None where it answered)."""
     sizes, errors = [], []
-    for node in nodes:
-        direct = keyspace_cluster.node_client(client, node.address)
+    for address in addresses:
+        direct = keyspace_cluster.node_client(client, address)
         try:
             sizes.append(stream.dbsize(direct))
             errors.append(None)
         except (redis.RedisError, OSError) as exc:
             sizes.append(None)
-            errors.append(f"{node.address}: {keyspace.describe(exc)}")
+            errors.append(f"{address}: {keyspace.describe(exc)}")
         finally:
             direct.close()
             direct.connection_pool.disconnect()
@@ -144,18 +139,18 @@ def prepare(run, client):
     existing = list(run.node_runs.all())
     if existing:
         return existing
-    nodes = primaries(run.database, client)
+    slots = keyspace_cluster.slot_map(client)
     # One CLUSTER NODES, billed to the run itself (its parts count what their primary ran).
     ReviewRun.objects.filter(pk=run.pk).update(commands=F("commands") + 1, billed_commands=F("billed_commands") + 1)
-    covered = sum(node.slot_count for node in nodes)
+    covered = slots.slots_covered
     if covered != keyspace_cluster.SLOTS:
         raise keyspace_cluster.ClusterRefusal(
             f"{run.database.name} is a Redis Cluster whose primaries serve {covered} of {keyspace_cluster.SLOTS} "
             f"slots; a review would miss keys. Nothing was reviewed.")
-    rows = [ReviewNodeRun(run=run, address=node.address, node_id=node.node_id,
-                          slots=[list(pair) for pair in node.slots]) for node in nodes]
+    rows = [ReviewNodeRun(run=run, address=address, node_id=slots.node_ids[address], slots=ranges)
+            for address, ranges in slots.owners.items()]
     if run.sample_size:
-        sizes, errors = _sizes(run, client, nodes)
+        sizes, errors = _sizes(run, client, slots.addresses)
         answered = [size for size, error in zip(sizes, errors) if error is None]
         shares = iter(allocate(run.sample_size, answered))
         asked = review.Tally(commands=1, billed=1).to_json()
@@ -276,16 +271,16 @@ def stale_parts(run):
 
 # --- the whole run ------------------------------------------------------------------------
 def _current_slots(database, nodes, spent):
-    """{address: [[first, last], …]} of the primaries now, asked of the URL's node or, when it
-    is gone, of any node of the run; None when no node answers. `spent[0]` counts the
-    CLUSTER NODES executed (a node that cannot be reached executes none)."""
+    """The SlotMap now, asked of the URL's node or, when it is gone, of any node of the
+    run; None when no node answers. `spent[0]` counts the CLUSTER NODES executed (a node
+    that cannot be reached executes none)."""
     base = keyspace.client_for(database)
     candidates = [base] + [keyspace_cluster.node_client(base, node.address) for node in nodes]
     for client in candidates:
         try:
-            answer = primaries(database, client)
+            answer = keyspace_cluster.slot_map(client)
             spent[0] += 1
-            return {node.address: [list(pair) for pair in node.slots] for node in answer}
+            return answer
         except redis.ResponseError:
             spent[0] += 1  # executed, refused: billed all the same
             continue
@@ -325,8 +320,11 @@ def finish(run):
     now_slots = _current_slots(database, nodes, spent)
     tally.commands += run.commands + spent[0]
     tally.billed += run.billed_commands + spent[0]
-    moved = [node.address for node in done
-             if now_slots is not None and now_slots.get(node.address) != node.slots]
+    moved = []
+    if now_slots is not None:
+        then = keyspace_cluster.SlotMap.from_owners({node.address: node.slots for node in nodes})
+        changed = {owner for _slot, *owners in keyspace_cluster.moved_slots(then, now_slots) for owner in owners}
+        moved = [node.address for node in done if node.address in changed]
     if moved:
         status = ReviewRun.FAILED
         error = (f"The cluster's topology changed during the review: the slots of {', '.join(moved)} moved "
@@ -401,8 +399,8 @@ def review_unsaved(database, client, classifier, *, batch, strategy, needs, chec
     """`review_database(persist=False)` on a cluster: every primary in turn, merged; a
     primary that fails raises (there is no run to mark partial)."""
     parts = [review.Tally(commands=1, billed=1)]  # the CLUSTER NODES below
-    for node in primaries(database, client):
-        direct = keyspace_cluster.node_client(client, node.address)
+    for address in keyspace_cluster.slot_map(client).addresses:
+        direct = keyspace_cluster.node_client(client, address)
         tally = review.Tally()
         with contextlib.closing(direct):
             review.scan_keyspace(direct, classifier, tally, cursor=0, batch=batch, on_checkpoint=lambda *a: True,
