@@ -15,8 +15,11 @@ unchanged: the floor is below every namespace's maximum, and keys above a maximu
 TTL). Each side's records are the seeded Lucia namespaces with the demo keyspace's expected
 types, on a self-hosted record (strategy `scan_script` on both sides).
 
-Per repetition, alternating the two sides, each with a freshly started worker:
+Per repetition, the sides in turn, each with a freshly started worker:
 - (a) single node, `celery worker --concurrency 1`; (b) cluster, `--concurrency <primaries>`;
+  (c) unless `--no-sequential`, the cluster again with `--concurrency 1`: its parts one after
+  another, so each node's rate is measured with a core for Redis and one for the worker (the
+  basis of the projection for N primaries, `projection`);
 - the 1-minute load average before it; `CONFIG RESETSTAT` on every monitored node;
 - timed from `request_review` to the run's finished state (polled in Postgres every 20 ms;
   the run's own `finished_at - created_at` is reported beside it);
@@ -310,14 +313,21 @@ def review_once(database, ports, worker, postgres_pid=None):
     run = ReviewRun.objects.get(pk=run.pk)
     if run.status != ReviewRun.SUCCEEDED:
         raise RuntimeError(f"review {run.pk} of {database.name} ended {run.status}: {run.error}")
-    nodes = []
-    for node in run.node_runs.order_by("address"):
+    nodes, previous_end = [], run.started_at
+    for node in run.node_runs.order_by("finished_at"):
         port = int(node.address.rsplit(":", 1)[1])
         seconds = (node.finished_at - run.started_at).total_seconds()
+        # With one worker process the parts run one after another: a part's own time is from
+        # the previous part's end to its own.
+        own = (node.finished_at - previous_end).total_seconds()
+        previous_end = node.finished_at
         nodes.append({"address": node.address, "keys": node.keys_scanned, "billed_commands": node.billed_commands,
                       "seconds_from_run_start": round(seconds, 3), "keys_per_s": round(node.keys_scanned / seconds),
+                      "seconds_after_previous_part": round(own, 3),
+                      "keys_per_s_one_after_another": round(node.keys_scanned / own),
                       "redis_cpu_s": redis_cpu[port], "commandstats_billed": meters[port][0],
                       "commandstats_by_command": meters[port][1]})
+    nodes.sort(key=lambda n: n["address"])
     last_node = max((n["seconds_from_run_start"] for n in nodes), default=None)
     return {
         "run": run.pk, "wall_s": round(wall, 3),
@@ -338,8 +348,8 @@ def review_once(database, ports, worker, postgres_pid=None):
     }
 
 
-def _side(runs, keys, primaries):
-    """The medians of one side's repetitions."""
+def _side(runs, keys, primaries, sequential=False):
+    """The medians of one side's repetitions (`sequential`: the parts ran one after another)."""
     wall = statistics.median(r["wall_s"] for r in runs)
     out = {"wall_s_median": round(wall, 3), "run_s_median": round(statistics.median(r["run_s"] for r in runs), 3),
            "keys_per_s": round(keys / wall), "keys_per_s_per_primary": round(keys / wall / primaries),
@@ -357,8 +367,9 @@ def _side(runs, keys, primaries):
     if runs[0]["nodes"]:
         out["merge_s_median"] = round(statistics.median(r["merge_s"] for r in runs), 3)
         out["queued_s_median"] = round(statistics.median(r["queued_s"] for r in runs), 3)
+        rate = "keys_per_s_one_after_another" if sequential else "keys_per_s"
         out["per_node_keys_per_s_median"] = {
-            node["address"]: round(statistics.median(r["nodes"][i]["keys_per_s"] for r in runs))
+            node["address"]: round(statistics.median(r["nodes"][i][rate] for r in runs))
             for i, node in enumerate(runs[0]["nodes"])}
     else:
         out["queued_s_median"] = round(statistics.median(r["queued_s"] for r in runs), 3)
@@ -372,21 +383,26 @@ def project(*, node_rate, overhead_s, keys, primaries):
     return overhead_s + keys / primaries / node_rate
 
 
-def projection(single, cluster, sizes=(1_000_000, 10_000_000), primaries=(1, 3, 6, 12)):
-    """The table of docs/benchmarks.md: per-node rate = the single node's measured rate (one
-    Redis and one worker process, each with a core); overhead = the cluster run's median
-    queueing + merge time."""
-    node_rate = single["node_rate"]
-    overhead = cluster["queued_s_median"] + cluster["merge_s_median"]
+def projection(report, sizes=(1_000_000, 10_000_000), primaries=(1, 3, 6, 12)):
+    """The table of docs/benchmarks.md. Per-node rate: a cluster node's, measured with the
+    parts read one after another (one worker process: Redis and the worker each had a core),
+    or, without that side, the single node's; overhead: the parallel cluster runs' median
+    queueing + merge time (the single node's queueing for N = 1)."""
+    node_rate = report.get("cluster_sequential", report["single"])["node_rate"]
+    overhead = report["cluster"]["queued_s_median"] + report["cluster"]["merge_s_median"]
+    alone = report["single"]["queued_s_median"]
     return {"node_rate_keys_per_s": round(node_rate), "overhead_s": round(overhead, 3),
-            "wall_s": {str(keys): {str(n): round(project(node_rate=node_rate, overhead_s=overhead if n > 1 else
-                                                         single["queued_s_median"], keys=keys, primaries=n), 2)
+            "basis": "cluster_sequential" if "cluster_sequential" in report else "single",
+            "wall_s": {str(keys): {str(n): round(project(node_rate=node_rate, overhead_s=overhead if n > 1 else alone,
+                                                         keys=keys, primaries=n), 2)
                                    for n in primaries} for keys in sizes}}
 
 
-def run_cluster_bench(keys, *, repeats=3, primaries=3, log=print):
+def run_cluster_bench(keys, *, repeats=3, primaries=3, sequential=True, log=print):
     """Load `keys` keys into a single redis-server and a `primaries`-primary cluster, review
-    each `repeats` times through a real worker; returns the JSON-ready report."""
+    each `repeats` times through a real worker (1 process for the single node, `primaries`
+    for the cluster, and with `sequential` the cluster again with 1 process: its parts one
+    after another, the per-node rate of a cluster node); returns the JSON-ready report."""
     from dashboard import localservers
 
     tmp = tempfile.mkdtemp(prefix="bench-cluster-")
@@ -417,7 +433,9 @@ def run_cluster_bench(keys, *, repeats=3, primaries=3, log=print):
             raise RuntimeError(f"loaded {single_size:,} and {sum(cluster_sizes.values()):,} keys, not {keys:,}")
 
         sides = {"single": (single, [single_server.port], 1), "cluster": (clustered, cluster.ports, primaries)}
-        runs = {"single": [], "cluster": []}
+        if sequential:
+            sides["cluster_sequential"] = (clustered, cluster.ports, 1)
+        runs = {name: [] for name in sides}
         for i in range(repeats):
             for name, (database, ports, concurrency) in sides.items():
                 worker = Worker(services.env | {"BENCH_SINGLE_URL": single_server.url(0),
@@ -435,22 +453,26 @@ def run_cluster_bench(keys, *, repeats=3, primaries=3, log=print):
 
         report = {
             "keys": keys, "primaries": primaries, "repeats": repeats, "cores": os.cpu_count(),
-            "ttl_floor_s": TTL_FLOOR_S, "workers": {"single": 1, "cluster": primaries},
+            "ttl_floor_s": TTL_FLOOR_S, "workers": {name: side[2] for name, side in sides.items()},
             "load_s": {"single": round(single_load_s, 1), "cluster": round(cluster_load_s, 1)},
             "keys_per_node": sorted(cluster_sizes.values()), "load_1m_before": {
                 name: [r["load_1m_before"] for r in side] for name, side in runs.items()},
-            "single": _side(runs["single"], keys, 1), "cluster": _side(runs["cluster"], keys, primaries),
+            **{name: _side(runs[name], keys, 1 if name == "single" else primaries,
+                           sequential=name == "cluster_sequential") for name in sides},
         }
         report["ratio"] = round(report["single"]["wall_s_median"] / report["cluster"]["wall_s_median"], 2)
         counts = [r["counts"] for side in runs.values() for r in side]
         report["counts"] = counts[0]
         report["exact"] = all(c == counts[0] for c in counts) and counts[0]["keys"] == keys
-        report["billed_agrees"] = report["single"]["billed_agrees_every_run"] and \
-            report["cluster"]["billed_agrees_every_run"]
-        # The per-node rate for the projection: the single node's, from the run's start to its
-        # end (queueing excluded), where Redis and the worker each had a core.
+        report["billed_agrees"] = all(report[name]["billed_agrees_every_run"] for name in sides)
+        # Per-node rates, from the run's start to its last node's end (queueing and merge left
+        # out), where Redis and the one worker process each had a core: the single node's, and
+        # a cluster node's (its parts one after another).
         report["single"]["node_rate"] = keys / statistics.median(r["run_s"] - r["queued_s"] for r in runs["single"])
-        report["projection"] = projection(report["single"], report["cluster"])
+        if sequential:
+            report["cluster_sequential"]["node_rate"] = keys / statistics.median(
+                r["run_s"] - r["queued_s"] - r["merge_s"] for r in runs["cluster_sequential"])
+        report["projection"] = projection(report)
         report["load_1m_at_end"] = load_average()
         return report
     finally:
@@ -471,10 +493,13 @@ def main(argv=None):
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--primaries", type=int, default=3)
+    parser.add_argument("--no-sequential", action="store_true",
+                        help="skip the cluster reviewed by one worker process (the per-node rate)")
     parser.add_argument("--json", help="Also write the report to this file.")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     report = run_cluster_bench(args.keys, repeats=args.repeats, primaries=args.primaries,
+                               sequential=not args.no_sequential,
                                log=lambda line: print(line, file=sys.stderr, flush=True))
     text = json.dumps(report, indent=2)
     print(text)

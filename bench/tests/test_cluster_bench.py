@@ -28,7 +28,8 @@ def report():
 
 def test_it_reviews_the_same_keys_with_the_same_findings_on_one_node_and_on_the_cluster(report):
     single, on_cluster = report["single"]["runs"][0], report["cluster"]["runs"][0]
-    assert single["counts"] == on_cluster["counts"] and report["exact"] is True
+    one_process = report["cluster_sequential"]["runs"][0]
+    assert single["counts"] == on_cluster["counts"] == one_process["counts"] and report["exact"] is True
     # What the generator planted, derived from its specs as the review tests derive it.
     findings, per_namespace, foreign = expected_from_specs(cluster.static_keyspace(KEYS))
     assert single["counts"]["keys"] == KEYS and single["counts"]["foreign"] == foreign > 0
@@ -40,7 +41,8 @@ def test_it_reviews_the_same_keys_with_the_same_findings_on_one_node_and_on_the_
     assert sum(node["keys"] for node in on_cluster["nodes"]) == KEYS
     assert sorted(node["keys"] for node in on_cluster["nodes"]) == report["keys_per_node"]
     assert all(node["keys"] > 0 for node in on_cluster["nodes"])
-    assert report["workers"] == {"single": 1, "cluster": 3} and report["load_1m_before"]["cluster"][0] is not None
+    assert report["workers"] == {"single": 1, "cluster": 3, "cluster_sequential": 1}
+    assert report["load_1m_before"]["cluster"][0] is not None
     assert report["ratio"] > 0 and report["projection"]["wall_s"]["1000000"]["1"] > 0
 
 
@@ -55,7 +57,7 @@ def test_it_counts_per_primary_the_billed_commands_each_primary_executed(report)
     names also answered the run's two CLUSTER NODES (the topology read when the parts are
     made, the slot check at the merge), which no part counts: see the next test."""
     run = report["cluster"]["runs"][0]
-    for node in run["nodes"]:
+    for node in run["nodes"] + report["cluster_sequential"]["runs"][0]["nodes"]:
         topology_reads = node["commandstats_by_command"].get("cluster|nodes", 0)
         assert node["billed_commands"] == node["commandstats_billed"] - topology_reads > 2 * node["keys"]
     assert run["billed_commands"] == sum(node["billed_commands"] for node in run["nodes"])
