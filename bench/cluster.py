@@ -250,10 +250,14 @@ class Worker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the Celery worker exited ({self.process.returncode}); see {self.log.name}")
+                raise RuntimeError(f"the Celery worker exited ({self.process.returncode}):\n{self.log_tail()}")
             if app.control.ping(timeout=0.5):
                 return self
-        raise RuntimeError(f"the Celery worker did not answer a ping within {timeout} s; see {self.log.name}")
+        raise RuntimeError(f"the Celery worker did not answer a ping within {timeout} s:\n{self.log_tail()}")
+
+    def log_tail(self):
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")[-3000:]
 
     def cpu_s(self):
         return tree_cpu_s(self.process.pid)
@@ -324,7 +328,7 @@ def review_once(database, ports, worker, postgres_pid=None):
         nodes.append({"address": node.address, "keys": node.keys_scanned, "billed_commands": node.billed_commands,
                       "seconds_from_run_start": round(seconds, 3), "keys_per_s": round(node.keys_scanned / seconds),
                       "seconds_after_previous_part": round(own, 3),
-                      "keys_per_s_one_after_another": round(node.keys_scanned / own),
+                      "keys_per_s_one_after_another": round(node.keys_scanned / own) if own > 0 else None,
                       "redis_cpu_s": redis_cpu[port], "commandstats_billed": meters[port][0],
                       "commandstats_by_command": meters[port][1]})
     nodes.sort(key=lambda n: n["address"])
