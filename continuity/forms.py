@@ -1,5 +1,7 @@
 """Forms of the keyspace side."""
 
+import re
+
 from celery.schedules import crontab
 from django import forms
 from django_celery_beat.models import IntervalSchedule
@@ -21,9 +23,33 @@ class BrowseForm(forms.Form):
     type = forms.ChoiceField(choices=TYPE_CHOICES, required=False)
     glob = forms.BooleanField(required=False, label="Raw glob (advanced)")
     pattern = forms.CharField(required=False, strip=False, max_length=1024, label="MATCH glob")
-    cursor = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    # A server's SCAN cursor (digits), or a cluster scan's composite cursor (a signed token,
+    # checked by `keyspace.scan_keys`): anything else is refused here, never echoed.
+    cursor = forms.CharField(required=False, max_length=keyspace.primaries.MAX_CURSOR_LENGTH,
+                             widget=forms.HiddenInput)
     examined = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
     matched = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    STATE_FIELDS = ("cursor", "examined", "matched")
+    _TOKEN = re.compile(r"[A-Za-z0-9_\-:]+")
+
+    def clean_cursor(self):
+        cursor = self.cleaned_data.get("cursor") or ""
+        if not cursor:
+            return 0
+        if cursor.isascii() and cursor.isdigit():
+            return int(cursor)
+        if not self._TOKEN.fullmatch(cursor):
+            raise forms.ValidationError(keyspace.primaries.MALFORMED)
+        return cursor
+
+    def state_error(self):
+        """The operator-facing message when the scan state (cursor, counts) of a continue
+        link is malformed: a 400, not a silently empty page."""
+        if not any(name in self.errors for name in self.STATE_FIELDS):
+            return ""
+        if "cursor" in self.errors:
+            return keyspace.primaries.MALFORMED
+        return "The scan counts in this link are malformed. No key was read; start the scan again."
 
     def clean(self):
         data = super().clean()

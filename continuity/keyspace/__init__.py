@@ -7,8 +7,13 @@
 - `browse`, `inspect`, `actions`: the key browser's bounded reads, previews and writes.
 - `meta`: PTTL, TYPE and MEMORY USAGE for a batch of keys in one command (a Lua script),
   with a pipeline fallback where scripting or MEMORY is refused.
-- `cluster`: whether a database is a Redis Cluster, its nodes (slots, keys, reachable), and
-  the refusal that stands in for reviews, purges and browsing across primaries.
+- `cluster`: whether a database is a Redis Cluster, its nodes (slots, keys, reachable), its
+  slot map (`SlotMap`: the one reading of who serves which slot, shared by the browser,
+  reviews and purges), and the refusal that stands in for work not yet spread over every
+  primary.
+- `primaries`: reading keys across a cluster's primaries: the browser's
+  composite cursor, per-node metadata, lookups routed by slot, the keyed client of the key
+  detail page (redis-py's RedisCluster) and the header figures summed over the primaries.
 - `capabilities`: what a server refused (scripting, EVALSHA_RO, MEMORY, SCAN in a script),
   kept on the client object, shared by every module here; `limitations(client)` says what
   is degraded, `connection.missing_permission(exc)` which ACL permission a refusal names.
@@ -39,10 +44,9 @@ from continuity.keyspace.connection import (  # noqa: F401
     forget_cached_status,
     make_client,
     ping,
-    server_summary,
 )
 from continuity.keynames import decode_key, display_key, encode_key, escape_glob, match_pattern  # noqa: F401
-from continuity.keyspace.meta import KeyMeta, key_metadata, metadata_commands, scan_page  # noqa: F401
+from continuity.keyspace.meta import KeyMeta, key_metadata, metadata_commands, node_metadata, scan_page  # noqa: F401
 from continuity.keyspace.browse import (  # noqa: F401
     KeyRow,
     LookupResult,
@@ -64,4 +68,5 @@ from continuity.keyspace.cluster import (  # noqa: F401
     refuse_partial,
     topology,
 )
+from continuity.keyspace.primaries import CursorError, TopologyChanged, keyed_client, server_summary  # noqa: F401
 from continuity.keyspace.sample import KeyspaceSample, NamespaceFigures, sample_keyspace  # noqa: F401

@@ -1,9 +1,12 @@
 """Writes on one key, through the write URL: set or extend a TTL, expire now, delete.
-Each returns the key's metadata before and after, for the audit log."""
+Each returns the key's metadata before and after, for the audit log. On a Redis Cluster
+the commands go through redis-py's RedisCluster (`primaries.keyed_client`), which sends
+them to the primary owning the key's slot and follows MOVED/ASK."""
 
+import hashlib
 from dataclasses import dataclass
 
-from continuity.keyspace.connection import client_for
+from continuity.keyspace.primaries import keyed_client
 from continuity.keyspace.meta import KeyMeta, key_metadata
 
 SET_TTL, EXTEND_TTL, EXPIRE_NOW, DELETE = "set_ttl", "extend_ttl", "expire_now", "delete"
@@ -20,6 +23,7 @@ local target = current + tonumber(ARGV[1])
 if target > tonumber(ARGV[2]) then return -2 end
 return redis.call('PEXPIRE', KEYS[1], target)
 """
+EXTEND_SHA = hashlib.sha1(_EXTEND_LUA.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ def change_key(database, key: bytes, action, *, seconds=None, client=None):
         raise ValueError("a positive number of seconds is needed")
     if action in (SET_TTL, EXTEND_TTL) and seconds > MAX_TTL_SECONDS:
         raise ValueError("at most 10 years of TTL")
-    client = client or client_for(database, write=True)
+    client = client or keyed_client(database, write=True)
     before = key_metadata(keys=[key], client=client)[0]
     applied, refused = before.exists, ""
     if applied:

@@ -4,6 +4,11 @@ across namespaces, and the `:` tree built from registered namespaces.
 A request never scans the whole keyspace: it spends at most a budget of SCAN COUNT
 hints (the number of keys Redis looks at, roughly), ramps COUNT up from small to large
 the way Upstash's console does, and hands the cursor back so the operator can continue.
+
+On a Redis Cluster the same budget is spent across the primaries, one after the other in
+the order of their addresses, and the cursor handed back is a composite one (which
+primary, and its SCAN cursor: `primaries.issue_cursor`); the scan is done only when the
+last primary's SCAN is. A lookup asks each candidate key's owner directly, by slot.
 """
 
 from dataclasses import dataclass, field
@@ -11,9 +16,9 @@ from dataclasses import dataclass, field
 import redis
 from django.conf import settings
 
+from continuity.keyspace import cluster, primaries
 from continuity.keyspace.capabilities import limitations
-from continuity.keyspace.cluster import refuse_partial
-from continuity.keyspace.connection import client_for
+from continuity.keyspace.connection import KeyspaceError, client_for
 from continuity.keynames import match_pattern
 from continuity.keyspace.meta import KeyMeta, key_metadata, scan_page
 from continuity.policy import Policies
@@ -39,10 +44,14 @@ class KeyRow:
 
 @dataclass(frozen=True)
 class ScanResult:
-    """One request's worth of a scan. `cursor` 0 means the iteration is complete.
+    """One request's worth of a scan. `cursor` 0 means the iteration is complete (on a
+    cluster: every primary's); otherwise an int (one server) or a composite cursor (str).
 
     `examined` counts SCAN COUNT hints spent (Redis examines about that many keys), this
     request and `examined_total` across the continued pages; likewise `matched_total`.
+    On a cluster, `primaries` is how many were to be scanned, `scanned` those complete
+    after this page, `stopped` names a primary that did not answer (the cursor then points
+    at it: continuing retries it) and `dbsize_note` says why DBSIZE is unknown.
     """
 
     pattern: bytes
@@ -55,10 +64,14 @@ class ScanResult:
     matched_total: int = 0
     dbsize: int | None = None
     notes: tuple = ()  # what this server or user refused, and what is degraded for it
+    primaries: int = 0
+    scanned: int = 0
+    stopped: str = ""
+    dbsize_note: str = ""
 
     @property
     def done(self):
-        return self.cursor == 0
+        return self.cursor == 0 and not self.stopped
 
 
 def classify_rows(metas, policies):
@@ -74,12 +87,23 @@ def scan_keys(database, *, pattern, policies=EMPTY, type_=None, cursor=0, budget
               examined_before=0, matched_before=0, client=None):
     """Up to about `page_size` matching keys with their metadata, spending at most
     `budget` examined keys (SCAN COUNT hints). Metadata for the whole page comes from one
-    `key_metadata` call. `pattern` is a MATCH pattern (bytes): build it with
-    `match_pattern(prefix)` for a literal prefix."""
+    `key_metadata` call (on a cluster, one pipeline per primary). `pattern` is a MATCH
+    pattern (bytes): build it with `match_pattern(prefix)` for a literal prefix. `cursor`:
+    0 to start, else the `cursor` of the previous ScanResult; one that cannot continue this
+    scan raises `primaries.CursorError` before a key is read."""
     budget = budget or settings.KEYSPACE_SCAN_BUDGET
     page_size = page_size or settings.KEYSPACE_PAGE_SIZE
     client = client or client_for(database)
-    refuse_partial(database, client, action="browse")  # until the browser spans every primary
+    if primaries.is_cluster(database, client):
+        return _scan_cluster(database, client, pattern=pattern, policies=policies, type_=type_, cursor=cursor,
+                             budget=budget, page_size=page_size, examined_before=examined_before,
+                             matched_before=matched_before)
+    if isinstance(cursor, str):
+        if not cursor.isdigit():
+            raise primaries.CursorError(
+                f"This cursor belongs to a scan across a Redis Cluster's primaries, but {database.name} is a single "
+                "Redis server. No key was read; start the scan again.")
+        cursor = int(cursor)
     seen, keys = set(), []
     examined = calls = 0
     count = min(FIRST_COUNT, budget)
@@ -95,12 +119,70 @@ def scan_keys(database, *, pattern, policies=EMPTY, type_=None, cursor=0, budget
         if cursor == 0 or len(keys) >= page_size or remaining <= 0:
             break
         # Few matches so far: look further per call; many: keep pages small.
-        count = min(MAX_COUNT, remaining, count * 4 if len(keys) < page_size // 4 else count)
+        count = _next_count(count, remaining, len(keys), page_size)
     metas = key_metadata(keys=sorted(keys), client=client)
     rows = classify_rows([m for m in metas if m.exists], policies)
     return ScanResult(pattern=pattern, type_filter=type_, rows=rows, cursor=cursor, calls=calls, examined=examined,
                       examined_total=examined_before + examined, matched_total=matched_before + len(rows),
                       dbsize=dbsize(client), notes=tuple(limitations(client)))
+
+
+def _next_count(count, remaining, found, page_size):
+    return min(MAX_COUNT, remaining, count * 4 if found < page_size // 4 else count)
+
+
+def _scan_cluster(database, client, *, pattern, policies, type_, cursor, budget, page_size, examined_before,
+                  matched_before):
+    """`scan_keys` across the primaries: the same budget and COUNT ramp, spent on one
+    primary after the other from the composite cursor's position. A primary that does not
+    answer stops the page there (the rows read before it are shown, the cursor points at
+    it, the page is never "done")."""
+    nodes = cluster.slot_map(client)
+    if not nodes.addresses:
+        raise KeyspaceError(f"{database.name} is a Redis Cluster, but CLUSTER NODES lists no primary serving slots: "
+                            "there is nothing to browse until slots are assigned.")
+    scope = primaries.scan_scope(pattern, type_)
+    index, node_cursor = primaries.read_cursor(database, scope, nodes, cursor)
+    keys_by_node, seen = {}, set()
+    examined = calls = 0
+    count = min(FIRST_COUNT, budget)
+    stopped = ""
+    with primaries.NodeClients(client) as directs:
+        while index < len(nodes.addresses):
+            address = nodes.addresses[index]
+            try:
+                node_cursor, found = scan_page(client=directs[address], match=pattern, cursor=node_cursor, count=count,
+                                               type_=type_)
+            except cluster.NODE_ERRORS as exc:
+                stopped = address
+                stop_message = str(primaries.node_unreachable(database, address, exc))
+                break
+            calls += 1
+            examined += count
+            for key in found:
+                if key not in seen:
+                    seen.add(key)
+                    keys_by_node.setdefault(address, []).append(key)
+            if node_cursor == 0:  # this primary is complete: the next one starts from 0
+                index += 1
+            remaining = budget - examined
+            if index >= len(nodes.addresses) or len(seen) >= page_size or remaining <= 0:
+                break
+            count = _next_count(count, remaining, len(seen), page_size)
+        metas = primaries.metadata_by_node(database, directs, keys_by_node)
+        counted = primaries.count_keys(directs, nodes.addresses, skip=(stopped,) if stopped else ())
+        notes = []
+        for address in keys_by_node:
+            notes.extend(note for note in limitations(directs[address]) if note not in notes)
+    if stopped:
+        notes.insert(0, f"{stop_message} The scan stopped at this primary: this page is not the whole keyspace, "
+                        "and continuing retries it.")
+    rows = classify_rows(sorted((m for m in metas if m.exists), key=lambda m: m.key), policies)
+    return ScanResult(pattern=pattern, type_filter=type_, rows=rows,
+                      cursor=primaries.issue_cursor(database, scope, nodes, index, node_cursor),
+                      calls=calls, examined=examined, examined_total=examined_before + examined,
+                      matched_total=matched_before + len(rows), dbsize=counted.total, notes=tuple(notes),
+                      primaries=len(nodes.addresses), scanned=index, stopped=stopped, dbsize_note=counted.note)
 
 
 def dbsize(client):
@@ -121,22 +203,32 @@ class LookupResult:
     ident: bytes
     rows: list  # KeyRow for keys that exist
     missing: list  # (namespace, key) for candidates that do not exist
+    unread: list = field(default_factory=list)  # (namespace, key, why) for candidates Redis did not answer for
 
     @property
     def total(self):
-        return len(self.rows) + len(self.missing)
+        return len(self.rows) + len(self.missing) + len(self.unread)
 
 
-def lookup_id(database, ident: bytes, policies, *, client=None):
+def lookup_id(database, ident: bytes, policies, *, client=None, nodes=None):
     """Every `<namespace prefix><ident>` key across the registered namespaces, in one
-    round trip (one `key_metadata` call over the candidates). No SCAN."""
-    refuse_partial(database, client, action="browse")
+    round trip (one `key_metadata` call over the candidates). No SCAN. On a cluster, each
+    candidate is asked on the primary owning its slot (`primaries.read_by_slot`; `nodes`:
+    a slot map already read); a candidate that could not be read is `unread`, not missing."""
+    client = client or client_for(database)
     ordered = sorted(policies, key=lambda p: p.prefix)
     candidates = [policy.prefix + ident for policy in ordered]
-    metas = key_metadata(database, candidates, client=client)
-    present = [m for m in metas if m.exists]
-    missing = [(policies.owner_of(policy), m.key) for policy, m in zip(ordered, metas) if not m.exists]
-    return LookupResult(ident=ident, rows=classify_rows(present, policies), missing=missing)
+    if primaries.is_cluster(database, client):
+        answers = primaries.read_by_slot(database, client, candidates, nodes=nodes)
+        metas = [answers[key] for key in candidates]
+    else:
+        metas = key_metadata(database, candidates, client=client)
+    present = [m for m in metas if isinstance(m, KeyMeta) and m.exists]
+    missing = [(policies.owner_of(policy), m.key) for policy, m in zip(ordered, metas)
+               if isinstance(m, KeyMeta) and not m.exists]
+    unread = [(policies.owner_of(policy), key, why) for policy, key, why in zip(ordered, candidates, metas)
+              if not isinstance(why, KeyMeta)]
+    return LookupResult(ident=ident, rows=classify_rows(present, policies), missing=missing, unread=unread)
 
 
 @dataclass(frozen=True)

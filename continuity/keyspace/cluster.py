@@ -1,9 +1,11 @@
 """Redis Cluster: is a monitored database one, what are its nodes, and the refusal that
-stands in for work this layer cannot yet spread over every primary.
+stands in for work not yet spread over every primary.
 
 A client made from a URL naming one node of a cluster talks to that node only: a SCAN
-there sees that node's keys and nothing else, and nothing in the replies says so. So
-before a review, a purge or the key browser reads keys, `refuse_partial` asks whether the
+there sees that node's keys and nothing else, and nothing in the replies says so. Reviews
+and purges therefore work node by node (`node_client`, `slot_map`), and so do the key
+browser, lookups, key pages and the overview (`keyspace.primaries`). Where a caller cannot
+span the primaries (a review without its cluster part), `refuse_partial` asks whether the
 database is a cluster and, when it is, raises `ClusterNotSupported` (a KeyspaceError whose
 message names the node count) instead of returning one node's keys as the keyspace.
 
@@ -16,19 +18,28 @@ Topology: `CLUSTER NODES` from the node the URL names (one command, any Redis si
 then DBSIZE on each node through a direct client made from the same connection settings
 (credentials, TLS, timeouts). A node that does not answer is shown unreachable: the
 topology never raises for one node.
+
+Slot map: `slot_map` reads one `CLUSTER NODES` into a `SlotMap` (the primaries serving
+slots, their ranges, each slot's owner, a fingerprint, the slots being migrated);
+`moved_slots` compares two maps. Reviews, purges and the key browser all use it, and
+`NODE_ERRORS` is the one definition of "a node did not answer".
 """
 
 import dataclasses
+import hashlib
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import redis
+from redis.crc import key_slot
 
 from continuity.keyspace import capabilities
 from continuity.keyspace.connection import KeyspaceError, client_for, describe
 
 AUTO, STANDALONE, CLUSTER, UNKNOWN = "auto", "standalone", "cluster", "unknown"
 SLOTS = 16384
+NODE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)  # a node that did not answer
 
 _DISABLED = "cluster support disabled"
 
@@ -177,10 +188,14 @@ def parse_nodes(text):
     return nodes
 
 
+def _nodes_text(client):
+    reply = client.execute_command("CLUSTER", "NODES")
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
 def cluster_nodes(client):
     """The parsed `CLUSTER NODES` of the node behind `client` (one command)."""
-    reply = client.execute_command("CLUSTER", "NODES")
-    return parse_nodes(reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply))
+    return parse_nodes(_nodes_text(client))
 
 
 def node_client(client, address):
@@ -234,14 +249,13 @@ _REFUSALS = {
     "review": ("reviews across primaries are", "this review would see only one node's keys", "Nothing was reviewed."),
     "purge": ("purges across primaries are", "this purge would see only one node's keys",
               "Nothing was scanned or changed."),
-    "browse": ("browsing across primaries is", "this page would show only one node's keys", "No key was read."),
 }
 
 
 def refuse_partial(database, client=None, *, action):
     """Raise ClusterNotSupported when `database` is a Redis Cluster (or ClusterModeMismatch
     when its record contradicts the server); return quietly for a standalone server.
-    `action`: "review", "purge" or "browse". Costs one INFO per client, then, for a cluster
+    `action`: "review" or "purge". Costs one INFO per client, then, for a cluster
     only, one CLUSTER NODES to count the primaries for the message."""
     client = client or client_for(database)
     if mode_of(database, client) != CLUSTER:
@@ -254,3 +268,104 @@ def refuse_partial(database, client=None, *, action):
         what = "is marked as a Redis Cluster"
     plural, partial, nothing = _REFUSALS[action]
     raise ClusterNotSupported(f"{database.name} {what}; {plural} not supported yet, so {partial}. {nothing}")
+
+
+@dataclass(frozen=True)
+class SlotMap:
+    """Who serves which slots, as one `CLUSTER NODES` reply says: the one reading of the
+    slot map that the browser, reviews and purges share.
+
+    `addresses`: host:port of the primaries serving slots, sorted (a primary the cluster
+    lists without an address serves nobody here: no client could reach it). `ranges`:
+    ((first, last, address), …) sorted by first slot. `moving`: ((slot, source, target), …)
+    for slots in the middle of a migration (MIGRATING on the source, IMPORTING on the
+    target; a node lists only its own). `node_ids`: {address: node id}."""
+
+    addresses: tuple = ()
+    ranges: tuple = ()
+    moving: tuple = ()
+    node_ids: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_owners(cls, owners):
+        """The map of a stored {address: [[first, last], …]} (`owners`)."""
+        ranges = sorted((first, last, address) for address, pairs in owners.items() for first, last in pairs)
+        return cls(addresses=tuple(sorted(address for address, pairs in owners.items() if pairs)),
+                   ranges=tuple(ranges))
+
+    @property
+    def owners(self):
+        """{address: [[first, last], …]}, by address: the shape stored on `PurgeRun.node_layout`
+        and (one address's list) on `ReviewNodeRun.slots`."""
+        out = {address: [] for address in self.addresses}
+        for first, last, address in self.ranges:
+            out.setdefault(address, []).append([first, last])
+        return out
+
+    @property
+    def slots_covered(self):
+        return sum(last - first + 1 for first, last, _address in self.ranges)
+
+    @property
+    def fingerprint(self):
+        """A short hash of the slot map: equal exactly when every slot has the same owner."""
+        text = ";".join(f"{first}-{last}={address}" for first, last, address in self.ranges)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @cached_property
+    def _table(self):
+        table = [None] * SLOTS
+        for first, last, address in self.ranges:
+            table[first:last + 1] = [address] * (last - first + 1)
+        return table
+
+    def owner_of(self, slot):
+        """The address serving `slot`, or None where no primary serves it."""
+        return self._table[slot]
+
+    def owner(self, key):
+        """The address serving `key`'s slot, or None where no primary serves it."""
+        return self._table[key_slot(key)]
+
+
+def moved_slots(before, after):
+    """[(slot, owner in `before`, owner in `after`)] for every slot whose owner differs
+    between two SlotMaps (None: served by no primary), in slot order."""
+    return [(slot, old, new) for slot, (old, new) in enumerate(zip(before._table, after._table)) if old != new]
+
+
+def _moving(text, addresses):
+    """The (slot, source, target) migrations a `CLUSTER NODES` reply lists; `addresses`
+    {node id: host:port} names the other end."""
+    moving = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 8:
+            continue
+        here = parts[1].split("@", 1)[0]
+        for token in parts[8:]:
+            if not token.startswith("["):
+                continue
+            body = token.strip("[]")
+            if "->-" in body:  # [slot->-target id]: this node is migrating the slot away
+                slot, other = body.split("->-", 1)
+                moving.add((int(slot), here, addresses.get(other, other)))
+            elif "-<-" in body:  # [slot-<-source id]: this node is importing it
+                slot, other = body.split("-<-", 1)
+                moving.add((int(slot), addresses.get(other, other), here))
+    return tuple(sorted(moving))
+
+
+def parse_slot_map(text):
+    """The SlotMap of a `CLUSTER NODES` reply."""
+    nodes = parse_nodes(text)
+    serving = [node for node in nodes if node.role == "primary" and node.slots and node.address]
+    ranges = sorted((first, last, node.address) for node in serving for first, last in node.slots)
+    return SlotMap(addresses=tuple(sorted(node.address for node in serving)), ranges=tuple(ranges),
+                   moving=_moving(text, {node.node_id: node.address for node in nodes}),
+                   node_ids={node.address: node.node_id for node in serving})
+
+
+def slot_map(client):
+    """The SlotMap of the cluster as the node behind `client` sees it (one CLUSTER NODES)."""
+    return parse_slot_map(_nodes_text(client))

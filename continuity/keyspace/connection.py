@@ -41,6 +41,9 @@ class Health:
 
 
 _clients: dict[str, redis.Redis] = {}
+# Where `primaries.direct_client` keeps a cluster node's direct clients on the URL's client.
+NODE_CLIENTS_ATTRIBUTE = "_continuity_node_clients"
+_cluster_clients: dict[str, "KeyRouter"] = {}
 _clients_lock = threading.Lock()
 
 
@@ -62,10 +65,9 @@ def connection_url(database, *, write=False):
     return url
 
 
-def make_client(url, *, retries=0):
-    """A client with explicit timeouts, verified TLS for rediss://, and no silent retries
-    unless asked: the store adapter asks for one, so a connection that died with a Redis
-    restart is replaced instead of failing the next (idempotent) write."""
+def client_options(url, *, retries=0):
+    """Connection settings for a client on `url`: explicit timeouts, verified TLS for
+    rediss://, and no silent retries unless asked."""
     options = {
         "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
         "socket_timeout": settings.REDIS_READ_TIMEOUT,
@@ -78,7 +80,14 @@ def make_client(url, *, retries=0):
         options.update(ssl_cert_reqs="required", ssl_check_hostname=True)
         if settings.REDIS_CA_FILE:
             options["ssl_ca_certs"] = settings.REDIS_CA_FILE
-    return redis.Redis.from_url(url, **options)
+    return options
+
+
+def make_client(url, *, retries=0):
+    """A client with `client_options`: the store adapter asks for one retry, so a
+    connection that died with a Redis restart is replaced instead of failing the next
+    (idempotent) write."""
+    return redis.Redis.from_url(url, **client_options(url, retries=retries))
 
 
 def client_for(database, *, write=False):
@@ -90,12 +99,74 @@ def client_for(database, *, write=False):
     return client
 
 
+class KeyRouter(redis.RedisCluster):
+    """redis-py's RedisCluster, for commands on one key, with three changes for a cluster
+    where some primary may be down:
+
+    - Its default node (where keyless commands go, e.g. COMMAND while it starts) is the
+      node the URL names, where the dashboard also reads CLUSTER NODES; redis-py would take
+      the primary of slot 0, and a random primary after any connection error, so a dead
+      primary elsewhere could fail a healthy key's page.
+    - EVALSHA_RO / EVAL_RO are routed by their KEYS, the way redis-py routes EVALSHA/EVAL
+      (it would otherwise ask COMMAND GETKEYS of its default node, a random primary after
+      any connection error: a dead one fails a key that lives on a healthy node).
+    - SCRIPT LOAD goes to every primary that answers: a script is needed only on the node
+      of the key at hand, so one unreachable primary elsewhere does not fail the call.
+    """
+
+    _BY_KEYS = ("EVALSHA_RO", "EVAL_RO")
+
+    def get_default_node(self):
+        for node in getattr(self, "startup_nodes", None) or ():
+            known = self.nodes_manager.nodes_cache.get(node.name)
+            if known is not None:
+                return known
+        return super().get_default_node()
+
+    def determine_slot(self, *args):
+        command = str(args[0]).upper()
+        if command in self._BY_KEYS and len(args) > 3 and int(args[2]) > 0:
+            slots = {self.keyslot(key) for key in args[3:3 + int(args[2])]}
+            if len(slots) == 1:
+                return slots.pop()
+            raise redis.exceptions.RedisClusterException(f"{command}: all keys must map to the same key slot")
+        return super().determine_slot(*args)
+
+    def script_load(self, script):
+        sha, failure = None, None
+        for node in self.get_primaries():
+            try:
+                sha = self.execute_command("SCRIPT LOAD", script, target_nodes=node)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                failure = exc
+        if sha is None:
+            raise failure or redis.ConnectionError("no primary answered SCRIPT LOAD")
+        return sha
+
+
+def cluster_client_for(database, *, write=False):
+    """redis-py's RedisCluster (`KeyRouter`) on `database`'s URL (any node of the cluster),
+    with the same credentials, TLS and timeouts as `client_for`: it routes each keyed command to the
+    node owning the key's slot and follows MOVED/ASK. Kept per URL, like `client_for`
+    (its slot map and command table are read once, not per request)."""
+    url = connection_url(database, write=write)
+    with _clients_lock:
+        client = _cluster_clients.get(url)
+        if client is None:
+            client = _cluster_clients[url] = KeyRouter.from_url(url, **client_options(url))
+    return client
+
+
 def forget_clients():
     """Close and drop cached clients (after changing timeouts or URLs, e.g. in tests)."""
     with _clients_lock:
-        for client in _clients.values():
+        for client in [*_clients.values(), *_cluster_clients.values()]:
+            for direct in getattr(client, NODE_CLIENTS_ATTRIBUTE, {}).values():
+                direct.close()
+                direct.connection_pool.disconnect()
             client.close()
         _clients.clear()
+        _cluster_clients.clear()
 
 
 # Upstash answers these when a plan's request or bandwidth limit is reached.
@@ -119,6 +190,8 @@ _MARKER = "a purge keeps its progress marker (continuity-dashboard:purge-progres
 _TTL_WRITES = "applying a TTL (a purge's 'apply max TTL', the key browser's TTL actions) needs +expire +pexpire"
 _TRANSACTION = ("where scripting is refused, a purge acts in MULTI/EXEC transactions: the purge user needs "
                 "+evalsha (or +multi +exec)")
+_ROUTER = ("on a Redis Cluster, key pages and key actions route by slot with redis-py's RedisCluster: "
+           "+cluster|slots +command +asking")
 # What needs each command the keyspace layer sends, for the operator-facing refusal.
 _NEEDED_FOR = {
     "scan": "the key browser, the overview, reviews and purges need +scan",
@@ -134,6 +207,9 @@ _NEEDED_FOR = {
     "client|setname": "the dashboard names its connections: +client|setname",
     "dbsize": "key counts need +dbsize", "info": "server figures need +info",
     "ping": "health checks need +ping", "select": "a database number other than 0 needs +select",
+    "cluster|nodes": "on a Redis Cluster the slot map and the primaries come from CLUSTER NODES: +cluster|nodes",
+    "cluster|slots": _ROUTER, "command": _ROUTER, "command|getkeys": _ROUTER, "command|info": _ROUTER,
+    "asking": _ROUTER,
 }
 _PREVIEW = ("getrange", "strlen", "hlen", "hscan", "llen", "lrange", "scard", "sscan", "zcard", "zrange",
             "xlen", "xrange", "object|encoding")
@@ -187,10 +263,13 @@ def describe(exc):
         return permission
     if isinstance(exc, redis.exceptions.NoPermissionError) or "noperm" in str(exc).lower():
         return f"Redis refused the command for this user (ACL): {exc}"
+    if isinstance(exc, redis.exceptions.ClusterDownError) or str(exc).startswith("CLUSTERDOWN"):
+        return ("The Redis Cluster is down (CLUSTERDOWN): a primary failed and its slots have no owner, so the "
+                "nodes refuse to read keys until the cluster recovers. The database page shows which node.")
     if isinstance(exc, redis.exceptions.AskError):  # MOVED or ASK: a cluster node sent us elsewhere
         host, port = exc.node_addr
-        return (f"This key lives on another node of a Redis Cluster (slot {exc.slot_id}, {host}:{port}); "
-                "reading keys across cluster nodes is not supported yet.")
+        return (f"A Redis Cluster node sent this request elsewhere: slot {exc.slot_id} is now served by {host}:{port} "
+                "(the cluster is resharding or failed over). Reload to ask its new owner.")
     if isinstance(exc, redis.ResponseError):
         return f"Redis refused the command: {exc}"
     return f"Redis error: {exc.__class__.__name__}: {exc}"
@@ -234,6 +313,8 @@ class ServerSummary:
     keys_with_ttl: int | None
     redis_version: str | None
     used_memory: int | None
+    primaries: int = 0  # a Redis Cluster: the figures are sums over this many primaries
+    note: str = ""  # a cluster: which primary refused or did not answer (its figures unknown)
 
     @property
     def keys_without_ttl(self):

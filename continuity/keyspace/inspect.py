@@ -2,7 +2,8 @@
 of the value: GETRANGE for strings, HSCAN/SSCAN with a few COUNT calls, LRANGE/ZRANGE
 over the first 100 elements, XRANGE COUNT 20. Values are never unpickled or evaluated;
 they are shown as text where they are UTF-8 (pretty-printed when they are JSON) and
-escaped otherwise. Templates HTML-escape everything that comes out of here.
+escaped otherwise. Templates HTML-escape everything that comes out of here. On a Redis
+Cluster the commands go to the key's primary through RedisCluster (`primaries.keyed_client`).
 """
 
 import json
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 import redis
 from django.conf import settings
 
-from continuity.keyspace.connection import client_for
+from continuity.keyspace.primaries import keyed_client
 from continuity.keynames import display_key
 from continuity.keyspace.meta import KeyMeta, key_metadata
 
@@ -114,7 +115,7 @@ def _length(client, kind, key):
 
 def preview_key(database, key: bytes, *, client=None):
     """A bounded Preview of `key`, or a Preview whose `meta.exists` is False."""
-    client = client or client_for(database)
+    client = client or keyed_client(database)
     meta = key_metadata(keys=[key], client=client)[0]
     if not meta.exists:
         return Preview(meta=meta)
@@ -184,7 +185,7 @@ def download_value(database, key: bytes, *, cap=None, client=None):
     """The string value of `key` up to `cap` bytes (GETRANGE, never a full GET of an
     unbounded value), or None when the key is gone or not a string."""
     cap = cap or settings.KEYSPACE_DOWNLOAD_CAP
-    client = client or client_for(database)
+    client = client or keyed_client(database)
     pipe = client.pipeline(transaction=False)
     pipe.type(key)
     pipe.strlen(key)

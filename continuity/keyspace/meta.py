@@ -84,7 +84,7 @@ def _via_script(client, keys):
     return [_from_codes(key, *row) for key, row in zip(keys, rows)]
 
 
-def _via_pipeline(client, keys, with_memory):
+def _via_pipeline(client, keys, with_memory, keep_errors=False):
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.pttl(key)
@@ -100,7 +100,11 @@ def _via_pipeline(client, keys, with_memory):
         if isinstance(memory, Exception):
             memory = None
         if isinstance(pttl, Exception) or isinstance(kind, Exception):
-            raise pttl if isinstance(pttl, Exception) else kind
+            error = pttl if isinstance(pttl, Exception) else kind
+            if not keep_errors:
+                raise error
+            out.append(error)
+            continue
         out.append(_from_codes(key, pttl, kind, memory))
     return out
 
@@ -136,11 +140,35 @@ def key_metadata(database=None, keys=(), *, client=None):
     return _via_pipeline(client, keys, with_memory=False)
 
 
-def metadata_commands(client, count):
-    """Commands `key_metadata` sends for `count` keys on this client, given what the
-    server refused so far: one script call, else a pipeline of 3 (2 without MEMORY) per key."""
+def node_metadata(client, keys):
+    """[KeyMeta, or the redis error a key answered] for `keys` on one Redis Cluster node,
+    in order, by one pipeline on that node's direct client.
+
+    Why a pipeline and not the metadata script: a cluster refuses a script whose keys lie
+    in different hash slots (CROSSSLOT), so a script would have to be called once per slot
+    group, and keys spread by hash land almost one per slot. On Upstash, which bills the
+    EVAL itself plus every call inside it, that is (slots + 3 × keys) billed commands
+    against 3 × keys for the pipeline (PTTL, TYPE, MEMORY USAGE per key; 2 × keys where
+    MEMORY is refused): the pipeline is never dearer, and it is one round trip per node
+    either way. A key whose slot moved since (MOVED/ASK) comes back as that error, for the
+    caller to follow, instead of failing the batch."""
+    keys = list(keys)
+    if not keys:
+        return []
     caps = capabilities.of(client)
-    if caps.script is not False:
+    result = _via_pipeline(client, keys, with_memory=caps.memory is not False, keep_errors=True)
+    if caps.memory is not False and any(isinstance(m, KeyMeta) and m.exists and m.memory is None for m in result):
+        caps.memory = False
+    return result
+
+
+def metadata_commands(client, count, *, pipeline=False):
+    """Commands `key_metadata` sends for `count` keys on this client, given what the
+    server refused so far: one script call, else a pipeline of 3 (2 without MEMORY) per key.
+    `pipeline`: what `node_metadata` sends (always the pipeline). Ask before the read: a
+    refusal it discovers applies from the next read on."""
+    caps = capabilities.of(client)
+    if caps.script is not False and not pipeline:
         return 1
     return count * (2 if caps.memory is False else 3)
 

@@ -9,6 +9,10 @@ checkpoint can be resumed without counting the batch twice or losing it. Where t
 server refuses scripting, a pipeline reads the keys and a MULTI/EXEC transaction acts and
 writes the marker. Both paths decide with the same policy (`continuity.policy`).
 
+On a Redis Cluster a script call may touch one hash slot only, so a page becomes one call
+per slot group; `act_on_groups` sends a node's groups of a page in one pipeline (one round
+trip), without a marker (the cluster run checkpoints in Postgres).
+
 Every key the script touches is declared in KEYS, so Upstash locks only those keys.
 (An earlier variant ran SCAN inside the script: it touched undeclared keys, which takes
 Upstash's global lock, and it saved no billed command, since Upstash bills each call
@@ -33,6 +37,11 @@ MARKER_TTL_SECONDS = 86400
 _UNPACK_SLICE = 4000
 
 ACTIONS = ("delete", "expire", "count")
+# At most this many script calls share one round trip (`act_on_groups`). A page of a SCAN
+# already bounds them (a slot group holds at least one of its keys, and a page holds about
+# `batch_size` keys); the cap keeps a page of a huge batch size from one request and reply
+# of unbounded size (each reply is four integers, each request the group's keys and rules).
+PIPELINE_CALLS = 1000
 
 # KEYS[1] = marker key, KEYS[2..] = the batch (declared: on Upstash a script that touches
 # only its declared keys locks only those keys, not the whole database).
@@ -167,6 +176,8 @@ def marker_head(batch, cursor, matched_total) -> str:
 
 def _rules(policies):
     """(script arguments for the policies, 1-based policy index per key)."""
+    if len(policies) == 1:  # a cluster's slot group is mostly one key: no hashing of the Policy
+        return 1, list(policies[0].script_rule()), [1]
     index, rules, per_key = {}, [], []
     for policy in policies:
         at = index.get(policy)
@@ -175,6 +186,14 @@ def _rules(policies):
             rules.extend(policy.script_rule())
         per_key.append(at)
     return len(index), rules, per_key
+
+
+def _script_args(policies, *, action, mask, head="", totals=(0, 0)):
+    """ARGV of the script for a batch whose keys have `policies` (see `_PURGE_LUA`)."""
+    count, rules, per_key = _rules(policies)
+    # A plain delete reads no policy per key, and one policy needs no index: do not ship them.
+    indexes = [] if count == 1 or (mask == 0 and action == "delete") else per_key
+    return [action, mask, head, MARKER_TTL_SECONDS, int(totals[0]), int(totals[1]), count, *rules, *indexes]
 
 
 def act_on_batch(client, keys, *, action, policies, want=(), marker=b"", head="", totals=(0, 0)) -> BatchResult:
@@ -197,11 +216,7 @@ def act_on_batch(client, keys, *, action, policies, want=(), marker=b"", head=""
     flag = "script" if read_only else "write_script"
     refusal = None
     if getattr(caps, flag) is not False:
-        count, rules, per_key = _rules(policies)
-        # A plain delete reads no policy per key, and one policy needs no index: do not ship them.
-        indexes = [] if count == 1 or (mask == 0 and action == "delete") else per_key
-        args = [action, mask, head if marker else "", MARKER_TTL_SECONDS, int(totals[0]), int(totals[1]),
-                count, *rules, *indexes]
+        args = _script_args(policies, action=action, mask=mask, head=head if marker else "", totals=totals)
         spent = [0]  # a fresh server, or SCRIPT FLUSH mid-run: the script is loaded again, and counted
         try:
             # KEYS[1] without a marker: a key of the batch (unused), so an ACL limited to the
@@ -227,6 +242,88 @@ def act_on_batch(client, keys, *, action, policies, want=(), marker=b"", head=""
     if refusal is not None:
         setattr(caps, flag, False)  # the fallback works here: use it from now on
     return result
+
+
+def act_on_groups(client, groups, *, action, want=()):
+    """Re-check and act on several batches of one server — a cluster node's slot groups,
+    each `(keys, policies)` within one hash slot — in one round trip: a non-transactional
+    pipeline of the script calls `act_on_batch` would send one by one (the same script,
+    the same `Policy` rules as its arguments, no marker). Yields `(index in groups,
+    BatchResult)` as each call is accounted for, so a caller that stops on an error has
+    counted everything that was done.
+
+    Until a script call went through on `client` (`Capabilities`), the first group goes
+    alone through `act_on_batch`: on a fresh node that loads the script once (one NOSCRIPT,
+    one SCRIPT LOAD, as for a single batch) and it finds a user or server that refuses
+    scripting, whose groups then all take `act_on_batch`'s fallback (a pipeline and a
+    MULTI/EXEC per group). Calls answered NOSCRIPT (SCRIPT FLUSH mid-run) are redone, and
+    only those (idempotent: a key acted on no longer qualifies), after one SCRIPT LOAD; each
+    command sent is counted in its group's `commands` and `billed`, the SCRIPT LOAD in the
+    first redone group's. A call the server refused (ACL) goes through `act_on_batch`.
+    Any other error answer (MOVED, ASK, TRYAGAIN, …) is raised after every call that
+    succeeded in the same round trip (before or after it: a pipeline does not stop) was
+    yielded. At most `PIPELINE_CALLS` calls share a round trip."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}")
+    groups = [(list(keys), list(policies)) for keys, policies in groups]
+    caps = capabilities.of(client)
+    flag = "script" if action == "count" else "write_script"
+    pending = [(index, keys, policies) for index, (keys, policies) in enumerate(groups) if keys]
+    for index, (keys, _) in enumerate(groups):
+        if not keys:
+            yield index, BatchResult(0, 0, 0)
+    while pending and getattr(caps, flag) is not True:
+        index, keys, policies = pending.pop(0)
+        yield index, act_on_batch(client, keys, action=action, policies=policies, want=want)
+    mask = want_mask(want)
+    for start in range(0, len(pending), PIPELINE_CALLS):
+        yield from _pipelined(client, pending[start:start + PIPELINE_CALLS], action=action, mask=mask, want=want)
+
+
+def _pipelined(client, calls, *, action, mask, want):
+    """`act_on_groups` for up to PIPELINE_CALLS groups of a client that ran the script."""
+    read_only = action == "count"
+    sent = {index: (keys, [keys[0], *keys, *_script_args(policies, action=action, mask=mask)])
+            for index, keys, policies in calls}
+    spent = dict.fromkeys(sent, 0)
+
+    def send(command, body, indexes):
+        pipe = client.pipeline(transaction=False)
+        for index in indexes:
+            keys, args = sent[index]
+            pipe.execute_command(command, body, len(keys) + 1, *args)
+            spent[index] += 1
+        return dict(zip(indexes, pipe.execute(raise_on_error=False)))
+
+    command = capabilities.script_command(client) if read_only else "EVALSHA"
+    replies = send(command, _PURGE_SHA, list(sent))
+    missing = [index for index, reply in replies.items() if isinstance(reply, redis.exceptions.NoScriptError)]
+    if missing:  # SCRIPT FLUSH (or a restart) since this client's last call: load it, redo those calls
+        client.script_load(_PURGE_LUA)
+        spent[missing[0]] += 1
+        replies.update(send(command, _PURGE_SHA, missing))
+        missing = [index for index, reply in replies.items() if isinstance(reply, redis.exceptions.NoScriptError)]
+        if missing:  # still unknown (a replica answered, as on Upstash): the body itself
+            body_command = "EVAL_RO" if read_only and capabilities.of(client).read_only_scripts else "EVAL"
+            replies.update(send(body_command, _PURGE_LUA, missing))
+    error = None
+    for index, _keys, policies in calls:
+        reply = replies[index]
+        if isinstance(reply, redis.ResponseError) and capabilities.refused(reply):
+            try:  # refused now (an ACL changed): as `act_on_batch` does, which falls back
+                reply = act_on_batch(client, sent[index][0], action=action, policies=policies, want=want)
+            except redis.ResponseError as exc:
+                reply = exc
+            else:
+                yield index, reply
+                continue
+        if isinstance(reply, Exception):
+            error = error or reply
+            continue
+        done, skipped, calls_run, writes = reply
+        yield index, BatchResult(int(done), int(skipped), spent[index], spent[index] + int(calls_run), int(writes))
+    if error is not None:
+        raise error
 
 
 def _via_pipeline(client, keys, *, action, policies, want, marker, head, totals):

@@ -1,17 +1,22 @@
 """A bounded sample of the keyspace for the namespace overview, until TTL reviews fill
 the exact per-namespace figures. One SCAN sweep under the database's key prefix, at most
 `budget` keys examined, metadata in one `key_metadata` call per SCAN page; each sampled
-key is counted in its longest-prefix namespace."""
+key is counted in its longest-prefix namespace.
+
+On a Redis Cluster every primary serving slots is swept through its own client with an
+equal share of the budget (metadata: one pipeline per SCAN page, `meta.node_metadata`);
+the sample is complete only when every primary's sweep completed, and a primary that does
+not answer is named in the notes (its keys are missing from the sample, never "exact")."""
 
 from collections import Counter
 from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from continuity.keyspace import cluster, primaries
 from continuity.keyspace.browse import dbsize
 from continuity.keyspace.capabilities import limitations
-from continuity.keyspace.cluster import refuse_partial
-from continuity.keyspace.connection import client_for
+from continuity.keyspace.connection import KeyspaceError, client_for
 from continuity.keynames import match_pattern
 from continuity.keyspace.meta import key_metadata, scan_page
 from continuity.policy import STATUS_UNKNOWN, ttl_bucket
@@ -54,10 +59,20 @@ def sample_keyspace(database, policies, *, budget=None, client=None):
     (a `continuity.policy.Policies`; figures keyed by namespace name, "" for none)."""
     budget = budget or settings.KEYSPACE_SCAN_BUDGET
     client = client or client_for(database)
-    refuse_partial(database, client, action="browse")  # a "complete" sweep of one node is not complete
     pattern = match_pattern(database.key_prefix.encode())
     figures = {policy.name: NamespaceFigures() for policy in policies}
     figures[""] = NamespaceFigures()
+    if primaries.is_cluster(database, client):
+        return _sample_cluster(database, client, policies, figures, pattern, budget)
+    examined, sampled, complete = _sweep(client, policies, figures, pattern, budget,
+                                         lambda keys: key_metadata(keys=keys, client=client))
+    return KeyspaceSample(figures=figures, examined=examined, sampled=sampled, complete=complete,
+                          dbsize=dbsize(client), notes=tuple(limitations(client)))
+
+
+def _sweep(client, policies, figures, pattern, budget, metadata):
+    """One SCAN sweep of `client` from cursor 0 spending at most `budget`, each key's
+    metadata (`metadata(keys)`) tallied into `figures`: (examined, sampled, complete)."""
     cursor, examined, sampled, seen = 0, 0, 0, set()
     while True:
         count = min(1000, budget - examined)
@@ -65,7 +80,7 @@ def sample_keyspace(database, policies, *, budget=None, client=None):
         examined += count
         keys = [k for k in keys if k not in seen]
         seen.update(keys)
-        for meta in key_metadata(keys=keys, client=client):
+        for meta in metadata(keys):
             if not meta.exists:
                 continue
             policy = policies.for_key(meta.key)
@@ -81,6 +96,36 @@ def sample_keyspace(database, policies, *, budget=None, client=None):
                 fig.in_band[bucket] += 1
             sampled += 1
         if cursor == 0 or examined >= budget:
-            break
-    return KeyspaceSample(figures=figures, examined=examined, sampled=sampled, complete=cursor == 0,
-                          dbsize=dbsize(client), notes=tuple(limitations(client)))
+            return examined, sampled, cursor == 0
+
+
+def _sample_cluster(database, client, policies, figures, pattern, budget):
+    nodes = cluster.slot_map(client)
+    share = max(1, -(-budget // max(1, len(nodes.addresses))))
+    examined = sampled = 0
+    complete, notes, missing, silent = bool(nodes.addresses), [], [], []
+    with primaries.NodeClients(client) as directs:
+        for address in nodes.addresses:
+            direct = directs[address]
+            try:
+                spent, found, whole = _sweep(direct, policies, figures, pattern, share,
+                                             lambda keys, a=address: primaries.metadata_by_node(database, directs,
+                                                                                                {a: keys}))
+            except cluster.NODE_ERRORS as exc:
+                missing.append(str(primaries.node_unreachable(database, address, exc)))
+                silent.append(address)
+                complete = False
+                continue
+            except KeyspaceError as exc:  # a primary that stopped answering mid-sweep
+                missing.append(str(exc))
+                complete = False
+                continue
+            examined, sampled, complete = examined + spent, sampled + found, complete and whole
+            notes.extend(note for note in limitations(direct) if note not in notes)
+        counted = primaries.count_keys(directs, nodes.addresses, skip=tuple(silent))
+    for message in missing:
+        notes.insert(0, f"{message} Its keys are not in this sample.")
+    if counted.note:
+        notes.append(counted.note)
+    return KeyspaceSample(figures=figures, examined=examined, sampled=sampled, complete=complete,
+                          dbsize=counted.total, notes=tuple(notes))

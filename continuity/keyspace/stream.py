@@ -20,6 +20,11 @@ Two strategies (`REVIEW_STRATEGY`, chosen per provider when "auto"):
 - `declared_keys`: SCAN from the client, then `meta`'s script over the batch's keys passed
   in KEYS, which locks only those keys. The same billed commands (SCAN and EVALSHA are
   billed once each either way), one more round trip per batch. The default for Upstash.
+- `pipeline`: SCAN, then one pipeline of per-key commands (PTTL, and TYPE, MEMORY USAGE as
+  needed). What `declared_keys` becomes on a Redis Cluster node, where a script's KEYS must
+  share one hash slot (CROSSSLOT) and a batch's keys almost never do: each command names its
+  own key, so nothing is locked beyond it, and no EVALSHA is billed (one round trip per
+  batch all the same). A cluster's sampled reviews read their sample this way too.
 """
 
 import hashlib
@@ -33,7 +38,7 @@ from continuity.billing import Cost
 VANISHED = -2  # pttl of a key gone between SCAN and the lookup
 NO_TTL = -1  # pttl of a key without an expiry
 UNKNOWN_MEMORY = -1  # memory where MEMORY USAGE was not read or is refused
-SCAN_SCRIPT, DECLARED_KEYS = "scan_script", "declared_keys"
+SCAN_SCRIPT, DECLARED_KEYS, PIPELINE = "scan_script", "declared_keys", "pipeline"
 
 
 @dataclass(frozen=True)
@@ -188,11 +193,59 @@ def _metadata_rows(client, keys, needs):
     return rows, cost.sent + pipelined, cost.billed + pipelined
 
 
-def _two_step_batch(client, cursor, *, count, prefix, needs):
-    """SCAN, then the metadata of the keys under `prefix` (declared in KEYS)."""
+def pipeline_rows(client, keys, needs):
+    """(flat rows, commands sent, commands billed) for `keys` from one pipeline of per-key
+    commands: PTTL, and TYPE and MEMORY USAGE where `needs` asks (no script: on a cluster
+    node the keys may be of any of its slots). A refused MEMORY USAGE is sent, not executed
+    (not billed): sizes are then unknown (`capabilities.memory` False)."""
+    if not keys:
+        return [], 0, 0
+    caps = capabilities.of(client)
+    with_memory = needs.memory and caps.memory is not False
+    step = 1 + needs.type + with_memory
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.pttl(key)
+        if needs.type:
+            pipe.type(key)
+        if with_memory:
+            pipe.memory_usage(key)
+    replies = pipe.execute(raise_on_error=False)
+    rows, billed = [], 0
+    for i, key in enumerate(keys):
+        pttl = replies[i * step]
+        if isinstance(pttl, Exception):
+            raise pttl
+        billed += 1
+        kind, memory = b"", UNKNOWN_MEMORY
+        if needs.type:
+            kind = replies[i * step + 1]
+            if isinstance(kind, Exception):
+                raise kind
+            billed += 1
+            kind = kind if isinstance(kind, bytes) else str(kind).encode()
+        if with_memory:
+            answer = replies[i * step + step - 1]
+            if isinstance(answer, Exception):
+                if not capabilities.refused(answer):
+                    raise answer
+                caps.memory = False
+            else:
+                billed += 1
+                memory = UNKNOWN_MEMORY if answer is None else answer
+        if pttl == VANISHED:
+            rows += (key, VANISHED, b"none", UNKNOWN_MEMORY)
+        else:
+            rows += (key, pttl, kind, memory)
+    return rows, len(keys) * step, billed
+
+
+def _two_step_batch(client, cursor, *, count, prefix, needs, per_key=False):
+    """SCAN, then the metadata of the keys under `prefix` (declared in KEYS, or with
+    `per_key` one pipelined command per key and field)."""
     next_cursor, keys = client.scan(cursor=cursor, count=count)
     ours = [key for key in keys if key.startswith(prefix)]
-    rows, sent, billed = _metadata_rows(client, ours, needs)
+    rows, sent, billed = (pipeline_rows if per_key else _metadata_rows)(client, ours, needs)
     return Fetched(int(next_cursor), len(keys), len(keys) - len(ours), rows, 1 + sent, 1 + billed)
 
 
@@ -210,7 +263,7 @@ def fetch_batch(client, cursor, *, count, prefix, needs=Needs(), strategy=SCAN_S
             if not capabilities.refused(exc):
                 raise
             caps.scan_script = False
-    fetched = _two_step_batch(client, cursor, count=count, prefix=prefix, needs=needs)
+    fetched = _two_step_batch(client, cursor, count=count, prefix=prefix, needs=needs, per_key=strategy == PIPELINE)
     return Fetched(fetched.cursor, fetched.scanned, fetched.foreign, fetched.rows, fetched.commands + refused.sent,
                    fetched.billed + refused.billed)
 
@@ -339,14 +392,16 @@ def sample_keys(client, size, *, window=100, rng=None):
     return keys, calls
 
 
-def sample_batches(client, *, size, prefix, needs=Needs(), chunk=1000):
+def sample_batches(client, *, size, prefix, needs=Needs(), chunk=1000, per_key=False):
     """Fetched batches of a random sample of about `size` keys (see `sample_keys`), their
-    metadata read over declared keys (the sample's keys are known: no global lock)."""
+    metadata read over declared keys (the sample's keys are known: no global lock), or with
+    `per_key` (a Redis Cluster node, whose sample spans many slots) by `pipeline_rows`."""
     keys, calls = sample_keys(client, size)
     scans = calls
+    read = pipeline_rows if per_key else _metadata_rows
     for start in range(0, max(len(keys), 1), chunk):
         part = keys[start:start + chunk]
         ours = [key for key in part if key.startswith(prefix)]
-        rows, sent, billed = _metadata_rows(client, ours, needs)
+        rows, sent, billed = read(client, ours, needs)
         yield Fetched(0, len(part), len(part) - len(ours), rows, scans + sent, scans + billed)
         scans = 0

@@ -106,6 +106,12 @@ class PurgeRun(models.Model):
     cursor = models.CharField(max_length=40, default="0")
     node_cursors = models.JSONField(default=dict, blank=True,
                                     help_text="Redis Cluster: {primary host:port: SCAN cursor, or 'end'}.")
+    node_stats = models.JSONField(
+        default=dict, blank=True, help_text="Redis Cluster: {node host:port: {scanned, matched, done, skipped, "
+                                            "commands, billed}}; summed into the run's totals.")
+    node_layout = models.JSONField(
+        default=dict, blank=True, help_text="Redis Cluster: {primary host:port: [[first slot, last slot], …]} when "
+                                            "the run started; a change fails the run.")
     batches = models.BigIntegerField(default=0, help_text="Batches acted on and checkpointed.")
     matched = models.BigIntegerField(default=0)
     done = models.BigIntegerField(default=0, help_text="Keys deleted or expired.")
@@ -243,7 +249,8 @@ class PurgeRun(models.Model):
         transaction only): a worker killed after this call still leaves the checkpoint in
         Postgres, and only a crash of Postgres itself could lose the last fraction of a
         second of progress (the run then resumes from the marker, never counting twice)."""
-        progress = {"cursor": self.cursor, "node_cursors": self.node_cursors, "batches": self.batches, "matched": self.matched, "done": self.done,
+        progress = {"cursor": self.cursor, "node_cursors": self.node_cursors, "node_stats": self.node_stats,
+                    "node_layout": self.node_layout, "batches": self.batches, "matched": self.matched, "done": self.done,
                     "skipped": self.skipped, "commands": self.commands, "billed_commands": self.billed_commands,
                     "heartbeat_at": timezone.now()}
         with transaction.atomic():

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -38,6 +38,13 @@ class Estimate:
     sampled: bool
 
 
+def _wilson(p, n, z):
+    """The Wilson score interval (low, high) of a proportion `p` observed in `n` draws."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
 def estimate(count, n, population, z=1.96):
     """Estimate of `count` findings among `n` sampled keys out of `population` (None: the
     review was exact), with the Wilson score interval of the proportion (well behaved for
@@ -45,10 +52,59 @@ def estimate(count, n, population, z=1.96):
     if population is None or not n:
         return Estimate(count, count, count, False)
     p = count / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Estimate(round(p * population), max(0, math.floor((centre - half) * population)),
-                    math.ceil((centre + half) * population), True)
+    low, high = _wilson(p, n, z)
+    return Estimate(round(p * population), max(0, math.floor(low * population)),
+                    math.ceil(high * population), True)
+
+
+def stratified_estimate(strata, kind, z=1.96):
+    """Estimate of the `kind` findings of a Redis Cluster from a sample stratified by primary.
+
+    `strata` holds one dict per primary read: `population` N_h (its DBSIZE), `keys` n_h
+    (the keys drawn there), `findings` ({kind: c_h} among them) and `sampled` (False when
+    the primary held no more keys than its share and was read whole: its count is exact).
+
+    Maths. The sample is allocated in proportion to DBSIZE, so each primary is a stratum
+    of weight W_h = N_h / N (N = ΣN_h over the sampled strata) sampled at random on its own.
+    The stratified estimator of the proportion and its variance are
+        p̂ = Σ W_h p̂_h,   p̂_h = c_h / n_h,     Var(p̂) = Σ W_h² p̂_h (1 − p̂_h) / n_h
+    (strata are independent; each p̂_h is binomial). A Wald interval p̂ ± z√Var is wrong for
+    rare findings (zero width when no stratum saw one), and the Wilson interval cannot be
+    applied to the pooled count as if it were one simple random sample. The survey
+    statistics remedy is Kish's effective sample size: the sample size n* that a simple
+    random sample would need for the same variance, n* = p̂ (1 − p̂) / Var(p̂), put into the
+    interval for a simple random sample (Korn and Graubard, 1998, do so for exact intervals
+    and cap n* at n; the Wilson form is the one the standalone review already uses). n* is
+    capped at n = Σn_h (and is n when Var is 0, e.g. no finding anywhere), so the interval is
+    never narrower than a simple random sample of the same size would give: under
+    proportional allocation stratification can only shrink the variance (up to 1/N terms),
+    and the cap keeps that gain out of the interval rather than trust a variance estimated
+    from few findings. `test_cluster_review_sampled` checks the coverage by simulation.
+    The count is N p̂ within [N·low, N·high], plus the exact counts of whole strata,
+    which carry no sampling error. With no sampled stratum the estimate is exact."""
+    exact = sum(s["findings"].get(kind, 0) for s in strata if not s["sampled"])
+    sampled = [s for s in strata if s["sampled"] and s["keys"]]
+    if not sampled:
+        return Estimate(exact, exact, exact, False)
+    population = sum(s["population"] for s in sampled)
+    n = sum(s["keys"] for s in sampled)
+    p = variance = 0.0
+    for s in sampled:
+        weight, p_h = s["population"] / population, s["findings"].get(kind, 0) / s["keys"]
+        p += weight * p_h
+        variance += weight * weight * p_h * (1 - p_h) / s["keys"]
+    n_eff = n if variance <= 0 else min(n, p * (1 - p) / variance)
+    low, high = _wilson(p, n_eff, z)
+    return Estimate(exact + round(p * population), exact + max(0, math.floor(low * population)),
+                    exact + math.ceil(high * population), True)
+
+
+def estimates_of(findings, *, keys, population, sampled, strata):
+    """{finding: Estimate} of a review: exact counts; a standalone sample scaled to DBSIZE;
+    a cluster's stratified sample (`strata`) combined by `stratified_estimate`."""
+    if sampled and strata:
+        return {kind: stratified_estimate(strata, kind) for kind in (findings or {})}
+    return {kind: estimate(count, keys, population if sampled else None) for kind, count in (findings or {}).items()}
 
 
 class ReviewRunQuerySet(models.QuerySet):
@@ -112,6 +168,9 @@ class ReviewRun(models.Model):
     error = models.TextField(blank=True)
     # A Redis Cluster review: the primaries ("host:port") it could not read (status partial).
     missing_nodes = models.JSONField(default=list, blank=True)
+    # A sampled Redis Cluster review: one stratum per primary read ({address, population,
+    # keys, findings, sampled}), what `stratified_estimate` combines.
+    strata = models.JSONField(default=list, blank=True)
 
     objects = ReviewRunQuerySet.as_manager()
 
@@ -149,9 +208,10 @@ class ReviewRun(models.Model):
 
     def estimates(self):
         """{finding: Estimate} for the whole keyspace: the counts themselves for an exact
-        review; for a sampled one, the sample proportion times DBSIZE with a 95% interval."""
-        return {kind: estimate(count, self.keys_scanned, self.dbsize_before if self.sampled else None)
-                for kind, count in (self.findings or {}).items()}
+        review; for a sampled one, the sample proportion times DBSIZE with a 95% interval
+        (a cluster's: combined over its primaries, `stratified_estimate`)."""
+        return estimates_of(self.findings, keys=self.keys_scanned, population=self.dbsize_before,
+                            sampled=self.sampled, strata=self.strata)
 
     @property
     def estimated_total_findings(self):
@@ -204,9 +264,28 @@ class ReviewRun(models.Model):
                     .update(status=self.FAILED, error=error, finished_at=timezone.now(), claim_token=""))
 
     def cancel(self):
-        """Stop a queued or running run; a running worker notices at its next checkpoint."""
-        return bool(ReviewRun.objects.filter(pk=self.pk, status__in=self.ACTIVE)
-                    .update(status=self.CANCELLED, finished_at=timezone.now(), claim_token=""))
+        """Stop a queued or running run; a running worker notices at its next checkpoint.
+        A Redis Cluster run's parts not yet ended are cancelled with it (their tasks stop at
+        their next checkpoint, and a part not started is never claimed)."""
+        now = timezone.now()
+        with transaction.atomic():
+            cancelled = bool(ReviewRun.objects.filter(pk=self.pk, status__in=self.ACTIVE)
+                             .update(status=self.CANCELLED, finished_at=now, claim_token=""))
+            if cancelled:
+                ReviewNodeRun.objects.filter(run_id=self.pk, status__in=ReviewNodeRun.ACTIVE).update(
+                    status=ReviewNodeRun.CANCELLED, finished_at=now, claim_token="")
+        return cancelled
+
+    def topology_billed(self, nodes):
+        """Of a finished Redis Cluster run's billed commands, those the run sent itself (CLUSTER
+        NODES, to learn the primaries and to check the slots did not move) rather than its
+        parts (`nodes`, each counting what its primary ran)."""
+        return self.billed_commands - sum(node.billed_commands for node in nodes)
+
+    def has_checkpoint(self):
+        """True when a resumed run would continue rather than start over: batches saved,
+        on the run or (a Redis Cluster run) on one of its parts."""
+        return bool(self.batches) or self.node_runs.filter(batches__gt=0).exists()
 
     def progress(self):
         """(keys scanned, an estimated share done 0..1 or None) for the progress bar."""
@@ -223,10 +302,14 @@ class ReviewRun(models.Model):
 class ReviewNodeRun(models.Model):
     """The part of a Redis Cluster review that reads one primary: its own SCAN cursor,
     checkpoint (aggregates) and claim, so a node whose worker died resumes alone. The
-    run's totals are the merge of its nodes' aggregates (`operations.review_cluster`)."""
+    run's totals are the merge of its nodes' aggregates (`operations.review_cluster`).
+    A sampled run's part draws `sample_size` keys of its primary (None: read whole).
+    `billed_commands` is what this primary executed for the part. Cancelling the run
+    cancels its parts that have not ended."""
 
-    QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
-    STATUSES = [(s, s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED)]
+    QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+    STATUSES = [(s, s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)]
+    ACTIVE = (QUEUED, RUNNING)
 
     run = models.ForeignKey(ReviewRun, on_delete=models.CASCADE, related_name="node_runs")
     address = models.CharField(max_length=255, help_text="host:port of the primary, as the cluster announces it.")
@@ -237,9 +320,13 @@ class ReviewNodeRun(models.Model):
     batches = models.PositiveIntegerField(default=0)
     keys_scanned = models.BigIntegerField(default=0)
     commands = models.BigIntegerField(default=0)
-    billed_commands = models.BigIntegerField(default=0)
+    billed_commands = models.BigIntegerField(
+        default=0, help_text="Commands this primary executed for the part, script-internal calls included.")
     dbsize_before = models.BigIntegerField(null=True, blank=True)
     dbsize_after = models.BigIntegerField(null=True, blank=True)
+    # A sampled review: this primary's share of the sample (in proportion to its DBSIZE);
+    # None when the primary is read whole.
+    sample_size = models.PositiveIntegerField(null=True, blank=True)
     aggregates = models.JSONField(default=dict, blank=True, help_text="Tally.to_json(): kept until the merge.")
     error = models.TextField(blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)

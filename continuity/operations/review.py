@@ -50,7 +50,7 @@ from continuity.keyspace import cluster as keyspace_cluster
 from continuity.keyspace import stream
 from continuity.billing import estimated_cost_usd
 from continuity.models import Namespace, ReviewNamespaceStat, ReviewRun, ReviewSample
-from continuity.models.reviews import estimate
+from continuity.models.reviews import estimates_of
 from continuity.policy import BUCKET_BOUNDS_MS, BUCKET_NAMES, FINDINGS, UNKNOWN_NAMESPACE, Policies
 from dashboard import postgres
 
@@ -73,17 +73,21 @@ class ReviewInterrupted(Exception):
     (`postgres`). The run was handed back with its checkpoint (or, Postgres being down, its
     lease lapses), so a retry continues where the last checkpoint left off."""
 
-    def __init__(self, run, reason, *, postgres=False):
+    def __init__(self, run, reason, *, postgres=False, parts=False):
         super().__init__(reason)
         self.run = run
         self.reason = reason
         self.postgres = postgres
+        self.parts = parts  # a Redis Cluster run: each primary keeps its own checkpoint
 
     def resumable_message(self):
-        """For an operator, after a Postgres outage: which run, how far, how it resumes."""
+        """For an operator, after a Postgres outage: which run, how far, how it resumes
+        (built without asking Postgres, which may still be away)."""
         run = self.run
-        return (f"Review #{run.pk} of {run.database.name} stopped: {self.reason}. It keeps its checkpoint "
-                f"({run.keys_scanned:,} keys reviewed) and is not marked failed: its task retries it, the next "
+        kept = ("each primary keeps its own checkpoint" if self.parts
+                else f"It keeps its checkpoint ({run.keys_scanned:,} keys reviewed)")
+        return (f"Review #{run.pk} of {run.database.name} stopped: {self.reason}. {kept[0].upper()}{kept[1:]} "
+                f"and is not marked failed: its task retries it, the next "
                 f"scheduled review of {run.database.name} resumes it, or run `manage.py ttl_review --database "
                 f"{run.database.name}` again.")
 
@@ -310,6 +314,7 @@ class ReviewResult:
     population: int | None = None  # DBSIZE: what a sampled review's estimates scale to
     error: str = ""  # why a failed run failed (or why a partial one is partial)
     missing_nodes: list = field(default_factory=list)  # a partial cluster review: the primaries not read
+    strata: list = field(default_factory=list)  # a sampled cluster review: one stratum per primary
 
     @property
     def estimated_cost_usd(self):
@@ -317,8 +322,8 @@ class ReviewResult:
 
     def estimates(self):
         """{finding: Estimate} for the whole keyspace (the counts themselves when exact)."""
-        return {kind: estimate(count, self.keys_scanned, self.population if self.sampled else None)
-                for kind, count in self.findings.items()}
+        return estimates_of(self.findings, keys=self.keys_scanned, population=self.population,
+                            sampled=self.sampled, strata=self.strata)
 
     def as_json(self):
         return {"database": self.database, "run": self.run.pk if self.run else None, "status": self.status,
@@ -330,6 +335,7 @@ class ReviewResult:
                 **({"population": self.population,
                     "estimates": {kind: {"value": e.value, "low_95": e.low, "high_95": e.high}
                                   for kind, e in self.estimates().items()}} if self.sampled else {}),
+                **({"strata": list(self.strata)} if self.strata else {}),
                 **({"error": self.error} if self.error else {}),
                 **({"missing_nodes": list(self.missing_nodes)}
                    if self.missing_nodes or self.status == ReviewRun.PARTIAL else {})}
@@ -362,7 +368,8 @@ def _result(database, status, tally, namespaces, run=None):
                         foreign_keys=tally.foreign, vanished_keys=tally.vanished, findings=dict(tally.findings),
                         namespaces=rows, commands=tally.commands, duration_s=tally.elapsed_s, run=run,
                         billed_commands=tally.billed, strategy=run.strategy if run else "",
-                        sampled=bool(run and run.sampled), population=run.dbsize_before if run else None)
+                        sampled=bool(run and run.sampled), population=run.dbsize_before if run else None,
+                        strata=list(run.strata or []) if run else [])
 
 
 def result_from_run(run):
@@ -377,7 +384,7 @@ def result_from_run(run):
                         duration_s=run.duration_s, run=run, billed_commands=run.billed_commands,
                         strategy=run.strategy, sampled=run.sampled, population=run.dbsize_before,
                         error=run.error if run.status in (ReviewRun.FAILED, ReviewRun.PARTIAL) else "",
-                        missing_nodes=list(run.missing_nodes or []))
+                        missing_nodes=list(run.missing_nodes or []), strata=list(run.strata or []))
 
 
 # --- the operation ----------------------------------------------------------------------
@@ -409,6 +416,13 @@ def plan(database, policies):
     return strategy, stream.Needs(type=needs_type, memory=needs_memory)
 
 
+def node_strategy(strategy):
+    """The strategy of `plan` on one Redis Cluster node: the scan script as it is (its SCAN
+    and reads stay on the node it runs on); declared keys become per-key pipelined commands
+    (`stream.PIPELINE`), since a script's KEYS must share one hash slot there (CROSSSLOT)."""
+    return stream.PIPELINE if strategy == stream.DECLARED_KEYS else strategy
+
+
 def _fold(tally, classifier, fetched):
     """Count one Fetched batch into `tally`."""
     tally.commands += fetched.commands
@@ -419,10 +433,13 @@ def _fold(tally, classifier, fetched):
     tally.batches += 1
 
 
-def _sample(client, classifier, tally, *, size, needs, on_batch, clock=time.perf_counter):
-    """A review of a random sample of about `size` keys (see `stream.sample_keys`)."""
+def sample_keyspace(client, classifier, tally, *, size, needs, on_batch, per_key=False, clock=time.perf_counter):
+    """A review of a random sample of about `size` keys (see `stream.sample_keys`) of the
+    server behind `client`, counted into `tally`. `per_key`: read the sample's metadata with
+    per-key commands (a Redis Cluster node: its keys span many slots)."""
     started = clock()
-    for fetched in stream.sample_batches(client, size=size, prefix=classifier.key_prefix, needs=needs):
+    for fetched in stream.sample_batches(client, size=size, prefix=classifier.key_prefix, needs=needs,
+                                         per_key=per_key):
         _fold(tally, classifier, fetched)
         tally.elapsed_s = clock() - started
         if on_batch is not None:
@@ -469,8 +486,10 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     passed in by `review_requests`: it builds on this one): in this process, or, with
     `fan_out(run, node_runs)` (the Celery task's chord), on workers, and then the run is
     returned still running. A primary that cannot be read ends the run `partial`, never
-    `succeeded`. Without `cluster`, or for a sampled review, a cluster is refused (the run
-    ends `failed`) before any key is read: one node's keys are never reported as the keyspace.
+    `succeeded`. A sampled review of a cluster samples every primary, its share of the sample
+    in proportion to the primary's DBSIZE (`review_cluster.prepare`), and combines them
+    (`stratified_estimate`). Without `cluster` a cluster is refused (the run ends `failed`)
+    before any key is read: one node's keys are never reported as the keyspace.
     `on_batch(tally)` is called after each batch (progress output, tests).
 
     With `sample` (or a run created with one) only a random sample of about that many
@@ -489,10 +508,10 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
             if cluster is None:
                 keyspace.refuse_partial(database, client, action="review")
             tally = cluster.review_unsaved(database, client, classifier, batch=batch or settings.REVIEW_SCAN_COUNT,
-                                                  strategy=strategy, needs=needs, checkpoint_every=checkpoint_every,
-                                                  on_batch=on_batch)
+                                                  strategy=node_strategy(strategy), needs=needs,
+                                                  checkpoint_every=checkpoint_every, on_batch=on_batch)
             return dataclasses.replace(_result(database, ReviewRun.SUCCEEDED, tally, namespaces),
-                                       strategy=stream.SCAN_SCRIPT)
+                                       strategy=node_strategy(strategy))
         tally = Tally()
         scan_keyspace(client, classifier, tally, cursor=0, batch=batch or settings.REVIEW_SCAN_COUNT,
               on_checkpoint=lambda *a: True, checkpoint_every=checkpoint_every, on_batch=on_batch,
@@ -508,14 +527,16 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
             raise ReviewBusy(run)
         return result_from_run(run)
     tally = Tally.from_json(run.aggregates)
+    parts = False  # a Redis Cluster run: its parts hold the checkpoints
     try:
         client = keyspace.client_for(database)
         # A cluster node's SCAN sees that node's keys only: one part per primary, merged.
         if keyspace_cluster.mode_of(database, client) == keyspace_cluster.CLUSTER:
             if cluster is None:  # fail the run: one node's keys are never reported as the keyspace
                 keyspace.refuse_partial(database, client, action="review")
+            parts = True
             return _review_cluster(cluster, run, token, client, namespaces, checkpoint_every=checkpoint_every,
-                                   on_batch=on_batch, fan_out=fan_out)
+                                   on_batch=on_batch, fan_out=fan_out, strategy=node_strategy(strategy))
         if run.batches == 0:
             size = stream.dbsize(client)
             tally.commands += 1
@@ -527,7 +548,7 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
         if run.sampled:  # small and cheap: no checkpoint, a crashed worker starts it over
             tally = Tally()
             tally.commands, tally.billed = 1, 1  # the DBSIZE above
-            _sample(client, classifier, tally, size=run.sample_size, needs=needs, on_batch=on_batch)
+            sample_keyspace(client, classifier, tally, size=run.sample_size, needs=needs, on_batch=on_batch)
             postgres.ride_through(lambda: _finish(run, token, tally, namespaces, run.dbsize_before))
             return _result(database, run.status, tally, namespaces, run=run)
 
@@ -550,7 +571,7 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
         # Postgres answers, else the lease lapses and the next request resumes the run.
         reason = postgres.describe(exc)
         postgres.let_go(lambda: run.release(token, reason))
-        raise ReviewInterrupted(run, reason, postgres=True) from exc
+        raise ReviewInterrupted(run, reason, postgres=True, parts=parts) from exc
     except keyspace.ClusterRefusal as exc:  # final: a retry would be refused the same way
         run.mark_failed(str(exc))
         run.refresh_from_db()
@@ -565,14 +586,15 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     return _result(database, run.status, tally, namespaces, run=run)
 
 
-def _review_cluster(review_cluster, run, token, client, namespaces, *, checkpoint_every, on_batch, fan_out):
+def _review_cluster(review_cluster, run, token, client, namespaces, *, checkpoint_every, on_batch, fan_out,
+                    strategy):
     database = run.database
-    if run.sample_size:
-        raise keyspace_cluster.ClusterNotSupported(
-            f"{database.name} is a Redis Cluster; sampled reviews across primaries are not supported yet "
-            f"(run an exact review). Nothing was reviewed.")
     nodes = review_cluster.prepare(run, client)
-    run.checkpoint(token, strategy=stream.SCAN_SCRIPT)
+    sampled = any(node.sample_size for node in nodes)
+    sizes = [node.dbsize_before for node in nodes if node.status != node.FAILED]
+    postgres.ride_through(lambda: run.checkpoint(
+        token, strategy=stream.PIPELINE if sampled else strategy, sampled=sampled,
+        **({"dbsize_before": sum(sizes)} if sampled else {})))
     if fan_out is not None:
         fan_out(run, [node for node in nodes if node.status != node.SUCCEEDED])
         run.refresh_from_db()

@@ -20,12 +20,13 @@ def request_review(*, database, actor=None, triggered_by=ReviewRun.WEB, sample=N
     """Queue a review of `database` (of a random sample of `sample` keys, when given) and
     enqueue its task when the transaction commits.
     Returns (run, created). When a review is already active it is returned; if its worker
-    looks dead (no heartbeat within the lease) its task is enqueued again so it resumes."""
+    looks dead (no heartbeat within the lease), or a Redis Cluster run has a part no worker
+    is on (`review_cluster.stale_parts`), its task is enqueued again so it resumes."""
     try:
         run = review.start_review(database=database, actor=actor, triggered_by=triggered_by, sample=sample)
     except review.ReviewBusy as busy:
         run = busy.run
-        if _stale(run):
+        if _stale(run) or review_cluster.stale_parts(run):
             jobs.enqueue_on_commit(REVIEW_TASK, run.pk)
         return run, False
     jobs.enqueue_on_commit(REVIEW_TASK, run.pk)

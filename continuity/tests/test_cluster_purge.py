@@ -127,10 +127,3 @@ def test_it_fails_naming_a_dead_primary_never_succeeded(lucia, disposable_cluste
     assert run.status == "failed" and dead in run.error
     assert AuditEntry.objects.filter(action="purge.fail", target_id=str(run.pk)).count() == 1
     assert not AuditEntry.objects.filter(action="purge.finish", target_id=str(run.pk)).exists()
-
-
-def test_it_still_refuses_a_finding_purge_of_a_cluster(cluster_lucia, cluster_keys, operator):  # noqa: F811
-    with pytest.raises(purge.PurgeRefused, match="purges across primaries are not supported yet"):
-        purge.preview_purge(database=cluster_lucia, kind="finding", finding="no_ttl", keys=[b"lucia:session:1"],
-                            actor=operator)
-    assert not PurgeRun.objects.exists()

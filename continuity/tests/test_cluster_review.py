@@ -67,8 +67,10 @@ def test_it_reviews_every_primary_exactly_from_ttl_review_json(cluster_lucia, cl
     assert {node.address for node in nodes} == {f"127.0.0.1:{port}" for port in redis_cluster.ports}
     assert all(node.status == "succeeded" for node in nodes)
     assert (run.dbsize_before, run.dbsize_after, run.missing_nodes) == (len(specs), len(specs), [])
-    # Billed: per node one DBSIZE before and after, the rest per batch and key, summed.
-    assert run.billed_commands == sum(node.billed_commands for node in nodes) > 2 * len(specs)
+    # Billed: per node one DBSIZE before and after, the rest per batch and key, summed; and
+    # the run's own two CLUSTER NODES (the primaries, then the slot check).
+    assert run.billed_commands == sum(node.billed_commands for node in nodes) + 2
+    assert run.topology_billed(nodes) == 2 and sum(node.billed_commands for node in nodes) > 2 * len(specs)
     assert run.samples.filter(finding="no_ttl").count() == min(100, findings["no_ttl"])
 
 
@@ -189,7 +191,7 @@ def test_it_fans_a_review_out_per_primary_on_the_worker_and_merges_it_exactly(
     nodes = list(done.node_runs.all())
     assert sorted(node.keys_scanned for node in nodes) == sorted(per_node)
     assert all(node.status == "succeeded" and node.aggregates == {} for node in nodes)
-    assert done.billed_commands == sum(node.billed_commands for node in nodes)
+    assert done.billed_commands == sum(node.billed_commands for node in nodes) + 2  # + the run's CLUSTER NODES
 
 
 @pytest.mark.django_db(transaction=True)

@@ -41,9 +41,11 @@ def test_it_previews_on_the_worker_with_the_figures_of_a_preview_in_the_caller(e
     fill(monitored, 700, prefix=b"lucia:focus:", ex=600)
     fill(monitored, 40, prefix=b"lucia:focus:n", ex=None)  # breaking focus's TTL rule: what expire would change
     monitored.set(b"lucia:focusing", b"outside every namespace")
+    monitored.script_flush()  # both previews load the script (NOSCRIPT, SCRIPT LOAD): whatever ran before
     reference = purge.preview_purge(database=lucia, kind="pattern", value=b"lucia:focus:*", action="expire",
                                     actor=operator, batch_size=500)
     monitored.config_resetstat()
+    monitored.script_flush()
     run = purge.request_preview(database=lucia, kind="pattern", value=b"lucia:focus:*", action="expire",
                                 actor=operator, batch_size=500)
     assert run.status == "previewing" and run.estimate_source == "dbsize" and run.estimate_keys == 3741

@@ -78,9 +78,10 @@ def review_detail(request, pk):
     estimates = run.estimates()
     findings = [(kind, FINDING_LABELS[kind], estimates.get(kind), samples[kind]) for kind in FINDINGS]
     notes = [MEMORY_REFUSED] if run.sizes_unknown() else []
+    nodes = list(run.node_runs.all())
     return render(request, "continuity/review_detail.html",
                   {"run": run, "stats": stats, "findings": findings, "database": run.database, "notes": notes,
-                   "nodes": list(run.node_runs.all())})
+                   "nodes": nodes, "topology_billed": run.topology_billed(nodes) if nodes else 0})
 
 
 @roles.role_required(roles.VIEWER)

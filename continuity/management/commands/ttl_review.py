@@ -91,7 +91,7 @@ class Command(BaseCommand):
 def _resumable(run):
     """A review with a checkpoint that no worker holds: handed back (queued) after an
     interruption, or running with its lease lapsed."""
-    if not run.batches or run.sampled:
+    if run.sampled or not run.has_checkpoint():
         return False
     lease = timezone.now() - timedelta(seconds=settings.REVIEW_LEASE_SECONDS)
     return run.status == ReviewRun.QUEUED or (run.heartbeat_at is None or run.heartbeat_at < lease)

@@ -8,10 +8,12 @@ audited) → execute (re-checked, batched, rate-capped, checkpointed, resumable,
 - `findings`: the offending keys of a review finding, found again and stored in order;
 - `lifecycle`: confirm and cancel;
 - `execute`: the one execution loop, claims on `PurgeRun`, resume from the marker;
-- `policy`: the scheduled policy purge and the clean-up of unconfirmed previews.
+- `policy`: the scheduled policy purge and the clean-up of unconfirmed previews;
+- `cluster`: all of the above across the primaries of a Redis Cluster (per-primary SCAN,
+  one script call per hash slot, per-node cursors and billed commands, slot moves fail the run).
 
 The modules import only each other's public names, in one direction
-(common ← targets ← findings ← estimate ← preview ← execute ← policy; lifecycle uses targets).
+(common ← cluster ← targets ← findings ← estimate ← preview ← execute ← policy; lifecycle uses targets).
 """
 
 from continuity.operations.purge.common import (  # noqa: F401

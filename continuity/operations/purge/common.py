@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from continuity import keyspace
 from continuity.models import Namespace, PurgeRun
 from continuity.policy import NO_TTL, OVERSIZED, TTL_ABOVE_MAX, WRONG_TYPE, Policies
 from dashboard import audit
@@ -57,6 +56,7 @@ class PurgePreview:
     estimated_commands: int
     billed: int = 0  # commands Redis executed for the preview
     estimated_billed: int = 0  # commands execution will make Redis execute (`estimated_billed`)
+    nodes: dict = field(default_factory=dict)  # Redis Cluster: {primary host:port: keys matched there}
 
 
 @dataclass(frozen=True)
@@ -82,15 +82,6 @@ class PolicyPurgeResult:
     skipped_reason: str = ""
 
 
-def refuse_on_cluster(database, client):
-    """PurgeRefused when `database` is a Redis Cluster (or its record contradicts the
-    server): a SCAN through one node would purge that node's keys and call it done."""
-    try:
-        keyspace.refuse_partial(database, client, action="purge")
-    except keyspace.ClusterRefusal as exc:
-        raise PurgeRefused(str(exc)) from None
-
-
 def namespace_policies(database) -> Policies:
     """The policies of `database`'s registered namespaces (owners: the Namespace rows)."""
     return Policies.of(Namespace.objects.for_database(database))
@@ -114,15 +105,18 @@ def split(page, policies, reach=None):
     return keys, chosen, outside
 
 
-def estimated_billed(*, scans, acting_batches, keys, actionable, action, condition, read_regions=0):
+def estimated_billed(*, scans, acting_batches, keys, actionable, action, condition, read_regions=0, marker=True,
+                     extra=0):
     """The commands an execution will make Redis run: a SCAN per page (none for a stored
-    finding list), then per acting batch one EVALSHA, the marker SET and (delete) one
-    UNLINK; per key the re-check's reads (none for a plain delete); per repaired key one
-    PEXPIRE. Writes are counted once more per read region."""
+    finding list), then per acting call one EVALSHA, the marker SET (none on a cluster:
+    `marker` False) and (delete) one UNLINK; per key the re-check's reads (none for a plain
+    delete); per repaired key one PEXPIRE; plus `extra` (a cluster's CLUSTER NODES checks).
+    On a cluster an acting call is one slot group of a page (`purge.cluster.by_slot`).
+    Writes are counted once more per read region."""
     want = CONDITION_FINDINGS[condition]
     reads_per_key = 0 if (not want and action == PurgeRun.DELETE) else 1 + (OVERSIZED in want) + (WRONG_TYPE in want)
-    writes = acting_batches + (acting_batches if action == PurgeRun.DELETE else actionable)
-    return scans + acting_batches + keys * reads_per_key + writes + writes * read_regions
+    writes = (acting_batches if marker else 0) + (acting_batches if action == PurgeRun.DELETE else actionable)
+    return scans + acting_batches + keys * reads_per_key + writes + writes * read_regions + extra
 
 
 def audit_run(run, action, *, request=None, actor=None, actor_label="", source=None, before=None, note=""):

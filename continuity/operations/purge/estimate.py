@@ -7,7 +7,9 @@ namespace (a prefix equal to a namespace prefix, or that prefix's MATCH pattern)
 namespace's count, nested namespaces included: an estimate as of the review. A narrower
 prefix or a pattern gets "at most" the count of the namespaces it can reach. Without a
 fresh review, or when the review predates a namespace the target reaches, it is
-"at most DBSIZE" (one command). Reads Postgres, and at most one Redis command.
+"at most DBSIZE" (one command; on a Redis Cluster, DBSIZE of every primary summed, or
+no estimate when one of them refuses or does not answer). Reads Postgres, and otherwise
+at most one Redis command per primary.
 """
 
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from django.utils import timezone
 
 from continuity import keyspace
 from continuity.models import PurgeRun, ReviewNamespaceStat, ReviewRun
+from continuity.operations.purge import cluster as purge_cluster
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,9 @@ def estimate_target(database, *, heads, policies, whole_heads=True, client=None,
         found = _from_review(review, heads, policies, whole_heads)
         if found is not None:
             return found
-    size = keyspace.dbsize(client or keyspace.client_for(database))
+    client = client or keyspace.client_for(database)
+    # A cluster: DBSIZE of every primary, summed (one node's is not the keyspace's).
+    size = purge_cluster.dbsize(database, client) if purge_cluster.is_cluster(database, client) \
+        else keyspace.dbsize(client)
     return Estimate(keys=size, at_most=True, source=PurgeRun.ESTIMATE_DBSIZE if size is not None else "",
                     review_id=None, at=now or timezone.now())

@@ -57,7 +57,8 @@ def _finish(run, status, *, error="", source="task", client=None, live=False):
         with transaction.atomic():
             PurgeRun.objects.filter(pk=run.pk).update(
                 status=status, finished_at=timezone.now(), error=error, claim=None, heartbeat_at=None,
-                cursor=run.cursor, node_cursors=run.node_cursors, batches=run.batches, matched=run.matched, done=run.done, skipped=run.skipped,
+                cursor=run.cursor, node_cursors=run.node_cursors, node_stats=run.node_stats,
+                node_layout=run.node_layout, batches=run.batches, matched=run.matched, done=run.done, skipped=run.skipped,
                 commands=run.commands, billed_commands=run.billed_commands)
             PurgeTargetKey.objects.filter(run=run).delete()  # a finding's key list is spent
             run.refresh_from_db()
@@ -126,7 +127,7 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
     try:
         client = keyspace.client_for(run.database, write=True)
         try:
-            on_cluster = purge_cluster.is_cluster(run.database, client, run.target_kind)
+            on_cluster = purge_cluster.is_cluster(run.database, client)
         except PurgeRefused as refused:  # final, audited; nothing was scanned or changed
             _finish(run, PurgeRun.FAILED, error=str(refused), source=source)
             raise
@@ -142,7 +143,11 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
         elif run.target_kind != PurgeRun.FINDING:  # the namespaces may have changed since the preview
             reach = resolve_target(run.database, PurgeRun.PATTERN, run.match_bytes(), policies)[1]
         if on_cluster:
-            status = purge_cluster.run_nodes(run, client, Pacer(run, claim, progress), policies, reach)
+            try:
+                status = _on_cluster(run, client, claim, policies, reach, keys, progress)
+            except PurgeRefused as refused:  # a slot moved: final, audited, with the exact counts so far
+                _finish(run, PurgeRun.FAILED, error=str(refused), source=source, live=True)
+                raise
         else:
             status = _loop(run, client, claim, policies, reach, keys, progress)
         if status is None:  # lost the claim to another worker
@@ -157,6 +162,17 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
     except BaseException:
         postgres.let_go(lambda: run.release(claim))
         raise
+
+
+def _on_cluster(run, client, claim, policies, reach, keys, progress):
+    """`_loop` for a Redis Cluster: each primary from its own cursor, or a finding's stored
+    list slot group by slot group (`purge.cluster`)."""
+    pacer = Pacer(run, claim, progress)
+    if run.target_kind != PurgeRun.FINDING:
+        return purge_cluster.run_nodes(run, client, pacer, policies, reach)
+    if run.cursor == "end":
+        return PurgeRun.SUCCEEDED
+    return purge_cluster.run_findings(run, client, pacer, policies, _pages(run, client, keys, int(run.cursor)))
 
 
 def _recover_batch(run, client, claim):

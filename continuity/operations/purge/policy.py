@@ -5,6 +5,9 @@ rule of its policy (`continuity.policy`: no TTL where one is required, a TTL abo
 maximum): `apply_ttl` sets the maximum TTL, `delete` unlinks them, `report` counts them.
 The count reported is the same set the two actions would act on, found with the same
 re-check script in count mode, and writes no run row.
+
+On a Redis Cluster the same runs go across every primary (`purge.cluster`): each
+namespace's keys SCANned node by node, re-checked per slot group by the same script.
 """
 
 from django.conf import settings
@@ -13,10 +16,10 @@ from django.utils import timezone
 
 from continuity import keyspace
 from continuity.models import Namespace, PurgeRun
-from continuity.operations.purge.common import (PolicyPurgeResult, PurgeRefused, audit_run, namespace_policies,
-                                                refuse_on_cluster)
+from continuity.operations.purge import cluster as purge_cluster
+from continuity.operations.purge.common import PolicyPurgeResult, PurgeRefused, audit_run, namespace_policies
 from continuity.operations.purge.execute import execute_purge
-from continuity.operations.purge.preview import count_matches
+from continuity.operations.purge.preview import count_target
 
 _ACTIONS = {Namespace.APPLY_TTL: PurgeRun.EXPIRE, Namespace.DELETE: PurgeRun.DELETE}
 
@@ -43,17 +46,18 @@ def policy_purge(*, database, progress=None, source="task") -> PolicyPurgeResult
         if not policy.has_ttl_rule:
             continue
         if not checked:  # before the first Redis command, and only when there is one to send
-            try:
-                refuse_on_cluster(database, keyspace.client_for(database))
+            try:  # a record contradicting the server; a cluster is purged across its primaries
+                purge_cluster.is_cluster(database, keyspace.client_for(database))
             except PurgeRefused as exc:
                 outcome.skipped_reason = str(exc)
                 return outcome
             checked = True
         action = _action_of(namespace, policy)
         if action is None:
-            counted = count_matches(keyspace.client_for(database), match=keyspace.match_pattern(policy.prefix),
-                                    policies=policies, reach=[policy], action=PurgeRun.DELETE,
-                                    condition=PurgeRun.VIOLATES, batch_size=settings.PURGE_BATCH_SIZE)
+            counted, _ = count_target(database, keyspace.client_for(database),
+                                      match=keyspace.match_pattern(policy.prefix), policies=policies, reach=[policy],
+                                      action=PurgeRun.DELETE, condition=PurgeRun.VIOLATES,
+                                      batch_size=settings.PURGE_BATCH_SIZE)
             outcome.reported[namespace.prefix] = counted.actionable
             continue
         run = PurgeRun(database=database, target_kind=PurgeRun.POLICY, target_value=namespace.prefix,

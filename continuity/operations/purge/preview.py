@@ -80,14 +80,18 @@ def count_matches(client, *, match, policies, reach, action, condition, batch_si
             label = policy.prefix.decode("utf-8", "backslashreplace")
             per_namespace[label] = per_namespace.get(label, 0) + 1
         if page_keys:
-            out.acting_batches += 1
+            out.acting_batches += purge_cluster.slot_groups(page_keys) if by_slot else 1
             out.acting_keys += len(page_keys)
             if len(sample) < sample_size:
                 sample.extend(keyspace.encode_key(k) for k in page_keys[: sample_size - len(sample)])
             if needs_check:
-                groups = purge_cluster.by_slot(page_keys, page_policies) if by_slot else [(page_keys, page_policies)]
-                for keys, chosen in groups:
-                    counted = redis_purge.act_on_batch(client, keys, action="count", policies=chosen, want=want)
+                if by_slot:  # the page's slot groups in one round trip
+                    results = (result for _, result in redis_purge.act_on_groups(
+                        client, purge_cluster.by_slot(page_keys, page_policies), action="count", want=want))
+                else:
+                    results = [redis_purge.act_on_batch(client, page_keys, action="count", policies=page_policies,
+                                                        want=want)]
+                for counted in results:
                     out.actionable += counted.done
                     out.commands += counted.commands
                     out.billed += counted.billed
@@ -98,6 +102,22 @@ def count_matches(client, *, match, policies, reach, action, condition, batch_si
     out.commands += out.scans
     out.billed += out.scans
     return out
+
+
+def count_target(database, client, *, sample_size=0, progress=None, **target):
+    """(`Counted`, {primary: keys matched there}) of `count_matches` over the whole
+    database: each primary of a cluster, slot group by slot group (the figures summed, and
+    the CLUSTER NODES asked counted), or the one server ({} then). `target`: count_matches's
+    match, policies, reach, action, condition, batch_size."""
+    if not purge_cluster.is_cluster(database, client):
+        return count_matches(client, sample_size=sample_size, progress=progress, **target), {}
+    per_node = purge_cluster.count_nodes(
+        database, client, progress=progress,
+        count=lambda on, seen: count_matches(on, sample_size=sample_size, progress=seen, by_slot=True, **target))
+    counted = merge_counted(per_node.values(), sample_size)
+    counted.commands += 1  # CLUSTER NODES
+    counted.billed += 1
+    return counted, {address: part.matched for address, part in per_node.items()}
 
 
 @dataclass(frozen=True)
@@ -145,8 +165,8 @@ def new_run(*, database, kind, value=b"", action=PurgeRun.DELETE, review_id=None
     policies = namespace_policies(database)
     target = decide_target(database, kind=kind, value=value, action=action, review_id=review_id, finding=finding,
                            policies=policies, explicit_keys=explicit_keys)
-    # before anything is saved or scanned: a finding purge of a cluster is refused
-    purge_cluster.is_cluster(database, keyspace.client_for(database), kind)
+    # before anything is saved or scanned: a record that contradicts the server is refused
+    purge_cluster.is_cluster(database, keyspace.client_for(database))
     run = PurgeRun(database=database, target_kind=kind, target_value=target.shown,
                    target_token=keyspace.encode_key(value), match_pattern=keyspace.display_key(target.pattern),
                    review_id=review_id, finding=finding, action=action, condition=target.condition,
@@ -247,33 +267,31 @@ def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) ->
                                                         sample_size=sample_size, progress=saver)
             scanned = saver.scanned
         else:
-            def count(on, progress, by_slot=False):
-                return count_matches(on, match=target.pattern, policies=policies, reach=target.reach,
-                                     action=run.action, condition=run.condition, batch_size=run.batch_size,
-                                     sample_size=sample_size, progress=progress, by_slot=by_slot)
-
-            if purge_cluster.is_cluster(run.database, client, run.target_kind):
-                per_node = purge_cluster.count_nodes(run.database, client, progress=saver,
-                                                     count=lambda on, progress: count(on, progress, by_slot=True))
-                counted = merge_counted(per_node.values(), sample_size)
-                node_figures = {address: part.matched for address, part in per_node.items()}
-            else:
-                counted, node_figures = count(client, saver), {}
-            # Execution repeats the SCAN and sends one acting command per page holding keys.
+            counted, node_figures = count_target(
+                run.database, client, match=target.pattern, policies=policies, reach=target.reach,
+                action=run.action, condition=run.condition, batch_size=run.batch_size, sample_size=sample_size,
+                progress=saver)
+            # Execution repeats the SCAN and sends one acting command per page holding keys
+            # (on a cluster: per slot group of such a page, without the progress marker, and
+            # the CLUSTER NODES checks of `purge.cluster.check_layout`).
+            checks = purge_cluster.layout_checks(len(node_figures)) if node_figures else 0
             preview = PurgePreview(run=run, matched=counted.matched, actionable=counted.actionable,
                                    namespaces=counted.namespaces, sample=counted.sample, commands=counted.commands,
-                                   estimated_commands=counted.scans + counted.acting_batches, billed=counted.billed,
+                                   estimated_commands=counted.scans + counted.acting_batches + checks,
+                                   billed=counted.billed,
                                    estimated_billed=estimated_billed(
                                        scans=counted.scans, acting_batches=counted.acting_batches,
                                        keys=counted.acting_keys, actionable=counted.actionable, action=run.action,
-                                       condition=run.condition, read_regions=len(run.database.read_regions or ())))
+                                       condition=run.condition, read_regions=len(run.database.read_regions or ()),
+                                       marker=not node_figures, extra=checks))
             scanned = counted.matched
         figures = {"preview_matched": preview.matched, "preview_actionable": preview.actionable,
                    "preview_namespaces": preview.namespaces, "preview_sample": preview.sample,
                    "preview_commands": preview.commands, "estimated_commands": preview.estimated_commands,
                    "preview_billed_commands": preview.billed, "estimated_billed_commands": preview.estimated_billed}
-        if run.target_kind != PurgeRun.FINDING:
-            figures["preview_nodes"] = node_figures
+        if run.target_kind == PurgeRun.FINDING:
+            node_figures = preview.nodes
+        figures["preview_nodes"] = node_figures
         if not PurgeRun.objects.filter(pk=run.pk, status=PurgeRun.PREVIEWING, claim=claim).update(
                 status=PurgeRun.PREVIEWED, claim=None, heartbeat_at=None, preview_scanned=scanned, **figures):
             raise PreviewStopped
