@@ -1,13 +1,15 @@
 """The benchmark harness: TTL review speed, Redis command cost, review memory, and
 key-browser page time, against baselines on the same data and the same redis-server.
 
-    python -m bench.run                      # 100k and 1M keys, 3 repetitions, the purge at 1M (≈ 12 min)
+    python -m bench.run                      # 100k and 1M keys, 3 repetitions, the purge and the cluster review at 1M (≈ 14 min)
     python -m bench.run --sizes 20000 --repeats 1 --browse-pages 10   # smoke
     python -m bench.run --json bench/results/latest.json
 
 It reports, in one run: review speed against `redis-cli --memkeys`, billed commands per key
 and p99 script-call time per plan, and (`--purge-keys`) the end-to-end purge against the
-`redis-cli --scan | xargs unlink` pipeline (`bench.purge`).
+`redis-cli --scan | xargs unlink` pipeline (`bench.purge`), and (`--cluster-keys`) the review of
+a 3-primary Redis Cluster on Celery workers against a single node holding the same keys
+(`bench.cluster`).
 
 It starts its own redis-server (`dashboard.localservers.LocalRedis`) on a free loopback
 port, loads `continuity.demo.lucia_keyspace(N)`, and for each N measures:
@@ -211,9 +213,23 @@ def run_purge(url, keys):
     return json.loads(out.stdout)
 
 
-def run_benchmark(*, sizes=(100_000, 1_000_000), repeats=3, batch=1000, browse=200, purge_keys=0, log=print):
+def run_cluster(keys, repeats):
+    """`bench.cluster` in a subprocess (it sets Django up on a Postgres of its own): the
+    review of a single node and of a 3-primary cluster holding the same keys, each through a
+    real Celery worker."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "bench.cluster", "--keys", str(keys), "--repeats", str(repeats)],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    if out.returncode:
+        raise RuntimeError(f"the cluster benchmark failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout)
+
+
+def run_benchmark(*, sizes=(100_000, 1_000_000), repeats=3, batch=1000, browse=200, purge_keys=0, cluster_keys=0,
+                  log=print):
     """Run everything; returns a JSON-ready dict. `purge_keys`: also the end-to-end purge
-    benchmark on a keyspace of that many keys (0: not)."""
+    benchmark on a keyspace of that many keys (0: not); `cluster_keys`: also the cluster
+    review benchmark on that many keys (0: not)."""
     from dashboard import localservers
 
     localservers.ensure("redis-server")
@@ -293,6 +309,12 @@ def run_benchmark(*, sizes=(100_000, 1_000_000), repeats=3, batch=1000, browse=2
             log(f"purge, end to end, on {purge_keys:,} keys…")
             report["purge"] = run_purge(url, purge_keys)
             log(f"  purge --yes {report['purge'].get('ratio')}x the redis-cli | xargs pipeline")
+        if cluster_keys:
+            log(f"cluster review on {cluster_keys:,} keys: one node (1 worker process) against 3 primaries (3)…")
+            report["cluster"] = run_cluster(cluster_keys, repeats)
+            single, on_cluster = report["cluster"]["single"], report["cluster"]["cluster"]
+            log(f"  single {single['wall_s_median']:.2f} s, cluster {on_cluster['wall_s_median']:.2f} s: "
+                f"{report['cluster']['ratio']}x; counts equal: {report['cluster']['exact']}")
     finally:
         client.close()
         server.stop()
@@ -312,11 +334,15 @@ def main(argv=None):
     parser.add_argument("--browse-pages", type=int, default=200)
     parser.add_argument("--purge-keys", type=int, default=None,
                         help="keys for the end-to-end purge benchmark (default: the largest size; 0: skip)")
+    parser.add_argument("--cluster-keys", type=int, default=None,
+                        help="keys for the cluster review benchmark (default: the largest size; 0: skip)")
     parser.add_argument("--json", help="Also write the report to this file.")
     args = parser.parse_args(argv)
     purge_keys = max(args.sizes) if args.purge_keys is None else args.purge_keys
+    cluster_keys = max(args.sizes) if args.cluster_keys is None else args.cluster_keys
     report = run_benchmark(sizes=args.sizes, repeats=args.repeats, batch=args.batch, browse=args.browse_pages,
-                           purge_keys=purge_keys, log=lambda line: print(line, file=sys.stderr, flush=True))
+                           purge_keys=purge_keys, cluster_keys=cluster_keys,
+                           log=lambda line: print(line, file=sys.stderr, flush=True))
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

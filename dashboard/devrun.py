@@ -7,9 +7,17 @@
   the app role (README, "Database roles"); seeds the runbook, creates the first admin, and — only when it started the
   monitored Redis itself — loads a demo keyspace.
 - Runs web, Celery worker and Celery beat under honcho; Ctrl-C stops everything it started.
+
+`DEMO_CLUSTER=1 make run` (only when REDIS_URL is unset): the monitored keyspace is a local
+3-primary Redis Cluster instead (`localservers.LocalRedisCluster`, new in `.local/cluster` at
+every start), REDIS_URL names its first node, and the demo keyspace is written through a
+cluster client (each key on the primary of its slot), and the demo writer does not run (the
+store adapter writes to one node). The broker and the cache stay on the standalone local
+redis-server.
 """
 
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -45,6 +53,20 @@ def _port_file(name, preferred):
     return port
 
 
+def cluster_demo_keyspace(ports, keys=3000, seed=7):
+    """The demo keyspace (`continuity.demo`, violations included) written through a cluster
+    client, so each key lands on the primary of its slot. Returns the number written."""
+    import redis
+
+    from continuity import demo
+
+    client = redis.RedisCluster(host="127.0.0.1", port=ports[0])
+    try:
+        return demo.write_keyspace(client, demo.lucia_keyspace(keys, seed=seed, violation_rate=0.01))
+    finally:
+        client.close()
+
+
 def manage(env, *args):
     import subprocess
 
@@ -59,6 +81,8 @@ def main():
     env.setdefault("DJANGO_HTTPS", "0")
     started = []
     local_monitored = False
+    cluster = None
+    cluster_demo = env.get("DEMO_CLUSTER", "").strip().lower() not in ("", "0", "false", "no")
     try:
         if not env.get("DATABASE_URL"):
             localservers.ensure("postgres")
@@ -80,12 +104,24 @@ def main():
             for name in missing:
                 env[name] = rd.url(roles[name])
             local_monitored = "REDIS_URL" in missing
+            if cluster_demo and local_monitored:
+                shutil.rmtree(LOCAL / "cluster", ignore_errors=True)  # a new cluster: nodes.conf names old ports
+                cluster = localservers.LocalRedisCluster(LOCAL / "cluster", size=3).start()
+                started.append(cluster)
+                env["REDIS_URL"] = cluster.url(0)
+                missing.remove("REDIS_URL")
+                print(f"· Redis Cluster (local, 3 primaries) on 127.0.0.1:{', '.join(map(str, cluster.ports))} "
+                      f"for REDIS_URL (DEMO_CLUSTER)")
             print(f"· Redis (local) on 127.0.0.1:{rd.port} for {', '.join(missing)}")
+        if cluster_demo and not cluster:
+            print("· DEMO_CLUSTER ignored: REDIS_URL is set, so the monitored Redis is yours.")
         manage({**env, "DATABASE_URL": env.get("DATABASE_OWNER_URL") or env["DATABASE_URL"]},
                "migrate", "--noinput", "-v", "0")
         manage(env, "seed_runbook")
         manage(env, "ensure_admin")
-        if local_monitored:
+        if cluster:
+            print(f"· Demo keyspace: {cluster_demo_keyspace(cluster.ports):,} keys across the cluster's primaries")
+        elif local_monitored:
             manage(env, "load_demo_keyspace", "--keys", "3000")
         # A first (sampled, so cheap on any keyspace) review, so the jobs page is never empty.
         try:
@@ -98,7 +134,7 @@ def main():
             "worker": f"{PYTHON} -m celery -A dashboard worker --loglevel INFO --concurrency 2",
             "beat": f"{PYTHON} -m celery -A dashboard beat --loglevel INFO",
         }
-        if local_monitored and (ROOT / "continuity/management/commands/demo_writer.py").exists():
+        if local_monitored and not cluster and (ROOT / "continuity/management/commands/demo_writer.py").exists():
             processes["demo"] = f"{PYTHON} manage.py demo_writer"
         print(f"\n  Dashboard: http://127.0.0.1:{port}/   (health: http://127.0.0.1:{port}/healthz)")
         print("  Sign in as the admin printed above (or DASHBOARD_ADMIN_PASSWORD). Ctrl-C stops everything.\n",
