@@ -299,7 +299,21 @@ def finish(run):
     partial (the missing nodes named) when some could not be,
     failed when the slots moved during the run. Does nothing while a part is still queued or
     running, or when the run is no longer running (cancelled, or ended by another callback).
-    Returns the run, with `ended_here` True when this call ended it."""
+    Returns the run, with `ended_here` True when this call ended it.
+
+    The run's row is locked first, so two parts ending at once cannot both read the slot
+    map: the second waits, then finds the run ended and sends nothing, and every command
+    Redis executed for the run is counted on it."""
+    with transaction.atomic():
+        locked = ReviewRun.objects.select_for_update().filter(pk=run.pk, status=ReviewRun.RUNNING).first()
+        if locked is None:
+            run = ReviewRun.objects.select_related("database").get(pk=run.pk)
+            run.ended_here = False
+            return run
+        return _finish_locked(run)
+
+
+def _finish_locked(run):
     run = ReviewRun.objects.select_related("database").get(pk=run.pk)
     run.ended_here = False
     nodes = list(run.node_runs.all())
