@@ -281,6 +281,8 @@ def test_it_shows_each_primary_with_its_slots_and_keys(viewer_client, cluster_lu
     for port, count in zip(redis_cluster.ports, keys_per_node(redis_cluster)):
         assert by_address[f"127.0.0.1:{port}"] == count > 0
     assert "Redis Cluster: 3 primaries, 16,384 of 16,384 slots assigned, 1,000 keys." in page
+    assert "refuse a cluster" not in page  # reviews, purges and the browser do work across primaries
+    assert "Reviews, purges and the key browser work across every primary" in page
 
 
 def test_it_loads_the_topology_into_the_database_page(viewer_client, cluster_lucia, cluster_keys, redis_cluster):
