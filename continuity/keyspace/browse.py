@@ -73,6 +73,15 @@ class ScanResult:
     def done(self):
         return self.cursor == 0 and not self.stopped
 
+    @property
+    def examined_shown(self):
+        """`examined_total` for the page: COUNT hints are not keys, so a scan that ends early
+        (a small keyspace, or each primary's last page on a cluster) never shows more keys
+        examined than DBSIZE."""
+        if self.dbsize is None:
+            return self.examined_total
+        return min(self.examined_total, self.dbsize)
+
 
 def classify_rows(metas, policies):
     """KeyRows of `metas`, each classified by `policies` (a `continuity.policy.Policies`)."""

@@ -125,6 +125,21 @@ def test_it_pages_through_every_primary_exactly_once_under_the_budget(viewer_cli
     assert fragment.content.decode().lstrip().startswith('<div id="results"')
 
 
+def test_it_never_shows_more_keys_examined_than_the_cluster_holds(viewer_client, cluster_lucia, cluster_keys,
+                                                                  redis_cluster, settings):
+    settings.KEYSPACE_SCAN_BUDGET = 900
+    planted = {f"lucia:focus:{i}".encode(): b"1" for i in range(60)}
+    cluster_keys.mset_nonatomic(planted)
+    assert {port_of(cluster_keys, key) for key in planted} == set(redis_cluster.ports)
+
+    pages = follow(viewer_client, prefix="lucia:focus:")
+    response, last = pages[-1]
+    assert last.done and last.dbsize == 60 and last.matched_total == 60
+    assert last.examined_total > 60  # the COUNT hints spent: one per primary's SCAN call, whatever it held
+    body = response.content.decode()
+    assert "examined ~60 of ~60 keys, 60 matched across 3 primaries (3 of 3 complete) — scan complete" in body
+
+
 def test_it_reads_metadata_with_one_pipeline_per_primary_and_no_crossslot_script(viewer_client, cluster_lucia,
                                                                                 cluster_keys, redis_cluster):
     keys = {f"lucia:session:{i}".encode(): b"v" for i in range(60)}
