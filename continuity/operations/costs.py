@@ -1,6 +1,7 @@
 """What the jobs cost a month: each beat schedule's runs per month times its last run's
 billed commands, per database (the jobs page shows it before anyone enables a schedule)."""
 
+import json
 from dataclasses import dataclass
 
 from continuity.billing import estimated_cost_usd
@@ -32,13 +33,15 @@ COSTED_TASKS = (REVIEW_TASK, POLICY_TASK)
 
 def last_run_costs(databases):
     """{(task name, database pk): billed commands of the latest succeeded run} for the
-    reviews and policy purges of `databases`: two queries, whatever their number."""
+    reviews and policy purges of `databases`: two queries, whatever their number. Reviews
+    are keyed (REVIEW_TASK, pk, sampled): a sampled review costs about its sample, an
+    exact one about two commands per key, so neither predicts the other."""
     ids = [database.pk for database in databases]
     out = {}
     reviews = (ReviewRun.objects.filter(database_id__in=ids, status=ReviewRun.SUCCEEDED)
-               .order_by("database_id", "-finished_at").distinct("database_id")
-               .values_list("database_id", "billed_commands"))
-    out.update({(REVIEW_TASK, pk): billed for pk, billed in reviews})
+               .order_by("database_id", "sampled", "-finished_at").distinct("database_id", "sampled")
+               .values_list("database_id", "sampled", "billed_commands"))
+    out.update({(REVIEW_TASK, pk, sampled): billed for pk, sampled, billed in reviews})
     purges = (PurgeRun.objects.filter(database_id__in=ids, status=PurgeRun.SUCCEEDED, target_kind=PurgeRun.POLICY)
               .order_by("database_id", "-finished_at").distinct("database_id")
               .values_list("database_id", "billed_commands"))
@@ -47,10 +50,23 @@ def last_run_costs(databases):
 
 
 def review_cost(database, last):
-    """(billed commands, estimated USD) of the latest succeeded review of `database` (from
-    `last_run_costs`), the best guess of what the next one costs; (None, None) before the first."""
-    commands = last.get((REVIEW_TASK, database.pk))
+    """(billed commands, estimated USD) of the latest succeeded exact review of `database`
+    (from `last_run_costs`), the best guess of what "Run review now" (exact) costs next;
+    (None, None) before the first."""
+    commands = last.get((REVIEW_TASK, database.pk, False))
     return commands, estimated_cost_usd(commands)
+
+
+def _cost_key(task, database):
+    """The `last_run_costs` key a run of the beat `task` is priced from: a review schedule
+    with a `sample` kwarg by the last sampled review, any other by the last exact one."""
+    if task.task != REVIEW_TASK:
+        return (task.task, database.pk)
+    try:
+        sample = json.loads(task.kwargs or "{}").get("sample")
+    except (ValueError, AttributeError):
+        sample = None
+    return (REVIEW_TASK, database.pk, bool(sample))
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,7 @@ class Projection:
     database: str
     runs: int
     commands: int | None  # None: no run to project from yet
+    basis: str = "run"  # projected from the last "run", "sampled review" or "exact review"
 
     @property
     def cost_usd(self):
@@ -72,6 +89,8 @@ def project(task, databases, last):
     runs = runs_per_month(task)
     out = []
     for database in databases:
-        per_run = last.get((task.task, database.pk))
-        out.append(Projection(database.name, runs, None if per_run is None else per_run * runs))
+        key = _cost_key(task, database)
+        per_run = last.get(key)
+        basis = "run" if len(key) == 2 else ("sampled review" if key[2] else "exact review")
+        out.append(Projection(database.name, runs, None if per_run is None else per_run * runs, basis))
     return out

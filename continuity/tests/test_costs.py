@@ -50,10 +50,28 @@ def test_it_shows_the_billed_cost_of_a_review_and_projects_the_schedule(operator
     page = operator_client.get(reverse("continuity:job_list")).content.decode()
     price = usd(run.estimated_cost_usd)
     assert f"≈ {run.billed_commands:,} billed commands, {price} a run" in page  # before "run review now"
-    # The seeded review schedule runs every 15 minutes: 2,880 runs a month.
-    monthly = run.billed_commands * 2880
-    assert f"lucia: 2,880 runs × last run = {monthly:,} billed commands ≈ {usd(estimated_cost_usd(monthly))}" \
+    # The nightly exact schedule is projected from this exact run: 30 runs a month.
+    nightly = run.billed_commands * 30
+    assert f"lucia: 30 runs × last exact review = {nightly:,} billed commands ≈ {usd(estimated_cost_usd(nightly))}" \
         in page
+    # The seeded every-15-minutes schedule is sampled: an exact run says nothing of its cost.
+    assert "lucia: 2,880 runs (cost known after the first sampled review)" in page
+
+
+def test_it_prices_sampled_and_exact_reviews_each_from_its_own_kind(operator_client, lucia, monitored):
+    """A sampled review costs about its sample, an exact one about two commands per key: the
+    frequent sampled schedule is projected from the last sampled run, the nightly exact one and
+    "Run review now" (exact) from the last exact run, whichever ran last."""
+    fill(monitored, 3000)
+    exact = review.review_database(database=lucia).run
+    sampled = review.review_database(database=lucia, sample=200).run  # the latest run, and sampled
+    assert sampled.sampled and not exact.sampled
+    assert 0 < sampled.billed_commands < exact.billed_commands / 5
+    page = operator_client.get(reverse("continuity:job_list")).content.decode()
+    assert f'data-testid="review-cost">≈ {exact.billed_commands:,} billed commands,' in page
+    frequent, nightly = sampled.billed_commands * 2880, exact.billed_commands * 30
+    assert f"lucia: 2,880 runs × last sampled review = {frequent:,} billed commands" in page
+    assert f"lucia: 30 runs × last exact review = {nightly:,} billed commands" in page
 
 
 def test_it_shows_a_purge_previews_cost_before_and_after(operator_client, operator, lucia, monitored):
