@@ -137,7 +137,7 @@ def seed_failure_plan(database):
 def seed_account():
     if AccountAccess.objects.exists():
         return 0
-    return create_once(AccountAccess, {"provider": ACCOUNT["provider"]}, {"notes": ACCOUNT["notes"]})[1]
+    return int(create_once(AccountAccess, {"provider": ACCOUNT["provider"]}, {"notes": ACCOUNT["notes"]})[1])
 
 
 def seed_secrets(database):

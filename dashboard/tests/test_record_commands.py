@@ -120,5 +120,6 @@ def test_it_seeds_idempotently_without_overwriting_edits(db):
 
 def test_it_runs_seed_runbook_command(db):
     out = _run("seed_runbook")
-    assert "3 secrets" in out and "4 env vars" in out
-    assert "0 secrets" in _run("seed_runbook")
+    assert "3 secrets" in out and "4 env vars" in out and "1 accounts" in out and "True" not in out
+    again = _run("seed_runbook")
+    assert "0 secrets" in again and "0 accounts" in again
