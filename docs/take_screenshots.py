@@ -2,8 +2,19 @@
 
     DASHBOARD_ADMIN_PASSWORD=… make run            # in one terminal
     .venv/bin/python docs/take_screenshots.py http://127.0.0.1:8000 admin PASSWORD
+
+With no names it takes the standalone pages (PAGES). The cluster pages need
+`DEMO_CLUSTER=1 make run`, a finished review and a finished purge (start both from the jobs
+page first); they show the latest of each unless given a path:
+
+    .venv/bin/python docs/take_screenshots.py URL admin PASSWORD cluster-database cluster-review \\
+        cluster-browse cluster-purge
+    .venv/bin/python docs/take_screenshots.py URL admin PASSWORD cluster-purge=/keyspace/purges/3/
+
+A name that is neither in PAGES nor in CLUSTER_PAGES is taken as a page path.
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -11,7 +22,32 @@ from playwright.sync_api import sync_playwright
 
 PAGES = {"runbook": "/", "keyspace": "/keyspace/", "browse": "/keyspace/lucia/browse/?prefix=lucia:session:",
          "jobs": "/keyspace/jobs/", "audit": "/audit/"}
+# name: (path, or (list page, link pattern) for the latest run, element scrolled to the top or None)
+CLUSTER_PAGES = {
+    "cluster-database": ("/databases/lucia/", '[data-testid="topology"]'),
+    "cluster-review": (("/keyspace/jobs/", r"/keyspace/jobs/reviews/\d+/$"), None),
+    "cluster-browse": ("/keyspace/lucia/browse/?prefix=lucia:session:", None),
+    "cluster-purge": (("/keyspace/purges/", r"/keyspace/purges/\d+/$"), "h2:has-text('Progress')"),
+}
 OUT = Path(__file__).parent / "screenshots"
+
+
+def latest(page, base, list_path, pattern):
+    """The first link on `list_path` whose href matches `pattern` (lists are newest first)."""
+    page.goto(base + list_path)
+    for href in page.locator("a[href]").evaluate_all("links => links.map(a => a.getAttribute('href'))"):
+        if re.search(pattern, href):
+            return href
+    raise SystemExit(f"No link matching {pattern} on {list_path}: run one first.")
+
+
+def take(page, base, name, path, focus):
+    page.goto(base + path)
+    page.wait_for_load_state("networkidle")
+    if focus:
+        page.locator(focus).first.evaluate("element => element.scrollIntoView({block: 'start'})")
+        page.mouse.move(0, 0)
+    page.screenshot(path=str(OUT / f"{name.strip('/').replace('/', '-') or 'home'}.png"), full_page=False)
 
 
 def main(base, username, password, names):
@@ -24,10 +60,14 @@ def main(base, username, password, names):
         page.get_by_label("Password").fill(password)
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_load_state("networkidle")
-        for name in names or PAGES:
-            page.goto(base + PAGES.get(name, name))
-            page.wait_for_load_state("networkidle")
-            page.screenshot(path=str(OUT / f"{name.strip('/').replace('/', '-') or 'home'}.png"), full_page=False)
+        for item in names or PAGES:
+            name, _, given = item.partition("=")
+            path, focus = CLUSTER_PAGES.get(name, (PAGES.get(name, name), None))
+            if given:
+                path = given
+            elif isinstance(path, tuple):
+                path = latest(page, base, *path)
+            take(page, base, name, path, focus)
         browser.close()
 
 
