@@ -170,6 +170,7 @@ def test_it_previews_confirms_and_runs_a_finding_purge_from_the_page(
         assert figures[:4] == [str(row[k]) for k in ("matched", "done", "skipped", "billed")]
     assert f'data-testid="purge-nodes-billed">{run.billed_commands}<' in page
     assert "Keys scanned" not in page  # a finding purge scans nothing: its keys come from the stored list
+    assert "re-checked when its batch runs and skipped unless: still without TTL<" in page
     assert AuditEntry.objects.filter(action="purge.queue", target_id=str(run.pk)).count() == 1
     assert AuditEntry.objects.filter(action="purge.finish", target_id=str(run.pk)).count() == 1
 
