@@ -74,10 +74,21 @@ class Preview:
     truncated: bool = False
     encoding: str | None = None
     notes: tuple = ()
+    slot: int | None = None  # on a Redis Cluster: the key's hash slot
+    node: str = ""  # on a Redis Cluster: the primary serving it (host:port), as this client routes it
 
     @property
     def shown(self):
         return len(self.items)
+
+
+def _where(client, key):
+    """{slot, node} of `key` on a Redis Cluster client (from its slot cache: no command),
+    {} on a standalone server. Read after the metadata, so a MOVED followed there shows here."""
+    if not isinstance(client, redis.RedisCluster):
+        return {}
+    node = client.get_node_from_key(key)
+    return {"slot": client.keyslot(key), "node": node.name if node is not None else ""}
 
 
 def _scan_collection(client, command, key):
@@ -117,11 +128,12 @@ def preview_key(database, key: bytes, *, client=None):
     """A bounded Preview of `key`, or a Preview whose `meta.exists` is False."""
     client = client or keyed_client(database)
     meta = key_metadata(keys=[key], client=client)[0]
+    where = _where(client, key)
     if not meta.exists:
-        return Preview(meta=meta)
+        return Preview(meta=meta, **where)
     length = _length(client, meta.type, key)
     encoding = _object_encoding(client, key)
-    base = {"meta": meta, "length": length, "encoding": encoding}
+    base = {"meta": meta, "length": length, "encoding": encoding, **where}
     notes = () if encoding is not None else ("OBJECT ENCODING is refused by this server.",)
     kind = meta.type
     if kind == "string":

@@ -416,6 +416,13 @@ def test_it_opens_and_acts_on_a_key_of_another_primary_with_audit(viewer_client,
     assert page.status_code == 200 and page.context["error"] is None
     assert preview.meta.exists and preview.meta.type == "string" and preview.meta.ttl_ms is None
     assert "&lt;b&gt;ann&lt;/b&gt;" in body and "<b>ann</b>" not in body
+    # The page says where the key lives: its slot, and the primary that answered for it
+    # (checked against the node itself: only the owner holds the key).
+    owner = port_of(cluster_keys, key)
+    with redis.Redis(port=owner) as node:
+        assert node.exists(key) == 1 and node.execute_command("CLUSTER", "KEYSLOT", key) == preview.slot
+    assert preview.node == f"127.0.0.1:{owner}"
+    assert f'data-testid="node">127.0.0.1:{owner} <span class="has-text-grey">(hash slot {preview.slot})' in body
     download = viewer_client.get(reverse("continuity:key_download", args=["lucia", keyspace.encode_key(key)]))
     assert download.status_code == 200 and download.content == b'{"user": "<b>ann</b>"}'
 

@@ -68,6 +68,8 @@ def test_it_pretty_prints_json_and_escapes_it(viewer_client, monitored, lucia):
     assert response.context["preview"].json_text == '{\n  "a": "<img src=x onerror=alert(1)>",\n  "b": 1\n}'
     body = response.content.decode()
     assert "&lt;img src=x onerror=alert(1)&gt;" in body and "<img src=x" not in body
+    # One server: no slot or primary to name.
+    assert response.context["preview"].node == "" and 'data-testid="node"' not in body
 
 
 def test_it_never_unpickles_and_shows_binary_values_escaped(viewer_client, monitored, lucia):
