@@ -135,6 +135,41 @@ def test_it_fails_a_finding_purge_whose_next_key_s_slot_moved_away_naming_it(luc
     assert AuditEntry.objects.filter(action="purge.fail", target_id=str(run.pk)).count() == 1
 
 
+def test_it_refuses_an_explicit_key_preview_whose_slot_moves_under_it(lucia, disposable_cluster, monkeypatch,
+                                                                     operator):
+    """A preview of an explicit key list counts each owner's slot groups where it knew them:
+    a slot moved meanwhile answers MOVED, and the preview refuses as "being resharded",
+    naming the node, instead of a raw Redis error; the run is left failed, nothing changed."""
+    ports = disposable_cluster.ports
+    monkeypatch.setenv("LUCIA_CLUSTER_URL", disposable_cluster.url(0))
+    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
+    lucia.refresh_from_db()
+    client = redis.RedisCluster(host="127.0.0.1", port=ports[0])
+    write(client)
+    client.close()
+    keys = sorted(key for found in per_node(ports, "lucia:session:*").values() for key in found)
+    with redis.Redis(port=ports[0]) as node:
+        layout = keyspace_cluster.slot_map(node)
+    slot = key_slot(keys[-1])  # counted in the last page
+    source = layout.owner_of(slot)
+    target = next(address for address in sorted(layout.owners) if address != source)
+    moved = []
+
+    def reshard(read, stored):
+        if not moved:
+            moved.extend(migrate(ports, slot, source, target, complete=True))
+
+    with pytest.raises(purge.PurgeRefused) as refused:
+        purge.preview_purge(database=lucia, kind="finding", finding="no_ttl", keys=keys, actor=operator,
+                            batch_size=50, progress=reshard)
+    assert keys[-1] in moved
+    assert f"is being resharded: {source} answered MOVED" in str(refused.value)
+    run = PurgeRun.objects.get()
+    assert run.status == "failed" and run.error == str(refused.value)
+    left = {key for found in per_node(ports, "lucia:session:*").values() for key in found}
+    assert left == set(keys)  # a preview changes nothing
+
+
 @pytest.mark.django_db(transaction=True)
 def test_it_resumes_on_a_cluster_with_a_new_worker_after_one_is_killed_mid_purge(
         redis_cluster, redis_server, operator, tmp_path, monkeypatch):

@@ -171,6 +171,14 @@ class Router:
             address = self.address_of(group_keys[0])
             yield address, self.node(address), group_keys, chosen
 
+    def by_owner(self, keys, policies):
+        """{owner address: (its client, [(keys, policies)] one hash slot each)}: what
+        `act_on_groups` sends each owner in one round trip."""
+        owners = {}
+        for address, direct, group_keys, chosen in self.groups(keys, policies):
+            owners.setdefault(address, (direct, []))[1].append((group_keys, chosen))
+        return owners
+
     def close(self):
         for direct in self.clients.values():
             direct.close()
@@ -370,10 +378,8 @@ def run_findings(run, client, pacer, policies, pages):
                 address = router.address_of(key)
                 tally(run, address, matched=1, **({} if key in inside else {"skipped": 1}))
             run.skipped += len(page) - len(page_keys)
-            owners = {}  # each owner's slot groups of the page: one round trip per owner
-            for address, direct, keys, chosen in router.groups(page_keys, page_policies):
-                owners.setdefault(address, (direct, []))[1].append((keys, chosen))
-            for address, (direct, groups) in owners.items():
+            # each owner's slot groups of the page: one round trip per owner
+            for address, (direct, groups) in router.by_owner(page_keys, page_policies).items():
                 _act(run, address, direct, groups, want)
             run.cursor = "end" if position is None else str(position)
             state = pacer.after_batch(len(page), final=True)

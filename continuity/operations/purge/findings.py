@@ -146,15 +146,23 @@ def preview_offenders(run, client, *, policies, keys, stats, sample_size, progre
                     chunk_slots.add(key_slot(key))
             if len(sample) < sample_size:
                 sample.extend(keyspace.encode_key(k) for k in page_keys[: sample_size - len(sample)])
-            if keys is not None and page_keys:
-                groups = ([(node, group, chosen) for _, node, group, chosen in router.groups(page_keys, page_policies)]
-                          if router is not None else [(client, page_keys, page_policies)])
-                for on, group, chosen in groups:
-                    counted = redis_purge.act_on_batch(on, group, action="count", policies=chosen,
-                                                       want=CONDITION_FINDINGS[run.condition])
-                    actionable += counted.done
-                    commands += counted.commands
-                    billed += counted.billed
+            if keys is not None and page_keys and router is None:
+                counted = redis_purge.act_on_batch(client, page_keys, action="count", policies=page_policies,
+                                                   want=CONDITION_FINDINGS[run.condition])
+                actionable += counted.done
+                commands += counted.commands
+                billed += counted.billed
+            elif keys is not None and page_keys:
+                # A cluster: each owner's slot groups of the page counted in one round trip.
+                for owner, (direct, groups) in router.by_owner(page_keys, page_policies).items():
+                    try:
+                        for _index, counted in redis_purge.act_on_groups(
+                                direct, groups, action="count", want=CONDITION_FINDINGS[run.condition]):
+                            actionable += counted.done
+                            commands += counted.commands
+                            billed += counted.billed
+                    except (redis.exceptions.AskError, redis.exceptions.TryAgainError) as exc:
+                        raise purge_cluster.resharding(run.database, owner, exc) from exc
             elif run.action == run.EXPIRE:
                 actionable += sum(1 for policy in page_policies if policy.max_ttl_seconds)  # none: nothing to apply
             else:
