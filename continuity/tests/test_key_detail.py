@@ -107,3 +107,12 @@ def test_it_shows_ttl_and_policy_in_detail(viewer_client, monitored, lucia, ttl,
     response = detail(viewer_client, b"lucia:session:t")
     assert response.context["status"].label == label
     assert f'data-testid="status">{label}</span>' in response.content.decode()
+
+
+def test_it_counts_elements_and_bytes_in_the_singular_and_plural(viewer_client, monitored, lucia):
+    monitored.rpush(b"lucia:action:one", b"only")
+    monitored.rpush(b"lucia:action:two", b"a", b"b")
+    monitored.set(b"lucia:rate:1", b"x", ex=60)
+    assert "MEMORY USAGE</span> · 1 element</td>" in detail(viewer_client, b"lucia:action:one").content.decode()
+    assert "MEMORY USAGE</span> · 2 elements</td>" in detail(viewer_client, b"lucia:action:two").content.decode()
+    assert "MEMORY USAGE</span> · 1 byte</td>" in detail(viewer_client, b"lucia:rate:1").content.decode()
