@@ -113,3 +113,81 @@ def test_it_fails_a_review_whose_primary_already_read_failed_over(failover_lucia
                          f"(a failover or resharding), so keys may have been read twice or not at all. "
                          f"Run the review again.")
     assert not run.namespace_stats.exists() and not run.samples.exists()
+
+
+# --- the prefix purge ------------------------------------------------------------------------------
+def primaries_now(cluster):
+    return [port for port in cluster.all_ports if cluster.role_of(port) == "master"]
+
+
+def left_now(cluster, match):
+    """{host:port: [keys]} on each node that is a primary now (replicas hold copies)."""
+    return per_node(primaries_now(cluster), match)
+
+
+@pytest.mark.parametrize("when", ["mid-node", "node-done"])
+def test_it_fails_a_prefix_purge_when_a_primary_fails_over_naming_the_slot_with_exact_counts(
+        failover_lucia, failover_cluster, operator, when):
+    cluster = failover_cluster
+    with redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0]) as writer:
+        write(writer)
+    order = sorted(f"127.0.0.1:{port}" for port in cluster.ports)  # the order the purge walks the primaries
+    first = order[0]
+    _, run = confirmed(failover_lucia, operator)
+    PurgeRun.objects.filter(pk=run.pk).update(batch_size=50)
+    failed_over = []
+
+    def fail_over(checkpointed):
+        cursor = checkpointed.node_cursors.get(first)
+        due = cursor not in ("0", "end", None) if when == "mid-node" else cursor == "end"
+        if due and not failed_over:
+            replica = cluster.replica_of(port_of(first))
+            cluster.failover(replica)
+            failed_over.append(f"127.0.0.1:{replica}")
+
+    with pytest.raises(purge.PurgeRefused) as stopped:
+        purge.execute_purge(run_id=run.pk, progress=fail_over)
+    run.refresh_from_db()
+    new, = failed_over
+    assert cluster.role_of(port_of(new)) == "master" and cluster.role_of(port_of(first)) == "slave"
+    assert run.status == "failed" and run.error == str(stopped.value)
+    prefix = f"The cluster's topology changed during purge #{run.pk} of lucia: "
+    if when == "mid-node":
+        # The demoted node still SCANs (a replica holds the same keys) but answers the next
+        # page's script call MOVED: the run fails naming the slot and the new primary.
+        said = re.match(re.escape(prefix) + rf"slot (\d+) is served by {re.escape(new)} now "
+                        rf"\({re.escape(first)} answered MOVED\)\.", run.error)
+        assert said and run.node_cursors[first] not in ("0", "end")
+        # The page that met MOVED was matched (its SCAN ran) but nothing of it was done.
+        unacted = run.matched - run.skipped - run.done
+        assert 0 < unacted <= 100 and run.node_stats[first]["matched"] - run.node_stats[first]["done"] == unacted
+        assert run.node_layout[first] and int(said.group(1)) in {
+            slot for a, b in run.node_layout[first] for slot in range(a, b + 1)}
+    else:
+        # The first primary was done; the check before the second sees its slots moved.
+        said = re.match(re.escape(prefix) + rf"slot (\d+) moved from {re.escape(first)} to {re.escape(new)} "
+                        rf"\(and (\d+) more slots\)\.", run.error)
+        slots = sum(b - a + 1 for a, b in run.node_layout[first])
+        assert said and int(said.group(2)) == slots - 1
+        assert run.node_cursors[first] == "end" and set(run.node_cursors.values()) - {"end"} == {"0"}
+        # Every page was acted on: the first primary's keys are all gone, the others untouched.
+        assert run.matched - run.skipped == run.done == run.node_stats[first]["done"]
+        assert left_now(cluster, "lucia:session:*")[new] == []
+    assert (" Keys of that slot may be missed, so the purge stopped as failed. " if when == "mid-node" else
+            " Keys of the moved slots may have been missed, so the purge stopped as failed. ") in run.error
+    assert f"So far it matched {run.matched:,} keys, deleted {run.done:,} and skipped {run.skipped:,} (exact)" \
+        in run.error
+    # Exact counts of what was done; the rest is still there; nothing outside the target touched.
+    left = left_now(cluster, "lucia:session:*")
+    assert 0 < run.done == 600 - sum(len(keys) for keys in left.values()) < 600
+    assert sum(row["done"] for row in run.node_stats.values()) == run.done
+    assert sum(len(keys) for keys in left_now(cluster, "lucia:focus:*").values()) == 300
+    assert AuditEntry.objects.filter(action="purge.fail", target_id=str(run.pk)).count() == 1
+    assert not AuditEntry.objects.filter(action="purge.finish", target_id=str(run.pk)).exists()
+    assert purge.execute_purge(run_id=run.pk).status == "failed"  # a resume is refused too
+    # A new preview reads the new layout and the purge it confirms finishes the job exactly.
+    preview, again = confirmed(failover_lucia, operator)
+    assert preview.matched == 600 - run.done and new in again.preview_nodes and first not in again.preview_nodes
+    result = purge.execute_purge(run_id=again.pk)
+    assert (result.status, PurgeRun.objects.get(pk=again.pk).done) == ("succeeded", 600 - run.done)
+    assert left_now(cluster, "lucia:session:*") == dict.fromkeys(left, [])
