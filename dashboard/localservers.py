@@ -351,12 +351,17 @@ class LocalRedisCluster:
         return next(other for other in self.all_ports
                     if other != port and self.replication(other).get("master_port") == str(port))
 
-    def _sees_primary(self, port, primary_port):
-        """Whether the node on `port` lists `primary_port` as a master in its CLUSTER NODES."""
+    def _roles_seen(self, port):
+        """{port: "master" or "slave"} of every node the node on `port` lists in CLUSTER NODES."""
         result = subprocess.run([shutil.which("redis-cli"), "-p", str(port), "cluster", "nodes"],
                                 capture_output=True, text=True, timeout=10)
-        return any(parts[1].split("@", 1)[0] == f"127.0.0.1:{primary_port}" and "master" in parts[2].split(",")
-                   for parts in (line.split() for line in result.stdout.splitlines()) if len(parts) > 2)
+        roles = {}
+        for parts in (line.split() for line in result.stdout.splitlines()):
+            if len(parts) > 2:
+                flags = parts[2].split(",")
+                role = "master" if "master" in flags else "slave" if "slave" in flags else ""
+                roles[int(parts[1].split("@", 1)[0].rpartition(":")[2])] = role
+        return roles
 
     def wait_ok(self, timeout=60.0):
         """Until every running node says cluster_state:ok and knows all the nodes."""
@@ -383,7 +388,8 @@ class LocalRedisCluster:
     def failover(self, replica_port, *, takeover=True, timeout=60.0):
         """A real `CLUSTER FAILOVER` (TAKEOVER by default: no agreement needed, so it is
         deterministic) sent to the replica on `replica_port`; returns once it reports
-        role:master, the cluster is ok and the demoted primary follows it."""
+        role:master, every node lists it as the primary (and the old primary, when running, as
+        its replica), the cluster is ok and every replica is in sync."""
         old = self.replication(replica_port).get("master_port")
         if not old:
             raise RuntimeError(f"{replica_port} is not a replica: {self.replication(replica_port)!r}")
@@ -393,10 +399,13 @@ class LocalRedisCluster:
         if reply != "OK":
             raise RuntimeError(f"CLUSTER FAILOVER on {replica_port} answered {reply!r}")
         _wait(lambda: self.role_of(replica_port) == "master", f"{replica_port} as role:master", timeout)
-        if any(node.port == int(old) and node.process.poll() is None for node in self.nodes):
+        running = [node.port for node in self.nodes if node.process.poll() is None]
+        demoted = int(old) in running  # a live old primary follows the new one; a dead one stays listed failing
+        if demoted:
             _wait(lambda: self.role_of(int(old)) == "slave", f"{old} as role:slave", timeout)
-        _wait(lambda: all(self._sees_primary(node.port, replica_port) for node in self.nodes
-                          if node.process.poll() is None), f"every node to see {replica_port} as a primary", timeout)
+        _wait(lambda: all((seen := self._roles_seen(port)).get(replica_port) == "master"
+                          and (not demoted or seen.get(int(old)) == "slave") for port in running),
+              f"every node to see {replica_port} as the primary (and {old} as a replica)", timeout)
         self.wait_ok(timeout)
         self.wait_synced(timeout)
 

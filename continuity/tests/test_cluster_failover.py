@@ -11,7 +11,7 @@ import re
 
 import pytest
 import redis
-from django.core.management import CommandError, call_command
+from django.core.management import call_command
 from django.urls import reverse
 
 from continuity.models import Namespace, PurgeRun, ReviewNodeRun, ReviewRun
@@ -191,3 +191,87 @@ def test_it_fails_a_prefix_purge_when_a_primary_fails_over_naming_the_slot_with_
     result = purge.execute_purge(run_id=again.pk)
     assert (result.status, PurgeRun.objects.get(pk=again.pk).done) == ("succeeded", 600 - run.done)
     assert left_now(cluster, "lucia:session:*") == dict.fromkeys(left, [])
+
+
+# --- the database page and the key browser ---------------------------------------------------------
+def topology(client):
+    response = client.get(reverse("dashboard:database_topology", args=["lucia"]), headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    page = response.content.decode()
+    return {row["address"]: row for row in node_rows(page)}, page
+
+
+def test_it_shows_the_new_roles_on_the_database_page_after_a_failover(failover_lucia, failover_cluster,
+                                                                       viewer_client):
+    cluster = failover_cluster
+    with redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0]) as writer:
+        writer.mset_nonatomic({f"lucia:session:{i}".encode(): b"v" for i in range(900)})
+    old = f"127.0.0.1:{cluster.ports[1]}"
+    replica = cluster.replica_of(cluster.ports[1])
+    new = f"127.0.0.1:{replica}"
+    before, _ = topology(viewer_client)
+    assert len(before) == 6 and (before[old]["role"], before[new]["role"]) == ("primary", "replica")
+    assert before[new]["slots"] == "none" and before[old]["slots"] != "none"
+    old_slots = before[old]["slots"]
+
+    cluster.failover(replica)
+
+    after, page = topology(viewer_client)
+    assert (after[old]["role"], after[new]["role"]) == ("replica", "primary")
+    assert after[new]["slots"] == old_slots and after[old]["slots"] == "none"
+    # The other nodes keep their roles and slots; every node answers; the key count is the primaries'.
+    assert {a: (r["role"], r["slots"]) for a, r in after.items() if a not in (old, new)} == \
+        {a: (r["role"], r["slots"]) for a, r in before.items() if a not in (old, new)}
+    assert all(row["reachable"] == "yes" for row in after.values())
+    assert "Redis Cluster: 3 primaries, 16,384 of 16,384 slots assigned, 900 keys." in page
+    assert sum(int(after[f"127.0.0.1:{port}"]["keys"]) for port in primaries_now(cluster)) == 900
+
+
+def reset_stats(ports):
+    for port in ports:
+        with redis.Redis(port=port) as node:
+            node.config_resetstat()
+
+
+def scans(ports):
+    out = 0
+    for port in ports:
+        with redis.Redis(port=port) as node:
+            out += node.info("commandstats").get("cmdstat_scan", {}).get("calls", 0)
+    return out
+
+
+def test_it_refuses_a_browser_cursor_issued_before_a_failover_with_a_400(failover_lucia, failover_cluster,
+                                                                        viewer_client, settings):
+    cluster = failover_cluster
+    with redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0]) as writer:
+        writer.mset_nonatomic({f"lucia:rate:{i}".encode(): b"1" for i in range(2000)})
+    settings.KEYSPACE_SCAN_BUDGET = 200
+    url = reverse("continuity:browse", args=["lucia"])
+    first = viewer_client.get(url, {"prefix": "lucia:rate:"}).context["result"]
+    assert first.cursor.startswith("k") and not first.done
+    then = sorted(f"127.0.0.1:{port}" for port in cluster.ports)
+    failing = cluster.ports[2]
+    replica = cluster.replica_of(failing)
+    cluster.failover(replica)
+    now = sorted({*then} - {f"127.0.0.1:{failing}"} | {f"127.0.0.1:{replica}"})
+    reset_stats(cluster.all_ports)
+
+    response = viewer_client.get(url, {"prefix": "lucia:rate:", "cursor": first.cursor,
+                                       "examined": first.examined_total, "matched": first.matched_total})
+    body = html.unescape(response.content.decode())
+    assert response.status_code == 400 and 'data-testid="cursor-error"' in body
+    assert (f"The primaries of lucia changed since this scan started (then: {', '.join(then)}; "
+            f"now: {', '.join(now)}). Continuing could skip keys or show some twice, so no key was read; "
+            f"start the scan again.") in body
+    assert 'data-testid="key-row"' not in body and 'data-testid="restart"' in body
+    assert scans(cluster.all_ports) == 0  # refused before any SCAN
+    # Starting again walks the new primaries and finds every key once.
+    seen, state = [], {}
+    for _page in range(100):
+        result = viewer_client.get(url, {"prefix": "lucia:rate:", **state}).context["result"]
+        seen.extend(row.key for row in result.rows)
+        if result.done:
+            break
+        state = {"cursor": result.cursor, "examined": result.examined_total, "matched": result.matched_total}
+    assert sorted(seen) == sorted(f"lucia:rate:{i}".encode() for i in range(2000))
