@@ -387,12 +387,17 @@ class LocalRedisCluster:
 
     def failover(self, replica_port, *, takeover=True, timeout=60.0):
         """A real `CLUSTER FAILOVER` (TAKEOVER by default: no agreement needed, so it is
-        deterministic) sent to the replica on `replica_port`; returns once it reports
+        deterministic; sent once the replica has caught up with a live primary, so no write is
+        lost) sent to the replica on `replica_port`; returns once it reports
         role:master, every node lists it as the primary (and the old primary, when running, as
         its replica), the cluster is ok and every replica is in sync."""
         old = self.replication(replica_port).get("master_port")
         if not old:
             raise RuntimeError(f"{replica_port} is not a replica: {self.replication(replica_port)!r}")
+        if takeover and any(node.port == int(old) and node.process.poll() is None for node in self.nodes):
+            # TAKEOVER does not wait for the replica to catch up: wait here, or the last writes are lost.
+            _wait(lambda: self.replication(int(old)).get("master_repl_offset")
+                  == self.replication(replica_port).get("master_repl_offset"), f"{replica_port} to catch up", timeout)
         reply = subprocess.run([shutil.which("redis-cli"), "-p", str(replica_port), "cluster", "failover",
                                 *(["takeover"] if takeover else [])],
                                capture_output=True, text=True, timeout=10).stdout.strip()
