@@ -95,10 +95,10 @@ def redis_server():
     shutil.rmtree(datadir, ignore_errors=True)
 
 
-def _cluster(prefix):
+def _cluster(prefix, replicas=0):
     localservers.ensure("redis-server")
     datadir = _tempdir(prefix)
-    cluster = localservers.LocalRedisCluster(datadir, size=3).start()
+    cluster = localservers.LocalRedisCluster(datadir, size=3, replicas=replicas).start()
     return cluster, datadir
 
 
@@ -117,6 +117,17 @@ def redis_cluster():
 def disposable_cluster():
     """A 3-primary cluster of the test's own, for tests that kill a node."""
     cluster, datadir = _cluster("dashboard-test-cluster-x-")
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(datadir, ignore_errors=True)
+
+
+@pytest.fixture
+def failover_cluster():
+    """A cluster of the test's own with 3 primaries and one in-sync replica each, for tests
+    that fail a primary over (`failover_cluster.failover(replica_port)`). `ports` are the
+    primaries as created, `replica_ports` their replicas."""
+    cluster, datadir = _cluster("dashboard-test-cluster-f-", replicas=1)
     yield cluster
     cluster.stop()
     shutil.rmtree(datadir, ignore_errors=True)

@@ -278,16 +278,30 @@ def free_cluster_port(taken=()):
 
 
 class LocalRedisCluster:
-    """A Redis Cluster of `size` primaries (no replicas) on loopback, each a cluster-enabled
-    redis-server in its own directory, joined with `redis-cli --cluster create`."""
+    """A Redis Cluster of `size` primaries, each with `replicas` replicas (none by default),
+    on loopback: cluster-enabled redis-servers, each in its own directory, joined with
+    `redis-cli --cluster create`.
 
-    def __init__(self, datadir, size=3):
+    `ports` are the primaries as created (what callers that write or read keys expect),
+    `replica_ports` the replicas, `all_ports` both. A failover (`failover`) swaps roles
+    without changing these lists: ask `role_of` for what a node is now."""
+
+    def __init__(self, datadir, size=3, replicas=0):
         self.datadir = Path(datadir)
         self.size = size
+        self.replicas = replicas
         self.nodes = []
 
     @property
     def ports(self):
+        return [node.port for node in self.nodes[:self.size]]
+
+    @property
+    def replica_ports(self):
+        return [node.port for node in self.nodes[self.size:]]
+
+    @property
+    def all_ports(self):
         return [node.port for node in self.nodes]
 
     def url(self, node=0):
@@ -295,37 +309,110 @@ class LocalRedisCluster:
 
     def start(self, timeout=60.0):
         taken = []
-        for index in range(self.size):
+        for index in range(self.size * (1 + self.replicas)):
             port = free_cluster_port(taken)
             taken.append(port)
             self.nodes.append(LocalRedis(self.datadir / f"node{index}", port, cluster=True).start())
         cli = shutil.which("redis-cli")
         if not cli:
             raise MissingBinary("redis-cli not found")
-        result = subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-                                 "--cluster-replicas", "0", "--cluster-yes"],
+        result = subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.all_ports),
+                                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                                 capture_output=True, text=True, timeout=timeout)
         if result.returncode:
             self.stop()
             raise RuntimeError(f"redis-cli --cluster create failed: {result.stdout[-2000:]}{result.stderr[-2000:]}")
         self.wait_ok(timeout)
+        if self.replicas:  # primaries first, whatever order redis-cli chose
+            self.nodes.sort(key=lambda node: self.role_of(node.port) != "master")
+            self.wait_synced(timeout)
         return self
 
-    def cluster_info(self, node):
-        """CLUSTER INFO of node `node` as a dict of strings ({} when it does not answer)."""
+    def _cli(self, port, *args):
         cli = shutil.which("redis-cli")
-        result = subprocess.run([cli, "-p", str(self.nodes[node].port), "cluster", "info"],
-                                capture_output=True, text=True, timeout=10)
+        result = subprocess.run([cli, "-p", str(port), *args], capture_output=True, text=True, timeout=10)
         pairs = (line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
         return {name.strip(): value.strip() for name, value in pairs}
 
+    def cluster_info(self, node):
+        """CLUSTER INFO of node `node` (an index) as a dict of strings ({} when it does not answer)."""
+        return self._cli(self.nodes[node].port, "cluster", "info")
+
+    def replication(self, port):
+        """INFO replication of the node on `port` as a dict of strings ({} when it does not answer)."""
+        return self._cli(port, "info", "replication")
+
+    def role_of(self, port):
+        """"master" or "slave" (INFO replication's words), "" when the node does not answer."""
+        return self.replication(port).get("role", "")
+
+    def replica_of(self, port):
+        """The port of a replica of the primary on `port` (as its INFO replication says now)."""
+        return next(other for other in self.all_ports
+                    if other != port and self.replication(other).get("master_port") == str(port))
+
+    def _roles_seen(self, port):
+        """{port: "master" or "slave"} of every node the node on `port` lists in CLUSTER NODES."""
+        result = subprocess.run([shutil.which("redis-cli"), "-p", str(port), "cluster", "nodes"],
+                                capture_output=True, text=True, timeout=10)
+        roles = {}
+        for parts in (line.split() for line in result.stdout.splitlines()):
+            if len(parts) > 2:
+                flags = parts[2].split(",")
+                role = "master" if "master" in flags else "slave" if "slave" in flags else ""
+                roles[int(parts[1].split("@", 1)[0].rpartition(":")[2])] = role
+        return roles
+
     def wait_ok(self, timeout=60.0):
-        """Until every running node says cluster_state:ok and knows all `size` nodes."""
+        """Until every running node says cluster_state:ok and knows all the nodes."""
+        known = str(len(self.nodes))
+
         def ok():
             return all(self.cluster_info(i).get("cluster_state") == "ok"
-                       and self.cluster_info(i).get("cluster_known_nodes") == str(self.size)
+                       and self.cluster_info(i).get("cluster_known_nodes") == known
                        for i, node in enumerate(self.nodes) if node.process.poll() is None)
         _wait(ok, "cluster_state:ok", timeout)
+
+    def wait_synced(self, timeout=60.0):
+        """Until every running replica's link to its primary is up (master_link_status:up)."""
+        def synced():
+            for node in self.nodes:
+                if node.process.poll() is not None:
+                    continue
+                info = self.replication(node.port)
+                if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                    return False
+            return True
+        _wait(synced, "replicas in sync", timeout)
+
+    def failover(self, replica_port, *, takeover=True, timeout=60.0):
+        """A real `CLUSTER FAILOVER` (TAKEOVER by default: no agreement needed, so it is
+        deterministic; sent once the replica has caught up with a live primary, so no write is
+        lost) sent to the replica on `replica_port`; returns once it reports
+        role:master, every node lists it as the primary (and the old primary, when running, as
+        its replica), the cluster is ok and every replica is in sync."""
+        old = self.replication(replica_port).get("master_port")
+        if not old:
+            raise RuntimeError(f"{replica_port} is not a replica: {self.replication(replica_port)!r}")
+        if takeover and any(node.port == int(old) and node.process.poll() is None for node in self.nodes):
+            # TAKEOVER does not wait for the replica to catch up: wait here, or the last writes are lost.
+            _wait(lambda: self.replication(int(old)).get("master_repl_offset")
+                  == self.replication(replica_port).get("master_repl_offset"), f"{replica_port} to catch up", timeout)
+        reply = subprocess.run([shutil.which("redis-cli"), "-p", str(replica_port), "cluster", "failover",
+                                *(["takeover"] if takeover else [])],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        if reply != "OK":
+            raise RuntimeError(f"CLUSTER FAILOVER on {replica_port} answered {reply!r}")
+        _wait(lambda: self.role_of(replica_port) == "master", f"{replica_port} as role:master", timeout)
+        running = [node.port for node in self.nodes if node.process.poll() is None]
+        demoted = int(old) in running  # a live old primary follows the new one; a dead one stays listed failing
+        if demoted:
+            _wait(lambda: self.role_of(int(old)) == "slave", f"{old} as role:slave", timeout)
+        _wait(lambda: all((seen := self._roles_seen(port)).get(replica_port) == "master"
+                          and (not demoted or seen.get(int(old)) == "slave") for port in running),
+              f"every node to see {replica_port} as the primary (and {old} as a replica)", timeout)
+        self.wait_ok(timeout)
+        self.wait_synced(timeout)
 
     def kill(self, node):
         self.nodes[node].kill()
