@@ -297,7 +297,8 @@ def finish(run):
     """Merge the parts of `run` into its figures and end it, in one transaction: succeeded
     when every primary was read (a sampled run: with one stratum per primary in `strata`),
     partial (the missing nodes named) when some could not be,
-    failed when the slots moved during the run. Does nothing while a part is still queued or
+    failed when the slots moved during the run, or when no node answers the final slot
+    check (a move could not be ruled out). Does nothing while a part is still queued or
     running, or when the run is no longer running (cancelled, or ended by another callback).
     Returns the run, with `ended_here` True when this call ended it.
 
@@ -339,7 +340,13 @@ def _finish_locked(run):
         then = keyspace_cluster.SlotMap.from_owners({node.address: node.slots for node in nodes})
         changed = {owner for _slot, *owners in keyspace_cluster.moved_slots(then, now_slots) for owner in owners}
         moved = [node.address for node in done if node.address in changed]
-    if moved:
+    if now_slots is None and not missing:
+        # Every part read its primary, but nothing proves the slots stayed put meanwhile.
+        status = ReviewRun.FAILED
+        error = ("Every primary was read, but no node of the cluster answered CLUSTER NODES at the end, so "
+                 "whether slots moved during the review (a failover or resharding) cannot be checked: the "
+                 "figures are not reported as exact. Run the review again once the cluster answers.")
+    elif moved:
         status = ReviewRun.FAILED
         error = (f"The cluster's topology changed during the review: the slots of {', '.join(moved)} moved "
                  f"(a failover or resharding), so keys may have been read twice or not at all. "

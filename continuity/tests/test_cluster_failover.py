@@ -161,6 +161,8 @@ def test_it_fails_a_prefix_purge_when_a_primary_fails_over_naming_the_slot_with_
         # The page that met MOVED was matched (its SCAN ran) but nothing of it was done.
         unacted = run.matched - run.skipped - run.done
         assert 0 < unacted <= 100 and run.node_stats[first]["matched"] - run.node_stats[first]["done"] == unacted
+        assert f"; {unacted:,} of the matched keys were not acted on (their slot had moved) and are untouched." \
+            in run.error
         assert run.node_layout[first] and int(said.group(1)) in {
             slot for a, b in run.node_layout[first] for slot in range(a, b + 1)}
     else:
@@ -172,6 +174,7 @@ def test_it_fails_a_prefix_purge_when_a_primary_fails_over_naming_the_slot_with_
         assert run.node_cursors[first] == "end" and set(run.node_cursors.values()) - {"end"} == {"0"}
         # Every page was acted on: the first primary's keys are all gone, the others untouched.
         assert run.matched - run.skipped == run.done == run.node_stats[first]["done"]
+        assert "were not acted on" not in run.error
         assert left_now(cluster, "lucia:session:*")[new] == []
     assert (" Keys of that slot may be missed, so the purge stopped as failed. " if when == "mid-node" else
             " Keys of the moved slots may have been missed, so the purge stopped as failed. ") in run.error

@@ -275,3 +275,25 @@ def test_it_merges_parts_keeping_the_biggest_keys_and_capping_samples():
     assert (ns.keys, ns.buckets[0], ns.findings["no_ttl"]) == (24, 24, 0)
     assert sorted((m for m, _ in ns.top), reverse=True) == [27, 26, 25, 24, 23, 22, 21, 20, 17, 16]
     assert ns.top_floor == 16 and merged.elapsed_s == 2
+
+
+def test_it_fails_a_review_whose_final_slot_check_no_node_answers(lucia, disposable_cluster, monkeypatch):
+    """Every primary read, then the whole cluster gone before the merge: nothing can rule out
+    that slots moved during the run, so it is not reported as succeeded."""
+    monkeypatch.setenv("LUCIA_CLUSTER_URL", disposable_cluster.url(0))
+    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
+    lucia.refresh_from_db()
+    client = redis.RedisCluster(host="127.0.0.1", port=disposable_cluster.ports[0])
+    client.mset_nonatomic({f"lucia:session:{i}".encode(): b"v" for i in range(300)})
+    client.close()
+    run = review.start_review(database=lucia, batch=50)
+    assert run.claim(60)
+    nodes = review_cluster.prepare(run, keyspace.client_for(lucia))
+    for node in nodes:
+        assert review_cluster.review_node(node) == "succeeded"
+    disposable_cluster.stop()
+    keyspace.forget_clients()
+    run = review_cluster.finish(run)
+    assert run.status == "failed" and run.missing_nodes == []
+    assert "no node of the cluster answered CLUSTER NODES at the end" in run.error
+    assert not run.namespace_stats.exists()

@@ -270,8 +270,13 @@ def check_layout(run, client):
 
 
 def _so_far(run):
+    # A page is counted as matched when scanned; the calls of a slot that answered MOVED (and
+    # any not sent after it) act on nothing: those keys are untouched, and said so.
+    untouched = run.matched - run.skipped - run.done
+    left = (f"; {untouched:,} of the matched keys were not acted on (their slot had moved) and are untouched"
+            if untouched > 0 else "")
     return (f"So far it matched {run.matched:,} keys, {run.done_label} {run.done:,} and skipped {run.skipped:,} "
-            f"(exact). Once the resharding or failover is over, preview and run the purge again.")
+            f"(exact){left}. Once the resharding or failover is over, preview and run the purge again.")
 
 
 def redirected(run, address, exc):
