@@ -331,3 +331,15 @@ def browser_type_launch_args(browser_type_launch_args):
         "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"],
     }
+
+
+@pytest.fixture
+def outage(postgres_server):
+    """Stop and start the test Postgres mid-test (`continuity.tests.outage.Outage`); it is
+    running again when the test ends."""
+    from continuity.tests.outage import Outage
+
+    helper = Outage(postgres_server)
+    yield helper
+    helper.join()
+    helper.start()

@@ -8,15 +8,13 @@ import redis
 from continuity import keyspace
 from continuity.keyspace import capabilities
 from continuity.keyspace import cluster as keyspace_cluster
+from continuity.tests.clusters import point_at
 
 
 @pytest.fixture
 def cluster_lucia(lucia, redis_cluster, cluster_keys, monkeypatch):
     """The seeded `lucia` record (its five namespaces) pointed at node 0 of the cluster."""
-    monkeypatch.setenv("LUCIA_CLUSTER_URL", redis_cluster.url(0))
-    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
-    lucia.refresh_from_db()
-    return lucia
+    return point_at(lucia, monkeypatch, redis_cluster)
 
 
 @pytest.fixture

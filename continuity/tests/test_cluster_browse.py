@@ -14,6 +14,7 @@ from continuity import keyspace
 from continuity.keyspace import primaries
 from continuity.models import Namespace
 from continuity.policy import Policies
+from continuity.tests.clusters import point_at
 from continuity.tests.waiting import wait_for
 from dashboard.models import AuditEntry
 
@@ -30,13 +31,6 @@ ODD_KEYS = {
     "backslash": P + b"back\\slash",
 }
 READS = ("scan", "evalsha", "evalsha_ro", "eval", "pttl", "type", "memory|usage", "get", "exists")
-
-
-def point_at(lucia, monkeypatch, cluster, node=0):
-    monkeypatch.setenv("LUCIA_CLUSTER_URL", cluster.url(node))
-    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
-    lucia.refresh_from_db()
-    return lucia
 
 
 @pytest.fixture

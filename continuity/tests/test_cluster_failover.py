@@ -16,6 +16,7 @@ from django.urls import reverse
 
 from continuity.models import Namespace, PurgeRun, ReviewNodeRun, ReviewRun
 from continuity.operations import purge, review, review_cluster
+from continuity.tests.clusters import point_at
 from continuity.tests.test_cluster import node_rows
 from continuity.tests.test_cluster_purge import confirmed, per_node, write
 from continuity.tests.test_cluster_review import TYPES, spread
@@ -27,10 +28,7 @@ def failover_lucia(lucia, failover_cluster, monkeypatch):
     """The seeded `lucia` record pointed at the first primary of `failover_cluster`."""
     for name, kind in TYPES.items():
         Namespace.objects.filter(database=lucia, name=name).update(expected_type=kind)
-    monkeypatch.setenv("LUCIA_CLUSTER_URL", failover_cluster.url(0))
-    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
-    lucia.refresh_from_db()
-    return lucia
+    return point_at(lucia, monkeypatch, failover_cluster)
 
 
 def port_of(address):

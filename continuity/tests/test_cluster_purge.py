@@ -7,6 +7,7 @@ import redis
 
 from continuity.models import PurgeRun
 from continuity.operations import purge
+from continuity.tests.clusters import point_at
 from continuity.tests.test_cluster import cluster_lucia  # noqa: F401 — the fixture
 from dashboard.models import AuditEntry
 
@@ -107,9 +108,7 @@ def test_it_resumes_from_each_primary_s_cursor_after_its_worker_died(
 
 
 def test_it_fails_naming_a_dead_primary_never_succeeded(lucia, disposable_cluster, monkeypatch, operator):
-    monkeypatch.setenv("LUCIA_CLUSTER_URL", disposable_cluster.url(0))
-    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
-    lucia.refresh_from_db()
+    point_at(lucia, monkeypatch, disposable_cluster)
     client = redis.RedisCluster(host="127.0.0.1", port=disposable_cluster.ports[0])
     write(client)
     client.close()

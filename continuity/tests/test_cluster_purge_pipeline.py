@@ -12,6 +12,7 @@ from redis.crc import key_slot
 from continuity.keyspace import cluster as keyspace_cluster
 from continuity.operations import purge
 from continuity.operations.purge import cluster as purge_cluster
+from continuity.tests.clusters import point_at
 from continuity.tests.test_cluster import acl_user, cluster_lucia  # noqa: F401 — the fixtures
 from continuity.tests.test_cluster_purge import confirmed, per_node, write
 from continuity.tests.test_cluster_purge_kinds import flush_scripts, stats
@@ -127,9 +128,7 @@ def test_it_counts_the_calls_around_a_moved_answer_inside_a_pipeline_and_fails(
     moved answers MOVED inside it while the calls before and after it succeed: those are
     counted exactly, and the run fails naming the slot, never succeeded."""
     ports = disposable_cluster.ports
-    monkeypatch.setenv("LUCIA_CLUSTER_URL", disposable_cluster.url(0))
-    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
-    lucia.refresh_from_db()
+    point_at(lucia, monkeypatch, disposable_cluster)
     client = redis.RedisCluster(host="127.0.0.1", port=ports[0])
     write(client)
     client.close()

@@ -14,6 +14,7 @@ from redis.crc import key_slot
 from continuity.keyspace import cluster as keyspace_cluster
 from continuity.models import PurgeRun
 from continuity.operations import purge
+from continuity.tests.clusters import point_at
 from continuity.tests.test_cluster_purge import confirmed, per_node, write
 from continuity.tests.test_purge_tasks import _worker
 from continuity.tests.waiting import wait_for
@@ -54,9 +55,7 @@ def migrate(ports, slot, source, target, *, complete):
 def test_it_fails_naming_the_slot_that_moved_into_a_node_already_purged(lucia, disposable_cluster, monkeypatch,
                                                                          operator, complete):
     ports = disposable_cluster.ports
-    monkeypatch.setenv("LUCIA_CLUSTER_URL", disposable_cluster.url(0))
-    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
-    lucia.refresh_from_db()
+    point_at(lucia, monkeypatch, disposable_cluster)
     client = redis.RedisCluster(host="127.0.0.1", port=ports[0])
     write(client)
     client.close()
@@ -100,9 +99,7 @@ def test_it_fails_a_finding_purge_whose_next_key_s_slot_moved_away_naming_it(luc
     """A finding purge walks its stored list and sends each slot group to the owner it knew:
     a slot moved meanwhile answers MOVED, and the run fails naming the slot and its new node."""
     ports = disposable_cluster.ports
-    monkeypatch.setenv("LUCIA_CLUSTER_URL", disposable_cluster.url(0))
-    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
-    lucia.refresh_from_db()
+    point_at(lucia, monkeypatch, disposable_cluster)
     client = redis.RedisCluster(host="127.0.0.1", port=ports[0])
     write(client)
     client.close()
@@ -141,9 +138,7 @@ def test_it_refuses_an_explicit_key_preview_whose_slot_moves_under_it(lucia, dis
     a slot moved meanwhile answers MOVED, and the preview refuses as "being resharded",
     naming the node, instead of a raw Redis error; the run is left failed, nothing changed."""
     ports = disposable_cluster.ports
-    monkeypatch.setenv("LUCIA_CLUSTER_URL", disposable_cluster.url(0))
-    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
-    lucia.refresh_from_db()
+    point_at(lucia, monkeypatch, disposable_cluster)
     client = redis.RedisCluster(host="127.0.0.1", port=ports[0])
     write(client)
     client.close()

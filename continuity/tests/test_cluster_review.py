@@ -13,6 +13,7 @@ from django.utils import timezone
 from continuity import demo, keyspace
 from continuity.models import Namespace, ReviewNodeRun, ReviewRun
 from continuity.operations import review, review_cluster
+from continuity.tests.clusters import point_at
 from continuity.tests.test_review import TYPES, expected_from_specs
 from continuity.tests.waiting import wait_for
 
@@ -22,10 +23,7 @@ def cluster_lucia(lucia, redis_cluster, cluster_keys, monkeypatch):
     """The seeded `lucia` record with expected types, pointed at node 0 of the cluster."""
     for name, kind in TYPES.items():
         Namespace.objects.filter(database=lucia, name=name).update(expected_type=kind)
-    monkeypatch.setenv("LUCIA_CLUSTER_URL", redis_cluster.url(0))
-    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
-    lucia.refresh_from_db()
-    return lucia
+    return point_at(lucia, monkeypatch, redis_cluster)
 
 
 def spread(client, n=3000, seed=11):
@@ -280,9 +278,7 @@ def test_it_merges_parts_keeping_the_biggest_keys_and_capping_samples():
 def test_it_fails_a_review_whose_final_slot_check_no_node_answers(lucia, disposable_cluster, monkeypatch):
     """Every primary read, then the whole cluster gone before the merge: nothing can rule out
     that slots moved during the run, so it is not reported as succeeded."""
-    monkeypatch.setenv("LUCIA_CLUSTER_URL", disposable_cluster.url(0))
-    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
-    lucia.refresh_from_db()
+    point_at(lucia, monkeypatch, disposable_cluster)
     client = redis.RedisCluster(host="127.0.0.1", port=disposable_cluster.ports[0])
     client.mset_nonatomic({f"lucia:session:{i}".encode(): b"v" for i in range(300)})
     client.close()

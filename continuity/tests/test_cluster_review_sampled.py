@@ -18,6 +18,7 @@ from django.utils import timezone
 from continuity.models import FINDINGS, Namespace, ReviewRun
 from continuity.models.reviews import stratified_estimate
 from continuity.operations import review, review_cluster
+from continuity.tests.clusters import point_at
 from continuity.tests.test_cluster_review import cluster_record, finished, keys_per_node, spread
 from continuity.tests.test_review import TYPES, billed_delta, expected_from_specs
 from continuity.tests.waiting import wait_for
@@ -28,10 +29,7 @@ def cluster_lucia(lucia, redis_cluster, cluster_keys, monkeypatch):
     """The seeded `lucia` record with expected types, pointed at node 0 of the cluster."""
     for name, kind in TYPES.items():
         Namespace.objects.filter(database=lucia, name=name).update(expected_type=kind)
-    monkeypatch.setenv("LUCIA_CLUSTER_URL", redis_cluster.url(0))
-    type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
-    lucia.refresh_from_db()
-    return lucia
+    return point_at(lucia, monkeypatch, redis_cluster)
 
 
 def stats_of(ports):

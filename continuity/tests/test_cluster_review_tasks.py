@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -29,7 +28,6 @@ from continuity.tasks.review import (FINISH_CLUSTER_REVIEW_TASK, finish_cluster_
 from continuity.tests.test_cluster_review import cluster_record, finished
 from continuity.tests.test_review import expected_from_specs
 from continuity.tests.waiting import wait_for
-from dashboard import postgres
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -97,50 +95,6 @@ def test_a_cancelled_cluster_review_cancels_its_parts_and_their_tasks_stop(
 
 
 # --- Postgres going away under a part's task ------------------------------------------------------
-class Outage:
-    """Stops and starts the test Postgres (as test_postgres_outage does); running again at the end."""
-
-    def __init__(self, server):
-        self.server, self.down, self.threads = server, False, []
-
-    def stop(self):
-        self.server.stop()
-        self.down = True
-
-    def start(self):
-        if self.down:
-            self.server.start()
-            self.down = False
-        postgres.forget_connection()
-
-    def stop_when(self, condition, *, back_after=None, timeout=30):
-        """In a helper thread: stop Postgres once `condition()` holds; start it `back_after` s later."""
-        def watch():
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and not condition():
-                time.sleep(0.005)
-            self.stop()
-            if back_after is not None:
-                time.sleep(back_after)
-                self.start()
-
-        thread = threading.Thread(target=watch, daemon=True)
-        thread.start()
-        self.threads.append(thread)
-
-    def join(self):
-        for thread in self.threads:
-            thread.join(timeout=60)
-
-
-@pytest.fixture
-def outage(postgres_server):
-    helper = Outage(postgres_server)
-    yield helper
-    helper.join()
-    helper.start()
-
-
 @pytest.fixture
 def cluster_run(redis_cluster, cluster_keys, monkeypatch, settings):
     """A cluster review with its three parts prepared, every batch checkpointed; the specs."""

@@ -4,7 +4,6 @@ stopped and started again while a purge or review runs against the real redis-se
 These tests are transactional (a restart ends every open transaction) and always leave
 Postgres running for the tests after them."""
 
-import threading
 import time
 
 import pytest
@@ -21,52 +20,6 @@ from dashboard.models import AuditEntry
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SESSION = b"lucia:session:"
-
-
-class Outage:
-    """Stops and starts the test Postgres; Postgres is running again when the test ends."""
-
-    def __init__(self, server):
-        self.server, self.down, self.threads = server, False, []
-
-    def stop(self):
-        self.server.stop()
-        self.down = True
-
-    def start(self):
-        if self.down:
-            self.server.start()
-            self.down = False
-        postgres.forget_connection()
-
-    def start_after(self, seconds):
-        thread = threading.Thread(target=lambda: (time.sleep(seconds), self.start()), daemon=True)
-        thread.start()
-        self.threads.append(thread)
-
-    def stop_when(self, condition, *, timeout=20):
-        """In a helper thread: stop Postgres as soon as `condition()` holds."""
-        def watch():
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and not condition():
-                time.sleep(0.01)
-            self.stop()
-
-        thread = threading.Thread(target=watch, daemon=True)
-        thread.start()
-        self.threads.append(thread)
-
-    def join(self):
-        for thread in self.threads:
-            thread.join(timeout=30)
-
-
-@pytest.fixture
-def outage(postgres_server):
-    helper = Outage(postgres_server)
-    yield helper
-    helper.join()
-    helper.start()
 
 
 def fill(client, n, prefix=SESSION):
