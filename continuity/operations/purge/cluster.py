@@ -351,11 +351,9 @@ def run_nodes(run, client, pacer, policies, reach):
                 tally(run, address, scanned=len(page), matched=len(page), skipped=outside)
                 _act(run, address, direct, by_slot(page_keys, page_policies), want)
                 cursors[address] = "end" if position is None else str(position)
-                state = pacer.after_batch(len(page), final=True)  # a checkpoint per page (see above)
-                if state == "lost":
-                    return None
-                if state == "cancel":
-                    return PurgeRun.CANCELLED
+                stop, status = pacer.after_page(len(page), final=True)  # a checkpoint per page (see above)
+                if stop:
+                    return status
         except NODE_ERRORS as exc:
             raise unreachable(run.database, address, exc) from exc
         finally:
@@ -387,11 +385,9 @@ def run_findings(run, client, pacer, policies, pages):
             for address, (direct, groups) in router.by_owner(page_keys, page_policies).items():
                 _act(run, address, direct, groups, want)
             run.cursor = "end" if position is None else str(position)
-            state = pacer.after_batch(len(page), final=True)
-            if state == "lost":
-                return None
-            if state == "cancel":
-                return PurgeRun.CANCELLED
+            stop, status = pacer.after_page(len(page), final=True)
+            if stop:
+                return status
     except NODE_ERRORS as exc:
         raise unreachable(run.database, address, exc) from exc
     finally:

@@ -236,6 +236,12 @@ class Pacer:
                 self.sleep(ahead)
         return state
 
+    def after_page(self, keys, final):
+        """`after_batch` as a loop's ending: (False, None) to go on; (True, status) to stop,
+        status being PurgeRun.CANCELLED, or None when the claim was lost."""
+        state = self.after_batch(keys, final)
+        return state != "ok", PurgeRun.CANCELLED if state == "cancel" else None
+
     def delay(self):
         """Seconds to wait so that the keys touched so far took at least touched / cap."""
         return self.touched / self.run.rate_cap - (self.clock() - self.started)
@@ -268,9 +274,7 @@ def _loop(run, client, claim, policies, reach, keys, progress):
         run.cursor = next_cursor
         # Checkpoints may lag the Redis side by a fraction of a second: the marker holds
         # the exact totals, so a resumed run loses and repeats nothing.
-        state = pacer.after_batch(len(page), final=position is None)
-        if state == "lost":
-            return None
-        if state == "cancel":
-            return PurgeRun.CANCELLED
+        stop, status = pacer.after_page(len(page), final=position is None)
+        if stop:
+            return status
     return PurgeRun.SUCCEEDED
