@@ -33,7 +33,6 @@ Self-contained; not imported by the apps.
 
 import argparse
 import dataclasses
-import json
 import os
 import shutil
 import signal
@@ -505,11 +504,9 @@ def main(argv=None):
     report = run_cluster_bench(args.keys, repeats=args.repeats, primaries=args.primaries,
                                sequential=not args.no_sequential,
                                log=lambda line: print(line, file=sys.stderr, flush=True))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+    from bench.run import write_report
+
+    write_report(report, args.json)
 
 
 if __name__ == "__main__":

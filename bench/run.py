@@ -38,6 +38,15 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def write_report(report, path=None):
+    """Print `report` as JSON, and also write it to `path` when given."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+
+
 def machine():
     cpu = "unknown"
     try:
@@ -343,11 +352,7 @@ def main(argv=None):
     report = run_benchmark(sizes=args.sizes, repeats=args.repeats, batch=args.batch, browse=args.browse_pages,
                            purge_keys=purge_keys, cluster_keys=cluster_keys,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+    write_report(report, args.json)
 
 
 if __name__ == "__main__":
