@@ -15,21 +15,10 @@ from continuity.keyspace import primaries
 from continuity.models import Namespace
 from continuity.policy import Policies
 from continuity.tests.clusters import point_at
+from continuity.tests.test_browse import ODD_KEYS, P
 from continuity.tests.waiting import wait_for
 from dashboard.models import AuditEntry
 
-P = b"lucia:session:"
-ODD_KEYS = {
-    "binary": P + b"bin\xff\xfe\x00end",
-    "quotes": P + b"say \"hi\" 'there'",
-    "spaces": P + b"with  spaces ",
-    "newline": P + b"line1\nline2",
-    "script": P + b"<script>alert(1)</script>",
-    "star": P + b"a*b",
-    "question": P + b"why?",
-    "brackets": P + b"[x]",
-    "backslash": P + b"back\\slash",
-}
 READS = ("scan", "evalsha", "evalsha_ro", "eval", "pttl", "type", "memory|usage", "get", "exists")
 
 

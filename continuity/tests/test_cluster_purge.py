@@ -36,6 +36,16 @@ def confirmed(database, operator, action="delete"):
     return preview, run
 
 
+def planted(lucia, monkeypatch, cluster):
+    """`lucia` pointed at `cluster`'s first node, `write`'s keyspace planted there; the
+    planted `lucia:session:` keys, sorted."""
+    point_at(lucia, monkeypatch, cluster)
+    client = redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0])
+    write(client)
+    client.close()
+    return sorted(key for found in per_node(cluster.ports, "lucia:session:*").values() for key in found)
+
+
 def test_it_previews_and_deletes_exactly_the_matching_keys_on_every_primary(
         cluster_lucia, cluster_keys, redis_cluster, operator, viewer_client):  # noqa: F811
     from django.urls import reverse
@@ -108,10 +118,7 @@ def test_it_resumes_from_each_primary_s_cursor_after_its_worker_died(
 
 
 def test_it_fails_naming_a_dead_primary_never_succeeded(lucia, disposable_cluster, monkeypatch, operator):
-    point_at(lucia, monkeypatch, disposable_cluster)
-    client = redis.RedisCluster(host="127.0.0.1", port=disposable_cluster.ports[0])
-    write(client)
-    client.close()
+    planted(lucia, monkeypatch, disposable_cluster)
     _, run = confirmed(lucia, operator)
     disposable_cluster.kill(2)
     dead = f"127.0.0.1:{disposable_cluster.ports[2]}"

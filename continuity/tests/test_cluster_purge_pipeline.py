@@ -12,9 +12,8 @@ from redis.crc import key_slot
 from continuity.keyspace import cluster as keyspace_cluster
 from continuity.operations import purge
 from continuity.operations.purge import cluster as purge_cluster
-from continuity.tests.clusters import point_at
 from continuity.tests.test_cluster import acl_user, cluster_lucia  # noqa: F401 — the fixtures
-from continuity.tests.test_cluster_purge import confirmed, per_node, write
+from continuity.tests.test_cluster_purge import confirmed, per_node, planted, write
 from continuity.tests.test_cluster_purge_kinds import flush_scripts, stats
 from continuity.tests.test_cluster_purge_topology import migrate
 from continuity.tests.test_review import billed_delta
@@ -128,11 +127,7 @@ def test_it_counts_the_calls_around_a_moved_answer_inside_a_pipeline_and_fails(
     moved answers MOVED inside it while the calls before and after it succeed: those are
     counted exactly, and the run fails naming the slot, never succeeded."""
     ports = disposable_cluster.ports
-    point_at(lucia, monkeypatch, disposable_cluster)
-    client = redis.RedisCluster(host="127.0.0.1", port=ports[0])
-    write(client)
-    client.close()
-    keys = sorted(key for found in per_node(ports, "lucia:session:*").values() for key in found)
+    keys = planted(lucia, monkeypatch, disposable_cluster)
     with redis.Redis(port=ports[0]) as node:
         layout = keyspace_cluster.slot_map(node)
     page = keys[100:150]  # the third stored page (batch size 50)

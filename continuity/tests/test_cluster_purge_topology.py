@@ -14,8 +14,7 @@ from redis.crc import key_slot
 from continuity.keyspace import cluster as keyspace_cluster
 from continuity.models import PurgeRun
 from continuity.operations import purge
-from continuity.tests.clusters import point_at
-from continuity.tests.test_cluster_purge import confirmed, per_node, write
+from continuity.tests.test_cluster_purge import confirmed, per_node, planted
 from continuity.tests.test_purge_tasks import _worker
 from continuity.tests.waiting import wait_for
 from dashboard.models import AuditEntry, RedisDatabase
@@ -55,10 +54,7 @@ def migrate(ports, slot, source, target, *, complete):
 def test_it_fails_naming_the_slot_that_moved_into_a_node_already_purged(lucia, disposable_cluster, monkeypatch,
                                                                          operator, complete):
     ports = disposable_cluster.ports
-    point_at(lucia, monkeypatch, disposable_cluster)
-    client = redis.RedisCluster(host="127.0.0.1", port=ports[0])
-    write(client)
-    client.close()
+    planted(lucia, monkeypatch, disposable_cluster)
     order = sorted(f"127.0.0.1:{port}" for port in ports)  # the order the purge walks the primaries
     first, last = order[0], order[-1]
     with redis.Redis(port=ports[0]) as node:
@@ -99,11 +95,7 @@ def test_it_fails_a_finding_purge_whose_next_key_s_slot_moved_away_naming_it(luc
     """A finding purge walks its stored list and sends each slot group to the owner it knew:
     a slot moved meanwhile answers MOVED, and the run fails naming the slot and its new node."""
     ports = disposable_cluster.ports
-    point_at(lucia, monkeypatch, disposable_cluster)
-    client = redis.RedisCluster(host="127.0.0.1", port=ports[0])
-    write(client)
-    client.close()
-    keys = sorted(key for found in per_node(ports, "lucia:session:*").values() for key in found)
+    keys = planted(lucia, monkeypatch, disposable_cluster)
     preview = purge.preview_purge(database=lucia, kind="finding", finding="no_ttl", keys=keys, actor=operator,
                                   batch_size=50)
     assert (preview.matched, preview.actionable) == (600, 600)
@@ -138,11 +130,7 @@ def test_it_refuses_an_explicit_key_preview_whose_slot_moves_under_it(lucia, dis
     a slot moved meanwhile answers MOVED, and the preview refuses as "being resharded",
     naming the node, instead of a raw Redis error; the run is left failed, nothing changed."""
     ports = disposable_cluster.ports
-    point_at(lucia, monkeypatch, disposable_cluster)
-    client = redis.RedisCluster(host="127.0.0.1", port=ports[0])
-    write(client)
-    client.close()
-    keys = sorted(key for found in per_node(ports, "lucia:session:*").values() for key in found)
+    keys = planted(lucia, monkeypatch, disposable_cluster)
     with redis.Redis(port=ports[0]) as node:
         layout = keyspace_cluster.slot_map(node)
     slot = key_slot(keys[-1])  # counted in the last page
