@@ -106,23 +106,10 @@ class NamespaceForm(RefuseSecretsMixin, forms.ModelForm):
         self.instance.database = database
 
     def clean_prefix(self):
-        prefix = self.cleaned_data["prefix"]
-        if not prefix.startswith(self.database.key_prefix):
-            raise forms.ValidationError(f"A namespace prefix must start with the database's key prefix "
-                                        f"{self.database.key_prefix!r}.")
-        if prefix == self.database.key_prefix:
-            raise forms.ValidationError(f"A namespace prefix must be longer than the database's key prefix "
-                                        f"{self.database.key_prefix!r}: the whole database is not a namespace.")
-        others = Namespace.objects.filter(database=self.database).exclude(pk=self.instance.pk)
-        if others.filter(prefix=prefix).exists():
-            raise forms.ValidationError("Another namespace of this database has that prefix.")
-        # A prefix may narrow another namespace (longest prefix wins), but not cover one: a purge
-        # of a covering namespace would reach into the namespaces under it.
-        covered = sorted(other.prefix for other in others if other.prefix.startswith(prefix))
-        if covered:
-            raise forms.ValidationError(f"This prefix covers the namespace {covered[0]!r}"
-                                        f"{f' and {len(covered) - 1} more' if len(covered) > 1 else ''}; "
-                                        "choose a prefix that does not contain another namespace.")
+        self.instance.prefix = prefix = self.cleaned_data["prefix"]
+        problem = self.instance.prefix_problem()
+        if problem:
+            raise forms.ValidationError(problem)
         return prefix
 
     def clean_name(self):

@@ -1,7 +1,8 @@
 """Small environment helpers that fail loudly on bad values."""
 
+import ipaddress
 import os
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -112,3 +113,34 @@ def redis_target(url):
     parts = urlsplit(url)
     db = (parts.path or "/0").strip("/") or "0"
     return (parts.hostname or parts.path, parts.port or 6379, db)
+
+
+def _canonical_host(host):
+    """One spelling per host: lower case, no trailing dot, IP addresses in their compressed
+    form (an IPv4-mapped IPv6 address as its IPv4), and every loopback or unspecified address
+    (localhost, 127.0.0.0/8, ::1, 0.0.0.0) as "loopback": they all reach this machine."""
+    host = (host or "").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return "loopback"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if getattr(address, "ipv4_mapped", None):
+        address = address.ipv4_mapped
+    return "loopback" if address.is_loopback or address.is_unspecified else address.compressed
+
+
+def keyspace_target(url):
+    """What a Redis URL reaches, spelled one way: (host, port, db) with the host canonical
+    (`_canonical_host`), or ("unix", real socket path, db). Two URLs with the same target
+    name the same keys, whatever their scheme, user or password. No DNS lookup: a hosted
+    provider serves many databases behind one address."""
+    if redis_url_problem(url):
+        raise ImproperlyConfigured("Not a Redis URL.")
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        db = (parse_qs(parts.query).get("db") or ["0"])[0]
+        return ("unix", os.path.realpath(parts.path), db)
+    db = (parts.path or "/0").strip("/") or "0"
+    return (_canonical_host(parts.hostname), parts.port or 6379, db)

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 
 from dashboard import accounts, audit, roles
-from dashboard.models import ChecklistItem, Rotation, Secret
+from dashboard.models import ChecklistItem, RedisDatabase, Rotation, Secret
 from dashboard.references import parse_reference
 from dashboard.scanning import validate_no_secret
 
@@ -146,6 +146,40 @@ def save_record(*, form, action, actor, request=None, source="web"):
         obj = form.save()
         audit.record(action=action, target=obj, before=before, after=audit.snapshot(obj),
                      **actor_kwargs(request, actor, source))
+    return obj
+
+
+def save_database(*, form, actor, reason="", request=None, source="web"):
+    """Create or edit a Redis database record from a valid RedisDatabaseForm; audited as
+    database.create or database.edit with `reason` as the note.
+
+    Creating a record, or changing what bounds its keyspace (`RedisDatabase.GUARDED_FIELDS`:
+    the key prefix and the URL variables), is an admin's decision and needs a reason
+    (PermissionDenied, ValidationError). The keyspace rule (`RedisDatabase.keyspace_conflict`:
+    records on one Redis keyspace share one key prefix) is checked again here, with every
+    record locked, so two saves cannot each pass it alone."""
+    instance = form.instance
+    guarded = form.guarded_changes()
+    roles.require_role(actor, roles.ADMIN if guarded else roles.OPERATOR)
+    reason = (reason or "").strip()
+    if guarded:
+        if not reason:
+            raise ValidationError({"reason": "Give a reason: creating a record or changing its key prefix or URL "
+                                             "variables is audited with it."})
+        validate_no_secret(reason)
+    with transaction.atomic():
+        locked = {db.pk: db for db in RedisDatabase.objects.select_for_update()}
+        before = audit.snapshot(locked[instance.pk]) if instance.pk else None
+        conflict = instance.keyspace_conflict()
+        if conflict:
+            raise ValidationError({"key_prefix": conflict})
+        shared = [db.name for db in RedisDatabase.objects.on_keyspace_of(instance) if db.pk != instance.pk]
+        obj = form.save()
+        note = reason
+        if shared and guarded:
+            note = f"{reason} (shares its Redis keyspace with {', '.join(shared)})"
+        audit.record(action="database.edit" if before else "database.create", target=obj, before=before,
+                     after=audit.snapshot(obj), note=note, **actor_kwargs(request, actor, source))
     return obj
 
 

@@ -48,6 +48,10 @@ class AccountAccessForm(ScrubRefusedMixin, forms.ModelForm):
 class RedisDatabaseForm(ScrubRefusedMixin, forms.ModelForm):
     read_regions = SimpleArrayField(forms.CharField(max_length=64), required=False,
                                     help_text="Comma-separated, e.g. us-east-1, eu-west-1")
+    reason = forms.CharField(
+        required=False, max_length=2000, validators=[validate_no_secret], widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Required when you create the record or change its key prefix or URL variables: it goes into "
+                  "the audit log.")
 
     class Meta:
         model = RedisDatabase
@@ -59,13 +63,19 @@ class RedisDatabaseForm(ScrubRefusedMixin, forms.ModelForm):
 
     def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
-        # The key prefix bounds every namespace and purge of the database: once the record
-        # exists, only an admin changes it. A disabled field ignores whatever is posted.
-        if self.instance.pk and not roles.has_role(user, roles.ADMIN):
-            self.fields["key_prefix"].disabled = True
-            self.fields["key_prefix"].help_text = "Only an admin can change the key prefix."
+        # The key prefix and the URL variables bound every namespace and purge of the
+        # keyspace: only an admin sets them (`operations.save_database` enforces it). A
+        # disabled field ignores whatever is posted.
+        if not roles.has_role(user, roles.ADMIN):
+            for name in RedisDatabase.GUARDED_FIELDS:
+                self.fields[name].disabled = True
+                self.fields[name].help_text = "Only an admin can change this."
         # A post without it (an older form, a script) keeps the record's mode: "auto" when new.
         self.fields["cluster_mode"].required = False
+
+    def guarded_changes(self):
+        """The guarded fields this form sets or changes (all of them for a new record)."""
+        return [name for name in RedisDatabase.GUARDED_FIELDS if not self.instance.pk or name in self.changed_data]
 
     def clean_cluster_mode(self):
         return self.cleaned_data.get("cluster_mode") or self.instance.cluster_mode or RedisDatabase.AUTO
@@ -82,6 +92,13 @@ class RedisDatabaseForm(ScrubRefusedMixin, forms.ModelForm):
                     f"Every namespace prefix must start with the key prefix and be longer: {outside[0]!r} "
                     "would not. Change or remove those namespaces first.")
         return key_prefix
+
+    def clean(self):
+        data = super().clean()
+        if self.guarded_changes() and not (data.get("reason") or "").strip() and "reason" not in self.errors:
+            self.add_error("reason", "Give a reason: creating a record or changing its key prefix or URL variables "
+                                     "is audited with it.")
+        return data
 
 
 class SecretForm(ScrubRefusedMixin, forms.ModelForm):

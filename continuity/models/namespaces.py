@@ -65,6 +65,34 @@ class Namespace(models.Model):
         """The PolicyStatus (badge) of one `KeyMeta` against this namespace's policy."""
         return self.policy().status(meta)
 
+    def prefix_problem(self):
+        """Why this namespace's prefix may not be saved, or "". A namespace lies strictly
+        inside its database's key prefix, and covers neither the key prefix nor another
+        namespace of any record on the same Redis keyspace (`RedisDatabase.objects.on_keyspace_of`):
+        a purge of it would reach into theirs. It may narrow one (longest prefix wins)."""
+        database, prefix = self.database, self.prefix
+        if not prefix.startswith(database.key_prefix):
+            return f"A namespace prefix must start with the database's key prefix {database.key_prefix!r}."
+        if prefix == database.key_prefix:
+            return (f"A namespace prefix must be longer than the database's key prefix {database.key_prefix!r}: "
+                    "the whole database is not a namespace.")
+        records = RedisDatabase.objects.on_keyspace_of(database) or [database]
+        for record in records:
+            if record.pk != database.pk and record.key_prefix.startswith(prefix):
+                return (f"This prefix covers the whole key prefix {record.key_prefix!r} of {record.name}, which "
+                        "monitors the same Redis keyspace.")
+        others = Namespace.objects.filter(database__in=[r.pk for r in records if r.pk]).exclude(pk=self.pk)
+        if others.filter(database=database, prefix=prefix).exists():
+            return "Another namespace of this database has that prefix."
+        covered = sorted({(o.prefix, o.database_id) for o in others if o.prefix.startswith(prefix) and
+                          (o.prefix != prefix)})
+        if covered:
+            where = "" if covered[0][1] == database.pk else f" of {RedisDatabase.objects.get(pk=covered[0][1]).name}"
+            more = f" and {len(covered) - 1} more" if len(covered) > 1 else ""
+            return (f"This prefix covers the namespace {covered[0][0]!r}{where}{more}; choose a prefix that does not "
+                    "contain another namespace.")
+        return ""
+
 
 def namespace_for_key(namespaces, key):
     """The namespace whose literal prefix is the longest prefix of `key` (bytes), or None."""

@@ -1,10 +1,12 @@
 """Configuration changes of the keyspace side, each with its audit entry in the same
 transaction: a namespace and its TTL policy, and a beat schedule."""
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule
 
 from dashboard import audit, roles
+from dashboard.models import RedisDatabase
 from dashboard.operations import actor_kwargs, save_record
 
 
@@ -12,7 +14,13 @@ def save_namespace(*, form, actor, request=None, source="web"):
     """Create or edit a namespace from a valid NamespaceForm; audited as namespace.create
     or namespace.update with before/after (`dashboard.operations.save_record`)."""
     action = "namespace.update" if form.instance.pk else "namespace.create"
-    return save_record(form=form, action=action, actor=actor, request=request, source=source)
+    with transaction.atomic():
+        # Every record locked: the prefix rule spans the records on one keyspace.
+        list(RedisDatabase.objects.select_for_update().values_list("pk", flat=True))
+        problem = form.instance.prefix_problem()
+        if problem:
+            raise ValidationError({"prefix": problem})
+        return save_record(form=form, action=action, actor=actor, request=request, source=source)
 
 
 def schedule_snapshot(task):

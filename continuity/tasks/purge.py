@@ -101,7 +101,7 @@ def policy_purge_task(database=None):
     for record in databases:
         outcome = purge.policy_purge(database=record)
         out[record.name] = {"runs": [r.run.pk for r in outcome.runs], "reported": outcome.reported,
-                            "skipped": outcome.skipped_reason}
+                            "skipped": outcome.skipped_reason, "refused": outcome.refused}
     return out
 
 

@@ -52,7 +52,7 @@ DATABASE = {"name": "lucia", "environment": "production", "provider": "Upstash",
 def test_an_operator_cannot_change_the_key_prefix(operator_client, lucia):
     url = reverse("dashboard:database_edit", args=["lucia"])
     assert 'name="key_prefix" value="lucia:"' in operator_client.get(url).content.decode()
-    assert "Only an admin can change the key prefix." in operator_client.get(url).content.decode()
+    assert "Only an admin can change this." in operator_client.get(url).content.decode()
     response = operator_client.post(url, {**DATABASE, "key_prefix": "", "region": "eu-west-1"})
     assert response.status_code == 302
     lucia.refresh_from_db()
@@ -65,11 +65,12 @@ def test_an_admin_changes_the_key_prefix_with_an_audit_row(admin_client, lucia):
     Namespace.objects.filter(database=lucia).delete()
     Namespace.objects.create(database=lucia, name="session", prefix="lucia:v2:session:")
     url = reverse("dashboard:database_edit", args=["lucia"])
-    assert admin_client.post(url, {**DATABASE, "key_prefix": "lucia:v2:"}).status_code == 302
+    assert admin_client.post(url, {**DATABASE, "key_prefix": "lucia:v2:", "reason": "v2 key layout"}).status_code == 302
     lucia.refresh_from_db()
     assert lucia.key_prefix == "lucia:v2:"
     entry = AuditEntry.objects.get(action="database.edit")
     assert (entry.actor_label, entry.before["key_prefix"], entry.after["key_prefix"]) == ("ada", "lucia:", "lucia:v2:")
+    assert entry.note == "v2 key layout"
 
 
 @pytest.mark.parametrize("key_prefix", ["lucia:session:", "other:"])

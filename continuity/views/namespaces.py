@@ -1,6 +1,7 @@
 """Namespaces and their TTL policies: everyone reads them, operators edit them (audited)."""
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.vary import vary_on_headers
 
@@ -25,7 +26,11 @@ def _save(request, database, namespace):
     form = NamespaceForm(request.POST, instance=namespace, database=database)
     if not form.is_valid():
         return form, None
-    return form, configuration.save_namespace(form=form, actor=request.user, request=request)
+    try:
+        return form, configuration.save_namespace(form=form, actor=request.user, request=request)
+    except ValidationError as error:  # the prefix rule, checked again with the records locked
+        form.add_error(None, error)
+        return form, None
 
 
 @roles.role_required(roles.OPERATOR)

@@ -1,5 +1,7 @@
 """Permissions, the audit log and Redis database records."""
 
+import os
+
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
@@ -77,6 +79,17 @@ class AuditEntry(models.Model):
         return [(k, before.get(k), after.get(k)) for k in keys if before.get(k) != after.get(k)]
 
 
+class RedisDatabaseQuerySet(models.QuerySet):
+    def on_keyspace_of(self, database):
+        """The records that reach the same Redis keyspace as `database` (itself included when
+        saved): those sharing a URL variable, or whose URL variables resolve to the same
+        target (`RedisDatabase.keyspace_marks`). Read from the environment now, so two
+        records that a deploy pointed at one server are found on the next call."""
+        marks = database.keyspace_marks()
+        return [other for other in self.order_by("name") if other.pk == database.pk and database.pk
+                or marks & other.keyspace_marks()]
+
+
 env_var_name = RegexValidator(r"^[A-Z_][A-Z0-9_]*$", "Use an environment variable name such as REDIS_URL.")
 
 
@@ -129,6 +142,11 @@ class RedisDatabase(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     FAILURE_PLAN_FIELDS = ("if_down", "lucia_should", "operator_impact", "alerting_path", "expiry_fallback")
+    # What bounds every namespace and purge of the keyspace: only an admin sets or changes
+    # them, with a reason (`dashboard.operations.save_database`).
+    GUARDED_FIELDS = ("key_prefix", "url_env", "readonly_url_env")
+
+    objects = RedisDatabaseQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -159,6 +177,31 @@ class RedisDatabase(models.Model):
                     problems[field] = problem
         return problems
 
+    def keyspace_marks(self):
+        """What identifies the keys this record reaches: the names of its URL variables and,
+        where they hold a Redis URL, each URL's canonical target (`dashboard.env.keyspace_target`).
+        Records sharing any mark monitor the same keys."""
+        from dashboard.env import keyspace_target, redis_url_problem
+
+        marks = set()
+        for name in filter(None, (self.url_env, self.readonly_url_env)):
+            marks.add(("variable", name))
+            url = os.environ.get(name, "")
+            if url and not redis_url_problem(url):
+                marks.add(("target", *keyspace_target(url)))
+        return marks
+
+    def keyspace_conflict(self):
+        """Why this record may not be saved as it stands, or "": another record reaches the
+        same keyspace with another key prefix. Records on one keyspace share its key prefix,
+        so that each one's namespaces are checked against the others'."""
+        for other in RedisDatabase.objects.exclude(pk=self.pk).on_keyspace_of(self):
+            if other.key_prefix != self.key_prefix:
+                return (f"{other.name} already monitors this Redis keyspace with the key prefix {other.key_prefix!r}. "
+                        f"Records on one keyspace share one key prefix: use {other.key_prefix!r}, or point this "
+                        "record at another Redis.")
+        return ""
+
     def configuration_problem(self):
         """"misconfigured: why" for the record's own pages, or ""."""
         problems = self.url_env_problems()
@@ -167,5 +210,7 @@ class RedisDatabase(models.Model):
     def clean(self):
         errors = {field: f"Refused: {why}." for field, why in self.url_env_problems().items()
                   if env_var_name.regex.match(getattr(self, field))}
+        if not errors and (conflict := self.keyspace_conflict()):
+            errors["key_prefix"] = conflict
         if errors:
             raise ValidationError(errors)

@@ -37,10 +37,11 @@ def _assert_refused_without_echo(response, secret, field, caplog):
     ("region", UPSTASH + "x" * 100),
     ("tcp_endpoint", PASTED_URL + "/" + "x" * 300),
 ])
-def test_it_refuses_a_secret_in_any_database_field_without_echo(operator_client, lucia, caplog, field, value):
+def test_it_refuses_a_secret_in_any_database_field_without_echo(admin_client, lucia, caplog, field, value):
+    # An admin: only an admin may change url_env (and the other guarded fields).
     caplog.set_level(logging.DEBUG)
     secret = PASTED_URL if PASTED_URL in value else UPSTASH
-    response = operator_client.post(reverse("dashboard:database_edit", args=["lucia"]), {**DATABASE, field: value})
+    response = admin_client.post(reverse("dashboard:database_edit", args=["lucia"]), {**DATABASE, field: value})
     body = _assert_refused_without_echo(response, secret, field, caplog)
     assert "Enter a valid URL." not in body and "Ensure this value has at most" not in body
     lucia.refresh_from_db()
@@ -91,12 +92,13 @@ def test_it_does_not_echo_a_secret_in_a_choice_error(admin_client, lucia, caplog
     ("dashboard:phase_create", [], {"number": 9, "title": "Nine", "primary_page": PASTED_URL}, "primary_page"),
     ("dashboard:envvar_create", [], {"name": UPSTASH, "value_or_reference": ""}, "name"),
 ])
-def test_it_refuses_a_secret_in_free_text_fields_that_had_no_scan(operator_client, lucia, caplog, url_name, args,
+def test_it_refuses_a_secret_in_free_text_fields_that_had_no_scan(admin_client, lucia, caplog, url_name, args,
                                                                    data, field):
+    # An admin: only an admin creates a database record.
     caplog.set_level(logging.DEBUG)
     secret = data[field]
     before = AuditEntry.objects.count()
-    response = operator_client.post(reverse(url_name, args=args), data)
+    response = admin_client.post(reverse(url_name, args=args), data)
     body = _assert_refused_without_echo(response, secret, field, caplog)
     assert f'data-field="{field}"' in body and AuditEntry.objects.count() == before
 

@@ -75,14 +75,15 @@ def test_it_shows_a_misconfigured_record_on_its_own_pages_and_nowhere_breaks(
     ("LUCIA_PG_URL", "Refused: LUCIA_PG_URL is set, but its value is not a Redis URL"),
 ])
 def test_it_refuses_a_url_variable_that_cannot_hold_a_redis_url_when_saved(
-        operator_client, lucia, hostile_env, url_env, message):
+        admin_client, lucia, hostile_env, url_env, message):
     from dashboard.record_forms import RedisDatabaseForm
 
     data = {name: value for name, value in RedisDatabaseForm(instance=lucia).initial.items() if value is not None}
     data["read_regions"] = ",".join(lucia.read_regions)
     audited = AuditEntry.objects.count()
     for field in ("url_env", "readonly_url_env"):
-        response = operator_client.post(reverse("dashboard:database_edit", args=["lucia"]), {**data, field: url_env})
+        response = admin_client.post(reverse("dashboard:database_edit", args=["lucia"]),
+                                     {**data, field: url_env, "reason": "move to the new variable"})
         body = response.content.decode()
         assert response.status_code == 200
         assert message in body
@@ -92,14 +93,14 @@ def test_it_refuses_a_url_variable_that_cannot_hold_a_redis_url_when_saved(
     assert AuditEntry.objects.count() == audited
 
 
-def test_it_accepts_a_redis_url_variable(operator_client, lucia, monkeypatch, redis_server):
+def test_it_accepts_a_redis_url_variable(admin_client, lucia, monkeypatch, redis_server):
     from dashboard.record_forms import RedisDatabaseForm
 
     monkeypatch.setenv("LUCIA_RO_URL", redis_server.url(0))
     data = {name: value for name, value in RedisDatabaseForm(instance=lucia).initial.items() if value is not None}
     data["read_regions"] = ",".join(lucia.read_regions)
-    response = operator_client.post(reverse("dashboard:database_edit", args=["lucia"]),
-                                    {**data, "readonly_url_env": "LUCIA_RO_URL"})
+    response = admin_client.post(reverse("dashboard:database_edit", args=["lucia"]),
+                                 {**data, "readonly_url_env": "LUCIA_RO_URL", "reason": "a read-only user for reviews"})
     assert response.status_code == 302
     lucia.refresh_from_db()
     assert lucia.readonly_url_env == "LUCIA_RO_URL"

@@ -56,10 +56,6 @@ def test_it_opens_home_with_what_needs_rotation(viewer_client, lucia, django_ass
 
 
 @pytest.mark.parametrize("url_name,args,data,model,lookup", [
-    ("dashboard:database_create", [], {"name": "staging", "environment": "staging", "provider": "Upstash",
-                                      "region": "eu-west-1", "read_regions": "us-east-1, ap-south-1", "key_prefix": "lucia:",
-                                      "url_env": "STAGING_REDIS_URL", "rest_url": "https://staging.upstash.io"},
-     RedisDatabase, {"name": "staging"}),
     ("dashboard:account_create", [], {"provider": "Upstash", "account_email": "ops@example.test",
                                      "dashboard_url": "https://console.upstash.com", "team": "Lucia",
                                      "mfa_method": "TOTP", "mfa_last_verified": "2025-05-01"},
@@ -83,6 +79,27 @@ def test_it_lets_operators_create_records_with_audit_and_viewers_not(viewer_clie
     obj = model.objects.get(**lookup)
     entry = AuditEntry.objects.filter(target_id=str(obj.pk), target_type=obj._meta.label_lower).get(source="web")
     assert entry.actor_label == "otto" and entry.action.endswith(".create") and entry.before is None
+
+
+STAGING = {"name": "staging", "environment": "staging", "provider": "Upstash", "region": "eu-west-1",
+           "read_regions": "us-east-1, ap-south-1", "key_prefix": "lucia:", "url_env": "STAGING_REDIS_URL",
+           "rest_url": "https://staging.upstash.io"}
+
+
+def test_only_an_admin_creates_a_database_record_with_a_reason(viewer_client, operator_client, admin_client, lucia):
+    url = reverse("dashboard:database_create")
+    for client in (viewer_client, operator_client):
+        assert client.get(url).status_code == 403
+        assert client.post(url, {**STAGING, "reason": "staging"}).status_code == 403
+    no_reason = admin_client.post(url, STAGING)
+    assert no_reason.status_code == 200 and "Give a reason" in no_reason.content.decode()
+    assert not RedisDatabase.objects.filter(name="staging").exists()
+    response = admin_client.post(url, {**STAGING, "reason": "staging database for the v2 rollout"})
+    assert response.status_code == 302
+    staging = RedisDatabase.objects.get(name="staging")
+    assert (staging.read_regions, staging.url_env) == (["us-east-1", "ap-south-1"], "STAGING_REDIS_URL")
+    entry = AuditEntry.objects.get(action="database.create", target_id=str(staging.pk))
+    assert (entry.actor_label, entry.before, entry.note) == ("ada", None, "staging database for the v2 rollout")
 
 
 def test_it_edits_a_database_and_records_before_and_after(operator_client, lucia):

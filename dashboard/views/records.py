@@ -1,7 +1,6 @@
 """Records home, Redis databases, account access, setup checklist and phase mapping."""
 
-from functools import partial
-
+from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -100,18 +99,31 @@ def database_topology(request, name):
     return render(request, "dashboard/database_detail.html", {**_database_context(database), **context})
 
 
-@roles.role_required(roles.OPERATOR)
+def _save_database(request, *, instance=None, title, cancel_url):
+    """The database form: only an admin creates a record or changes its key prefix or URL
+    variables, with a reason (`operations.save_database`)."""
+    form = RedisDatabaseForm(request.POST or None, instance=instance, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        try:
+            database = operations.save_database(form=form, actor=request.user, reason=form.cleaned_data["reason"],
+                                                request=request)
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            return redirect(database.get_absolute_url())
+    return form_page(request, form, title=title, cancel_url=cancel_url)
+
+
+@roles.role_required(roles.ADMIN)
 def database_create(request):
-    return edit_record(request, partial(RedisDatabaseForm, user=request.user), action="database.create",
-                       title="New Redis database",
-                       cancel_url=reverse("dashboard:database_list"))
+    return _save_database(request, title="New Redis database", cancel_url=reverse("dashboard:database_list"))
 
 
 @roles.role_required(roles.OPERATOR)
 def database_edit(request, name):
     database = get_object_or_404(RedisDatabase, name=name)
-    return edit_record(request, partial(RedisDatabaseForm, user=request.user), instance=database, action="database.edit",
-                       title=f"Edit database {database.name}", cancel_url=database.get_absolute_url())
+    return _save_database(request, instance=database, title=f"Edit database {database.name}",
+                          cancel_url=database.get_absolute_url())
 
 
 # --- Account access -------------------------------------------------------------------------

@@ -30,7 +30,8 @@ class Command(BaseCommand):
             except Exception as exc:  # noqa: BLE001
                 raise CommandError(f"{record.name}: {keyspace.describe(exc)}") from exc
             out.append({"database": record.name, "skipped": outcome.skipped_reason, "reported": outcome.reported,
-                        "runs": [r.run.summary() for r in outcome.runs]})
+                        "refused": outcome.refused, "runs": [r.run.summary() for r in outcome.runs]})
         self.stdout.write(json.dumps(out) if options["json"] else "\n".join(
-            f"{o['database']}: {len(o['runs'])} runs, reported {o['reported']} {o['skipped']}".rstrip() for o in out))
+            (f"{o['database']}: {len(o['runs'])} runs, reported {o['reported']} {o['skipped']}".rstrip()
+             + "".join(f"\n  refused {prefix}: {why}" for prefix, why in o["refused"].items())) for o in out))
 

@@ -80,6 +80,7 @@ class PolicyPurgeResult:
     runs: list = field(default_factory=list)
     reported: dict = field(default_factory=dict)
     skipped_reason: str = ""
+    refused: dict = field(default_factory=dict)  # {namespace prefix: why the keyspace guardrail left it alone}
 
 
 def namespace_policies(database) -> Policies:

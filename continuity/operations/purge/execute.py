@@ -23,7 +23,7 @@ from continuity.operations.purge.common import (CONDITION_FINDINGS, PurgeRefused
                                                 audit_run, namespace_policies, split)
 from continuity.operations.purge import cluster as purge_cluster
 from continuity.operations.purge.preview import scan_pages
-from continuity.operations.purge.targets import resolve_target
+from continuity.operations.purge.targets import check_keyspace, resolve_target, run_heads
 from dashboard import postgres
 
 _FINISH_VERBS = {PurgeRun.SUCCEEDED: "purge.finish", PurgeRun.FAILED: "purge.fail",
@@ -125,6 +125,12 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
     if claim is None:
         return PurgeResult.of(run)
     try:
+        try:  # the keyspace guardrail, decided again before any command (records change)
+            check_keyspace(run.database, run_heads(run))
+        except PurgeRefused as refused:  # final, audited, with what a resumed run already did
+            _finish(run, PurgeRun.FAILED, error=str(refused), source=source,
+                    client=_client(run) if resumed else None)
+            raise
         client = keyspace.client_for(run.database, write=True)
         try:
             on_cluster = purge_cluster.is_cluster(run.database, client)

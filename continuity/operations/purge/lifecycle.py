@@ -8,7 +8,7 @@ from django.utils import timezone
 from continuity import keyspace
 from continuity.models import PurgeRun
 from continuity.operations.purge.common import PurgeRefused, audit_run
-from continuity.operations.purge.targets import resolve_target
+from continuity.operations.purge.targets import check_keyspace, resolve_target, run_heads
 from dashboard import roles
 
 
@@ -27,6 +27,7 @@ def confirm_purge(*, run, confirmation, reason, request=None, actor=None, source
         raise PurgeRefused("Give a reason: it goes into the audit log with the purge.")
     if run.target_kind != PurgeRun.FINDING:  # namespaces may have changed since the preview
         resolve_target(run.database, run.target_kind, keyspace.decode_key(run.target_token))
+    check_keyspace(run.database, run_heads(run))
     try:
         with transaction.atomic():
             updated = PurgeRun.objects.filter(pk=run.pk, status=PurgeRun.PREVIEWED).update(

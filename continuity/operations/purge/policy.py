@@ -20,6 +20,7 @@ from continuity.operations.purge import cluster as purge_cluster
 from continuity.operations.purge.common import PolicyPurgeResult, PurgeRefused, audit_run, namespace_policies
 from continuity.operations.purge.execute import execute_purge
 from continuity.operations.purge.preview import count_target
+from continuity.operations.purge.targets import check_keyspace
 
 _ACTIONS = {Namespace.APPLY_TTL: PurgeRun.EXPIRE, Namespace.DELETE: PurgeRun.DELETE}
 
@@ -44,6 +45,11 @@ def policy_purge(*, database, progress=None, source="task") -> PolicyPurgeResult
     for policy in policies:
         namespace = policies.owner_of(policy)
         if not policy.has_ttl_rule:
+            continue
+        try:  # a namespace that covers another record's keys on this keyspace is left alone
+            check_keyspace(database, [policy.prefix])
+        except PurgeRefused as exc:
+            outcome.refused[namespace.prefix] = str(exc)
             continue
         if not checked:  # before the first Redis command, and only when there is one to send
             try:  # a record contradicting the server; a cluster is purged across its primaries

@@ -155,6 +155,7 @@ def decide_target(database, *, kind, value, action, review_id, finding, policies
                         shown=keyspace.display_key(value))
     if action == PurgeRun.EXPIRE and not any(p.max_ttl_seconds for p in target.reach):
         raise PurgeRefused("None of the namespaces this target reaches has a maximum TTL to apply.")
+    targets.check_keyspace(database, target.heads)
     return target
 
 

@@ -9,7 +9,8 @@ namespace covers. Nothing is scanned for a refused target.
 """
 
 from continuity import keyspace
-from continuity.models import PurgeRun, ReviewNamespaceStat, ReviewRun
+from continuity.models import Namespace, PurgeRun, ReviewNamespaceStat, ReviewRun
+from dashboard.models import RedisDatabase
 from continuity.operations.purge.common import PurgeRefused, namespace_policies
 from continuity.policy import NO_TTL, OVERSIZED, TTL_ABOVE_MAX, UNKNOWN_NAMESPACE, WRONG_TYPE
 
@@ -67,6 +68,36 @@ def resolve_target(database, kind, value: bytes, policies=None):
     return pattern, reach
 
 
+def check_keyspace(database, heads):
+    """Refuse (PurgeRefused) a purge whose literal heads reach too far on the Redis keyspace
+    `database` reaches, whichever record, form or command led here. For every record on that
+    keyspace (`RedisDatabase.objects.on_keyspace_of`, read from the environment now):
+
+    - no head may cover the record's whole key prefix (`lucia:` covers `lucia:`, `lucia`
+      and `` cover it too);
+    - a head inside the record's key prefix must lie inside one of its namespaces, so it
+      reaches at most one namespace (and the namespaces nested in it).
+
+    A second record on the same Redis cannot open the first one's keys: its own namespaces
+    do not count for the first one's key prefix. Reads Postgres only."""
+    records = sorted(RedisDatabase.objects.on_keyspace_of(database) or [database], key=lambda r: r.pk != database.pk)
+    prefixes = {}
+    for record_id, prefix in Namespace.objects.filter(database__in=[r.pk for r in records]).values_list(
+            "database_id", "prefix"):
+        prefixes.setdefault(record_id, []).append(prefix.encode())
+    for head in heads:
+        shown = keyspace.display_key(head)
+        for record in records:
+            key_prefix = record.key_prefix.encode()
+            where = "" if record.pk == database.pk else f", which monitors the same Redis keyspace as {database.name}"
+            if key_prefix.startswith(head):
+                raise PurgeRefused(f"{shown!r} covers the whole key prefix {record.key_prefix!r} of {record.name}"
+                                   f"{where}. A purge target must lie inside one namespace.")
+            if head.startswith(key_prefix) and not any(head.startswith(p) for p in prefixes.get(record.pk, ())):
+                raise PurgeRefused(f"{shown!r} lies in no namespace of {record.name}{where}: a purge target must lie "
+                                   f"inside one registered namespace of every record on that keyspace.")
+
+
 def check_action(action):
     if action not in (PurgeRun.DELETE, PurgeRun.EXPIRE):
         raise PurgeRefused(f"Unknown action {action!r}: choose delete or expire.")
@@ -114,6 +145,21 @@ def finding_stats(*, database, review_id, finding):
     if not stats:
         raise PurgeRefused(f"The namespaces where review #{review.pk} found {finding} keys are no longer registered.")
     return stats
+
+
+def run_heads(run):
+    """The literal heads a stored run reaches, decided again from Postgres: the literal head
+    of the pattern it SCANs (a prefix, a pattern or a policy namespace), or, for a review
+    finding's stored key list, the namespaces where the review found it (every namespace of
+    the record when there is no such review: the run may act in any of them)."""
+    if run.target_kind != PurgeRun.FINDING:
+        return [literal_head(run.match_bytes())]
+    prefixes = [stat.namespace.prefix for stat in ReviewNamespaceStat.objects.filter(
+                    run_id=run.review_id, namespace__database=run.database).select_related("namespace")
+                if (stat.findings or {}).get(run.finding)] if run.review_id else []
+    if not prefixes:
+        prefixes = Namespace.objects.filter(database=run.database).values_list("prefix", flat=True)
+    return scan_prefixes(prefix.encode() for prefix in prefixes)
 
 
 def scan_prefixes(prefixes):
