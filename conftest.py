@@ -250,29 +250,35 @@ def lucia(db):
 class Receiver:
     """A real HTTP server on a loopback port that records what it is sent."""
 
-    def __init__(self):
+    def __init__(self, host="127.0.0.1", port=0, tls=None):
         self.requests = []
         self.statuses = []  # status to answer per request; 200 once exhausted
+        self.reply_headers = {}  # sent with every answer (e.g. a Location)
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests.append({"path": self.path, "json": json.loads(body or b"null")})
+                receiver.requests.append({"path": self.path, "host": self.headers.get("Host"),
+                                          "json": json.loads(body or b"null")})
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 self.send_response(status)
+                for name, value in receiver.reply_headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(b"ok")
 
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        if tls:  # an ssl.SSLContext: serve https
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     def url(self, path="/hook"):
-        return f"http://127.0.0.1:{self.server.server_port}{path}"
+        return f"http://{self.server.server_address[0]}:{self.server.server_port}{path}"
 
     def close(self):
         self.server.shutdown()
@@ -281,8 +287,9 @@ class Receiver:
 
 @pytest.fixture
 def receiver(settings):
-    """The receiver listens on loopback: a private target, allowed for these tests."""
-    settings.ALERT_ALLOW_PRIVATE_TARGETS = True
+    """The receiver listens on 127.0.0.1: a private address, allowed for these tests as a
+    deployment allows its internal receiver."""
+    settings.ALERT_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1"]
     server = Receiver()
     yield server
     server.close()

@@ -140,9 +140,13 @@ CACHES = {
 ALERT_REVIEW_FINDINGS_THRESHOLD = env_int("ALERT_REVIEW_FINDINGS_THRESHOLD", 1)
 # A monitored Redis unreachable for this long is alerted (checked every minute by beat).
 ALERT_REDIS_DOWN_MINUTES = env_int("ALERT_REDIS_DOWN_MINUTES", 5)
-# Alert webhooks to private, loopback or link-local addresses (an internal receiver) are
-# refused unless this is on: otherwise a channel reaches the metadata service or the LAN.
-ALERT_ALLOW_PRIVATE_TARGETS = env_bool("ALERT_ALLOW_PRIVATE_TARGETS", False)
+# Alert webhooks go to public addresses only (dashboard/webhooks.py): otherwise a channel
+# reaches the metadata service or the LAN. Name an internal receiver here: host names as
+# written in the webhook URL, or IP addresses, comma-separated.
+ALERT_ALLOWED_PRIVATE_HOSTS = env_list("ALERT_ALLOWED_PRIVATE_HOSTS", "")
+if env_bool("ALERT_ALLOW_PRIVATE_TARGETS", False):
+    raise ImproperlyConfigured("ALERT_ALLOW_PRIVATE_TARGETS is gone: name the internal receiver's host "
+                               "in ALERT_ALLOWED_PRIVATE_HOSTS instead.")
 
 # --- Celery ------------------------------------------------------------------------------
 CELERY_RESULT_BACKEND = "django-db"

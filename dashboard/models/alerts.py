@@ -1,10 +1,10 @@
 """Alert channels (generic JSON webhook, Slack-compatible) and the deliveries queued to them."""
 
-from urllib.parse import urlsplit
-
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 
 class AlertChannelQuerySet(models.QuerySet):
@@ -42,16 +42,20 @@ class AlertChannel(models.Model):
         return self.failing_since is not None
 
     def clean(self):
-        from dashboard.webhooks import target_problem
+        from dashboard.webhooks import url_problem
 
-        problem = target_problem(self.url) if self.url else ""
+        problem = url_problem(self.url) if self.url else ""
         if problem:
             raise ValidationError({"url": f"Refused: {problem}."})
 
     def masked_url(self):
-        """Scheme and host only: enough to recognise the channel, nothing to abuse."""
-        parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}/…"
+        """Scheme, host and port only: enough to recognise the channel, nothing to abuse. Read
+        by urllib3, as the HTTP client reads it, so the page shows where a send would go."""
+        try:
+            parts = parse_url(self.url)
+        except LocationParseError:
+            return "(not a valid URL)"
+        return f"{parts.scheme}://{parts.netloc or ''}/…"
 
     def audit_snapshot(self):
         return {"name": self.name, "kind": self.kind, "url": self.masked_url(), "enabled": self.enabled}

@@ -54,6 +54,15 @@ def test_the_monitored_keyspace_may_not_share_a_database_with_the_broker():
     assert "CELERY_BROKER_URL and REDIS_URL point at the same Redis database" in result.stderr
 
 
+def test_the_old_all_private_targets_switch_fails_loudly():
+    # A deployment that still sets it would otherwise lose its internal receiver in silence.
+    result = _manage("check", ALERT_ALLOW_PRIVATE_TARGETS="1")
+    assert result.returncode != 0
+    assert "ALERT_ALLOW_PRIVATE_TARGETS is gone" in result.stderr and "ALERT_ALLOWED_PRIVATE_HOSTS" in result.stderr
+    allowed = _manage("check", ALERT_ALLOW_PRIVATE_TARGETS="0", ALERT_ALLOWED_PRIVATE_HOSTS="alerts.internal")
+    assert allowed.returncode == 0, allowed.stderr
+
+
 def test_a_secret_can_come_from_a_file(tmp_path, monkeypatch):
     (tmp_path / "key").write_text("from-a-file\n")
     monkeypatch.setenv("SOME_SECRET_FILE", str(tmp_path / "key"))
