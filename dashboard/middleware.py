@@ -45,18 +45,28 @@ class PostgresUnavailableMiddleware:
 
 
 class SecurityHeadersMiddleware:
-    """Content-Security-Policy and Permissions-Policy on every response (Django 5.2 has
-    neither). The pages carry no inline script: htmx and app.js are static files."""
+    """The same security headers on every response: Content-Security-Policy and
+    Permissions-Policy (Django 5.2 has neither), nosniff, Referrer-Policy and X-Frame-Options.
+
+    First in MIDDLEWARE, so it also sees the responses that the middlewares below make
+    themselves and that never reach a view or their own header step: SecurityMiddleware's
+    HTTP→HTTPS 301, WhiteNoise's static files, the Postgres 503. A header a response already
+    carries is kept (a view's own, stricter or exempted, choice)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
         response = self.get_response(request)
-        if settings.CONTENT_SECURITY_POLICY:
-            response.headers.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
-        if settings.PERMISSIONS_POLICY:
-            response.headers.setdefault("Permissions-Policy", settings.PERMISSIONS_POLICY)
+        headers = {"Content-Security-Policy": settings.CONTENT_SECURITY_POLICY,
+                   "Permissions-Policy": settings.PERMISSIONS_POLICY,
+                   "X-Content-Type-Options": "nosniff" if settings.SECURE_CONTENT_TYPE_NOSNIFF else "",
+                   "Referrer-Policy": settings.SECURE_REFERRER_POLICY or ""}
+        if not getattr(response, "xframe_options_exempt", False):
+            headers["X-Frame-Options"] = settings.X_FRAME_OPTIONS
+        for name, value in headers.items():
+            if value:
+                response.headers.setdefault(name, value)
         return response
 
 

@@ -34,6 +34,54 @@ def test_every_response_carries_a_csp_without_inline_script_and_a_permissions_po
     assert '"allowEval": false' in body
 
 
+SECURITY_HEADERS = ("Content-Security-Policy", "Permissions-Policy", "X-Content-Type-Options", "Referrer-Policy",
+                    "X-Frame-Options")
+
+
+def assert_security_headers(response, settings):
+    assert response["Content-Security-Policy"] == settings.CONTENT_SECURITY_POLICY
+    assert response["Permissions-Policy"] == settings.PERMISSIONS_POLICY
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
+    assert response["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize("path", ["/", "/accounts/login/", "/keyspace/jobs/", "/static/css/app.css", "/no-such-page/"])
+def test_the_https_redirect_carries_the_same_security_headers(client, settings, path):
+    # DJANGO_HTTPS on (read at import, so the settings it drives are set here).
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = True
+    settings.SECURE_HSTS_SECONDS = 31536000
+    response = client.get(path)  # plain http
+    assert response.status_code == 301 and response["Location"] == f"https://testserver{path}"
+    assert_security_headers(response, settings)
+    assert re.fullmatch(r"[0-9a-f]{32}", response["X-Request-ID"])
+    secure = client.get("/accounts/login/", secure=True)
+    assert secure.status_code == 200 and "Strict-Transport-Security" in secure
+    assert_security_headers(secure, settings)
+
+
+def test_a_static_file_carries_the_same_security_headers(client, settings):
+    # WhiteNoise answers static files itself, above the views; here from the finders, as
+    # `collectstatic` has not run in tests.
+    settings.WHITENOISE_USE_FINDERS = settings.WHITENOISE_AUTOREFRESH = True
+    response = client.get("/static/css/app.css")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/css")
+    assert_security_headers(response, settings)
+
+
+@pytest.mark.parametrize("persona,path,status", [
+    ("anon", "/", 302),                       # to the sign-in page
+    ("viewer", "/no-such-page/", 404),
+    ("viewer", "/keyspace/jobs/schedules/1/", 403),
+    ("viewer", "/", 200),
+])
+def test_every_status_carries_the_same_security_headers(client, viewer_client, settings, persona, path, status):
+    response = (client if persona == "anon" else viewer_client).get(path)
+    assert response.status_code == status
+    assert_security_headers(response, settings)
+
+
 def test_no_template_carries_inline_script_or_event_handler_attributes():
     for template in (ROOT / "templates").rglob("*.html"):
         text = template.read_text()
