@@ -4,27 +4,45 @@ import uuid
 from django.conf import settings
 
 from dashboard import errors
-from dashboard.audit import current_request_id
+from dashboard.audit import current_client_request_id, current_request_id
+from dashboard.scanning import find_secrets
 
-# fullmatch: `$` would let a trailing newline through into the audit log and the response header.
+# fullmatch: `$` would let a trailing newline through into the audit log.
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
+def client_request_id(value):
+    """A client's (or a proxy's) X-Request-ID as it may be stored beside the audit entry: the
+    value when it has a sane shape (8 to 64 of `A-Z a-z 0-9 . _ -`) and names no credential,
+    else "". The entropy detectors are not asked: random ids are what proxies send."""
+    if not _SAFE_ID.fullmatch(value):
+        return ""
+    if any("High Entropy" not in kind for kind in find_secrets(value)):
+        return ""
+    return value
+
+
 class RequestIdMiddleware:
-    """Gives every request an id (a proxy's X-Request-ID when it is sane) that the audit
-    log records, so the entries of one request can be grouped."""
+    """Gives every request an id of its own, made here, that the audit log records so the
+    entries of one request can be grouped, and that the response's X-Request-ID returns.
+
+    A client's X-Request-ID is never that id: any client could send another request's id and
+    join its audit group. It is kept apart (`request.client_request_id`, the audit entry's
+    `client_request_id`) to find a proxy's log lines."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        incoming = request.headers.get("X-Request-ID", "")
-        request.request_id = incoming if _SAFE_ID.fullmatch(incoming) else uuid.uuid4().hex
+        request.request_id = uuid.uuid4().hex
+        request.client_request_id = client_request_id(request.headers.get("X-Request-ID", ""))
         token = current_request_id.set(request.request_id)
+        client_token = current_client_request_id.set(request.client_request_id)
         try:
             response = self.get_response(request)
         finally:
             current_request_id.reset(token)
+            current_client_request_id.reset(client_token)
         response["X-Request-ID"] = request.request_id
         return response
 

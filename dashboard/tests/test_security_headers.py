@@ -1,5 +1,7 @@
-"""Response headers every page carries (issue 11, item 7): CSP without inline script, a
-Permissions-Policy, and a client's X-Request-ID only when it has a sane shape."""
+"""Response headers every response carries (issue 11, item 7; issue 15): CSP without inline
+script, a Permissions-Policy, nosniff, Referrer-Policy and X-Frame-Options, redirects, static
+files and errors included; and the request id: always the server's own, with a client's
+X-Request-ID kept apart, and only when it has a sane shape."""
 
 import re
 from pathlib import Path
@@ -94,24 +96,46 @@ def test_no_template_carries_inline_script_or_event_handler_attributes():
 @pytest.mark.parametrize("incoming, kept", [
     ("req-1234567890", True),
     ("a" * 64, True),
+    ("a0e3c2e172dd46798b91b0b3b33da3ab", True),  # nginx's $request_id: random hex is not a secret
     ("req-1234567890\n", False),           # `$` would have let the newline through
     ("req-1234567890\nX-Evil: 1", False),
     ("short", False),
     ("a" * 65, False),
     ("req 1234567890", False),
     ("<script>alert(1)</script>", False),
+    ("ghp_aB3dE5gH7jK9mN1pQ3sT5vX7zA9cE1gI3kM5", False),  # a token is not stored in the audit log
+    ("AKIAIOSFODNN7EXAMPLE", False),
 ])
-def test_a_client_request_id_is_kept_only_in_a_valid_shape(operator_client, lucia, incoming, kept):
-    from dashboard.record_forms import RedisDatabaseForm
-
-    data = {name: value for name, value in RedisDatabaseForm(instance=lucia).initial.items() if value is not None}
-    data.update(read_regions=",".join(lucia.read_regions), notes="changed by a request with an id")
-    response = operator_client.post(reverse("dashboard:database_edit", args=["lucia"]), data,
+def test_a_client_request_id_is_kept_apart_and_only_in_a_valid_shape(operator_client, lucia, incoming, kept):
+    response = operator_client.post(reverse("dashboard:database_edit", args=["lucia"]), edit_lucia(lucia),
                                     HTTP_X_REQUEST_ID=incoming)
     assert response.status_code == 302
     entry = AuditEntry.objects.latest("pk")
-    assert entry.request_id == response["X-Request-ID"]
-    if kept:
-        assert entry.request_id == incoming
-    else:
-        assert entry.request_id != incoming and re.fullmatch(r"[0-9a-f]{32}", entry.request_id)
+    # The audit group is always the server's own id, which the response returns.
+    assert re.fullmatch(r"[0-9a-f]{32}", entry.request_id) and entry.request_id == response["X-Request-ID"]
+    assert entry.request_id != incoming
+    assert entry.client_request_id == (incoming if kept else "")
+
+
+def edit_lucia(lucia, note="changed by a request with an id"):
+    from dashboard.record_forms import RedisDatabaseForm
+
+    data = {name: value for name, value in RedisDatabaseForm(instance=lucia).initial.items() if value is not None}
+    data.update(read_regions=",".join(lucia.read_regions), notes=note)
+    return data
+
+
+def test_a_client_cannot_join_another_requests_audit_group(operator_client, viewer_client, admin_client, lucia,
+                                                           viewer):
+    url = reverse("dashboard:database_edit", args=["lucia"])
+    first = operator_client.post(url, edit_lucia(lucia, "first"), HTTP_X_REQUEST_ID="req-shared-1234")
+    second = admin_client.post(reverse("dashboard:user_role", args=[viewer.pk]),
+                               {"role": "operator", "is_active": "on"}, HTTP_X_REQUEST_ID="req-shared-1234")
+    assert (first.status_code, second.status_code) == (302, 200)  # the role form answers its row
+    one, two = AuditEntry.objects.get(action="database.edit"), AuditEntry.objects.get(action="user.role")
+    assert one.request_id == first["X-Request-ID"] and two.request_id == second["X-Request-ID"]
+    assert one.request_id != two.request_id
+    assert one.client_request_id == two.client_request_id == "req-shared-1234"
+    detail = viewer_client.get(reverse("dashboard:audit_detail", args=[one.pk])).content.decode()
+    assert "Same request" not in detail and "user.role" not in detail
+    assert """data-testid="client-request-id">(client's X-Request-ID: req-shared-1234)<""" in detail
