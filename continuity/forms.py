@@ -2,11 +2,10 @@
 
 import re
 
-from celery.schedules import crontab
 from django import forms
 from django_celery_beat.models import IntervalSchedule
 
-from continuity import keyspace
+from continuity import crontabs, keyspace
 from continuity.models import Namespace
 from dashboard.form_scanning import RefuseSecretsMixin
 from dashboard.scanning import validate_no_secret
@@ -142,7 +141,7 @@ class ScheduleForm(RefuseSecretsMixin, forms.Form):
     day_of_month = forms.CharField(max_length=124, required=False, initial="*")
     month_of_year = forms.CharField(max_length=64, required=False, initial="*")
 
-    CRON_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
+    CRON_FIELDS = crontabs.FIELDS
     # Beat ticks a few times a minute at best; past a year, an interval is a typo (and a huge
     # one overflows the database column or timedelta).
     PERIOD_SECONDS = {IntervalSchedule.DAYS: 86400, IntervalSchedule.HOURS: 3600, IntervalSchedule.MINUTES: 60,
@@ -167,12 +166,16 @@ class ScheduleForm(RefuseSecretsMixin, forms.Form):
             if not self.MIN_INTERVAL_SECONDS <= seconds <= self.MAX_INTERVAL_SECONDS:
                 raise forms.ValidationError("An interval must be between 1 minute and 366 days.")
         elif data.get("kind") == self.CRONTAB:
-            fields = {f: (data.get(f) or "*").strip() for f in self.CRON_FIELDS}
-            try:
-                crontab(**fields)
-            except ValueError as exc:
-                raise forms.ValidationError(f"Not a valid crontab: {exc}") from exc
-            data.update(fields)
+            # A field left empty means every value, as in the form's initial "*". A field
+            # refused for its length (max_length) is absent here and already has its error.
+            fields = {f: (data[f] or "*") for f in self.CRON_FIELDS if f in data}
+            if len(fields) == len(self.CRON_FIELDS):
+                try:
+                    crontabs.check(fields)
+                except forms.ValidationError as exc:
+                    self.add_error(None, exc)
+                    return data
+                data.update(fields)
         return data
 
     def schedule(self):

@@ -20,7 +20,11 @@ _SENSITIVE_NAME = re.compile(r"password|passwd|token|secret_(key|value)|_secret$
 _URL_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)([^\s/?#@]*)@", re.I)
 _PLAIN_USER = re.compile(r"[A-Za-z0-9._-]{1,32}")
 
+# The server's id of the request being served (the audit group), and the X-Request-ID its
+# client sent, if sane (dashboard.middleware.RequestIdMiddleware): for records written
+# without the request at hand.
 current_request_id = ContextVar("current_request_id", default="")
+current_client_request_id = ContextVar("current_client_request_id", default="")
 
 
 def censor(data):
@@ -70,12 +74,13 @@ def record(*, action, target=None, target_type="", target_id="", target_label=""
     if not connection.in_atomic_block:
         raise RuntimeError("audit.record() must be called inside transaction.atomic() with the change.")
     remote_addr = None
-    request_id = current_request_id.get()
+    request_id, client_request_id = current_request_id.get(), current_client_request_id.get()
     if request is not None:
         if actor is None and request.user.is_authenticated:
             actor = request.user
         remote_addr = request.META.get("REMOTE_ADDR") or None
         request_id = getattr(request, "request_id", request_id)
+        client_request_id = getattr(request, "client_request_id", client_request_id)
         source = source or "web"
     if target is not None:
         target_type = target_type or target._meta.label_lower
@@ -95,5 +100,6 @@ def record(*, action, target=None, target_type="", target_id="", target_label=""
         after=_jsonable(after),
         note=censor(note or ""),
         request_id=request_id,
+        client_request_id=client_request_id,
         remote_addr=remote_addr,
     )

@@ -4,27 +4,45 @@ import uuid
 from django.conf import settings
 
 from dashboard import errors
-from dashboard.audit import current_request_id
+from dashboard.audit import current_client_request_id, current_request_id
+from dashboard.scanning import find_secrets
 
-# fullmatch: `$` would let a trailing newline through into the audit log and the response header.
+# fullmatch: `$` would let a trailing newline through into the audit log.
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
+def client_request_id(value):
+    """A client's (or a proxy's) X-Request-ID as it may be stored beside the audit entry: the
+    value when it has a sane shape (8 to 64 of `A-Z a-z 0-9 . _ -`) and names no credential,
+    else "". The entropy detectors are not asked: random ids are what proxies send."""
+    if not _SAFE_ID.fullmatch(value):
+        return ""
+    if any("High Entropy" not in kind for kind in find_secrets(value)):
+        return ""
+    return value
+
+
 class RequestIdMiddleware:
-    """Gives every request an id (a proxy's X-Request-ID when it is sane) that the audit
-    log records, so the entries of one request can be grouped."""
+    """Gives every request an id of its own, made here, that the audit log records so the
+    entries of one request can be grouped, and that the response's X-Request-ID returns.
+
+    A client's X-Request-ID is never that id: any client could send another request's id and
+    join its audit group. It is kept apart (`request.client_request_id`, the audit entry's
+    `client_request_id`) to find a proxy's log lines."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        incoming = request.headers.get("X-Request-ID", "")
-        request.request_id = incoming if _SAFE_ID.fullmatch(incoming) else uuid.uuid4().hex
+        request.request_id = uuid.uuid4().hex
+        request.client_request_id = client_request_id(request.headers.get("X-Request-ID", ""))
         token = current_request_id.set(request.request_id)
+        client_token = current_client_request_id.set(request.client_request_id)
         try:
             response = self.get_response(request)
         finally:
             current_request_id.reset(token)
+            current_client_request_id.reset(client_token)
         response["X-Request-ID"] = request.request_id
         return response
 
@@ -45,18 +63,28 @@ class PostgresUnavailableMiddleware:
 
 
 class SecurityHeadersMiddleware:
-    """Content-Security-Policy and Permissions-Policy on every response (Django 5.2 has
-    neither). The pages carry no inline script: htmx and app.js are static files."""
+    """The same security headers on every response: Content-Security-Policy and
+    Permissions-Policy (Django 5.2 has neither), nosniff, Referrer-Policy and X-Frame-Options.
+
+    First in MIDDLEWARE, so it also sees the responses that the middlewares below make
+    themselves and that never reach a view or their own header step: SecurityMiddleware's
+    HTTP→HTTPS 301, WhiteNoise's static files, the Postgres 503. A header a response already
+    carries is kept (a view's own, stricter or exempted, choice)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
         response = self.get_response(request)
-        if settings.CONTENT_SECURITY_POLICY:
-            response.headers.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
-        if settings.PERMISSIONS_POLICY:
-            response.headers.setdefault("Permissions-Policy", settings.PERMISSIONS_POLICY)
+        headers = {"Content-Security-Policy": settings.CONTENT_SECURITY_POLICY,
+                   "Permissions-Policy": settings.PERMISSIONS_POLICY,
+                   "X-Content-Type-Options": "nosniff" if settings.SECURE_CONTENT_TYPE_NOSNIFF else "",
+                   "Referrer-Policy": settings.SECURE_REFERRER_POLICY or ""}
+        if not getattr(response, "xframe_options_exempt", False):
+            headers["X-Frame-Options"] = settings.X_FRAME_OPTIONS
+        for name, value in headers.items():
+            if value:
+                response.headers.setdefault(name, value)
         return response
 
 

@@ -44,11 +44,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every response gets the security headers and a request id, the redirects,
+    # static files and 503s that the middlewares below answer by themselves included.
+    "dashboard.middleware.SecurityHeadersMiddleware",
+    "dashboard.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "dashboard.middleware.RequestIdMiddleware",
     "dashboard.middleware.PostgresUnavailableMiddleware",
-    "dashboard.middleware.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

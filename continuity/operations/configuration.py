@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule
 
+from continuity import crontabs
 from dashboard import audit, roles
 from dashboard.models import RedisDatabase
 from dashboard.operations import actor_kwargs, save_record
@@ -31,11 +32,17 @@ def schedule_snapshot(task):
 
 def update_schedule(*, task, enabled, interval=None, crontab=None, actor, request=None, source="web"):
     """Switch a django-celery-beat PeriodicTask on or off and give it either an interval
-    (`(every, period)`) or a crontab (a dict of its five fields, UTC); audited as
-    schedule.update."""
+    (`(every, period)`) or a crontab (a dict of its five fields, UTC; a field left out is
+    "*"); audited as schedule.update. A crontab that celery beat could not run, or that the
+    beat model refuses, raises ValidationError and changes nothing (`crontabs.check`)."""
     roles.require_role(actor, roles.ADMIN)
     if (interval is None) == (crontab is None):
         raise ValueError("Give either an interval or a crontab.")
+    if crontab is not None:
+        if set(crontab) - set(crontabs.FIELDS):
+            raise ValueError(f"A crontab has only the fields {', '.join(crontabs.FIELDS)}.")
+        crontab = {name: crontab.get(name, "*") for name in crontabs.FIELDS}
+        crontabs.check(crontab)
     with transaction.atomic():
         before = schedule_snapshot(task)
         if interval is not None:

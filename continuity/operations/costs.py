@@ -4,6 +4,7 @@ billed commands, per database (the jobs page shows it before anyone enables a sc
 import json
 from dataclasses import dataclass
 
+from continuity import crontabs
 from continuity.billing import estimated_cost_usd
 from continuity.models import PurgeRun, ReviewRun
 
@@ -15,12 +16,14 @@ _PERIOD_SECONDS = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1, "m
 
 def runs_per_month(task):
     """How often a django-celery-beat PeriodicTask fires in 30 days (enabled or not: the
-    page shows what enabling it would cost)."""
+    page shows what enabling it would cost); None for a stored crontab that does not parse."""
     if task.interval_id:
         seconds = task.interval.every * _PERIOD_SECONDS[task.interval.period]
         return int(MONTH_SECONDS / seconds) if seconds > 0 else 0
     if task.crontab_id:
-        schedule = task.crontab.schedule  # celery's crontab: each field expanded to a set
+        schedule = crontabs.parse(task.crontab)  # celery's crontab: each field expanded to a set
+        if schedule is None:
+            return None
         per_day = len(schedule.minute) * len(schedule.hour)
         days = 30 * min(len(schedule.day_of_week) / 7, len(schedule.day_of_month) / 31) * len(schedule.month_of_year) / 12
         return int(per_day * days)
@@ -83,10 +86,13 @@ class Projection:
 
 def project(task, databases, last):
     """[Projection] of a month of `task` per database, from each database's last run
-    (`last_run_costs`); [] for a task that bills no monitored-Redis command worth counting."""
+    (`last_run_costs`); [] for a task that bills no monitored-Redis command worth counting,
+    or whose stored crontab does not parse (the page marks it invalid)."""
     if task.task not in COSTED_TASKS:
         return []
     runs = runs_per_month(task)
+    if runs is None:
+        return []
     out = []
     for database in databases:
         key = _cost_key(task, database)

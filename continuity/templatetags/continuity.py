@@ -22,21 +22,22 @@ def usd(amount):
 
 
 @register.filter
-def key_token(key):
-    """A bytes key as the path segment of its link: its base64url token, or a short handle
-    when the token would be too long for a URL (see continuity.key_links)."""
+def key_token(key, database):
+    """A bytes key as the path segment of its link under `database`: its base64url token, or
+    a short handle bound to that record when the token would be too long for a URL (see
+    continuity.key_links). `{{ key|key_token:database }}`"""
     from continuity.key_links import url_token
 
-    return url_token(key)
+    return url_token(key, database)
 
 
 @register.filter
-def link_token(token):
+def link_token(token, database):
     """`key_token` for a key given as its base64url token."""
     from continuity.key_links import url_token_for_token
 
     try:
-        return url_token_for_token(token)
+        return url_token_for_token(token, database)
     except ValueError:
         return token
 

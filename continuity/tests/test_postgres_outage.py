@@ -266,6 +266,8 @@ def test_pages_answer_a_plain_503_while_postgres_is_down_and_healthz_keeps_its_j
         body = response.content.decode()
         assert response.status_code == 503, path
         assert response["Content-Type"].startswith("text/html") and response["Retry-After"] == "10"
+        assert response["Content-Security-Policy"] == settings.CONTENT_SECURITY_POLICY  # the 503 too
+        assert response["X-Frame-Options"] == "DENY" and response["Permissions-Policy"] == settings.PERMISSIONS_POLICY
         assert "The dashboard's database (Postgres) is unavailable." in body
         assert "Traceback" not in body and "OperationalError" not in body
     settings.DEBUG = True  # `make run`: still the plain page, not Django's technical 500

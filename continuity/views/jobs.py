@@ -5,7 +5,7 @@ from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
 
-from continuity import charts
+from continuity import charts, crontabs
 from continuity.keyspace.capabilities import MEMORY_REFUSED
 from continuity.forms import ScheduleForm
 from continuity.models import FINDINGS, ReviewRun
@@ -31,7 +31,8 @@ def job_list(request):
     last = costs.last_run_costs(databases)
     context.update(
         databases=[(database, *costs.review_cost(database, last)) for database in databases],
-        schedules=[(task, costs.project(task, databases, last)) for task in schedules],
+        schedules=[(task, crontabs.describe(task.crontab) if task.crontab_id else None,
+                    costs.project(task, databases, last)) for task in schedules],
         results=TaskResult.objects.order_by("-date_created")[:20],
     )
     return render(request, "continuity/job_list.html", context)

@@ -19,13 +19,14 @@ from dashboard.models import RedisDatabase
 def _key_or_404(database, token):
     database = get_object_or_404(RedisDatabase, name=database)
     try:
-        return database, key_links.key_from_url_token(token)
+        return database, key_links.key_from_url_token(token, database)
     except ValueError:
         raise Http404("Not a key token.") from None
 
 
 def _long_key_links(view):
-    """A long key's link is a handle kept for a week: once it is gone, say so (410)."""
+    """A long key's link is a handle kept for a week, for one database record: once it is
+    gone, say so (410); under another record's URL, refuse it (404), before any Redis call."""
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         try:
@@ -33,11 +34,14 @@ def _long_key_links(view):
         except key_links.HandleExpired:
             return render(request, "continuity/key_link_expired.html", {"database": kwargs.get("database")},
                           status=410)
+        except key_links.ForeignHandle:
+            return render(request, "continuity/key_link_expired.html",
+                          {"database": kwargs.get("database"), "foreign": True}, status=404)
     return wrapper
 
 
 def _detail_context(database, key, *, form=None, outcome=None):
-    context = {"database": database, "key": key, "token": key_links.url_token(key), "form": form or KeyActionForm(),
+    context = {"database": database, "key": key, "token": key_links.url_token(key, database), "form": form or KeyActionForm(),
                "outcome": outcome, "preview": None, "error": None, "namespace": None, "status": None}
     try:
         preview = keyspace.preview_key(database, key)
@@ -74,7 +78,7 @@ def key_action(request, database, token):
             outcome = KeyActionResult(ok=False, message=keyspace.describe(exc))
         if not request.htmx:
             messages.add_message(request, messages.SUCCESS if outcome.ok else messages.ERROR, outcome.message)
-            return redirect("continuity:key_detail", database=database.name, token=key_links.url_token(key))
+            return redirect("continuity:key_detail", database=database.name, token=key_links.url_token(key, database))
         form = KeyActionForm() if outcome.ok else form
     template = "continuity/key_detail.html#detail" if request.htmx else "continuity/key_detail.html"
     return render(request, template, _detail_context(database, key, form=form, outcome=outcome))

@@ -60,7 +60,10 @@ class AuditEntry(models.Model):
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     note = models.TextField(blank=True)
+    # The server's id of the request (entries of one request share it); the client's own
+    # X-Request-ID apart, never used to group (dashboard.middleware.RequestIdMiddleware).
     request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    client_request_id = models.CharField(max_length=64, blank=True, verbose_name="client's request id")
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
 
     objects = AuditEntryQuerySet.as_manager()

@@ -73,9 +73,11 @@ def test_the_detail_page_shows_before_and_after(viewer_client, entry):
 
 
 def test_it_groups_the_entries_of_one_request(admin_client, viewer):
-    admin_client.post(reverse("dashboard:user_role", args=[viewer.pk]), {"role": "operator", "is_active": "on"},
-                      HTTP_X_REQUEST_ID="req-1234567890")
-    assert AuditEntry.objects.get(action="user.role").request_id == "req-1234567890"
+    response = admin_client.post(reverse("dashboard:user_role", args=[viewer.pk]),
+                                 {"role": "operator", "is_active": "on"}, HTTP_X_REQUEST_ID="req-1234567890")
+    entry = AuditEntry.objects.get(action="user.role")
+    assert entry.request_id == response["X-Request-ID"] != "req-1234567890"  # the server's id, not the client's
+    assert entry.client_request_id == "req-1234567890"
 
 
 def test_it_refuses_to_delete_a_user_with_history(admin, entry):
