@@ -73,7 +73,7 @@ class LookupForm(forms.Form):
     id = forms.CharField(max_length=512, strip=True, label="Id")
 
 
-class KeyActionForm(forms.Form):
+class KeyActionForm(RefuseSecretsMixin, forms.Form):
     action = forms.ChoiceField(choices=[(a, a) for a in keyspace.ACTIONS])
     seconds = forms.IntegerField(required=False, min_value=1, max_value=keyspace.actions.MAX_TTL_SECONDS)
 

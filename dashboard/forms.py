@@ -29,7 +29,7 @@ class UserCreateForm(RefuseSecretsMixin, forms.Form):
         return name
 
 
-class RoleForm(forms.Form):
+class RoleForm(RefuseSecretsMixin, forms.Form):
     role = forms.ChoiceField(choices=ROLE_CHOICES)
     is_active = forms.BooleanField(required=False)
 
