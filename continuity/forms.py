@@ -72,7 +72,7 @@ class LookupForm(forms.Form):
     id = forms.CharField(max_length=512, strip=True, label="Id")
 
 
-class KeyActionForm(forms.Form):
+class KeyActionForm(RefuseSecretsMixin, forms.Form):
     action = forms.ChoiceField(choices=[(a, a) for a in keyspace.ACTIONS])
     seconds = forms.IntegerField(required=False, min_value=1, max_value=keyspace.actions.MAX_TTL_SECONDS)
 
@@ -85,9 +85,9 @@ class KeyActionForm(forms.Form):
 
 class PurgeConfirmForm(RefuseSecretsMixin, forms.Form):
     """The retyped target and the reason of a purge. The reason goes into the audit log, so it
-    is scanned like any free text; the confirmation is compared to the target shown on the page."""
+    is scanned like any free text; so is the confirmation, which can only match a target that
+    passed the scanner when the run was created (`purge.preview.decide_target`)."""
 
-    secret_scan_exempt = ("confirmation",)
     confirmation = forms.CharField(required=False, strip=False)
     reason = forms.CharField(required=False, max_length=2000, validators=[validate_no_secret], widget=forms.Textarea)
 

@@ -18,9 +18,11 @@ SECRET_REFUSALS = {"pasted_secret", "not_a_reference"}
 
 class RefuseSecretsMixin:
     """Put first in the bases of a Form or ModelForm. `secret_scan_exempt` names fields that
-    must not be scanned (e.g. a retyped confirmation compared to a value shown on the page)."""
+    must not be scanned (a password typed to sign in). `secret_refusal` is the message, with
+    `{kinds}` for the kinds found."""
 
     secret_scan_exempt = ()
+    secret_refusal = REFUSAL
 
     def _raw_text(self, name, field):
         value = field.widget.value_from_datadict(self.data, self.files, self.add_prefix(name))
@@ -49,7 +51,7 @@ class RefuseSecretsMixin:
                 continue
             self._errors[name] = self.error_class(renderer=self.renderer)
             self._errors[name].extend(self._specific_refusals(name) or ValidationError(
-                REFUSAL.format(kinds=", ".join(kinds)), code="pasted_secret").error_list)
+                self.secret_refusal.format(kinds=", ".join(kinds)), code="pasted_secret").error_list)
             self.cleaned_data.pop(name, None)
 
     def _specific_refusals(self, name):

@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import AuthenticationForm
 
 from dashboard import roles
 from dashboard.form_scanning import RefuseSecretsMixin
@@ -28,6 +29,16 @@ class UserCreateForm(RefuseSecretsMixin, forms.Form):
         return name
 
 
-class RoleForm(forms.Form):
+class RoleForm(RefuseSecretsMixin, forms.Form):
     role = forms.ChoiceField(choices=ROLE_CHOICES)
     is_active = forms.BooleanField(required=False)
+
+
+class LoginForm(RefuseSecretsMixin, AuthenticationForm):
+    """Sign-in. A username that looks like a secret (a token pasted in the wrong box) is refused
+    before authentication: never echoed on the page, never handed to the lockout table
+    (`dashboard.lockout.lockout_username` guards every other path there)."""
+
+    secret_scan_exempt = ("password",)
+    secret_refusal = ("This looks like a secret ({kinds}), not a username. It was not checked, kept or shown "
+                      "again. If it was a real secret, rotate it.")

@@ -11,6 +11,13 @@ from axes.handlers.database import AxesDatabaseHandler
 from axes.helpers import get_failure_limit
 from axes.models import AccessAttempt
 
+from dashboard.scanning import find_secrets
+
+# What the lockout tables hold in place of a username that looks like a secret. Brackets are
+# not allowed in a username, so it never names a real account; failures under it still count
+# for the address.
+SECRET_USERNAME = "[secret-like username]"
+
 
 class LockoutHandler(AxesDatabaseHandler):
     """axes counts failures per lockout parameter and compares the largest with one limit
@@ -46,3 +53,15 @@ def client_ip(request):
         return str(ipaddress.ip_address(candidate))
     except ValueError:
         return remote
+
+
+def lockout_username(request, credentials=None):
+    """The username axes keys failures on and stores (AXES_USERNAME_CALLABLE): the one typed,
+    unless it looks like a secret, which is never stored (SECRET_USERNAME instead)."""
+    if credentials:
+        name = credentials.get(settings.AXES_USERNAME_FORM_FIELD)
+    else:
+        name = getattr(request, "data", request.POST).get(settings.AXES_USERNAME_FORM_FIELD)
+    if isinstance(name, str) and find_secrets(name):
+        return SECRET_USERNAME
+    return name

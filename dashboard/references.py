@@ -59,8 +59,8 @@ def parse_reference(raw):
         raise refusal("A secret reference has 3 or 4 parts after op:// (vault, item, optional section, field).")
     if not all(_SEGMENT.fullmatch(segment) for segment in segments):
         raise refusal("Reference parts may contain only letters, digits, '-', '_', '.' and inner spaces.")
-    # A secret pasted as a vault, item or field name is still a secret (the scanner skips
-    # op:// references as a whole, so each part is scanned here).
+    # A secret pasted as a vault, item or field name is still a secret (the scanner scans each
+    # part of a reference too; here the refusal can say which shape was expected).
     if any(find_secrets(segment) for segment in segments):
         raise refusal("A part of this reference looks like a secret.")
     attribute = ""

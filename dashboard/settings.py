@@ -227,6 +227,8 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 # Trusted proxies in front of the app that append to X-Forwarded-For (README, Production).
 DJANGO_PROXY_COUNT = env_int("DJANGO_PROXY_COUNT", 0)
 AXES_CLIENT_IP_CALLABLE = "dashboard.lockout.client_ip"
+# A secret typed as a username is never stored in the lockout tables.
+AXES_USERNAME_CALLABLE = "dashboard.lockout.lockout_username"
 AXES_VERBOSE = False
 
 # --- Security ----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from dashboard.forms import LoginForm
 from dashboard.urls_records import record_patterns
 from dashboard.views import access, passwords, records
 
@@ -18,7 +19,8 @@ dashboard_patterns = [
 urlpatterns = [
     path("", include((dashboard_patterns, "dashboard"))),
     path("keyspace/", include("continuity.urls")),
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True,
+                                                                 authentication_form=LoginForm), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/password/", passwords.password_change, name="password_change"),
     path("accounts/password/done/", passwords.password_change_done, name="password_change_done"),

@@ -15,10 +15,15 @@ from continuity.models.reviews import FINDING_LABELS
 from continuity.operations import purge
 from continuity.tasks.purge import purge_task
 from dashboard import roles
+from dashboard.form_scanning import RefuseSecretsMixin
 from dashboard.models import AuditEntry, RedisDatabase
+from dashboard.scanning import find_secrets
 
 
-class PurgeForm(forms.Form):
+class PurgeForm(RefuseSecretsMixin, forms.Form):
+    # The operations refuse such a target too (`purge.preview.refuse_secret_target`); the form
+    # also blanks it, so that the page re-rendered with the refusal does not hold it.
+    secret_refusal = purge.SECRET_TARGET
     database = forms.ModelChoiceField(queryset=RedisDatabase.objects.all(), to_field_name="name", empty_label=None)
     target_kind = forms.ChoiceField(choices=[(PurgeRun.PREFIX, "Literal prefix"),
                                              (PurgeRun.PATTERN, "Glob pattern (advanced)"),
@@ -46,8 +51,10 @@ def purge_list(request):
 def purge_new(request):
     """GET: the form. POST: a preview, queued for the worker; its page shows the instant
     estimate, then the preview's progress (nothing is touched, no SCAN in this request)."""
-    # GET parameters prefill the form (the review page links here per finding).
-    form = PurgeForm(request.POST or None, initial=request.GET.dict())
+    # GET parameters prefill the form (the review page links here per finding); one that
+    # looks like a secret is left out rather than put back on the page.
+    initial = {name: value for name, value in request.GET.items() if not find_secrets(value)}
+    form = PurgeForm(request.POST or None, initial=initial)
     error = ""
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -67,7 +74,8 @@ def purge_new(request):
         except Exception as exc:  # noqa: BLE001 — Redis errors, in the operator's words
             error = keyspace.describe(exc)
     elif form.errors:
-        error = " ".join(form.non_field_errors()) or "Check the form."
+        # Field errors never quote a refused value (RefuseSecretsMixin), so they can be shown.
+        error = " ".join(message for messages in form.errors.values() for message in messages)
     status = 400 if request.method == "POST" else 200
     return render(request, "continuity/purge_new.html", {"form": form, "error": error}, status=status)
 

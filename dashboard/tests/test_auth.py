@@ -134,3 +134,53 @@ def test_the_lockout_keys_on_the_address_the_trusted_proxies_saw(settings, proxi
     settings.DJANGO_PROXY_COUNT = proxies
     request = RequestFactory().get("/", HTTP_X_FORWARDED_FOR=forwarded, REMOTE_ADDR=remote)
     assert client_ip(request) == expected
+
+
+TOKEN_AS_USERNAME = "AZJcACQgYmQ3ZTQ4ZTUtNTFhYi00ODU1LWE4ZTEtOTY3MjNmNmVkMjhmNDc3NDNjZTdh"
+
+
+def _lockout_rows():
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+
+    return [*AccessAttempt.objects.values_list("username", "get_data", "post_data"),
+            *AccessFailureLog.objects.values_list("username"), *AccessLog.objects.values_list("username")]
+
+
+@pytest.mark.parametrize("username", [TOKEN_AS_USERNAME, "ghp_1234567890abcdefghijABCDEFGHIJ123456",
+                                      "password=hunter2xyzzy", f"op://vault/{TOKEN_AS_USERNAME}/field"])
+def test_it_neither_echoes_nor_stores_a_secret_typed_as_the_username(client, viewer, caplog, username):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    response = client.post(reverse("login"), {"username": username, "password": "wrong"})
+    body = response.content.decode()
+    assert response.status_code == 200 and "_auth_user_id" not in client.session
+    assert "looks like a secret" in body and 'data-testid="username-error"' in body
+    assert username not in body and 'name="username" id="id_username" autocomplete="username" autofocus required value=""' in body
+    assert username not in str(_lockout_rows()) and username not in caplog.text
+
+
+def test_the_lockout_never_stores_a_secret_username_from_any_path(rf, viewer, settings):
+    """Any caller of authenticate() (not only the sign-in form) reaches axes: the lockout
+    table keys a secret-looking username on a placeholder, and still counts its failures."""
+    from axes.models import AccessAttempt
+    from django.contrib.auth import authenticate
+
+    from dashboard.lockout import SECRET_USERNAME
+
+    for n in range(2):
+        request = rf.post(reverse("login"), {"username": TOKEN_AS_USERNAME, "password": "wrong"})
+        assert authenticate(request, username=TOKEN_AS_USERNAME, password="wrong") is None
+    request = rf.post(reverse("login"), {"username": "vera", "password": "wrong"})
+    authenticate(request, username="vera", password="wrong")
+    attempts = dict(AccessAttempt.objects.values_list("username", "failures_since_start"))
+    assert attempts == {SECRET_USERNAME: 2, "vera": 1}
+    assert TOKEN_AS_USERNAME not in str(_lockout_rows())
+
+
+def test_an_ordinary_wrong_username_is_still_recorded_and_shown(client, viewer):
+    from axes.models import AccessAttempt
+
+    response = client.post(reverse("login"), {"username": "vera.typo", "password": "wrong"})
+    assert 'value="vera.typo"' in response.content.decode()
+    assert list(AccessAttempt.objects.values_list("username", flat=True)) == ["vera.typo"]

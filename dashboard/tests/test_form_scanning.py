@@ -148,3 +148,42 @@ def test_the_audit_censors_userinfo_of_any_url_in_before_after_and_note(db):
     assert entry.note == f"webhook was http://hook:{audit.CENSORED}@hooks.example/x"
     # A user without a password is kept: it is how a URL without its secret is recorded.
     assert audit.censor("rediss://default@eu1.upstash.io:6379") == "rediss://default@eu1.upstash.io:6379"
+
+
+# --- M4: an op:// reference was skipped whole, so a token inside it went through -------------
+GITHUB = "ghp_1234567890abcdefghijABCDEFGHIJ123456"
+
+
+@pytest.mark.parametrize("secret,text", [
+    (UPSTASH, f"op://{UPSTASH}"),
+    (GITHUB, f"op://vault/{GITHUB}/field"),
+    (UPSTASH, f"moved to op://Lucia/{UPSTASH}/credential last week"),
+])
+@pytest.mark.parametrize("field", ["notes", "if_down", "alerting_path"])
+def test_it_refuses_a_secret_inside_an_op_reference_in_free_text(operator_client, lucia, caplog, field, secret, text):
+    caplog.set_level(logging.DEBUG)
+    response = operator_client.post(reverse("dashboard:database_edit", args=["lucia"]), {**DATABASE, field: text})
+    _assert_refused_without_echo(response, secret, field, caplog)
+    assert secret not in str(RedisDatabase.objects.filter(pk=lucia.pk).values().get())
+    assert secret not in operator_client.get(reverse("dashboard:runbook_markdown")).content.decode()
+
+
+def test_it_refuses_a_secret_inside_an_op_reference_in_a_secret_note(operator_client, lucia, caplog):
+    from dashboard.models import Secret
+
+    caplog.set_level(logging.DEBUG)
+    data = {"name": "lucia-x", "title": "x", "rotation_interval_days": 90, "due_soon_days": 14,
+            "notes": f"see op://vault/{GITHUB}/field"}
+    response = operator_client.post(reverse("dashboard:secret_create"), data)
+    _assert_refused_without_echo(response, GITHUB, "notes", caplog)
+    assert not Secret.objects.filter(name="lucia-x").exists()
+
+
+def test_it_keeps_a_legitimate_reference_in_free_text(operator_client, lucia):
+    note = "Token at op://Lucia/Upstash REST token/credential, item op://Ops/6rkxpm4z2ihdwshx7ttwjm7mqe/password"
+    response = operator_client.post(reverse("dashboard:database_edit", args=["lucia"]), {**DATABASE, "notes": note})
+    assert response.status_code == 302
+    lucia.refresh_from_db()
+    assert lucia.notes == note
+    assert "op://Lucia/Upstash REST token/credential" in operator_client.get(
+        reverse("dashboard:runbook_markdown")).content.decode()

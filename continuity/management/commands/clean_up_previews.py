@@ -4,9 +4,10 @@ purge previews nobody confirmed within PURGE_PREVIEW_RETENTION_SECONDS."""
 from django.core.management.base import BaseCommand
 
 from continuity.operations import purge
+from dashboard.command_scanning import RefuseSecretArguments
 
 
-class Command(BaseCommand):
+class Command(RefuseSecretArguments, BaseCommand):
     help = "Delete purge previews nobody confirmed (and their stored key lists)."
 
     def add_arguments(self, parser):

@@ -11,13 +11,14 @@ from collections import deque
 from django.core.management.base import BaseCommand, CommandError
 
 from continuity.store import ContinuityStore, PolicyViolation
+from dashboard.command_scanning import RefuseSecretArguments
 from dashboard.models import RedisDatabase
 
 # Short TTLs inside each seeded policy band, so keys visibly count down and expire.
 TTLS = {"session": (900, 1200), "distress": (60, 300), "focus": (60, 600), "action": (20, 120), "rate": (10, 60)}
 
 
-class Command(BaseCommand):
+class Command(RefuseSecretArguments, BaseCommand):
     help = "Write live, expiring continuity keys through the store adapter until interrupted."
 
     def add_arguments(self, parser):

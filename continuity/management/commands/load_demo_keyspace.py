@@ -2,10 +2,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 from continuity import demo, keyspace
 from continuity.store import ContinuityStore
+from dashboard.command_scanning import RefuseSecretArguments
 from dashboard.models import RedisDatabase
 
 
-class Command(BaseCommand):
+class Command(RefuseSecretArguments, BaseCommand):
     help = "Write a small realistic Lucia keyspace (with some violations) into a monitored database."
 
     def add_arguments(self, parser):

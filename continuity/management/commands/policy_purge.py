@@ -6,10 +6,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 from continuity import keyspace
 from continuity.operations import purge
+from dashboard.command_scanning import RefuseSecretArguments
 from dashboard.models import RedisDatabase
 
 
-class Command(BaseCommand):
+class Command(RefuseSecretArguments, BaseCommand):
     help = ("Apply each namespace's violation action (report / apply the max TTL / delete) to its keys without "
             "TTL or above the max TTL, one audited purge run per acting namespace.")
 

@@ -8,15 +8,15 @@ import sys
 import time
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError
 
 from continuity import keyspace
 from continuity.models import FINDINGS
 from continuity.operations import purge
 from dashboard import postgres, roles
+from dashboard.command_scanning import RefuseSecretArguments
 from dashboard.models import RedisDatabase
-from dashboard.scanning import validate_no_secret
 
 
 def acting_user(username):
@@ -56,7 +56,7 @@ class Progress:
             self.stream.flush()
 
 
-class Command(BaseCommand):
+class Command(RefuseSecretArguments, BaseCommand):
     help = ("Purge keys under a registered namespace: a literal prefix, a glob pattern, or the offending keys "
             "of a TTL review finding (--review ID --finding F). Previews the exact count and asks you to retype "
             "the target; with --yes it skips both and scans once, counting exactly as it deletes (UNLINK) or "
@@ -103,10 +103,6 @@ class Command(BaseCommand):
                 raise CommandError(f"Refused: {purge.describe_blocking(blocking)}")
         if not opts["dry_run"] and not opts["reason"].strip():
             raise CommandError("Give --reason: it goes into the audit log with the purge.")
-        try:
-            validate_no_secret(opts["reason"])
-        except ValidationError as exc:
-            raise CommandError(f"Refused --reason: {exc.messages[0]}") from None
         kind, value = self._target(opts)
         # --yes without --dry-run: no preview scan; execution counts exactly as it acts, so
         # the keyspace is scanned once. (A finding's preview is its only scan: it stays.)

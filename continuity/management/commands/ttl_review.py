@@ -10,10 +10,11 @@ from continuity import keyspace
 from continuity.models import FINDINGS, ReviewRun
 from continuity.operations import review, review_requests
 from dashboard import postgres
+from dashboard.command_scanning import RefuseSecretArguments
 from dashboard.models import RedisDatabase
 
 
-class Command(BaseCommand):
+class Command(RefuseSecretArguments, BaseCommand):
     help = ("Review the TTLs, sizes and types of every key of a database (or of all databases), "
             "synchronously, and alert like the scheduled 'ttl review' task does when the findings "
             "cross ALERT_REVIEW_FINDINGS_THRESHOLD.")

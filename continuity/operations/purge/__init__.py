@@ -37,6 +37,7 @@ from continuity.operations.purge.policy import clean_up_previews, policy_purge  
 from continuity.operations.purge.estimate import Estimate, estimate_target  # noqa: F401
 from continuity.operations.purge.preview import (  # noqa: F401
     PREVIEW_TASK,
+    SECRET_TARGET,
     estimate_purge,
     fail_preview,
     new_run,

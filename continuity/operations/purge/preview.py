@@ -33,8 +33,11 @@ from continuity.operations.purge.common import (
 from continuity.operations.purge import cluster as purge_cluster
 from continuity.operations.purge.estimate import estimate_target
 from dashboard import jobs, postgres
+from dashboard.scanning import find_secrets
 
 PREVIEW_TASK = "continuity.preview_purge"  # continuity.tasks.purge.preview_purge_task
+SECRET_TARGET = ("This target looks like a secret ({kinds}). It was not saved and is not shown again. A purge "
+                 "target is a key prefix or pattern; if it was a real secret, rotate it.")
 
 
 def scan_pages(client, *, match, cursor=0, count):
@@ -134,6 +137,17 @@ class Target:
     stats: list | None = None
 
 
+def refuse_secret_target(value: bytes):
+    """PurgeRefused, without quoting it, when a prefix or pattern looks like a secret: a run
+    stores its target, shows it to viewers and puts it in the audit log. Every prefix or
+    pattern run is decided by `decide_target` (the pages, `manage.py purge`, scripts, and the
+    preview task again), so this is the one check before anything is saved or sent to Redis."""
+    # As shown and stored (control bytes escaped), and as typed (a token split by one).
+    kinds = find_secrets(keyspace.display_key(value)) or find_secrets(value.decode("utf-8", "replace"))
+    if kinds:
+        raise PurgeRefused(SECRET_TARGET.format(kinds=", ".join(kinds)))
+
+
 def decide_target(database, *, kind, value, action, review_id, finding, policies, explicit_keys=False) -> Target:
     """The `Target` of a purge, or PurgeRefused. Reads Postgres only: nothing is sent to
     Redis for a refused target."""
@@ -148,6 +162,7 @@ def decide_target(database, *, kind, value, action, review_id, finding, policies
         target = Target(pattern=b" ".join(keyspace.match_pattern(p) for p in heads), reach=reach, condition=condition,
                         heads=heads, whole=True, shown=targets.phrase(review_id, finding), stats=stats)
     else:
+        refuse_secret_target(value)
         pattern, reach = targets.resolve_target(database, kind, value, policies)
         head = value if kind == PurgeRun.PREFIX else targets.literal_head(value)
         target = Target(pattern=pattern, reach=reach, condition=targets.condition_for(action, PurgeRun.ANY),

@@ -6,9 +6,10 @@ from django.db import transaction
 from django.utils.crypto import get_random_string
 
 from dashboard import audit, roles
+from dashboard.command_scanning import RefuseSecretArguments
 
 
-class Command(BaseCommand):
+class Command(RefuseSecretArguments, BaseCommand):
     help = (
         "Create the first admin account when no admin exists. The password comes from "
         "DASHBOARD_ADMIN_PASSWORD, or is generated and printed once."

@@ -5,10 +5,11 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from dashboard import operations
+from dashboard.command_scanning import RefuseSecretArguments
 from dashboard.models import Secret
 
 
-class Command(BaseCommand):
+class Command(RefuseSecretArguments, BaseCommand):
     help = ("Record a rotation of a secret, with the same validation and audit as the secret page. "
             "Writes nothing and exits non-zero on refusal.")
 
