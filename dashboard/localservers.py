@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import redis
+
 APT_PACKAGES = {"redis-server": "redis-server", "postgres": "postgresql", "chromium": "chromium"}
 
 
@@ -233,13 +235,21 @@ class LocalRedis:
                 "--logfile", str(self.datadir / "redis.log")]
         args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         if self.cluster:  # nodes.conf lives in datadir, so a restarted node rejoins its cluster
+            # A replica's first full sync waits repl-diskless-sync-delay (5 s by default) for more
+            # replicas to join it: none will, so start it at once.
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                     "--cluster-node-timeout", "3000"]
+                     "--cluster-node-timeout", "3000", "--repl-diskless-sync-delay", "0"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: _port_open(self.port) or self.process.poll() is not None, f"redis-server on {self.port}")
         if self.process.poll() is not None:
             log = (self.datadir / "redis.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"redis-server exited: {log}")
+        # Parallel test workers pick ports at the same time: make sure the server answering is ours.
+        with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10) as client:
+            answering = client.info("server").get("process_id")
+        if answering != self.process.pid:
+            self.stop()
+            raise RuntimeError(f"port {self.port} is served by another redis-server (pid {answering})")
         return self
 
     def stop(self):
@@ -326,7 +336,21 @@ class LocalRedisCluster:
         if self.replicas:  # primaries first, whatever order redis-cli chose
             self.nodes.sort(key=lambda node: self.role_of(node.port) != "master")
             self.wait_synced(timeout)
+        layout = []  # what every node agrees on once the replicas are known as such everywhere
+        _wait(lambda: layout.append(self._agreed()) or layout[-1], "every node to see the same layout", timeout)
+        self._created = layout[-1], {node.port: self._settings(node.port) for node in self.nodes}
         return self
+
+    def _agreed(self):
+        """The layout every node sees, when they all see the same with every replica as one, no
+        flag and every link connected; else None."""
+        views = [self._layout(node.port) for node in self.nodes]
+        first = views[0]
+        if any(view != first for view in views) or len(first) != len(self.nodes):
+            return None
+        if sum(role == "slave" for role, *_ in first.values()) != self.size * self.replicas:
+            return None
+        return first if all(not flags and link == "connected" for *_, flags, link in first.values()) else None
 
     def _cli(self, port, *args):
         cli = shutil.which("redis-cli")
@@ -414,6 +438,121 @@ class LocalRedisCluster:
         self.wait_ok(timeout)
         self.wait_synced(timeout)
 
+    def _layout(self, port):
+        """CLUSTER NODES as the node on `port` sees it: {node id: (role, its primary's id or "-",
+        slot fields (a migrating or importing slot shows as "[slot->-id]" / "[slot-<-id]"), other
+        flags such as fail, fail? or handshake, link state)}."""
+        with _node_client(port) as client:
+            text = client.execute_command("CLUSTER", "NODES")
+        layout = {}
+        for parts in (line.split() for line in text.splitlines()):
+            if len(parts) >= 8:
+                flags = set(parts[2].split(",")) - {"myself", "noflags"}
+                role = "master" if "master" in flags else "slave" if "slave" in flags else "?"
+                layout[parts[0]] = (role, parts[3], tuple(parts[8:]), frozenset(flags - {"master", "slave"}), parts[7])
+        return layout
+
+    @staticmethod
+    def _settings(port):
+        """The node's configuration (CONFIG GET *) and ACL rules (ACL LIST)."""
+        with _node_client(port) as client:
+            return client.config_get("*"), client.acl_list()
+
+    def reset(self, timeout=30.0):
+        """Back to the cluster `start` made, for the next test that needs one: the primaries as
+        created serve their slots again (failed back, slots moved back, none left migrating),
+        each replica follows its primary, and no key, script, ACL user, configuration change,
+        statistic or client connection a test left is there. About 0.1 s, plus about 1 s per
+        primary failed back, where a new cluster takes 2–5 s. RuntimeError when it cannot be done
+        (a node is down: a restarted primary waits about as long as a new cluster takes to start);
+        start a new cluster then."""
+        down = [node.port for node in self.nodes if node.process.poll() is not None]
+        if down:
+            raise RuntimeError(f"cluster nodes {down} are down")
+        layout, settings = self._created
+        for node in self.nodes:  # first: a test may have changed the timeouts a failover relies on
+            config, acl = settings[node.port]
+            with _node_client(node.port) as client:
+                now = client.config_get("*")
+                for name, value in config.items():
+                    if now.get(name) != value and name not in _ROLE_CONFIG:
+                        client.config_set(name, value)
+                for user in client.acl_users():
+                    if user != "default":
+                        client.acl_deluser(user)
+                if client.acl_list() != acl:
+                    raise RuntimeError(f"the default user of {node.port} was changed")
+        for node in self.nodes[:self.size]:
+            if self.role_of(node.port) != "master":
+                self.failover(node.port, timeout=timeout)
+        for node in self.nodes[:self.size]:
+            with _node_client(node.port) as client:
+                client.flushall(asynchronous=False)
+        self._restore_slots(layout)
+        for node in self.nodes:
+            with _node_client(node.port) as client:
+                client.script_flush("SYNC")
+        _wait(lambda: self._as_created(layout), "the cluster as created", timeout)
+        for node in self.nodes:
+            with _node_client(node.port) as client:
+                client.slowlog_reset()
+                client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+                client.config_resetstat()
+
+    def _restore_slots(self, layout):
+        """Each slot back to the primary it was created on (its keys are flushed by now), as
+        `redis-cli --cluster reshard` moves one: IMPORTING on the owner-to-be, so its SETSLOT
+        NODE bumps its epoch and the move wins over any older claim still being gossiped."""
+        ids = {self._myid(node.port): node.port for node in self.nodes}
+        owner = [None] * 16384
+        for node_id, (_role, _primary, slots, *_rest) in layout.items():
+            for first, last in _slot_ranges(slots):
+                owner[first:last + 1] = [node_id] * (last - first + 1)
+        primaries = [node.port for node in self.nodes[:self.size]]
+        for port in primaries:  # half-done migrations: forget them
+            view = self._layout(port)
+            mine = next(fields for node_id, (_r, _p, fields, *_rest) in view.items() if ids.get(node_id) == port)
+            with _node_client(port) as client:
+                for field in mine:
+                    if field.startswith("["):
+                        client.execute_command("CLUSTER", "SETSLOT", int(field[1:].split("-", 1)[0]), "STABLE")
+        seen = [None] * 16384
+        for node_id, (_role, _primary, slots, *_rest) in self._layout(primaries[0]).items():
+            for first, last in _slot_ranges(slots):
+                seen[first:last + 1] = [node_id] * (last - first + 1)
+        for slot in (slot for slot in range(16384) if seen[slot] != owner[slot]):
+            back = ids[owner[slot]]
+            with _node_client(back) as client:
+                if seen[slot] is not None:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", seen[slot])
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", owner[slot])
+            for port in primaries:
+                if port != back:
+                    with _node_client(port) as client:
+                        client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", owner[slot])
+
+    @staticmethod
+    def _myid(port):
+        with _node_client(port) as client:
+            return client.execute_command("CLUSTER", "MYID")
+
+    def _as_created(self, layout):
+        """Every node sees the layout as created (no flag, no open slot), says cluster_state:ok,
+        holds no key, and every replica's link is up at its primary's offset."""
+        for index, node in enumerate(self.nodes):
+            if self._layout(node.port) != layout or self.cluster_info(index).get("cluster_state") != "ok":
+                return False
+            with _node_client(node.port) as client:
+                if client.dbsize():
+                    return False
+        for node in self.nodes[self.size:]:
+            info = self.replication(node.port)
+            if info.get("master_link_status") != "up":
+                return False
+            if self.replication(int(info["master_port"])).get("master_repl_offset") != info.get("master_repl_offset"):
+                return False
+        return True
+
     def kill(self, node):
         self.nodes[node].kill()
 
@@ -425,6 +564,22 @@ class LocalRedisCluster:
     def stop(self):
         for node in self.nodes:
             node.stop()
+
+
+# Configuration a failover changes (the role, restored by failing back), not a test.
+_ROLE_CONFIG = {"replicaof", "slaveof"}
+
+
+def _node_client(port):
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=10, decode_responses=True)
+
+
+def _slot_ranges(fields):
+    """(first, last) of each slot field of a CLUSTER NODES line ("5", "0-5460"), open slots skipped."""
+    for field in fields:
+        if not field.startswith("["):
+            first, _, last = field.partition("-")
+            yield int(first), int(last or first)
 
 
 if __name__ == "__main__":
