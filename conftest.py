@@ -192,7 +192,7 @@ def cluster_keys(redis_cluster):
 
 @pytest.fixture(scope="session", autouse=True)
 def _service_settings(redis_server):
-    """Point every Redis role at the test server and use plain static storage."""
+    """Point every Redis role at the test server; plain static storage, a fast password hasher."""
     from django.conf import settings
 
     from dashboard.celery import app
@@ -200,7 +200,11 @@ def _service_settings(redis_server):
     urls = {"REDIS_URL": redis_server.url(0), "CELERY_BROKER_URL": redis_server.url(1), "CACHE_URL": redis_server.url(2)}
     caches = {"default": {**settings.CACHES["default"], "LOCATION": urls["CACHE_URL"]}}
     storages = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
-    with pytest.MonkeyPatch.context() as patch, override_settings(**urls, CACHES=caches, STORAGES=storages):
+    # PBKDF2's million iterations cost ~0.3 s per user created or signed in, most of the suite's
+    # CPU; MD5 (Django's advice for tests) first, the production hashers still verify theirs.
+    hashers = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+    with pytest.MonkeyPatch.context() as patch, override_settings(**urls, CACHES=caches, STORAGES=storages,
+                                                                   PASSWORD_HASHERS=hashers):
         patch.setenv("REDIS_URL", urls["REDIS_URL"])
         app.conf.broker_url = urls["CELERY_BROKER_URL"]
         yield urls
@@ -321,7 +325,8 @@ class Receiver:
         self.server = ThreadingHTTPServer((host, port), Handler)
         if tls:  # an ssl.SSLContext: serve https
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for it (0.5 s by default) at every test's end.
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def url(self, path="/hook"):
