@@ -17,9 +17,14 @@ $(STAMP): requirements.txt
 run: $(STAMP)
 	$(BIN)/python -m dashboard.devrun
 
+# pytest-xdist workers: one more than the cores, since much of the suite waits on servers,
+# subprocesses and polls rather than computing. Each worker starts its own Postgres, redis-server
+# and clusters. One process: `make test PYTEST_ARGS="-n 0 …"` (or TEST_WORKERS=0).
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
+
 test: $(STAMP)
 	$(BIN)/python -m dashboard.localservers ensure postgres redis-server chromium
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
