@@ -318,6 +318,14 @@ class LocalRedisCluster:
         return self.nodes[node].url(0)
 
     def start(self, timeout=60.0):
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()  # no node left running when the cluster did not come up
+            raise
+        return self
+
+    def _start(self, timeout):
         taken = []
         for index in range(self.size * (1 + self.replicas)):
             port = free_cluster_port(taken)
@@ -330,7 +338,6 @@ class LocalRedisCluster:
                                  "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                                 capture_output=True, text=True, timeout=timeout)
         if result.returncode:
-            self.stop()
             raise RuntimeError(f"redis-cli --cluster create failed: {result.stdout[-2000:]}{result.stderr[-2000:]}")
         self.wait_ok(timeout)
         if self.replicas:  # primaries first, whatever order redis-cli chose
@@ -339,7 +346,6 @@ class LocalRedisCluster:
         layout = []  # what every node agrees on once the replicas are known as such everywhere
         _wait(lambda: layout.append(self._agreed()) or layout[-1], "every node to see the same layout", timeout)
         self._created = layout[-1], {node.port: self._settings(node.port) for node in self.nodes}
-        return self
 
     def _agreed(self):
         """The layout every node sees, when they all see the same with every replica as one, no
