@@ -31,6 +31,9 @@ class Cost:
         self.writes += writes
         return self
 
+    def __add__(self, other):
+        return Cost(self.sent + other.sent, self.billed + other.billed, self.writes + other.writes)
+
     def total(self, read_regions=0):
         """Billed commands on a database with `read_regions` read regions."""
         return self.billed + self.writes * read_regions

@@ -172,12 +172,6 @@ REVIEW_LEASE_SECONDS = env_int("REVIEW_LEASE_SECONDS", 120)
 REVIEW_TASK_MAX_RETRIES = env_int("REVIEW_TASK_MAX_RETRIES", 5)
 # Keys a sampled review draws at random (the 15-minute schedule; `ttl_review --sample N`).
 REVIEW_SAMPLE_SIZE = env_int("REVIEW_SAMPLE_SIZE", 2000)
-# How a review reads the keyspace: "auto" picks per database provider (Upstash: SCAN, then
-# one script over the batch's keys declared in KEYS, which locks only those keys; elsewhere:
-# SCAN inside the script, the fastest), or force "declared_keys" / "scan_script".
-REVIEW_STRATEGY = env_str("REVIEW_STRATEGY", "auto")
-if REVIEW_STRATEGY not in ("auto", "declared_keys", "scan_script"):
-    raise ImproperlyConfigured("REVIEW_STRATEGY must be auto, declared_keys or scan_script.")
 # No script call of a job may keep Redis busy longer than this: batches are sized from the
 # measured time per key (Upstash runs a script on undeclared keys under its global lock).
 SCRIPT_BUDGET_MS = env_float("SCRIPT_BUDGET_MS", 10.0)

@@ -9,9 +9,12 @@
   with a pipeline fallback where scripting or MEMORY is refused.
 - `cluster`: whether a database is a Redis Cluster, its nodes (slots, keys, reachable), its
   slot map (`SlotMap`: the one reading of who serves which slot, shared by the browser,
-  reviews and purges), and the refusal that stands in for work not yet spread over every
-  primary.
-- `primaries`: reading keys across a cluster's primaries: the browser's
+  reviews and purges).
+- `nodes`: the nodes a job works through (`primaries(database)`: one for a standalone
+  server, one per primary of a cluster), each with its own client; every job is one loop
+  over them.
+- `scripts`: the one place Lua scripts are run (NOSCRIPT, EVALSHA_RO, counting).
+- `primaries`: reading keys across a cluster's primaries for pages: the browser's
   composite cursor, per-node metadata, lookups routed by slot, the keyed client of the key
   detail page (redis-py's RedisCluster) and the header figures summed over the primaries.
 - `capabilities`: what a server refused (scripting, EVALSHA_RO, MEMORY, SCAN in a script),
@@ -61,11 +64,10 @@ from continuity.keyspace.inspect import Preview, display_value, download_value, 
 from continuity.keyspace.actions import ACTIONS, KeyChange, change_key  # noqa: F401
 from continuity.keyspace.capabilities import limitations  # noqa: F401
 from continuity.keyspace.cluster import (  # noqa: F401
+    NODE_ERRORS,
     ClusterModeMismatch,
-    ClusterNotSupported,
     ClusterRefusal,
     Topology,
-    refuse_partial,
     topology,
 )
 from continuity.keyspace.primaries import CursorError, TopologyChanged, keyed_client, server_summary  # noqa: F401

@@ -18,7 +18,7 @@ from django.conf import settings
 
 from continuity.keyspace import cluster, primaries
 from continuity.keyspace.capabilities import limitations
-from continuity.keyspace.connection import KeyspaceError, client_for
+from continuity.keyspace.connection import KeyspaceError, client_for, dbsize
 from continuity.keynames import match_pattern
 from continuity.keyspace.meta import KeyMeta, key_metadata, scan_page
 from continuity.policy import Policies
@@ -192,14 +192,6 @@ def _scan_cluster(database, client, *, pattern, policies, type_, cursor, budget,
                       calls=calls, examined=examined, examined_total=examined_before + examined,
                       matched_total=matched_before + len(rows), dbsize=counted.total, notes=tuple(notes),
                       primaries=len(nodes.addresses), scanned=index, stopped=stopped, dbsize_note=counted.note)
-
-
-def dbsize(client):
-    """DBSIZE, or None where the server refuses it (ACL, some providers)."""
-    try:
-        return client.dbsize()
-    except redis.ResponseError:
-        return None
 
 
 def browse_prefix(database, prefix: bytes, **kwargs):

@@ -1,8 +1,8 @@
 """What a server refused, remembered per client, and which Redis errors are worth a retry.
 
-A server may refuse scripting (an ACL, a provider), MEMORY (inside scripts or at all), or
-SCAN inside a script. Each module of this layer asks `of(client)` before choosing its
-cheapest path and records a refusal there. The answers live on the client object itself,
+A server may refuse scripting (an ACL, a provider), MEMORY (inside scripts or at all),
+SCAN inside a script, or EVALSHA_RO. Each module of this layer asks `of(client)` before
+choosing its cheapest path and records a refusal there (`scripts` records EVALSHA_RO). The answers live on the client object itself,
 so a new client (a new connection URL, a restarted process) never inherits a stale answer,
 and they go with the client when it is dropped (`connection.forget_clients`).
 """
@@ -69,62 +69,6 @@ def is_transient(exc) -> bool:
         text = str(exc).lower()
         return is_quota_error(exc) or text.startswith(_PASSING)
     return False
-
-
-def _refuses_command(exc, name) -> bool:
-    """True when `exc` refuses the command `name` itself (unknown before Redis 7, or not
-    allowed to this user), not something a script it ran did."""
-    text = str(exc).lower()
-    return (isinstance(exc, redis.ResponseError) and f"'{name}'" in text
-            and ("unknown command" in text or "no permissions to run" in text))
-
-
-def script_command(client) -> str:
-    """The command for a read-only script by SHA on this client: EVALSHA_RO once the
-    server took it, else EVALSHA (for a request sent raw, e.g. a pipelined one)."""
-    return "EVALSHA_RO" if of(client).read_only_scripts else "EVALSHA"
-
-
-def evalsha(client, sha, numkeys, *args, read_only=True, spent=None):
-    """EVALSHA_RO for a read-only script where the server has it (Redis ≥ 7) and the user
-    may run it, else EVALSHA. A refused EVALSHA_RO is remembered for the client (checked
-    once) and counted in `spent[0]`; the caller counts the call it asked for.
-    NoScriptError propagates (the caller loads the script)."""
-    caps = of(client)
-    if read_only and caps.read_only_scripts is not False:
-        try:
-            reply = client.execute_command("EVALSHA_RO", sha, numkeys, *args)
-        except redis.ResponseError as exc:
-            if not _refuses_command(exc, "evalsha_ro"):
-                caps.read_only_scripts = True
-                raise
-            caps.read_only_scripts = False
-            if spent is not None:
-                spent[0] += 1
-        else:
-            caps.read_only_scripts = True
-            return reply
-    return client.execute_command("EVALSHA", sha, numkeys, *args)
-
-
-def run_script(client, sha, lua, numkeys, *args, read_only, spent):
-    """A script by its SHA (`evalsha`), every command sent added to `spent[0]`. Where the
-    server lacks the script (a fresh server, SCRIPT FLUSH mid-job): SCRIPT LOAD and again;
-    where it still lacks it (Upstash: SCRIPT LOAD is not read-your-writes, a replica may
-    answer), the body itself with EVAL_RO / EVAL, which needs no cache."""
-    spent[0] += 1
-    try:
-        return evalsha(client, sha, numkeys, *args, read_only=read_only, spent=spent)
-    except redis.exceptions.NoScriptError:
-        pass
-    spent[0] += 2
-    client.script_load(lua)
-    try:
-        return evalsha(client, sha, numkeys, *args, read_only=read_only, spent=spent)
-    except redis.exceptions.NoScriptError:
-        spent[0] += 1
-        command = "EVAL_RO" if read_only and of(client).read_only_scripts else "EVAL"
-        return client.execute_command(command, lua, numkeys, *args)
 
 
 SCRIPTS_REFUSED = ("This Redis user may not run scripts (ACL: +evalsha_ro +eval_ro +script|load): reviews and the "

@@ -1,13 +1,9 @@
-"""Redis Cluster: is a monitored database one, what are its nodes, and the refusal that
-stands in for work not yet spread over every primary.
+"""Redis Cluster: is a monitored database one, what are its nodes and who serves which slot.
 
 A client made from a URL naming one node of a cluster talks to that node only: a SCAN
-there sees that node's keys and nothing else, and nothing in the replies says so. Reviews
-and purges therefore work node by node (`node_client`, `slot_map`), and so do the key
-browser, lookups, key pages and the overview (`keyspace.primaries`). Where a caller cannot
-span the primaries (a review without its cluster part), `refuse_partial` asks whether the
-database is a cluster and, when it is, raises `ClusterNotSupported` (a KeyspaceError whose
-message names the node count) instead of returning one node's keys as the keyspace.
+there sees that node's keys and nothing else, and nothing in the replies says so. Jobs
+therefore work node by node (`keyspace.nodes.primaries`), and so do the key browser,
+lookups, key pages and the overview (`keyspace.primaries`).
 
 Detection: `INFO cluster` (`cluster_enabled:1`; INFO is free on Upstash), asked once per
 client and kept on it (`capabilities.of(client).cluster`). Where INFO is refused,
@@ -47,10 +43,6 @@ _DISABLED = "cluster support disabled"
 class ClusterRefusal(KeyspaceError):
     """The database's cluster mode stops this operation before it reads a key. Not a
     passing failure: retrying changes nothing until the record or the server changes."""
-
-
-class ClusterNotSupported(ClusterRefusal):
-    """The database is a Redis Cluster and this operation would see only one node's keys."""
 
 
 class ClusterModeMismatch(ClusterRefusal):
@@ -243,31 +235,6 @@ def topology(database, *, client=None):
     for thread in threads:
         thread.join()
     return Topology(mode=CLUSTER, declared=declared_mode(database), nodes=tuple(counted))
-
-
-_REFUSALS = {
-    "review": ("reviews across primaries are", "this review would see only one node's keys", "Nothing was reviewed."),
-    "purge": ("purges across primaries are", "this purge would see only one node's keys",
-              "Nothing was scanned or changed."),
-}
-
-
-def refuse_partial(database, client=None, *, action):
-    """Raise ClusterNotSupported when `database` is a Redis Cluster (or ClusterModeMismatch
-    when its record contradicts the server); return quietly for a standalone server.
-    `action`: "review" or "purge". Costs one INFO per client, then, for a cluster
-    only, one CLUSTER NODES to count the primaries for the message."""
-    client = client or client_for(database)
-    if mode_of(database, client) != CLUSTER:
-        return
-    try:
-        primaries = [node for node in cluster_nodes(client) if node.role == "primary"]
-        count = len([node for node in primaries if node.slots]) or len(primaries)
-        what = f"is a Redis Cluster with {count} primar{'y' if count == 1 else 'ies'}"
-    except redis.ResponseError:  # CLUSTER refused: the record declared the mode
-        what = "is marked as a Redis Cluster"
-    plural, partial, nothing = _REFUSALS[action]
-    raise ClusterNotSupported(f"{database.name} {what}; {plural} not supported yet, so {partial}. {nothing}")
 
 
 @dataclass(frozen=True)

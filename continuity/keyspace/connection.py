@@ -67,14 +67,16 @@ def connection_url(database, *, write=False):
 
 def client_options(url, *, retries=0):
     """Connection settings for a client on `url`: explicit timeouts, verified TLS for
-    rediss://, and no silent retries unless asked."""
+    rediss://, and no silent retries unless asked. A new connection sends only what is not
+    billed (AUTH, HELLO, SELECT): no CLIENT SETNAME and no CLIENT SETINFO, which Upstash
+    bills like any command and which no job could count."""
     options = {
         "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
         "socket_timeout": settings.REDIS_READ_TIMEOUT,
         "retry": Retry(NoBackoff(), retries),
         "retry_on_timeout": False,
         "health_check_interval": 30,
-        "client_name": "continuity-dashboard",
+        "driver_info": None,
     }
     if url.startswith("rediss://"):
         options.update(ssl_cert_reqs="required", ssl_check_hostname=True)
@@ -340,11 +342,8 @@ def server_summary(database, *, client=None):
     Upstash and ACL-restricted users may refuse INFO or DBSIZE, and we degrade. Where
     DBSIZE is refused but INFO answers, INFO's `keys=` stands in for it."""
     client = client or client_for(database)
-    dbsize = keys_with_ttl = version = memory = None
-    try:
-        dbsize = client.dbsize()
-    except redis.ResponseError:
-        pass
+    keys_with_ttl = version = memory = None
+    size = dbsize(client)
     info = None
     for section in (None, "keyspace"):
         try:
@@ -354,9 +353,9 @@ def server_summary(database, *, client=None):
             continue
     if info is not None:
         db_section = info.get(f"db{_info_db_index(client)}") or {}
-        if dbsize is None:
-            dbsize = int(db_section.get("keys", 0))  # INFO omits empty databases: 0
+        if size is None:
+            size = int(db_section.get("keys", 0))  # INFO omits empty databases: 0
         keys_with_ttl = int(db_section.get("expires", 0))
         version = info.get("redis_version")
         memory = info.get("used_memory")
-    return ServerSummary(dbsize=dbsize, keys_with_ttl=keys_with_ttl, redis_version=version, used_memory=memory)
+    return ServerSummary(dbsize=size, keys_with_ttl=keys_with_ttl, redis_version=version, used_memory=memory)

@@ -6,23 +6,24 @@ Upstash instead of three per key). Where the server refuses scripting, or refuse
 MEMORY inside it, a pipeline answers instead.
 """
 
-import hashlib
 from dataclasses import dataclass
 
 import redis
 
+from continuity.billing import Cost
 from continuity.keyspace import capabilities
 from continuity.keyspace.connection import client_for
+from continuity.keyspace.scripts import KEYS_PRELUDE, Script
 
 # ARGV[1] = '1' to read TYPE, ARGV[2] = '1' to read MEMORY USAGE (the TTL review asks only
 # for what a namespace policy needs: every call inside a script is billed on Upstash).
 # Returns, per key: {pttl, type, memory}: type '' when not read; memory -1 when not read
 # or refused, -2 when the key is gone. Calls it made: 1 per key, +1 per TYPE read, +1 per
 # MEMORY USAGE answered (a refused one is not executed).
-META_LUA = """
+META_LUA = KEYS_PRELUDE + """
 local with_type, with_memory = ARGV[1] ~= '0', ARGV[2] ~= '0'
 local out = {}
-for i, key in ipairs(KEYS) do
+for i, key in ipairs(keys) do
   local pttl = redis.call('PTTL', key)
   if pttl == -2 then
     out[i] = {-2, 'none', -2}
@@ -38,7 +39,7 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
-META_SHA = hashlib.sha1(META_LUA.encode()).hexdigest()
+META_SCRIPT = Script(META_LUA, read_only=True)
 
 
 def script_calls(replies, with_type=True):
@@ -80,7 +81,7 @@ def _from_codes(key, pttl, kind, memory):
 
 def _via_script(client, keys):
     """The metadata script, read-only (EVALSHA_RO where the server has it), reading every field."""
-    rows = capabilities.run_script(client, META_SHA, META_LUA, len(keys), *keys, 1, 1, read_only=True, spent=[0])
+    rows = META_SCRIPT.run(client, keys, [1, 1], cost=Cost())
     return [_from_codes(key, *row) for key, row in zip(keys, rows)]
 
 

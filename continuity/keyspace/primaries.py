@@ -25,7 +25,6 @@ A client on the URL's node sees that node's keys only, so:
 """
 
 import hashlib
-import threading
 from dataclasses import dataclass
 
 import redis
@@ -35,8 +34,8 @@ from redis.crc import key_slot
 from continuity.keyspace import cluster
 from continuity.keyspace.cluster import NODE_ERRORS
 from continuity.keyspace.connection import (
-    NODE_CLIENTS_ATTRIBUTE,
     KeyspaceError,
+    dbsize,
     ServerSummary,
     client_for,
     cluster_client_for,
@@ -44,6 +43,7 @@ from continuity.keyspace.connection import (
 )
 from continuity.keyspace.connection import server_summary as node_summary
 from continuity.keyspace.meta import key_metadata, node_metadata
+from continuity.keyspace.nodes import direct_client
 
 REDIRECTS = (redis.exceptions.AskError,)  # MovedError is a subclass
 
@@ -65,27 +65,8 @@ def is_cluster(database, client):
     return cluster.mode_of(database, client) == cluster.CLUSTER
 
 
-_nodes_lock = threading.Lock()
-
-
-def direct_client(client, address):
-    """A direct client on the node at `address` (`cluster.node_client`), kept on `client`
-    like its capabilities: pages reuse its connections (and their TLS sessions) from one
-    request to the next, as `client_for` does for the URL's node. Closed with `client` by
-    `connection.forget_clients`."""
-    with _nodes_lock:
-        made = getattr(client, NODE_CLIENTS_ATTRIBUTE, None)
-        if made is None:
-            made = {}
-            setattr(client, NODE_CLIENTS_ATTRIBUTE, made)
-        direct = made.get(address)
-        if direct is None:
-            direct = made[address] = cluster.node_client(client, address)
-    return direct
-
-
 class NodeClients:
-    """The primaries' direct clients for one page: `directs[address]`."""
+    """The primaries' direct clients for one page: `directs[address]` (`nodes.direct_client`)."""
 
     def __init__(self, client):
         self.client = client
@@ -240,11 +221,14 @@ def count_keys(directs, addresses, *, skip=()):
         if address in skip:
             continue
         try:
-            total += int(directs[address].dbsize())
-        except redis.ResponseError:
-            refused.append(address)
+            size = dbsize(directs[address])
         except NODE_ERRORS:
             unreachable.append(address)
+            continue
+        if size is None:
+            refused.append(address)
+        else:
+            total += size
     complete = not refused and not unreachable
     return Count(total=total if complete else None, partial=total, refused=tuple(refused),
                  unreachable=tuple(sorted(unreachable)))

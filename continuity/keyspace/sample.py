@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from continuity.keyspace import cluster, primaries
-from continuity.keyspace.browse import dbsize
 from continuity.keyspace.capabilities import limitations
-from continuity.keyspace.connection import KeyspaceError, client_for
+from continuity.keyspace.connection import KeyspaceError, client_for, dbsize
 from continuity.keynames import match_pattern
 from continuity.keyspace.meta import key_metadata, scan_page
 from continuity.policy import STATUS_UNKNOWN, ttl_bucket

@@ -13,32 +13,33 @@ only where a namespace expects a type, MEMORY USAGE where one has a size limit (
 self-hosted server, always: it costs little there and gives the per-namespace bytes and the
 top keys). Each read is one billed command on Upstash.
 
-Two strategies (`REVIEW_STRATEGY`, chosen per provider when "auto"):
+Two strategies (chosen per provider by `operations.review.plan`):
 - `scan_script`: SCAN inside the script, then the reads, one command per batch. Fastest,
   but the script touches keys it does not declare: on Upstash that runs under the global
-  lock, and a single-node-only script. The default for self-hosted Redis.
-- `declared_keys`: SCAN from the client, then `meta`'s script over the batch's keys passed
-  in KEYS, which locks only those keys. The same billed commands (SCAN and EVALSHA are
-  billed once each either way), one more round trip per batch. The default for Upstash.
-- `pipeline`: SCAN, then one pipeline of per-key commands (PTTL, and TYPE, MEMORY USAGE as
-  needed). What `declared_keys` becomes on a Redis Cluster node, where a script's KEYS must
-  share one hash slot (CROSSSLOT) and a batch's keys almost never do: each command names its
-  own key, so nothing is locked beyond it, and no EVALSHA is billed (one round trip per
-  batch all the same). A cluster's sampled reviews read their sample this way too.
+  lock. The default for self-hosted Redis.
+- `declared_keys`: SCAN from the client, then `meta`'s script over the batch's keys, which
+  on a standalone server declares them (Upstash locks only those keys). The same billed
+  commands (SCAN and EVALSHA are billed once each either way), one more round trip per
+  batch. The default for Upstash. On a Redis Cluster node the keys go undeclared
+  (`nodes.Node.declares_keys`), since declared keys must share one hash slot there.
+Where scripting is refused, a pipeline of per-key commands reads the batch instead.
+
+Every function here takes a `nodes.Node`: a standalone server or one primary of a cluster
+are read the same way.
 """
 
-import hashlib
 from dataclasses import dataclass
 
 import redis
 
-from continuity.keyspace import capabilities, meta
 from continuity.billing import Cost
+from continuity.keyspace import capabilities, meta
+from continuity.keyspace.scripts import Script
 
 VANISHED = -2  # pttl of a key gone between SCAN and the lookup
 NO_TTL = -1  # pttl of a key without an expiry
 UNKNOWN_MEMORY = -1  # memory where MEMORY USAGE was not read or is refused
-SCAN_SCRIPT, DECLARED_KEYS, PIPELINE = "scan_script", "declared_keys", "pipeline"
+SCAN_SCRIPT, DECLARED_KEYS = "scan_script", "declared_keys"
 
 
 @dataclass(frozen=True)
@@ -107,16 +108,7 @@ end
 out[2] = foreign
 return out
 """
-_SCAN_SHA = hashlib.sha1(_SCAN_LUA.encode()).hexdigest()
-_META_SHA = hashlib.sha1(meta.META_LUA.encode()).hexdigest()
-
-
-def dbsize(client):
-    """DBSIZE, or None where the server refuses it (ACL-restricted users)."""
-    try:
-        return client.dbsize()
-    except redis.ResponseError:
-        return None
+SCAN_SCRIPT_RUN = Script(_SCAN_LUA, read_only=True)
 
 
 def _read_calls(rows, needs):
@@ -135,69 +127,44 @@ def _from_reply(reply, needs, sent, billed):
     return Fetched(int(reply[0]), len(rows) // 4 + foreign, foreign, rows, sent, billed + 1 + _read_calls(rows, needs))
 
 
-def _evalsha(client, sha, lua, numkeys, *args, cost):
-    """EVALSHA_RO (EVALSHA where the server or the ACL refuses it: `capabilities.evalsha`),
-    with SCRIPT LOAD + the same again when the server lacks the script. Every command sent
-    is added to `cost` first, so one the server refuses is still counted (a NOSCRIPT
-    EVALSHA is executed: billed; a refused EVALSHA_RO is rejected before execution: sent,
-    not billed)."""
-    cost.add(sent=1, billed=1)
-    spent = [0]
-    try:
-        try:
-            return capabilities.evalsha(client, sha, numkeys, *args, spent=spent)
-        except redis.exceptions.NoScriptError:
-            cost.add(sent=2, billed=2)
-            client.script_load(lua)
-            return capabilities.evalsha(client, sha, numkeys, *args, spent=spent)
-    finally:
-        cost.add(sent=spent[0])
-
-
-def scan_script_batch(client, cursor, *, count, prefix, needs=Needs(), cost=None):
+def scan_script_batch(node, cursor, *, count, prefix, needs=Needs(), cost=None):
     """One SCAN batch with its metadata in a single EVALSHA (see `_SCAN_LUA`)."""
     cost = Cost() if cost is None else cost
-    reply = _evalsha(client, _SCAN_SHA, _SCAN_LUA, 0, cursor, count, prefix, *needs.flags, cost=cost)
+    reply = SCAN_SCRIPT_RUN.run(node.client, (), [cursor, count, prefix, *needs.flags], cost=cost)
     return _from_reply(reply, needs, cost.sent, cost.billed)
 
 
-def _metadata_rows(client, keys, needs):
+def metadata_rows(node, keys, needs):
     """(flat rows, requests sent, commands billed) for `keys`: `meta`'s metadata script
-    over the keys declared in KEYS where scripting is allowed, else its per-key pipeline."""
+    over the keys where scripting is allowed, else a per-key pipeline."""
     if not keys:
         return [], 0, 0
-    caps = capabilities.of(client)
+    caps = capabilities.of(node.client)
     cost = Cost()
-    rows = []
     if caps.script is not False:
         try:
-            replies = _evalsha(client, _META_SHA, meta.META_LUA, len(keys), *keys, *needs.flags, cost=cost)
+            replies = meta.META_SCRIPT.run(node.client, keys, needs.flags, cost=cost, declare=node.declares_keys)
+        except redis.ResponseError as exc:
+            if not capabilities.refused(exc):
+                raise
+            caps.script = False
+        else:
             caps.script = True
+            rows = []
             for key, (pttl, kind, memory) in zip(keys, replies):
                 rows += (key, pttl, kind, UNKNOWN_MEMORY if pttl == VANISHED else memory)
             if needs.memory and any(memory == UNKNOWN_MEMORY and pttl != VANISHED for pttl, _kind, memory in replies):
                 caps.memory = False  # MEMORY USAGE refused inside the script
             return rows, cost.sent, cost.billed + meta.script_calls(replies, needs.type)
-        except redis.ResponseError as exc:
-            if not capabilities.refused(exc):
-                raise
-            caps.script = False
-    with_memory = caps.memory is not False
-    for m in meta.key_metadata(keys=keys, client=client):
-        if not m.exists:
-            rows += (m.key, VANISHED, b"none", UNKNOWN_MEMORY)
-        else:
-            rows += (m.key, NO_TTL if m.ttl_ms is None else m.ttl_ms, m.type.encode(),
-                     UNKNOWN_MEMORY if m.memory is None else m.memory)
-    pipelined = len(keys) * (3 if with_memory else 2)
-    return rows, cost.sent + pipelined, cost.billed + pipelined
+    rows, sent, billed = pipeline_rows(node.client, keys, needs)
+    return rows, cost.sent + sent, cost.billed + billed
 
 
 def pipeline_rows(client, keys, needs):
     """(flat rows, commands sent, commands billed) for `keys` from one pipeline of per-key
-    commands: PTTL, and TYPE and MEMORY USAGE where `needs` asks (no script: on a cluster
-    node the keys may be of any of its slots). A refused MEMORY USAGE is sent, not executed
-    (not billed): sizes are then unknown (`capabilities.memory` False)."""
+    commands: PTTL, and TYPE and MEMORY USAGE where `needs` asks (where scripting is
+    refused). A refused MEMORY USAGE is sent, not executed (not billed): sizes are then
+    unknown (`capabilities.memory` False)."""
     if not keys:
         return [], 0, 0
     caps = capabilities.of(client)
@@ -240,36 +207,35 @@ def pipeline_rows(client, keys, needs):
     return rows, len(keys) * step, billed
 
 
-def _two_step_batch(client, cursor, *, count, prefix, needs, per_key=False):
-    """SCAN, then the metadata of the keys under `prefix` (declared in KEYS, or with
-    `per_key` one pipelined command per key and field)."""
-    next_cursor, keys = client.scan(cursor=cursor, count=count)
+def _two_step_batch(node, cursor, *, count, prefix, needs):
+    """SCAN, then the metadata of the keys under `prefix`."""
+    next_cursor, keys = node.client.scan(cursor=cursor, count=count)
     ours = [key for key in keys if key.startswith(prefix)]
-    rows, sent, billed = (pipeline_rows if per_key else _metadata_rows)(client, ours, needs)
+    rows, sent, billed = metadata_rows(node, ours, needs)
     return Fetched(int(next_cursor), len(keys), len(keys) - len(ours), rows, 1 + sent, 1 + billed)
 
 
-def fetch_batch(client, cursor, *, count, prefix, needs=Needs(), strategy=SCAN_SCRIPT):
+def fetch_batch(node, cursor, *, count, prefix, needs=Needs(), strategy=SCAN_SCRIPT):
     """One batch, the cheapest way this server and strategy allow: the scan script (one
     request), else SCAN + the metadata script (two), else SCAN + a per-key pipeline."""
-    caps = capabilities.of(client)
+    caps = capabilities.of(node.client)
     refused = Cost()  # a refused scan script is billed all the same
     if strategy == SCAN_SCRIPT and caps.scan_script is not False and caps.script is not False:
         try:
-            fetched = scan_script_batch(client, cursor, count=count, prefix=prefix, needs=needs, cost=refused)
+            fetched = scan_script_batch(node, cursor, count=count, prefix=prefix, needs=needs, cost=refused)
             caps.scan_script = True
             return fetched
         except redis.ResponseError as exc:
             if not capabilities.refused(exc):
                 raise
             caps.scan_script = False
-    fetched = _two_step_batch(client, cursor, count=count, prefix=prefix, needs=needs, per_key=strategy == PIPELINE)
+    fetched = _two_step_batch(node, cursor, count=count, prefix=prefix, needs=needs)
     return Fetched(fetched.cursor, fetched.scanned, fetched.foreign, fetched.rows, fetched.commands + refused.sent,
                    fetched.billed + refused.billed)
 
 
-def batches(client, *, cursor, count, prefix, needs=Needs(), strategy=SCAN_SCRIPT, sizer=None):
-    """Yield Fetched batches in SCAN order from `cursor` until the scan is complete.
+def batches(node, *, cursor, count, prefix, needs=Needs(), strategy=SCAN_SCRIPT, sizer=None):
+    """Yield Fetched batches of `node` in SCAN order from `cursor` until the scan is complete.
 
     `sizer` (optional) gives the SCAN COUNT of each next request from what the previous
     batches took (see `BatchSizer`); without it every batch asks for `count`.
@@ -278,48 +244,67 @@ def batches(client, *, cursor, count, prefix, needs=Needs(), strategy=SCAN_SCRIP
     batch is handed out (its cursor is the first thing in the reply), so Redis runs the
     next script while this process counts the current one: one connection, no thread, at
     most two batches alive. When the consumer stops early (a cancelled review, an error),
-    the request already sent is read and dropped; it has been executed, so it is one
-    command the tally does not see, like the batches since the last checkpoint of a
-    crashed worker. The other paths fetch one batch at a time."""
-    first = fetch_batch(client, cursor, count=count, prefix=prefix, needs=needs, strategy=strategy)
-    if strategy != SCAN_SCRIPT or capabilities.of(client).scan_script is not True or first.cursor == 0:
-        yield first
+    the request already sent is read, dropped and counted in `stopped` (a Cost the caller
+    may pass), so what it cost is still billed to the run. The other paths fetch one batch
+    at a time."""
+    first = fetch_batch(node, cursor, count=count, prefix=prefix, needs=needs, strategy=strategy)
+    if strategy != SCAN_SCRIPT or capabilities.of(node.client).scan_script is not True or first.cursor == 0:
         fetched = first
-        while fetched.cursor != 0:
+        while True:
+            try:
+                yield fetched
+            except Stopped:  # nothing in flight on this path
+                return
+            if fetched.cursor == 0:
+                return
             next_count = sizer.next_count(fetched) if sizer else count
-            fetched = fetch_batch(client, fetched.cursor, count=next_count, prefix=prefix, needs=needs,
+            fetched = fetch_batch(node, fetched.cursor, count=next_count, prefix=prefix, needs=needs,
                                   strategy=strategy)
-            yield fetched
-        return
-    yield from _pipelined(client, first, count=count, prefix=prefix, needs=needs, sizer=sizer)
+    yield from _one_ahead(node, first, count=count, prefix=prefix, needs=needs, sizer=sizer)
 
 
-def _pipelined(client, first, *, count, prefix, needs, sizer):
-    """`batches` on the scan-script path: one connection of the client's pool, with at
+class Stopped(Exception):
+    """Thrown into `batches` by a consumer that stops early: its `cost` receives the
+    request already in flight once it is read."""
+
+    def __init__(self, cost):
+        super().__init__("stopped")
+        self.cost = cost
+
+
+def _one_ahead(node, first, *, count, prefix, needs, sizer):
+    """`batches` on the scan-script path: one connection of the node's pool, with at
     most one request in flight."""
-    command = capabilities.script_command(client)  # EVALSHA_RO where the first batch could use it
+    client = node.client
     pool = client.connection_pool
     conn = pool.get_connection()
-    in_flight = False
+    in_flight = None
     try:
         fetched = first
         while fetched.cursor != 0:
             next_count = sizer.next_count(fetched) if sizer else count
             args = (fetched.cursor, next_count, prefix, *needs.flags)
-            conn.send_command(command, _SCAN_SHA, 0, *args)
-            in_flight = True
-            yield fetched  # counted while Redis computes the next batch
-            in_flight = False  # from here the reply (or error) is being read
+            SCAN_SCRIPT_RUN.send(conn, client, (), args)
+            in_flight = args
             try:
-                fetched = _from_reply(conn.read_response(), needs, 1, 1)
-            except redis.exceptions.NoScriptError:  # script cache flushed mid-review
-                conn.send_command("SCRIPT", "LOAD", _SCAN_LUA)
-                conn.read_response()
-                conn.send_command(command, _SCAN_SHA, 0, *args)
-                fetched = _from_reply(conn.read_response(), needs, 3, 3)
-        yield fetched
+                yield fetched  # counted while Redis computes the next batch
+            except Stopped as stop:  # the consumer stops: read (and bill) the request in flight
+                in_flight = None
+                cost = Cost()
+                reply = SCAN_SCRIPT_RUN.receive(conn, client, (), args, cost=cost)
+                spent = _from_reply(reply, needs, cost.sent, cost.billed)
+                stop.cost.add(sent=spent.commands, billed=spent.billed)
+                return
+            in_flight = None
+            cost = Cost()
+            fetched = _from_reply(SCAN_SCRIPT_RUN.receive(conn, client, (), args, cost=cost), needs, cost.sent,
+                                  cost.billed)
+        try:
+            yield fetched
+        except Stopped:
+            return
     finally:
-        if in_flight:  # the consumer stopped early: read the reply it will not use
+        if in_flight is not None:  # closed without a Stopped (an error): the reply is dropped
             try:
                 conn.read_response()
             except (redis.RedisError, OSError):
@@ -392,16 +377,15 @@ def sample_keys(client, size, *, window=100, rng=None):
     return keys, calls
 
 
-def sample_batches(client, *, size, prefix, needs=Needs(), chunk=1000, per_key=False):
-    """Fetched batches of a random sample of about `size` keys (see `sample_keys`), their
-    metadata read over declared keys (the sample's keys are known: no global lock), or with
-    `per_key` (a Redis Cluster node, whose sample spans many slots) by `pipeline_rows`."""
-    keys, calls = sample_keys(client, size)
+def sample_batches(node, *, size, prefix, needs=Needs(), chunk=1000):
+    """Fetched batches of a random sample of about `size` keys of `node` (see
+    `sample_keys`), their metadata read by `meta`'s script over the sample's keys (known
+    keys: no global lock on Upstash)."""
+    keys, calls = sample_keys(node.client, size)
     scans = calls
-    read = pipeline_rows if per_key else _metadata_rows
     for start in range(0, max(len(keys), 1), chunk):
         part = keys[start:start + chunk]
         ours = [key for key in part if key.startswith(prefix)]
-        rows, sent, billed = read(client, ours, needs)
+        rows, sent, billed = metadata_rows(node, ours, needs)
         yield Fetched(0, len(part), len(part) - len(ours), rows, scans + sent, scans + billed)
         scans = 0

@@ -100,19 +100,23 @@ class PurgeRun(models.Model):
         default=0, help_text="Commands execution will make Redis run, writes counted once more per read region.")
     previewed_at = models.DateTimeField(default=timezone.now)
 
-    # Execution progress (the checkpoint).
+    # The target as decided once, at the preview: the namespaces it may act on.
+    reach = models.JSONField(null=True, blank=True, help_text="[base64url namespace prefixes] the target may act "
+                                                              "on; null: any namespace of the database (a finding).")
+
+    # Execution progress (the checkpoint), per node: one for a standalone server, one per
+    # primary of a Redis Cluster; the run's totals below are their sums.
     rate_cap = models.PositiveIntegerField(default=0, help_text="Keys per second; 0 means no cap.")
     batch_size = models.PositiveIntegerField(default=1000)
-    cursor = models.CharField(max_length=40, default="0")
     node_cursors = models.JSONField(default=dict, blank=True,
-                                    help_text="Redis Cluster: {primary host:port: SCAN cursor, or 'end'}.")
+                                    help_text="{node host:port: SCAN cursor or stored-list position, or 'end'}.")
     node_stats = models.JSONField(
-        default=dict, blank=True, help_text="Redis Cluster: {node host:port: {scanned, matched, done, skipped, "
-                                            "commands, billed}}; summed into the run's totals.")
+        default=dict, blank=True, help_text="{node host:port: {pages, matched, done, skipped, commands, billed}}; "
+                                            "summed into the run's totals.")
     node_layout = models.JSONField(
         default=dict, blank=True, help_text="Redis Cluster: {primary host:port: [[first slot, last slot], …]} when "
                                             "the run started; a change fails the run.")
-    batches = models.BigIntegerField(default=0, help_text="Batches acted on and checkpointed.")
+    batches = models.BigIntegerField(default=0, help_text="Pages acted on (every node).")
     matched = models.BigIntegerField(default=0)
     done = models.BigIntegerField(default=0, help_text="Keys deleted or expired.")
     skipped = models.BigIntegerField(default=0, help_text="Matched keys that no longer qualified at execution.")
@@ -225,6 +229,36 @@ class PurgeRun(models.Model):
         per read region of the database (Upstash Global)."""
         return billed + writes * len(self.database.read_regions or ())
 
+    # --- per-node progress ------------------------------------------------------------------
+    NODE_FIGURES = ("pages", "matched", "done", "skipped", "commands", "billed")
+    _TOTALS = {"pages": "batches", "matched": "matched", "done": "done", "skipped": "skipped",
+               "commands": "commands", "billed": "billed_commands"}
+
+    def node_figures(self, address):
+        """The figures of node `address` (a dict of NODE_FIGURES, zeros when new)."""
+        if not isinstance(self.node_stats, dict):
+            self.node_stats = {}
+        row = self.node_stats.setdefault(address, {})
+        for name in self.NODE_FIGURES:
+            row.setdefault(name, 0)
+        return row
+
+    def add(self, address, **figures):
+        """Add `figures` to node `address` and to the run's totals (their sums)."""
+        row = self.node_figures(address)
+        for name, value in figures.items():
+            row[name] += value
+            total = self._TOTALS[name]
+            setattr(self, total, getattr(self, total) + value)
+
+    def node_cursor(self, address, start="0"):
+        return (self.node_cursors or {}).get(address, start)
+
+    def set_node_cursor(self, address, cursor):
+        cursors = self.node_cursors if isinstance(self.node_cursors, dict) else {}
+        cursors[address] = cursor
+        self.node_cursors = cursors
+
     # --- claims: one worker at a time, resumable after its lease lapses ----------------
     def acquire(self, lease_seconds):
         """Take this run for the calling worker with a conditional UPDATE: a queued run, or a
@@ -249,7 +283,7 @@ class PurgeRun(models.Model):
         transaction only): a worker killed after this call still leaves the checkpoint in
         Postgres, and only a crash of Postgres itself could lose the last fraction of a
         second of progress (the run then resumes from the marker, never counting twice)."""
-        progress = {"cursor": self.cursor, "node_cursors": self.node_cursors, "node_stats": self.node_stats,
+        progress = {"node_cursors": self.node_cursors, "node_stats": self.node_stats,
                     "node_layout": self.node_layout, "batches": self.batches, "matched": self.matched, "done": self.done,
                     "skipped": self.skipped, "commands": self.commands, "billed_commands": self.billed_commands,
                     "heartbeat_at": timezone.now()}
@@ -289,35 +323,41 @@ class PurgeTargetKey(models.Model):
     resume. Deleted when the run finishes."""
 
     run = models.ForeignKey(PurgeRun, on_delete=models.CASCADE, related_name="target_keys")
+    node = models.CharField(max_length=255, blank=True, help_text="host:port of the node serving the key.")
     position = models.BigIntegerField()
     key = models.BinaryField()
 
     class Meta:
-        ordering = ["run", "position"]
+        ordering = ["run", "node", "position"]
         constraints = [
-            models.UniqueConstraint(fields=["run", "position"], name="purge_target_key_position"),
+            models.UniqueConstraint(fields=["run", "node", "position"], name="purge_target_key_node_position"),
         ]
 
     def __str__(self):
         return f"#{self.position} of purge #{self.run_id}"
 
 
-def store_target_keys(run, keys, *, after):
-    """Append `keys` to `run`'s stored list at positions after+1, after+2, … (one INSERT).
-    Returns the last position written."""
-    rows = [PurgeTargetKey(run=run, position=after + i, key=bytes(key)) for i, key in enumerate(keys, 1)]
+def store_target_keys(run, node, keys, *, after):
+    """Append `keys` to `run`'s stored list on `node` at positions after+1, after+2, … (one
+    INSERT). Returns the last position written."""
+    rows = [PurgeTargetKey(run=run, node=node, position=after + i, key=bytes(key)) for i, key in enumerate(keys, 1)]
     PurgeTargetKey.objects.bulk_create(rows)
     return after + len(rows)
 
 
-def stored_target_keys(run, *, after, size):
-    """(position, key bytes) of `run`'s stored keys after position `after`, in order,
-    fetched `size` at a time (keyset pagination: memory stays bounded)."""
+def stored_target_keys(run, node, *, after, size):
+    """(position, key bytes) of `run`'s stored keys on `node` after position `after`, in
+    order, fetched `size` at a time (keyset pagination: memory stays bounded)."""
     while True:
-        rows = list(PurgeTargetKey.objects.filter(run=run, position__gt=after).order_by("position")
+        rows = list(PurgeTargetKey.objects.filter(run=run, node=node, position__gt=after).order_by("position")
                     .values_list("position", "key")[:size])
         for position, key in rows:
             yield position, bytes(key)
         if len(rows) < size:
             return
         after = rows[-1][0]
+
+
+def stored_nodes(run):
+    """The nodes `run`'s stored list names, in order."""
+    return sorted(set(PurgeTargetKey.objects.filter(run=run).values_list("node", flat=True)))

@@ -238,11 +238,11 @@ class ReviewRun(models.Model):
         now = timezone.now()
         stale = now - timedelta(seconds=lease_seconds)
         claimable = Q(status=self.QUEUED) | Q(status=self.RUNNING, heartbeat_at__lt=stale)
-        self.refresh_from_db(fields=["batches"])
+        resumed = self.has_checkpoint()
         updated = ReviewRun.objects.filter(claimable, pk=self.pk).update(
             status=self.RUNNING, claim_token=token, heartbeat_at=now, error="",
             started_at=Coalesce(F("started_at"), now),
-            resumes=F("resumes") + (1 if self.batches else 0),
+            resumes=F("resumes") + (1 if resumed else 0),
         )
         self.refresh_from_db()
         return token if updated else None
@@ -300,9 +300,10 @@ class ReviewRun(models.Model):
 
 
 class ReviewNodeRun(models.Model):
-    """The part of a Redis Cluster review that reads one primary: its own SCAN cursor,
-    checkpoint (aggregates) and claim, so a node whose worker died resumes alone. The
-    run's totals are the merge of its nodes' aggregates (`operations.review_cluster`).
+    """The part of a review that reads one node (the only one of a standalone server, or one
+    primary of a Redis Cluster): its own SCAN cursor, checkpoint (aggregates) and claim, so
+    a part whose worker died resumes alone. The run's totals are the merge of its parts'
+    aggregates (`operations.review.finish`).
     A sampled run's part draws `sample_size` keys of its primary (None: read whole).
     `billed_commands` is what this primary executed for the part. Cancelling the run
     cancels its parts that have not ended."""

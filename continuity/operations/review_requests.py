@@ -10,7 +10,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from continuity.models import ReviewRun
-from continuity.operations import alerting, review, review_cluster
+from continuity.operations import alerting, review
 from dashboard import jobs
 
 REVIEW_TASK = "continuity.review_database"  # continuity.tasks.review.review_database_task
@@ -21,12 +21,12 @@ def request_review(*, database, actor=None, triggered_by=ReviewRun.WEB, sample=N
     enqueue its task when the transaction commits.
     Returns (run, created). When a review is already active it is returned; if its worker
     looks dead (no heartbeat within the lease), or a Redis Cluster run has a part no worker
-    is on (`review_cluster.stale_parts`), its task is enqueued again so it resumes."""
+    is on (`review.stale_parts`), its task is enqueued again so it resumes."""
     try:
         run = review.start_review(database=database, actor=actor, triggered_by=triggered_by, sample=sample)
     except review.ReviewBusy as busy:
         run = busy.run
-        if _stale(run) or review_cluster.stale_parts(run):
+        if _stale(run) or review.stale_parts(run):
             jobs.enqueue_on_commit(REVIEW_TASK, run.pk)
         return run, False
     jobs.enqueue_on_commit(REVIEW_TASK, run.pk)
@@ -41,14 +41,14 @@ def _stale(run):
 
 def review_and_alert(*, database, run=None, actor=None, batch=None, triggered_by=ReviewRun.CLI, on_batch=None,
                      sample=None, fan_out=None):
-    """Run (or continue) a review of `database` with `review.review_database` (a Redis Cluster
-    across its primaries with `review_cluster`, fanned out by `fan_out` when given), then, when it
+    """Run (or continue) a review of `database` with `review.review_database` (its parts
+    fanned out by `fan_out` when given), then, when it
     succeeded, alert through the channels if its findings crossed the threshold
     (`alerting.alert_on_review`). Returns the ReviewResult; raises what the review raises
     (ReviewBusy, ReviewInterrupted)."""
     result = review.review_database(database=database, run=run, actor=actor, batch=batch, triggered_by=triggered_by,
-                                    on_batch=on_batch, sample=sample, cluster=review_cluster, fan_out=fan_out)
-    if result.run is not None:
+                                    on_batch=on_batch, sample=sample, fan_out=fan_out)
+    if result.run is not None and fan_out is None:  # fanned out, the part that ends the run alerts
         alert(result.run)
     return result
 

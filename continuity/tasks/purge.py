@@ -11,17 +11,13 @@ from django.conf import settings
 from continuity import keyspace
 from continuity.keyspace.capabilities import is_transient
 from continuity.operations import purge
+from continuity.tasks.retries import backoff, retry_or_give_up
 from dashboard import postgres
 from dashboard.models import RedisDatabase
 
 log = logging.getLogger(__name__)
 PURGE_TASK, POLICY_TASK, RESUME_TASK = "continuity.purge", "continuity.policy_purge", "continuity.resume_purges"
 CLEANUP_TASK = "continuity.clean_up_previews"
-
-
-def backoff(retries):
-    """Seconds before retry number `retries` + 1: 5, 10, 20, … capped at 5 minutes."""
-    return min(5 * 2**retries, 300)
 
 
 @shared_task(bind=True, name=PURGE_TASK, acks_late=True, max_retries=None, soft_time_limit=3300, time_limit=3600)
@@ -45,14 +41,14 @@ def purge_task(self, run_id):
         # The checkpoint is safe: continue in a fresh task instead of failing the purge.
         raise self.retry(countdown=1, max_retries=None) from None
     except redis.RedisError as exc:
-        if not is_transient(exc):  # a refusal (NOPERM, unknown command): retrying bills it again
-            purge.fail_purge(run_id=run_id, error=keyspace.describe(exc))
-            return {"run": run_id, "status": "failed"}
-        if self.request.retries >= settings.PURGE_TASK_MAX_RETRIES:
+        def give_up(ran_out):
             purge.fail_purge(run_id=run_id, error=f"{keyspace.describe(exc)} (gave up after "
-                                                  f"{self.request.retries + 1} attempts)")
+                                                  f"{self.request.retries + 1} attempts)" if ran_out
+                             else keyspace.describe(exc))
             return {"run": run_id, "status": "failed"}
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries), max_retries=None) from None
+
+        return retry_or_give_up(self, exc, transient=is_transient(exc), limit=settings.PURGE_TASK_MAX_RETRIES,
+                                give_up=give_up)
     except purge.PurgeRefused as exc:
         purge.fail_purge(run_id=run_id, error=str(exc))
         return {"run": run_id, "status": "failed"}
@@ -75,10 +71,12 @@ def preview_purge_task(self, run_id):
         purge.fail_preview(run_id=run_id, error="The preview stopped at its time limit (55 minutes).")
         return {"run": run_id, "status": "failed"}
     except redis.RedisError as exc:
-        if is_transient(exc) and self.request.retries < settings.PURGE_TASK_MAX_RETRIES:
-            raise self.retry(exc=exc, countdown=backoff(self.request.retries), max_retries=None) from None
-        purge.fail_preview(run_id=run_id, error=keyspace.describe(exc))
-        return {"run": run_id, "status": "failed"}
+        def give_up(_ran_out):
+            purge.fail_preview(run_id=run_id, error=keyspace.describe(exc))
+            return {"run": run_id, "status": "failed"}
+
+        return retry_or_give_up(self, exc, transient=is_transient(exc), limit=settings.PURGE_TASK_MAX_RETRIES,
+                                give_up=give_up)
     except (keyspace.NotConfigured, purge.PurgeRefused) as exc:
         purge.fail_preview(run_id=run_id, error=str(exc) if isinstance(exc, purge.PurgeRefused)
                            else keyspace.describe(exc))

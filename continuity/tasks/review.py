@@ -8,10 +8,10 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from continuity.keyspace.capabilities import is_transient
-from continuity.models import ReviewRun
-from continuity.models import ReviewNodeRun
-from continuity.operations import review, review_cluster
+from continuity.models import ReviewNodeRun, ReviewRun
+from continuity.operations import review
 from continuity.operations.review_requests import REVIEW_TASK, alert, request_review, review_and_alert
+from continuity.tasks.retries import retry_or_give_up
 from dashboard import postgres
 from dashboard.models import RedisDatabase
 
@@ -22,103 +22,115 @@ FINISH_CLUSTER_REVIEW_TASK = "continuity.finish_cluster_review"
 log = logging.getLogger(__name__)
 
 
-def backoff(retries):
-    """Seconds before retry number `retries + 1`: 15 s, 30 s, 60 s… capped at 10 minutes."""
-    return min(600, 15 * 2 ** retries)
-
-
 @shared_task(bind=True, name=REVIEW_TASK, acks_late=True, max_retries=settings.REVIEW_TASK_MAX_RETRIES,
              soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT, time_limit=settings.CELERY_TASK_TIME_LIMIT)
 def review_database_task(self, run_id):
-    """Run (or continue) review `run_id`. Idempotent: a finished run is left alone, a run
-    another worker holds is left to it, a run whose worker died resumes from its checkpoint."""
+    """Run (or continue) review `run_id`: its parts fanned out to workers (`fan_out`), or,
+    for a run of one part (a standalone server), its part read here. Idempotent: a finished
+    run is left alone, a run another worker holds is left to it, a run whose worker died
+    resumes from its parts' checkpoints."""
     run = ReviewRun.objects.select_related("database").filter(pk=run_id).first()
     if run is None or not run.is_active:
         return run.status if run else "missing"
     ReviewRun.objects.filter(pk=run.pk).update(task_id=self.request.id or "")
+    outcome = {}
+
+    def dispatch(run, parts):
+        if len(parts) == 1 and run.node_runs.count() == 1:  # nothing to spread: read it in this task
+            outcome["part"] = review_part(self, parts[0].pk)
+        else:
+            fan_out(run, parts)
+
     try:
-        status = review_and_alert(database=run.database, run=run, fan_out=fan_out).status
+        status = review_and_alert(database=run.database, run=run, fan_out=dispatch).status
     except review.ReviewBusy:
-        # A Redis Cluster run kept alive by some parts' checkpoints, with a part whose worker
-        # died (or that was handed back): send that part's task again.
-        stale = review_cluster.stale_parts(run)
+        # A run kept alive by some parts' checkpoints, with a part whose worker died (or that
+        # was handed back): send that part's task again.
+        stale = review.stale_parts(run)
         if stale:
             fan_out(run, stale)
             return "resumed"
         return "busy"
     except review.ReviewInterrupted as exc:
-        if exc.postgres:  # never failed for it: the checkpoint stands and the run resumes
-            if self.request.retries >= self.max_retries:
-                return "interrupted"  # the next scheduled review re-queues it
-            raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
-        if not is_transient(exc.__cause__):  # a refusal (NOPERM, unknown command): retrying bills it again
-            exc.run.mark_failed(exc.reason)
+        transient = exc.postgres or is_transient(exc.__cause__)
+
+        def give_up(ran_out):
+            if exc.postgres:
+                return "interrupted"  # never failed for it: the next scheduled review re-queues it
+            exc.run.mark_failed(f"{exc.reason} Gave up after {self.request.retries + 1} attempts." if ran_out
+                                else exc.reason)
             return ReviewRun.FAILED
-        if self.request.retries >= self.max_retries:
-            exc.run.mark_failed(f"{exc.reason} Gave up after {self.request.retries + 1} attempts.")
-            return ReviewRun.FAILED
-        raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
+
+        return retry_or_give_up(self, exc, transient=transient, limit=settings.REVIEW_TASK_MAX_RETRIES,
+                                give_up=give_up)
     except SoftTimeLimitExceeded:
         run.mark_failed(f"Stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s).")
         return ReviewRun.FAILED
+    if "part" in outcome:
+        run.refresh_from_db()
+        return run.status
     return status
 
 
-def fan_out(run, nodes):
-    """A Redis Cluster review: one `review_node_task` per primary not yet read, as a group,
-    with `finish_cluster_review_task` as the chord's callback (it merges and ends the run).
-    The result backend (django-celery-results) counts the chord's parts."""
-    parts = [review_node_task.si(node.pk) for node in nodes]
-    if not parts:
+def fan_out(run, parts):
+    """One `review_node_task` per part not yet read, as a group, with
+    `finish_cluster_review_task` as the chord's callback (it merges and ends the run). The
+    result backend (django-celery-results) counts the chord's parts."""
+    tasks = [review_node_task.si(part.pk) for part in parts]
+    if not tasks:
         finish_cluster_review_task.delay([], run.pk)
         return
-    chord(group(parts), finish_cluster_review_task.s(run.pk)).apply_async()
+    chord(group(tasks), finish_cluster_review_task.s(run.pk)).apply_async()
+
+
+def review_part(task, part_id):
+    """Review one part (a ReviewNodeRun) in `task`, then end the run if it was the last.
+    Never raises but to retry (`retries.retry_or_give_up`), so a chord's callback always
+    runs: a node that stays unreachable is marked failed and the run ends partial (or
+    failed, when no node could be read). Postgres away past JOB_DB_OUTAGE_SECONDS is retried
+    and never fails the part: after the last retry the part keeps its checkpoint, the run
+    stays running, and the next review request of the database resumes it."""
+    part = None
+    try:
+        part = ReviewNodeRun.objects.filter(pk=part_id).first()
+        if part is None:
+            return "missing"
+        status = review.review_node(part)
+        if status in (ReviewNodeRun.SUCCEEDED, ReviewNodeRun.FAILED):
+            _finish(part.run_id)  # the last part to end ends the run, chord or not
+        return status
+    except (postgres.PostgresAway, *postgres.GONE, review.NodeInterrupted) as exc:
+        away = not isinstance(exc, review.NodeInterrupted) or exc.postgres
+        reason = exc.reason if isinstance(exc, review.NodeInterrupted) else postgres.describe(exc)
+
+        def give_up(ran_out):
+            if away:
+                if part is None:  # before it was claimed
+                    log.warning("Review part %s stopped: %s. It resumes at the next review request.", part_id, reason)
+                else:
+                    log.warning("Review part %s (%s) stopped resumable: %s", part_id, part.address, reason)
+                return "interrupted"
+            part.mark_failed(f"{reason} Gave up after {task.request.retries + 1} attempts." if ran_out else reason)
+            _finish(part.run_id)
+            return ReviewNodeRun.FAILED
+
+        return retry_or_give_up(task, exc, transient=away or exc.transient, limit=settings.REVIEW_TASK_MAX_RETRIES,
+                                give_up=give_up)
+    except SoftTimeLimitExceeded:
+        part.mark_failed(f"{part.address}: stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s).")
+        _finish(part.run_id)
+        return ReviewNodeRun.FAILED
 
 
 @shared_task(bind=True, name=REVIEW_NODE_TASK, acks_late=True, max_retries=settings.REVIEW_TASK_MAX_RETRIES,
              soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT, time_limit=settings.CELERY_TASK_TIME_LIMIT)
 def review_node_task(self, node_id):
-    """Review one primary of a cluster review (a ReviewNodeRun). Idempotent: a part that
-    ended is left alone, a part whose worker died resumes from its own checkpoint. Never
-    raises (but to retry), so the chord's callback always runs: a primary that stays
-    unreachable is marked failed and the run ends partial. Postgres away past
-    JOB_DB_OUTAGE_SECONDS is retried with backoff and never fails the part: after the last
-    retry it returns "interrupted", the part keeps its checkpoint, the callback leaves the
-    run running, and the next review request of the database resumes it."""
-    try:
-        node = ReviewNodeRun.objects.filter(pk=node_id).first()
-        if node is None:
-            return "missing"
-        status = review_cluster.review_node(node)
-        if status in (ReviewNodeRun.SUCCEEDED, ReviewNodeRun.FAILED):
-            _finish(node.run_id)  # the last part to end ends the run, chord or not
-        return status
-    except (postgres.PostgresAway, *postgres.GONE) as exc:  # before the part was claimed
-        if self.request.retries >= settings.REVIEW_TASK_MAX_RETRIES:
-            log.warning("Review part %s stopped: %s. It resumes at the next review request.", node_id,
-                        postgres.describe(exc))
-            return "interrupted"
-        raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
-    except review_cluster.NodeInterrupted as exc:
-        if exc.postgres:
-            if self.request.retries >= settings.REVIEW_TASK_MAX_RETRIES:
-                log.warning("Review part %s (%s) stopped resumable: %s", node_id, exc.node.address, exc.reason)
-                return "interrupted"
-            raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
-        if not exc.transient or self.request.retries >= settings.REVIEW_TASK_MAX_RETRIES:
-            node.mark_failed(exc.reason if not exc.transient
-                             else f"{exc.reason} Gave up after {self.request.retries + 1} attempts.")
-            _finish(node.run_id)
-            return ReviewNodeRun.FAILED
-        raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
-    except SoftTimeLimitExceeded:
-        node.mark_failed(f"{node.address}: stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s).")
-        _finish(node.run_id)
-        return ReviewNodeRun.FAILED
+    """Review one part of a run fanned out over several nodes (`review_part`)."""
+    return review_part(self, node_id)
 
 
 def _finish(run_id):
-    """`review_cluster.finish` (a no-op while a part is queued or running, or once the run
+    """`review.finish` (a no-op while a part is queued or running, or once the run
     ended), and the alert when this call ended the run. Called by the chord's callback and by
     each part's task as it ends: a part resumed outside the first chord (its worker died, its
     task was sent again) still ends the run. The run (its status) or "interrupted"."""
@@ -126,7 +138,7 @@ def _finish(run_id):
         run = postgres.ride_through(lambda: ReviewRun.objects.filter(pk=run_id).first())
         if run is None or run.status != ReviewRun.RUNNING:  # ended already (a callback delivered twice, cancelled)
             return run.status if run else "missing"
-        run = postgres.ride_through(lambda: review_cluster.finish(run))
+        run = postgres.ride_through(lambda: review.finish(run))
     except postgres.PostgresAway:
         return "interrupted"
     if run.ended_here:  # once, whichever call ended it

@@ -7,3 +7,16 @@ def point_at(lucia, monkeypatch, cluster, node=0):
     type(lucia).objects.filter(pk=lucia.pk).update(url_env="LUCIA_CLUSTER_URL")
     lucia.refresh_from_db()
     return lucia
+
+
+def parts_of(run):
+    """The parts of review `run` (one per node), prepared as its worker does: claimed, then
+    `review.prepare` on the database's keyspace."""
+    from django.conf import settings
+
+    from continuity.keyspace import nodes
+    from continuity.operations import review
+
+    token = run.claim(settings.REVIEW_LEASE_SECONDS)
+    with nodes.primaries(run.database) as keyspace:
+        return review.prepare(run, token, keyspace)

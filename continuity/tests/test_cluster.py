@@ -8,6 +8,7 @@ import redis
 from continuity import keyspace
 from continuity.keyspace import capabilities
 from continuity.keyspace import cluster as keyspace_cluster
+from continuity.keyspace import nodes
 from continuity.tests.clusters import point_at
 
 
@@ -65,7 +66,9 @@ def test_it_detects_a_standalone_server_as_before(lucia):
     assert keyspace_cluster.mode_of(lucia) == "standalone"
     assert capabilities.of(keyspace.client_for(lucia)).cluster == "standalone"
     assert keyspace.topology(lucia).mode == "standalone" and keyspace.topology(lucia).nodes == ()
-    keyspace.refuse_partial(lucia, action="review")  # no refusal
+    with nodes.primaries(lucia) as keyspace_of:  # a keyspace of one node: the URL's
+        assert [node.address for node in keyspace_of.nodes] == [nodes.home(keyspace.client_for(lucia))]
+        assert not keyspace_of.is_cluster and keyspace_of.check() is None
 
 
 def test_it_falls_back_to_cluster_myid_where_info_is_refused(cluster_lucia, acl_user, monkeypatch):
@@ -82,10 +85,12 @@ def test_it_trusts_the_declared_mode_only_where_the_server_cannot_say(cluster_lu
     assert keyspace_cluster.mode_of(cluster_lucia) == "standalone"  # auto, undetectable: as before
     cluster_lucia.cluster_mode = "cluster"
     assert keyspace_cluster.mode_of(cluster_lucia) == "cluster"
-    with pytest.raises(keyspace.ClusterNotSupported) as refused:
-        keyspace.refuse_partial(cluster_lucia, action="review")
-    assert str(refused.value) == ("lucia is marked as a Redis Cluster; reviews across primaries are not supported "
-                                  "yet, so this review would see only one node's keys. Nothing was reviewed.")
+    # Its primaries come from CLUSTER NODES, which this user may not run: jobs say so.
+    with pytest.raises(redis.exceptions.NoPermissionError) as refused, nodes.primaries(cluster_lucia):
+        pass
+    assert keyspace.describe(refused.value).startswith(
+        "This Redis user may not run CLUSTER NODES (ACL): on a Redis Cluster the slot map and the primaries come "
+        "from CLUSTER NODES: +cluster|nodes.")
 
 
 def test_it_refuses_a_declared_mode_the_server_contradicts(cluster_lucia, lucia):
@@ -155,12 +160,12 @@ NO_READS = ("scan", "evalsha", "eval", "pttl", "type", "memory|usage", "get", "e
 
 def test_it_reviews_a_cluster_across_its_primaries_in_one_run(cluster_lucia, cluster_keys, redis_cluster):
     from continuity.models import ReviewRun
-    from continuity.operations import review, review_cluster
+    from continuity.operations import review
 
     count = write_keyspace(cluster_keys)
     per_node = keys_per_node(redis_cluster)
     reset_stats(redis_cluster)
-    result = review.review_database(database=cluster_lucia, cluster=review_cluster)
+    result = review.review_database(database=cluster_lucia)
     run = ReviewRun.objects.get(pk=result.run.pk)
     assert (result.status, run.status, run.error, result.error) == ("succeeded", "succeeded", "", "")
     assert (run.keys_scanned, result.findings["no_ttl"], run.missing_nodes) == (count, count, [])
@@ -169,28 +174,11 @@ def test_it_reviews_a_cluster_across_its_primaries_in_one_run(cluster_lucia, clu
     assert all(calls > 0 for calls in calls_per_node(redis_cluster, "scan").values())
 
 
-def test_it_still_refuses_a_review_of_a_cluster_without_the_cross_primary_part(cluster_lucia, cluster_keys,
-                                                                              redis_cluster):
-    from continuity.models import ReviewRun
+def test_it_reviews_a_cluster_unsaved_too(cluster_lucia, cluster_keys):
     from continuity.operations import review
 
-    write_keyspace(cluster_keys)
-    reset_stats(redis_cluster)
-    result = review.review_database(database=cluster_lucia)  # no `cluster`: one node's keys are not the keyspace
-    run = ReviewRun.objects.get(pk=result.run.pk)
-    assert (run.status, run.keys_scanned) == ("failed", 0)
-    assert run.error == ("lucia is a Redis Cluster with 3 primaries; reviews across primaries are not supported "
-                         "yet, so this review would see only one node's keys. Nothing was reviewed.")
-    assert calls_per_node(redis_cluster, *NO_READS) == dict.fromkeys(redis_cluster.ports, 0)
-    with pytest.raises(keyspace.ClusterNotSupported, match="3 primaries"):
-        review.review_database(database=cluster_lucia, persist=False)
-
-
-def test_it_reviews_a_cluster_unsaved_too(cluster_lucia, cluster_keys):
-    from continuity.operations import review, review_cluster
-
     count = write_keyspace(cluster_keys)
-    result = review.review_database(database=cluster_lucia, persist=False, cluster=review_cluster)
+    result = review.review_database(database=cluster_lucia, persist=False)
     assert (result.status, result.keys_scanned, result.findings["no_ttl"]) == ("succeeded", count, count)
 
 
@@ -198,11 +186,11 @@ def test_it_samples_every_primary_for_a_sampled_review_of_a_cluster(cluster_luci
     """No longer refused: every primary gives its share of the sample (in proportion to its
     keys) and the estimate holds the count (every key is a no_ttl finding here)."""
     from continuity.models import ReviewRun
-    from continuity.operations import review, review_cluster
+    from continuity.operations import review
 
     count = write_keyspace(cluster_keys)
     reset_stats(redis_cluster)
-    result = review.review_database(database=cluster_lucia, sample=100, cluster=review_cluster)
+    result = review.review_database(database=cluster_lucia, sample=100)
     run = ReviewRun.objects.get(pk=result.run.pk)
     assert (run.status, run.sampled, run.dbsize_before) == ("succeeded", True, count)
     assert all(scans > 0 for scans in calls_per_node(redis_cluster, "scan").values())

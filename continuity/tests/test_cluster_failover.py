@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from continuity.models import Namespace, PurgeRun, ReviewNodeRun, ReviewRun
-from continuity.operations import purge, review, review_cluster
+from continuity.operations import purge, review
 from continuity.tests.clusters import point_at
 from continuity.tests.test_cluster import node_rows
 from continuity.tests.test_cluster_purge import confirmed, per_node, write
@@ -63,17 +63,18 @@ def test_it_ends_a_review_partial_naming_the_primary_that_failed_over_while_it_w
             cluster.failover(replica)
             failed_over.append((address, f"127.0.0.1:{replica}"))
 
-    result = review.review_database(database=failover_lucia, batch=100, cluster=review_cluster, on_batch=fail_over)
+    result = review.review_database(database=failover_lucia, batch=100, on_batch=fail_over)
     run = ReviewRun.objects.get(pk=result.run.pk)
     (old, new), = failed_over
     assert old == min(planted)  # the first primary in address order, mid-way through it
     assert cluster.role_of(port_of(new)) == "master" and cluster.role_of(port_of(old)) == "slave"
-    # Not followed: the demoted node answers MOVED to the new primary, the part fails naming
-    # both, and the run is partial with exactly the other two primaries' keys, never succeeded.
+    # Not followed: the demoted node no longer serves the keys it returned, the part fails
+    # naming the slot and the new primary, and the run is partial with exactly the other two
+    # primaries' keys, never succeeded.
     assert (run.status, run.missing_nodes) == ("partial", [old])
     assert run.error.startswith("Partial review: 1 of 3 primaries could not be read (")
-    said = re.search(rf"\({re.escape(old)}: A Redis Cluster node sent this request elsewhere: slot (\d+) is now "
-                     rf"served by {re.escape(new)} \(the cluster is resharding or failed over\)", run.error)
+    said = re.search(rf"\({re.escape(old)}: slot (\d+) is served by {re.escape(new)} now \({re.escape(old)} no "
+                     rf"longer serves it: a failover or resharding\)", run.error)
     assert said and run.error.endswith("The figures cover 2 primaries only.")
     assert int(said.group(1)) in old_slots  # a slot of the primary that failed over
     assert run.keys_scanned == sum(count for address, count in planted.items() if address != old)
@@ -100,7 +101,7 @@ def test_it_fails_a_review_whose_primary_already_read_failed_over(failover_lucia
             cluster.failover(cluster.replica_of(port_of(first)))
             failed_over.append(first)
 
-    result = review.review_database(database=failover_lucia, batch=100, cluster=review_cluster, on_batch=fail_over)
+    result = review.review_database(database=failover_lucia, batch=100, on_batch=fail_over)
     run = ReviewRun.objects.get(pk=result.run.pk)
     assert failed_over == [first]
     # Each part read all of its node, but the slots of a part already read now belong to
@@ -151,10 +152,11 @@ def test_it_fails_a_prefix_purge_when_a_primary_fails_over_naming_the_slot_with_
     assert run.status == "failed" and run.error == str(stopped.value)
     prefix = f"The cluster's topology changed during purge #{run.pk} of lucia: "
     if when == "mid-node":
-        # The demoted node still SCANs (a replica holds the same keys) but answers the next
-        # page's script call MOVED: the run fails naming the slot and the new primary.
+        # The demoted node still SCANs (a replica holds the same keys) but no longer serves
+        # them to the next page's script call: the run fails naming the slot and the new primary.
         said = re.match(re.escape(prefix) + rf"slot (\d+) is served by {re.escape(new)} now "
-                        rf"\({re.escape(first)} answered MOVED\)\.", run.error)
+                        rf"\({re.escape(first)} no longer serves it: a failover or resharding\) \((\d+) keys of "
+                        rf"the page were left untouched\)\.", run.error)
         assert said and run.node_cursors[first] not in ("0", "end")
         # The page that met MOVED was matched (its SCAN ran) but nothing of it was done.
         unacted = run.matched - run.skipped - run.done

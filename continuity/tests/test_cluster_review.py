@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from continuity import demo, keyspace
 from continuity.models import Namespace, ReviewNodeRun, ReviewRun
-from continuity.operations import review, review_cluster
-from continuity.tests.clusters import point_at
+from continuity.operations import review
+from continuity.tests.clusters import parts_of, point_at
 from continuity.tests.test_review import TYPES, expected_from_specs
 from continuity.tests.waiting import wait_for
 
@@ -66,16 +66,17 @@ def test_it_reviews_every_primary_exactly_from_ttl_review_json(cluster_lucia, cl
     assert all(node.status == "succeeded" for node in nodes)
     assert (run.dbsize_before, run.dbsize_after, run.missing_nodes) == (len(specs), len(specs), [])
     # Billed: per node one DBSIZE before and after, the rest per batch and key, summed; and
-    # the run's own two CLUSTER NODES (the primaries, then the slot check).
-    assert run.billed_commands == sum(node.billed_commands for node in nodes) + 2
-    assert run.topology_billed(nodes) == 2 and sum(node.billed_commands for node in nodes) > 2 * len(specs)
+    # the run's own CLUSTER NODES, two per primary (the primaries and their migrations when
+    # the parts were planned, then the slot check at the end).
+    assert run.billed_commands == sum(node.billed_commands for node in nodes) + 6
+    assert run.topology_billed(nodes) == 6 and sum(node.billed_commands for node in nodes) > 2 * len(specs)
     assert run.samples.filter(finding="no_ttl").count() == min(100, findings["no_ttl"])
 
 
 def test_it_finds_the_same_as_a_standalone_server_holding_the_same_keys(cluster_lucia, cluster_keys, monitored):
     specs = spread(cluster_keys, n=2000, seed=5)
     demo.write_keyspace(monitored, specs)
-    on_cluster = review.review_database(database=cluster_lucia, cluster=review_cluster)
+    on_cluster = review.review_database(database=cluster_lucia)
     cluster_lucia.url_env = "REDIS_URL"
     alone = review.review_database(database=cluster_lucia, persist=False)
     assert on_cluster.status == "succeeded"
@@ -92,7 +93,7 @@ def test_it_resumes_one_primary_from_its_checkpoint_after_its_worker_died(cluste
     findings, _, _ = expected_from_specs(specs)
     run = review.start_review(database=cluster_lucia, batch=50)
     token = run.claim(settings.REVIEW_LEASE_SECONDS)
-    nodes = review_cluster.prepare(run, keyspace.client_for(cluster_lucia))
+    nodes = parts_of(run)
     first = nodes[0]
 
     class Died(Exception):
@@ -103,17 +104,17 @@ def test_it_resumes_one_primary_from_its_checkpoint_after_its_worker_died(cluste
             raise Died
 
     with pytest.raises(Died):
-        review_cluster.review_node(first, checkpoint_every=2, on_batch=die)
+        review.review_node(first, checkpoint_every=2, on_batch=die)
     first.refresh_from_db()
     assert first.status == "running" and first.batches == 4 and first.cursor != "0"  # the last checkpoint
-    assert review_cluster.review_node(first) == "running"  # its lease holds: left alone
+    assert review.review_node(first) == "running"  # its lease holds: left alone
     run.refresh_from_db()
     assert run.progress()[0] == first.keys_scanned > 0  # the page's progress: the parts' checkpoints
     ReviewNodeRun.objects.filter(pk=first.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
-    assert review_cluster.review_node(first) == "succeeded"
+    assert review.review_node(first) == "succeeded"
     for node in nodes[1:]:
-        assert review_cluster.review_node(node) == "succeeded"
-    run = review_cluster.finish(run)
+        assert review.review_node(node) == "succeeded"
+    run = review.finish(run)
     first.refresh_from_db()
     assert token and (run.status, run.keys_scanned, run.findings) == ("succeeded", len(specs), findings)
     assert first.resumes == 1
@@ -189,7 +190,7 @@ def test_it_fans_a_review_out_per_primary_on_the_worker_and_merges_it_exactly(
     nodes = list(done.node_runs.all())
     assert sorted(node.keys_scanned for node in nodes) == sorted(per_node)
     assert all(node.status == "succeeded" and node.aggregates == {} for node in nodes)
-    assert done.billed_commands == sum(node.billed_commands for node in nodes) + 2  # + the run's CLUSTER NODES
+    assert done.billed_commands == sum(node.billed_commands for node in nodes) + 6  # + the run's CLUSTER NODES
 
 
 @pytest.mark.django_db(transaction=True)
@@ -231,9 +232,9 @@ def test_it_fails_the_run_when_a_slot_moved_during_the_review(lucia, disposable_
     writer.close()
     run = review.start_review(database=lucia)
     run.claim(settings.REVIEW_LEASE_SECONDS)
-    nodes = review_cluster.prepare(run, keyspace.client_for(lucia))
+    nodes = parts_of(run)
     for node in nodes:
-        assert review_cluster.review_node(node) == "succeeded"
+        assert review.review_node(node) == "succeeded"
     # A resharding between the parts and the merge: an empty slot of the first primary moves to the second.
     first, second = nodes[0], nodes[1]
     with redis.Redis(port=int(first.address.rsplit(":", 1)[1])) as owner:
@@ -246,7 +247,7 @@ def test_it_fails_the_run_when_a_slot_moved_during_the_review(lucia, disposable_
         now = {n.address: n.slot_count for n in keyspace_cluster.cluster_nodes(here) if n.role == "primary"}
     assert now[first.address] == sum(b - a + 1 for a, b in first.slots) - 1
 
-    run = review_cluster.finish(run)
+    run = review.finish(run)
     assert run.status == "failed" and run.keys_scanned == 500
     assert run.error.startswith(f"The cluster's topology changed during the review: the slots of {first.address}")
     assert not run.namespace_stats.exists()
@@ -266,7 +267,7 @@ def test_it_merges_parts_keeping_the_biggest_keys_and_capping_samples():
         for i in range(60):
             tally.sample("no_ttl", "1", f"s{part}-{i}".encode(), "string", None, 1)
         parts.append(review.Tally.from_json(tally.to_json()))  # as stored on the part's row
-    merged = review_cluster.merge(parts)
+    merged = review.merge(parts)
     assert (merged.keys_scanned, merged.billed, merged.commands, merged.batches) == (300, 21, 9, 6)
     assert merged.findings["no_ttl"] == 180 and len(merged.samples["no_ttl"]) == review.SAMPLE_CAP
     ns = merged.namespaces["1"]
@@ -284,12 +285,12 @@ def test_it_fails_a_review_whose_final_slot_check_no_node_answers(lucia, disposa
     client.close()
     run = review.start_review(database=lucia, batch=50)
     assert run.claim(60)
-    nodes = review_cluster.prepare(run, keyspace.client_for(lucia))
+    nodes = parts_of(run)
     for node in nodes:
-        assert review_cluster.review_node(node) == "succeeded"
+        assert review.review_node(node) == "succeeded"
     disposable_cluster.stop()
     keyspace.forget_clients()
-    run = review_cluster.finish(run)
+    run = review.finish(run)
     assert run.status == "failed" and run.missing_nodes == []
     assert "no node of the cluster answered CLUSTER NODES at the end" in run.error
     assert not run.namespace_stats.exists()

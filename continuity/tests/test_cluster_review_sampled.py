@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from continuity.models import FINDINGS, Namespace, ReviewRun
 from continuity.models.reviews import stratified_estimate
-from continuity.operations import review, review_cluster
-from continuity.tests.clusters import point_at
+from continuity.operations import review
+from continuity.tests.clusters import parts_of, point_at
 from continuity.tests.test_cluster_review import cluster_record, finished, keys_per_node, spread
 from continuity.tests.test_review import TYPES, billed_delta, expected_from_specs
 from continuity.tests.waiting import wait_for
@@ -51,12 +51,12 @@ def wilson_width(p, n, z=1.96):
 
 
 def test_it_allocates_the_sample_in_proportion_to_each_primarys_keys():
-    assert review_cluster.allocate(2000, [50_000, 30_000, 20_000]) == [1000, 600, 400]
+    assert review.allocate(2000, [50_000, 30_000, 20_000]) == [1000, 600, 400]
     # A primary holding no more keys than its share is read whole; at least MIN_SHARE keys each.
-    assert review_cluster.allocate(1000, [100_000, 5, 0]) == [1000, None, None]
-    assert review_cluster.allocate(1000, [100_000, 500, 0]) == [995, 30, None]
-    assert review_cluster.allocate(1000, [400, 300, 200]) == [None, None, None]  # small keyspace: exact
-    assert review_cluster.allocate(1000, [40_000, None, 20_000]) == [None, None, None]  # a DBSIZE refused
+    assert review.allocate(1000, [100_000, 5, 0]) == [1000, None, None]
+    assert review.allocate(1000, [100_000, 500, 0]) == [995, 30, None]
+    assert review.allocate(1000, [400, 300, 200]) == [None, None, None]  # small keyspace: exact
+    assert review.allocate(1000, [40_000, None, 20_000]) == [None, None, None]  # a DBSIZE refused
 
 
 def test_the_stratified_interval_covers_the_truth_95_times_in_100():
@@ -68,7 +68,7 @@ def test_the_stratified_interval_covers_the_truth_95_times_in_100():
     sizes, rates = [50_000, 30_000, 20_000], [0.002, 0.03, 0.01]
     planted = [round(size * rate) for size, rate in zip(sizes, rates)]
     truth = sum(planted)
-    shares = review_cluster.allocate(1500, sizes)
+    shares = review.allocate(1500, sizes)
     covered, widths = 0, []
     for _ in range(2000):
         strata = []
@@ -102,7 +102,7 @@ def test_it_samples_every_primary_and_the_interval_holds_the_planted_count(clust
     per_node = keys_per_node(redis_cluster.ports)
     before = stats_of(redis_cluster.ports)
 
-    result = review.review_database(database=cluster_lucia, sample=1500, cluster=review_cluster)
+    result = review.review_database(database=cluster_lucia, sample=1500)
 
     spent = billed_on_nodes(redis_cluster.ports, before)
     run = result.run
@@ -110,7 +110,7 @@ def test_it_samples_every_primary_and_the_interval_holds_the_planted_count(clust
     assert result.population == run.dbsize_before == 30_000 and run.missing_nodes == []
     nodes = {node.address: node for node in run.node_runs.all()}
     addresses = [f"127.0.0.1:{port}" for port in redis_cluster.ports]
-    shares = review_cluster.allocate(1500, per_node)
+    shares = review.allocate(1500, per_node)
     for address, size, share in zip(addresses, per_node, shares):
         node = nodes[address]
         assert (node.status, node.dbsize_before, node.sample_size) == ("succeeded", size, share)
@@ -126,32 +126,32 @@ def test_it_samples_every_primary_and_the_interval_holds_the_planted_count(clust
     assert result.as_json()["estimates"]["no_ttl"] == {
         "value": result.estimates()["no_ttl"].value, "low_95": result.estimates()["no_ttl"].low,
         "high_95": result.estimates()["no_ttl"].high}
-    # Billed per primary: that node's own commandstats delta; the run's is their sum (the URL's
-    # node also ran the run's own two CLUSTER NODES).
-    url_node = addresses[0]
-    assert [nodes[a].billed_commands + (2 if a == url_node else 0) for a in addresses] == spent
+    # Billed per primary: that node's own commandstats delta; the run's is their sum (each node
+    # also ran two of the run's own CLUSTER NODES: when the parts were planned, and at the end).
+    assert [nodes[a].billed_commands + 2 for a in addresses] == spent
     assert run.billed_commands == sum(spent) == result.billed_commands
 
 
 def test_a_sampled_review_costs_about_the_sample_whatever_the_keyspace(cluster_lucia, cluster_keys, redis_cluster):
     """Bounded: per primary one DBSIZE and a few SCANs, then PTTL, TYPE and MEMORY USAGE of
-    each sampled key (no script). Doubling the keyspace barely moves it; an exact review of
-    the same keyspace costs over ten times more."""
+    each sampled key in one script call over the sample's keys. Doubling the keyspace barely
+    moves it; an exact review of the same keyspace costs over ten times more."""
     spread(cluster_keys, n=15_000, seed=41)
     before = stats_of(redis_cluster.ports)
-    small = review.review_database(database=cluster_lucia, sample=1000, cluster=review_cluster)
+    small = review.review_database(database=cluster_lucia, sample=1000)
     assert sum(billed_on_nodes(redis_cluster.ports, before)) == small.billed_commands
     assert small.sampled and small.population == 15_000
-    # reads + 3 DBSIZEs + at most 4 * (share // 100) + 20 SCAN windows a primary + 2 CLUSTER NODES
-    assert small.billed_commands <= 3 * small.keys_scanned + 3 + (4 * 1000 // 100 + 60) + 2
-    assert small.run.strategy == "pipeline"
+    # reads + 3 DBSIZEs + at most 4 * (share // 100) + 20 SCAN windows a primary + a script call
+    # a primary (and its first NOSCRIPT and SCRIPT LOAD) + 6 CLUSTER NODES
+    assert small.billed_commands <= 3 * small.keys_scanned + 3 + (4 * 1000 // 100 + 60) + 3 * 3 + 6
+    assert small.run.strategy == "declared_keys"
 
     spread(cluster_keys, n=15_000, seed=42)  # 30,000 keys now
     before = stats_of(redis_cluster.ports)
-    big = review.review_database(database=cluster_lucia, sample=1000, cluster=review_cluster)
+    big = review.review_database(database=cluster_lucia, sample=1000)
     assert sum(billed_on_nodes(redis_cluster.ports, before)) == big.billed_commands
     assert big.population == 30_000 and big.billed_commands < small.billed_commands * 1.3
-    exact = review.review_database(database=cluster_lucia, cluster=review_cluster)
+    exact = review.review_database(database=cluster_lucia)
     assert not exact.sampled and exact.keys_scanned == 30_000 and exact.billed_commands > 10 * big.billed_commands
 
 
@@ -214,34 +214,36 @@ def test_billed_commands_are_each_primarys_commandstats_delta_summed(cluster_luc
     """An exact review: each part's `billed_commands` is what its node executed for it
     (INFO commandstats, script-internal calls included, free commands left out), the run's
     the sum of the three, shown per primary on the page. With declared_keys a cluster node
-    reads per-key commands in a pipeline (a script's KEYS must share one slot there)."""
-    settings.REVIEW_STRATEGY = strategy
+    runs the metadata script over the batch's keys undeclared (declared KEYS must share one
+    slot there)."""
     specs = spread(cluster_keys, n=4000, seed=45)
     findings, _, _ = expected_from_specs(specs)
     for port in redis_cluster.ports:
         with redis.Redis(port=port) as node:
             node.script_flush()  # a first EVALSHA answers NOSCRIPT: executed, billed and counted
     before = stats_of(redis_cluster.ports)
-    result = review.review_database(database=cluster_lucia, batch=200, cluster=review_cluster)
+    result = review.review_database(database=cluster_lucia, batch=200, strategy=strategy)
     spent = billed_on_nodes(redis_cluster.ports, before)
     run = result.run
     assert run.status == "succeeded" and run.findings == findings and run.keys_scanned == 4000
-    assert run.strategy == ("scan_script" if strategy == "scan_script" else "pipeline")
+    assert run.strategy == strategy
     nodes = {node.address: node for node in run.node_runs.all()}
     addresses = [f"127.0.0.1:{port}" for port in redis_cluster.ports]
-    url_node = addresses[0]  # it also ran the run's own CLUSTER NODES: the primaries, then the slot check
-    assert run.topology_billed(nodes.values()) == 2
-    assert [nodes[a].billed_commands + (2 if a == url_node else 0) for a in addresses] == spent
+    # Each node also ran the run's own CLUSTER NODES twice: when its parts were planned (the
+    # primaries, and any slot being migrated) and at the end (the slot check).
+    assert run.topology_billed(nodes.values()) == 6
+    assert [nodes[a].billed_commands + 2 for a in addresses] == spent
     assert run.billed_commands == sum(spent)
-    # PTTL, TYPE and MEMORY USAGE per key; per batch SCAN (+ EVALSHA for the script); 2 DBSIZEs a node.
+    # PTTL, TYPE and MEMORY USAGE per key; per batch a script call, and a SCAN beside it for
+    # declared_keys; a NOSCRIPT and a SCRIPT LOAD per node; 2 DBSIZEs a node.
     reads = 3 * (4000 - run.foreign_keys)
-    per_batch = 2 if strategy == "scan_script" else 1
-    fixed = 6 + 2  # DBSIZE before and after on each node; the two CLUSTER NODES
+    per_batch = 2  # SCAN and EVALSHA: the SCAN inside the script, or beside it
+    fixed = 6 + 6 + 6  # DBSIZE before and after on each node; NOSCRIPT + SCRIPT LOAD per node; 6 CLUSTER NODES
     assert reads + per_batch * run.batches + fixed <= run.billed_commands <= reads + per_batch * run.batches + fixed + 6
     page = viewer_client.get(reverse("continuity:review_detail", args=[run.pk])).content.decode()
     for address in addresses:
         assert f'data-testid="node-billed">{nodes[address].billed_commands:,}<' in page
-    assert 'data-testid="topology-billed">2<' in page
+    assert 'data-testid="topology-billed">6<' in page
     assert f'data-testid="nodes-billed-total">{run.billed_commands:,}<' in page
 
 

@@ -22,9 +22,10 @@ from django_celery_results.models import TaskResult
 
 from continuity import demo, keyspace
 from continuity.models import ReviewNodeRun, ReviewRun
-from continuity.operations import review, review_cluster, review_requests
+from continuity.operations import review, review_requests
 from continuity.tasks.review import (FINISH_CLUSTER_REVIEW_TASK, finish_cluster_review_task, review_database_task,
                                     review_node_task)
+from continuity.tests.clusters import parts_of
 from continuity.tests.test_cluster_review import cluster_record, finished
 from continuity.tests.test_review import expected_from_specs
 from continuity.tests.waiting import wait_for
@@ -103,7 +104,7 @@ def cluster_run(redis_cluster, cluster_keys, monkeypatch, settings):
     specs = static_spread(cluster_keys, 9000, seed=52)
     run = review.start_review(database=lucia, batch=5)
     run.claim(settings.REVIEW_LEASE_SECONDS)
-    review_cluster.prepare(run, keyspace.client_for(lucia))
+    parts_of(run)
     return run, list(run.node_runs.all()), specs
 
 

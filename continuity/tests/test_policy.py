@@ -11,6 +11,7 @@ import pytest
 
 from continuity import keyspace, store
 from continuity.keyspace import purge as redis_purge
+from continuity.keyspace.nodes import Node
 from continuity.keyspace.meta import KeyMeta
 from continuity.models import Namespace
 from continuity.operations import review
@@ -105,11 +106,12 @@ def _recheck_answers(client, items):
         policy = ns.policy()
         found = set()
         for finding in KEY_FINDINGS:
-            result = redis_purge.act_on_batch(client, [key], action="count", policies=[policy], want=(finding,))
+            result = redis_purge.act(Node("one", client), [key], action="count", policies=[policy],
+                                     want=(finding,))
             assert result.done + result.skipped == 1
             if result.done:
                 found.add(finding)
-        exists = redis_purge.act_on_batch(client, [key], action="count", policies=[policy])
+        exists = redis_purge.act(Node("one", client), [key], action="count", policies=[policy])
         assert exists.done == 1  # with no finding asked for: the key still exists
         answers[ns.prefix] = found
     return answers

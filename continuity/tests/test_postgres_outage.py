@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 from django.db import OperationalError
 
 from continuity.keyspace import purge as redis_purge
+from continuity.keyspace.nodes import Node, home
 from continuity.models import PurgeRun
 from continuity.operations import purge
 from continuity.operations.purge.common import namespace_policies
@@ -99,7 +100,7 @@ def test_a_purge_stops_resumable_past_the_outage_bound_and_resumes_exactly(
     left = session_keys(monitored)
     deleted = 3000 - left
     assert 0 < deleted < 3000  # stopped mid-run
-    progress = redis_purge.read_marker(monitored, run.pk)
+    progress = redis_purge.read_marker(one(monitored), run.pk)
     assert progress.done == deleted  # Redis's own count of what it deleted
     assert run.status == PurgeRun.RUNNING and not run.error  # not failed: resumable
     assert not AuditEntry.objects.filter(action="purge.fail").exists()
@@ -120,12 +121,20 @@ def test_a_purge_stops_resumable_past_the_outage_bound_and_resumes_exactly(
     assert finish.after["deleted"] == 3000 and finish.after["matched"] == run.matched
 
 
-def _act(client, run, keys, batch, totals, cursor):
-    """One acting batch exactly as the engine sends it (marker written with it)."""
+def one(client):
+    """The one node of a standalone server, as a job sees it."""
+    return Node(home(client), client)
+
+
+def _act(client, run, keys, page, totals, cursor):
+    """One acting page exactly as the engine sends it (the node's marker written with it)."""
     policies = namespace_policies(run.database)
-    head = redis_purge.marker_head(batch, cursor, totals[2] + len(keys))
-    return redis_purge.act_on_batch(client, keys, action="delete", policies=[policies.for_key(k) for k in keys],
-                                    marker=redis_purge.marker_key(run.pk), head=head, totals=totals[:2])
+    node = one(client)
+    progress = redis_purge.Progress(redis_purge.marker_key(node, run.pk),
+                                    redis_purge.marker_head(page, cursor, totals[2] + len(keys)), totals[0], totals[1],
+                                    totals[3])
+    return redis_purge.act(node, keys, action="delete", policies=[policies.for_key(k) for k in keys],
+                           progress=progress)
 
 
 def _running_with_unsaved_batches(monitored, lucia, operator):
@@ -135,8 +144,8 @@ def _running_with_unsaved_batches(monitored, lucia, operator):
     run = queued(operator, lucia)
     run.acquire(60)
     keys = sorted(monitored.scan_iter(match=SESSION + b"*", count=1000))
-    _act(monitored, run, keys[:100], 1, (0, 0, 0), "17")
-    _act(monitored, run, keys[100:200], 2, (100, 0, 100), "42")
+    first = _act(monitored, run, keys[:100], 1, (0, 0, 0, 0), "17")
+    _act(monitored, run, keys[100:200], 2, (100, 0, 100, first.billed), "42")
     run.refresh_from_db()
     assert run.done == 0 and session_keys(monitored) == 100
     return run
@@ -146,10 +155,11 @@ def test_a_failed_purge_records_what_redis_deleted_and_leaves_no_marker(monitore
     run = _running_with_unsaved_batches(monitored, lucia, operator)
     purge.fail_purge(run_id=run.pk, error="Redis is unreachable: gone")
     run.refresh_from_db()
-    assert (run.status, run.matched, run.done, run.batches, run.cursor) == (PurgeRun.FAILED, 200, 200, 2, "42")
+    assert (run.status, run.matched, run.done, run.batches) == (PurgeRun.FAILED, 200, 200, 2)
+    assert run.node_cursors == {home(monitored): "42"}
     entry = AuditEntry.objects.get(action="purge.fail")
     assert entry.after["deleted"] == 200 and entry.after["matched"] == 200
-    assert not monitored.exists(redis_purge.marker_key(run.pk))
+    assert not monitored.exists(redis_purge.marker_key(one(monitored), run.pk))
     assert monitored.dbsize() == 100  # the 100 keys never reached, nothing else
 
 
@@ -160,7 +170,7 @@ def test_a_cancelled_resumed_purge_records_what_redis_deleted_and_leaves_no_mark
     assert (result.status, result.done, result.resumed) == (PurgeRun.CANCELLED, 200, True)
     entry = AuditEntry.objects.get(action="purge.cancel")
     assert entry.after["deleted"] == 200
-    assert not monitored.exists(redis_purge.marker_key(run.pk)) and monitored.dbsize() == 100
+    assert not monitored.exists(redis_purge.marker_key(one(monitored), run.pk)) and monitored.dbsize() == 100
 
 
 def test_errors_name_postgres_not_redis():
@@ -236,7 +246,7 @@ def test_a_review_stops_resumable_past_the_outage_bound_and_the_command_resumes_
     assert stopped.value.reason.startswith("Postgres was unreachable for more than 1 s")
     run = ReviewRun.objects.get()
     assert run.status == ReviewRun.RUNNING and run.error == ""  # not failed; its lease lapses
-    assert 0 < run.keys_scanned < 3000  # the last checkpoint before Postgres left
+    assert 0 < run.node_runs.get().keys_scanned < 3000  # its part's last checkpoint before Postgres left
     assert stopped.value.resumable_message().startswith(
         f"Review #{run.pk} of lucia stopped: Postgres was unreachable for more than 1 s")
     assert "`manage.py ttl_review --database lucia` again" in stopped.value.resumable_message()
@@ -328,7 +338,7 @@ def test_a_cli_purge_process_through_a_postgres_restart(monitored, lucia, operat
         assert done.returncode == 1 and 0 < deleted < 3000
         assert (f"CommandError: Purge #{run.pk} of lucia stopped: Postgres was unreachable for more than 1 s"
                 in done.stderr)
-        progress = redis_purge.read_marker(monitored, run.pk)
+        progress = redis_purge.read_marker(one(monitored), run.pk)
         assert progress.done == deleted
         assert f"deleted {deleted:,} (skipped {progress.skipped:,})" in done.stderr
         assert "Redis error" not in done.stderr

@@ -4,6 +4,7 @@ import pytest
 
 from continuity import keyspace
 from continuity.keyspace import purge as redis_purge
+from continuity.keyspace.nodes import Node
 from continuity.models import Namespace, PurgeRun, PurgeTargetKey
 from continuity.operations import purge
 from dashboard.models import AuditEntry
@@ -153,7 +154,7 @@ def test_it_deletes_with_counts_and_an_audit_row(keys, lucia, operator):
     assert finish_entry.after["deleted"] == 10 and finish_entry.after["matched"] == 10
     assert finish_entry.after["skipped"] == 0 and finish_entry.after["target"] == "lucia:session:00001*"
     assert finish_entry.after["action"] == "delete" and finish_entry.after["reason"] == "tidy up"
-    assert not keys.exists(redis_purge.marker_key(run.pk))
+    assert not keys.exists(redis_purge.MARKER_PREFIX + b"%d" % run.pk)
 
 
 def test_it_applies_the_policy_ttl_only_where_none_exists(monitored, lucia, operator):
@@ -222,13 +223,13 @@ def test_it_holds_the_rate_cap_by_sleeping_the_difference(monitored, lucia, oper
     run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", rate_cap=2000)
     claim, _ = run.acquire(60)
     clock = FakeClock()
-    pacer = purge.Pacer(run, claim, None, clock=clock, sleep=clock.sleep)
-    assert pacer.after_batch(200, final=False) == "ok"   # 200 keys at 2000/s: 0.1 s
+    pacer = purge.Pacer(lambda: run.checkpoint(claim), rate_cap=run.rate_cap, clock=clock, sleep=clock.sleep)
+    assert pacer.after_page(200) == "ok"   # 200 keys at 2000/s: 0.1 s
     assert clock.slept == [pytest.approx(0.1)]
     clock.now += 0.5                                      # a slow batch: already behind the cap
-    assert pacer.after_batch(200, final=False) == "ok"
+    assert pacer.after_page(200) == "ok"
     assert clock.slept == [pytest.approx(0.1)]            # no sleep
-    assert pacer.after_batch(1600, final=False) == "ok"   # 2000 keys: 1.0 s in all, 0.6 s spent
+    assert pacer.after_page(1600) == "ok"   # 2000 keys: 1.0 s in all, 0.6 s spent
     assert clock.slept[-1] == pytest.approx(0.4)
 
 
@@ -238,11 +239,12 @@ def test_it_checkpoints_when_due_and_at_the_end(monitored, lucia, operator, sett
     run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", rate_cap=0)
     claim, _ = run.acquire(60)
     clock, seen = FakeClock(), []
-    pacer = purge.Pacer(run, claim, lambda r: seen.append(r.matched), clock=clock, sleep=clock.sleep)
+    pacer = purge.Pacer(lambda: run.checkpoint(claim), progress=lambda: seen.append(run.matched), clock=clock,
+                        sleep=clock.sleep)
     for matched, step, final in ((10, 0.1, False), (20, 0.1, False), (30, 0.4, False), (40, 0.0, True)):
         run.matched = matched
         clock.now += step
-        assert pacer.after_batch(10, final=final) == "ok"
+        assert pacer.after_page(10, final=final) == "ok"
     assert seen == [10, 30, 40] and PurgeRun.objects.get(pk=run.pk).matched == 40
 
 
@@ -338,8 +340,8 @@ def test_it_recovers_batches_acted_on_but_not_checkpointed(monitored, lucia, ope
     monkeypatch.undo()
     run.refresh_from_db()
     assert run.batches == 1
-    marker = redis_purge.read_marker(monitored, run.pk)
-    assert marker.batch > 2 and marker.done > run.done and marker.done == marker.matched
+    marker = redis_purge.read_marker(Node("one", monitored), run.pk)
+    assert marker.page > 2 and marker.done > run.done and marker.done == marker.matched
     # Deleted but not yet counted in Postgres (the marker key itself is the +1).
     assert monitored.dbsize() == 600 - marker.done + 1
     result = purge.execute_purge(run_id=run.pk, lease_seconds=0)
@@ -416,14 +418,17 @@ def test_it_falls_back_to_a_transaction_when_scripting_is_refused(monitored, luc
         fill(monitored, 5)
         monitored.expire(b"lucia:session:000000", 50)
         session = Namespace.objects.get(database=lucia, name="session").policy()
-        result = redis_purge.act_on_batch(client, [b"lucia:session:" + f"{i:06d}".encode() for i in range(6)],
-                                          action="expire", want=("no_ttl",), policies=[session] * 6,
-                                          marker=redis_purge.marker_key(99), head="1 end 6")
+        node = Node("one", client)
+        progress = redis_purge.Progress(redis_purge.marker_key(node, 99), "1 end 6", 0, 0, 10)
+        result = redis_purge.act(node, [b"lucia:session:" + f"{i:06d}".encode() for i in range(6)],
+                                 action="expire", want=("no_ttl",), policies=[session] * 6, progress=progress)
         assert (result.done, result.skipped) == (4, 2) and result.commands > 1
         assert monitored.ttl(b"lucia:session:000001") > 3000 and monitored.ttl(b"lucia:session:000000") <= 50
-        assert redis_purge.read_marker(client, 99).done == 4
-        result = redis_purge.act_on_batch(client, [b"lucia:session:000001", b"lucia:session:nope"],
-                                          action="delete", policies=[session] * 2)
+        marker = redis_purge.read_marker(node, 99)
+        # WATCH, 6 PTTL, MULTI, 4 PEXPIRE, SET, EXEC: the marker's figure is what Redis ran.
+        assert (marker.done, marker.skipped, marker.billed) == (4, 2, 10 + 14) == (4, 2, 10 + result.billed)
+        result = redis_purge.act(node, [b"lucia:session:000001", b"lucia:session:nope"], action="delete",
+                                 policies=[session] * 2)
         assert (result.done, result.skipped) == (1, 1)
     finally:
         client.close()
@@ -450,20 +455,22 @@ def test_it_purges_through_the_client_side_loop_where_scripting_is_refused(monit
 
 
 def test_it_costs_four_billed_commands_per_batch_on_a_prefix_delete(monitored, lucia, operator):
-    """What Redis executes (commandstats counts the calls inside scripts too): per batch one
-    SCAN, one EVALSHA, one UNLINK and one SET of the marker, whatever the batch holds
-    (about 4 billed commands per 1,000 keys scanned here, per 3,000 by default)."""
+    """What Redis executes (commandstats counts the calls inside scripts too): per page one
+    SCAN, one EVALSHA, one UNLINK and one SET of the marker, whatever the page holds (about
+    4 billed commands per 1,000 keys scanned here, per 3,000 by default); and per run the
+    marker's first SET (with the first SCAN) and its DEL."""
     fill(monitored, 5000)
     run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", batch_size=1000, rate_cap=0)
     monitored.config_resetstat()
     result = purge.execute_purge(run_id=run.pk)
     stats = monitored.info("commandstats")
     calls = lambda cmd: stats.get(f"cmdstat_{cmd}", {}).get("calls", 0)  # noqa: E731
-    batches = result.run.batches  # acting batches: SCAN pages that held keys
-    # SCAN may return an empty page (the table shrinks as keys go): a SCAN, and no acting call.
-    assert result.done == 5000 and batches <= calls("scan") <= batches + 2
+    pages = result.run.batches  # SCAN pages, each recorded by the marker
+    acting = calls("unlink")  # pages that held keys: one acting call each
+    # SCAN may return an empty page (the table shrinks as keys go): a SCAN, and the marker alone.
+    assert result.done == 5000 and calls("scan") == pages and pages - 2 <= acting <= pages
     # (+1: the first EVALSHA on a fresh script cache answers NOSCRIPT and the script is loaded)
-    assert batches <= calls("evalsha") <= batches + 1 and calls("unlink") == batches and calls("set") == batches
+    assert acting <= calls("evalsha") <= acting + 1 and calls("set") == pages + 1 and calls("del") == 1
     assert calls("pttl") == 0  # a plain delete re-checks nothing per key: UNLINK counts what existed
 
 

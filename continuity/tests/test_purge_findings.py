@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 
 from continuity import keyspace
 from continuity.keyspace import purge as redis_purge
+from continuity.keyspace.nodes import Node
 from continuity.models import Namespace, PurgeRun, PurgeTargetKey, ReviewRun
 from continuity.operations import purge, review
 from dashboard.models import AuditEntry, RedisDatabase
@@ -86,7 +87,7 @@ def test_it_previews_the_current_offenders_exactly_and_touches_nothing(monitored
     assert [p for p, _ in stored] == list(range(1, 42))
     assert {bytes(k) for _, k in stored} == set(NO_TTL[1:])
     assert {keyspace.decode_key(t) for t in result.sample} <= set(NO_TTL[1:]) and len(result.sample) == 20
-    assert run.estimated_commands == 6  # ceil(41 / 7) acting commands, no SCAN
+    assert run.estimated_commands == 7  # ceil(41 / 7) acting commands, no SCAN, and the marker's DEL
     assert all_keys(monitored) == before and monitored.dbsize() == before_dbsize
 
 
@@ -190,7 +191,7 @@ def test_it_resumes_from_a_mid_list_checkpoint_without_double_counting(monitored
     with pytest.raises(Crash):
         purge.execute_purge(run_id=run.pk, progress=crash)
     run.refresh_from_db()
-    assert (run.status, run.cursor, run.matched, run.done) == ("running", "20", 20, 20)
+    assert (run.status, list(run.node_cursors.values()), run.matched, run.done) == ("running", ["20"], 20, 20)
     assert sum(monitored.exists(key) for key in NO_TTL) == 22
     outcome = purge.execute_purge(run_id=run.pk, lease_seconds=0)
     assert outcome.resumed and outcome.status == "succeeded"
@@ -214,7 +215,7 @@ def test_it_recovers_batches_acted_on_but_not_checkpointed(monitored, reviewed, 
     with pytest.raises(Crash):
         purge.execute_purge(run_id=run.pk)
     monkeypatch.undo()
-    marker = redis_purge.read_marker(monitored, run.pk)
+    marker = redis_purge.read_marker(Node("one", monitored), run.pk)
     run.refresh_from_db()
     assert marker.done > run.done
     outcome = purge.execute_purge(run_id=run.pk, lease_seconds=0)

@@ -74,11 +74,10 @@ def test_it_bills_exactly_what_redis_executes(monitored, typed_lucia, settings, 
     """`billed_commands` equals the INFO commandstats delta: every command Redis ran for the
     review, inside scripts included, free ones left out; with the seeded policies (types
     expected here) that is PTTL, TYPE and MEMORY USAGE per key plus SCAN and EVALSHA per batch."""
-    settings.REVIEW_STRATEGY = strategy
     load(monitored, 3000, seed=4)
     monitored.script_flush()  # the first EVALSHA answers NOSCRIPT: billed and counted too
     before = monitored.info("commandstats")
-    result = review.review_database(database=typed_lucia, batch=250)
+    result = review.review_database(database=typed_lucia, batch=250, strategy=strategy)
     after = monitored.info("commandstats")
     assert result.billed_commands == billed_delta(before, after)
     assert result.run.billed_commands == result.billed_commands and result.run.strategy == strategy
@@ -109,13 +108,12 @@ def test_it_reads_only_what_the_policies_need_on_upstash(monitored, lucia):
 
 
 def test_it_counts_exactly_what_the_generator_planted(monitored, typed_lucia, settings):
-    settings.REVIEW_STRATEGY = "scan_script"
     specs = load(monitored, 6000)
     labels = Counter(s.violation for s in specs)
     findings, per_namespace, foreign = expected_from_specs(specs)
     before = monitored.info("commandstats")
 
-    result = review.review_database(database=typed_lucia, batch=250)
+    result = review.review_database(database=typed_lucia, batch=250, strategy="scan_script")
 
     after = monitored.info("commandstats")
     assert result.keys_scanned == 6000
@@ -238,16 +236,19 @@ def test_it_resumes_from_the_checkpoint_without_double_counting(monitored, typed
     with pytest.raises(Crash):
         review.review_database(database=typed_lucia, batch=200, checkpoint_every=3, on_batch=crash)
     run = ReviewRun.objects.get(status=ReviewRun.RUNNING)
-    assert run.batches == 6 and run.cursor != "0" and run.aggregates["keys_scanned"] == run.keys_scanned > 0
+    part = run.node_runs.get()  # a standalone server: one part, holding the checkpoint
+    assert part.batches == 6 and part.cursor != "0" and part.aggregates["keys_scanned"] == part.keys_scanned > 0
 
     # Another worker cannot take it while the lease holds…
     with pytest.raises(review.ReviewBusy):
         review.review_database(database=typed_lucia, run=run)
     # …and resumes it once the lease has expired.
     ReviewRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    run.node_runs.update(heartbeat_at=timezone.now() - timedelta(hours=1))
     resumed = review.review_database(database=typed_lucia, run=run, checkpoint_every=3)
 
-    assert resumed.run.resumes == 1 and resumed.status == ReviewRun.SUCCEEDED
+    assert resumed.run.resumes == 1 and resumed.run.node_runs.get().resumes == 1
+    assert resumed.status == ReviewRun.SUCCEEDED
     assert resumed.keys_scanned == reference.keys_scanned == 5000
     assert resumed.findings == reference.findings
     assert resumed.namespaces == reference.namespaces

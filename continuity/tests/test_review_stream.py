@@ -4,10 +4,12 @@ mid-review, an early stop, MEMORY refused inside scripts, and the prefix classif
 import pytest
 
 from continuity import keyspace
+from continuity.keyspace.nodes import Node
 from continuity.keyspace import capabilities
 from continuity.keyspace import stream
 from continuity.models import Namespace, ReviewRun
 from continuity.operations import review
+from continuity.policy import BUCKET_NAMES
 from continuity.tests.test_review import TYPES, calls, expected_from_specs, load
 from dashboard.models import RedisDatabase
 
@@ -20,7 +22,6 @@ def typed_lucia(lucia):
 
 
 def test_it_reloads_the_script_when_the_cache_is_flushed_mid_review(monitored, typed_lucia, settings):
-    settings.REVIEW_STRATEGY = "scan_script"  # the pipelined path: the next request is already sent
     specs = load(monitored, 3000, seed=21)
     findings, per_namespace, foreign = expected_from_specs(specs)
     before = monitored.info("commandstats")
@@ -29,7 +30,7 @@ def test_it_reloads_the_script_when_the_cache_is_flushed_mid_review(monitored, t
         if tally.batches == 2:  # the request for batch 3 is already on its way
             monitored.script_flush()
 
-    result = review.review_database(database=typed_lucia, batch=200, on_batch=flush)
+    result = review.review_database(database=typed_lucia, strategy="scan_script", batch=200, on_batch=flush)
 
     after = monitored.info("commandstats")
     assert result.findings == findings and result.foreign_keys == foreign
@@ -66,19 +67,18 @@ def test_it_stops_the_stream_mid_scan_without_a_stray_reply(monitored):
     for i in range(500):
         monitored.set(f"lucia:session:{i}".encode(), b"v", px=60_000)
     client = keyspace.client_for(RedisDatabase(name="raw", url_env="REDIS_URL"))
-    feed = stream.batches(client, cursor=0, count=50, prefix=b"lucia:")
+    feed = stream.batches(Node("raw", client), cursor=0, count=50, prefix=b"lucia:")
     first, second = next(feed), next(feed)
     feed.close()
     assert first.cursor and second.cursor and len(first.rows) == 4 * (first.scanned - first.foreign)
     # A stray reply left on the connection would answer this PING with SCAN data.
     assert client.ping() is True and client.get(b"lucia:session:7") == b"v"
-    total = sum(f.scanned for f in stream.batches(client, cursor=0, count=50, prefix=b"lucia:"))
+    total = sum(f.scanned for f in stream.batches(Node("raw", client), cursor=0, count=50, prefix=b"lucia:"))
     assert total == 500
 
 
 def test_it_falls_back_to_the_metadata_script_when_memory_is_refused_in_scripts(
         monitored, typed_lucia, redis_server, monkeypatch, settings):
-    settings.REVIEW_STRATEGY = "scan_script"
     specs = load(monitored, 1500, seed=23)
     findings, per_namespace, foreign = expected_from_specs(specs)
     monitored.execute_command("ACL", "SETUSER", "nomemory", "on", "nopass", "~*", "+@all", "-memory")
@@ -89,7 +89,7 @@ def test_it_falls_back_to_the_metadata_script_when_memory_is_refused_in_scripts(
         ns.save()
     try:
         before = monitored.info("commandstats")
-        result = review.review_database(database=restricted, batch=500)
+        result = review.review_database(database=restricted, strategy="scan_script", batch=500)
         after = monitored.info("commandstats")
     finally:
         monitored.execute_command("ACL", "DELUSER", "nomemory")
@@ -147,7 +147,7 @@ def test_it_keeps_the_checkpoint_json_of_the_aggregates(typed_lucia):
                          b"lucia:session:z", -2, b"none", -1])
     data = tally.to_json()
     session = data["namespaces"][str(next(ns.pk for ns in namespaces if ns.prefix == "lucia:session:"))]
-    assert session["histogram"] == {**dict.fromkeys(review.BUCKET_NAMES, 0), "1m–15m": 1, "no TTL": 1}
+    assert session["histogram"] == {**dict.fromkeys(BUCKET_NAMES, 0), "1m–15m": 1, "no TTL": 1}
     assert session["keys"] == 2 and session["bytes"] == 70_100 and data["vanished"] == 1
     assert data["findings"]["no_ttl"] == 1 and data["findings"]["wrong_type"] == 1
     assert review.Tally.from_json(data).to_json() == data

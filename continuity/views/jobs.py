@@ -80,9 +80,10 @@ def review_detail(request, pk):
     findings = [(kind, FINDING_LABELS[kind], estimates.get(kind), samples[kind]) for kind in FINDINGS]
     notes = [MEMORY_REFUSED] if run.sizes_unknown() else []
     nodes = list(run.node_runs.all())
+    cluster = [node for node in nodes if node.slots]  # a standalone server's one part needs no table
     return render(request, "continuity/review_detail.html",
                   {"run": run, "stats": stats, "findings": findings, "database": run.database, "notes": notes,
-                   "nodes": nodes, "topology_billed": run.topology_billed(nodes) if nodes else 0})
+                   "nodes": cluster, "topology_billed": run.topology_billed(nodes) if cluster else 0})
 
 
 @roles.role_required(roles.VIEWER)

@@ -21,7 +21,7 @@ from dashboard.scanning import find_secrets
 
 
 class PurgeForm(RefuseSecretsMixin, forms.Form):
-    # The operations refuse such a target too (`purge.preview.refuse_secret_target`); the form
+    # The operations refuse such a target too (`purge.targets.refuse_secret_target`); the form
     # also blanks it, so that the page re-rendered with the refusal does not hold it.
     secret_refusal = purge.SECRET_TARGET
     database = forms.ModelChoiceField(queryset=RedisDatabase.objects.all(), to_field_name="name", empty_label=None)

@@ -221,8 +221,9 @@ class Command(RefuseSecretArguments, BaseCommand):
                         estimate={"keys": run.estimate_keys, "at_most": run.estimate_at_most,
                                   "source": run.estimate_source})
             data[run.done_label] = run.done
-        if run.node_stats if not dry_run else run.preview_nodes:  # a Redis Cluster: per primary
-            data["nodes"] = run.preview_nodes if dry_run else run.node_stats
+        nodes = run.preview_nodes if dry_run else run.node_stats
+        if len(nodes or {}) > 1:  # a Redis Cluster: per primary
+            data["nodes"] = nodes
         if opts["json"]:
             self.stdout.write(json.dumps(data))
         elif dry_run:
@@ -232,5 +233,5 @@ class Command(RefuseSecretArguments, BaseCommand):
             self.stdout.write(f"Purge #{run.pk} {run.status}: matched {run.matched}, {run.done_label} {run.done}, "
                               f"skipped {run.skipped}.")
             for node, row in sorted((data.get("nodes") or {}).items()):
-                self.stdout.write(f"  {node}: scanned {row['scanned']}, matched {row['matched']}, {run.done_label} "
+                self.stdout.write(f"  {node}: pages {row['pages']}, matched {row['matched']}, {run.done_label} "
                                   f"{row['done']}, skipped {row['skipped']}, billed commands {row['billed']}")

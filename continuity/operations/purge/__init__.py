@@ -1,19 +1,21 @@
 """Purges: preview (a dry run with exact counts) → confirm (retyped target + reason,
-audited) → execute (re-checked, batched, rate-capped, checkpointed, resumable, audited).
+audited) → execute (re-checked, paged, rate-capped, checkpointed, resumable, audited).
 
-- `targets`: what may be purged, decided before any Redis command;
+Every step is one loop over the keyspace's nodes (`keyspace.nodes.primaries`: one for a
+standalone server, each primary of a Redis Cluster), running the same code per node.
+
+- `targets`: what may be purged, decided once, before any Redis command, and stored on the
+  run (`decide_target`); the keyspace guardrail (`check_keyspace`);
 - `estimate`: the instant estimate of a target (a fresh review's counts, else DBSIZE);
 - `preview`: the dry run, on the worker (`request_preview` → `run_preview`) or here
   (`preview_purge`), saved as a `previewed` run; `estimate_purge` skips it (`purge --yes`);
-- `findings`: the offending keys of a review finding, found again and stored in order;
+- `findings`: the offending keys of a review finding, found again and stored per node;
 - `lifecycle`: confirm and cancel;
-- `execute`: the one execution loop, claims on `PurgeRun`, resume from the marker;
-- `policy`: the scheduled policy purge and the clean-up of unconfirmed previews;
-- `cluster`: all of the above across the primaries of a Redis Cluster (per-primary SCAN,
-  one script call per hash slot, per-node cursors and billed commands, slot moves fail the run).
+- `execute`: the one execution loop, claims on `PurgeRun`, resume from the per-node markers;
+- `policy`: the scheduled policy purge and the clean-up of unconfirmed previews.
 
 The modules import only each other's public names, in one direction
-(common ← cluster ← targets ← findings ← estimate ← preview ← execute ← policy; lifecycle uses targets).
+(common ← targets ← findings ← estimate ← preview ← execute ← policy; lifecycle uses targets).
 """
 
 from continuity.operations.purge.common import (  # noqa: F401
@@ -24,7 +26,8 @@ from continuity.operations.purge.common import (  # noqa: F401
     PurgeResult,
     PurgeStopped,
 )
-from continuity.operations.purge.execute import Pacer, execute_purge, fail_purge, stalled_purges  # noqa: F401
+from continuity.operations.purge.common import Pacer  # noqa: F401
+from continuity.operations.purge.execute import TopologyChanged, execute_purge, fail_purge, stalled_purges  # noqa: F401
 from continuity.operations.purge.lifecycle import (  # noqa: F401
     blocking_run,
     cancel_purge,
@@ -37,7 +40,6 @@ from continuity.operations.purge.policy import clean_up_previews, policy_purge  
 from continuity.operations.purge.estimate import Estimate, estimate_target  # noqa: F401
 from continuity.operations.purge.preview import (  # noqa: F401
     PREVIEW_TASK,
-    SECRET_TARGET,
     estimate_purge,
     fail_preview,
     new_run,
@@ -45,4 +47,10 @@ from continuity.operations.purge.preview import (  # noqa: F401
     request_preview,
     run_preview,
 )
-from continuity.operations.purge.targets import literal_head, phrase, resolve_target, review_counts  # noqa: F401
+from continuity.operations.purge.targets import (  # noqa: F401
+    SECRET_TARGET,
+    literal_head,
+    phrase,
+    resolve_target,
+    review_counts,
+)

@@ -1,6 +1,7 @@
 """What every part of the purge engine shares: its refusal, its results, the namespace
 policies of a database, how a page of keys splits by namespace, and the audit call."""
 
+import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -56,7 +57,7 @@ class PurgePreview:
     estimated_commands: int
     billed: int = 0  # commands Redis executed for the preview
     estimated_billed: int = 0  # commands execution will make Redis execute (`estimated_billed`)
-    nodes: dict = field(default_factory=dict)  # Redis Cluster: {primary host:port: keys matched there}
+    nodes: dict = field(default_factory=dict)  # {node host:port: keys matched there}
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class PolicyPurgeResult:
     reported: dict = field(default_factory=dict)
     skipped_reason: str = ""
     refused: dict = field(default_factory=dict)  # {namespace prefix: why the keyspace guardrail left it alone}
+    reported_billed: int = 0  # commands Redis executed to count the report-only namespaces
 
 
 def namespace_policies(database) -> Policies:
@@ -106,18 +108,105 @@ def split(page, policies, reach=None):
     return keys, chosen, outside
 
 
-def estimated_billed(*, scans, acting_batches, keys, actionable, action, condition, read_regions=0, marker=True,
-                     extra=0):
-    """The commands an execution will make Redis run: a SCAN per page (none for a stored
-    finding list), then per acting call one EVALSHA, the marker SET (none on a cluster:
-    `marker` False) and (delete) one UNLINK; per key the re-check's reads (none for a plain
-    delete); per repaired key one PEXPIRE; plus `extra` (a cluster's CLUSTER NODES checks).
-    On a cluster an acting call is one slot group of a page (`purge.cluster.by_slot`).
+@dataclass
+class Counted:
+    """What a dry run over a target found, acting on nothing, in the terms execution bills
+    by: keys matched, keys the action would change now, matches per namespace prefix, a
+    sample (key tokens), the commands sent and billed, and per node the SCAN pages, the
+    pages holding keys of a namespace (one acting call each), the keys acted on, and those
+    pages holding at least one key the action would change."""
+
+    matched: int = 0
+    actionable: int = 0
+    namespaces: dict = field(default_factory=dict)
+    sample: list = field(default_factory=list)
+    commands: int = 0
+    billed: int = 0
+    scans: int = 0
+    pages: int = 0
+    acting_pages: int = 0
+    acting_keys: int = 0
+    changing_pages: int = 0
+
+    def merge(self, other, sample_size):
+        for name in ("matched", "actionable", "commands", "billed", "scans", "pages", "acting_pages", "acting_keys",
+                     "changing_pages"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for label, count in other.namespaces.items():
+            self.namespaces[label] = self.namespaces.get(label, 0) + count
+        self.sample.extend(other.sample[:max(0, sample_size - len(self.sample))])
+        return self
+
+
+def estimated_billed(counted, *, nodes, action, condition, scanned, unlink_each=False, read_regions=0, checks=0):
+    """The commands an execution of what `counted` found will make Redis run, as
+    `execute` sends them: per node a first SCAN recorded by the marker (SCAN targets), per
+    page one round trip holding the next page's SCAN and either the acting script (an
+    EVALSHA, the re-check's reads per key — none for a plain delete —, the acts and the
+    marker SET) or the marker SET alone; per node the marker's DEL at the end; `checks`
+    (a cluster's CLUSTER NODES). Acts: delete, one UNLINK per page that changes a key (per
+    deleted key on a cluster node: `unlink_each`); expire, one PEXPIRE per key it repairs.
     Writes are counted once more per read region."""
     want = CONDITION_FINDINGS[condition]
     reads_per_key = 0 if (not want and action == PurgeRun.DELETE) else 1 + (OVERSIZED in want) + (WRONG_TYPE in want)
-    writes = (acting_batches if marker else 0) + (acting_batches if action == PurgeRun.DELETE else actionable)
-    return scans + acting_batches + keys * reads_per_key + writes + writes * read_regions + extra
+    if action == PurgeRun.DELETE:
+        acts = counted.actionable if unlink_each else counted.changing_pages
+    else:
+        acts = counted.actionable
+    markers = counted.pages + (nodes if scanned else 0) + nodes  # per page, a first one per node, the DELs
+    writes = acts + markers
+    return (counted.scans + counted.acting_pages + counted.acting_keys * reads_per_key + writes
+            + writes * read_regions + checks)
+
+
+def resharding(database, address, moved):
+    """PurgeRefused for a preview that met keys whose slot moved away from `address`."""
+    return PurgeRefused(f"{database.name} is being resharded: {address} no longer serves {moved:,} of the keys "
+                        f"(their slot moved). Its counts would be wrong; preview again once the slots stopped moving. "
+                        f"Nothing was changed.")
+
+
+def layout_checks(nodes):
+    """The CLUSTER NODES an execution sends (`execute`): the slot map when it opens the
+    keyspace, every other primary's before the first node, then every primary's before
+    each further node and at the end. None on a standalone server."""
+    if not nodes.is_cluster:
+        return 0
+    count = len(nodes.nodes)
+    return count * (count + 1)
+
+
+class Pacer:
+    """When a job saves its progress (every PURGE_CHECKPOINT_SECONDS, and with its last
+    page) and how long it sleeps to hold a rate cap. `save()` saves and answers "ok",
+    "cancel" (saved, and an operator asked to stop) or "lost" (another worker holds the
+    run); `progress()`, when given, is called after each save."""
+
+    def __init__(self, save, *, rate_cap=0, progress=None, clock=time.monotonic, sleep=time.sleep, every=None):
+        self.save, self.rate_cap, self.progress = save, rate_cap, progress
+        self.every = settings.PURGE_CHECKPOINT_SECONDS if every is None else every
+        self.clock, self.sleep = clock, sleep
+        self.started, self.last, self.touched = clock(), None, 0
+
+    def after_page(self, keys, final=False):
+        """'ok', 'cancel' or 'lost', saving when due; sleeps for the rate cap."""
+        state = "ok"
+        now = self.clock()
+        if final or self.last is None or now - self.last >= self.every:
+            self.last = now
+            state = self.save()
+            if state != "lost" and self.progress:
+                self.progress()
+        self.touched += keys
+        if self.rate_cap and self.touched and state == "ok":
+            ahead = self.delay()
+            if ahead > 0:
+                self.sleep(ahead)
+        return state
+
+    def delay(self):
+        """Seconds to wait so that the keys touched so far took at least touched / cap."""
+        return self.touched / self.rate_cap - (self.clock() - self.started)
 
 
 def audit_run(run, action, *, request=None, actor=None, actor_label="", source=None, before=None, note=""):

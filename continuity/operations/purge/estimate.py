@@ -20,7 +20,6 @@ from django.utils import timezone
 
 from continuity import keyspace
 from continuity.models import PurgeRun, ReviewNamespaceStat, ReviewRun
-from continuity.operations.purge import cluster as purge_cluster
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,22 @@ def _from_review(review, heads, policies, whole_heads):
                     review_id=review.pk, at=review.finished_at)
 
 
-def estimate_target(database, *, heads, policies, whole_heads=True, client=None, now=None) -> Estimate:
+def keys_in(nodes):
+    """DBSIZE summed over the nodes (one command each), or None where one refuses it or does
+    not answer: one node's DBSIZE is not a cluster's."""
+    total = 0
+    for node in nodes.nodes:
+        try:
+            size = keyspace.dbsize(node.client)
+        except keyspace.NODE_ERRORS:
+            return None
+        if size is None:
+            return None
+        total += size
+    return total
+
+
+def estimate_target(database, *, heads, policies, nodes, whole_heads=True, now=None) -> Estimate:
     """An `Estimate` of the keys a SCAN of the literal prefixes `heads` goes through.
     `heads` are the targets' literal heads (a prefix, a pattern's head, or a finding's
     namespace prefixes); a whole namespace is a head equal to its prefix. `whole_heads`
@@ -81,9 +95,6 @@ def estimate_target(database, *, heads, policies, whole_heads=True, client=None,
         found = _from_review(review, heads, policies, whole_heads)
         if found is not None:
             return found
-    client = client or keyspace.client_for(database)
-    # A cluster: DBSIZE of every primary, summed (one node's is not the keyspace's).
-    size = purge_cluster.dbsize(database, client) if purge_cluster.is_cluster(database, client) \
-        else keyspace.dbsize(client)
+    size = keys_in(nodes)
     return Estimate(keys=size, at_most=True, source=PurgeRun.ESTIMATE_DBSIZE if size is not None else "",
                     review_id=None, at=now or timezone.now())

@@ -1,13 +1,29 @@
-"""Executing a confirmed purge: batches re-checked and acted on in Redis, progress
-checkpointed in Postgres, the rate cap held, cancel honoured, a crashed worker's run
-resumed without counting a key twice.
+"""Executing a confirmed purge: one loop over the keyspace's nodes (one for a standalone
+server, each primary of a Redis Cluster), pages re-checked and acted on in Redis, progress
+recorded in Redis with each act and checkpointed in Postgres, the rate cap held, cancel
+honoured, a crashed worker's run resumed exactly.
 
 Counting: `matched` = keys the SCAN (or the finding's stored list) yielded, `done` =
-deleted or expired, `skipped` = matched keys that no longer qualified when their batch
-ran, or that lie outside every namespace; done + skipped == matched.
-"""
+deleted or expired, `skipped` = matched keys that no longer qualified when their page ran,
+or that lie outside every namespace; done + skipped == matched, but for keys a moved slot
+left untouched (then the run fails, saying how many). Each figure is kept per node
+(`PurgeRun.node_stats`) and summed on the run.
 
-import time
+Every round trip to a node writes that node's progress marker (`keyspace.purge`): the
+acting script records the node's totals — position, matched, done, skipped and the
+commands billed, this request's included — in the same call as the act, and the next
+page's SCAN travels in the same round trip ahead of it. So at every point a worker can
+die (after a SCAN, after an act, before or after a checkpoint), the marker holds exactly
+what Redis did for that node, and a resumed run (`recover`) takes it where it is ahead of
+the Postgres checkpoint: nothing is counted twice, nothing done is lost, and `billed` is
+what Redis executed. When the run ends, every node is checkpointed, its marker deleted
+(counted), and the final row written.
+
+Test hook: `fault(point, node)` is called at the named points "scanned" (a page read, not
+yet acted on), "acted" (acted on, not yet checkpointed) and "checkpointed", and "cleared"
+(markers deleted, final row not yet written); a test raises there to kill the job at that
+exact point.
+"""
 
 import redis
 from django.conf import settings
@@ -15,50 +31,97 @@ from django.db import transaction
 from django.utils import timezone
 
 from continuity import keyspace
+from continuity.billing import Cost
+from continuity.keyspace import nodes as keyspace_nodes
 from continuity.keyspace import purge as redis_purge
 from continuity.models import PurgeRun
 from continuity.models.purges import PurgeTargetKey, stored_target_keys
 from continuity.operations import alerting
-from continuity.operations.purge.common import (CONDITION_FINDINGS, PurgeRefused, PurgeResult, PurgeStopped,
+from continuity.operations.purge.common import (CONDITION_FINDINGS, Pacer, PurgeRefused, PurgeResult, PurgeStopped,
                                                 audit_run, namespace_policies, split)
-from continuity.operations.purge import cluster as purge_cluster
-from continuity.operations.purge.preview import scan_pages
-from continuity.operations.purge.targets import check_keyspace, resolve_target, run_heads
+from continuity.operations.purge.preview import page_of, scan_command
+from continuity.operations.purge.targets import check_keyspace, run_heads, stored_reach
 from dashboard import postgres
 
 _FINISH_VERBS = {PurgeRun.SUCCEEDED: "purge.finish", PurgeRun.FAILED: "purge.fail",
                  PurgeRun.CANCELLED: "purge.cancel"}
+END = "end"
+DONE, LOST = "done", "lost"  # a node's loop ended: every page done, or the claim lost
 
 
-def _finish(run, status, *, error="", source="task", client=None, live=False):
-    """End `run` with `status`: its counts reconciled with the progress marker, the final
-    row and its audit entry written (riding through a short Postgres outage), then the
-    marker deleted, so the dashboard leaves nothing of its own in the monitored database.
+class TopologyChanged(PurgeRefused):
+    """A cluster's slots moved (or are moving) during the run: keys of those slots may have
+    been missed. Final: the run ends failed, naming the slot and its nodes, with its exact
+    counts."""
 
-    `live`: `run` is the object whose batches wrote the marker, so its counts already are
-    the marker's. Otherwise (a failure recorded from the row) the marker's totals win when
-    it is ahead of the last checkpoint: the audit's counts are what Redis did. With Redis
-    unreachable the row's counts are recorded and the marker expires by itself."""
-    cleared = False
-    if client is not None:
+
+def _no_fault(point, node):
+    return None
+
+
+def _so_far(run):
+    # Keys of a slot that moved are matched but neither done nor skipped: untouched, and said so.
+    untouched = run.matched - run.skipped - run.done
+    left = (f"; {untouched:,} of the matched keys were not acted on (their slot had moved) and are untouched"
+            if untouched > 0 else "")
+    return (f"So far it matched {run.matched:,} keys, {run.done_label} {run.done:,} and skipped {run.skipped:,} "
+            f"(exact){left}. Once the resharding or failover is over, preview and run the purge again.")
+
+
+def _moved(run, what, slots=1):
+    keys = "Keys of that slot may be missed" if slots <= 1 else "Keys of the moved slots may have been missed"
+    return TopologyChanged(f"The cluster's topology changed during purge #{run.pk} of {run.database.name}: {what}. "
+                           f"{keys}, so the purge stopped as failed. {_so_far(run)}")
+
+
+# --- the markers ---------------------------------------------------------------------------------
+def _bill(run, nodes):
+    """Add what the keyspace itself sent (CLUSTER NODES) to its nodes' figures."""
+    for address, cost in nodes.drain().items():
+        run.add(address, commands=cost.sent, billed=cost.billed)
+
+
+def recover(run, nodes):
+    """Take each node's marker where it is ahead of the last checkpoint: the pages a dead
+    worker acted on (and the commands it sent) after checkpointing. One GET per node."""
+    for node in nodes.nodes:
+        figures = run.node_figures(node.address)
+        cost = Cost()
+        marker = redis_purge.read_marker(node, run.pk, cost=cost)
+        if marker is not None and marker.billed > figures["billed"]:
+            run.add(node.address, pages=marker.page - figures["pages"], matched=marker.matched - figures["matched"],
+                    done=marker.done - figures["done"], skipped=marker.skipped - figures["skipped"],
+                    billed=marker.billed - figures["billed"])
+            run.set_node_cursor(node.address, marker.cursor)
+        run.add(node.address, commands=cost.sent, billed=cost.billed)
+
+
+def _clear(run, nodes):
+    """Delete each node's marker (counted, writes once more per read region)."""
+    for node in nodes.nodes:
+        cost = Cost()
+        redis_purge.clear_marker(node, run.pk, cost=cost)
+        run.add(node.address, commands=cost.sent, billed=run.billed(cost.billed, cost.writes))
+
+
+def _finish(run, status, *, error="", source="task", nodes=None):
+    """End `run` with `status`: with `nodes` (the run's keyspace, its figures those of the
+    markers), every marker deleted and counted first, then the final row and its audit
+    entry written (riding through a short Postgres outage), so the dashboard leaves nothing
+    of its own in the monitored database. Without `nodes` (a failure recorded from the row
+    while Redis is away) the row's counts are recorded and the markers expire by themselves."""
+    if nodes is not None:
         try:
-            if not live:
-                marker = redis_purge.read_marker(client, run.pk)
-                run.commands += 1
-                run.billed_commands += 1
-                _adopt(run, marker)
-            run.commands += 1
-            run.billed_commands += run.billed(1, 1)  # the DEL of the marker, below
-            cleared = True
-        except redis.RedisError:
-            pass
+            _clear(run, nodes)
+        except (redis.RedisError, OSError):
+            pass  # they expire within a day
 
     def write():
         with transaction.atomic():
             PurgeRun.objects.filter(pk=run.pk).update(
                 status=status, finished_at=timezone.now(), error=error, claim=None, heartbeat_at=None,
-                cursor=run.cursor, node_cursors=run.node_cursors, node_stats=run.node_stats,
-                node_layout=run.node_layout, batches=run.batches, matched=run.matched, done=run.done, skipped=run.skipped,
+                node_cursors=run.node_cursors, node_stats=run.node_stats, node_layout=run.node_layout,
+                batches=run.batches, matched=run.matched, done=run.done, skipped=run.skipped,
                 commands=run.commands, billed_commands=run.billed_commands)
             PurgeTargetKey.objects.filter(run=run).delete()  # a finding's key list is spent
             run.refresh_from_db()
@@ -68,37 +131,22 @@ def _finish(run, status, *, error="", source="task", client=None, live=False):
             alerting.alert_on_purge(run)
 
     postgres.ride_through(write)
-    if cleared:  # only now: until the final row is written, a resume needs the marker
-        try:
-            redis_purge.clear_marker(client, run.pk)
-        except redis.RedisError:
-            pass  # it expires within a day
     return run
-
-
-def _adopt(run, marker):
-    """Take the marker's totals and cursor when it is ahead of `run` (batches acted on in
-    Redis after the last checkpoint)."""
-    if marker and marker.batch > run.batches:
-        run.batches, run.cursor = marker.batch, marker.cursor
-        run.matched, run.done, run.skipped = max(run.matched, marker.matched), marker.done, marker.skipped
-
-
-def _client(run):
-    """A client on `run`'s database, or None when its record has none."""
-    try:
-        return keyspace.client_for(run.database, write=True)
-    except keyspace.KeyspaceError:
-        return None
 
 
 def fail_purge(*, run_id, error, source="task"):
     """Record a run as failed with `error` (after the last retry), its counts reconciled
-    with the progress marker and the marker deleted. Idempotent."""
+    with the markers (when Redis answers) and the markers deleted. Idempotent."""
     run = PurgeRun.objects.select_related("database").get(pk=run_id)
     if run.is_finished:
         return run
-    return _finish(run, PurgeRun.FAILED, error=error, source=source, client=_client(run))
+    try:
+        with keyspace_nodes.primaries(run.database, write=True) as nodes:
+            recover(run, nodes)
+            _bill(run, nodes)
+            return _finish(run, PurgeRun.FAILED, error=error, source=source, nodes=nodes)
+    except (redis.RedisError, OSError, keyspace.KeyspaceError):
+        return _finish(run, PurgeRun.FAILED, error=error, source=source)
 
 
 def stalled_purges(*, lease_seconds=None):
@@ -107,18 +155,20 @@ def stalled_purges(*, lease_seconds=None):
     return list(PurgeRun.objects.stalled(lease).values_list("pk", flat=True))
 
 
-def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, source="task") -> PurgeResult:
+# --- the run --------------------------------------------------------------------------------------
+def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, source="task", fault=None) -> PurgeResult:
     """Run (or resume) a queued purge to its end, a cancel, or an error.
 
-    Each batch: one SCAN page, one acting command that re-checks and acts and writes the
-    progress marker, then (when due) one checkpoint UPDATE guarded by this worker's claim;
-    the cancel flag is read with the checkpoint and the rate cap is held by sleeping. A
-    Redis error releases the claim and propagates (the task retries); the run stays
-    `running`. A checkpoint rides through a short Postgres outage; a longer one raises
-    PurgeStopped, the run still `running` and resumable. Idempotent: a finished run, or
-    one another worker holds, is returned as it is.
-    """
+    Each page: one round trip acting on it (and carrying the next page's SCAN), then (when
+    due) one checkpoint UPDATE guarded by this worker's claim; the cancel flag is read with
+    the checkpoint and the rate cap is held by sleeping. A Redis error releases the claim
+    and propagates (the task retries); the run stays `running`. A checkpoint rides through
+    a short Postgres outage; a longer one raises PurgeStopped, the run still `running` and
+    resumable. Idempotent: a finished run, or one another worker holds, is returned as it
+    is. `keys`: a finding's key list given by the caller instead of the stored one (tests);
+    `fault`: the test hook of the module docstring."""
     lease = settings.PURGE_LEASE_SECONDS if lease_seconds is None else lease_seconds
+    fault = fault or _no_fault
     run = PurgeRun.objects.select_related("database").get(pk=run_id)
     claim, resumed = run.acquire(lease)
     run.refresh_from_db()
@@ -128,41 +178,21 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
         try:  # the keyspace guardrail, decided again before any command (records change)
             check_keyspace(run.database, run_heads(run))
         except PurgeRefused as refused:  # final, audited, with what a resumed run already did
-            _finish(run, PurgeRun.FAILED, error=str(refused), source=source,
-                    client=_client(run) if resumed else None)
+            fail_purge(run_id=run.pk, error=str(refused), source=source)
             raise
-        client = keyspace.client_for(run.database, write=True)
         try:
-            on_cluster = purge_cluster.is_cluster(run.database, client)
-        except PurgeRefused as refused:  # final, audited; nothing was scanned or changed
-            _finish(run, PurgeRun.FAILED, error=str(refused), source=source)
-            raise
-        marker_client = None if on_cluster else client  # a cluster run keeps no Redis marker
-        if resumed and not on_cluster:
-            _recover_batch(run, client, claim)
-        if run.cancel_requested:
-            return PurgeResult.of(_finish(run, PurgeRun.CANCELLED, source=source, client=marker_client, live=True),
-                                  resumed)
-        policies, reach = namespace_policies(run.database), None
-        if run.target_kind == PurgeRun.POLICY:  # that namespace's own keys, not its nested ones'
-            reach = [policy for policy in policies if policy.prefix == run.target_bytes()]
-        elif run.target_kind != PurgeRun.FINDING:  # the namespaces may have changed since the preview
-            reach = resolve_target(run.database, PurgeRun.PATTERN, run.match_bytes(), policies)[1]
-        if on_cluster:
-            try:
-                status = _on_cluster(run, client, claim, policies, reach, keys, progress)
-            except PurgeRefused as refused:  # a slot moved: final, audited, with the exact counts so far
-                _finish(run, PurgeRun.FAILED, error=str(refused), source=source, live=True)
-                raise
-        else:
-            status = _loop(run, client, claim, policies, reach, keys, progress)
-        if status is None:  # lost the claim to another worker
-            run.refresh_from_db()
-            return PurgeResult.of(run, resumed)
-        return PurgeResult.of(_finish(run, status, source=source, client=marker_client, live=True), resumed)
+            with keyspace_nodes.primaries(run.database, write=True) as nodes:
+                status = _run(run, nodes, claim, keys, progress, resumed, fault)
+                if status is None:  # lost the claim to another worker
+                    run.refresh_from_db()
+                    return PurgeResult.of(run, resumed)
+                return PurgeResult.of(_end(run, nodes, claim, status, source, fault), resumed)
+        except keyspace.ClusterRefusal as exc:  # the record contradicts the server: nothing was touched
+            _finish(run, PurgeRun.FAILED, error=str(exc), source=source)
+            raise PurgeRefused(str(exc)) from None
     except (postgres.PostgresAway, *postgres.GONE) as exc:
         # Postgres left for longer than JOB_DB_OUTAGE_SECONDS: stop, resumable. What Redis
-        # did is in the marker; the claim lapses (or is released) and the resume job continues.
+        # did is in the markers; the claim lapses (or is released) and the resume job continues.
         postgres.let_go(lambda: run.release(claim))
         raise PurgeStopped(run, postgres.describe(exc)) from exc
     except BaseException:
@@ -170,117 +200,180 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
         raise
 
 
-def _on_cluster(run, client, claim, policies, reach, keys, progress):
-    """`_loop` for a Redis Cluster: each primary from its own cursor, or a finding's stored
-    list slot group by slot group (`purge.cluster`)."""
-    pacer = Pacer(run, claim, progress)
-    if run.target_kind != PurgeRun.FINDING:
-        return purge_cluster.run_nodes(run, client, pacer, policies, reach)
-    if run.cursor == "end":
-        return PurgeRun.SUCCEEDED
-    return purge_cluster.run_findings(run, client, pacer, policies, _pages(run, client, keys, int(run.cursor)))
-
-
-def _recover_batch(run, client, claim):
-    """A worker died after acting on batches it had not checkpointed yet: the marker,
-    written atomically with each batch, holds the run's totals and cursor after the last."""
-    marker = redis_purge.read_marker(client, run.pk)
-    run.commands += 1
-    run.billed_commands += 1
-    _adopt(run, marker)
+def _end(run, nodes, claim, status, source, fault):
+    """Checkpoint every node, delete the markers (counted), write the final row."""
     postgres.ride_through(lambda: run.checkpoint(claim))
+    try:
+        _clear(run, nodes)
+    except (redis.RedisError, OSError):
+        pass  # they expire within a day
+    fault("cleared", None)
+    return _finish(run, status, source=source)
 
 
-def _pages(run, client, keys, start):
-    """(position after the page or None at the end, [keys], commands spent reading it):
-    SCAN pages from cursor `start`, or pages of a finding's stored (or given) key list
-    after position `start`. SCAN pages are read one ahead in a helper thread, so the next
-    SCAN travels while this one is acted on."""
-    size = run.batch_size
-    if run.target_kind != PurgeRun.FINDING:
-        pages = scan_pages(client, match=run.match_bytes(), cursor=start, count=size)
-        return ((cursor, page, 1) for cursor, page in redis_purge.prefetched(pages))
-    source = (((i, bytes(k)) for i, k in enumerate(keys, 1) if i > start) if keys is not None
-              else stored_target_keys(run, after=start, size=size))
-
-    def stored():
-        batch = []
-        for position, key in source:
-            batch.append(key)
-            if len(batch) >= size:
-                yield position, batch, 0
-                batch = []
-        yield None, batch, 0
-
-    return stored()
-
-
-class Pacer:
-    """When to checkpoint (every PURGE_CHECKPOINT_SECONDS, and at the end) and how long to
-    sleep to hold the run's rate cap."""
-
-    def __init__(self, run, claim, progress, *, clock=time.monotonic, sleep=time.sleep):
-        self.run, self.claim, self.progress = run, claim, progress
-        self.every = settings.PURGE_CHECKPOINT_SECONDS
-        self.clock, self.sleep = clock, sleep
-        self.started, self.last, self.touched = clock(), None, 0
-
-    def after_batch(self, keys, final):
-        """'ok', 'cancel' or 'lost', checkpointing when due; sleeps for the rate cap."""
-        state = "ok"
-        now = self.clock()
-        if final or self.last is None or now - self.last >= self.every:
-            self.last = now
-            # A Postgres restart mid-run is ridden through (JOB_DB_OUTAGE_SECONDS).
-            state = postgres.ride_through(lambda: self.run.checkpoint(self.claim))
-            if state != "lost" and self.progress:
-                self.progress(self.run)
-        self.touched += keys
-        if self.run.rate_cap and self.touched and state == "ok":
-            ahead = self.delay()
-            if ahead > 0:
-                self.sleep(ahead)
-        return state
-
-    def after_page(self, keys, final):
-        """`after_batch` as a loop's ending: (False, None) to go on; (True, status) to stop,
-        status being PurgeRun.CANCELLED, or None when the claim was lost."""
-        state = self.after_batch(keys, final)
-        return state != "ok", PurgeRun.CANCELLED if state == "cancel" else None
-
-    def delay(self):
-        """Seconds to wait so that the keys touched so far took at least touched / cap."""
-        return self.touched / self.run.rate_cap - (self.clock() - self.started)
-
-
-def _loop(run, client, claim, policies, reach, keys, progress):
-    """Batches until the target is exhausted (SUCCEEDED), cancelled (CANCELLED) or the claim
-    is lost (None)."""
-    if run.cursor == "end":
-        return PurgeRun.SUCCEEDED
-    pacer = Pacer(run, claim, progress)
+def _run(run, nodes, claim, keys, progress, resumed, fault):
+    """Every node in turn: SUCCEEDED, CANCELLED, or None (the claim was lost). Raises
+    TopologyChanged (after ending the run failed) when a slot moved."""
+    if resumed:
+        recover(run, nodes)
+    if run.cancel_requested:
+        _bill(run, nodes)
+        return PurgeRun.CANCELLED
+    pacer = Pacer(lambda: postgres.ride_through(lambda: run.checkpoint(claim)), rate_cap=run.rate_cap,
+                  progress=(lambda: progress(run)) if progress else None)
+    policies = namespace_policies(run.database)
+    reach = stored_reach(run, policies)
+    if run.target_kind == PurgeRun.FINDING:
+        reach = None  # the stored keys were found in the reached namespaces; each is re-checked there
     want = CONDITION_FINDINGS[run.condition]
-    marker = redis_purge.marker_key(run.pk)
-    for position, page, cost in _pages(run, client, keys, int(run.cursor)):
-        run.commands += cost
-        run.billed_commands += cost
-        next_cursor = "end" if position is None else str(position)
-        page_keys, page_policies, outside = split(page, policies, reach)
-        run.skipped += outside
-        run.matched += len(page)
-        if page_keys:
-            head = redis_purge.marker_head(run.batches + 1, next_cursor, run.matched)
-            result = redis_purge.act_on_batch(client, page_keys, action=run.action, policies=page_policies,
-                                              want=want, marker=marker, head=head, totals=(run.done, run.skipped))
-            run.batches += 1
-            run.done += result.done
-            run.skipped += result.skipped
-            run.commands += result.commands
-            run.billed_commands += run.billed(result.billed, result.writes)
-        run.cursor = next_cursor
-        # Checkpoints may lag the Redis side by a fraction of a second: the marker holds
-        # the exact totals, so a resumed run loses and repeats nothing.
-        stop, status = pacer.after_page(len(page), final=position is None)
-        if stop:
-            return status
+    given = None
+    if keys is not None:  # a caller's list: each key on the node serving it
+        given = {}
+        for key in keys:
+            owner = nodes.owner(bytes(key))
+            given.setdefault(owner.address if owner else "", []).append(bytes(key))
+    for node in nodes.nodes:  # every node's position, from the start (shown per node on the page)
+        if node.address not in (run.node_cursors or {}):
+            run.set_node_cursor(node.address, "0")
+    try:
+        for node in nodes.nodes:
+            _check(run, nodes)  # the layout when the run starts (recorded), then before each node
+            if run.node_cursor(node.address) == END:
+                continue
+            try:
+                if run.target_kind == PurgeRun.FINDING:
+                    status = _act_on(run, node, _listed(run, node, given), pacer, policies, None, want, fault)
+                else:
+                    status = _act_on(run, node, ScanPages(run.match_bytes(), run.batch_size,
+                                                          int(run.node_cursor(node.address))),
+                                     pacer, policies, reach, want, fault)
+            except keyspace.NODE_ERRORS as exc:
+                raise keyspace_nodes.unreachable(run.database, node.address, exc) from exc
+            if status == LOST:
+                return None
+            if status == PurgeRun.CANCELLED:
+                return status
+        _check(run, nodes)  # a slot that moved to a node already done would hide keys
+    except TopologyChanged as exc:
+        _finish(run, PurgeRun.FAILED, error=str(exc), nodes=nodes)
+        raise
+    except redis_purge.ScriptingRequired as exc:  # final: a retry is refused alike
+        _finish(run, PurgeRun.FAILED, error=str(exc), nodes=nodes)
+        raise PurgeRefused(str(exc)) from None
     return PurgeRun.SUCCEEDED
+
+
+def _check(run, nodes):
+    """`nodes.check` against the owners the run started with (recorded the first time),
+    its CLUSTER NODES billed to each node; TopologyChanged (the run's message) when a slot
+    moved or is moving."""
+    try:
+        layout = nodes.check(since=run.node_layout or None)
+    except keyspace_nodes.SlotsMoved as exc:
+        _bill(run, nodes)
+        raise _moved(run, str(exc), len(exc.slots)) from None
+    _bill(run, nodes)
+    if layout is not None and not run.node_layout:
+        run.node_layout = layout.owners
+
+
+class ScanPages:
+    """A node's SCAN, one page ahead: `first()` is the first page's SCAN; `next(reply)` turns
+    a SCAN reply into (position after it or END, keys, the next page's SCAN or None)."""
+
+    def __init__(self, match, count, start):
+        self.match, self.count, self.start = match, count, start
+
+    def first(self):
+        return scan_command(self.match, self.start, self.count)
+
+    def after(self, reply):
+        cursor, keys = page_of(reply)
+        return (END if cursor == 0 else str(cursor)), keys, (scan_command(self.match, cursor, self.count)
+                                                               if cursor else None)
+
+
+def _listed(run, node, given):
+    """A node's stored (or given) key list in pages from its checkpointed position."""
+    start = int(run.node_cursor(node.address))
+    size = run.batch_size
+    if given is not None:
+        source = ((i, k) for i, k in enumerate(given.get(node.address, []), 1) if i > start)
+    else:
+        source = stored_target_keys(run, node.address, after=start, size=size)
+
+    def pages():
+        page = []
+        for position, key in source:
+            page.append(key)
+            if len(page) >= size:
+                yield str(position), page
+                page = []
+        yield END, page
+
+    return ListPages(pages())
+
+
+class ListPages:
+    """A node's stored list in pages: nothing to SCAN, the pages come from Postgres."""
+
+    def __init__(self, pages):
+        self.pages = pages
+
+    def first(self):
+        return None
+
+    def after(self, _reply):
+        return next(self.pages) + (None,)
+
+
+def _act_on(run, node, source, pacer, policies, reach, want, fault):
+    """Purge one node's pages from its checkpoint (`source`: ScanPages or ListPages): DONE,
+    CANCELLED, or LOST (another worker holds the run). TopologyChanged when its keys moved."""
+    address = node.address
+    key = redis_purge.marker_key(node, run.pk)
+    regions = len(run.database.read_regions or ())
+    figures = run.node_figures(address)
+
+    def progress_after(page_no, cursor):
+        return redis_purge.Progress(key, redis_purge.marker_head(page_no, cursor, figures["matched"]), figures["done"],
+                                    figures["skipped"], figures["billed"], regions)
+
+    def spend(result):
+        run.add(address, commands=result.commands, billed=result.billed)
+
+    reply = None
+    first = source.first()
+    if first is not None:  # a SCAN target: its first SCAN travels with a marker recording it
+        result = redis_purge.act(node, [], action=run.action, policies=[],
+                                 progress=progress_after(figures["pages"], run.node_cursor(address)), before=[first])
+        spend(result)
+        reply = result.ahead[0]
+    while True:
+        cursor, page, following = source.after(reply)
+        page_keys, page_policies, outside = split(page, policies, reach)
+        run.add(address, matched=len(page), skipped=outside)
+        fault("scanned", node)
+        result = redis_purge.act(node, page_keys, action=run.action, policies=page_policies, want=want,
+                                 progress=progress_after(figures["pages"] + 1, cursor),
+                                 before=[following] if following else [])
+        run.add(address, pages=1, done=result.done, skipped=result.skipped)
+        spend(result)
+        run.set_node_cursor(address, cursor)
+        fault("acted", node)
+        if result.moved:
+            cost = Cost()
+            error = keyspace_nodes.moved_away(run.database, node, (run.node_layout or {}).get(address, []), cost=cost)
+            run.add(address, commands=cost.sent, billed=cost.billed)
+            raise _moved(run, f"{error} ({result.moved:,} keys of the page were left untouched)")
+        # The marker could not be written (a node out of memory refuses the SET, not UNLINK):
+        # Postgres records the page at once instead.
+        state = pacer.after_page(len(page), final=cursor == END or not result.recorded)
+        fault("checkpointed", node)
+        if state == "cancel":
+            return PurgeRun.CANCELLED
+        if state == "lost":
+            return LOST
+        if cursor == END:
+            return DONE
+        reply = result.ahead[0] if following else None

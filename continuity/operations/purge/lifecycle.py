@@ -5,10 +5,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from continuity import keyspace
 from continuity.models import PurgeRun
 from continuity.operations.purge.common import PurgeRefused, audit_run
-from continuity.operations.purge.targets import check_keyspace, resolve_target, run_heads
+from continuity.operations.purge.targets import check_keyspace, run_heads
 from dashboard import roles
 
 
@@ -25,9 +24,7 @@ def confirm_purge(*, run, confirmation, reason, request=None, actor=None, source
         raise PurgeRefused("The confirmation does not match the target exactly; nothing was queued.")
     if not (reason or "").strip():
         raise PurgeRefused("Give a reason: it goes into the audit log with the purge.")
-    if run.target_kind != PurgeRun.FINDING:  # namespaces may have changed since the preview
-        resolve_target(run.database, run.target_kind, keyspace.decode_key(run.target_token))
-    check_keyspace(run.database, run_heads(run))
+    check_keyspace(run.database, run_heads(run))  # the records may have changed since the preview
     try:
         with transaction.atomic():
             updated = PurgeRun.objects.filter(pk=run.pk, status=PurgeRun.PREVIEWED).update(

@@ -6,8 +6,7 @@ maximum): `apply_ttl` sets the maximum TTL, `delete` unlinks them, `report` coun
 The count reported is the same set the two actions would act on, found with the same
 re-check script in count mode, and writes no run row.
 
-On a Redis Cluster the same runs go across every primary (`purge.cluster`): each
-namespace's keys SCANned node by node, re-checked per slot group by the same script.
+Each run goes through every node of the keyspace, as every purge does (`execute`).
 """
 
 from django.conf import settings
@@ -15,11 +14,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from continuity import keyspace
+from continuity.keyspace import nodes as keyspace_nodes
 from continuity.models import Namespace, PurgeRun
-from continuity.operations.purge import cluster as purge_cluster
 from continuity.operations.purge.common import PolicyPurgeResult, PurgeRefused, audit_run, namespace_policies
 from continuity.operations.purge.execute import execute_purge
-from continuity.operations.purge.preview import count_target
+from continuity.operations.purge.preview import count_node
 from continuity.operations.purge.targets import check_keyspace
 
 _ACTIONS = {Namespace.APPLY_TTL: PurgeRun.EXPIRE, Namespace.DELETE: PurgeRun.DELETE}
@@ -41,7 +40,7 @@ def policy_purge(*, database, progress=None, source="task") -> PolicyPurgeResult
         outcome.skipped_reason = "another purge is queued or running"
         return outcome
     policies = namespace_policies(database)
-    checked = False
+    acting = []
     for policy in policies:
         namespace = policies.owner_of(policy)
         if not policy.has_ttl_rule:
@@ -51,25 +50,31 @@ def policy_purge(*, database, progress=None, source="task") -> PolicyPurgeResult
         except PurgeRefused as exc:
             outcome.refused[namespace.prefix] = str(exc)
             continue
-        if not checked:  # before the first Redis command, and only when there is one to send
-            try:  # a record contradicting the server; a cluster is purged across its primaries
-                purge_cluster.is_cluster(database, keyspace.client_for(database))
-            except PurgeRefused as exc:
-                outcome.skipped_reason = str(exc)
-                return outcome
-            checked = True
-        action = _action_of(namespace, policy)
+        acting.append((namespace, policy, _action_of(namespace, policy)))
+    if not acting:
+        return outcome
+    try:  # a record contradicting the server: nothing is sent
+        with keyspace_nodes.primaries(database) as nodes:
+            for namespace, policy, action in acting:
+                if action is not None:
+                    continue
+                counted = [count_node(node, database=database, match=keyspace.match_pattern(policy.prefix),
+                                      policies=policies,
+                                      reach=[policy], action=PurgeRun.DELETE, condition=PurgeRun.VIOLATES,
+                                      batch_size=settings.PURGE_BATCH_SIZE) for node in nodes.nodes]
+                outcome.reported[namespace.prefix] = sum(part.actionable for part in counted)
+                outcome.reported_billed += sum(part.billed for part in counted)
+            outcome.reported_billed += sum(cost.billed for cost in nodes.drain().values())
+    except keyspace.ClusterRefusal as exc:
+        outcome.skipped_reason = str(exc)
+        return outcome
+    for namespace, policy, action in acting:
         if action is None:
-            counted, _ = count_target(database, keyspace.client_for(database),
-                                      match=keyspace.match_pattern(policy.prefix), policies=policies, reach=[policy],
-                                      action=PurgeRun.DELETE, condition=PurgeRun.VIOLATES,
-                                      batch_size=settings.PURGE_BATCH_SIZE)
-            outcome.reported[namespace.prefix] = counted.actionable
             continue
         run = PurgeRun(database=database, target_kind=PurgeRun.POLICY, target_value=namespace.prefix,
                        target_token=keyspace.encode_key(policy.prefix),
                        match_pattern=keyspace.display_key(keyspace.match_pattern(policy.prefix)), action=action,
-                       condition=PurgeRun.VIOLATES,
+                       condition=PurgeRun.VIOLATES, reach=[keyspace.encode_key(policy.prefix)],
                        reason=f"Scheduled policy purge: {namespace.get_violation_action_display()} for {namespace.prefix}",
                        requested_label="policy_purge", status=PurgeRun.QUEUED, queued_at=timezone.now(),
                        rate_cap=settings.PURGE_RATE_CAP, batch_size=settings.PURGE_BATCH_SIZE)

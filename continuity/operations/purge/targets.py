@@ -8,13 +8,18 @@ with one. So `lucia:session:` and `lucia:session:ab*` pass, while ``, `*`, `luci
 namespace covers. Nothing is scanned for a refused target.
 """
 
+from dataclasses import dataclass
+
 from continuity import keyspace
 from continuity.models import Namespace, PurgeRun, ReviewNamespaceStat, ReviewRun
 from dashboard.models import RedisDatabase
+from dashboard.scanning import find_secrets
 from continuity.operations.purge.common import PurgeRefused, namespace_policies
 from continuity.policy import NO_TTL, OVERSIZED, TTL_ABOVE_MAX, UNKNOWN_NAMESPACE, WRONG_TYPE
 
 _GLOB = frozenset(b"*?[")
+SECRET_TARGET = ("This target looks like a secret ({kinds}). It was not saved and is not shown again. A purge "
+                 "target is a key prefix or pattern; if it was a real secret, rotate it.")
 # The condition a finding purge re-checks for each key: the finding itself.
 FINDING_CONDITIONS = {NO_TTL: PurgeRun.NO_TTL, TTL_ABOVE_MAX: PurgeRun.TTL_ABOVE,
                       OVERSIZED: PurgeRun.OVERSIZED, WRONG_TYPE: PurgeRun.WRONG_TYPE}
@@ -184,3 +189,68 @@ def review_counts(run):
             label = stat.namespace.prefix if stat.namespace else stat.label
             counts[label] = counts.get(label, 0) + count
     return counts
+
+
+@dataclass(frozen=True)
+class Target:
+    """A decided target: what SCAN matches, the namespaces it may act on, the condition
+    each key must show, the literal heads it covers, and (findings) the review's figures."""
+
+    pattern: bytes
+    reach: list
+    condition: str
+    heads: list
+    whole: bool
+    shown: str
+    stats: list | None = None
+
+    def reach_tokens(self):
+        """What `PurgeRun.reach` stores: the reached namespaces' prefixes as key tokens."""
+        return [keyspace.encode_key(policy.prefix) for policy in self.reach]
+
+
+def refuse_secret_target(value: bytes):
+    """PurgeRefused, without quoting it, when a prefix or pattern looks like a secret: a run
+    stores its target, shows it to viewers and puts it in the audit log. Every prefix or
+    pattern run is decided by `decide_target` (the pages, `manage.py purge`, scripts), so
+    this is the one check before anything is saved or sent to Redis."""
+    # As shown and stored (control bytes escaped), and as typed (a token split by one).
+    kinds = find_secrets(keyspace.display_key(value)) or find_secrets(value.decode("utf-8", "replace"))
+    if kinds:
+        raise PurgeRefused(SECRET_TARGET.format(kinds=", ".join(kinds)))
+
+
+def decide_target(database, *, kind, value, action, review_id, finding, policies, explicit_keys=False) -> Target:
+    """The `Target` of a purge, or PurgeRefused, decided once (when the run is created) and
+    stored on it. Reads Postgres only: nothing is sent to Redis for a refused target. The
+    keyspace guardrail (`check_keyspace`) holds for its heads."""
+    check_action(action)
+    if kind == PurgeRun.FINDING:
+        condition = finding_condition(finding, action)
+        stats, reach = None, list(policies)
+        if not explicit_keys:  # an explicit key list comes from a caller that chose it
+            stats = finding_stats(database=database, review_id=review_id, finding=finding)
+            reach = [policies.for_key(stat.namespace.prefix.encode()) for stat in stats]
+        heads = scan_prefixes(stat.namespace.prefix.encode() for stat in stats) if stats else []
+        target = Target(pattern=b" ".join(keyspace.match_pattern(p) for p in heads), reach=reach, condition=condition,
+                        heads=heads, whole=True, shown=phrase(review_id, finding), stats=stats)
+    else:
+        refuse_secret_target(value)
+        pattern, reach = resolve_target(database, kind, value, policies)
+        head = value if kind == PurgeRun.PREFIX else literal_head(value)
+        target = Target(pattern=pattern, reach=reach, condition=condition_for(action, PurgeRun.ANY),
+                        heads=[head], whole=pattern == keyspace.match_pattern(head),
+                        shown=keyspace.display_key(value))
+    if action == PurgeRun.EXPIRE and not any(p.max_ttl_seconds for p in target.reach):
+        raise PurgeRefused("None of the namespaces this target reaches has a maximum TTL to apply.")
+    check_keyspace(database, target.heads)
+    return target
+
+
+def stored_reach(run, policies):
+    """The policies a stored run may act on: those of its decided namespaces that are still
+    registered (a namespace removed since leaves its keys alone), or None (any namespace)."""
+    if run.reach is None:
+        return None
+    wanted = {keyspace.decode_key(token) for token in run.reach}
+    return [policy for policy in policies if policy.prefix in wanted]
