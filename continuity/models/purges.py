@@ -1,32 +1,26 @@
 """Purge runs: one previewed, confirmed, executed (and resumable) purge of a keyspace slice."""
 
-import uuid
-
 from django.conf import settings
-from django.db import connection, models, transaction
-from django.db.models import F, Q
+from django.db import models
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
 from continuity.billing import estimated_cost_usd
+from continuity.models.jobs import Job, JobQuerySet
 from continuity.keynames import decode_key, match_pattern
 from dashboard.models import RedisDatabase
 
 
-class PurgeRunQuerySet(models.QuerySet):
+class PurgeRunQuerySet(JobQuerySet):
     def active(self):
         return self.filter(status__in=PurgeRun.ACTIVE)
 
     def for_database(self, database):
         return self.filter(database=database)
 
-    def stalled(self, lease_seconds):
-        """Running runs whose worker stopped checkpointing: candidates for a resume."""
-        cutoff = timezone.now() - timezone.timedelta(seconds=lease_seconds)
-        return self.filter(status=PurgeRun.RUNNING).filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
 
-
-class PurgeRun(models.Model):
+class PurgeRun(Job):
     """A purge of one database: its target, the preview's figures, and execution progress.
 
     Lifecycle: previewing (the dry run on the worker, with an instant estimate) →
@@ -53,6 +47,7 @@ class PurgeRun(models.Model):
     # A preview touches no key: any number may run beside a purge of the same database.
     ACTIVE = (QUEUED, RUNNING)
     FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+    CANCEL_FLAG = "cancel_requested"  # a running purge stops between pages, audited
 
     database = models.ForeignKey(RedisDatabase, on_delete=models.PROTECT, related_name="purge_runs")
     target_kind = models.CharField(max_length=16, choices=TARGET_KINDS)
@@ -124,13 +119,7 @@ class PurgeRun(models.Model):
     billed_commands = models.BigIntegerField(
         default=0, help_text="Commands Redis executed for execution, script-internal calls included, free ones not, "
                              "writes counted once more per read region of the database.")
-    claim = models.UUIDField(null=True, blank=True, editable=False)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
     queued_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
 
     objects = PurgeRunQuerySet.as_manager()
 
@@ -259,47 +248,13 @@ class PurgeRun(models.Model):
         cursors[address] = cursor
         self.node_cursors = cursors
 
-    # --- claims: one worker at a time, resumable after its lease lapses ----------------
-    def acquire(self, lease_seconds):
-        """Take this run for the calling worker with a conditional UPDATE: a queued run, or a
-        running one whose worker stopped checkpointing for `lease_seconds`. Returns
-        (claim, resumed): claim None when another worker holds it or it finished."""
-        claim, now = new_claim(), timezone.now()
-        stale = now - timezone.timedelta(seconds=lease_seconds)
-        runs = PurgeRun.objects.filter(pk=self.pk)
-        if runs.filter(status=self.QUEUED).update(status=self.RUNNING, claim=claim, heartbeat_at=now,
-                                                  started_at=now, attempts=F("attempts") + 1):
-            return claim, False
-        if runs.filter(status=self.RUNNING).filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale)).update(
-                claim=claim, heartbeat_at=now, attempts=F("attempts") + 1):
-            return claim, True
-        return None, False
-
-    def checkpoint(self, claim):
-        """Save the progress fields while `claim` still holds the run. Returns "ok",
-        "cancel" (saved, and an operator asked to stop) or "lost" (another worker holds it).
-
-        Committed without waiting for the WAL flush (synchronous_commit off, this
-        transaction only): a worker killed after this call still leaves the checkpoint in
-        Postgres, and only a crash of Postgres itself could lose the last fraction of a
-        second of progress (the run then resumes from the marker, never counting twice)."""
-        progress = {"node_cursors": self.node_cursors, "node_stats": self.node_stats,
-                    "node_layout": self.node_layout, "batches": self.batches, "matched": self.matched, "done": self.done,
-                    "skipped": self.skipped, "commands": self.commands, "billed_commands": self.billed_commands,
-                    "heartbeat_at": timezone.now()}
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            mine = PurgeRun.objects.filter(pk=self.pk, claim=claim)
-            if mine.filter(cancel_requested=False).update(**progress):
-                return "ok"
-            if mine.update(**progress):
-                return "cancel"
-        return "lost"
-
-    def release(self, claim):
-        """Let go of the run (it stays running; a later claim resumes it after the lease)."""
-        return bool(PurgeRun.objects.filter(pk=self.pk, claim=claim).update(claim=None, heartbeat_at=None))
+    def checkpoint(self, token, **fields):
+        """`Job.checkpoint` of the run's progress: every node's cursor and figures, and the
+        totals they sum to."""
+        return super().checkpoint(token, node_cursors=self.node_cursors, node_stats=self.node_stats,
+                                  node_layout=self.node_layout, batches=self.batches, matched=self.matched,
+                                  done=self.done, skipped=self.skipped, commands=self.commands,
+                                  billed_commands=self.billed_commands, **fields)
 
     def summary(self):
         """The counts an audit entry and the command's JSON carry."""
@@ -309,10 +264,6 @@ class PurgeRun(models.Model):
                 self.done_label: self.done, "skipped": self.skipped, "commands": self.commands,
                 "billed_commands": self.billed_commands, "estimated_cost_usd": self.estimated_cost_usd,
                 "reason": self.reason}
-
-
-def new_claim():
-    return uuid.uuid4()
 
 
 class PurgeTargetKey(models.Model):

@@ -3,17 +3,16 @@ offending keys. The run row also carries the checkpoint (SCAN cursor + partial
 aggregates) that lets a killed worker resume without counting a key twice."""
 
 import math
-import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from continuity.billing import estimated_cost_usd
+from continuity.models.jobs import Job, JobQuerySet
 from continuity.keynames import display_key, encode_key
 from continuity.policy import FINDINGS  # noqa: F401  (re-exported: pages and commands list findings in this order)
 from dashboard.models import RedisDatabase
@@ -107,7 +106,7 @@ def estimates_of(findings, *, keys, population, sampled, strata):
     return {kind: estimate(count, keys, population if sampled else None) for kind, count in (findings or {}).items()}
 
 
-class ReviewRunQuerySet(models.QuerySet):
+class ReviewRunQuerySet(JobQuerySet):
     def active(self):
         return self.filter(status__in=ReviewRun.ACTIVE)
 
@@ -121,9 +120,10 @@ class ReviewRunQuerySet(models.QuerySet):
         return self.order_by("-created_at", "-id")
 
 
-class ReviewRun(models.Model):
-    """One TTL review of one database. At most one is queued or running per database
-    (a partial unique index), and a worker must claim it with a conditional UPDATE."""
+class ReviewRun(Job):
+    """One TTL review of one database, read in parts (`ReviewNodeRun`, one per node). At
+    most one is queued or running per database (a partial unique index); a worker claims it
+    (`Job.claim`) to prepare its parts."""
 
     QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
     PARTIAL = "partial"  # a Redis Cluster review that could not read every primary: never "succeeded"
@@ -137,17 +137,9 @@ class ReviewRun(models.Model):
     triggered_by = models.CharField(max_length=16, choices=TRIGGERS, default=CLI)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    # Lease: a running run whose heartbeat is older than the lease may be claimed again.
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    claim_token = models.CharField(max_length=32, blank=True)
     task_id = models.CharField(max_length=255, blank=True)
     batch_size = models.PositiveIntegerField(default=1000)
-    # SCAN cursors are unsigned 64-bit: text, not bigint.
-    cursor = models.CharField(max_length=24, default="0")
     batches = models.PositiveIntegerField(default=0)
-    resumes = models.PositiveIntegerField(default=0)
     keys_scanned = models.BigIntegerField(default=0)
     foreign_keys = models.BigIntegerField(default=0)
     vanished_keys = models.BigIntegerField(default=0, help_text="Returned by SCAN, gone before inspection.")
@@ -163,9 +155,6 @@ class ReviewRun(models.Model):
     findings = models.JSONField(default=dict, blank=True)
     dbsize_before = models.BigIntegerField(null=True, blank=True)
     dbsize_after = models.BigIntegerField(null=True, blank=True)
-    # Partial aggregates, saved with `cursor` at every checkpoint; emptied at the end.
-    aggregates = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
     # A Redis Cluster review: the primaries ("host:port") it could not read (status partial).
     missing_nodes = models.JSONField(default=list, blank=True)
     # A sampled Redis Cluster review: one stratum per primary read ({address, population,
@@ -231,38 +220,6 @@ class ReviewRun(models.Model):
         totals = self.namespace_stats.aggregate(keys=Sum("keys"), bytes=Sum("bytes"))
         return bool(totals["keys"]) and not totals["bytes"]
 
-    def claim(self, lease_seconds):
-        """Take the run for this worker: queued, or running with an expired lease.
-        Returns the claim token, or None when someone else holds it or it finished."""
-        token = uuid.uuid4().hex
-        now = timezone.now()
-        stale = now - timedelta(seconds=lease_seconds)
-        claimable = Q(status=self.QUEUED) | Q(status=self.RUNNING, heartbeat_at__lt=stale)
-        resumed = self.has_checkpoint()
-        updated = ReviewRun.objects.filter(claimable, pk=self.pk).update(
-            status=self.RUNNING, claim_token=token, heartbeat_at=now, error="",
-            started_at=Coalesce(F("started_at"), now),
-            resumes=F("resumes") + (1 if resumed else 0),
-        )
-        self.refresh_from_db()
-        return token if updated else None
-
-    def checkpoint(self, token, **fields):
-        """Save progress while we still hold the claim. False when the run was cancelled
-        or another worker took it over: the caller must stop."""
-        return bool(ReviewRun.objects.filter(pk=self.pk, status=self.RUNNING, claim_token=token)
-                    .update(heartbeat_at=timezone.now(), **fields))
-
-    def release(self, token, error):
-        """Hand the run back (queued, checkpoint kept) so a retry can continue it."""
-        return bool(ReviewRun.objects.filter(pk=self.pk, status=self.RUNNING, claim_token=token)
-                    .update(status=self.QUEUED, claim_token="", heartbeat_at=None, error=error))
-
-    def mark_failed(self, error):
-        """The final word on a run that will not be retried again."""
-        return bool(ReviewRun.objects.filter(pk=self.pk, status__in=self.ACTIVE)
-                    .update(status=self.FAILED, error=error, finished_at=timezone.now(), claim_token=""))
-
     def cancel(self):
         """Stop a queued or running run; a running worker notices at its next checkpoint.
         A Redis Cluster run's parts not yet ended are cancelled with it (their tasks stop at
@@ -283,23 +240,23 @@ class ReviewRun(models.Model):
         return self.billed_commands - sum(node.billed_commands for node in nodes)
 
     def has_checkpoint(self):
-        """True when a resumed run would continue rather than start over: batches saved,
-        on the run or (a Redis Cluster run) on one of its parts."""
-        return bool(self.batches) or self.node_runs.filter(batches__gt=0).exists()
+        """True when a resumed run would continue rather than start over: batches saved on
+        one of its parts."""
+        return self.node_runs.filter(batches__gt=0).exists()
 
     def progress(self):
         """(keys scanned, an estimated share done 0..1 or None) for the progress bar."""
         if self.status == self.SUCCEEDED:
             return self.keys_scanned, 1.0
-        scanned = (self.aggregates or {}).get("keys_scanned", self.keys_scanned)
-        if self.is_active and not scanned:  # a Redis Cluster review: its parts' checkpoints
+        scanned = self.keys_scanned
+        if self.is_active:  # its parts' checkpoints
             scanned = self.node_runs.aggregate(keys=Coalesce(Sum("keys_scanned"), 0))["keys"]
         if not self.dbsize_before:
             return scanned, None
         return scanned, min(0.99, scanned / self.dbsize_before)
 
 
-class ReviewNodeRun(models.Model):
+class ReviewNodeRun(Job):
     """The part of a review that reads one node (the only one of a standalone server, or one
     primary of a Redis Cluster): its own SCAN cursor, checkpoint (aggregates) and claim, so
     a part whose worker died resumes alone. The run's totals are the merge of its parts'
@@ -329,11 +286,6 @@ class ReviewNodeRun(models.Model):
     # None when the primary is read whole.
     sample_size = models.PositiveIntegerField(null=True, blank=True)
     aggregates = models.JSONField(default=dict, blank=True, help_text="Tally.to_json(): kept until the merge.")
-    error = models.TextField(blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    claim_token = models.CharField(max_length=32, blank=True)
-    resumes = models.PositiveIntegerField(default=0)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["address"]
@@ -342,34 +294,13 @@ class ReviewNodeRun(models.Model):
     def __str__(self):
         return f"{self.address} of {self.run}"
 
-    def claim(self, lease_seconds):
-        """Like ReviewRun.claim: queued, or running with a lapsed lease. The token, or None."""
-        token = uuid.uuid4().hex
-        now = timezone.now()
-        stale = now - timedelta(seconds=lease_seconds)
-        claimable = Q(status=self.QUEUED) | Q(status=self.RUNNING, heartbeat_at__lt=stale)
-        updated = ReviewNodeRun.objects.filter(claimable, pk=self.pk).update(
-            status=self.RUNNING, claim_token=token, heartbeat_at=now, error="",
-            resumes=F("resumes") + (1 if self.batches else 0))
-        self.refresh_from_db()
-        return token if updated else None
-
     def checkpoint(self, token, **fields):
-        """Save progress while holding the claim and while the run is still running (a
-        cancelled run stops its nodes); the run's heartbeat is renewed too."""
+        """`Job.checkpoint`, only while the run is still running (a cancelled run stops its
+        parts); the run's heartbeat is renewed too."""
         if not ReviewRun.objects.filter(pk=self.run_id, status=ReviewRun.RUNNING).update(
                 heartbeat_at=timezone.now()):
-            return False
-        return bool(ReviewNodeRun.objects.filter(pk=self.pk, status=self.RUNNING, claim_token=token)
-                    .update(heartbeat_at=timezone.now(), **fields))
-
-    def release(self, token, error):
-        return bool(ReviewNodeRun.objects.filter(pk=self.pk, status=self.RUNNING, claim_token=token)
-                    .update(status=self.QUEUED, claim_token="", heartbeat_at=None, error=error))
-
-    def mark_failed(self, error):
-        return bool(ReviewNodeRun.objects.filter(pk=self.pk, status__in=(self.QUEUED, self.RUNNING))
-                    .update(status=self.FAILED, error=error, finished_at=timezone.now(), claim_token=""))
+            return "lost"
+        return super().checkpoint(token, **fields)
 
 
 class ReviewNamespaceStatQuerySet(models.QuerySet):

@@ -57,14 +57,14 @@ def review_database_task(self, run_id):
         def give_up(ran_out):
             if exc.postgres:
                 return "interrupted"  # never failed for it: the next scheduled review re-queues it
-            exc.run.mark_failed(f"{exc.reason} Gave up after {self.request.retries + 1} attempts." if ran_out
+            exc.run.fail(f"{exc.reason} Gave up after {self.request.retries + 1} attempts." if ran_out
                                 else exc.reason)
             return ReviewRun.FAILED
 
         return retry_or_give_up(self, exc, transient=transient, limit=settings.REVIEW_TASK_MAX_RETRIES,
                                 give_up=give_up)
     except SoftTimeLimitExceeded:
-        run.mark_failed(f"Stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s).")
+        run.fail(f"Stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s).")
         return ReviewRun.FAILED
     if "part" in outcome:
         run.refresh_from_db()
@@ -110,14 +110,14 @@ def review_part(task, part_id):
                 else:
                     log.warning("Review part %s (%s) stopped resumable: %s", part_id, part.address, reason)
                 return "interrupted"
-            part.mark_failed(f"{reason} Gave up after {task.request.retries + 1} attempts." if ran_out else reason)
+            part.fail(f"{reason} Gave up after {task.request.retries + 1} attempts." if ran_out else reason)
             _finish(part.run_id)
             return ReviewNodeRun.FAILED
 
         return retry_or_give_up(task, exc, transient=away or exc.transient, limit=settings.REVIEW_TASK_MAX_RETRIES,
                                 give_up=give_up)
     except SoftTimeLimitExceeded:
-        part.mark_failed(f"{part.address}: stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s).")
+        part.fail(f"{part.address}: stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s).")
         _finish(part.run_id)
         return ReviewNodeRun.FAILED
 

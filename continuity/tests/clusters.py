@@ -17,6 +17,6 @@ def parts_of(run):
     from continuity.keyspace import nodes
     from continuity.operations import review
 
-    token = run.claim(settings.REVIEW_LEASE_SECONDS)
+    token, _ = run.claim(settings.REVIEW_LEASE_SECONDS)
     with nodes.primaries(run.database) as keyspace:
         return review.prepare(run, token, keyspace)

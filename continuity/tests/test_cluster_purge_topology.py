@@ -211,10 +211,12 @@ def test_it_resumes_on_a_cluster_with_a_new_worker_after_one_is_killed_mid_purge
                 worker.wait(20)
         client.close()
     assert left_at_kill > 0, log_path.read_text()[-3000:]
-    # A page acted on but not checkpointed is repeated: its deleted keys count as skipped.
+    # The pages acted on but not checkpointed are taken from each node's marker: exact.
+    # (Deleting shrinks a node's hash table, and SCAN may then return a key twice: the
+    # second time it is already gone and counts as skipped.)
     assert (final.status, final.done, final.matched - final.skipped) == ("succeeded", 6000, 6000), \
         log_path.read_text()[-3000:]
-    assert final.skipped <= 100 and final.attempts == 2
+    assert final.skipped <= 100 and final.resumes == 1
     assert set(final.node_cursors.values()) == {"end"}
     assert sum(row["done"] for row in final.node_stats.values()) == 6000
     assert sum(row["billed"] for row in final.node_stats.values()) == final.billed_commands

@@ -92,7 +92,7 @@ def test_it_resumes_one_primary_from_its_checkpoint_after_its_worker_died(cluste
     specs = spread(cluster_keys, n=3000, seed=3)
     findings, _, _ = expected_from_specs(specs)
     run = review.start_review(database=cluster_lucia, batch=50)
-    token = run.claim(settings.REVIEW_LEASE_SECONDS)
+    token, _ = run.claim(settings.REVIEW_LEASE_SECONDS)
     nodes = parts_of(run)
     first = nodes[0]
 
@@ -284,7 +284,7 @@ def test_it_fails_a_review_whose_final_slot_check_no_node_answers(lucia, disposa
     client.mset_nonatomic({f"lucia:session:{i}".encode(): b"v" for i in range(300)})
     client.close()
     run = review.start_review(database=lucia, batch=50)
-    assert run.claim(60)
+    assert run.claim(60)[0]
     nodes = parts_of(run)
     for node in nodes:
         assert review.review_node(node) == "succeeded"

@@ -65,7 +65,7 @@ def test_it_rides_a_purge_through_a_one_second_postgres_restart(monitored, lucia
     assert session_keys(monitored) == 0 and monitored.dbsize() == 0  # the marker is gone too
     assert len(calls) > 2  # checkpoints went on after the restart
     run.refresh_from_db()
-    assert (run.status, run.done, run.skipped, run.claim) == (PurgeRun.SUCCEEDED, 3000, result.skipped, None)
+    assert (run.status, run.done, run.skipped, run.claim_token) == (PurgeRun.SUCCEEDED, 3000, result.skipped, "")
     finish = AuditEntry.objects.get(action="purge.finish")
     assert finish.after["deleted"] == 3000 and finish.after["matched"] == run.matched
 
@@ -142,7 +142,7 @@ def _running_with_unsaved_batches(monitored, lucia, operator):
     (which still says 0): where a worker stands when Postgres goes away."""
     fill(monitored, 300)
     run = queued(operator, lucia)
-    run.acquire(60)
+    run.claim(60)
     keys = sorted(monitored.scan_iter(match=SESSION + b"*", count=1000))
     first = _act(monitored, run, keys[:100], 1, (0, 0, 0, 0), "17")
     _act(monitored, run, keys[100:200], 2, (100, 0, 100, first.billed), "42")

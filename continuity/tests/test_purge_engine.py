@@ -221,7 +221,7 @@ def test_it_holds_the_rate_cap_by_sleeping_the_difference(monitored, lucia, oper
     settings.PURGE_CHECKPOINT_SECONDS = 3600  # one checkpoint, at the first batch
     fill(monitored, 10)
     run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", rate_cap=2000)
-    claim, _ = run.acquire(60)
+    claim, _ = run.claim(60)
     clock = FakeClock()
     pacer = purge.Pacer(lambda: run.checkpoint(claim), rate_cap=run.rate_cap, clock=clock, sleep=clock.sleep)
     assert pacer.after_page(200) == "ok"   # 200 keys at 2000/s: 0.1 s
@@ -237,7 +237,7 @@ def test_it_checkpoints_when_due_and_at_the_end(monitored, lucia, operator, sett
     settings.PURGE_CHECKPOINT_SECONDS = 0.5
     fill(monitored, 10)
     run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", rate_cap=0)
-    claim, _ = run.acquire(60)
+    claim, _ = run.claim(60)
     clock, seen = FakeClock(), []
     pacer = purge.Pacer(lambda: run.checkpoint(claim), progress=lambda: seen.append(run.matched), clock=clock,
                         sleep=clock.sleep)

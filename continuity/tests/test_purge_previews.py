@@ -51,7 +51,7 @@ def test_it_previews_on_the_worker_with_the_figures_of_a_preview_in_the_caller(e
     assert run.status == "previewing" and run.estimate_source == "dbsize" and run.estimate_keys == 3741
     done = wait_for(lambda: (r := PurgeRun.objects.get(pk=run.pk)).status != "previewing" and r, 60,
                     "the worker's preview")
-    assert done.status == "previewed" and done.claim is None
+    assert done.status == "previewed" and done.claim_token == ""
     assert (done.preview_matched, done.preview_scanned, done.preview_actionable) == (740, 740, 40)
     assert done.preview_namespaces == reference.namespaces == {"lucia:focus:": 740}
     assert done.estimated_commands == reference.estimated_commands and len(done.preview_sample) == 20
@@ -95,7 +95,7 @@ def test_it_cancels_a_preview_from_its_page_without_an_audit_entry(operator_clie
     body = response.content.decode()
     assert response.status_code == 200 and "The preview was cancelled" in body and "hx-trigger" not in body
     run.refresh_from_db()
-    assert run.status == "cancelled" and run.claim is None
+    assert run.status == "cancelled" and run.claim_token == ""
     assert not AuditEntry.objects.filter(target_type="continuity.purgerun").exists()  # a dry run: never audited
     assert purge.run_preview(run_id=run.pk) is None
 
@@ -153,7 +153,7 @@ def test_it_records_a_failed_preview_when_redis_stays_down(db, lucia, operator, 
     settings.PURGE_TASK_MAX_RETRIES = 0
     assert preview_purge_task.apply(args=[run.pk]).get() == {"run": run.pk, "status": "failed"}
     run.refresh_from_db()
-    assert run.status == "failed" and "unreachable" in run.error and run.claim is None
+    assert run.status == "failed" and "unreachable" in run.error and run.claim_token == ""
 
 
 def test_it_cleans_up_previews_that_were_cancelled_or_never_finished(monitored, lucia, operator):

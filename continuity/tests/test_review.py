@@ -260,8 +260,8 @@ def test_it_runs_one_review_per_database_at_a_time(monitored, typed_lucia):
     with pytest.raises(review.ReviewBusy) as busy:
         review.start_review(database=typed_lucia)
     assert busy.value.run == first
-    token = first.claim(lease_seconds=60)
-    assert token and first.claim(lease_seconds=60) is None
+    token, _ = first.claim(lease_seconds=60)
+    assert token and first.claim(lease_seconds=60) == (None, False)
     first.cancel()
     assert review.start_review(database=typed_lucia).status == ReviewRun.QUEUED
 
@@ -292,7 +292,10 @@ def test_it_hands_the_run_back_when_redis_is_down(typed_lucia, monkeypatch):
     with pytest.raises(review.ReviewInterrupted) as interrupted:
         review.review_database(database=down)
     run = interrupted.value.run
-    assert run.status == ReviewRun.QUEUED and "unreachable" in run.error.lower()
+    run.refresh_from_db()
+    # Handed back: still running, its lease lapsed at once, for the retry to take over.
+    assert run.status == ReviewRun.RUNNING and run.heartbeat_at is None and "unreachable" in run.error.lower()
+    assert list(ReviewRun.objects.stalled(60)) == [run]
 
 
 def test_it_reviews_without_postgres_writes_when_asked(monitored, typed_lucia):

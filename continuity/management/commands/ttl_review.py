@@ -59,7 +59,7 @@ class Command(RefuseSecretArguments, BaseCommand):
                 if exc.postgres:  # resumable: not marked failed
                     failures.append(exc.resumable_message())
                     continue
-                exc.run.mark_failed(exc.reason)
+                exc.run.fail(exc.reason)
                 failures.append(f"{record.name}: {exc.reason}")
             except postgres.GONE as exc:
                 failures.append(f"{record.name}: {postgres.describe(exc)}")

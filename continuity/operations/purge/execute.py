@@ -119,7 +119,7 @@ def _finish(run, status, *, error="", source="task", nodes=None):
     def write():
         with transaction.atomic():
             PurgeRun.objects.filter(pk=run.pk).update(
-                status=status, finished_at=timezone.now(), error=error, claim=None, heartbeat_at=None,
+                status=status, finished_at=timezone.now(), error=error, claim_token="", heartbeat_at=None,
                 node_cursors=run.node_cursors, node_stats=run.node_stats, node_layout=run.node_layout,
                 batches=run.batches, matched=run.matched, done=run.done, skipped=run.skipped,
                 commands=run.commands, billed_commands=run.billed_commands)
@@ -170,7 +170,7 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
     lease = settings.PURGE_LEASE_SECONDS if lease_seconds is None else lease_seconds
     fault = fault or _no_fault
     run = PurgeRun.objects.select_related("database").get(pk=run_id)
-    claim, resumed = run.acquire(lease)
+    claim, resumed = run.claim(lease)
     run.refresh_from_db()
     if claim is None:
         return PurgeResult.of(run)

@@ -51,7 +51,7 @@ def cancel_purge(*, run, request=None, actor=None, source=None) -> PurgeRun:
     with transaction.atomic():
         now = timezone.now()
         if PurgeRun.objects.filter(pk=run.pk, status=PurgeRun.PREVIEWING).update(
-                status=PurgeRun.CANCELLED, cancel_requested=True, finished_at=now, claim=None, heartbeat_at=None):
+                status=PurgeRun.CANCELLED, cancel_requested=True, finished_at=now, claim_token="", heartbeat_at=None):
             run.refresh_from_db()
             return run
         if PurgeRun.objects.filter(pk=run.pk, status=PurgeRun.QUEUED).update(

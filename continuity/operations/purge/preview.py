@@ -13,6 +13,8 @@ Each page costs one round trip: the next page's SCAN travels with the count of t
 one (the acting script in count mode), as execution will send them.
 """
 
+import uuid
+
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -22,7 +24,7 @@ from continuity.billing import Cost
 from continuity.keyspace import nodes as keyspace_nodes
 from continuity.keyspace import purge as redis_purge
 from continuity.models import PurgeRun
-from continuity.models.purges import PurgeTargetKey, new_claim
+from continuity.models.purges import PurgeTargetKey
 from continuity.operations.purge import findings as finding_targets
 from continuity.operations.purge import targets
 from continuity.operations.purge.common import (
@@ -162,7 +164,7 @@ def preview_pacer(run, claim, progress=None):
     counts = [0, 0]
 
     def save():
-        if not PurgeRun.objects.filter(pk=run.pk, status=PurgeRun.PREVIEWING, claim=claim).update(
+        if not PurgeRun.objects.filter(pk=run.pk, status=PurgeRun.PREVIEWING, claim_token=claim).update(
                 preview_scanned=counts[0], preview_matched=counts[1], heartbeat_at=timezone.now()):
             raise PreviewStopped
         return "ok"
@@ -188,9 +190,9 @@ def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) ->
     that finds another worker's preview in progress takes it over (the other stops at its
     next save). Cancelled meanwhile: None. Redis errors and refusals propagate with the run
     still previewing (`fail_preview` records a final failure)."""
-    claim = new_claim()
+    claim = uuid.uuid4().hex
     if not PurgeRun.objects.filter(pk=run_id, status=PurgeRun.PREVIEWING).update(
-            claim=claim, heartbeat_at=timezone.now(), preview_scanned=0, preview_matched=0):
+            claim_token=claim, heartbeat_at=timezone.now(), preview_scanned=0, preview_matched=0):
         return None
     run = PurgeRun.objects.select_related("database").get(pk=run_id)
     pacer = preview_pacer(run, claim, progress)
@@ -214,8 +216,8 @@ def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) ->
                    "preview_commands": preview.commands, "estimated_commands": preview.estimated_commands,
                    "preview_billed_commands": preview.billed, "estimated_billed_commands": preview.estimated_billed,
                    "preview_nodes": preview.nodes}
-        if not PurgeRun.objects.filter(pk=run.pk, status=PurgeRun.PREVIEWING, claim=claim).update(
-                status=PurgeRun.PREVIEWED, claim=None, heartbeat_at=None, preview_scanned=pacer.counts[0],
+        if not PurgeRun.objects.filter(pk=run.pk, status=PurgeRun.PREVIEWING, claim_token=claim).update(
+                status=PurgeRun.PREVIEWED, claim_token="", heartbeat_at=None, preview_scanned=pacer.counts[0],
                 **figures):
             raise PreviewStopped
     except PreviewStopped:
@@ -223,7 +225,7 @@ def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) ->
         return None
     except BaseException:
         PurgeTargetKey.objects.filter(run_id=run_id).delete()
-        PurgeRun.objects.filter(pk=run_id, claim=claim).update(claim=None, heartbeat_at=None)
+        PurgeRun.objects.filter(pk=run_id, claim_token=claim).update(claim_token="", heartbeat_at=None)
         raise
     run.refresh_from_db()
     return PurgePreview(run=run, matched=preview.matched, actionable=preview.actionable,
@@ -269,7 +271,7 @@ def _count(run, nodes, policies, stats, keys, sample_size, pacer):
 def fail_preview(*, run_id, error):
     """Record a preview as failed (it will not be retried). A dry run: not audited."""
     return bool(PurgeRun.objects.filter(pk=run_id, status=PurgeRun.PREVIEWING).update(
-        status=PurgeRun.FAILED, error=error, finished_at=timezone.now(), claim=None, heartbeat_at=None))
+        status=PurgeRun.FAILED, error=error, finished_at=timezone.now(), claim_token="", heartbeat_at=None))
 
 
 def preview_purge(*, database, kind, value=b"", action=PurgeRun.DELETE, review_id=None, finding="", keys=None,

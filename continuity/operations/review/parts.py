@@ -115,7 +115,7 @@ def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, 
     at its next checkpoint. Redis failures raise NodeInterrupted after releasing the part;
     so does Postgres staying away past JOB_DB_OUTAGE_SECONDS (`postgres`; checkpoints ride
     through shorter outages)."""
-    token = postgres.ride_through(lambda: part.claim(settings.REVIEW_LEASE_SECONDS))
+    token, _resumed = postgres.ride_through(lambda: part.claim(settings.REVIEW_LEASE_SECONDS))
     if token is None:
         return part.status
     run = ReviewRun.objects.select_related("database").get(pk=part.run_id)
@@ -127,7 +127,7 @@ def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, 
     tally = Tally.from_json(part.aggregates)
 
     def save(**fields):  # rides through a Postgres restart; False when cancelled or taken over
-        return postgres.ride_through(lambda: part.checkpoint(token, **fields))
+        return postgres.ride_through(lambda: part.checkpoint(token, **fields)) == "ok"
 
     node = None
     try:

@@ -28,12 +28,11 @@ learn the primaries and to check the slots) are billed beside them; the run's
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import redis
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from continuity import keyspace
@@ -285,7 +284,7 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     if run is None:
         run = start_review(database=database, actor=actor, triggered_by=triggered_by, batch=batch, sample=sample,
                            strategy=strategy or "")
-    token = run.claim(settings.REVIEW_LEASE_SECONDS)
+    token, _resumed = run.claim(settings.REVIEW_LEASE_SECONDS)
     if token is None:
         if run.is_active:
             raise ReviewBusy(run)
@@ -298,7 +297,7 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
         postgres.let_go(lambda: run.release(token, reason))
         raise ReviewInterrupted(run, reason, postgres=True) from exc
     except (keyspace.ClusterRefusal, keyspace_nodes.SlotsMoved) as exc:  # final: a retry is refused alike
-        run.mark_failed(_refusal(database, exc))
+        run.fail(_refusal(database, exc))
         run.refresh_from_db()
         return result_from_run(run)
     except (redis.RedisError, keyspace.KeyspaceError, OSError) as exc:
@@ -334,7 +333,7 @@ def review_inline(run, parts, *, namespaces=None, checkpoint_every=None, on_batc
         except NodeInterrupted as exc:
             if exc.postgres:  # the run stops resumable: not a missing node
                 raise ReviewInterrupted(run, postgres.describe(exc.cause), postgres=True) from exc.cause
-            part.mark_failed(exc.reason)
+            part.fail(exc.reason)
     return finish(run)
 
 
@@ -360,13 +359,11 @@ def _review_unsaved(database, namespaces, *, batch, checkpoint_every, on_batch, 
 
 
 def stale_parts(run):
-    """The parts of `run` that no worker is on: handed back after an interruption (queued
-    with a checkpoint or an error), or running with a lapsed lease (their worker died). A
-    part queued untouched is left to the task already sent for it. Sending a part's task
-    again is harmless all the same: a part another worker holds or that ended is left alone."""
-    lapsed = timezone.now() - timedelta(seconds=settings.REVIEW_LEASE_SECONDS)
-    handed_back = Q(status=ReviewNodeRun.QUEUED) & (Q(batches__gt=0) | ~Q(error=""))
-    return list(run.node_runs.filter(handed_back | Q(status=ReviewNodeRun.RUNNING, heartbeat_at__lt=lapsed)))
+    """The parts of `run` that no worker is on: handed back after an interruption, or whose
+    worker died (`JobQuerySet.stalled`). A part queued untouched is left to the task already
+    sent for it. Sending a part's task again is harmless all the same: a part another worker
+    holds or that ended is left alone."""
+    return list(run.node_runs.stalled(settings.REVIEW_LEASE_SECONDS))
 
 
 # --- the end -----------------------------------------------------------------------------------
@@ -476,13 +473,13 @@ def _finish_locked(run):
             for token, ident, kind_type, ttl_ms, memory in samples])
     ReviewRun.objects.filter(pk=run.pk).update(
         status=status, error=error, missing_nodes=[part.address for part in missing],
-        finished_at=timezone.now(), cursor="0", batches=tally.batches, keys_scanned=tally.keys_scanned,
+        finished_at=timezone.now(), batches=tally.batches, keys_scanned=tally.keys_scanned,
         foreign_keys=tally.foreign, vanished_keys=tally.vanished, commands=tally.commands,
         billed_commands=tally.billed, duration_s=tally.elapsed_s,
         findings={kind: tally.findings.get(kind, 0) for kind in FINDINGS},
         dbsize_before=None if None in sizes_before else sum(sizes_before),
         dbsize_after=None if None in sizes_after else sum(sizes_after),
-        strata=strata, aggregates={}, claim_token="", heartbeat_at=timezone.now())
+        strata=strata, claim_token="", heartbeat_at=timezone.now())
     ReviewNodeRun.objects.filter(run=run).update(aggregates={})
     run = ReviewRun.objects.select_related("database").get(pk=run.pk)
     run.ended_here = True
