@@ -1,9 +1,13 @@
-"""Enqueue a Celery task by its registered name when the current transaction commits.
+"""The one way work is queued: a Celery task by its registered name, when the current
+transaction commits (nothing is queued if it rolls back; eager mode applies as usual).
 
-Code that queues work (alert delivery, review requests) names the task instead of importing
+Code that queues work (alert delivery, reviews, purges) names the task instead of importing
 the tasks module, whose tasks call back into that code: imports then run one way only,
 tasks -> operations and alerts -> models.
 """
+
+from celery import chord, group
+from django.db import transaction
 
 from dashboard.celery import app
 
@@ -17,7 +21,22 @@ def task(name):
     return app.tasks[name]
 
 
-def enqueue_on_commit(name, *args, **kwargs):
-    """Queue task `name` with these arguments once the surrounding transaction commits
-    (`delay_on_commit`); nothing is queued if it rolls back. Eager mode applies as usual."""
-    task(name).delay_on_commit(*args, **kwargs)
+def enqueue_on_commit(name, *args, countdown=None):
+    """Queue task `name` with `args` once the surrounding transaction commits (at once
+    outside one), after `countdown` seconds when given."""
+    transaction.on_commit(lambda: task(name).apply_async(args=args, countdown=countdown))
+
+
+def fan_out_on_commit(name, each, callback, *args):
+    """Queue one task `name` per argument tuple of `each`, as a group whose results go to
+    task `callback` (with `args` after them): a Celery chord, once the transaction commits.
+    The result backend (django-celery-results) counts the group's parts."""
+    parts = [task(name).si(*part) for part in each]
+
+    def send():
+        if parts:
+            chord(group(parts), task(callback).s(*args)).apply_async()
+        else:
+            task(callback).apply_async(args=([], *args))
+
+    transaction.on_commit(send)

@@ -40,15 +40,15 @@ def _stale(run):
 
 
 def review_and_alert(*, database, run=None, actor=None, batch=None, triggered_by=ReviewRun.CLI, on_batch=None,
-                     sample=None, fan_out=None):
-    """Run (or continue) a review of `database` with `review.review_database` (its parts
-    fanned out by `fan_out` when given), then, when it
+                     sample=None):
+    """Run (or continue) a review of `database` here with `review.review_database`, then,
+    when it
     succeeded, alert through the channels if its findings crossed the threshold
     (`alerting.alert_on_review`). Returns the ReviewResult; raises what the review raises
     (ReviewBusy, ReviewInterrupted)."""
     result = review.review_database(database=database, run=run, actor=actor, batch=batch, triggered_by=triggered_by,
-                                    on_batch=on_batch, sample=sample, fan_out=fan_out)
-    if result.run is not None and fan_out is None:  # fanned out, the part that ends the run alerts
+                                    on_batch=on_batch, sample=sample)
+    if result.run is not None:
         alert(result.run)
     return result
 

@@ -12,11 +12,12 @@ from continuity import keyspace
 from continuity.keyspace.capabilities import is_transient
 from continuity.operations import purge
 from continuity.tasks.retries import backoff, retry_or_give_up
-from dashboard import postgres
+from dashboard import jobs, postgres
 from dashboard.models import RedisDatabase
 
 log = logging.getLogger(__name__)
-PURGE_TASK, POLICY_TASK, RESUME_TASK = "continuity.purge", "continuity.policy_purge", "continuity.resume_purges"
+PURGE_TASK = purge.PURGE_TASK
+POLICY_TASK, RESUME_TASK = "continuity.policy_purge", "continuity.resume_purges"
 CLEANUP_TASK = "continuity.clean_up_previews"
 
 
@@ -108,7 +109,7 @@ def resume_purges_task():
     """Re-enqueue purges whose worker died (no checkpoint within the lease)."""
     stalled = purge.stalled_purges()
     for run_id in stalled:
-        purge_task.delay(run_id)
+        jobs.enqueue_on_commit(PURGE_TASK, run_id)
     return stalled
 
 
@@ -123,6 +124,6 @@ def _resume_after_restart(sender=None, **kwargs):
     """A restarted worker picks up purges its predecessor left running, once their lease
     has lapsed: the broker would only redeliver them after the visibility timeout."""
     try:
-        resume_purges_task.apply_async(countdown=settings.PURGE_LEASE_SECONDS + 1)
+        jobs.enqueue_on_commit(RESUME_TASK, countdown=settings.PURGE_LEASE_SECONDS + 1)
     except Exception:  # noqa: BLE001 — never keep a worker from starting
         log.exception("could not schedule the purge resume check")

@@ -3,21 +3,21 @@
 
 import logging
 
-from celery import chord, group, shared_task
+from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from continuity.keyspace.capabilities import is_transient
 from continuity.models import ReviewNodeRun, ReviewRun
 from continuity.operations import review
-from continuity.operations.review_requests import REVIEW_TASK, alert, request_review, review_and_alert
+from continuity.operations.review_requests import REVIEW_TASK, alert, request_review
 from continuity.tasks.retries import retry_or_give_up
 from dashboard import postgres
 from dashboard.models import RedisDatabase
 
 REVIEW_ALL_TASK = "continuity.review_all_databases"
-REVIEW_NODE_TASK = "continuity.review_node"
-FINISH_CLUSTER_REVIEW_TASK = "continuity.finish_cluster_review"
+REVIEW_NODE_TASK = review.REVIEW_NODE_TASK
+FINISH_CLUSTER_REVIEW_TASK = review.FINISH_TASK
 
 log = logging.getLogger(__name__)
 
@@ -25,30 +25,22 @@ log = logging.getLogger(__name__)
 @shared_task(bind=True, name=REVIEW_TASK, acks_late=True, max_retries=settings.REVIEW_TASK_MAX_RETRIES,
              soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT, time_limit=settings.CELERY_TASK_TIME_LIMIT)
 def review_database_task(self, run_id):
-    """Run (or continue) review `run_id`: its parts fanned out to workers (`fan_out`), or,
-    for a run of one part (a standalone server), its part read here. Idempotent: a finished
-    run is left alone, a run another worker holds is left to it, a run whose worker died
-    resumes from its parts' checkpoints."""
+    """Run (or continue) review `run_id`: a run of one part (a standalone server) is read
+    here; the parts of a cluster's run go to workers (`review.fan_out`). Idempotent: a
+    finished run is left alone, a run another worker holds is left to it, a run whose worker
+    died resumes from its parts' checkpoints."""
     run = ReviewRun.objects.select_related("database").filter(pk=run_id).first()
     if run is None or not run.is_active:
         return run.status if run else "missing"
     ReviewRun.objects.filter(pk=run.pk).update(task_id=self.request.id or "")
-    outcome = {}
-
-    def dispatch(run, parts):
-        if len(parts) == 1 and run.node_runs.count() == 1:  # nothing to spread: read it in this task
-            outcome["part"] = review_part(self, parts[0].pk)
-        else:
-            fan_out(run, parts)
-
     try:
-        status = review_and_alert(database=run.database, run=run, fan_out=dispatch).status
+        parts = review.open_run(run)
     except review.ReviewBusy:
         # A run kept alive by some parts' checkpoints, with a part whose worker died (or that
         # was handed back): send that part's task again.
         stale = review.stale_parts(run)
         if stale:
-            fan_out(run, stale)
+            review.fan_out(run, stale)
             return "resumed"
         return "busy"
     except review.ReviewInterrupted as exc:
@@ -58,29 +50,20 @@ def review_database_task(self, run_id):
             if exc.postgres:
                 return "interrupted"  # never failed for it: the next scheduled review re-queues it
             exc.run.fail(f"{exc.reason} Gave up after {self.request.retries + 1} attempts." if ran_out
-                                else exc.reason)
+                         else exc.reason)
             return ReviewRun.FAILED
 
         return retry_or_give_up(self, exc, transient=transient, limit=settings.REVIEW_TASK_MAX_RETRIES,
                                 give_up=give_up)
-    except SoftTimeLimitExceeded:
-        run.fail(f"Stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s).")
-        return ReviewRun.FAILED
-    if "part" in outcome:
+    if parts is None:  # it ended: before (a task delivered twice), or refused now
         run.refresh_from_db()
         return run.status
-    return status
-
-
-def fan_out(run, parts):
-    """One `review_node_task` per part not yet read, as a group, with
-    `finish_cluster_review_task` as the chord's callback (it merges and ends the run). The
-    result backend (django-celery-results) counts the chord's parts."""
-    tasks = [review_node_task.si(part.pk) for part in parts]
-    if not tasks:
-        finish_cluster_review_task.delay([], run.pk)
-        return
-    chord(group(tasks), finish_cluster_review_task.s(run.pk)).apply_async()
+    if len(parts) == 1 and run.node_runs.count() == 1:  # nothing to spread: read it in this task
+        review_part(self, parts[0].pk)
+    else:
+        review.fan_out(run, parts)
+    run.refresh_from_db()
+    return run.status
 
 
 def review_part(task, part_id):

@@ -200,14 +200,15 @@ def test_it_samples_every_primary_for_a_sampled_review_of_a_cluster(cluster_luci
     assert e.sampled and e.value == e.high == count and count * 0.9 < e.low < count
 
 
-def test_it_fans_the_review_task_out_in_a_chord_eagerly(cluster_lucia, cluster_keys, redis_cluster, eager):
-    from continuity.models import ReviewRun
+def test_it_fans_the_review_task_out_in_a_chord_eagerly(cluster_lucia, cluster_keys, redis_cluster, eager,
+                                                        django_capture_on_commit_callbacks):
     from continuity.operations import review_requests
     from continuity.tasks.review import review_database_task
 
     count = write_keyspace(cluster_keys)
     run, created = review_requests.request_review(database=cluster_lucia)
-    outcome = review_database_task.apply(args=[run.pk])
+    with django_capture_on_commit_callbacks(execute=True):  # the chord is sent when the task's work commits
+        outcome = review_database_task.apply(args=[run.pk])
     run.refresh_from_db()
     assert created and outcome.state == "SUCCESS"
     assert (run.status, run.keys_scanned, run.findings["no_ttl"]) == ("succeeded", count, count)

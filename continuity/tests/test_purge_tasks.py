@@ -99,7 +99,8 @@ def test_it_enqueues_stalled_purges_for_resume(monitored, lucia, operator, setti
 
     app.conf.task_always_eager = True
     try:
-        assert resume_purges_task.apply().get() == [run.pk]
+        with django_capture_on_commit_callbacks(execute=True):  # the resume is queued when the job commits
+            assert resume_purges_task.apply().get() == [run.pk]
     finally:
         app.conf.task_always_eager = False
     run.refresh_from_db()

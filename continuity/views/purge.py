@@ -13,8 +13,7 @@ from continuity.forms import PurgeConfirmForm as ConfirmForm
 from continuity.models import FINDINGS, PurgeRun
 from continuity.models.reviews import FINDING_LABELS
 from continuity.operations import purge
-from continuity.tasks.purge import purge_task
-from dashboard import roles
+from dashboard import jobs, roles
 from dashboard.form_scanning import RefuseSecretsMixin
 from dashboard.models import AuditEntry, RedisDatabase
 from dashboard.scanning import find_secrets
@@ -132,7 +131,7 @@ def purge_confirm(request, pk):
         with transaction.atomic():
             run = purge.confirm_purge(run=run, confirmation=form.cleaned_data.get("confirmation", ""),
                                       reason=form.cleaned_data.get("reason", ""), request=request)
-            purge_task.delay_on_commit(run.pk)
+            jobs.enqueue_on_commit(purge.PURGE_TASK, run.pk)
     except purge.PurgeRefused as exc:
         return render(request, "continuity/purge_detail.html", _detail_context(run, error=str(exc), form=form),
                       status=400)
@@ -147,7 +146,7 @@ def purge_resume(request, pk):
     try:
         with transaction.atomic():
             purge.resume_purge(run=run, request=request)
-            purge_task.delay_on_commit(run.pk)
+            jobs.enqueue_on_commit(purge.PURGE_TASK, run.pk)
     except purge.PurgeRefused as exc:
         return render(request, _fragment(run), _detail_context(run, error=str(exc)), status=409)
     return HttpResponseClientRedirect(run.get_absolute_url()) if request.htmx else redirect(run)

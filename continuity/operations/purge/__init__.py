@@ -29,6 +29,7 @@ from continuity.operations.purge.common import (  # noqa: F401
 from continuity.operations.purge.common import Pacer  # noqa: F401
 from continuity.operations.purge.execute import TopologyChanged, execute_purge, fail_purge, stalled_purges  # noqa: F401
 from continuity.operations.purge.lifecycle import (  # noqa: F401
+    PURGE_TASK,
     blocking_run,
     cancel_purge,
     confirm_purge,

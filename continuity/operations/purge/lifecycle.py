@@ -10,12 +10,15 @@ from continuity.operations.purge.common import PurgeRefused, audit_run
 from continuity.operations.purge.targets import check_keyspace, run_heads
 from dashboard import roles
 
+PURGE_TASK = "continuity.purge"  # continuity.tasks.purge.purge_task: the caller enqueues a confirmed run
+
 
 def confirm_purge(*, run, confirmation, reason, request=None, actor=None, source=None) -> PurgeRun:
     """Queue a previewed run once the operator retyped its target and gave a reason.
     Refuses (PurgeRefused) on a mismatch, a missing reason, a non-operator, or when another
     purge of the same database is queued or running. Audited in the status change's
-    transaction; the caller enqueues `purge_task` with `delay_on_commit`."""
+    transaction; the caller enqueues PURGE_TASK (`dashboard.jobs.enqueue_on_commit`) or runs
+    `execute_purge` itself (the command line)."""
     user = request.user if request is not None else actor
     roles.require_role(user, roles.OPERATOR)
     if run.status != PurgeRun.PREVIEWED:

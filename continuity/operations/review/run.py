@@ -1,8 +1,9 @@
 """A TTL review run: its parts (one per node of the keyspace), their merge, and its end.
 
-`review_database` claims the run, `prepare`s one part per node (one for a standalone
-server, one per primary serving slots of a Redis Cluster), and reviews them here one after
-the other (`review_inline`) or hands them to workers (`fan_out`, the Celery task's chord).
+`open_run` claims the run and `prepare`s one part per node (one for a standalone server,
+one per primary serving slots of a Redis Cluster); `review_database` reviews them here one
+after the other (`review_inline`), the review task hands them to workers (`fan_out`, a
+Celery chord) or, for a run of one part, reads it itself.
 `finish` merges the parts' Tallies into the run's figures in one transaction.
 
 A node that could not be read ends the run `partial` (never `succeeded`), naming it. On a
@@ -44,7 +45,7 @@ from continuity.models.reviews import estimates_of
 from continuity.operations.review.parts import NodeInterrupted, plan, review_node, scan_keyspace
 from continuity.operations.review.tally import UNKNOWN_LABEL, Classifier, Tally, merge
 from continuity.policy import FINDINGS, Policies
-from dashboard import postgres
+from dashboard import jobs, postgres
 
 
 class ReviewBusy(Exception):
@@ -252,24 +253,59 @@ def prepare(run, token, nodes):
 
 
 # --- the operation --------------------------------------------------------------------------
+REVIEW_NODE_TASK = "continuity.review_node"  # continuity.tasks.review.review_node_task: one part
+FINISH_TASK = "continuity.finish_cluster_review"  # its chord's callback: `finish`
+
+
+def open_run(run):
+    """Claim `run` and return its parts not yet read (preparing them the first time), for
+    this process or its workers to read: ReviewBusy when another worker holds it, None when
+    it ended (before, or now: a record that contradicts the server, or a cluster whose
+    slots are not all served or are being migrated, fails it before any key is read).
+    Redis failures raise ReviewInterrupted after handing the run back; so does Postgres
+    staying away past JOB_DB_OUTAGE_SECONDS (`postgres=True`): it is never failed for it."""
+    token, _resumed = run.claim(settings.REVIEW_LEASE_SECONDS)
+    if token is None:
+        if run.is_active:
+            raise ReviewBusy(run)
+        return None
+    database = run.database
+    try:
+        with keyspace_nodes.primaries(database) as nodes:
+            parts = prepare(run, token, nodes)
+    except (postgres.PostgresAway, *postgres.GONE) as exc:
+        reason = postgres.describe(exc)
+        postgres.let_go(lambda: run.release(token, reason))
+        raise ReviewInterrupted(run, reason, postgres=True) from exc
+    except (keyspace.ClusterRefusal, keyspace_nodes.SlotsMoved) as exc:  # final: a retry is refused alike
+        run.fail(_refusal(database, exc))
+        run.refresh_from_db()
+        return None
+    except (redis.RedisError, keyspace.KeyspaceError, OSError) as exc:
+        reason = keyspace.describe(exc)
+        run.release(token, reason)
+        run.refresh_from_db()
+        raise ReviewInterrupted(run, reason) from exc
+    return [part for part in parts if part.status != part.SUCCEEDED]
+
+
+def fan_out(run, parts):
+    """Hand `parts` of `run` to workers, one task each, as a chord whose callback ends the
+    run (`finish`), once the transaction commits."""
+    jobs.fan_out_on_commit(REVIEW_NODE_TASK, [(part.pk,) for part in parts], FINISH_TASK, run.pk)
+
+
 def review_database(*, database, run=None, actor=None, batch=None, triggered_by=ReviewRun.CLI, persist=True,
-                    namespaces=None, checkpoint_every=None, on_batch=None, sample=None, fan_out=None, strategy=None):
-    """Review the whole keyspace of `database`, node by node, and return a ReviewResult.
+                    namespaces=None, checkpoint_every=None, on_batch=None, sample=None, strategy=None):
+    """Review the whole keyspace of `database`, node by node, here, and return a ReviewResult.
 
     With `persist` (the default) the review is a ReviewRun row: `run` (a queued or
-    stale-running run, e.g. the task's) is claimed and continued from its parts'
-    checkpoints, or a new run is started (ReviewBusy when another is active). A finished
-    run is returned as it is, so a task delivered twice does no work twice. Its parts are
-    reviewed here one after the other, or, with `fan_out(run, parts)` (the Celery task's
-    chord), on workers, and then the run is returned still running. A node that cannot be
-    read ends the run `partial`, never `succeeded`. `persist=False` reviews without Postgres
-    writes (benchmarks), with `namespaces` given or read once.
-
-    Redis failures while the parts are prepared raise ReviewInterrupted after handing the
-    run back; so does Postgres staying away past JOB_DB_OUTAGE_SECONDS (`postgres=True`):
-    the run is never marked failed for it. A record that contradicts the server, or a
-    cluster whose slots are not all served or are being migrated, ends the run failed
-    before any key is read. `on_batch(tally)` is called after each batch (progress, tests).
+    stale-running run) is claimed and continued from its parts' checkpoints (`open_run`), or
+    a new run is started (ReviewBusy when another is active). A finished run is returned
+    as it is. A node that cannot be read ends the run `partial`, never `succeeded` (failed
+    when no node could be read). `persist=False` reviews without Postgres writes
+    (benchmarks), with `namespaces` given or read once. `on_batch(tally)` is called after
+    each batch (progress, tests).
 
     With `sample` (or a run created with one) only a random sample of about that many keys
     is read: the cost does not grow with the keyspace, and the findings are sample counts
@@ -284,30 +320,8 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     if run is None:
         run = start_review(database=database, actor=actor, triggered_by=triggered_by, batch=batch, sample=sample,
                            strategy=strategy or "")
-    token, _resumed = run.claim(settings.REVIEW_LEASE_SECONDS)
-    if token is None:
-        if run.is_active:
-            raise ReviewBusy(run)
-        return result_from_run(run)
-    try:
-        with keyspace_nodes.primaries(database) as nodes:
-            parts = prepare(run, token, nodes)
-    except (postgres.PostgresAway, *postgres.GONE) as exc:
-        reason = postgres.describe(exc)
-        postgres.let_go(lambda: run.release(token, reason))
-        raise ReviewInterrupted(run, reason, postgres=True) from exc
-    except (keyspace.ClusterRefusal, keyspace_nodes.SlotsMoved) as exc:  # final: a retry is refused alike
-        run.fail(_refusal(database, exc))
-        run.refresh_from_db()
-        return result_from_run(run)
-    except (redis.RedisError, keyspace.KeyspaceError, OSError) as exc:
-        reason = keyspace.describe(exc)
-        run.release(token, reason)
-        run.refresh_from_db()
-        raise ReviewInterrupted(run, reason) from exc
-    if fan_out is not None:
-        fan_out(run, [part for part in parts if part.status != part.SUCCEEDED])
-        run.refresh_from_db()
+    parts = open_run(run)
+    if parts is None:
         return result_from_run(run)
     return result_from_run(review_inline(run, parts, namespaces=namespaces, checkpoint_every=checkpoint_every,
                                          on_batch=on_batch))
