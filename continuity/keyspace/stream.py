@@ -234,7 +234,8 @@ def fetch_batch(node, cursor, *, count, prefix, needs=Needs(), strategy=SCAN_SCR
                    fetched.billed + refused.billed)
 
 
-def batches(node, *, cursor, count, prefix, needs=Needs(), strategy=SCAN_SCRIPT, sizer=None):
+def batches(node, *, cursor, count, prefix, needs=Needs(), strategy=SCAN_SCRIPT, sizer=None, pause_every=0,
+            counted=0):
     """Yield Fetched batches of `node` in SCAN order from `cursor` until the scan is complete.
 
     `sizer` (optional) gives the SCAN COUNT of each next request from what the previous
@@ -244,9 +245,11 @@ def batches(node, *, cursor, count, prefix, needs=Needs(), strategy=SCAN_SCRIPT,
     batch is handed out (its cursor is the first thing in the reply), so Redis runs the
     next script while this process counts the current one: one connection, no thread, at
     most two batches alive. When the consumer stops early (a cancelled review, an error),
-    the request already sent is read, dropped and counted in `stopped` (a Cost the caller
-    may pass), so what it cost is still billed to the run. The other paths fetch one batch
-    at a time."""
+    the request already in flight is read and counted (`Stopped`), so what it cost is still
+    billed to the run. Every `pause_every`-th batch (counting the `counted` batches the
+    consumer already has) is handed out with nothing in flight (the
+    consumer checkpoints there: a worker that dies right after has nothing read and
+    unrecorded). The other paths fetch one batch at a time."""
     first = fetch_batch(node, cursor, count=count, prefix=prefix, needs=needs, strategy=strategy)
     if strategy != SCAN_SCRIPT or capabilities.of(node.client).scan_script is not True or first.cursor == 0:
         fetched = first
@@ -260,7 +263,8 @@ def batches(node, *, cursor, count, prefix, needs=Needs(), strategy=SCAN_SCRIPT,
             next_count = sizer.next_count(fetched) if sizer else count
             fetched = fetch_batch(node, fetched.cursor, count=next_count, prefix=prefix, needs=needs,
                                   strategy=strategy)
-    yield from _one_ahead(node, first, count=count, prefix=prefix, needs=needs, sizer=sizer)
+    yield from _one_ahead(node, first, count=count, prefix=prefix, needs=needs, sizer=sizer, pause_every=pause_every,
+                          counted=counted)
 
 
 class Stopped(Exception):
@@ -272,18 +276,28 @@ class Stopped(Exception):
         self.cost = cost
 
 
-def _one_ahead(node, first, *, count, prefix, needs, sizer):
+def _one_ahead(node, first, *, count, prefix, needs, sizer, pause_every, counted):
     """`batches` on the scan-script path: one connection of the node's pool, with at
     most one request in flight."""
     client = node.client
     pool = client.connection_pool
     conn = pool.get_connection()
     in_flight = None
+    handed = counted
     try:
         fetched = first
         while fetched.cursor != 0:
             next_count = sizer.next_count(fetched) if sizer else count
             args = (fetched.cursor, next_count, prefix, *needs.flags)
+            handed += 1
+            if pause_every and handed % pause_every == 0:  # a checkpoint batch: nothing in flight
+                try:
+                    yield fetched
+                except Stopped:
+                    return
+                cost = Cost()
+                fetched = _from_reply(SCAN_SCRIPT_RUN.run(client, (), args, cost=cost), needs, cost.sent, cost.billed)
+                continue
             SCAN_SCRIPT_RUN.send(conn, client, (), args)
             in_flight = args
             try:

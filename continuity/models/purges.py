@@ -312,3 +312,20 @@ def stored_target_keys(run, node, *, after, size):
 def stored_nodes(run):
     """The nodes `run`'s stored list names, in order."""
     return sorted(set(PurgeTargetKey.objects.filter(run=run).values_list("node", flat=True)))
+
+
+class PolicyReport(models.Model):
+    """What a policy purge counted in its report-only namespaces (keys breaking a TTL rule,
+    none touched, so no purge run) and what counting them cost Redis."""
+
+    database = models.ForeignKey(RedisDatabase, on_delete=models.CASCADE, related_name="policy_reports")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    counts = models.JSONField(default=dict, help_text="{namespace prefix: keys breaking a TTL rule}")
+    commands = models.BigIntegerField(default=0, help_text="Requests the count sent to Redis.")
+    billed_commands = models.BigIntegerField(default=0, help_text="Commands Redis executed for the count.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"policy report of {self.database.name} at {self.created_at:%Y-%m-%d %H:%M}"

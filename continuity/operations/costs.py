@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from continuity import crontabs
 from continuity.billing import estimated_cost_usd
-from continuity.models import PurgeRun, ReviewRun
+from continuity.models import PolicyReport, PurgeRun, ReviewRun
 
 
 REVIEW_TASK = "continuity.review_all_databases"
@@ -49,6 +49,11 @@ def last_run_costs(databases):
               .order_by("database_id", "-finished_at").distinct("database_id")
               .values_list("database_id", "billed_commands"))
     out.update({(POLICY_TASK, pk): billed for pk, billed in purges})
+    # What the policy purge spends counting its report-only namespaces, beside its runs.
+    reports = (PolicyReport.objects.filter(database_id__in=ids).order_by("database_id", "-created_at")
+               .distinct("database_id").values_list("database_id", "billed_commands"))
+    for pk, billed in reports:
+        out[(POLICY_TASK, pk)] = out.get((POLICY_TASK, pk), 0) + billed
     return out
 
 

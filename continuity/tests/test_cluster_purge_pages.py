@@ -182,9 +182,9 @@ def test_it_previews_a_ttl_repair_one_script_call_per_page(
         ro = {figure: evalsha(before, after, address, figure, "evalsha_ro") for figure in ("calls", "failed_calls")}
         scans = calls(before, after, address, "scan")
         assert ro["failed_calls"] == 1 and scans - 2 <= ro["calls"] - 1 <= scans  # a count per page: EVALSHA_RO
-    # Billed as the commandstats delta, less what the preview does not count as its own (the
-    # instant estimate's CLUSTER NODES and DBSIZE per primary).
-    assert preview.billed == sum(billed_delta(before[a], after[a]) for a in before) - len(ports) - 1
+    # Billed as the commandstats delta: the scan's commands and the instant estimate's (the
+    # slot map and DBSIZE per primary).
+    assert preview.billed == sum(billed_delta(before[a], after[a]) for a in before)
 
 
 def test_it_refuses_a_cluster_purge_where_scripts_are_refused(

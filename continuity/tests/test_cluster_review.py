@@ -253,6 +253,61 @@ def test_it_fails_the_run_when_a_slot_moved_during_the_review(lucia, disposable_
     assert not run.namespace_stats.exists()
 
 
+def _empty_slot_and_peer(cluster, first_address):
+    """An empty slot served by `first_address`, and another primary's address and id."""
+    from continuity.tests.test_cluster_purge_topology import node_ids
+
+    ids = node_ids(cluster.ports)
+    with redis.Redis(port=int(first_address.rsplit(":", 1)[1])) as owner:
+        ranges = [r for r in owner.execute_command("CLUSTER", "SLOTS") if f"127.0.0.1:{r[2][1]}" == first_address]
+        first, last = ranges[0][0], ranges[0][1]
+        slot = next(s for s in range(first, last + 1) if not owner.execute_command("CLUSTER", "COUNTKEYSINSLOT", s))
+    peer = next(address for address in ids if address != first_address)
+    return slot, peer, ids
+
+
+def _start_migrating(slot, source, target, ids):
+    """IMPORTING on `target`, MIGRATING on `source`, as a resharding does before moving keys."""
+    with redis.Redis(port=int(target.rsplit(":", 1)[1])) as node:
+        node.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+    with redis.Redis(port=int(source.rsplit(":", 1)[1])) as node:
+        node.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+
+
+def test_it_refuses_a_review_while_a_slot_is_being_migrated(lucia, disposable_cluster, monkeypatch):
+    """MIGRATING/IMPORTING when the review starts: refused before any key is read, never succeeded."""
+    point_at(lucia, monkeypatch, disposable_cluster)
+    with redis.RedisCluster(host="127.0.0.1", port=disposable_cluster.ports[0]) as writer:
+        spread(writer, n=500)
+    source = f"127.0.0.1:{disposable_cluster.ports[0]}"
+    slot, target, ids = _empty_slot_and_peer(disposable_cluster, source)
+    _start_migrating(slot, source, target, ids)
+    result = review.review_database(database=lucia)
+    run = ReviewRun.objects.get(pk=result.run.pk)
+    assert (run.status, run.keys_scanned) == ("failed", 0) and not run.node_runs.exists()
+    assert run.error == (f"slot {slot} is migrating from {source} to {target}: a review would miss keys or read "
+                         f"some twice. Nothing was reviewed.")
+
+
+def test_it_fails_a_review_whose_slot_is_still_being_migrated_at_its_end(lucia, disposable_cluster, monkeypatch,
+                                                                         settings):
+    """A migration that began during the review and is still running at its end (no owner
+    changed yet): failed, never succeeded."""
+    point_at(lucia, monkeypatch, disposable_cluster)
+    with redis.RedisCluster(host="127.0.0.1", port=disposable_cluster.ports[0]) as writer:
+        spread(writer, n=500)
+    run = review.start_review(database=lucia)
+    parts = parts_of(run)
+    for part in parts:
+        assert review.review_node(part) == "succeeded"
+    slot, target, ids = _empty_slot_and_peer(disposable_cluster, parts[0].address)
+    _start_migrating(slot, parts[0].address, target, ids)
+    run = review.finish(run)
+    assert run.status == "failed" and run.keys_scanned == 500 and not run.namespace_stats.exists()
+    assert run.error.startswith(f"Slot {slot} is being migrated from {parts[0].address} to {target} at the end of "
+                                "the review (MIGRATING/IMPORTING)")
+
+
 def test_it_merges_parts_keeping_the_biggest_keys_and_capping_samples():
     parts = []
     for part in range(3):

@@ -71,14 +71,15 @@ def _from_review(review, heads, policies, whole_heads):
 
 
 def keys_in(nodes):
-    """DBSIZE summed over the nodes (one command each), or None where one refuses it or does
-    not answer: one node's DBSIZE is not a cluster's."""
+    """DBSIZE summed over the nodes (one command each, counted in the keyspace's `spent`), or
+    None where one refuses it or does not answer: one node's DBSIZE is not a cluster's."""
     total = 0
     for node in nodes.nodes:
         try:
             size = keyspace.dbsize(node.client)
         except keyspace.NODE_ERRORS:
             return None
+        nodes.cost(node.address).add(sent=1, billed=0 if size is None else 1)
         if size is None:
             return None
         total += size

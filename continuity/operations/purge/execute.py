@@ -201,12 +201,16 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
 
 
 def _end(run, nodes, claim, status, source, fault):
-    """Checkpoint every node, delete the markers (counted), write the final row."""
+    """Checkpoint every node, delete the markers and checkpoint what that cost, then write
+    the final row. A worker that dies before the markers go resumes from them; one that dies
+    after finds them gone and its checkpoint equal to them, and only ends the run."""
     postgres.ride_through(lambda: run.checkpoint(claim))
     try:
         _clear(run, nodes)
     except (redis.RedisError, OSError):
         pass  # they expire within a day
+    else:
+        postgres.ride_through(lambda: run.checkpoint(claim))
     fault("cleared", None)
     return _finish(run, status, source=source)
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from continuity import keyspace
 from continuity.keyspace import nodes as keyspace_nodes
-from continuity.models import Namespace, PurgeRun
+from continuity.models import Namespace, PolicyReport, PurgeRun
 from continuity.operations.purge.common import PolicyPurgeResult, PurgeRefused, audit_run, namespace_policies
 from continuity.operations.purge.execute import execute_purge
 from continuity.operations.purge.preview import count_node
@@ -51,23 +51,13 @@ def policy_purge(*, database, progress=None, source="task") -> PolicyPurgeResult
             outcome.refused[namespace.prefix] = str(exc)
             continue
         acting.append((namespace, policy, _action_of(namespace, policy)))
-    if not acting:
-        return outcome
-    try:  # a record contradicting the server: nothing is sent
-        with keyspace_nodes.primaries(database) as nodes:
-            for namespace, policy, action in acting:
-                if action is not None:
-                    continue
-                counted = [count_node(node, database=database, match=keyspace.match_pattern(policy.prefix),
-                                      policies=policies,
-                                      reach=[policy], action=PurgeRun.DELETE, condition=PurgeRun.VIOLATES,
-                                      batch_size=settings.PURGE_BATCH_SIZE) for node in nodes.nodes]
-                outcome.reported[namespace.prefix] = sum(part.actionable for part in counted)
-                outcome.reported_billed += sum(part.billed for part in counted)
-            outcome.reported_billed += sum(cost.billed for cost in nodes.drain().values())
-    except keyspace.ClusterRefusal as exc:
-        outcome.skipped_reason = str(exc)
-        return outcome
+    reporting = [(namespace, policy) for namespace, policy, action in acting if action is None]
+    if reporting:
+        try:  # a record contradicting the server: nothing is sent
+            _report(database, policies, reporting, outcome)
+        except keyspace.ClusterRefusal as exc:
+            outcome.skipped_reason = str(exc)
+            return outcome
     for namespace, policy, action in acting:
         if action is None:
             continue
@@ -87,6 +77,25 @@ def policy_purge(*, database, progress=None, source="task") -> PolicyPurgeResult
             return outcome
         outcome.runs.append(execute_purge(run_id=run.pk, progress=progress, source=source))
     return outcome
+
+
+def _report(database, policies, reporting, outcome):
+    """Count the keys breaking a TTL rule in the report-only namespaces, node by node, and
+    record the counts and what counting cost (a `PolicyReport`)."""
+    sent = billed = 0
+    with keyspace_nodes.primaries(database) as nodes:
+        for namespace, policy in reporting:
+            counted = [count_node(node, database=database, match=keyspace.match_pattern(policy.prefix),
+                                  policies=policies, reach=[policy], action=PurgeRun.DELETE,
+                                  condition=PurgeRun.VIOLATES, batch_size=settings.PURGE_BATCH_SIZE)
+                       for node in nodes.nodes]
+            outcome.reported[namespace.prefix] = sum(part.actionable for part in counted)
+            sent += sum(part.commands for part in counted)
+            billed += sum(part.billed for part in counted)
+        for cost in nodes.drain().values():
+            sent, billed = sent + cost.sent, billed + cost.billed
+    outcome.reported_billed = billed
+    PolicyReport.objects.create(database=database, counts=outcome.reported, commands=sent, billed_commands=billed)
 
 
 def clean_up_previews(*, older_than_seconds=None):

@@ -125,6 +125,10 @@ def new_run(*, database, kind, value=b"", action=PurgeRun.DELETE, review_id=None
             if target.heads:
                 estimate_target(database, heads=target.heads, policies=policies, whole_heads=target.whole,
                                 nodes=nodes).apply(run)
+            # What the estimate sent (the slot map, DBSIZE per primary) is the preview's first cost.
+            for cost in nodes.drain().values():
+                run.preview_commands += cost.sent
+                run.preview_billed_commands += cost.billed
     except keyspace.ClusterRefusal as exc:
         raise PurgeRefused(str(exc)) from None
     return run
@@ -213,8 +217,10 @@ def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) ->
                                "once the slots stopped moving. Nothing was changed.") from None
         figures = {"preview_matched": preview.matched, "preview_actionable": preview.actionable,
                    "preview_namespaces": preview.namespaces, "preview_sample": preview.sample,
-                   "preview_commands": preview.commands, "estimated_commands": preview.estimated_commands,
-                   "preview_billed_commands": preview.billed, "estimated_billed_commands": preview.estimated_billed,
+                   "preview_commands": run.preview_commands + preview.commands,
+                   "estimated_commands": preview.estimated_commands,
+                   "preview_billed_commands": run.preview_billed_commands + preview.billed,
+                   "estimated_billed_commands": preview.estimated_billed,
                    "preview_nodes": preview.nodes}
         if not PurgeRun.objects.filter(pk=run.pk, status=PurgeRun.PREVIEWING, claim_token=claim).update(
                 status=PurgeRun.PREVIEWED, claim_token="", heartbeat_at=None, preview_scanned=pacer.counts[0],
@@ -228,9 +234,10 @@ def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) ->
         PurgeRun.objects.filter(pk=run_id, claim_token=claim).update(claim_token="", heartbeat_at=None)
         raise
     run.refresh_from_db()
+    # The preview's cost is the run's: its instant estimate's commands and its scan's.
     return PurgePreview(run=run, matched=preview.matched, actionable=preview.actionable,
-                        namespaces=preview.namespaces, sample=preview.sample, commands=preview.commands,
-                        estimated_commands=preview.estimated_commands, billed=preview.billed,
+                        namespaces=preview.namespaces, sample=preview.sample, commands=run.preview_commands,
+                        estimated_commands=preview.estimated_commands, billed=run.preview_billed_commands,
                         estimated_billed=preview.estimated_billed, nodes=preview.nodes)
 
 

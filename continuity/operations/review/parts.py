@@ -74,14 +74,16 @@ def sample_keyspace(node, classifier, tally, *, size, needs, on_batch, clock=tim
 
 
 def scan_keyspace(node, classifier, tally, *, cursor, batch, on_checkpoint, checkpoint_every, on_batch,
-                  clock=time.perf_counter, strategy=stream.SCAN_SCRIPT, needs=stream.Needs()):
+                  clock=time.perf_counter, strategy=stream.SCAN_SCRIPT, needs=stream.Needs(), fault=None):
     """The SCAN loop of one node. Returns True when the scan completed, False when
     `on_checkpoint` said stop (cancelled, or the claim was lost): the batch already
-    requested is then read and its cost added to `tally`. Redis errors propagate."""
+    requested is then read and its cost added to `tally`. Redis errors propagate. At a
+    checkpoint no request is in flight, so a worker that dies right after one has nothing
+    read and unrecorded. `fault(point, node)`: the test hook, called at "checkpointed"."""
     last_mark = clock()
     sizer = stream.BatchSizer(node.client, budget_ms=settings.SCRIPT_BUDGET_MS, start=batch)
     feed = stream.batches(node, cursor=cursor, count=batch, prefix=classifier.key_prefix, needs=needs,
-                          strategy=strategy, sizer=sizer)
+                          strategy=strategy, sizer=sizer, pause_every=checkpoint_every, counted=tally.batches)
     with contextlib.closing(feed):
         for fetched in feed:
             fold(tally, classifier, fetched)
@@ -92,9 +94,12 @@ def scan_keyspace(node, classifier, tally, *, cursor, batch, on_checkpoint, chec
                 on_batch(tally)
             if fetched.cursor == 0:
                 return True
-            if tally.batches % checkpoint_every == 0 and not on_checkpoint(fetched.cursor, tally):
-                _stop(feed, tally)
-                return False
+            if tally.batches % checkpoint_every == 0:
+                if not on_checkpoint(fetched.cursor, tally):
+                    _stop(feed, tally)
+                    return False
+                if fault is not None:
+                    fault("checkpointed", node)
     return True
 
 
@@ -107,7 +112,7 @@ def _stop(feed, tally):
     tally.billed += spent.billed
 
 
-def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, strategy=None):
+def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, strategy=None, fault=None):
     """Review the node of `part` (a ReviewNodeRun) from its checkpoint (or, a sampled part,
     draw its share of the sample) and store its Tally on the row (status succeeded);
     merges nothing. Returns the row's status; a part another worker holds or that already
@@ -151,7 +156,7 @@ def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, 
         finished = scan_keyspace(node, classifier, tally, cursor=int(part.cursor), batch=run.batch_size,
                                  on_checkpoint=on_checkpoint,
                                  checkpoint_every=checkpoint_every or settings.REVIEW_CHECKPOINT_BATCHES,
-                                 on_batch=on_batch, strategy=strategy, needs=needs)
+                                 on_batch=on_batch, strategy=strategy, needs=needs, fault=fault)
         if finished:
             size_after = keyspace.dbsize(node.client)
             tally.commands += 1

@@ -204,8 +204,8 @@ def allocate(sample, sizes):
 
 
 def prepare(run, token, nodes):
-    """The run's parts, one ReviewNodeRun per node, created on the first call (later calls,
-    a resumed run, return the rows as they are). A cluster whose slots are not all served,
+    """The run's parts, one ReviewNodeRun per node, created on the first call (later calls
+    return the rows as they are). A cluster whose slots are not all served,
     or are being migrated, is refused (SlotsMoved) before any key is read. For a sampled run
     each part gets its node's DBSIZE (one billed command, in its tally) and its share of the
     sample (`allocate`); a node that does not answer is failed at once (the run ends
@@ -270,9 +270,11 @@ def open_run(run):
             raise ReviewBusy(run)
         return None
     database = run.database
+    parts = list(run.node_runs.all())  # a resumed run: its parts as they were planned
     try:
-        with keyspace_nodes.primaries(database) as nodes:
-            parts = prepare(run, token, nodes)
+        if not parts:
+            with keyspace_nodes.primaries(database) as nodes:
+                parts = prepare(run, token, nodes)
     except (postgres.PostgresAway, *postgres.GONE) as exc:
         reason = postgres.describe(exc)
         postgres.let_go(lambda: run.release(token, reason))
@@ -296,7 +298,7 @@ def fan_out(run, parts):
 
 
 def review_database(*, database, run=None, actor=None, batch=None, triggered_by=ReviewRun.CLI, persist=True,
-                    namespaces=None, checkpoint_every=None, on_batch=None, sample=None, strategy=None):
+                    namespaces=None, checkpoint_every=None, on_batch=None, sample=None, strategy=None, fault=None):
     """Review the whole keyspace of `database`, node by node, here, and return a ReviewResult.
 
     With `persist` (the default) the review is a ReviewRun row: `run` (a queued or
@@ -311,7 +313,7 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     is read: the cost does not grow with the keyspace, and the findings are sample counts
     that pages show as estimates with a 95% interval. A keyspace no larger than the sample is
     reviewed exactly instead. `strategy`: the read strategy instead of `parts.plan`'s choice
-    (tests, benchmarks)."""
+    (tests, benchmarks); `fault`: a test hook (`parts.scan_keyspace`)."""
     if namespaces is None:
         namespaces = list(Namespace.objects.for_database(database)) if database.pk else []
     if not persist:
@@ -324,7 +326,7 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     if parts is None:
         return result_from_run(run)
     return result_from_run(review_inline(run, parts, namespaces=namespaces, checkpoint_every=checkpoint_every,
-                                         on_batch=on_batch))
+                                         on_batch=on_batch, fault=fault))
 
 
 def _refusal(database, exc):
@@ -333,7 +335,7 @@ def _refusal(database, exc):
     return str(exc)
 
 
-def review_inline(run, parts, *, namespaces=None, checkpoint_every=None, on_batch=None):
+def review_inline(run, parts, *, namespaces=None, checkpoint_every=None, on_batch=None, fault=None):
     """Review every part of `run` in this process, one after the other, then `finish`. A
     node that fails is marked failed at once (no retry here): the run ends partial, or
     failed when no node could be read.
@@ -343,7 +345,8 @@ def review_inline(run, parts, *, namespaces=None, checkpoint_every=None, on_batc
         if part.status == ReviewNodeRun.SUCCEEDED:
             continue
         try:
-            review_node(part, namespaces=namespaces, checkpoint_every=checkpoint_every, on_batch=on_batch)
+            review_node(part, namespaces=namespaces, checkpoint_every=checkpoint_every, on_batch=on_batch,
+                        fault=fault)
         except NodeInterrupted as exc:
             if exc.postgres:  # the run stops resumable: not a missing node
                 raise ReviewInterrupted(run, postgres.describe(exc.cause), postgres=True) from exc.cause
