@@ -279,3 +279,28 @@ def test_the_keyspace_rule(lucia, monkeypatch, redis_server, record, head, refus
     else:
         with pytest.raises(purge.PurgeRefused, match=refusal.replace("(", r"\(").replace(".", r"\.")):
             check_keyspace(database, [head])
+
+
+def test_a_record_naming_another_node_of_the_same_cluster_is_on_the_same_keyspace(
+        lucia, redis_cluster, cluster_keys, monkeypatch, operator):
+    """`lucia` names node 0 of a cluster; `shadow` (saved straight into Postgres) names node 1
+    of the same cluster: their URLs differ, their keys do not. The preview and the execution
+    read the cluster's nodes and refuse `lucia:` on shadow; the cluster keeps every key."""
+    from continuity.tests.clusters import point_at
+
+    point_at(lucia, monkeypatch, redis_cluster, node=0)
+    cluster_keys.mset_nonatomic({f"lucia:session:{i}".encode(): b"v" for i in range(300)})
+    monkeypatch.setenv("SHADOW_CLUSTER_URL", redis_cluster.url(1))
+    shadow = RedisDatabase.objects.create(**{**SHADOW, "url_env": "SHADOW_CLUSTER_URL"})
+    Namespace.objects.create(database=shadow, name="all", prefix="lucia:")
+    with pytest.raises(purge.PurgeRefused, match="covers the whole key prefix 'lucia:' of lucia"):
+        purge.preview_purge(database=shadow, kind="prefix", value=b"lucia:", actor=operator)
+    run = PurgeRun.objects.create(database=shadow, target_kind=PurgeRun.PREFIX, target_value="lucia:",
+                                  target_token=keyspace.encode_key(b"lucia:"), match_pattern="lucia:*",
+                                  action=PurgeRun.DELETE, status=PurgeRun.QUEUED, reason="shadow", batch_size=100,
+                                  rate_cap=0)
+    with pytest.raises(purge.PurgeRefused, match="covers the whole key prefix 'lucia:' of lucia"):
+        purge.execute_purge(run_id=run.pk)
+    run.refresh_from_db()
+    assert (run.status, run.done) == ("failed", 0)
+    assert len(cluster_keys.keys("lucia:session:*", target_nodes=cluster_keys.ALL_NODES)) == 300

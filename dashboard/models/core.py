@@ -83,12 +83,17 @@ class AuditEntry(models.Model):
 
 
 class RedisDatabaseQuerySet(models.QuerySet):
-    def on_keyspace_of(self, database):
+    def on_keyspace_of(self, database, addresses=()):
         """The records that reach the same Redis keyspace as `database` (itself included when
         saved): those sharing a URL variable, or whose URL variables resolve to the same
-        target (`RedisDatabase.keyspace_marks`). Read from the environment now, so two
-        records that a deploy pointed at one server are found on the next call."""
+        target (`RedisDatabase.keyspace_marks`), or to one of `addresses` ("host:port": the
+        nodes of `database`'s Redis Cluster, any of which a record may name). Read from the
+        environment now, so two records that a deploy pointed at one server are found on the
+        next call."""
+        from dashboard.env import keyspace_target
+
         marks = database.keyspace_marks()
+        marks |= {("target", *keyspace_target(f"redis://{address}/0")) for address in addresses}
         return [other for other in self.order_by("name") if other.pk == database.pk and database.pk
                 or marks & other.keyspace_marks()]
 

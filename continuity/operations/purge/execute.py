@@ -220,6 +220,12 @@ def _run(run, nodes, claim, keys, progress, resumed, fault):
     TopologyChanged (after ending the run failed) when a slot moved."""
     if resumed:
         recover(run, nodes)
+    if nodes.is_cluster:  # a record naming another node of this cluster reaches the same keys
+        try:
+            check_keyspace(run.database, run_heads(run), [node.address for node in nodes.nodes])
+        except PurgeRefused as refused:
+            _finish(run, PurgeRun.FAILED, error=str(refused), nodes=nodes)
+            raise
     if run.cancel_requested:
         _bill(run, nodes)
         return PurgeRun.CANCELLED

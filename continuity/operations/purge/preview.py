@@ -209,6 +209,9 @@ def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) ->
         PurgeTargetKey.objects.filter(run=run).delete()  # a previous attempt's partial list
         try:
             with keyspace_nodes.primaries(run.database) as nodes:
+                if nodes.is_cluster:  # a record naming another node of this cluster reaches the same keys
+                    targets.check_keyspace(run.database, targets.run_heads(run),
+                                           [node.address for node in nodes.nodes])
                 preview = _count(run, nodes, policies, stats, keys, sample_size, pacer)
         except keyspace.ClusterRefusal as exc:
             raise PurgeRefused(str(exc)) from None

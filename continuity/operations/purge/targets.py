@@ -73,7 +73,7 @@ def resolve_target(database, kind, value: bytes, policies=None):
     return pattern, reach
 
 
-def check_keyspace(database, heads):
+def check_keyspace(database, heads, addresses=()):
     """Refuse (PurgeRefused) a purge whose literal heads reach too far on the Redis keyspace
     `database` reaches, whichever record, form or command led here. For every record on that
     keyspace (`RedisDatabase.objects.on_keyspace_of`, read from the environment now):
@@ -84,8 +84,10 @@ def check_keyspace(database, heads):
       reaches at most one namespace (and the namespaces nested in it).
 
     A second record on the same Redis cannot open the first one's keys: its own namespaces
-    do not count for the first one's key prefix. Reads Postgres only."""
-    records = sorted(RedisDatabase.objects.on_keyspace_of(database) or [database], key=lambda r: r.pk != database.pk)
+    do not count for the first one's key prefix. `addresses`: the nodes of `database`'s Redis
+    Cluster (a record naming another node of it reaches the same keys). Reads Postgres only."""
+    records = sorted(RedisDatabase.objects.on_keyspace_of(database, addresses) or [database],
+                     key=lambda r: r.pk != database.pk)
     prefixes = {}
     for record_id, prefix in Namespace.objects.filter(database__in=[r.pk for r in records]).values_list(
             "database_id", "prefix"):
