@@ -155,10 +155,6 @@ class LocalPostgres:
             raise RuntimeError(f"psql failed: {result.stderr.strip()}")
         return result.stdout.strip()
 
-    def create_database(self, name):
-        if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'") != "1":
-            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
-
     def setup_roles(self, database, *, createdb=False):
         """The owner and app roles of `dashboard.dbroles` and `database` owned by the owner,
         with the statements the README gives for production. Idempotent. A database from
@@ -561,11 +557,6 @@ class LocalRedisCluster:
 
     def kill(self, node):
         self.nodes[node].kill()
-
-    def restart(self, node, timeout=60.0):
-        """Start a killed node again (same port and nodes.conf) and wait for the cluster."""
-        self.nodes[node].start()
-        self.wait_ok(timeout)
 
     def stop(self):
         for node in self.nodes:

@@ -7,7 +7,7 @@ from django.contrib.postgres.forms import SimpleArrayField
 from dashboard.models import (AccountAccess, AlertChannel, ChecklistItem, EnvVar, PhaseMapping,
                               RedisDatabase, Secret)
 from dashboard import roles
-from dashboard.form_scanning import SECRET_REFUSALS, RefuseSecretsMixin  # noqa: F401 (re-exported)
+from dashboard.form_scanning import RefuseSecretsMixin
 from dashboard.references import validate_reference
 from dashboard.scanning import validate_no_secret
 

@@ -44,10 +44,6 @@ def refusal(reason):
                            "never the secret itself.", code="not_a_reference")
 
 
-def is_reference_like(text):
-    return text.strip().lower().startswith("op://")
-
-
 def parse_reference(raw):
     """Parse a 1Password secret reference or raise a ValidationError that does not echo it."""
     text = (raw or "").strip()

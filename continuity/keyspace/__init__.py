@@ -34,7 +34,6 @@ from continuity.keyspace.connection import (  # noqa: F401
     Misconfigured,
     NotConfigured,
     ServerSummary,
-    Unreachable,
     cached_ping,
     client_for,
     connection_url,
@@ -49,13 +48,12 @@ from continuity.keyspace.connection import (  # noqa: F401
     ping,
 )
 from continuity.keynames import decode_key, display_key, encode_key, escape_glob, match_pattern  # noqa: F401
-from continuity.keyspace.meta import KeyMeta, key_metadata, metadata_commands, node_metadata, scan_page  # noqa: F401
+from continuity.keyspace.meta import KeyMeta, key_metadata, node_metadata, scan_page  # noqa: F401
 from continuity.keyspace.browse import (  # noqa: F401
     KeyRow,
     LookupResult,
     ScanResult,
     breadcrumbs,
-    browse_prefix,
     lookup_id,
     namespace_tree,
     scan_keys,

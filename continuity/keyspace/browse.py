@@ -13,13 +13,11 @@ last primary's SCAN is. A lookup asks each candidate key's owner directly, by sl
 
 from dataclasses import dataclass, field
 
-import redis
 from django.conf import settings
 
 from continuity.keyspace import cluster, primaries
 from continuity.keyspace.capabilities import limitations
 from continuity.keyspace.connection import KeyspaceError, client_for, dbsize
-from continuity.keynames import match_pattern
 from continuity.keyspace.meta import KeyMeta, key_metadata, scan_page
 from continuity.policy import Policies
 
@@ -192,11 +190,6 @@ def _scan_cluster(database, client, *, pattern, policies, type_, cursor, budget,
                       calls=calls, examined=examined, examined_total=examined_before + examined,
                       matched_total=matched_before + len(rows), dbsize=counted.total, notes=tuple(notes),
                       primaries=len(nodes.addresses), scanned=index, stopped=stopped, dbsize_note=counted.note)
-
-
-def browse_prefix(database, prefix: bytes, **kwargs):
-    """`scan_keys` for every key starting with the literal `prefix`."""
-    return scan_keys(database, pattern=match_pattern(prefix), **kwargs)
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,6 @@ class Misconfigured(NotConfigured):
     "misconfigured: why" on the record's own pages and in /healthz."""
 
 
-class Unreachable(KeyspaceError):
-    pass
-
-
 @dataclass(frozen=True)
 class Health:
     ok: bool

@@ -163,17 +163,6 @@ def node_metadata(client, keys):
     return result
 
 
-def metadata_commands(client, count, *, pipeline=False):
-    """Commands `key_metadata` sends for `count` keys on this client, given what the
-    server refused so far: one script call, else a pipeline of 3 (2 without MEMORY) per key.
-    `pipeline`: what `node_metadata` sends (always the pipeline). Ask before the read: a
-    refusal it discovers applies from the next read on."""
-    caps = capabilities.of(client)
-    if caps.script is not False and not pipeline:
-        return 1
-    return count * (2 if caps.memory is False else 3)
-
-
 def scan_page(database=None, *, match=b"*", cursor=0, count=1000, type_=None, client=None):
     """One SCAN call: (next_cursor, [bytes keys]). Cursor 0 back means the scan is done."""
     client = client or client_for(database)

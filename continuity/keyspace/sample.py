@@ -18,7 +18,7 @@ from continuity.keyspace.capabilities import limitations
 from continuity.keyspace.connection import KeyspaceError, client_for, dbsize
 from continuity.keynames import match_pattern
 from continuity.keyspace.meta import key_metadata, scan_page
-from continuity.policy import STATUS_UNKNOWN, ttl_bucket
+from continuity.policy import ttl_bucket
 
 
 @dataclass
@@ -26,7 +26,6 @@ class NamespaceFigures:
     keys: int = 0
     memory: int = 0
     without_ttl: int = 0
-    violations: int = 0
     ttl_buckets: Counter = field(default_factory=Counter)
     in_band: Counter = field(default_factory=Counter)  # per bucket: keys whose TTL meets the policy
 
@@ -83,13 +82,11 @@ def _sweep(client, policies, figures, pattern, budget, metadata):
             if not meta.exists:
                 continue
             policy = policies.for_key(meta.key)
-            status = policy.status(meta) if policy else STATUS_UNKNOWN
             fig = figures[policy.name if policy else ""]
             bucket = ttl_bucket(meta.ttl_ms)
             fig.keys += 1
             fig.memory += meta.memory or 0
             fig.without_ttl += meta.ttl_ms is None
-            fig.violations += not status.ok
             fig.ttl_buckets[bucket] += 1
             if policy and policy.ttl_in_band(meta.ttl_ms):
                 fig.in_band[bucket] += 1

@@ -94,12 +94,6 @@ class Namespace(models.Model):
         return ""
 
 
-def namespace_for_key(namespaces, key):
-    """The namespace whose literal prefix is the longest prefix of `key` (bytes), or None."""
-    policies = Policies.of(namespaces)
-    return policies.owner_of(policies.for_key(key))
-
-
 def classify_key(namespaces, meta):
     """(namespace or None, PolicyStatus) for one KeyMeta."""
     return Policies.of(namespaces).classify(meta)

@@ -18,7 +18,7 @@ from django.utils import timezone
 from continuity.models import FINDINGS, Namespace, ReviewRun
 from continuity.models.reviews import stratified_estimate
 from continuity.operations import review
-from continuity.tests.clusters import parts_of, point_at
+from continuity.tests.clusters import point_at
 from continuity.tests.test_cluster_review import cluster_record, finished, keys_per_node, spread
 from continuity.tests.test_review import TYPES, billed_delta, expected_from_specs
 from continuity.tests.waiting import wait_for

@@ -20,7 +20,7 @@ from django.test import override_settings
 from django.urls import reverse
 from django_celery_results.models import TaskResult
 
-from continuity import demo, keyspace
+from continuity import demo
 from continuity.models import ReviewNodeRun, ReviewRun
 from continuity.operations import review, review_requests
 from continuity.tasks.review import (FINISH_CLUSTER_REVIEW_TASK, finish_cluster_review_task, review_database_task,

@@ -2,7 +2,6 @@
 
 import re
 
-import pytest
 from django.core.cache import cache
 from django.urls import reverse
 

@@ -6,7 +6,8 @@ from django.urls import reverse
 
 from continuity import keyspace
 from continuity.keyspace.meta import KeyMeta
-from continuity.models import Namespace, namespace_for_key
+from continuity.models import Namespace
+from continuity.policy import Policies
 from dashboard.models import AuditEntry
 
 
@@ -16,11 +17,10 @@ def meta(key=b"lucia:session:1", type_="string", ttl_ms=1_000_000, memory=100):
 
 def test_it_picks_the_longest_registered_prefix(lucia):
     Namespace.objects.create(database=lucia, name="session-vip", prefix="lucia:session:vip:")
-    namespaces = list(Namespace.objects.for_database(lucia))
-    assert namespace_for_key(namespaces, b"lucia:session:vip:7").name == "session-vip"
-    assert namespace_for_key(namespaces, b"lucia:session:7").name == "session"
-    assert namespace_for_key(namespaces, b"lucia:sessionx:7") is None
-    assert namespace_for_key(namespaces, b"lucia:session:\xff").name == "session"
+    policies = Policies.of(list(Namespace.objects.for_database(lucia)))
+    owners = [policies.owner_of(policies.for_key(key))
+              for key in (b"lucia:session:vip:7", b"lucia:session:7", b"lucia:sessionx:7", b"lucia:session:\xff")]
+    assert [owner and owner.name for owner in owners] == ["session-vip", "session", None, "session"]
 
 
 @pytest.mark.parametrize("kwargs,code", [

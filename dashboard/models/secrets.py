@@ -261,6 +261,3 @@ class EnvVar(ReferenceParts):
         value = (self.value_or_reference or "").strip()
         self.reference = value if value.startswith("op://") else ""
         super().save(*args, **kwargs)
-
-    def is_reference(self):
-        return bool(self.reference)
