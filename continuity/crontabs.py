@@ -77,7 +77,7 @@ def parse(row):
         return None
 
 
-def describe(row):
+def in_words(row):
     """A crontab row in words for the jobs page; its raw fields, marked invalid, when it does
     not parse."""
     if parse(row) is None:

@@ -188,7 +188,7 @@ class ContinuityStore:
             with self._lock:
                 if not self.degraded:
                     log.warning("Continuity store for %s degraded to the in-process cache: %s",
-                                self.database.name, keyspace.describe(exc))
+                                self.database.name, keyspace.describe_error(exc))
                 self.degraded = True
                 self._last_failure = time.monotonic()
             return None, False

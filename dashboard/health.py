@@ -16,7 +16,7 @@ def _timed(check):
     try:
         detail = check() or {}
     except Exception as exc:  # noqa: BLE001 - every failure is reported, never raised
-        return {"ok": False, "error": keyspace.describe(exc) if isinstance(exc, redis.RedisError) else str(exc)}
+        return {"ok": False, "error": keyspace.describe_error(exc) if isinstance(exc, redis.RedisError) else str(exc)}
     return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2), **detail}
 
 

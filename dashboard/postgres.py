@@ -4,7 +4,7 @@ A purge or review writes a checkpoint to Postgres every fraction of a second whi
 real work happens in Redis. `ride_through` lets such a write survive a short outage: it
 closes the broken connection and tries again with backoff, for at most
 JOB_DB_OUTAGE_SECONDS, then raises `PostgresAway` so the job can stop as resumable
-instead of failing. `describe` names Postgres in the message, never "Redis".
+instead of failing. `describe_outage` names Postgres in the message, never "Redis".
 """
 
 import time
@@ -62,28 +62,13 @@ def ride_through(call, *, bound=None, sleep=time.sleep, clock=time.monotonic):
             delay = min(delay * 2, MAX_DELAY_SECONDS)
 
 
-def describe(exc):
+def describe_outage(exc):
     """An operator's message for a Postgres failure, or None when `exc` is not one."""
     if isinstance(exc, PostgresAway):
         return str(exc)
     if isinstance(exc, GONE):
         return f"Postgres is unreachable: {_first_line(exc)}"
     return None
-
-
-def describe_failure(exc):
-    """A job failure's message, naming the service that failed: Postgres, Redis, or
-    neither (the exception's class)."""
-    import redis
-
-    from continuity import keyspace
-
-    found = describe(exc)
-    if found:
-        return found
-    if isinstance(exc, (redis.RedisError, keyspace.KeyspaceError)):
-        return keyspace.describe(exc)
-    return f"{exc.__class__.__name__}: {exc}"
 
 
 def let_go(release):

@@ -46,7 +46,7 @@ class NotSent(Exception):
 
 
 @dataclass(frozen=True)
-class Target:
+class Destination:
     scheme: str
     host: str         # lower case, IPv6 without brackets
     port: int
@@ -54,7 +54,7 @@ class Target:
     address: object   # the ip_address when the host is one, else None
 
 
-def parse(url):
+def parse_destination(url):
     """The webhook URL as the HTTP client will read it. Raises NotSent when anything could
     make it read differently elsewhere."""
     if not url.isascii() or "\\" in url or any(ch <= " " or ch == "\x7f" for ch in url):
@@ -77,8 +77,8 @@ def parse(url):
     if read != (ours.scheme, ours.hostname, our_port, ours.path, ours.query, ours.fragment):
         raise NotSent("urllib3 and urlsplit read the URL differently")
     default_port = 443 if theirs.scheme == "https" else 80
-    return Target(scheme=theirs.scheme, host=host, port=theirs.port or default_port, netloc=theirs.netloc,
-                  address=_literal_address(host))
+    return Destination(scheme=theirs.scheme, host=host, port=theirs.port or default_port, netloc=theirs.netloc,
+                       address=_literal_address(host))
 
 
 def _literal_address(host):
@@ -143,7 +143,7 @@ def url_problem(url):
     a literal address is checked here, a name at every send (where it is resolved), so that
     saving tells nothing about the network (no DNS or reachability oracle)."""
     try:
-        target = parse(url)
+        target = parse_destination(url)
         if target.address is not None:
             _vet(target, [target.address])
     except NotSent as refusal:
@@ -184,7 +184,7 @@ def post_json(url, payload, *, resolver=socket.getaddrinfo, verify=True, timeout
     signature), vet every address, connect to the first. Only a 2xx answer counts; a redirect
     is not followed. Raises NotSent for every refusal and failure. `verify` is requests'
     (a CA bundle path for a test's own CA)."""
-    target = parse(url)
+    target = parse_destination(url)
     addresses = _resolve(target, resolver)
     _vet(target, addresses)
     adapter = _PinnedAdapter(addresses[0], target.host)

@@ -39,7 +39,7 @@ from continuity.keyspace.connection import (  # noqa: F401
     connection_url,
     dbsize,
     FAILURES,
-    describe,
+    describe_error,
     missing_permission,
     forget_clients,
     is_quota_error,
@@ -68,5 +68,5 @@ from continuity.keyspace.cluster import (  # noqa: F401
     Topology,
     topology,
 )
-from continuity.keyspace.primaries import CursorError, TopologyChanged, keyed_client, server_summary  # noqa: F401
+from continuity.keyspace.primaries import CursorError, StaleCursor, keyed_client, server_summary  # noqa: F401
 from continuity.keyspace.sample import KeyspaceSample, NamespaceFigures, sample_keyspace  # noqa: F401

@@ -31,7 +31,7 @@ import redis
 from redis.crc import key_slot
 
 from continuity.keyspace import capabilities
-from continuity.keyspace.connection import KeyspaceError, client_for, describe
+from continuity.keyspace.connection import KeyspaceError, client_for, describe_error
 
 AUTO, STANDALONE, CLUSTER, UNKNOWN = "auto", "standalone", "cluster", "unknown"
 SLOTS = 16384
@@ -205,9 +205,9 @@ def _count(client, node):
     try:
         keys = direct.dbsize()
     except redis.ResponseError as exc:  # answered, but DBSIZE refused (ACL)
-        return dataclasses.replace(node, reachable=True, error=describe(exc))
+        return dataclasses.replace(node, reachable=True, error=describe_error(exc))
     except (redis.RedisError, OSError) as exc:
-        return dataclasses.replace(node, error=describe(exc))
+        return dataclasses.replace(node, error=describe_error(exc))
     finally:
         direct.close()
         direct.connection_pool.disconnect()

@@ -243,7 +243,7 @@ def missing_permission(exc):
     return None
 
 
-def describe(exc):
+def describe_error(exc):
     """A short operator-facing description of a Redis failure."""
     if isinstance(exc, KeyspaceError):
         return str(exc)
@@ -279,7 +279,8 @@ def ping(database):
     try:
         client_for(database).ping()
     except (redis.RedisError, KeyspaceError) as exc:
-        return Health(ok=False, latency_ms=None, error=describe(exc), misconfigured=isinstance(exc, Misconfigured))
+        return Health(ok=False, latency_ms=None, error=describe_error(exc),
+                      misconfigured=isinstance(exc, Misconfigured))
     return Health(ok=True, latency_ms=round((time.perf_counter() - started) * 1000, 2))
 
 
@@ -333,7 +334,7 @@ def dbsize(client):
         return None
 
 
-def server_summary(database, *, client=None):
+def node_summary(database, *, client=None):
     """DBSIZE and `INFO keyspace` (keys − expires = keys without TTL), each optional:
     Upstash and ACL-restricted users may refuse INFO or DBSIZE, and we degrade. Where
     DBSIZE is refused but INFO answers, INFO's `keys=` stands in for it."""

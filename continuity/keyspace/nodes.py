@@ -52,7 +52,7 @@ def direct_client(client, address):
     return direct
 
 
-def home(client):
+def address_of(client):
     """host:port of the node `client` talks to (the one the URL names)."""
     kwargs = client.connection_pool.connection_kwargs
     return f"{kwargs.get('host')}:{kwargs.get('port')}"
@@ -91,10 +91,10 @@ def unreachable(database, address, exc):
     the job's task retries it)."""
     from redis import ConnectionError as RedisConnectionError
 
-    from continuity.keyspace.connection import describe
+    from continuity.keyspace.connection import describe_error
 
     return RedisConnectionError(
-        f"Primary {address} of {database.name} is unreachable ({describe(exc)}); the job stopped there, every "
+        f"Primary {address} of {database.name} is unreachable ({describe_error(exc)}); the job stopped there, every "
         f"node's progress is kept and a resume continues it.")
 
 
@@ -144,7 +144,7 @@ class Keyspace:
         self._fresh = layout  # the slot map read on opening: the first check starts from it
         self.spent = {}
         if layout is None:
-            self.nodes = (Node(home(base), base),)
+            self.nodes = (Node(address_of(base), base),)
         else:
             owners = layout.owners
             self.nodes = tuple(Node(address, direct_client(base, address), declares_keys=False,
@@ -181,7 +181,7 @@ class Keyspace:
         raising their connection error (a review reads the others and ends partial)."""
         if not self.is_cluster:
             return None
-        here = home(self.base)
+        here = address_of(self.base)
         layout, self._fresh = self._fresh, None
         if layout is None:
             try:
@@ -223,7 +223,7 @@ def node_at(database, address, slots, *, write=False):
     a cluster; none on a standalone server), without reading the slot map again."""
     base = client_for(database, write=write)
     if not slots:
-        return Node(home(base), base)
+        return Node(address_of(base), base)
     return Node(address, direct_client(base, address), declares_keys=False, tag=tag_for(slots))
 
 
@@ -238,7 +238,7 @@ def primaries(database, *, write=False):
         try:
             layout = cluster.slot_map(base)
         finally:
-            spent = {home(base): Cost(sent=1, billed=1)}
+            spent = {address_of(base): Cost(sent=1, billed=1)}
     else:
         spent = {}
     keyspace = Keyspace(database, base, layout)

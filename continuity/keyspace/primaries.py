@@ -12,7 +12,7 @@ A client on the URL's node sees that node's keys only, so:
   otherwise skip a primary without a word) and bound to the database, the scan's MATCH
   and TYPE, and the slot map it was issued under. If the primaries or their slots changed
   since, continuing could skip keys (a slot moved from a primary not yet scanned to one
-  already scanned), so it is refused with `TopologyChanged` and the operator restarts.
+  already scanned), so it is refused with `StaleCursor` and the operator restarts.
 - Metadata of a node's keys: one pipeline on that node (`meta.node_metadata` says why a
   pipeline is cheaper than a script per slot group on Upstash).
 - Lookups by id: each candidate's slot (`redis.crc.key_slot`), its owner from `CLUSTER
@@ -39,9 +39,9 @@ from continuity.keyspace.connection import (
     ServerSummary,
     client_for,
     cluster_client_for,
-    describe,
+    describe_error,
 )
-from continuity.keyspace.connection import server_summary as node_summary
+from continuity.keyspace.connection import node_summary
 from continuity.keyspace.meta import key_metadata, node_metadata
 from continuity.keyspace.nodes import direct_client
 
@@ -88,7 +88,7 @@ class CursorError(KeyspaceError):
     repeats the cursor; no key was read with it."""
 
 
-class TopologyChanged(CursorError):
+class StaleCursor(CursorError):
     """The cluster's primaries or their slots changed since the cursor was issued."""
 
 
@@ -124,7 +124,7 @@ def _node_list(nodes):
 
 def read_cursor(database, scope, nodes, cursor):
     """(primary index, that primary's SCAN cursor) for `cursor` (0 or a composite cursor),
-    or CursorError/TopologyChanged saying why it cannot continue this scan."""
+    or CursorError/StaleCursor saying why it cannot continue this scan."""
     if cursor in (0, "0", "", None):
         return 0, 0
     if isinstance(cursor, int):
@@ -145,13 +145,13 @@ def read_cursor(database, scope, nodes, cursor):
     if payload["p"] != _node_list(nodes):
         listed = isinstance(payload["p"], list)
         then, now = ", ".join(payload["p"]) if listed else "", ", ".join(nodes.addresses) or "none"
-        raise TopologyChanged(f"The primaries of {database.name} changed since this scan started"
-                              f"{f' (then: {then}; now: {now})' if listed else ''}. Continuing could skip keys or "
-                              "show some twice, so no key was read; start the scan again.")
+        raise StaleCursor(f"The primaries of {database.name} changed since this scan started"
+                          f"{f' (then: {then}; now: {now})' if listed else ''}. Continuing could skip keys or "
+                          "show some twice, so no key was read; start the scan again.")
     if payload["s"] != nodes.fingerprint:
-        raise TopologyChanged(f"The slot assignment of {database.name}'s primaries changed since this scan started "
-                              "(a resharding or a failover): keys may have moved between primaries, so continuing "
-                              "could skip some. No key was read; start the scan again.")
+        raise StaleCursor(f"The slot assignment of {database.name}'s primaries changed since this scan started "
+                          "(a resharding or a failover): keys may have moved between primaries, so continuing "
+                          "could skip some. No key was read; start the scan again.")
     if payload["i"] >= len(nodes.addresses):
         raise CursorError(MALFORMED)
     return payload["i"], payload["c"]
@@ -171,7 +171,7 @@ def _well_formed(payload):
 
 # --- metadata and counts per node ------------------------------------------------------------
 def node_unreachable(database, address, exc):
-    return KeyspaceError(f"Primary {address} of {database.name} did not answer ({describe(exc)}).")
+    return KeyspaceError(f"Primary {address} of {database.name} did not answer ({describe_error(exc)}).")
 
 
 def metadata_by_node(database, directs, keys_by_node):
@@ -235,7 +235,7 @@ def count_keys(directs, addresses, *, skip=()):
 
 
 def server_summary(database, *, client=None):
-    """`connection.server_summary`, summed over the primaries on a cluster (DBSIZE and
+    """`connection.node_summary`, summed over the primaries on a cluster (DBSIZE and
     `INFO keyspace` of each, asked on its own client). A figure stays unknown (None) unless
     every primary gave it; `note` names the primaries that refused or did not answer."""
     client = client or client_for(database)
@@ -285,16 +285,16 @@ def read_by_slot(database, client, keys, *, nodes=None):
                 answers = node_metadata(directs[address], group)
             except NODE_ERRORS as exc:
                 for key in group:
-                    out[key] = f"primary {address} did not answer ({describe(exc)})"
+                    out[key] = f"primary {address} did not answer ({describe_error(exc)})"
                 continue
             for key, answer in zip(group, answers):
                 if isinstance(answer, REDIRECTS):  # the slot moved since the map was read: follow once
                     try:
                         answer = key_metadata(keys=[key], client=cluster_client_for(database))[0]
                     except (redis.RedisError, KeyspaceError) as exc:
-                        answer = f"slot {key_slot(key)} moved and its new owner did not answer ({describe(exc)})"
+                        answer = f"slot {key_slot(key)} moved and its new owner did not answer ({describe_error(exc)})"
                 elif isinstance(answer, Exception):
-                    answer = f"primary {address} refused to read it ({describe(answer)})"
+                    answer = f"primary {address} refused to read it ({describe_error(answer)})"
                 out[key] = answer
     return out
 

@@ -40,7 +40,7 @@ from continuity.policy import FINDING_BITS, OVERSIZED, WRONG_TYPE
 
 MARKER_PREFIX = b"continuity-dashboard:purge-progress:"
 MARKER_TTL_SECONDS = 86400
-ACTIONS = ("delete", "expire", "count")
+PAGE_ACTIONS = ("delete", "expire", "count")
 
 # keys[1] = the marker key (or, without a marker, the first key: an ACL limited to the
 # keyspace's keys then allows the call), keys[2..] = the page.
@@ -237,7 +237,7 @@ def act(node, keys, *, action, policies, want=(), progress=None, cost=None, befo
     ahead in the same round trip (the next page's SCAN), their replies in `ahead`; their
     cost is counted, and recorded in the marker. `cost`: a Cost to add what was sent,
     billed and written to."""
-    if action not in ACTIONS:
+    if action not in PAGE_ACTIONS:
         raise ValueError(f"unknown action {action!r}")
     keys, policies = list(keys), list(policies)
     cost = Cost() if cost is None else cost

@@ -37,7 +37,7 @@ from continuity.keyspace import capabilities, meta
 from continuity.keyspace.scripts import Script
 
 VANISHED = -2  # pttl of a key gone between SCAN and the lookup
-NO_TTL = -1  # pttl of a key without an expiry
+NO_EXPIRY = -1  # pttl of a key without an expiry
 UNKNOWN_MEMORY = -1  # memory where MEMORY USAGE was not read or is refused
 SCAN_SCRIPT, DECLARED_KEYS = "scan_script", "declared_keys"
 

@@ -9,7 +9,7 @@ from continuity.billing import estimated_cost_usd
 from continuity.models import PolicyReport, PurgeRun, ReviewRun
 
 
-REVIEW_TASK = "continuity.review_all_databases"
+SCHEDULED_REVIEW_TASK = "continuity.review_all_databases"
 MONTH_SECONDS = 30 * 86400
 _PERIOD_SECONDS = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1, "microseconds": 1e-6}
 
@@ -31,20 +31,20 @@ def runs_per_month(task):
 
 
 POLICY_TASK = "continuity.policy_purge"
-COSTED_TASKS = (REVIEW_TASK, POLICY_TASK)
+COSTED_TASKS = (SCHEDULED_REVIEW_TASK, POLICY_TASK)
 
 
 def last_run_costs(databases):
     """{(task name, database pk): billed commands of the latest succeeded run} for the
     reviews and policy purges of `databases`: two queries, whatever their number. Reviews
-    are keyed (REVIEW_TASK, pk, sampled): a sampled review costs about its sample, an
+    are keyed (SCHEDULED_REVIEW_TASK, pk, sampled): a sampled review costs about its sample, an
     exact one about two commands per key, so neither predicts the other."""
     ids = [database.pk for database in databases]
     out = {}
     reviews = (ReviewRun.objects.filter(database_id__in=ids, status=ReviewRun.SUCCEEDED)
                .order_by("database_id", "sampled", "-finished_at").distinct("database_id", "sampled")
                .values_list("database_id", "sampled", "billed_commands"))
-    out.update({(REVIEW_TASK, pk, sampled): billed for pk, sampled, billed in reviews})
+    out.update({(SCHEDULED_REVIEW_TASK, pk, sampled): billed for pk, sampled, billed in reviews})
     purges = (PurgeRun.objects.filter(database_id__in=ids, status=PurgeRun.SUCCEEDED, target_kind=PurgeRun.POLICY)
               .order_by("database_id", "-finished_at").distinct("database_id")
               .values_list("database_id", "billed_commands"))
@@ -61,20 +61,20 @@ def review_cost(database, last):
     """(billed commands, estimated USD) of the latest succeeded exact review of `database`
     (from `last_run_costs`), the best guess of what "Run review now" (exact) costs next;
     (None, None) before the first."""
-    commands = last.get((REVIEW_TASK, database.pk, False))
+    commands = last.get((SCHEDULED_REVIEW_TASK, database.pk, False))
     return commands, estimated_cost_usd(commands)
 
 
 def _cost_key(task, database):
     """The `last_run_costs` key a run of the beat `task` is priced from: a review schedule
     with a `sample` kwarg by the last sampled review, any other by the last exact one."""
-    if task.task != REVIEW_TASK:
+    if task.task != SCHEDULED_REVIEW_TASK:
         return (task.task, database.pk)
     try:
         sample = json.loads(task.kwargs or "{}").get("sample")
     except (ValueError, AttributeError):
         sample = None
-    return (REVIEW_TASK, database.pk, bool(sample))
+    return (SCHEDULED_REVIEW_TASK, database.pk, bool(sample))
 
 
 @dataclass(frozen=True)

@@ -33,19 +33,19 @@ def purge_task(self, run_id):
         log.warning("%s", exc)
         return {"run": run_id, "status": "running", "stopped": exc.reason}
     except postgres.GONE as exc:  # before the claim: nothing ran
-        log.warning("purge #%s: %s; retrying", run_id, postgres.describe(exc))
+        log.warning("purge #%s: %s; retrying", run_id, postgres.describe_outage(exc))
         raise self.retry(countdown=backoff(self.request.retries), max_retries=None) from None
     except keyspace.NotConfigured as exc:
-        purge.fail_purge(run_id=run_id, error=keyspace.describe(exc))
+        purge.fail_purge(run_id=run_id, error=keyspace.describe_error(exc))
         return {"run": run_id, "status": "failed"}
     except SoftTimeLimitExceeded:
         # The checkpoint is safe: continue in a fresh task instead of failing the purge.
         raise self.retry(countdown=1, max_retries=None) from None
     except redis.RedisError as exc:
         def give_up(ran_out):
-            purge.fail_purge(run_id=run_id, error=f"{keyspace.describe(exc)} (gave up after "
+            purge.fail_purge(run_id=run_id, error=f"{keyspace.describe_error(exc)} (gave up after "
                                                   f"{self.request.retries + 1} attempts)" if ran_out
-                             else keyspace.describe(exc))
+                             else keyspace.describe_error(exc))
             return {"run": run_id, "status": "failed"}
 
         return retry_or_give_up(self, exc, transient=is_transient(exc), limit=settings.PURGE_TASK_MAX_RETRIES,
@@ -54,7 +54,7 @@ def purge_task(self, run_id):
         purge.fail_purge(run_id=run_id, error=str(exc))
         return {"run": run_id, "status": "failed"}
     except Exception as exc:
-        purge.fail_purge(run_id=run_id, error=postgres.describe_failure(exc))
+        purge.fail_purge(run_id=run_id, error=purge.describe_failure(exc))
         raise
     return {"run": run_id, "status": result.status, "matched": result.matched, "done": result.done,
             "skipped": result.skipped}
@@ -73,14 +73,14 @@ def preview_purge_task(self, run_id):
         return {"run": run_id, "status": "failed"}
     except redis.RedisError as exc:
         def give_up(_ran_out):
-            purge.fail_preview(run_id=run_id, error=keyspace.describe(exc))
+            purge.fail_preview(run_id=run_id, error=keyspace.describe_error(exc))
             return {"run": run_id, "status": "failed"}
 
         return retry_or_give_up(self, exc, transient=is_transient(exc), limit=settings.PURGE_TASK_MAX_RETRIES,
                                 give_up=give_up)
     except (keyspace.NotConfigured, purge.PurgeRefused) as exc:
         purge.fail_preview(run_id=run_id, error=str(exc) if isinstance(exc, purge.PurgeRefused)
-                           else keyspace.describe(exc))
+                           else keyspace.describe_error(exc))
         return {"run": run_id, "status": "failed"}
     except Exception as exc:
         purge.fail_preview(run_id=run_id, error=f"{exc.__class__.__name__}: {exc}")

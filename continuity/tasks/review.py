@@ -84,7 +84,7 @@ def review_part(task, part_id):
         return status
     except (postgres.PostgresAway, *postgres.GONE, review.NodeInterrupted) as exc:
         away = not isinstance(exc, review.NodeInterrupted) or exc.postgres
-        reason = exc.reason if isinstance(exc, review.NodeInterrupted) else postgres.describe(exc)
+        reason = exc.reason if isinstance(exc, review.NodeInterrupted) else postgres.describe_outage(exc)
 
         def give_up(ran_out):
             if away:

@@ -67,7 +67,7 @@ def test_it_detects_a_standalone_server_as_before(lucia):
     assert capabilities.of(keyspace.client_for(lucia)).cluster == "standalone"
     assert keyspace.topology(lucia).mode == "standalone" and keyspace.topology(lucia).nodes == ()
     with nodes.primaries(lucia) as keyspace_of:  # a keyspace of one node: the URL's
-        assert [node.address for node in keyspace_of.nodes] == [nodes.home(keyspace.client_for(lucia))]
+        assert [node.address for node in keyspace_of.nodes] == [nodes.address_of(keyspace.client_for(lucia))]
         assert not keyspace_of.is_cluster and keyspace_of.check() is None
 
 
@@ -88,7 +88,7 @@ def test_it_trusts_the_declared_mode_only_where_the_server_cannot_say(cluster_lu
     # Its primaries come from CLUSTER NODES, which this user may not run: jobs say so.
     with pytest.raises(redis.exceptions.NoPermissionError) as refused, nodes.primaries(cluster_lucia):
         pass
-    assert keyspace.describe(refused.value).startswith(
+    assert keyspace.describe_error(refused.value).startswith(
         "This Redis user may not run CLUSTER NODES (ACL): on a Redis Cluster the slot map and the primaries come "
         "from CLUSTER NODES: +cluster|nodes.")
 

@@ -152,6 +152,7 @@ def test_it_shows_a_refused_action_without_a_500(operator_client, other_database
 
 
 def test_it_describes_quota_errors_as_such():
-    text = keyspace.describe(redis.ResponseError("ERR max daily request limit exceeded. Limit: 10000, Usage: 10000"))
+    quota = redis.ResponseError("ERR max daily request limit exceeded. Limit: 10000, Usage: 10000")
+    text = keyspace.describe_error(quota)
     assert "quota error" in text and "wait before retrying" in text
-    assert "quota" not in keyspace.describe(redis.ResponseError("WRONGTYPE Operation against a key"))
+    assert "quota" not in keyspace.describe_error(redis.ResponseError("WRONGTYPE Operation against a key"))

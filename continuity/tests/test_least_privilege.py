@@ -502,7 +502,7 @@ def test_it_names_a_read_only_endpoint():
         with pytest.raises(redis.ResponseError) as refused:
             replica.unlink(b"lucia:session:1")
         replica.close()
-        assert keyspace.describe(refused.value).startswith(
+        assert keyspace.describe_error(refused.value).startswith(
             "This Redis endpoint is read-only: a purge and the key browser's actions need the read-write URL")
     finally:
         process.terminate()

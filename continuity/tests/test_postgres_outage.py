@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from django.db import OperationalError
 
 from continuity.keyspace import purge as redis_purge
-from continuity.keyspace.nodes import Node, home
+from continuity.keyspace.nodes import Node, address_of
 from continuity.models import PurgeRun
 from continuity.operations import purge
 from continuity.operations.purge.common import namespace_policies
@@ -123,7 +123,7 @@ def test_a_purge_stops_resumable_past_the_outage_bound_and_resumes_exactly(
 
 def one(client):
     """The one node of a standalone server, as a job sees it."""
-    return Node(home(client), client)
+    return Node(address_of(client), client)
 
 
 def _act(client, run, keys, page, totals, cursor):
@@ -156,7 +156,7 @@ def test_a_failed_purge_records_what_redis_deleted_and_leaves_no_marker(monitore
     purge.fail_purge(run_id=run.pk, error="Redis is unreachable: gone")
     run.refresh_from_db()
     assert (run.status, run.matched, run.done, run.batches) == (PurgeRun.FAILED, 200, 200, 2)
-    assert run.node_cursors == {home(monitored): "42"}
+    assert run.node_cursors == {address_of(monitored): "42"}
     entry = AuditEntry.objects.get(action="purge.fail")
     assert entry.after["deleted"] == 200 and entry.after["matched"] == 200
     assert not monitored.exists(redis_purge.marker_key(one(monitored), run.pk))
@@ -175,12 +175,12 @@ def test_a_cancelled_resumed_purge_records_what_redis_deleted_and_leaves_no_mark
 
 def test_errors_name_postgres_not_redis():
     error = OperationalError("terminating connection due to administrator command\nSSL SYSCALL error")
-    assert postgres.describe_failure(error) == ("Postgres is unreachable: terminating connection due to "
-                                                "administrator command")
+    assert purge.describe_failure(error) == ("Postgres is unreachable: terminating connection due to "
+                                             "administrator command")
     away = postgres.PostgresAway(30, error)
-    assert postgres.describe_failure(away) == ("Postgres was unreachable for more than 30 s (terminating "
-                                               "connection due to administrator command)")
-    assert postgres.describe_failure(ValueError("x")) == "ValueError: x"
+    assert purge.describe_failure(away) == ("Postgres was unreachable for more than 30 s (terminating "
+                                            "connection due to administrator command)")
+    assert purge.describe_failure(ValueError("x")) == "ValueError: x"
 
 
 def test_ride_through_gives_up_after_the_bound_with_backoff(settings):

@@ -136,7 +136,7 @@ def test_it_classifies_by_the_longest_prefix_with_a_bounded_memo():
         ident = brute_force(classifier.policies, key, classifier.unknown).ident
         expected[ident] = expected.get(ident, 0) + 1
     assert {ident: ns.keys for ident, ns in tally.namespaces.items()} == expected
-    assert tally.findings["unknown_namespace"] == expected[review.UNKNOWN]
+    assert tally.findings["unknown_namespace"] == expected[review.NO_NAMESPACE]
 
 
 def test_it_keeps_the_checkpoint_json_of_the_aggregates(typed_lucia):

@@ -34,7 +34,7 @@ def browse(request, database):
         except keyspace.CursorError as exc:
             cursor_error = str(exc)
         except keyspace.FAILURES as exc:
-            error = keyspace.describe(exc)
+            error = keyspace.describe_error(exc)
         else:
             next_query = query.copy()
             for name, value in (("cursor", result.cursor), ("examined", result.examined_total),
@@ -66,6 +66,6 @@ def key_lookup(request, database):
         try:
             lookup = keyspace.lookup_id(database, form.cleaned_data["id"].encode(), policies)
         except keyspace.FAILURES as exc:
-            error = keyspace.describe(exc)
+            error = keyspace.describe_error(exc)
     template = "continuity/lookup.html#lookup" if request.htmx else "continuity/lookup.html"
     return render(request, template, {"database": database, "lookup_form": form, "lookup": lookup, "error": error})

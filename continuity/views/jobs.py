@@ -31,7 +31,7 @@ def job_list(request):
     last = costs.last_run_costs(databases)
     context.update(
         databases=[(database, *costs.review_cost(database, last)) for database in databases],
-        schedules=[(task, crontabs.describe(task.crontab) if task.crontab_id else None,
+        schedules=[(task, crontabs.in_words(task.crontab) if task.crontab_id else None,
                     costs.project(task, databases, last)) for task in schedules],
         results=TaskResult.objects.order_by("-date_created")[:20],
     )

@@ -46,7 +46,7 @@ def _detail_context(database, key, *, form=None, outcome=None):
     try:
         preview = keyspace.preview_key(database, key)
     except keyspace.FAILURES as exc:
-        context["error"] = keyspace.describe(exc)
+        context["error"] = keyspace.describe_error(exc)
         return context
     namespace, status = classify_key(list(Namespace.objects.for_database(database)), preview.meta)
     context.update(preview=preview, namespace=namespace, status=status)
@@ -75,7 +75,7 @@ def key_action(request, database, token):
             outcome = act_on_key(database=database, key=key, action=form.cleaned_data["action"],
                                  seconds=form.cleaned_data.get("seconds"), request=request)
         except keyspace.FAILURES as exc:
-            outcome = KeyActionResult(ok=False, message=keyspace.describe(exc))
+            outcome = KeyActionResult(ok=False, message=keyspace.describe_error(exc))
         if not request.htmx:
             messages.add_message(request, messages.SUCCESS if outcome.ok else messages.ERROR, outcome.message)
             return redirect("continuity:key_detail", database=database.name, token=key_links.url_token(key, database))
@@ -92,7 +92,7 @@ def key_download(request, database, token):
     try:
         download = keyspace.download_value(database, key)
     except keyspace.FAILURES as exc:
-        return HttpResponse(keyspace.describe(exc), status=503, content_type="text/plain; charset=utf-8")
+        return HttpResponse(keyspace.describe_error(exc), status=503, content_type="text/plain; charset=utf-8")
     if download is None:
         raise Http404("No string value under this key.")
     response = HttpResponse(download.data, content_type="application/octet-stream")

@@ -26,7 +26,7 @@ def database_summary(request, database):
     try:
         summary = keyspace.server_summary(database)
     except (redis.RedisError, keyspace.KeyspaceError) as exc:
-        error = keyspace.describe(exc)
+        error = keyspace.describe_error(exc)
     return render(request, "continuity/overview.html#summary",
                   {"database": database, "summary": summary, "error": error})
 
@@ -42,7 +42,7 @@ def namespace_stats(request, database):
     try:
         sample = keyspace.sample_keyspace(database, Policies.of(namespaces))
     except keyspace.FAILURES as exc:
-        context["error"] = keyspace.describe(exc)
+        context["error"] = keyspace.describe_error(exc)
     else:
         context.update(sample=sample, charts=charts.namespace_charts(sample, namespaces),
                        ttl_charts=[(ns, charts.ttl_distribution_chart(ns, sample.figures[ns.name]))

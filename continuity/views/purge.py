@@ -71,7 +71,7 @@ def purge_new(request):
         except purge.PurgeRefused as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 — Redis errors, in the operator's words
-            error = keyspace.describe(exc)
+            error = keyspace.describe_error(exc)
     elif form.errors:
         # Field errors never quote a refused value (RefuseSecretsMixin), so they can be shown.
         error = " ".join(message for messages in form.errors.values() for message in messages)

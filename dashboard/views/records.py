@@ -92,7 +92,7 @@ def database_topology(request, name):
     try:
         topology = keyspace.topology(database)
     except keyspace.FAILURES as exc:
-        error = keyspace.describe(exc)
+        error = keyspace.describe_error(exc)
     context = {"database": database, "topology": topology, "topology_error": error, "topology_loaded": True}
     if request.htmx:
         return render(request, "dashboard/database_detail.html#topology", context)

@@ -29,6 +29,6 @@ class Command(RefuseSecretArguments, BaseCommand):
         except RedisDatabase.DoesNotExist:
             raise CommandError(f"No database record named {database!r}; run seed_runbook first.") from None
         except Exception as exc:  # noqa: BLE001
-            raise CommandError(keyspace.describe(exc)) from exc
+            raise CommandError(keyspace.describe_error(exc)) from exc
         self.stdout.write(f"load_demo_keyspace: wrote {written} keys into {database} "
                           f"({adapted} through the store adapter, {raw} deliberate violations raw).")

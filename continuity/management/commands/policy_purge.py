@@ -29,7 +29,7 @@ class Command(RefuseSecretArguments, BaseCommand):
             try:
                 outcome = purge.policy_purge(database=record, source="cli")
             except Exception as exc:  # noqa: BLE001
-                raise CommandError(f"{record.name}: {keyspace.describe(exc)}") from exc
+                raise CommandError(f"{record.name}: {keyspace.describe_error(exc)}") from exc
             out.append({"database": record.name, "skipped": outcome.skipped_reason, "reported": outcome.reported,
                         "refused": outcome.refused, "runs": [r.run.summary() for r in outcome.runs]})
         self.stdout.write(json.dumps(out) if options["json"] else "\n".join(

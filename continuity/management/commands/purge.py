@@ -28,7 +28,7 @@ def acting_user(username):
         raise CommandError(f"No active dashboard user {name!r}; pass --as USERNAME.") from None
 
 
-class Progress:
+class ProgressLine:
     """At most one progress line a second on stderr."""
 
     def __init__(self, stream, label):
@@ -114,12 +114,12 @@ class Command(RefuseSecretArguments, BaseCommand):
                 preview, run = None, purge.estimate_purge(**target)
             else:
                 preview = purge.preview_purge(**target, review_id=opts["review"], finding=opts["finding"] or "",
-                                              progress=Progress(self.stderr, "").preview)
+                                              progress=ProgressLine(self.stderr, "").preview)
                 run = preview.run
         except purge.PurgeRefused as exc:
             raise CommandError(f"Refused: {exc}") from None
         except Exception as exc:  # noqa: BLE001 — Redis errors, told the operator's way
-            raise CommandError(postgres.describe_failure(exc)) from exc
+            raise CommandError(purge.describe_failure(exc)) from exc
         if opts["dry_run"]:
             return self._report(opts, run, dry_run=True, preview=preview)
         if not opts["json"] and preview:
@@ -133,15 +133,15 @@ class Command(RefuseSecretArguments, BaseCommand):
         try:
             run = purge.confirm_purge(run=run, confirmation=run.target_value, reason=opts["reason"], actor=user,
                                       source="cli")
-            result = purge.execute_purge(run_id=run.pk, source="cli", progress=Progress(self.stderr, ""))
+            result = purge.execute_purge(run_id=run.pk, source="cli", progress=ProgressLine(self.stderr, ""))
         except purge.PurgeRefused as exc:
             raise CommandError(f"Refused: {exc}") from None
         except purge.PurgeStopped as exc:  # Postgres went away: resumable, not failed
             raise CommandError(str(exc)) from None
         except postgres.GONE as exc:  # before the run started: nothing ran, nothing to mark
-            raise CommandError(f"Purge #{run.pk} did not start: {postgres.describe(exc)}.") from None
+            raise CommandError(f"Purge #{run.pk} did not start: {postgres.describe_outage(exc)}.") from None
         except Exception as exc:  # noqa: BLE001
-            error = postgres.describe_failure(exc)
+            error = purge.describe_failure(exc)
             purge.fail_purge(run_id=run.pk, error=error, source="cli")
             raise CommandError(f"Purge #{run.pk} failed: {error}") from exc
         self._report(opts, result.run, dry_run=False)
@@ -156,13 +156,13 @@ class Command(RefuseSecretArguments, BaseCommand):
             raise CommandError(f"No purge #{opts['resume']} of {database.name}.")
         try:
             purge.resume_purge(run=run, actor=user, source="cli")
-            result = purge.execute_purge(run_id=run.pk, source="cli", progress=Progress(self.stderr, ""))
+            result = purge.execute_purge(run_id=run.pk, source="cli", progress=ProgressLine(self.stderr, ""))
         except purge.PurgeRefused as exc:
             raise CommandError(f"Refused: {exc}") from None
         except PermissionDenied as exc:
             raise CommandError(str(exc)) from None
         except Exception as exc:  # noqa: BLE001
-            raise CommandError(f"Purge #{run.pk} stopped again: {postgres.describe_failure(exc)}; it stays resumable.") from exc
+            raise CommandError(f"Purge #{run.pk} stopped again: {purge.describe_failure(exc)}; it stays resumable.") from exc
         self._report(opts, result.run, dry_run=False)
         if result.status != "succeeded":
             raise CommandError(f"Purge #{run.pk} ended {result.status}.")

@@ -62,7 +62,7 @@ class Command(RefuseSecretArguments, BaseCommand):
                 exc.run.fail(exc.reason)
                 failures.append(f"{record.name}: {exc.reason}")
             except postgres.GONE as exc:
-                failures.append(f"{record.name}: {postgres.describe(exc)}")
+                failures.append(f"{record.name}: {postgres.describe_outage(exc)}")
         if json:
             payload = [r.as_json() for r in results]
             self.stdout.write(_json_dumps(payload[0] if database and payload else payload))

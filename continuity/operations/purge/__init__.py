@@ -25,6 +25,7 @@ from continuity.operations.purge.common import (  # noqa: F401
     PurgeRefused,
     PurgeResult,
     PurgeStopped,
+    describe_failure,
 )
 from continuity.operations.purge.common import Pacer  # noqa: F401
 from continuity.operations.purge.execute import TopologyChanged, execute_purge, fail_purge, stalled_purges  # noqa: F401
@@ -38,7 +39,7 @@ from continuity.operations.purge.lifecycle import (  # noqa: F401
     resume_purge,
 )
 from continuity.operations.purge.policy import clean_up_previews, policy_purge  # noqa: F401
-from continuity.operations.purge.estimate import Estimate, estimate_target  # noqa: F401
+from continuity.operations.purge.estimate import KeyEstimate, estimate_target  # noqa: F401
 from continuity.operations.purge.preview import (  # noqa: F401
     PREVIEW_TASK,
     estimate_purge,

@@ -1,14 +1,17 @@
 """What every part of the purge engine shares: its refusal, its results, the namespace
-policies of a database, how a page of keys splits by namespace, and the audit call."""
+policies of a database, how a page of keys splits by namespace, the audit call and the
+failure message."""
 
 import time
 from dataclasses import dataclass, field
 
+import redis
 from django.conf import settings
 
+from continuity import keyspace
 from continuity.models import Namespace, PurgeRun
 from continuity.policy import NO_TTL, OVERSIZED, TTL_ABOVE_MAX, WRONG_TYPE, Policies
-from dashboard import audit
+from dashboard import audit, postgres
 
 SAMPLE_SIZE = 20
 
@@ -26,6 +29,17 @@ CONDITION_FINDINGS = {
 
 class PurgeRefused(Exception):
     """The purge cannot go ahead. The message says why, for an operator; nothing was touched."""
+
+
+def describe_failure(exc):
+    """A purge's failure message, naming the service that failed: Postgres, Redis, or
+    neither (the exception's class)."""
+    found = postgres.describe_outage(exc)
+    if found:
+        return found
+    if isinstance(exc, (redis.RedisError, keyspace.KeyspaceError)):
+        return keyspace.describe_error(exc)
+    return f"{exc.__class__.__name__}: {exc}"
 
 
 class PurgeStopped(Exception):

@@ -23,7 +23,7 @@ from continuity.models import PurgeRun, ReviewNamespaceStat, ReviewRun
 
 
 @dataclass(frozen=True)
-class Estimate:
+class KeyEstimate:
     keys: int | None  # None: not even DBSIZE answered
     at_most: bool
     source: str  # PurgeRun.ESTIMATE_REVIEW | PurgeRun.ESTIMATE_DBSIZE | ""
@@ -66,8 +66,8 @@ def _from_review(review, heads, policies, whole_heads):
             counts[stat.namespace.prefix.encode()] = stat.keys
     if not prefixes or any(prefix not in counts for prefix in prefixes):
         return None  # the review predates a namespace the target reaches: it cannot say
-    return Estimate(keys=sum(counts[p] for p in prefixes), at_most=not whole, source=PurgeRun.ESTIMATE_REVIEW,
-                    review_id=review.pk, at=review.finished_at)
+    return KeyEstimate(keys=sum(counts[p] for p in prefixes), at_most=not whole, source=PurgeRun.ESTIMATE_REVIEW,
+                       review_id=review.pk, at=review.finished_at)
 
 
 def keys_in(nodes):
@@ -86,8 +86,8 @@ def keys_in(nodes):
     return total
 
 
-def estimate_target(database, *, heads, policies, nodes, whole_heads=True, now=None) -> Estimate:
-    """An `Estimate` of the keys a SCAN of the literal prefixes `heads` goes through.
+def estimate_target(database, *, heads, policies, nodes, whole_heads=True, now=None) -> KeyEstimate:
+    """A `KeyEstimate` of the keys a SCAN of the literal prefixes `heads` goes through.
     `heads` are the targets' literal heads (a prefix, a pattern's head, or a finding's
     namespace prefixes); a whole namespace is a head equal to its prefix. `whole_heads`
     False: the target is narrower than its heads (a pattern with more after its head)."""
@@ -97,5 +97,5 @@ def estimate_target(database, *, heads, policies, nodes, whole_heads=True, now=N
         if found is not None:
             return found
     size = keys_in(nodes)
-    return Estimate(keys=size, at_most=True, source=PurgeRun.ESTIMATE_DBSIZE if size is not None else "",
-                    review_id=None, at=now or timezone.now())
+    return KeyEstimate(keys=size, at_most=True, source=PurgeRun.ESTIMATE_DBSIZE if size is not None else "",
+                       review_id=None, at=now or timezone.now())

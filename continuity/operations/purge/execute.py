@@ -194,7 +194,7 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
         # Postgres left for longer than JOB_DB_OUTAGE_SECONDS: stop, resumable. What Redis
         # did is in the markers; the claim lapses (or is released) and the resume job continues.
         postgres.let_go(lambda: run.release(claim))
-        raise PurgeStopped(run, postgres.describe(exc)) from exc
+        raise PurgeStopped(run, postgres.describe_outage(exc)) from exc
     except BaseException:
         postgres.let_go(lambda: run.release(claim))
         raise

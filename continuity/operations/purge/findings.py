@@ -41,7 +41,7 @@ def offender_pages(node, *, stats, finding, policies, batch_size):
                 for key, pttl, kind, memory in zip(items, items, items, items):
                     if pttl == stream.VANISHED:
                         continue
-                    found = candidates[key].findings(None if pttl == stream.NO_TTL else pttl, kind or None,
+                    found = candidates[key].findings(None if pttl == stream.NO_EXPIRY else pttl, kind or None,
                                                      None if memory < 0 else memory)
                     if finding in found:
                         offenders.append(key)

@@ -34,6 +34,7 @@ from continuity.operations.purge.common import (
     Pacer,
     PurgePreview,
     PurgeRefused,
+    describe_failure,
     estimated_billed,
     layout_checks,
     namespace_policies,
@@ -41,7 +42,7 @@ from continuity.operations.purge.common import (
     split,
 )
 from continuity.operations.purge.estimate import estimate_target
-from dashboard import jobs, postgres
+from dashboard import jobs
 
 PREVIEW_TASK = "continuity.preview_purge"  # continuity.tasks.purge.preview_purge_task
 
@@ -298,5 +299,5 @@ def preview_purge(*, database, kind, value=b"", action=PurgeRun.DELETE, review_i
     try:
         return run_preview(run_id=run.pk, keys=keys, sample_size=sample_size, progress=progress)
     except Exception as exc:
-        fail_preview(run_id=run.pk, error=str(exc) if isinstance(exc, PurgeRefused) else postgres.describe_failure(exc))
+        fail_preview(run_id=run.pk, error=str(exc) if isinstance(exc, PurgeRefused) else describe_failure(exc))
         raise

@@ -31,7 +31,7 @@ checkpoint; the next worker reloads the Tally and continues from the saved curso
 key is counted twice.
 """
 
-from continuity.operations.review.parts import NodeInterrupted, plan, review_node, scan_keyspace  # noqa: F401
+from continuity.operations.review.parts import NodeInterrupted, plan, review_node, scan_node  # noqa: F401
 from continuity.operations.review.run import (  # noqa: F401
     ReviewBusy,
     ReviewInterrupted,
@@ -52,10 +52,10 @@ from continuity.operations.review.run import (  # noqa: F401
 )
 from continuity.operations.review.tally import (  # noqa: F401
     HEAD_MEMO_CAP,
+    NO_NAMESPACE,
+    NO_NAMESPACE_LABEL,
     SAMPLE_CAP,
     TOP_N,
-    UNKNOWN,
-    UNKNOWN_LABEL,
     Classifier,
     NamespaceTally,
     Tally,

@@ -5,7 +5,7 @@ per primary of a Redis Cluster), each a ReviewNodeRun row with its own SCAN curs
 checkpoint (its Tally) and claim, so a part whose worker died resumes alone. `review_node`
 is the one loop every part runs, on either topology; `run.finish` merges the parts.
 
-Exact review: `scan_keyspace` streams the node's batches (`keyspace.stream.batches`) and
+Exact review: `scan_node` streams the node's batches (`keyspace.stream.batches`) and
 folds them into the part's Tally, checkpointing every `checkpoint_every` batches. A batch
 sent ahead when the loop stops early is read and counted (`stream.Stopped`).
 
@@ -62,7 +62,7 @@ def plan(database, policies, strategy=None):
     return strategy, stream.Needs(type=needs_type, memory=needs_memory)
 
 
-def sample_keyspace(node, classifier, tally, *, size, needs, on_batch, clock=time.perf_counter):
+def sample_node(node, classifier, tally, *, size, needs, on_batch, clock=time.perf_counter):
     """A review of a random sample of about `size` keys (see `stream.sample_keys`) of
     `node`, counted into `tally`."""
     started = clock()
@@ -73,8 +73,8 @@ def sample_keyspace(node, classifier, tally, *, size, needs, on_batch, clock=tim
             on_batch(tally)
 
 
-def scan_keyspace(node, classifier, tally, *, cursor, batch, on_checkpoint, checkpoint_every, on_batch,
-                  clock=time.perf_counter, strategy=stream.SCAN_SCRIPT, needs=stream.Needs(), fault=None):
+def scan_node(node, classifier, tally, *, cursor, batch, on_checkpoint, checkpoint_every, on_batch,
+              clock=time.perf_counter, strategy=stream.SCAN_SCRIPT, needs=stream.Needs(), fault=None):
     """The SCAN loop of one node. Returns True when the scan completed, False when
     `on_checkpoint` said stop (cancelled, or the claim was lost): the batch already
     requested is then read and its cost added to `tally`. Redis errors propagate. At a
@@ -138,7 +138,7 @@ def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, 
     try:
         node = keyspace_nodes.node_at(database, part.address, part.slots)
         if part.sample_size:
-            sample_keyspace(node, classifier, tally, size=part.sample_size, needs=needs, on_batch=on_batch)
+            sample_node(node, classifier, tally, size=part.sample_size, needs=needs, on_batch=on_batch)
             postgres.ride_through(lambda: _succeeded(part, token, tally, part.dbsize_before))
             part.refresh_from_db()
             return part.status
@@ -153,24 +153,24 @@ def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, 
             return save(cursor=str(cursor), batches=tally.batches, keys_scanned=tally.keys_scanned,
                         commands=tally.commands, billed_commands=tally.billed, aggregates=tally.to_json())
 
-        finished = scan_keyspace(node, classifier, tally, cursor=int(part.cursor), batch=run.batch_size,
-                                 on_checkpoint=on_checkpoint,
-                                 checkpoint_every=checkpoint_every or settings.REVIEW_CHECKPOINT_BATCHES,
-                                 on_batch=on_batch, strategy=strategy, needs=needs, fault=fault)
+        finished = scan_node(node, classifier, tally, cursor=int(part.cursor), batch=run.batch_size,
+                             on_checkpoint=on_checkpoint,
+                             checkpoint_every=checkpoint_every or settings.REVIEW_CHECKPOINT_BATCHES,
+                             on_batch=on_batch, strategy=strategy, needs=needs, fault=fault)
         if finished:
             size_after = keyspace.dbsize(node.client)
             tally.commands += 1
             tally.billed += 1
             postgres.ride_through(lambda: _succeeded(part, token, tally, size_after))
     except (postgres.PostgresAway, *postgres.GONE) as exc:
-        reason = (f"{part.address}: {postgres.describe(exc)}. The part keeps its last checkpoint and is not "
+        reason = (f"{part.address}: {postgres.describe_outage(exc)}. The part keeps its last checkpoint and is not "
                   f"failed: its task retries it, and the next review request resumes it.")
         postgres.let_go(lambda: part.release(token, reason))
         raise NodeInterrupted(part, reason, exc, postgres=True) from exc
     except (redis.RedisError, keyspace.KeyspaceError, OSError) as exc:
         if node is not None and keyspace_nodes.is_moved(exc):  # its slots moved away mid-read: final
             exc = keyspace_nodes.moved_away(database, node, part.slots)
-        reason = f"{part.address}: {keyspace.describe(exc)}"
+        reason = f"{part.address}: {keyspace.describe_error(exc)}"
         postgres.let_go(lambda: part.release(token, reason))
         raise NodeInterrupted(part, reason, exc) from exc
     postgres.ride_through(part.refresh_from_db)

@@ -42,8 +42,8 @@ from continuity.keyspace import cluster as keyspace_cluster
 from continuity.keyspace import nodes as keyspace_nodes
 from continuity.models import Namespace, ReviewNamespaceStat, ReviewNodeRun, ReviewRun, ReviewSample
 from continuity.models.reviews import estimates_of
-from continuity.operations.review.parts import NodeInterrupted, plan, review_node, scan_keyspace
-from continuity.operations.review.tally import UNKNOWN_LABEL, Classifier, Tally, merge
+from continuity.operations.review.parts import NodeInterrupted, plan, review_node, scan_node
+from continuity.operations.review.tally import NO_NAMESPACE_LABEL, Classifier, Tally, merge
 from continuity.policy import FINDINGS, Policies
 from dashboard import jobs, postgres
 
@@ -131,7 +131,7 @@ def namespace_rows(tally, namespaces):
         ns = by_ident.get(ident)
         rows.append({
             "namespace": ns.name if ns else None,
-            "prefix": ns.prefix if ns else UNKNOWN_LABEL,
+            "prefix": ns.prefix if ns else NO_NAMESPACE_LABEL,
             "namespace_obj": ns,
             "keys": ns_tally.keys,
             "bytes": ns_tally.bytes,
@@ -139,7 +139,7 @@ def namespace_rows(tally, namespaces):
             "findings": dict(ns_tally.findings),
             "top_keys": [[token, memory] for memory, token in sorted(ns_tally.top, reverse=True)],
         })
-    rows.sort(key=lambda row: (row["prefix"] == UNKNOWN_LABEL, row["prefix"]))
+    rows.sort(key=lambda row: (row["prefix"] == NO_NAMESPACE_LABEL, row["prefix"]))
     return rows
 
 
@@ -158,7 +158,7 @@ def result_from_run(run):
     rows = [{"namespace": s.namespace.name if s.namespace else None, "prefix": s.label, "keys": s.keys,
              "bytes": s.bytes, "ttl_histogram": s.ttl_histogram, "findings": s.findings, "top_keys": s.top_keys}
             for s in run.namespace_stats.select_related("namespace")]
-    rows.sort(key=lambda row: (row["prefix"] == UNKNOWN_LABEL, row["prefix"]))
+    rows.sort(key=lambda row: (row["prefix"] == NO_NAMESPACE_LABEL, row["prefix"]))
     return ReviewResult(database=run.database.name, status=run.status, keys_scanned=run.keys_scanned,
                         foreign_keys=run.foreign_keys, vanished_keys=run.vanished_keys,
                         findings=dict(run.findings or {}), namespaces=rows, commands=run.commands,
@@ -231,7 +231,7 @@ def prepare(run, token, nodes):
                 errors.append(None)
             except (redis.RedisError, OSError) as exc:
                 sizes.append(None)
-                errors.append(f"{node.address}: {keyspace.describe(exc)}")
+                errors.append(f"{node.address}: {keyspace.describe_error(exc)}")
         answered = [size for size, error in zip(sizes, errors) if error is None]
         shares = iter(allocate(run.sample_size, answered))
         asked = Tally(commands=1, billed=1).to_json()
@@ -276,7 +276,7 @@ def open_run(run):
             with keyspace_nodes.primaries(database) as nodes:
                 parts = prepare(run, token, nodes)
     except (postgres.PostgresAway, *postgres.GONE) as exc:
-        reason = postgres.describe(exc)
+        reason = postgres.describe_outage(exc)
         postgres.let_go(lambda: run.release(token, reason))
         raise ReviewInterrupted(run, reason, postgres=True) from exc
     except (keyspace.ClusterRefusal, keyspace_nodes.SlotsMoved) as exc:  # final: a retry is refused alike
@@ -284,7 +284,7 @@ def open_run(run):
         run.refresh_from_db()
         return None
     except (redis.RedisError, keyspace.KeyspaceError, OSError) as exc:
-        reason = keyspace.describe(exc)
+        reason = keyspace.describe_error(exc)
         run.release(token, reason)
         run.refresh_from_db()
         raise ReviewInterrupted(run, reason) from exc
@@ -313,7 +313,7 @@ def review_database(*, database, run=None, actor=None, batch=None, triggered_by=
     is read: the cost does not grow with the keyspace, and the findings are sample counts
     that pages show as estimates with a 95% interval. A keyspace no larger than the sample is
     reviewed exactly instead. `strategy`: the read strategy instead of `parts.plan`'s choice
-    (tests, benchmarks); `fault`: a test hook (`parts.scan_keyspace`)."""
+    (tests, benchmarks); `fault`: a test hook (`parts.scan_node`)."""
     if namespaces is None:
         namespaces = list(Namespace.objects.for_database(database)) if database.pk else []
     if not persist:
@@ -349,7 +349,7 @@ def review_inline(run, parts, *, namespaces=None, checkpoint_every=None, on_batc
                         fault=fault)
         except NodeInterrupted as exc:
             if exc.postgres:  # the run stops resumable: not a missing node
-                raise ReviewInterrupted(run, postgres.describe(exc.cause), postgres=True) from exc.cause
+                raise ReviewInterrupted(run, postgres.describe_outage(exc.cause), postgres=True) from exc.cause
             part.fail(exc.reason)
     return finish(run)
 
@@ -363,10 +363,10 @@ def _review_unsaved(database, namespaces, *, batch, checkpoint_every, on_batch, 
     with keyspace_nodes.primaries(database) as nodes:
         for node in nodes.nodes:
             tally = Tally()
-            scan_keyspace(node, classifier, tally, cursor=0, batch=batch or settings.REVIEW_SCAN_COUNT,
-                          on_checkpoint=lambda *a: True,
-                          checkpoint_every=checkpoint_every or settings.REVIEW_CHECKPOINT_BATCHES,
-                          on_batch=on_batch, clock=time.perf_counter, strategy=strategy, needs=needs)
+            scan_node(node, classifier, tally, cursor=0, batch=batch or settings.REVIEW_SCAN_COUNT,
+                      on_checkpoint=lambda *a: True,
+                      checkpoint_every=checkpoint_every or settings.REVIEW_CHECKPOINT_BATCHES,
+                      on_batch=on_batch, clock=time.perf_counter, strategy=strategy, needs=needs)
             parts.append(tally)
         spent = sum((cost for cost in nodes.drain().values()), Cost())
     total = merge(parts)
@@ -400,7 +400,7 @@ def _slots_now(database, parts, spent):
         except (redis.RedisError, OSError):
             continue
         spent.add(sent=1, billed=1)
-        answered = keyspace_nodes.home(client)
+        answered = keyspace_nodes.address_of(client)
         break
     if layout is None:
         return None
@@ -484,7 +484,7 @@ def _finish_locked(run):
                                 top_keys=row["top_keys"])
             for row in rows])
         ReviewSample.objects.bulk_create([
-            ReviewSample(run=run, finding=kind, namespace_label=labels.get(ident, UNKNOWN_LABEL),
+            ReviewSample(run=run, finding=kind, namespace_label=labels.get(ident, NO_NAMESPACE_LABEL),
                          key=keyspace.decode_key(token), type=kind_type or "", ttl_ms=ttl_ms, memory=memory)
             for kind, samples in tally.samples.items()
             for token, ident, kind_type, ttl_ms, memory in samples])

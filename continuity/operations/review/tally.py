@@ -17,8 +17,8 @@ from continuity.policy import BUCKET_BOUNDS_MS, BUCKET_NAMES, FINDINGS, UNKNOWN_
 
 SAMPLE_CAP = 100
 TOP_N = 10
-UNKNOWN = ""  # aggregate key of keys under the key prefix but in no namespace
-UNKNOWN_LABEL = "(no namespace)"
+NO_NAMESPACE = ""  # aggregate key of keys under the key prefix but in no namespace
+NO_NAMESPACE_LABEL = "(no namespace)"
 
 
 # --- aggregates -----------------------------------------------------------------------
@@ -75,7 +75,7 @@ class Tally:
     batches: int = 0
     elapsed_s: float = 0.0
     findings: dict = field(default_factory=lambda: dict.fromkeys(FINDINGS, 0))
-    namespaces: dict = field(default_factory=dict)  # str(namespace id) or UNKNOWN → NamespaceTally
+    namespaces: dict = field(default_factory=dict)  # str(namespace id) or NO_NAMESPACE → NamespaceTally
     samples: dict = field(default_factory=lambda: {kind: [] for kind in FINDINGS})
 
     def namespace(self, ident):
@@ -141,7 +141,7 @@ class Classifier:
 
     def __init__(self, database, namespaces):
         self.key_prefix = database.key_prefix.encode()
-        self.unknown = Binding(UNKNOWN)
+        self.unknown = Binding(NO_NAMESPACE)
         self.policies = {}
         for policy in Policies.of(namespaces):
             self.policies[policy.prefix] = Binding(policy.ident, policy)
