@@ -15,7 +15,7 @@ $(STAMP): requirements.txt
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m dashboard.devrun
+	$(BIN)/python -m dashboard.devtools.devrun
 
 # pytest-xdist workers: one more than the cores, since much of the suite waits on servers,
 # subprocesses and polls rather than computing. Each worker starts its own Postgres, redis-server
@@ -23,7 +23,7 @@ run: $(STAMP)
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 
 test: $(STAMP)
-	$(BIN)/python -m dashboard.localservers ensure postgres redis-server chromium
+	$(BIN)/python -m dashboard.devtools.localservers ensure postgres redis-server chromium
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: $(STAMP)

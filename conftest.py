@@ -13,7 +13,7 @@ import pytest
 import redis
 from django.test import override_settings
 
-from dashboard import localservers
+from dashboard.devtools import localservers
 
 pytest_plugins = ("celery.contrib.pytest",)
 

@@ -5,7 +5,7 @@ per primary and the `continuity.finish_cluster_review` callback).
 
     python -m bench.cluster --keys 1000000 [--repeats 3] [--primaries 3] [--json out.json]
 
-It starts its own servers on loopback (`dashboard.localservers`): a throwaway Postgres (the
+It starts its own servers on loopback (`dashboard.devtools.localservers`): a throwaway Postgres (the
 run rows and Celery's result backend), a redis-server for the broker and the cache, the
 monitored single redis-server, and a `LocalRedisCluster` of `--primaries` primaries. Both
 monitored sides get the same keyspace: `continuity.demo.lucia_keyspace(N, seed=42)` (the
@@ -186,7 +186,7 @@ class Services:
     """Postgres and the broker/cache redis-server of the benchmark, with Django set up on them."""
 
     def __init__(self, tmp):
-        from dashboard import localservers
+        from dashboard.devtools import localservers
 
         localservers.ensure("postgres", "redis-server")
         self.postgres = localservers.LocalPostgres(os.path.join(tmp, "pg"), localservers.free_port()).start()
@@ -406,7 +406,7 @@ def run_cluster_bench(keys, *, repeats=3, primaries=3, sequential=True, log=prin
     each `repeats` times through a real worker (1 process for the single node, `primaries`
     for the cluster, and with `sequential` the cluster again with 1 process: its parts one
     after another, the per-node rate of a cluster node); returns the JSON-ready report."""
-    from dashboard import localservers
+    from dashboard.devtools import localservers
 
     tmp = tempfile.mkdtemp(prefix="bench-cluster-")
     os.chmod(tmp, 0o755)

@@ -2,7 +2,7 @@
 
     python -m bench.cluster_purge --keys 100000 --repeats 3
 
-Starts its own cluster (`dashboard.localservers.LocalRedisCluster`, three cluster-enabled
+Starts its own cluster (`dashboard.devtools.localservers.LocalRedisCluster`, three cluster-enabled
 redis-servers on loopback, no replicas) and, without `BENCH_DATABASE_URL`, a throwaway
 Postgres (as `bench.purge`). Each repetition writes `--keys` keys `lucia:session:<i>`
 without a TTL through a cluster client (they spread over the three primaries), previews
@@ -72,7 +72,7 @@ def run(n_keys, repeats):
     import redis
 
     from bench.purge import _django, _records
-    from dashboard import localservers
+    from dashboard.devtools import localservers
 
     tmp = tempfile.mkdtemp(prefix="bench-cluster-purge-")
     cluster = localservers.LocalRedisCluster(tmp).start()

@@ -16,7 +16,7 @@ Three measurements:
 - `engine`: execution alone, in this process (preview, confirm, then `execute_purge` timed).
 
 Without `BENCH_DATABASE_URL` (or an already configured Django), a throwaway Postgres
-cluster is started for it (`dashboard.localservers.LocalPostgres`). The URL must point at
+cluster is started for it (`dashboard.devtools.localservers.LocalPostgres`). The URL must point at
 a scratch database: it is flushed. Self-contained; not imported by the apps.
 """
 
@@ -80,7 +80,7 @@ def _django(redis_url):
         if os.environ.get("BENCH_DATABASE_URL"):
             os.environ["DATABASE_URL"] = os.environ["BENCH_DATABASE_URL"]
         else:
-            from dashboard import localservers
+            from dashboard.devtools import localservers
 
             localservers.ensure("postgres")
             tmp = tempfile.mkdtemp(prefix="bench-purge-pg-")
@@ -214,7 +214,7 @@ def main(argv=None):
     server = tmp = None
     url = args.url
     if not url:
-        from dashboard import localservers
+        from dashboard.devtools import localservers
 
         tmp = tempfile.mkdtemp(prefix="bench-purge-redis-")
         server = localservers.LocalRedis(tmp, localservers.free_port()).start()

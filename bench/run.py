@@ -11,7 +11,7 @@ and p99 script-call time per plan, and (`--purge-keys`) the end-to-end purge aga
 a 3-primary Redis Cluster on Celery workers against a single node holding the same keys
 (`bench.cluster`).
 
-It starts its own redis-server (`dashboard.localservers.LocalRedis`) on a free loopback
+It starts its own redis-server (`dashboard.devtools.localservers.LocalRedis`) on a free loopback
 port, loads `continuity.demo.lucia_keyspace(N)`, and for each N measures:
 - the review (a subprocess running `bench.review_process`, persistence off): keys/s,
   Redis commands per 1,000 keys (from `INFO commandstats`), peak RSS;
@@ -239,7 +239,7 @@ def run_benchmark(*, sizes=(100_000, 1_000_000), repeats=3, batch=1000, browse=2
     """Run everything; returns a JSON-ready dict. `purge_keys`: also the end-to-end purge
     benchmark on a keyspace of that many keys (0: not); `cluster_keys`: also the cluster
     review benchmark on that many keys (0: not)."""
-    from dashboard import localservers
+    from dashboard.devtools import localservers
 
     localservers.ensure("redis-server")
     datadir = tempfile.mkdtemp(prefix="bench-redis-")

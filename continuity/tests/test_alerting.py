@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from continuity.models import ReviewRun
 from continuity.operations import alerting
-from dashboard import localservers
+from dashboard.devtools import localservers
 from dashboard.models import AlertChannel
 
 

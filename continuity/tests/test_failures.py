@@ -9,7 +9,7 @@ import redis
 from django.urls import reverse
 
 from continuity import keyspace
-from dashboard import localservers
+from dashboard.devtools import localservers
 from dashboard.models import RedisDatabase
 
 

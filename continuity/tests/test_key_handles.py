@@ -12,7 +12,7 @@ from django.core.cache import cache
 from django.urls import reverse
 
 from continuity import key_links, keyspace
-from dashboard import localservers
+from dashboard.devtools import localservers
 from dashboard.models import AuditEntry, RedisDatabase
 
 LONG_KEY = b"lucia:session:" + b"k" * 4096  # its token is past MAX_URL_TOKEN: a handle

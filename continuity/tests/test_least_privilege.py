@@ -14,7 +14,7 @@ from continuity.keyspace import capabilities
 from continuity.models import Namespace
 from continuity.operations import review
 from continuity.tests.test_review import TYPES, expected_from_specs, load
-from dashboard import localservers
+from dashboard.devtools import localservers
 from dashboard.models import RedisDatabase
 
 

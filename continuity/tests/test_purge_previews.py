@@ -10,7 +10,7 @@ from django.utils import timezone
 from continuity.models import Namespace, PurgeRun, ReviewRun
 from continuity.operations import purge, review
 from continuity.tasks.purge import preview_purge_task
-from dashboard import localservers
+from dashboard.devtools import localservers
 from dashboard.models import RedisDatabase
 from continuity.tests.waiting import wait_for
 

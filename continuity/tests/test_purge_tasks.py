@@ -14,7 +14,7 @@ from continuity.models import Namespace, PurgeRun
 from continuity.operations import purge
 from continuity.tasks.purge import purge_task, resume_purges_task
 from continuity.tasks.retries import backoff
-from dashboard import localservers
+from dashboard.devtools import localservers
 from dashboard.models import AuditEntry, RedisDatabase
 from continuity.tests.waiting import wait_for
 

@@ -8,7 +8,7 @@ import pytest
 
 from continuity import keyspace
 from continuity.store import ContinuityStore, LocalTTLCache, PolicyViolation
-from dashboard import localservers
+from dashboard.devtools import localservers
 from dashboard.models import RedisDatabase
 
 

@@ -3,7 +3,7 @@
 import redis
 
 from continuity import demo
-from dashboard import devrun
+from dashboard.devtools import devrun
 
 
 def test_it_writes_the_demo_keyspace_across_every_primary_of_the_cluster(redis_cluster, cluster_keys):

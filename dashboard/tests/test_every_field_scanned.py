@@ -49,8 +49,8 @@ def _project_modules():
         root = importlib.import_module(package)
         for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
             parts = info.name.split(".")
-            if "tests" in parts or "migrations" in parts or info.name == "dashboard.devrun":
-                continue  # devrun starts servers: it defines no form
+            if "tests" in parts or "migrations" in parts or "devtools" in parts:
+                continue  # the dev tooling starts servers: it defines no form
             yield importlib.import_module(info.name)
 
 

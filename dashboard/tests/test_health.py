@@ -4,7 +4,7 @@ from django.db import connection
 from django.urls import reverse
 
 from continuity import keyspace
-from dashboard import localservers
+from dashboard.devtools import localservers
 
 
 def test_it_reports_every_role_healthy_with_latencies_to_staff(viewer_client, lucia):

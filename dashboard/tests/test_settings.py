@@ -8,7 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
 from dashboard import env, roles
-from dashboard.devrun import read_dotenv
+from dashboard.devtools.devrun import read_dotenv
 
 ROOT = Path(__file__).resolve().parents[2]
 PROD = {

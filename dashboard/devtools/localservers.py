@@ -6,7 +6,7 @@ A missing server binary is installed with apt-get when running as root; otherwis
 exact install command is printed and we stop.
 
 Run as a script, it checks (and as root installs) the binaries the tests need:
-    python -m dashboard.localservers ensure redis-server postgres chromium
+    python -m dashboard.devtools.localservers ensure redis-server postgres chromium
 """
 
 import glob
@@ -581,7 +581,7 @@ def _slot_ranges(fields):
 
 if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] != "ensure":
-        sys.exit("usage: python -m dashboard.localservers ensure NAME [NAME…]")
+        sys.exit("usage: python -m dashboard.devtools.localservers ensure NAME [NAME…]")
     try:
         ensure(*sys.argv[2:])
     except MissingBinary as exc:

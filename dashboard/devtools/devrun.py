@@ -24,9 +24,10 @@ from pathlib import Path
 
 from honcho.manager import Manager
 
-from dashboard import dbroles, localservers
+from dashboard import dbroles
+from dashboard.devtools import localservers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOCAL = ROOT / ".local"
 PYTHON = sys.executable
 
