@@ -289,7 +289,7 @@ def admin_client(admin):
 @pytest.fixture
 def lucia(db):
     """The seeded `lucia` database record with its five namespaces."""
-    from dashboard import seed
+    from continuity import seed
 
     seed.seed_all()
     from dashboard.models import RedisDatabase

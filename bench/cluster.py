@@ -218,7 +218,7 @@ def make_record(name, url_env, url):
     namespaces and the demo keyspace's expected types."""
     from bench.review_process import TYPES
     from continuity.models import Namespace
-    from dashboard import seed
+    from continuity import seed
     from dashboard.models import RedisDatabase
 
     os.environ[url_env] = url

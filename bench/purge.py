@@ -106,8 +106,9 @@ def _records():
     """The `bench` database record (URL from $BENCH_REDIS_URL), its namespaces, an operator."""
     from django.contrib.auth import get_user_model
 
+    from continuity import seed
     from continuity.models import Namespace
-    from dashboard import roles, seed
+    from dashboard import roles
     from dashboard.models import RedisDatabase
 
     roles.ensure_roles()

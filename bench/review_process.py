@@ -30,7 +30,7 @@ def namespaces(database, typed=True):
     """The seeded Lucia namespaces; `typed` adds the demo keyspace's expected types (the
     seed leaves them blank: the runbook does not say them)."""
     from continuity.models import Namespace
-    from dashboard.seed import MAX_PAYLOAD_BYTES, NAMESPACES
+    from continuity.seed import MAX_PAYLOAD_BYTES, NAMESPACES
 
     return [Namespace(database=database, name=spec["name"], prefix=f"{database.key_prefix}{spec['name']}:",
                       ttl_required=True, max_ttl_seconds=spec["max_ttl_seconds"], max_payload_bytes=MAX_PAYLOAD_BYTES,

@@ -5,10 +5,15 @@ import time
 
 import redis
 from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
 from django.core.cache import cache
-from django.db import connection
+from django.db import DatabaseError, connection
+from django.http import JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
 
 from continuity import keyspace
+from dashboard import roles
 
 
 def _timed(check):
@@ -104,3 +109,17 @@ def public_checks():
 def forget_public_checks():
     with _public_lock:
         _public.update(at=None, result=None)
+
+
+@login_not_required
+@require_GET
+@never_cache
+def healthz(request):
+    """/healthz: every check with details for signed-in staff, up/down for anyone else;
+    503 when Postgres is down."""
+    try:
+        staff = roles.has_role(request.user, roles.VIEWER)
+    except DatabaseError:  # Postgres down: a signed-in caller's session cannot be read
+        staff = False
+    status, checks = run_checks() if staff else public_checks()
+    return JsonResponse({"status": status, "checks": checks}, status=503 if status == "down" else 200)

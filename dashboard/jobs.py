@@ -3,13 +3,13 @@ transaction commits (nothing is queued if it rolls back; eager mode applies as u
 
 Code that queues work (alert delivery, reviews, purges) names the task instead of importing
 the tasks module, whose tasks call back into that code: imports then run one way only,
-tasks -> operations and alerts -> models.
+tasks -> operations and alerts -> models. The app is Celery's current one, the project's
+(`dashboard.celery`, loaded with the `dashboard` package), as for `shared_task`.
 """
 
 from celery import chord, group
+from celery import current_app as app
 from django.db import transaction
-
-from dashboard.celery import app
 
 
 def task(name):

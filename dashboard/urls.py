@@ -1,6 +1,8 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from continuity.views import overview
+from dashboard import health
 from dashboard.forms import LoginForm
 from dashboard.urls_records import record_patterns
 from dashboard.views import access, passwords, records
@@ -14,6 +16,8 @@ dashboard_patterns = [
     path("users/new/", access.user_create, name="user_create"),
     path("users/<int:pk>/role/", access.user_role, name="user_role"),
     *record_patterns,
+    # The record page's live region reads the keyspace: a continuity view, under the record's URL.
+    path("databases/<slug:name>/topology/", overview.database_topology, name="database_topology"),
 ]
 
 urlpatterns = [
@@ -24,7 +28,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/password/", passwords.password_change, name="password_change"),
     path("accounts/password/done/", passwords.password_change_done, name="password_change_done"),
-    path("healthz", access.healthz, name="healthz"),
+    path("healthz", health.healthz, name="healthz"),
 ]
 
 handler403 = "dashboard.errors.forbidden"

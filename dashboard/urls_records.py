@@ -11,7 +11,6 @@ record_patterns = [
     path("databases/new/", records.database_create, name="database_create"),
     path("databases/<slug:name>/", records.database_detail, name="database_detail"),
     path("databases/<slug:name>/edit/", records.database_edit, name="database_edit"),
-    path("databases/<slug:name>/topology/", records.database_topology, name="database_topology"),
     path("access/", records.account_list, name="account_list"),
     path("access/new/", records.account_create, name="account_create"),
     path("access/<int:pk>/", records.account_detail, name="account_detail"),

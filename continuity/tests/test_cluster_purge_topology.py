@@ -162,7 +162,7 @@ def test_it_refuses_an_explicit_key_preview_whose_slot_moves_under_it(lucia, dis
 def test_it_resumes_on_a_cluster_with_a_new_worker_after_one_is_killed_mid_purge(
         redis_cluster, redis_server, operator, tmp_path, monkeypatch):
     from continuity.tasks.purge import purge_task, resume_purges_task
-    from dashboard import seed
+    from continuity import seed
 
     seed.seed_all()
     monkeypatch.setenv("LUCIA_CLUSTER_URL", redis_cluster.url(0))

@@ -155,7 +155,7 @@ def test_it_ends_partial_naming_a_dead_primary_never_succeeded(lucia, disposable
 # --- fanned out on a real Celery worker (conftest: celery_app, celery_worker_parameters, empty_broker) ---
 
 def cluster_record(url_env, url, monkeypatch):
-    from dashboard import seed
+    from continuity import seed
     from dashboard.models import RedisDatabase
 
     seed.seed_all()

@@ -33,7 +33,7 @@ def calls(client, command):
 @pytest.mark.django_db(transaction=True)
 def test_it_previews_on_the_worker_with_the_figures_of_a_preview_in_the_caller(empty_broker, monitored, operator,
                                                                               celery_worker):
-    from dashboard import seed
+    from continuity import seed
 
     seed.seed_all()
     lucia = RedisDatabase.objects.get(name="lucia")

@@ -77,7 +77,7 @@ def test_it_retries_with_backoff_then_records_the_failure_when_redis_is_down(db,
 def test_it_seeds_the_policy_purge_disabled_and_only_once(lucia):
     from django_celery_beat.models import PeriodicTask
 
-    from dashboard import seed
+    from continuity import seed
 
     policy = PeriodicTask.objects.get(name="policy purge")
     assert policy.task == "continuity.policy_purge" and policy.enabled is False
@@ -118,7 +118,7 @@ def _worker(env, log):
 
 @pytest.mark.django_db(transaction=True)
 def test_it_resumes_with_a_new_worker_after_one_is_killed_mid_purge(monitored, redis_server, operator, tmp_path):
-    from dashboard import seed
+    from continuity import seed
 
     seed.seed_all()
     lucia = RedisDatabase.objects.get(name="lucia")

@@ -172,7 +172,7 @@ def test_it_turns_an_untouched_old_schedule_sampled_and_leaves_an_edited_one_alo
     import json as _json
 
     from continuity.operations import configuration
-    from dashboard import seed
+    from continuity import seed
 
     old = PeriodicTask.objects.get(name="ttl review")
     PeriodicTask.objects.filter(name="ttl review (exact)").delete()

@@ -71,7 +71,7 @@ def own_redis(db, monkeypatch):
     server = localservers.LocalRedis(datadir, localservers.free_port(), persistent=True).start()
     monkeypatch.setenv("STORE_REDIS_URL", server.url(0))
     record = RedisDatabase.objects.create(name="store-test", url_env="STORE_REDIS_URL", key_prefix="lucia:")
-    from dashboard import seed
+    from continuity import seed
 
     seed.seed_namespaces(record)
     yield server, record

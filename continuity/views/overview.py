@@ -7,6 +7,7 @@ from continuity.models import Namespace
 from continuity.policy import Policies
 from dashboard import roles
 from dashboard.models import RedisDatabase
+from dashboard.views.records import database_context
 
 
 @roles.role_required(roles.VIEWER)
@@ -30,6 +31,23 @@ def database_summary(request, database):
     return render(request, "continuity/overview.html#summary",
                   {"database": database, "summary": summary, "error": error})
 
+
+@roles.role_required(roles.VIEWER)
+@vary_on_headers("HX-Request")
+def database_topology(request, name):
+    """The topology region of a database record's page: standalone, or each cluster node
+    with its slots, keys, role and whether it answered. Bounded by the Redis timeouts; a
+    failure is a message in the region."""
+    database = get_object_or_404(RedisDatabase, name=name)
+    topology = error = None
+    try:
+        topology = keyspace.topology(database)
+    except keyspace.FAILURES as exc:
+        error = keyspace.describe_error(exc)
+    context = {"database": database, "topology": topology, "topology_error": error, "topology_loaded": True}
+    if request.htmx:
+        return render(request, "dashboard/database_detail.html#topology", context)
+    return render(request, "dashboard/database_detail.html", {**database_context(database), **context})
 
 
 @roles.role_required(roles.VIEWER)

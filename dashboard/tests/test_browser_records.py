@@ -23,7 +23,7 @@ def _log_in(page, live_server, username):
 
 @pytest.fixture
 def seeded(transactional_db):
-    from dashboard import seed
+    from continuity import seed
 
     seed.seed_all()
     secret = Secret.objects.get(name="lucia-rest-token")

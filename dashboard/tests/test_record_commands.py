@@ -66,7 +66,7 @@ def test_it_exits_non_zero_on_refusal_and_zero_on_success(operator):
 
     from django.conf import settings
 
-    from dashboard import seed
+    from continuity import seed
 
     seed.seed_all()
     db = settings.DATABASES["default"]
@@ -83,7 +83,7 @@ def test_it_exits_non_zero_on_refusal_and_zero_on_success(operator):
 
 
 def test_it_seeds_idempotently_without_overwriting_edits(db):
-    from dashboard import seed
+    from continuity import seed
     from django_celery_beat.models import PeriodicTask
 
     first = seed.seed_all()

@@ -1,1 +1,1 @@
-"""Views of the records side, one module per area (access: home, audit, users, health)."""
+"""Views of the records side, one module per area (access: the audit log and users)."""

@@ -1,15 +1,11 @@
 from django.contrib.auth import get_user_model
-from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import DatabaseError
-from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, render
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from dashboard import health, operations, roles
+from dashboard import operations, roles
 from dashboard.forms import AuditFilterForm, RoleForm, UserCreateForm
 from dashboard.models import AuditEntry
 
@@ -70,15 +66,3 @@ def user_role(request, pk):
             error = " ".join(exc.messages)
     return render(request, "dashboard/user_list.html#row",
                   {"row": (user, roles.role_of(user)), "error": error, "saved": not error})
-
-
-@login_not_required
-@require_GET
-@never_cache
-def healthz(request):
-    try:
-        staff = roles.has_role(request.user, roles.VIEWER)
-    except DatabaseError:  # Postgres down: a signed-in caller's session cannot be read
-        staff = False
-    status, checks = health.run_checks() if staff else health.public_checks()
-    return JsonResponse({"status": status, "checks": checks}, status=503 if status == "down" else 200)

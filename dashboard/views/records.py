@@ -6,9 +6,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from continuity import keyspace
 from dashboard import operations, roles
-from dashboard.models import AccountAccess, AuditEntry, ChecklistItem, PhaseMapping, RedisDatabase, Secret
+from dashboard.models import (AccountAccess, AuditEntry, ChecklistItem, EnvVar, PhaseMapping, RedisDatabase,
+                              Secret)
 from dashboard.record_forms import (AccountAccessForm, ChecklistItemForm, ChecklistToggleForm, PhaseMappingForm,
                                     RedisDatabaseForm)
 
@@ -64,9 +64,8 @@ def database_list(request):
     return render(request, "dashboard/database_list.html", {"databases": databases})
 
 
-def _database_context(database):
-    from dashboard.models import EnvVar
-
+def database_context(database):
+    """The record page's context, without the live topology (`continuity.views.overview.database_topology`)."""
     env_vars = EnvVar.objects.filter(name__in=[database.url_env, database.readonly_url_env]).select_related("secret")
     rows = field_rows(database, ["environment", "provider", "region", "rest_url", "tcp_endpoint", "read_regions",
                                  "key_prefix", "url_env", "readonly_url_env", "cluster_mode", "notes"])
@@ -79,24 +78,7 @@ def _database_context(database):
 def database_detail(request, name):
     """The record; its live topology loads into its own region (`database_topology`)."""
     database = get_object_or_404(RedisDatabase, name=name)
-    return render(request, "dashboard/database_detail.html", _database_context(database))
-
-
-@roles.role_required(roles.VIEWER)
-@vary_on_headers("HX-Request")
-def database_topology(request, name):
-    """The topology region: standalone, or each cluster node with its slots, keys, role and
-    whether it answered. Bounded by the Redis timeouts; a failure is a message in the region."""
-    database = get_object_or_404(RedisDatabase, name=name)
-    topology = error = None
-    try:
-        topology = keyspace.topology(database)
-    except keyspace.FAILURES as exc:
-        error = keyspace.describe_error(exc)
-    context = {"database": database, "topology": topology, "topology_error": error, "topology_loaded": True}
-    if request.htmx:
-        return render(request, "dashboard/database_detail.html#topology", context)
-    return render(request, "dashboard/database_detail.html", {**_database_context(database), **context})
+    return render(request, "dashboard/database_detail.html", database_context(database))
 
 
 def _save_database(request, *, instance=None, title, cancel_url):

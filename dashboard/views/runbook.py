@@ -11,13 +11,11 @@ from dashboard.models import AccountAccess, ChecklistItem, EnvVar, PhaseMapping,
 
 def runbook_context():
     """Everything the runbook shows, gathered in a fixed number of queries."""
-    from continuity.models import Namespace
-
-    databases = list(RedisDatabase.objects.all())
+    databases = list(RedisDatabase.objects.prefetch_related("namespaces"))  # by name, then prefix
     return {
         "generated_at": timezone.now(),
         "phases": PhaseMapping.objects.all(),
-        "namespaces": Namespace.objects.select_related("database").order_by("database__name", "prefix"),
+        "namespaces": [namespace for database in databases for namespace in database.namespaces.all()],
         "stages": ChecklistItem.objects.stages(),
         "accounts": AccountAccess.objects.all(),
         "databases": databases,

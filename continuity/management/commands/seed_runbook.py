@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from dashboard import seed
+from continuity import seed
 
 
 class Command(BaseCommand):
