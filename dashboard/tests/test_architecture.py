@@ -1,4 +1,5 @@
-"""The layers of `continuity` and `dashboard`: no import cycles, no private names across modules.
+"""The layers of `continuity` and `dashboard`: no import cycles, no private names across modules,
+no import from a lower layer to a higher one.
 
 The import graph is read from the source with `ast` (no imports are executed): every
 `import` and `from … import`, at module level or inside functions. `from pkg import sub`
@@ -21,6 +22,29 @@ PACKAGES = ("continuity", "dashboard")
 # hold to still being true.)
 KNOWN_CYCLE_EDGES = set()
 KNOWN_PRIVATE_USES = set()
+
+# The package layers, top first. A module may import from its own layer and the layers below
+# it, never from one above, at module level or inside a function. A name stands for that
+# module or package and everything below it; `name.*` for everything below the package but
+# not the package itself. A module is in the layer of the nearest name listed for it.
+#
+#   dev tooling   local servers, `make run`           may import everything below
+#   project       Django and Celery wiring, health    (`dashboard` itself loads the Celery app)
+#   continuity    entry points > jobs > core          the live keyspace app
+#   records       the rest of `dashboard`             the records app: imports no continuity
+LAYERS = (
+    ("dev tooling", ("dashboard.devtools",)),
+    ("project", ("dashboard", "dashboard.settings", "dashboard.urls", "dashboard.celery", "dashboard.wsgi",
+                 "dashboard.context_processors", "dashboard.health")),
+    ("continuity entry points", ("continuity.urls", "continuity.views", "continuity.forms", "continuity.charts",
+                                 "continuity.key_links", "continuity.templatetags", "continuity.management",
+                                 "continuity.tasks", "continuity.apps")),
+    ("continuity jobs", ("continuity.operations", "continuity.store", "continuity.seed")),
+    ("continuity core", ("continuity", "continuity.keyspace", "continuity.models", "continuity.policy",
+                         "continuity.billing", "continuity.keynames", "continuity.humanize", "continuity.crontabs",
+                         "continuity.demo")),
+    ("records", ("dashboard.*",)),
+)
 
 
 def _module_name(path, root):
@@ -207,6 +231,34 @@ def _private_violations(parsed):
     return violations
 
 
+def _layer_of(module, layers=LAYERS):
+    """(rank, label) of the layer `module` is in (rank 0 is the top), or None."""
+    ranks = {name: (rank, label) for rank, (label, names) in enumerate(layers) for name in names}
+    if module in ranks:
+        return ranks[module]
+    parts = module.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        package = ".".join(parts[:end])
+        found = ranks.get(package + ".*") or ranks.get(package)
+        if found:
+            return found
+    return None
+
+
+def _back_arrows(parsed, layers=LAYERS):
+    """(module, line, target, its layer, the target's layer) for each import of a higher layer."""
+    arrows = []
+    for module in parsed.values():
+        rank, label = _layer_of(module.name, layers)
+        for target, line in sorted(module.edges):
+            if not _is_source(target):
+                continue
+            target_rank, target_label = _layer_of(target, layers)
+            if target_rank < rank:
+                arrows.append((module.name, line, target, label, target_label))
+    return sorted(arrows)
+
+
 def test_it_reads_every_import_including_those_inside_functions():
     parsed = _parse_all()
     alerting = {target for target, _ in parsed["continuity.operations.alerting"].edges}
@@ -257,3 +309,39 @@ def test_no_module_uses_another_modules_private_names():
         f"  {module}:{line} uses {how} (private to {owner})" for module, name, owner, line, how in unknown)
     stale = sorted(KNOWN_PRIVATE_USES - {v[:3] for v in violations})
     assert not stale, "No longer found; remove from KNOWN_PRIVATE_USES:\n" + "\n".join(f"  {s}" for s in stale)
+
+
+def test_it_reports_imports_from_a_lower_layer_to_a_higher_one(tmp_path):
+    files = {
+        "app/__init__.py": "from app import wiring\n",
+        "app/wiring.py": "from app.core import rules\n",
+        "app/core/__init__.py": "",
+        "app/core/rules.py": "def f():\n    from app.jobs import run\n",
+        "app/jobs.py": "from app.core import rules\nimport app.wiring\n",
+        "app/records.py": "import app\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    layers = (("wiring", ("app", "app.wiring")), ("jobs", ("app.jobs",)), ("core", ("app.core",)),
+              ("records", ("app.*",)))
+    parsed = _parse_all(tmp_path, ("app",))
+    assert [_layer_of(name, layers)[1] for name in sorted(parsed)] == [
+        "wiring", "core", "core", "jobs", "records", "wiring"]
+    assert _back_arrows(parsed, layers) == [
+        ("app.core.rules", 2, "app.jobs", "core", "jobs"),  # inside a function too
+        ("app.jobs", 2, "app.wiring", "jobs", "wiring"),
+        ("app.records", 1, "app", "records", "wiring"),
+    ]
+
+
+def test_every_module_is_in_a_layer():
+    unplaced = sorted(name for name in _parse_all() if _layer_of(name) is None)
+    assert not unplaced, "Modules in no layer (add them to LAYERS):\n" + "\n".join(f"  {n}" for n in unplaced)
+
+
+def test_no_module_imports_from_a_higher_layer():
+    arrows = _back_arrows(_parse_all())
+    assert not arrows, "Imports from a lower layer to a higher one:\n" + "\n".join(
+        f"  {module}:{line} imports {target} ({label} -> {target_label})"
+        for module, line, target, label, target_label in arrows)
