@@ -29,44 +29,34 @@ absent at this boundary. Never `KEYS`.
 """
 
 from continuity.keyspace.connection import (  # noqa: F401
-    Health,
     KeyspaceError,
-    Misconfigured,
     NotConfigured,
-    ServerSummary,
     cached_ping,
     client_for,
     connection_url,
     dbsize,
     FAILURES,
     describe_error,
-    missing_permission,
     forget_clients,
-    is_quota_error,
     forget_cached_status,
     make_client,
     ping,
 )
-from continuity.keynames import decode_key, display_key, encode_key, escape_glob, match_pattern  # noqa: F401
-from continuity.keyspace.meta import KeyMeta, key_metadata, node_metadata, scan_page  # noqa: F401
+from continuity.keynames import decode_key, display_key, encode_key, match_pattern  # noqa: F401
+from continuity.keyspace.meta import key_metadata, scan_page  # noqa: F401
 from continuity.keyspace.browse import (  # noqa: F401
-    KeyRow,
-    LookupResult,
-    ScanResult,
     breadcrumbs,
     lookup_id,
     namespace_tree,
     scan_keys,
 )
-from continuity.keyspace.inspect import Preview, display_value, download_value, preview_key  # noqa: F401
+from continuity.keyspace.inspect import download_value, preview_key  # noqa: F401
 from continuity.keyspace.actions import ACTIONS, KeyChange, change_key  # noqa: F401
 from continuity.keyspace.capabilities import limitations  # noqa: F401
 from continuity.keyspace.cluster import (  # noqa: F401
     NODE_ERRORS,
-    ClusterModeMismatch,
     ClusterRefusal,
-    Topology,
     topology,
 )
-from continuity.keyspace.primaries import CursorError, StaleCursor, keyed_client, server_summary  # noqa: F401
-from continuity.keyspace.sample import KeyspaceSample, NamespaceFigures, sample_keyspace  # noqa: F401
+from continuity.keyspace.primaries import CursorError, server_summary  # noqa: F401
+from continuity.keyspace.sample import sample_keyspace  # noqa: F401

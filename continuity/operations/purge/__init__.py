@@ -18,17 +18,9 @@ The modules import only each other's public names, in one direction
 (common ← targets ← findings ← estimate ← preview ← execute ← policy; lifecycle uses targets).
 """
 
-from continuity.operations.purge.common import (  # noqa: F401
-    SAMPLE_SIZE,
-    PolicyPurgeResult,
-    PurgePreview,
-    PurgeRefused,
-    PurgeResult,
-    PurgeStopped,
-    describe_failure,
-)
-from continuity.operations.purge.common import Pacer  # noqa: F401
-from continuity.operations.purge.execute import TopologyChanged, execute_purge, fail_purge, stalled_purges  # noqa: F401
+from continuity.operations.purge.common import (SAMPLE_SIZE, Pacer, PurgeRefused, PurgeStopped,  # noqa: F401
+                                               describe_failure)
+from continuity.operations.purge.execute import execute_purge, fail_purge, stalled_purges  # noqa: F401
 from continuity.operations.purge.lifecycle import (  # noqa: F401
     PURGE_TASK,
     blocking_run,
@@ -39,7 +31,6 @@ from continuity.operations.purge.lifecycle import (  # noqa: F401
     resume_purge,
 )
 from continuity.operations.purge.policy import clean_up_previews, policy_purge  # noqa: F401
-from continuity.operations.purge.estimate import KeyEstimate, estimate_target  # noqa: F401
 from continuity.operations.purge.preview import (  # noqa: F401
     PREVIEW_TASK,
     estimate_purge,
@@ -52,7 +43,6 @@ from continuity.operations.purge.preview import (  # noqa: F401
 from continuity.operations.purge.targets import (  # noqa: F401
     SECRET_TARGET,
     literal_head,
-    phrase,
     resolve_target,
     review_counts,
 )

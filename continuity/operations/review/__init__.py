@@ -31,33 +31,28 @@ checkpoint; the next worker reloads the Tally and continues from the saved curso
 key is counted twice.
 """
 
-from continuity.operations.review.parts import NodeInterrupted, plan, review_node, scan_node  # noqa: F401
+from continuity.operations.review.parts import NodeInterrupted, plan, review_node  # noqa: F401
 from continuity.operations.review.run import (  # noqa: F401
     ReviewBusy,
     ReviewInterrupted,
-    ReviewResult,
     allocate,
     REVIEW_NODE_TASK,
     FINISH_TASK,
     fan_out,
     finish,
-    namespace_rows,
     open_run,
     prepare,
     result_from_run,
     review_database,
-    review_inline,
     stale_parts,
     start_review,
 )
 from continuity.operations.review.tally import (  # noqa: F401
     HEAD_MEMO_CAP,
     NO_NAMESPACE,
-    NO_NAMESPACE_LABEL,
     SAMPLE_CAP,
     TOP_N,
     Classifier,
-    NamespaceTally,
     Tally,
     count_batch,
     merge,
