@@ -15,17 +15,12 @@ from continuity.keyspace import primaries
 from continuity.models import Namespace
 from continuity.policy import Policies
 from continuity.tests.clusters import point_at
-from continuity.tests.test_browse import ODD_KEYS, P
+from continuity.tests.test_cluster import cluster_lucia  # noqa: F401 — the fixture
+from continuity.tests.test_browse import ODD_KEYS
 from continuity.tests.waiting import wait_for
 from dashboard.models import AuditEntry
 
 READS = ("scan", "evalsha", "evalsha_ro", "eval", "pttl", "type", "memory|usage", "get", "exists")
-
-
-@pytest.fixture
-def cluster_lucia(lucia, redis_cluster, cluster_keys, monkeypatch):
-    """The seeded `lucia` record (its five namespaces) pointed at node 0 of the cluster."""
-    return point_at(lucia, monkeypatch, redis_cluster)
 
 
 def browse_url(**params):

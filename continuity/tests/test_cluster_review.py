@@ -19,7 +19,7 @@ from continuity.tests.waiting import wait_for
 
 
 @pytest.fixture
-def cluster_lucia(lucia, redis_cluster, cluster_keys, monkeypatch):
+def typed_cluster_lucia(lucia, redis_cluster, cluster_keys, monkeypatch):
     """The seeded `lucia` record with expected types, pointed at node 0 of the cluster."""
     for name, kind in TYPES.items():
         Namespace.objects.filter(database=lucia, name=name).update(expected_type=kind)
@@ -45,7 +45,7 @@ def by_prefix(namespaces):
     return {row["prefix"]: row["keys"] for row in namespaces}
 
 
-def test_it_reviews_every_primary_exactly_from_ttl_review_json(cluster_lucia, cluster_keys, redis_cluster, capsys):
+def test_it_reviews_every_primary_exactly_from_ttl_review_json(typed_cluster_lucia, cluster_keys, redis_cluster, capsys):
     specs = spread(cluster_keys)
     per_node = keys_per_node(redis_cluster.ports)
     assert sum(per_node) == len(specs) and all(count > 0 for count in per_node)
@@ -73,12 +73,12 @@ def test_it_reviews_every_primary_exactly_from_ttl_review_json(cluster_lucia, cl
     assert run.samples.filter(finding="no_ttl").count() == min(100, findings["no_ttl"])
 
 
-def test_it_finds_the_same_as_a_standalone_server_holding_the_same_keys(cluster_lucia, cluster_keys, monitored):
+def test_it_finds_the_same_as_a_standalone_server_holding_the_same_keys(typed_cluster_lucia, cluster_keys, monitored):
     specs = spread(cluster_keys, n=2000, seed=5)
     demo.write_keyspace(monitored, specs)
-    on_cluster = review.review_database(database=cluster_lucia)
-    cluster_lucia.url_env = "REDIS_URL"
-    alone = review.review_database(database=cluster_lucia, persist=False)
+    on_cluster = review.review_database(database=typed_cluster_lucia)
+    typed_cluster_lucia.url_env = "REDIS_URL"
+    alone = review.review_database(database=typed_cluster_lucia, persist=False)
     assert on_cluster.status == "succeeded"
     assert (on_cluster.keys_scanned, on_cluster.findings) == (alone.keys_scanned, alone.findings)
     # MEMORY USAGE differs between a cluster node and a standalone server: compare the rest.
@@ -88,10 +88,10 @@ def test_it_finds_the_same_as_a_standalone_server_holding_the_same_keys(cluster_
     assert all(row["bytes"] > 0 and len(row["top_keys"]) == 10 for row in on_cluster.namespaces)
 
 
-def test_it_resumes_one_primary_from_its_checkpoint_after_its_worker_died(cluster_lucia, cluster_keys, settings):
+def test_it_resumes_one_primary_from_its_checkpoint_after_its_worker_died(typed_cluster_lucia, cluster_keys, settings):
     specs = spread(cluster_keys, n=3000, seed=3)
     findings, _, _ = expected_from_specs(specs)
-    run = review.start_review(database=cluster_lucia, batch=50)
+    run = review.start_review(database=typed_cluster_lucia, batch=50)
     token, _ = run.claim(settings.REVIEW_LEASE_SECONDS)
     nodes = parts_of(run)
     first = nodes[0]

@@ -15,21 +15,13 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from continuity.models import FINDINGS, Namespace, ReviewRun
+from continuity.models import FINDINGS, ReviewRun
 from continuity.models.reviews import stratified_estimate
 from continuity.operations import review
-from continuity.tests.clusters import point_at
-from continuity.tests.test_cluster_review import cluster_record, finished, keys_per_node, spread
-from continuity.tests.test_review import TYPES, billed_delta, expected_from_specs
+from continuity.tests.test_cluster_review import (cluster_record, finished, keys_per_node, spread,  # noqa: F401
+                                                  typed_cluster_lucia)
+from continuity.tests.test_review import billed_delta, expected_from_specs
 from continuity.tests.waiting import wait_for
-
-
-@pytest.fixture
-def cluster_lucia(lucia, redis_cluster, cluster_keys, monkeypatch):
-    """The seeded `lucia` record with expected types, pointed at node 0 of the cluster."""
-    for name, kind in TYPES.items():
-        Namespace.objects.filter(database=lucia, name=name).update(expected_type=kind)
-    return point_at(lucia, monkeypatch, redis_cluster)
 
 
 def stats_of(ports):
@@ -92,7 +84,7 @@ def test_the_stratified_interval_covers_the_truth_95_times_in_100():
 
 
 # --- sampled reviews of the real cluster -----------------------------------------------------
-def test_it_samples_every_primary_and_the_interval_holds_the_planted_count(cluster_lucia, cluster_keys,
+def test_it_samples_every_primary_and_the_interval_holds_the_planted_count(typed_cluster_lucia, cluster_keys,
                                                                            redis_cluster):
     """Each finding's estimate holds the count the generator planted (checked at z = 4, so
     the test fails by chance about once in 16,000 runs per finding, like the standalone one);
@@ -102,7 +94,7 @@ def test_it_samples_every_primary_and_the_interval_holds_the_planted_count(clust
     per_node = keys_per_node(redis_cluster.ports)
     before = stats_of(redis_cluster.ports)
 
-    result = review.review_database(database=cluster_lucia, sample=1500)
+    result = review.review_database(database=typed_cluster_lucia, sample=1500)
 
     spent = billed_on_nodes(redis_cluster.ports, before)
     run = result.run
@@ -132,13 +124,13 @@ def test_it_samples_every_primary_and_the_interval_holds_the_planted_count(clust
     assert run.billed_commands == sum(spent) == result.billed_commands
 
 
-def test_a_sampled_review_costs_about_the_sample_whatever_the_keyspace(cluster_lucia, cluster_keys, redis_cluster):
+def test_a_sampled_review_costs_about_the_sample_whatever_the_keyspace(typed_cluster_lucia, cluster_keys, redis_cluster):
     """Bounded: per primary one DBSIZE and a few SCANs, then PTTL, TYPE and MEMORY USAGE of
     each sampled key in one script call over the sample's keys. Doubling the keyspace barely
     moves it; an exact review of the same keyspace costs over ten times more."""
     spread(cluster_keys, n=15_000, seed=41)
     before = stats_of(redis_cluster.ports)
-    small = review.review_database(database=cluster_lucia, sample=1000)
+    small = review.review_database(database=typed_cluster_lucia, sample=1000)
     assert sum(billed_on_nodes(redis_cluster.ports, before)) == small.billed_commands
     assert small.sampled and small.population == 15_000
     # reads + 3 DBSIZEs + at most 4 * (share // 100) + 20 SCAN windows a primary + a script call
@@ -148,14 +140,14 @@ def test_a_sampled_review_costs_about_the_sample_whatever_the_keyspace(cluster_l
 
     spread(cluster_keys, n=15_000, seed=42)  # 30,000 keys now
     before = stats_of(redis_cluster.ports)
-    big = review.review_database(database=cluster_lucia, sample=1000)
+    big = review.review_database(database=typed_cluster_lucia, sample=1000)
     assert sum(billed_on_nodes(redis_cluster.ports, before)) == big.billed_commands
     assert big.population == 30_000 and big.billed_commands < small.billed_commands * 1.3
-    exact = review.review_database(database=cluster_lucia)
+    exact = review.review_database(database=typed_cluster_lucia)
     assert not exact.sampled and exact.keys_scanned == 30_000 and exact.billed_commands > 10 * big.billed_commands
 
 
-def test_it_runs_a_sampled_cluster_review_from_ttl_review_and_shows_it(cluster_lucia, cluster_keys, redis_cluster,
+def test_it_runs_a_sampled_cluster_review_from_ttl_review_and_shows_it(typed_cluster_lucia, cluster_keys, redis_cluster,
                                                                         viewer_client):
     spread(cluster_keys, n=12_000, seed=43)
     out = StringIO()
@@ -209,7 +201,7 @@ def test_a_sampled_review_with_a_dead_primary_is_partial_never_succeeded(lucia, 
 
 # --- billed commands per primary, both strategies ---------------------------------------------
 @pytest.mark.parametrize("strategy", ["scan_script", "declared_keys"])
-def test_billed_commands_are_each_primarys_commandstats_delta_summed(cluster_lucia, cluster_keys, redis_cluster,
+def test_billed_commands_are_each_primarys_commandstats_delta_summed(typed_cluster_lucia, cluster_keys, redis_cluster,
                                                                      settings, strategy, viewer_client):
     """An exact review: each part's `billed_commands` is what its node executed for it
     (INFO commandstats, script-internal calls included, free commands left out), the run's
@@ -222,7 +214,7 @@ def test_billed_commands_are_each_primarys_commandstats_delta_summed(cluster_luc
         with redis.Redis(port=port) as node:
             node.script_flush()  # a first EVALSHA answers NOSCRIPT: executed, billed and counted
     before = stats_of(redis_cluster.ports)
-    result = review.review_database(database=cluster_lucia, batch=200, strategy=strategy)
+    result = review.review_database(database=typed_cluster_lucia, batch=200, strategy=strategy)
     spent = billed_on_nodes(redis_cluster.ports, before)
     run = result.run
     assert run.status == "succeeded" and run.findings == findings and run.keys_scanned == 4000

@@ -25,7 +25,7 @@ def sent(stats, *commands):
 
 
 @pytest.fixture
-def typed_lucia(lucia):
+def self_hosted_lucia(lucia):
     """These tests count the scan-script path's commands, a self-hosted server's default (the
     seeded record says Upstash, whose declared-keys path test_review.py counts)."""
     for name, kind in TYPES.items():
@@ -52,19 +52,19 @@ def copy_database(source, name, url_env):
 
 
 # --- 1. read-only scripts ------------------------------------------------------------------
-def test_it_reviews_and_browses_with_evalsha_ro(monitored, typed_lucia):
+def test_it_reviews_and_browses_with_evalsha_ro(monitored, self_hosted_lucia):
     specs = load(monitored, 3000, seed=31)
     findings, per_namespace, foreign = expected_from_specs(specs)
     before = monitored.info("commandstats")
-    result = review.review_database(database=typed_lucia, batch=200)  # batches after the first are pipelined
+    result = review.review_database(database=self_hosted_lucia, batch=200)  # batches after the first are pipelined
     middle = monitored.info("commandstats")
-    browsed = keyspace.scan_keys(typed_lucia, pattern=b"lucia:session:*", page_size=50)
+    browsed = keyspace.scan_keys(self_hosted_lucia, pattern=b"lucia:session:*", page_size=50)
     after = monitored.info("commandstats")
 
     assert result.findings == findings and result.foreign_keys == foreign
     assert {row["prefix"]: row["keys"] for row in result.namespaces} == per_namespace
     assert browsed.rows and all(row.meta.exists and row.meta.memory > 0 for row in browsed.rows)
-    assert capabilities.of(keyspace.client_for(typed_lucia)).read_only_scripts is True
+    assert capabilities.of(keyspace.client_for(self_hosted_lucia)).read_only_scripts is True
     # Not one EVALSHA: the scan script (pipelined too) and the metadata script ran read-only.
     assert sent(after, "evalsha", "eval", "eval_ro") == sent(before, "evalsha", "eval", "eval_ro")
     batches = sent(middle, "scan") - sent(before, "scan")  # the SCAN inside each scan script call
@@ -98,12 +98,12 @@ def server_without_ro_scripts():
     shutil.rmtree(datadir, ignore_errors=True)
 
 
-def test_it_falls_back_to_evalsha_where_evalsha_ro_is_unknown(typed_lucia, server_without_ro_scripts, monkeypatch):
+def test_it_falls_back_to_evalsha_where_evalsha_ro_is_unknown(self_hosted_lucia, server_without_ro_scripts, monkeypatch):
     other = redis.Redis.from_url(server_without_ro_scripts)
     specs = load(other, 1500, seed=32)
     findings, per_namespace, foreign = expected_from_specs(specs)
     monkeypatch.setenv("OLD_REDIS_URL", server_without_ro_scripts)
-    old = copy_database(typed_lucia, "old", "OLD_REDIS_URL")
+    old = copy_database(self_hosted_lucia, "old", "OLD_REDIS_URL")
     other.config_resetstat()
     result = review.review_database(database=old, batch=300)
     stats = other.info("commandstats")
@@ -118,12 +118,12 @@ def test_it_falls_back_to_evalsha_where_evalsha_ro_is_unknown(typed_lucia, serve
     assert result.commands == sent(stats, "evalsha", "script|load", "dbsize") + 1
 
 
-def test_it_falls_back_to_evalsha_where_the_acl_refuses_evalsha_ro(monitored, typed_lucia, redis_server, monkeypatch):
+def test_it_falls_back_to_evalsha_where_the_acl_refuses_evalsha_ro(monitored, self_hosted_lucia, redis_server, monkeypatch):
     specs = load(monitored, 1200, seed=33)
     findings, _, foreign = expected_from_specs(specs)
     monitored.execute_command("ACL", "SETUSER", "noro", "on", "nopass", "~*", "+@all", "-evalsha_ro", "-eval_ro")
     monkeypatch.setenv("NORO_URL", f"redis://noro@127.0.0.1:{redis_server.port}/0")
-    restricted = copy_database(typed_lucia, "noro", "NORO_URL")
+    restricted = copy_database(self_hosted_lucia, "noro", "NORO_URL")
     try:
         before = monitored.info("commandstats")
         result = review.review_database(database=restricted, batch=400)
@@ -143,7 +143,7 @@ def test_it_falls_back_to_evalsha_where_the_acl_refuses_evalsha_ro(monitored, ty
 
 # --- 2. a refused permission, named; a degraded path, said ---------------------------------
 @pytest.fixture
-def acl_database(monitored, redis_server, typed_lucia, monkeypatch):
+def acl_database(monitored, redis_server, self_hosted_lucia, monkeypatch):
     """make(name, *rules): an ACL user with `rules` and a database record (lucia's prefix and
     namespaces) whose URL logs in as that user. Users are deleted afterwards."""
     users = []
@@ -153,7 +153,7 @@ def acl_database(monitored, redis_server, typed_lucia, monkeypatch):
         users.append(name)
         variable = f"{name.upper().replace('-', '_')}_URL"
         monkeypatch.setenv(variable, f"redis://{name}:{name}-pass@127.0.0.1:{redis_server.port}/0")
-        return copy_database(typed_lucia, name, variable)
+        return copy_database(self_hosted_lucia, name, variable)
 
     yield make
     for name in users:
@@ -305,7 +305,7 @@ def documented_users(monitored, redis_server, monkeypatch):
     keyspace.forget_clients()
 
 
-def test_it_browses_and_reviews_with_the_documented_browse_user(documented_users, monitored, typed_lucia,
+def test_it_browses_and_reviews_with_the_documented_browse_user(documented_users, monitored, self_hosted_lucia,
                                                                  viewer_client, operator_client, eager,
                                                                  django_capture_on_commit_callbacks):
     from django.urls import reverse
@@ -320,8 +320,8 @@ def test_it_browses_and_reviews_with_the_documented_browse_user(documented_users
     monitored.set(b"lucia:action:json", b'{"a": 1}', ex=60)
     monitored.set(b"other:secret", b"not for this user")  # outside the key pattern
     # Both roles on the browse user: the record's read URL and its write URL.
-    RedisDatabase.objects.filter(pk=typed_lucia.pk).update(url_env="BROWSE_URL")
-    typed_lucia.refresh_from_db()
+    RedisDatabase.objects.filter(pk=self_hosted_lucia.pk).update(url_env="BROWSE_URL")
+    self_hosted_lucia.refresh_from_db()
     before = monitored.info("commandstats")
 
     browse = viewer_client.get(reverse("continuity:browse", args=["lucia"]) + "?prefix=lucia:")
@@ -340,14 +340,14 @@ def test_it_browses_and_reviews_with_the_documented_browse_user(documented_users
     assert [row.key for row in lookup.context["lookup"].rows] == [b"lucia:action:list"]
     summary = viewer_client.get(reverse("continuity:database_summary", args=["lucia"]), headers={"HX-Request": "true"})
     assert 'data-testid="summary-error"' not in summary.content.decode() and "2,007" in summary.content.decode()
-    figures = keyspace.server_summary(typed_lucia)
+    figures = keyspace.server_summary(self_hosted_lucia)
     assert figures.dbsize == 2007 and figures.keys_with_ttl is not None and figures.redis_version
     stats = viewer_client.get(reverse("continuity:namespace_stats", args=["lucia"]), headers={"HX-Request": "true"})
     assert 'data-testid="stats-error"' not in stats.content.decode()
     assert 'data-testid="limitations"' not in stats.content.decode()
-    assert keyspace.ping(typed_lucia).ok
+    assert keyspace.ping(self_hosted_lucia).ok
 
-    result = review.review_database(database=typed_lucia, batch=300)
+    result = review.review_database(database=self_hosted_lucia, batch=300)
     monitored.delete(b"lucia:action:list", b"lucia:action:set", b"lucia:action:zset", b"lucia:action:hash",
                      b"lucia:action:stream", b"lucia:action:json")
     after = monitored.info("commandstats")
@@ -356,7 +356,7 @@ def test_it_browses_and_reviews_with_the_documented_browse_user(documented_users
     # The five collections added under lucia:action: have no TTL and are not strings.
     assert result.findings == {**findings, "no_ttl": findings["no_ttl"] + 5,
                                "wrong_type": findings["wrong_type"] + 5}
-    caps = capabilities.of(keyspace.client_for(typed_lucia))
+    caps = capabilities.of(keyspace.client_for(self_hosted_lucia))
     assert (caps.script, caps.scan_script, caps.read_only_scripts, caps.memory) == (True, True, True, None)
     # Not one command was refused on the way: every path ran as designed, none fell back.
     assert rejected(after) == rejected(before)
@@ -385,7 +385,7 @@ def test_it_browses_and_reviews_with_the_documented_browse_user(documented_users
     assert len(list(monitored.scan_iter(match=b"lucia:session:*", count=1000))) == per_namespace["lucia:session:"]
 
 
-def test_it_purges_with_the_documented_purge_user(documented_users, monitored, typed_lucia, operator):
+def test_it_purges_with_the_documented_purge_user(documented_users, monitored, self_hosted_lucia, operator):
     from continuity.models import PurgeRun
     from continuity.operations import purge
 
@@ -394,22 +394,22 @@ def test_it_purges_with_the_documented_purge_user(documented_users, monitored, t
     for i in range(300):
         monitored.set(f"lucia:rate:{i:04d}".encode(), b"v", ex=30)
     monitored.set(b"other:keep", b"v")
-    RedisDatabase.objects.filter(pk=typed_lucia.pk).update(url_env="PURGE_URL", readonly_url_env="BROWSE_URL")
-    typed_lucia.refresh_from_db()
+    RedisDatabase.objects.filter(pk=self_hosted_lucia.pk).update(url_env="PURGE_URL", readonly_url_env="BROWSE_URL")
+    self_hosted_lucia.refresh_from_db()
     before = monitored.info("commandstats")
 
     # Apply the maximum TTL (PEXPIRE), then delete a prefix (UNLINK), each with its marker.
-    preview = purge.preview_purge(database=typed_lucia, kind="prefix", value=b"lucia:session:", action="expire",
+    preview = purge.preview_purge(database=self_hosted_lucia, kind="prefix", value=b"lucia:session:", action="expire",
                                   actor=operator)
     assert preview.matched == 600 and preview.actionable == 600
     run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="acl", actor=operator,
                               source="cli")
     expired = purge.execute_purge(run_id=run.pk)
     assert (expired.status, expired.done) == (PurgeRun.SUCCEEDED, 600)
-    max_ttl = Namespace.objects.get(database=typed_lucia, prefix="lucia:session:").max_ttl_seconds
+    max_ttl = Namespace.objects.get(database=self_hosted_lucia, prefix="lucia:session:").max_ttl_seconds
     assert 0 < monitored.ttl(b"lucia:session:0001") <= max_ttl
 
-    preview = purge.preview_purge(database=typed_lucia, kind="prefix", value=b"lucia:rate:", actor=operator)
+    preview = purge.preview_purge(database=self_hosted_lucia, kind="prefix", value=b"lucia:rate:", actor=operator)
     run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="acl", actor=operator,
                               source="cli")
     deleted = purge.execute_purge(run_id=run.pk)
@@ -418,17 +418,17 @@ def test_it_purges_with_the_documented_purge_user(documented_users, monitored, t
     assert not list(monitored.scan_iter(match=b"lucia:rate:*")) and monitored.get(b"other:keep") == b"v"
     assert not list(monitored.scan_iter(match=b"continuity-dashboard:purge-progress:*"))  # markers cleared
     assert rejected(after) == rejected(before)  # nothing refused: no fallback was needed
-    write_caps = capabilities.of(keyspace.client_for(typed_lucia, write=True))
+    write_caps = capabilities.of(keyspace.client_for(self_hosted_lucia, write=True))
     assert write_caps.write_script is True
 
 
 # --- 4. the script cache flushed in mid-job ------------------------------------------------
 def test_it_survives_script_flushes_mid_review_as_the_browse_user_and_counts_them(
-        documented_users, monitored, typed_lucia):
+        documented_users, monitored, self_hosted_lucia):
     specs = load(monitored, 4000, seed=38)
     findings, per_namespace, foreign = expected_from_specs(specs)
-    RedisDatabase.objects.filter(pk=typed_lucia.pk).update(readonly_url_env="BROWSE_URL")
-    typed_lucia.refresh_from_db()
+    RedisDatabase.objects.filter(pk=self_hosted_lucia.pk).update(readonly_url_env="BROWSE_URL")
+    self_hosted_lucia.refresh_from_db()
     flushed = []
 
     def flush(tally):
@@ -437,7 +437,7 @@ def test_it_survives_script_flushes_mid_review_as_the_browse_user_and_counts_the
             flushed.append(tally.batches)
 
     before = monitored.info("commandstats")
-    result = review.review_database(database=typed_lucia, batch=250, on_batch=flush)
+    result = review.review_database(database=self_hosted_lucia, batch=250, on_batch=flush)
     after = monitored.info("commandstats")
     assert flushed == [1, 4, 9] and result.status == "succeeded"
     assert result.findings == findings and result.foreign_keys == foreign
@@ -453,14 +453,14 @@ def test_it_survives_script_flushes_mid_review_as_the_browse_user_and_counts_the
     assert rejected(after) == rejected(before)
 
 
-def test_it_survives_script_flushes_mid_purge_and_counts_them(monitored, typed_lucia, operator, settings):
+def test_it_survives_script_flushes_mid_purge_and_counts_them(monitored, self_hosted_lucia, operator, settings):
     from continuity.models import PurgeRun
     from continuity.operations import purge
 
     settings.PURGE_CHECKPOINT_SECONDS = 0  # progress after every batch
     for i in range(3000):
         monitored.set(f"lucia:session:{i:05d}".encode(), b"v", ex=86400 * 30)  # above the session maximum
-    preview = purge.preview_purge(database=typed_lucia, kind="prefix", value=b"lucia:session:", action="expire",
+    preview = purge.preview_purge(database=self_hosted_lucia, kind="prefix", value=b"lucia:session:", action="expire",
                                   actor=operator, batch_size=250)
     run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="flush",
                               actor=operator, source="cli")
@@ -475,7 +475,7 @@ def test_it_survives_script_flushes_mid_purge_and_counts_them(monitored, typed_l
     result = purge.execute_purge(run_id=run.pk, progress=progress)
     after = monitored.info("commandstats")
     assert result.status == PurgeRun.SUCCEEDED and (result.matched, result.done, result.skipped) == (3000, 3000, 0)
-    max_ttl = Namespace.objects.get(database=typed_lucia, prefix="lucia:session:").max_ttl_seconds
+    max_ttl = Namespace.objects.get(database=self_hosted_lucia, prefix="lucia:session:").max_ttl_seconds
     assert all(0 < monitored.ttl(f"lucia:session:{i:05d}".encode()) <= max_ttl for i in range(0, 3000, 97))
     loads = sent(after, "script|load") - sent(before, "script|load")
     scans = sent(after, "scan") - sent(before, "scan")

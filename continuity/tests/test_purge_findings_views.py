@@ -3,7 +3,6 @@ preview with the review's counts, retyped confirmation, permissions."""
 
 import re
 
-import pytest
 from django.urls import reverse
 
 from continuity.models import PurgeRun, PurgeTargetKey
@@ -12,15 +11,6 @@ from dashboard.models import AuditEntry
 
 NO_TTL, OVERSIZED, TOTAL = findings.NO_TTL, findings.OVERSIZED, findings.TOTAL
 reviewed = findings.reviewed  # the fixture: a keyspace with known offenders, reviewed
-
-
-@pytest.fixture
-def eager():
-    from dashboard.celery import app
-
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
 
 
 def post_preview(client, run, finding, action="delete"):

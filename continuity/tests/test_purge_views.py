@@ -21,15 +21,6 @@ def filled(monitored, lucia):
     return monitored
 
 
-@pytest.fixture
-def eager():
-    from dashboard.celery import app
-
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
-
-
 def preview(client, target="lucia:session:", kind="prefix", action="delete", **headers):
     return client.post(reverse("continuity:purge_new"),
                        {"database": "lucia", "target_kind": kind, "target": target, "action": action}, **headers)

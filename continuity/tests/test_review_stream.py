@@ -1,8 +1,6 @@
 """The review's fast paths: the send-ahead batch stream, the script cache flushed
 mid-review, an early stop, MEMORY refused inside scripts, and the prefix classifier."""
 
-import pytest
-
 from continuity import keyspace
 from continuity.keyspace.nodes import Node
 from continuity.keyspace import capabilities
@@ -10,15 +8,8 @@ from continuity.keyspace import stream
 from continuity.models import Namespace, ReviewRun
 from continuity.operations import review
 from continuity.policy import BUCKET_NAMES
-from continuity.tests.test_review import TYPES, calls, expected_from_specs, load
+from continuity.tests.test_review import calls, expected_from_specs, load, typed_lucia  # noqa: F401 — the fixture
 from dashboard.models import RedisDatabase
-
-
-@pytest.fixture
-def typed_lucia(lucia):
-    for name, kind in TYPES.items():
-        Namespace.objects.filter(database=lucia, name=name).update(expected_type=kind)
-    return lucia
 
 
 def test_it_reloads_the_script_when_the_cache_is_flushed_mid_review(monitored, typed_lucia, settings):
