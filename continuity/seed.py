@@ -4,7 +4,11 @@ schedules of the continuity jobs. `seed_all` loads them with the records' own de
 edited.
 """
 
+import json
+
+from django.conf import settings
 from django.db import transaction
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from continuity.models import Namespace
 from dashboard import audit
@@ -73,11 +77,6 @@ def seed_schedules():
     reviews existed has "ttl review" as an exact review every 15 minutes: if nobody edited
     it (no schedule.update in the audit log), it becomes the sampled one; an edited
     schedule is left as the admin set it, and no exact one is added beside it."""
-    import json
-
-    from django.conf import settings
-    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
-
     sampled_kwargs = json.dumps({"sample": settings.REVIEW_SAMPLE_SIZE})
     every_15, _ = IntervalSchedule.objects.get_or_create(every=15, period=IntervalSchedule.MINUTES)
     existing = PeriodicTask.objects.filter(name="ttl review").first()
@@ -110,8 +109,6 @@ def seed_schedules():
 
 def seed_health_check():
     """Every minute: ping each monitored Redis and alert when one stays unreachable."""
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
     every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.MINUTES)
     _, made = create_once(PeriodicTask, {"name": "monitored redis check"},
                           {"task": "continuity.check_monitored_redis", "interval": every_minute, "enabled": True,
@@ -122,8 +119,6 @@ def seed_health_check():
 def seed_purge_schedules():
     """Purge schedules, created only if missing: the policy purge OFF until an admin enables
     it; the resume check (finishes purges whose worker died) every minute."""
-    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
-
     nightly, _ = CrontabSchedule.objects.get_or_create(minute="30", hour="3", day_of_week="*", day_of_month="*",
                                                        month_of_year="*", timezone="UTC")
     every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.MINUTES)
