@@ -131,9 +131,10 @@ def test_send_test_answers_the_same_for_every_refusal_and_failure(admin_client, 
         inside.close()
     assert inside.requests == []
     assert [r["path"] for r in receiver.requests] == ["/redirects", "/fails"]
-    for body in bodies:
+    for channel, body in zip(channels, bodies):
         assert NOT_DELIVERED in body
-        assert not any(word in body for word in ("302", "500", "connect", "refused", "resolve", "internal"))
+        shown = body.replace(f"channel-{channel.pk}", "").replace(f"/{channel.pk}/", "/")  # the row's own id
+        assert not any(word in shown for word in ("302", "500", "connect", "refused", "resolve", "internal"))
     assert {c.last_error for c in AlertChannel.objects.all()} == {"not delivered"}
     assert [e.after for e in AuditEntry.objects.filter(action="alert_channel.test")] == \
         [{"ok": False, "result": "Test alert not delivered."}] * len(channels)
