@@ -309,11 +309,6 @@ def stored_target_keys(run, node, *, after, size):
         after = rows[-1][0]
 
 
-def stored_nodes(run):
-    """The nodes `run`'s stored list names, in order."""
-    return sorted(set(PurgeTargetKey.objects.filter(run=run).values_list("node", flat=True)))
-
-
 class PolicyReport(models.Model):
     """What a policy purge counted in its report-only namespaces (keys breaking a TTL rule,
     none touched, so no purge run) and what counting them cost Redis."""
