@@ -180,8 +180,8 @@ def _preview(space, operator, crash=False):
                                actor=operator, batch_size=50).run
 
 
-def _purge(space, operator, crash=False, **target):
-    run = queued(space, operator, batch_size=50, rate_cap=0, **target)
+def _execute(run, crash):
+    """Execute `run`, killed once after its third page when `crash`, then resumed."""
     if crash:
         with pytest.raises(Crash):
             purge.execute_purge(run_id=run.pk, fault=killed_at("acted", 3))
@@ -190,6 +190,10 @@ def _purge(space, operator, crash=False, **target):
         purge.execute_purge(run_id=run.pk)
     run.refresh_from_db()
     return run
+
+
+def _purge(space, operator, crash=False, **target):
+    return _execute(queued(space, operator, batch_size=50, rate_cap=0, **target), crash)
 
 
 def _finding(space, operator, crash=False):
@@ -198,14 +202,7 @@ def _finding(space, operator, crash=False):
                                   actor=operator, batch_size=50)
     run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="exactness",
                               actor=operator, source="cli")
-    if crash:
-        with pytest.raises(Crash):
-            purge.execute_purge(run_id=run.pk, fault=killed_at("acted", 3))
-        purge.execute_purge(run_id=run.pk, lease_seconds=0)
-    else:
-        purge.execute_purge(run_id=run.pk)
-    run.refresh_from_db()
-    return run
+    return _execute(run, crash)
 
 
 def _policy(space, operator, crash=False):
