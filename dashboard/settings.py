@@ -5,7 +5,9 @@ safe local default, documented in `.env.example`. A secret may also come from a 
 by `<NAME>_FILE` (Docker/Kubernetes secrets). Bad values fail loudly at start-up.
 """
 
+import ipaddress
 from pathlib import Path
+
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
@@ -256,6 +258,22 @@ PERMISSIONS_POLICY = (
 )
 # /healthz for anonymous callers: up/down per component only, computed at most this often.
 HEALTHZ_CACHE_SECONDS = env_float("HEALTHZ_CACHE_SECONDS", 5.0)
+
+# --- Prometheus: /metrics (dashboard.monitoring) ----------------------------------------
+# Never anonymous: the scraper sends METRICS_TOKEN as a bearer token, or scrapes from one of
+# METRICS_ALLOWED_NETWORKS (CIDRs; the client address as DJANGO_PROXY_COUNT makes it). Neither
+# set: /metrics refuses every caller.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 24:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 24 characters (e.g. python -c "
+                               "'import secrets; print(secrets.token_urlsafe(32))').")
+try:
+    METRICS_ALLOWED_NETWORKS = [ipaddress.ip_network(net, strict=False) for net in env_list("METRICS_ALLOWED_NETWORKS", "")]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS must be comma-separated networks (10.0.0.0/8): {exc}") from None
+# Scrapers inside the network speak plain HTTP, and a redirect would protect no token: the
+# header was already sent.
+SECURE_REDIRECT_EXEMPT.append(r"^metrics$")
 
 # --- Static files ------------------------------------------------------------------------
 STATIC_URL = "static/"

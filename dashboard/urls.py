@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from continuity.views import overview
-from dashboard import health
+from dashboard import health, monitoring
 from dashboard.forms import LoginForm
 from dashboard.urls_records import record_patterns
 from dashboard.views import access, passwords, records
@@ -29,6 +29,7 @@ urlpatterns = [
     path("accounts/password/", passwords.password_change, name="password_change"),
     path("accounts/password/done/", passwords.password_change_done, name="password_change_done"),
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", monitoring.metrics, name="metrics"),
 ]
 
 handler403 = "dashboard.errors.forbidden"
