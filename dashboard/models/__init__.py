@@ -4,12 +4,12 @@ from dashboard.models.core import Access, AuditEntry, RedisDatabase, env_var_nam
 from dashboard.models.runbook import AccountAccess, ChecklistItem, PhaseMapping
 from dashboard.models.secrets import EnvVar, Rotation, Secret
 from dashboard.models.alerts import AlertChannel, AlertDelivery
-from dashboard.models.accounts import PasswordChangeRequired
+from dashboard.models.accounts import PasswordChangeRequired, SsoIdentity
 
 __all__ = [
     "Access", "AuditEntry", "RedisDatabase", "env_var_name",
     "AccountAccess", "ChecklistItem", "PhaseMapping",
     "Secret", "Rotation", "EnvVar",
     "AlertChannel", "AlertDelivery",
-    "PasswordChangeRequired",
+    "PasswordChangeRequired", "SsoIdentity",
 ]
