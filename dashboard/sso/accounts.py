@@ -41,10 +41,15 @@ def _username_for(identity, claims):
 
 
 def _audit(request, action, user, identity, **after):
-    audit.record(request=request, action=action, actor=user, actor_label="" if user else f"sso:{identity['sub']}"[:150],
-                 target=user, target_type="" if user else "auth.user", target_label="" if user else identity["email"],
-                 after={"issuer": identity["iss"], "subject": identity["sub"], "email": identity["email"], **after},
-                 source=AUDIT_SOURCE)
+    """An audit entry about `user` (None: a person refused before they had an account here),
+    naming the provider's issuer, subject and email."""
+    details = {"issuer": identity["iss"], "subject": identity["sub"], "email": identity["email"], **after}
+    if user is not None:
+        audit.record(request=request, action=action, actor=user, target=user, after=details, source=AUDIT_SOURCE)
+    else:
+        audit.record(request=request, action=action, actor_label=f"sso:{identity['email'] or identity['sub']}"[:150],
+                     target_type="sso.identity", target_id=identity["sub"], target_label=identity["email"],
+                     after=details, source=AUDIT_SOURCE)
 
 
 def sign_in(request, claims):

@@ -21,7 +21,9 @@ UNNAMED_TYPES = {"hidden", "submit", "button", "reset", "image"}
 NOT_PAGES = {"dashboard:secret_exposed", "dashboard:checklist_toggle", "dashboard:alert_channel_test",
              "dashboard:user_role", "dashboard:user_create", "continuity:review_cancel", "continuity:review_start",
              "continuity:purge_cancel", "continuity:purge_resume", "continuity:purge_confirm", "continuity:key_action",
-             "continuity:key_download", "dashboard:runbook_markdown", "healthz", "logout", "login"}
+             "continuity:key_download", "dashboard:runbook_markdown", "healthz", "logout", "login",
+             # Prometheus text, and the single sign-on redirects (their pages: test_sso).
+             "metrics", "oidc_authentication_init", "oidc_authentication_callback"}
 
 
 class PageAudit(HTMLParser):

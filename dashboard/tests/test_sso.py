@@ -288,6 +288,36 @@ def test_no_secret_or_token_reaches_the_log_the_session_or_the_audit_log(provide
     assert not [e for e in AuditEntry.objects.all() if sso.CLIENT_SECRET in str(e.after) or "eyJ" in str(e.after)]
 
 
+def test_the_sign_in_pages_have_one_h1_and_named_controls(provider, client, settings):
+    from dashboard.tests.test_accessibility import _audit
+
+    refused = sign_in(client, person(provider, "nina", ["marketing"]))
+    settings.OIDC_DISCOVERY_URL = "http://127.0.0.1:9/.well-known/openid-configuration"  # nothing listens there
+    sso_provider_forget()
+    failed = client.get("/oidc/authenticate/")
+    assert failed.status_code == 503 and "could not be read" in failed.content.decode()
+    for page in (client.get(reverse("login")), refused, failed):
+        audit = _audit(page.content.decode())
+        assert audit.h1 == 1 and audit.unnamed() == []
+
+
+def test_an_unreachable_provider_at_the_refresh_ends_the_session(provider, client, settings):
+    sign_in(client, person(provider, "otto", ["dashboard-operators"]))
+    settings.OIDC_DISCOVERY_URL = "http://127.0.0.1:9/.well-known/openid-configuration"
+    sso_provider_forget()
+    assert client.get(reverse("dashboard:home")).status_code == 200  # within the interval
+    expire(client)
+    answer = client.get(reverse("dashboard:home"))
+    assert answer.status_code == 503 and "Your session could not be renewed and has ended." in answer.content.decode()
+    assert client.get(reverse("dashboard:home")).status_code == 302
+
+
+def sso_provider_forget():
+    from dashboard.sso import provider as discovery
+
+    discovery.forget()
+
+
 def test_it_answers_404_where_single_sign_on_is_off(client, db):
     assert client.get("/oidc/authenticate/").status_code == 404
     assert client.get("/oidc/callback/?code=x&state=y").status_code == 404
