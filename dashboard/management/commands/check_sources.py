@@ -34,12 +34,12 @@ class Command(RefuseSecretArguments, BaseCommand):
             secrets = Secret.objects.filter(name=options["secret"]) if options["secret"] else None
             if secrets is not None and not secrets.exists():
                 raise CommandError("No secret by that name.")
-            report["1password"] = self._secrets(onepassword_checks.check_secrets(secrets=secrets), secrets)
+            report["1password"] = self._secrets(onepassword_checks.check_secrets(secrets=secrets))
         if options["only"] in (None, "upstash") and not options["secret"]:
             databases = RedisDatabase.objects.filter(name=options["database"]) if options["database"] else None
             if databases is not None and not databases.exists():
                 raise CommandError("No database record by that name.")
-            report["upstash"] = self._databases(upstash_checks.check_databases(databases=databases), databases)
+            report["upstash"] = self._databases(upstash_checks.check_databases(databases=databases))
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2))
         else:
@@ -49,7 +49,7 @@ class Command(RefuseSecretArguments, BaseCommand):
             raise CommandError(f"Not verified: {', '.join(failed)} could not be asked "
                                f"({'; '.join(FAILURES[report[name]['failure']] for name in failed)}).")
 
-    def _secrets(self, result, only):
+    def _secrets(self, result):
         out = {"configured": result.configured, "failure": result.failure, "secrets": []}
         checks = SecretCheck.objects.select_related("secret").filter(secret__name__in=list(result.states))
         for check in checks.order_by("secret__name"):
@@ -61,7 +61,7 @@ class Command(RefuseSecretArguments, BaseCommand):
                 "failure": check.failure or None})
         return out
 
-    def _databases(self, result, only):
+    def _databases(self, result):
         out = {"configured": result.configured, "failure": result.failure, "databases": []}
         links = UpstashLink.objects.select_related("database").filter(database__name__in=list(result.found))
         for link in links.order_by("database__name"):
