@@ -109,10 +109,13 @@ def _alert_budget(link, result):
 
 
 def request_check(*, database, actor):
-    """"Check now": queue a check of one database record on the worker (operators)."""
+    """"Check now": queue a check of one database record on the worker (operators). A record
+    not linked to an Upstash database has nothing to check: nothing is queued."""
     roles.require_role(actor, roles.OPERATOR)
     with transaction.atomic():
         link, _ = UpstashLink.objects.get_or_create(database=database)
+        if not link.upstash_id:
+            return link
         UpstashLink.objects.filter(pk=link.pk).update(requested_at=timezone.now())
         jobs.enqueue_on_commit(CHECK_TASK, database.pk)
     link.refresh_from_db()

@@ -56,6 +56,7 @@ class Connect:
     def __init__(self, host, token, *, timeout=TIMEOUT_SECONDS):
         self.status = None
         self.body = b""
+        httpx.URL(host)  # raises InvalidURL here, before the SDK's client exists half-made
         config = ClientConfig(timeout=httpx.Timeout(timeout), follow_redirects=False,
                               event_hooks={"response": [self._saw]})
         self.client = new_client(host, token, config=config)

@@ -12,6 +12,7 @@ per transition into broken or changed.
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -21,7 +22,7 @@ from dashboard import alerts, jobs, operations, roles
 from dashboard.env import env_value
 from dashboard.models import Secret, SecretCheck
 from dashboard.references import parse_reference
-from dashboard.sources import OP_CONNECT_HOST, OP_CONNECT_TOKEN, Unavailable, onepassword_configured
+from dashboard.sources import OP_CONNECT_HOST, OP_CONNECT_TOKEN, UNREACHABLE, Unavailable, onepassword_configured
 from dashboard.sources.onepassword import Broken, Connect
 
 CHECK_TASK = "dashboard.check_onepassword"  # dashboard.tasks.check_onepassword_task
@@ -54,7 +55,10 @@ def check_secrets(*, secrets=None, now=None, timeout=None):
     result = SecretsChecked()
     queryset = (secrets if secrets is not None else Secret.objects.all()).exclude(reference="").order_by("name")
     extra = {"timeout": timeout} if timeout else {}
-    connect = Connect(env_value(OP_CONNECT_HOST), env_value(OP_CONNECT_TOKEN), **extra)
+    try:
+        connect = Connect(env_value(OP_CONNECT_HOST), env_value(OP_CONNECT_TOKEN), **extra)
+    except httpx.InvalidURL:  # OP_CONNECT_HOST is not a URL: nothing can be asked
+        connect, result.failure = None, UNREACHABLE
     try:
         for secret in queryset:
             check, _ = SecretCheck.objects.get_or_create(secret=secret)
@@ -75,7 +79,8 @@ def check_secrets(*, secrets=None, now=None, timeout=None):
             result.states[secret.name] = state
             _alert_transition(check, state, result, at)
     finally:
-        connect.close()
+        if connect is not None:
+            connect.close()
     return result
 
 
@@ -112,8 +117,11 @@ def _alert_transition(check, state, result, at):
 
 
 def request_check(*, secret, actor):
-    """"Check now": queue a check of one secret on the worker (operators)."""
+    """"Check now": queue a check of one secret on the worker (operators). A secret without a
+    reference has nothing to check: nothing is queued."""
     roles.require_role(actor, roles.OPERATOR)
+    if not secret.reference:
+        return None
     with transaction.atomic():
         check, _ = SecretCheck.objects.get_or_create(secret=secret)
         SecretCheck.objects.filter(pk=check.pk).update(requested_at=timezone.now())
@@ -130,6 +138,8 @@ def record_changed_rotation(*, secret, version, actor, request=None, source="web
     with transaction.atomic():
         locked = Secret.objects.select_for_update().get(pk=secret.pk)
         check = SecretCheck.objects.select_for_update().filter(secret=locked).first()
+        if check is not None:
+            check.secret = locked
         if check is None or check.state(grace()) != SecretCheck.CHANGED:
             raise ValidationError("Nothing to record: 1Password shows no change since the last recorded rotation.")
         if str(check.item_version) != str(version):

@@ -276,3 +276,35 @@ def test_no_credential_is_requested_or_stored(upstash_api, linked):
     assert all(r["query"].get("credentials") == ["hide"] for r in upstash_api.requests if "/database/" in r["path"])
     stored = str(list(UpstashLink.objects.values()))
     assert "038a8e27c45e43068d5f186085399884" not in stored and "rest_token" not in stored
+
+
+def test_a_connect_host_that_is_not_a_url_is_unreachable_not_an_error(connect, referenced, monkeypatch):
+    monkeypatch.setenv("OP_CONNECT_HOST", "::::")
+    result = onepassword_checks.check_secrets()
+    assert result.failure == "unreachable" and set(result.states.values()) == {"unverified"}
+
+
+def test_an_upstash_url_that_is_not_a_url_is_unreachable_not_an_error(upstash_api, linked, monkeypatch):
+    monkeypatch.setenv("UPSTASH_API_URL", "::::")
+    assert upstash_checks.check_databases().failure == "unreachable"
+
+
+def test_check_now_queues_nothing_without_a_reference_or_a_link(connect, upstash_api, lucia, operator,
+                                                                 django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as queued:
+        assert onepassword_checks.request_check(secret=Secret.objects.get(name="lucia-rest-token"), actor=operator) is None
+        link = upstash_checks.request_check(database=lucia, actor=operator)
+    assert queued == [] and link.requested_at is None and not SecretCheck.objects.exists()
+
+
+def test_a_new_upstash_id_drops_what_was_said_about_the_old_one(upstash_api, linked, operator):
+    from dashboard.sources.forms import UpstashLinkForm
+
+    upstash_checks.check_databases()
+    form = UpstashLinkForm({"upstash_id": "another-id", "tls": "true", "eviction": "false", "budget": "20",
+                            "max_request_size": "10485760", "max_entry_size": "104857600"}, instance=UpstashLink.objects.get())
+    assert form.is_valid(), form.errors
+    upstash_checks.save_link(form=form, actor=operator)
+    link = UpstashLink.objects.select_related("database").get()
+    assert (link.upstash_id, link.found, link.observed, link.monthly_commands) == ("another-id", None, {}, None)
+    assert link.drift() == [] and AuditEntry.objects.get(action="upstash_link.edit").before["upstash_id"] == UPSTASH_ID

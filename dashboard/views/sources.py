@@ -8,7 +8,6 @@ from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
-from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRefresh
 
 from dashboard import roles
@@ -49,12 +48,9 @@ def _answer(request, template, context, record, error="", refresh=False):
 
 
 @roles.role_required(roles.VIEWER)
-@vary_on_headers("HX-Request")
 def secret_source(request, name):
     """The 1Password panel alone (a pending "check now" polls it)."""
     secret = _secret(name)
-    if not request.htmx:
-        return redirect(secret)
     return render(request, SECRET_PANEL, {"source": secret_panel(secret), "secret": secret})
 
 
@@ -83,12 +79,9 @@ def secret_source_record(request, name):
 
 
 @roles.role_required(roles.VIEWER)
-@vary_on_headers("HX-Request")
 def database_source(request, name):
     """The Upstash panel alone (a pending "check now" polls it)."""
     database = _database(name)
-    if not request.htmx:
-        return redirect(database)
     return render(request, DATABASE_PANEL, {"upstash": database_panel(database), "database": database})
 
 
