@@ -166,6 +166,17 @@ def test_the_database_page_shows_a_region_drift_badge_and_adopts_in_one_click(op
     assert 'data-testid="drift-row"' not in after and "The record agrees with Upstash" in after
 
 
+def test_check_now_on_the_database_page_runs_the_upstash_task(operator_client, upstash_api, linked, eager,
+                                                                django_capture_on_commit_callbacks):
+    url = reverse("dashboard:database_source_check", args=["lucia"])
+    with django_capture_on_commit_callbacks(execute=True):
+        pending = operator_client.post(url, HTTP_HX_REQUEST="true").content.decode()
+    assert 'data-testid="upstash-pending"' in pending  # rendered before the task ran, on commit
+    panel = _page(operator_client, reverse("dashboard:database_source", args=["lucia"]))
+    assert 'data-state="found"' in panel and 'data-field="region"' in panel and "every 2s" not in panel
+    assert upstash_api.paths() == [f"/v2/redis/database/{UPSTASH_ID}", f"/v2/redis/stats/{UPSTASH_ID}"]
+
+
 def test_adopting_a_guarded_or_unknown_field_is_refused(operator_client, admin_client, upstash_api, linked):
     upstash_checks.check_databases()
     url = reverse("dashboard:database_source_adopt", args=["lucia"])
