@@ -31,6 +31,15 @@ def env_str(name, default=None):
     return value
 
 
+def env_value(name):
+    """The value of NAME (or of the file NAME_FILE names), "" when unset or unreadable. For
+    credentials read when they are used: never kept in settings, stored, logged or shown."""
+    try:
+        return (_raw(name) or "").strip()
+    except ImproperlyConfigured:
+        return ""
+
+
 def env_bool(name, default):
     value = _raw(name)
     if value is None:

@@ -6,6 +6,10 @@
 - Migrates as the owner role (DATABASE_OWNER_URL when set), then runs everything else as
   the app role (README, "Database roles"); seeds the runbook, creates the first admin, and — only when it started the
   monitored Redis itself — loads a demo keyspace.
+- Starts local stand-ins for 1Password Connect and the Upstash Developer API
+  (`sourceservers`, for whichever the environment does not configure), points the dashboard
+  at them, writes the demo's references, rotation, region and Upstash link
+  (`demo_sources`) and checks them once (`check_sources`).
 - Runs web, Celery worker and Celery beat under honcho; Ctrl-C stops everything it started.
 
 `DEMO_CLUSTER=1 make run` (only when REDIS_URL is unset): the monitored keyspace is a local
@@ -68,12 +72,37 @@ def cluster_demo_keyspace(ports, keys=3000, seed=7):
         client.close()
 
 
+def demo_sources(env):
+    """Local stand-ins for 1Password Connect and the Upstash Developer API
+    (`sourceservers.start_demo`), each only when the environment configures no real one, and
+    the variables that point the dashboard at them. Returns {"1password": server or None,
+    "upstash": server or None}."""
+    import secrets as random_tokens
+
+    from dashboard.devtools import sourceservers
+
+    token = None if env.get("OP_CONNECT_HOST") else random_tokens.token_urlsafe(24)
+    account = None if env.get("UPSTASH_EMAIL") else ("demo@example.invalid", random_tokens.token_urlsafe(24))
+    connect, upstash = sourceservers.start_demo(connect_token=token, upstash_credentials=account)
+    if connect:
+        env.update(OP_CONNECT_HOST=connect.url, OP_CONNECT_TOKEN=token)
+        print(f"· 1Password Connect (local stand-in with the demo's vault) on {connect.url}")
+    if upstash:
+        env.update(UPSTASH_EMAIL=account[0], UPSTASH_API_KEY=account[1], UPSTASH_API_URL=upstash.url)
+        print(f"· Upstash Developer API (local stand-in with the demo's database) on {upstash.url}")
+    return {"1password": connect, "upstash": upstash}
+
+
 def manage(env, *args):
+    run_python(env, str(ROOT / "manage.py"), *args)
+
+
+def run_python(env, *args):
     import subprocess
 
-    result = subprocess.run([PYTHON, str(ROOT / "manage.py"), *args], env=env)
+    result = subprocess.run([PYTHON, *args], env=env, cwd=str(ROOT))
     if result.returncode:
-        raise SystemExit(f"manage.py {' '.join(args)} failed (exit {result.returncode}).")
+        raise SystemExit(f"{' '.join(args)} failed (exit {result.returncode}).")
 
 
 def main():
@@ -116,10 +145,19 @@ def main():
             print(f"· Redis (local) on 127.0.0.1:{rd.port} for {', '.join(missing)}")
         if cluster_demo and not cluster:
             print("· DEMO_CLUSTER ignored: REDIS_URL is set, so the monitored Redis is yours.")
+        sources = demo_sources(env)
+        started += [server for server in sources.values() if server]
         manage({**env, "DATABASE_URL": env.get("DATABASE_OWNER_URL") or env["DATABASE_URL"]},
                "migrate", "--noinput", "-v", "0")
         manage(env, "seed_runbook")
         manage(env, "ensure_admin")
+        if any(sources.values()):
+            flags = [f"--no-{name}" for name, server in sources.items() if not server]
+            run_python(env, "-m", "dashboard.devtools.demo_sources", *flags)
+            try:  # the demo's states at once, as the beat jobs would find them
+                manage(env, "check_sources")
+            except SystemExit:
+                print("· check_sources could not verify every source; the beat jobs will try again.")
         if cluster:
             print(f"· Demo keyspace: {cluster_demo_keyspace(cluster.ports):,} keys across the cluster's primaries")
         elif local_monitored:
