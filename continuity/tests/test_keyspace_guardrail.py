@@ -23,6 +23,8 @@ from dashboard.env import keyspace_target
 from dashboard.models import AuditEntry, RedisDatabase
 from dashboard.record_forms import RedisDatabaseForm
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 SHADOW = {"name": "shadow", "environment": "production", "provider": "Upstash", "key_prefix": "lucia",
           "url_env": "REDIS_URL"}
 

@@ -9,6 +9,8 @@ from continuity.models import Namespace, PurgeRun, PurgeTargetKey
 from continuity.operations import purge
 from dashboard.models import AuditEntry
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 def all_keys(client):
     return set(client.scan_iter(count=1000))

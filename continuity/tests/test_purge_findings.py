@@ -15,6 +15,8 @@ from continuity.models import Namespace, PurgeRun, PurgeTargetKey, ReviewRun
 from continuity.operations import purge, review
 from dashboard.models import AuditEntry, RedisDatabase
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 NO_TTL = ([b"lucia:session:nottl:%02d" % i for i in range(30)] + [b"lucia:focus:nottl:%02d" % i for i in range(5)]
           + [b"lucia:session:admin:%02d" % i for i in range(7)])
 ABOVE_MAX = [b"lucia:focus:long:%02d" % i for i in range(20)]

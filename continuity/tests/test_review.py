@@ -13,6 +13,8 @@ from continuity.models import FINDINGS, Namespace, ReviewRun, ReviewSample
 from continuity.operations import review
 from dashboard.models import RedisDatabase
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 TYPES = {"session": "string", "distress": "hash", "focus": "string", "action": "string", "rate": "string"}
 
 
