@@ -241,17 +241,28 @@ def use_rest(monkeypatch, bridge, token=REST_TOKEN):
     keyspace.forget_clients()
 
 
+@pytest.fixture
+def over_rest(monkeypatch, rest_bridge):
+    """The seeded records over the REST API for this test (see `use_rest`): the bridge."""
+    from continuity import keyspace
+
+    use_rest(monkeypatch, rest_bridge)
+    yield rest_bridge
+    keyspace.forget_clients()
+
+
 @pytest.fixture(params=["tcp", "rest"])
-def transport(request):
+def transport(request, monkeypatch):
     """Runs a test over TCP (REDIS_URL) and again over Upstash's REST API (REDIS_URL unset, the
     REST pair set, the local bridge in front of the same redis-server). Modules opt in with
     `pytestmark = pytest.mark.usefixtures("transport")`; the `monitored` client stays on TCP."""
     from continuity import keyspace
 
-    with pytest.MonkeyPatch.context() as patch:  # its own: a test's monkeypatch.undo() keeps the transport
-        if request.param == "rest":
-            use_rest(patch, request.getfixturevalue("rest_bridge"))
-        yield request.param
+    # The test's own monkeypatch: what the test changes in the environment on top is undone
+    # first, in the right order (so a test must not call monkeypatch.undo() mid-way).
+    if request.param == "rest":
+        use_rest(monkeypatch, request.getfixturevalue("rest_bridge"))
+    yield request.param
     keyspace.forget_clients()
 
 
