@@ -11,8 +11,8 @@ that the dashboard's REST transport (`continuity.keyspace.rest`) and the officia
   `GET|POST /command/arg/…` (a POST body is the last argument, raw bytes);
 - `Authorization: Bearer <token>` (or `?_token=`): 401 `{"error": "WRONGPASS invalid or
   missing auth token"}` otherwise. Each token maps to a Redis user (username, password): the
-  standard token, a read-only one (`default_ro`, `+@read -@dangerous`, as Upstash documents
-  it) or an ACL user's (`ACL RESTTOKEN`) are Redis ACL users behind it, so Redis itself
+  standard token, a read-only one (`default_ro`, `+@read -@dangerous` without SCAN, as
+  Upstash documents it) or an ACL user's (`ACL RESTTOKEN`) are Redis ACL users behind it, so Redis itself
   refuses what that token may not do;
 - `Upstash-Encoding: base64`: every string of a reply base64-encoded except "OK"; without it,
   bytes that are not UTF-8 become U+FFFD, as Upstash documents;
@@ -45,8 +45,10 @@ TOO_LARGE = "ERR max request size exceeded"
 REFUSED = frozenset({"WATCH", "UNWATCH", "MULTI", "EXEC", "DISCARD", "SELECT", "AUTH", "HELLO", "SUBSCRIBE",
                      "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "MONITOR", "RESET", "QUIT", "SYNC",
                      "PSYNC", "BLPOP", "BRPOP", "BLMOVE", "BZPOPMIN", "BZPOPMAX", "XREAD", "XREADGROUP", "WAIT"})
-# Upstash's read-only token, as its documentation describes the read-only user.
-READ_ONLY_ACL = ("on", "+@read", "-@dangerous", "~*", "&*")
+# Upstash's read-only token, as its documentation describes the read-only user: "+@read
+# -@dangerous (revokes dangerous commands such as KEYS, SCAN)". Redis 7 does not count SCAN as
+# dangerous, so it is revoked by name here; scripts (@scripting) are not granted at all.
+READ_ONLY_ACL = ("on", "+@read", "-@dangerous", "-scan", "~*", "&*")
 
 
 class RedisError(Exception):
@@ -324,7 +326,7 @@ class RestBridge:
 
 def read_only_token_user(client, name="default_ro", password="read-only-token-password"):
     """Create (or reset) the Redis user behind a read-only token, as Upstash documents it
-    (`+@read -@dangerous`: no SCAN, KEYS, INFO or scripts). Returns (name, password)."""
+    (`+@read -@dangerous`, SCAN revoked: no SCAN, KEYS, INFO or scripts). Returns (name, password)."""
     client.execute_command("ACL", "SETUSER", name, "reset", f">{password}", *READ_ONLY_ACL)
     return name, password
 
