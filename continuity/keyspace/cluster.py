@@ -6,7 +6,8 @@ therefore work node by node (`keyspace.nodes.primaries`), and so do the key brow
 lookups, key pages and the overview (`keyspace.primaries`).
 
 Detection: `INFO cluster` (`cluster_enabled:1`; INFO is free on Upstash), asked once per
-client and kept on it (`capabilities.of(client).cluster`). Where INFO is refused,
+client and kept on it (`capabilities.of(client).cluster`); a REST client (Upstash's REST API,
+one logical primary) says STANDALONE itself. Where INFO is refused,
 `CLUSTER MYID` decides (standalone servers answer "cluster support disabled"); where both
 are refused the answer is "unknown" and the record's declared mode decides.
 
@@ -54,7 +55,7 @@ def detect(client):
     Connection failures propagate (nothing is cached then)."""
     caps = capabilities.of(client)
     if caps.cluster is None:
-        caps.cluster = _ask(client)
+        caps.cluster = getattr(client, "topology", None) or _ask(client)  # a REST client knows its own
     return caps.cluster
 
 

@@ -26,7 +26,7 @@ import hashlib
 import redis
 
 from continuity.billing import Cost
-from continuity.keyspace import capabilities
+from continuity.keyspace import capabilities, rest
 
 # The first lines of every script that takes keys: `keys` (and `nkeys`) from KEYS when
 # they were declared, else from the end of ARGV (`Script.run(declare=False)`); `nargs` is
@@ -57,6 +57,7 @@ class Script:
         self.body = body
         self.sha = hashlib.sha1(body.encode()).hexdigest()
         self.read_only = read_only
+        rest.remember_script(body)  # over REST, a call naming a non-UTF-8 key travels as EVAL of the body
 
     def command(self, client, *, body=False):
         """The command for this script on `client`: EVALSHA_RO / EVAL_RO for a read-only

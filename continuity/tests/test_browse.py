@@ -9,6 +9,8 @@ from continuity import keyspace
 from continuity.models import Namespace
 from dashboard.models import AuditEntry
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 P = b"lucia:session:"
 ODD_KEYS = {
     "binary": P + b"bin\xff\xfe\x00end",

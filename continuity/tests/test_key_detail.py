@@ -8,6 +8,8 @@ from django.urls import reverse
 
 from continuity import keyspace
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 def detail(client, key, **kwargs):
     return client.get(reverse("continuity:key_detail", args=["lucia", keyspace.encode_key(key)]), **kwargs)

@@ -10,6 +10,8 @@ from continuity.models import Namespace
 from continuity.policy import Policies
 from dashboard.models import AuditEntry
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 def meta(key=b"lucia:session:1", type_="string", ttl_ms=1_000_000, memory=100):
     return KeyMeta(key=key, type=type_, ttl_ms=ttl_ms, memory=memory)

@@ -1,6 +1,8 @@
 """The review's fast paths: the send-ahead batch stream, the script cache flushed
 mid-review, an early stop, MEMORY refused inside scripts, and the prefix classifier."""
 
+import pytest
+
 from continuity import keyspace
 from continuity.keyspace.nodes import Node
 from continuity.keyspace import capabilities
@@ -10,6 +12,8 @@ from continuity.operations import review
 from continuity.policy import BUCKET_NAMES
 from continuity.tests.test_review import calls, expected_from_specs, load, typed_lucia  # noqa: F401 — the fixture
 from dashboard.models import RedisDatabase
+
+pytestmark = pytest.mark.usefixtures("transport")
 
 
 def test_it_reloads_the_script_when_the_cache_is_flushed_mid_review(monitored, typed_lucia, settings):
@@ -57,7 +61,8 @@ def test_it_leaves_the_connection_clean_after_stopping_early(monitored, typed_lu
 def test_it_stops_the_stream_mid_scan_without_a_stray_reply(monitored):
     for i in range(500):
         monitored.set(f"lucia:session:{i}".encode(), b"v", px=60_000)
-    client = keyspace.client_for(RedisDatabase(name="raw", url_env="REDIS_URL"))
+    client = keyspace.client_for(RedisDatabase(name="raw", url_env="REDIS_URL", rest_url_env="UPSTASH_REDIS_REST_URL",
+                                                  rest_token_env="UPSTASH_REDIS_REST_TOKEN"))
     feed = stream.batches(Node("raw", client), cursor=0, count=50, prefix=b"lucia:")
     first, second = next(feed), next(feed)
     feed.close()
