@@ -26,6 +26,7 @@ imported by the apps.
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import signal
 import sys
@@ -57,7 +58,8 @@ class Counts:
 class _Link:
     """One client connection: whether the server answered since the client's last burst."""
 
-    def __init__(self):
+    def __init__(self, number):
+        self.number = number
         self.answered = True  # the first bytes start a burst
 
 
@@ -67,7 +69,7 @@ class DelayProxy:
     what happens inside a `with` block."""
 
     def __init__(self, target_port, *, target_host="127.0.0.1", rtt_ms=0.0, listen_host="127.0.0.1",
-                 listen_port=0):
+                 listen_port=0, keep=0):
         self.target = (target_host, target_port)
         self.listen = (listen_host, listen_port)
         self.rtt_ms = rtt_ms
@@ -77,6 +79,9 @@ class DelayProxy:
         self._loop = self._server = self._thread = None
         self._ready = threading.Event()
         self._tasks = set()
+        # The first bytes of the last `keep` bursts (connection number, bytes): what a test
+        # shows when it counted more round trips than it allows.
+        self.bursts = collections.deque(maxlen=keep or None) if keep else None
 
     # --- counters ----------------------------------------------------------------------
     def counts(self):
@@ -141,10 +146,10 @@ class DelayProxy:
     async def _handle(self, client_reader, client_writer):
         task = asyncio.current_task()
         self._tasks.add(task)
-        link = _Link()
         writers, pumps = [client_writer], []
         with self._lock:
             self._connections += 1
+            link = _Link(self._connections)
         try:
             if self.rtt_ms:
                 await asyncio.sleep(2 * self._half)  # the handshake's round trip
@@ -157,6 +162,8 @@ class DelayProxy:
                      asyncio.ensure_future(self._pump(server_reader, client_writer, link, upward=False))]
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
             await asyncio.wait(pumps, timeout=2 * self._half + 1)
+        except asyncio.CancelledError:
+            pass  # the proxy stops: close both ends below
         finally:
             for pump in pumps:
                 pump.cancel()
@@ -202,6 +209,8 @@ class DelayProxy:
                         if link.answered:
                             self._round_trips += 1
                             link.answered = False
+                            if self.bursts is not None:
+                                self.bursts.append((link.number, bytes(data[:80])))
                     else:
                         self._down += len(data)
                 queue.put_nowait((now + self._half, data))
@@ -221,6 +230,11 @@ class _Measured:
     @property
     def counts(self):
         return self._counts if self._counts is not None else self.proxy.counts() - self.before
+
+    def bursts(self):
+        """The first bytes of each burst counted inside the block (when the proxy keeps them)."""
+        kept = list(self.proxy.bursts or ())
+        return kept[len(kept) - self.counts.round_trips:] if self.counts.round_trips else []
 
 
 def main(argv=None):

@@ -546,7 +546,7 @@ class BatchSizer:
         return int(min(self.MAX_CALLS_PER_TRIP, max(1, math.ceil(self.round_trip_s / max(batch_s, 1e-6)))))
 
 
-def sample_keys(client, size, *, window=100, rng=None):
+def sample_keys(client, size, *, window=100, rng=None, population=None):
     """About `size` keys drawn at random, and the SCAN calls it took.
 
     Random SCAN cursors, not RANDOMKEY: a SCAN from a random cursor starts at a random
@@ -558,8 +558,9 @@ def sample_keys(client, size, *, window=100, rng=None):
     overlap are merged; an over-full draw is cut down at random.
 
     The SCANs are independent, so they travel together: one round trip for enough windows to
-    reach `size` with a margin, and another only where they fell short (a keyspace with many
-    empty buckets)."""
+    reach `size` with a margin (windows overlap more as the sample nears the `population`,
+    DBSIZE, when known), and another only where they fell short (a keyspace with many empty
+    buckets)."""
     import random
 
     rng = rng or random.SystemRandom()
@@ -567,7 +568,13 @@ def sample_keys(client, size, *, window=100, rng=None):
     limit = 4 * (size // window) + 20
     per_call = window
     while len(seen) < size and calls < limit:
-        wanted = min(limit - calls, max(1, math.ceil((size - len(seen)) / max(per_call, 1) * 1.15) + 2))
+        missing = size - len(seen)
+        if population and not seen and 1.15 * size < population:
+            # n windows of `window` keys cover population × (1 − e^(−n·window/population)) keys
+            draws = -population / window * math.log(1 - 1.15 * size / population)
+        else:
+            draws = missing / max(per_call, 1) * 1.15
+        wanted = min(limit - calls, max(1, math.ceil(draws) + 2))
         pipe = client.pipeline(transaction=False)
         for _ in range(wanted):
             pipe.scan(cursor=rng.getrandbits(63), count=window)
@@ -584,11 +591,11 @@ def sample_keys(client, size, *, window=100, rng=None):
     return keys, calls
 
 
-def sample_batches(node, *, size, prefix, needs=Needs(), chunk=1000):
+def sample_batches(node, *, size, prefix, needs=Needs(), chunk=1000, population=None):
     """Fetched batches of a random sample of about `size` keys of `node` (see
     `sample_keys`), their metadata read by `meta`'s script over the sample's keys (known
     keys: no global lock on Upstash), `chunk` keys per call, every call in one round trip."""
-    keys, calls = sample_keys(node.client, size)
+    keys, calls = sample_keys(node.client, size, population=population)
     ours = [key for key in keys if key.startswith(prefix)]
     rows, sent, billed, _ahead, _behind = read_metadata(node, ours, needs, chunk=chunk)
     yield Fetched(0, len(keys), len(keys) - len(ours), rows, calls + sent, calls + billed)

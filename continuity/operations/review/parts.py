@@ -65,11 +65,12 @@ def plan(database, policies, strategy=None):
     return strategy, stream.Needs(type=needs_type, memory=needs_memory)
 
 
-def sample_node(node, classifier, tally, *, size, needs, on_batch, clock=time.perf_counter):
+def sample_node(node, classifier, tally, *, size, needs, on_batch, clock=time.perf_counter, population=None):
     """A review of a random sample of about `size` keys (see `stream.sample_keys`) of
     `node`, counted into `tally`."""
     started = clock()
-    for fetched in stream.sample_batches(node, size=size, prefix=classifier.key_prefix, needs=needs):
+    for fetched in stream.sample_batches(node, size=size, prefix=classifier.key_prefix, needs=needs,
+                                         population=population):
         fold(tally, classifier, fetched)
         tally.elapsed_s = clock() - started
         if on_batch is not None:
@@ -146,7 +147,8 @@ def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, 
     try:
         node = keyspace_nodes.node_at(database, part.address, part.slots)
         if part.sample_size:
-            sample_node(node, classifier, tally, size=part.sample_size, needs=needs, on_batch=on_batch)
+            sample_node(node, classifier, tally, size=part.sample_size, needs=needs, on_batch=on_batch,
+                        population=part.dbsize_before)
             postgres.ride_through(lambda: _succeeded(part, token, tally, part.dbsize_before))
             part.refresh_from_db()
             return part.status
