@@ -2,7 +2,7 @@
 (`bench.proxy`) at a set round trip, against their floor and against `redis-cli`.
 
     python -m bench.latency                              # 100k keys, TCP, RTT 0, 5, 20, 80 ms (≈ 12 min)
-    python -m bench.latency --keys 20000 --rtts 0 20 --cap 10      # smoke (bench/tests runs this)
+    python -m bench.latency --keys 20000 --rtts 0 20 --cap 10      # a quick look (≈ 1 min)
     python -m bench.latency --transport rest             # once the REST transport is on main
 
 It starts its own redis-server and Postgres on loopback, the proxy in front of the
@@ -33,7 +33,6 @@ local REST endpoint's HTTP port): see `_rest_transport`, the hook it needs. Not 
 import argparse
 import importlib.util
 import json
-import math
 import os
 import shutil
 import signal

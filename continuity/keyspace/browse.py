@@ -20,7 +20,7 @@ from django.conf import settings
 
 from continuity.keyspace import cluster, primaries
 from continuity.keyspace.capabilities import limitations
-from continuity.keyspace.connection import KeyspaceError, client_for, dbsize
+from continuity.keyspace.connection import KeyspaceError, client_for
 from continuity.keyspace.meta import KeyMeta, key_metadata, key_metadata_and, scan_page
 from continuity.policy import Policies
 
