@@ -10,12 +10,24 @@ does. It knows nothing of the protocol, so it sits as well in front of a redis-s
 as in front of an HTTP endpoint (a REST bridge): any TCP port.
 
 What it counts, per connection and summed (`Counts`):
-- `round_trips`: request bursts, client to server. A burst starts with the first bytes the
-  client sends after the proxy delivered it anything (or on a new connection) and lasts until
-  the server's next answer reaches the client. That is the number of times the client waited
-  on the server: one per command sent alone, one per pipeline, one per HTTP request on a
-  kept-alive connection. A stream that sends its next request before reading the current
-  answer still counts one per request, since it cannot send it before the previous answer.
+- `round_trips`: request bursts, client to server: the times the client waited on the server.
+  One per command sent alone, one per pipeline however many writes it takes, one per HTTP
+  request on a kept-alive connection. A burst starts with client bytes that arrive
+  1. after the proxy delivered the client anything since the current burst started (or
+     first on a new connection): a client cannot have waited for an answer it has not had;
+  2. and at least RTT/2 after the client's previous bytes on that connection. A client that
+     waits for an answer writes again no sooner than one RTT after its previous write (RTT/2
+     for the request to reach the server, RTT/2 for the answer to come back), so writes
+     closer together than that were made without waiting, even where an answer to something
+     sent earlier landed between them (a client that pipelines while answers stream back).
+     Half an RTT leaves the other half as margin for the scheduling of client and proxy.
+  By rule 1 the pieces of one pipeline written less than one RTT apart are one burst
+  whatever else happens: no answer to its first piece can reach the client sooner. A writer
+  that stalls a whole RTT or more between two pieces (a CPU-starved machine at RTT 0, where
+  an answer comes back at once) cannot be told from one that waited, and it cost as much
+  time: tests therefore count at a round trip of tens of milliseconds, never at 0. A stream
+  that sends its next request before reading the current answer still counts one per
+  request, since it cannot send it before the previous answer.
 - `connections`: connections opened (each cost one more round trip, its handshake);
 - bytes each way.
 
@@ -56,11 +68,13 @@ class Counts:
 
 
 class _Link:
-    """One client connection: whether the server answered since the client's last burst."""
+    """One client connection: whether the server answered since the client's last burst,
+    and when the client's last bytes arrived (the proxy's loop clock)."""
 
     def __init__(self, number):
         self.number = number
         self.answered = True  # the first bytes start a burst
+        self.last_up = self.last_half = None
 
 
 class DelayProxy:
@@ -206,11 +220,14 @@ class DelayProxy:
                 with self._lock:
                     if upward:
                         self._up += len(data)
-                        if link.answered:
+                        # RTT/2 as it was when the previous bytes came, or is now if less (`rtt_ms` changed)
+                        waited = link.last_up is None or now - link.last_up >= min(link.last_half, self._half)
+                        if link.answered and waited:  # a new burst (the module docstring's rules 1 and 2)
                             self._round_trips += 1
                             link.answered = False
                             if self.bursts is not None:
                                 self.bursts.append((link.number, bytes(data[:80])))
+                        link.last_up, link.last_half = now, self._half
                     else:
                         self._down += len(data)
                 queue.put_nowait((now + self._half, data))

@@ -2,6 +2,7 @@
 redis-server) and for HTTP (a kept-alive HTTP/1.1 server), on loopback."""
 
 import http.client
+import select
 import socket
 import threading
 import time
@@ -63,6 +64,43 @@ def test_it_counts_a_request_sent_before_the_previous_answer_is_read_once(proxie
     finally:
         client.connection_pool.release(connection)
     assert seen.counts.round_trips == 4
+
+
+def test_it_counts_a_pipeline_written_in_pieces_once_and_the_next_command_after_its_answers_again(redis_server):
+    """Rule 2 of `bench.proxy`: writes closer together than RTT/2 are one burst, even where an
+    answer to an earlier request reaches the client between them; a command written after the
+    answers is a round trip of its own. (Wide windows: a loaded machine oversleeps.)"""
+    rtt = 0.3
+    ping = b"*1\r\n$4\r\nPING\r\n"
+    with DelayProxy(redis_server.port, rtt_ms=rtt * 1000) as proxy, \
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as raw:
+        raw.sendall(ping)  # connected (the proxy's handshake delay): not in what is measured
+        assert _read_exactly(raw, len(b"+PONG\r\n")) == b"+PONG\r\n"
+        before = proxy.counts()
+        raw.sendall(ping)  # burst 1
+        sent = time.monotonic()
+        time.sleep(0.75 * rtt)
+        raw.sendall(ping)  # a pipeline's first piece: no answer yet
+        first_piece = time.monotonic()
+        assert select.select([raw], [], [], 5)[0]  # the first PING's answer arrives (not read)
+        raw.sendall(ping)  # the pipeline's second piece, at once: no wait in between
+        second_piece = time.monotonic()
+        assert first_piece - sent < rtt and second_piece - first_piece < rtt / 2, "the machine stalled: rerun"
+        assert _read_exactly(raw, 3 * len(b"+PONG\r\n")) == 3 * b"+PONG\r\n"
+        pipelined = proxy.counts() - before
+        raw.sendall(ping)  # after reading every answer: a round trip of its own
+        assert _read_exactly(raw, len(b"+PONG\r\n")) == b"+PONG\r\n"
+        counts = proxy.counts() - before
+    assert pipelined.round_trips == 1 and counts.round_trips == 2 and counts.connections == 0
+
+
+def _read_exactly(raw, size):
+    data = b""
+    while len(data) < size:
+        chunk = raw.recv(size - len(data))
+        assert chunk, "the proxy closed the connection"
+        data += chunk
+    return data
 
 
 def test_it_counts_a_new_connection_and_delays_it_by_a_handshake(redis_server):
