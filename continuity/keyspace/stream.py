@@ -539,11 +539,21 @@ class BatchSizer:
 
     def calls_per_trip(self):
         """Script calls' worth of keys per round trip: 1 until a batch's time in Redis is
-        known, then enough that the link's round trip does not dominate."""
-        if self.round_trip_s is None or self.us_per_key is None or self.round_trip_s < self.SLOW_LINK_S:
+        known, then `calls_per_trip(round trip, a batch's time)`."""
+        if self.round_trip_s is None or self.us_per_key is None:
             return 1
-        batch_s = self.us_per_key * self.count / 1e6
-        return int(min(self.MAX_CALLS_PER_TRIP, max(1, math.ceil(self.round_trip_s / max(batch_s, 1e-6)))))
+        return calls_per_trip(self.round_trip_s, self.us_per_key * self.count / 1e6, most=self.MAX_CALLS_PER_TRIP,
+                              slow=self.SLOW_LINK_S)
+
+
+def calls_per_trip(round_trip_s, batch_s, *, most=BatchSizer.MAX_CALLS_PER_TRIP, slow=BatchSizer.SLOW_LINK_S):
+    """Script calls of `batch_s` each (Redis's time on one batch) that one round trip of
+    `round_trip_s` should carry: 1 on a link under `slow` (a LAN, where the one-connection
+    stream already hides the link), else as many as it takes for Redis's work to cover the
+    round trip, at most `most`."""
+    if round_trip_s < slow:
+        return 1
+    return int(min(most, max(1, math.ceil(round_trip_s / max(batch_s, 1e-6)))))
 
 
 def sample_keys(client, size, *, window=100, rng=None, population=None):
