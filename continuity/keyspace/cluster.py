@@ -59,6 +59,28 @@ def detect(client):
     return caps.cluster
 
 
+def probe(client, ahead=()):
+    """`detect`, with `ahead` (commands for the URL's node) in the same round trip when the
+    answer is not known yet: {command: its reply or error} of those sent (none when the
+    answer was known, or INFO was refused and CLUSTER MYID decided: the caller sends them)."""
+    caps = capabilities.of(client)
+    if caps.cluster is not None or not ahead:
+        detect(client)
+        return {}
+    pipe = client.pipeline(transaction=False)
+    pipe.info("cluster")
+    for command in ahead:
+        pipe.execute_command(*command)
+    info, *replies = pipe.execute(raise_on_error=False)
+    if isinstance(info, redis.ResponseError):
+        caps.cluster = _ask(client)
+    elif isinstance(info, Exception):
+        raise info
+    else:
+        caps.cluster = CLUSTER if str(info.get("cluster_enabled", 0)) == "1" else STANDALONE
+    return dict(zip(ahead, replies))
+
+
 def _ask(client):
     """Any error reply (an ACL, a provider without the section or the command) means "cannot
     tell" rather than a failure: a server that cannot say keeps working as it does today."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import redis
 from django.conf import settings
 from redis.backoff import NoBackoff
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
 from continuity.keyspace import rest
@@ -115,7 +116,9 @@ def client_options(url, *, retries=0):
     """Connection settings for a client on `url`: explicit timeouts, verified TLS for
     rediss://, and no silent retries unless asked. A new connection sends only what is not
     billed (AUTH, HELLO, SELECT): no CLIENT SETNAME and no CLIENT SETINFO, which Upstash
-    bills like any command and which no job could count."""
+    bills like any command and which no job could count; and no CLIENT MAINT_NOTIFICATIONS
+    (redis-py 8 asks for Redis Cloud's maintenance notices on every new connection: a billed
+    command and a round trip of its own, for a feature these servers do not have)."""
     options = {
         "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
         "socket_timeout": settings.REDIS_READ_TIMEOUT,
@@ -123,6 +126,7 @@ def client_options(url, *, retries=0):
         "retry_on_timeout": False,
         "health_check_interval": 30,
         "driver_info": None,
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
     }
     if url.startswith("rediss://"):
         options.update(ssl_cert_reqs="required", ssl_check_hostname=True)
@@ -411,19 +415,25 @@ def dbsize(client):
 
 
 def node_summary(database, *, client=None):
-    """DBSIZE and `INFO keyspace` (keys − expires = keys without TTL), each optional:
-    Upstash and ACL-restricted users may refuse INFO or DBSIZE, and we degrade. Where
+    """DBSIZE and `INFO` (keys − expires = keys without TTL), each optional, in one round
+    trip: Upstash and ACL-restricted users may refuse INFO or DBSIZE, and we degrade. Where
     DBSIZE is refused but INFO answers, INFO's `keys=` stands in for it."""
     client = client or client_for(database)
     keys_with_ttl = version = memory = None
-    size = dbsize(client)
-    info = None
-    for section in (None, "keyspace"):
+    pipe = client.pipeline(transaction=False)  # one round trip
+    pipe.dbsize()
+    pipe.info()
+    size, info = pipe.execute(raise_on_error=False)
+    size = None if isinstance(size, redis.ResponseError) else size
+    if isinstance(size, Exception):
+        raise size
+    if isinstance(info, redis.ResponseError):
         try:
-            info = client.info(section) if section else client.info()
-            break
+            info = client.info("keyspace")
         except redis.ResponseError:
-            continue
+            info = None
+    elif isinstance(info, Exception):
+        raise info
     if info is not None:
         db_section = info.get(f"db{_info_db_index(client)}") or {}
         if size is None:

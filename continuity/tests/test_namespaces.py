@@ -135,9 +135,12 @@ def test_it_labels_a_partial_sample_as_a_sample(viewer_client, monitored, lucia,
     for i in range(3000):
         pipe.set(f"lucia:focus:{i}".encode(), b"x", ex=3600)
     pipe.execute()
+    monitored.config_resetstat()
     response = viewer_client.get(reverse("continuity:namespace_stats", args=["lucia"]))
     sample = response.context["sample"]
-    assert not sample.complete and sample.examined <= 200 and sample.sampled < 3000
+    # One SCAN spending the whole budget (a round trip), then the metadata with DBSIZE.
+    assert monitored.info("commandstats")["cmdstat_scan"]["calls"] == 1
+    assert not sample.complete and sample.examined == 200 and 0 < sample.sampled < 3000
     assert "<strong>Sample</strong>" in response.content.decode()
     assert "estimated from a sample" in response.content.decode()
 
