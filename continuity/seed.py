@@ -45,7 +45,8 @@ def seed_all():
     failure_plan = records.seed_failure_plan(database)
     secrets = records.seed_secrets(database)
     env_vars = records.seed_env_vars()
-    schedules = records.seed_rotation_check() + seed_schedules() + seed_health_check() + seed_purge_schedules()
+    schedules = (records.seed_rotation_check() + seed_schedules() + seed_health_check() + seed_purge_schedules()
+                 + records.seed_source_checks())
     return {
         "databases": RedisDatabase.objects.count() - before_db,
         "namespaces": Namespace.objects.count() - before_ns,

@@ -36,10 +36,11 @@ def actor_kwargs(request, actor, source, actor_label=""):
 
 
 def record_rotation(*, secret, verified_how, reference="", note="", actor, actor_label="", request=None,
-                    source="web", now=None):
+                    source="web", now=None, rotated_at=None):
     """Append a rotation, move `last_rotated` and the reference, audit it: one transaction.
 
-    `reference` blank means the new value went into the same 1Password item. Raises
+    `reference` blank means the new value went into the same 1Password item. `rotated_at` is
+    when the rotation happened, if not now (1Password's change time). Raises
     PermissionDenied unless `actor` is an operator, ValidationError (never echoing the input)
     on a bad reference or a secret pasted into the text. `actor=None` is only for the command
     line without --by (a shell on the server is already trusted); `actor_label` names it.
@@ -66,17 +67,18 @@ def record_rotation(*, secret, verified_how, reference="", note="", actor, actor
         status_before = locked.rotation_status(now)
         before = {"last_rotated": locked.last_rotated, "reference": locked.reference, "status": status_before}
         label = actor.get_username() if actor is not None else (actor_label or "cli")
-        rotation = Rotation(secret=locked, rotated_at=now, recorded_by=actor, recorded_by_label=label,
+        rotated_at = rotated_at or now
+        rotation = Rotation(secret=locked, rotated_at=rotated_at, recorded_by=actor, recorded_by_label=label,
                             verified_how=verified_how.strip(), note=(note or "").strip(), source=source)
         rotation.set_reference(reference)
         rotation.save()
-        locked.last_rotated = now
+        locked.last_rotated = rotated_at
         locked.set_reference(reference)
         locked.save(update_fields=["last_rotated", "reference", "ref_vault", "ref_item", "ref_section",
                                    "ref_field", "ref_attribute", "updated_at"])
         status_after = locked.rotation_status(now)
         audit.record(action="secret.rotate", target=locked, before=before,
-                     after={"last_rotated": now, "reference": locked.reference, "status": status_after,
+                     after={"last_rotated": rotated_at, "reference": locked.reference, "status": status_after,
                             "verified_how": rotation.verified_how},
                      note=rotation.note, **actor_kwargs(request, actor, source, label))
     return RotationResult(secret=locked, rotation=rotation, status_before=status_before, status_after=status_after)

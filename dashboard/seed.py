@@ -20,6 +20,8 @@ DATABASE = {
     "provider": "Upstash",
     "key_prefix": "lucia:",
     "url_env": "REDIS_URL",
+    "rest_url_env": "UPSTASH_REDIS_REST_URL",
+    "rest_token_env": "UPSTASH_REDIS_REST_TOKEN",
     "notes": "Shared short-lived continuity state for hosted Lucia. Redis is the bridge, not the cathedral.",
 }
 
@@ -158,3 +160,27 @@ def seed_rotation_check():
     return create_once(PeriodicTask, {"name": ROTATION_CHECK["name"]},
                        {"task": ROTATION_CHECK["task"], "crontab": crontab, "enabled": True,
                         "description": "Daily: alert once per secret rotation-status change."})[1]
+
+
+def seed_source_checks():
+    """The beat schedules of the sources-of-truth checks (dashboard.sources), each created only
+    if missing and only once its source is configured, so that an install without 1Password or
+    Upstash shows no schedule for them: the daily 1Password check, the hourly Upstash check."""
+    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+    from dashboard.sources import onepassword_configured, upstash_configured
+
+    created = 0
+    if onepassword_configured():
+        daily, _ = CrontabSchedule.objects.get_or_create(minute="45", hour="6", day_of_week="*", day_of_month="*",
+                                                         month_of_year="*", timezone="UTC")
+        created += create_once(PeriodicTask, {"name": "1password check"},
+                               {"task": "dashboard.check_onepassword", "crontab": daily, "enabled": True,
+                                "description": "Daily: each secret's reference against 1Password (metadata only)."})[1]
+    if upstash_configured():
+        hourly, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.HOURS)
+        created += create_once(PeriodicTask, {"name": "upstash check"},
+                               {"task": "dashboard.check_upstash", "interval": hourly, "enabled": True,
+                                "description": "Hourly: each linked database record against the Upstash account "
+                                               "(read only), and this month's commands."})[1]
+    return created

@@ -156,6 +156,13 @@ if env_bool("ALERT_ALLOW_PRIVATE_TARGETS", False):
     raise ImproperlyConfigured("ALERT_ALLOW_PRIVATE_TARGETS is gone: name the internal receiver's host "
                                "in ALERT_ALLOWED_PRIVATE_HOSTS instead.")
 
+# --- Sources of truth (README, "Sources of truth") ----------------------------------------
+# 1Password Connect (OP_CONNECT_HOST, OP_CONNECT_TOKEN) and the Upstash Developer API
+# (UPSTASH_EMAIL, UPSTASH_API_KEY, optional UPSTASH_API_URL) are read when a check runs
+# (dashboard.sources), never here. A 1Password item that changed more than this long after the
+# last recorded rotation is "changed, not recorded".
+ONEPASSWORD_CHANGE_GRACE_HOURS = env_float("ONEPASSWORD_CHANGE_GRACE_HOURS", 24)
+
 # --- Celery ------------------------------------------------------------------------------
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
@@ -357,6 +364,10 @@ LOGGING = {
         # would bypass the filters: everything goes through the one handler above.
         "django": {"handlers": [], "propagate": True},
         "django.server": {"handlers": [], "propagate": True},
+        # httpx logs each request's URL at INFO: a source's or REST endpoint's address stays out
+        # of the log (the transport counts requests instead).
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }
 

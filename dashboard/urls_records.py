@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from dashboard.views import alerts, records, runbook, secrets
+from dashboard.views import alerts, records, runbook, secrets, sources
 
 record_patterns = [
     path("runbook/", runbook.runbook, name="runbook"),
@@ -11,6 +11,10 @@ record_patterns = [
     path("databases/new/", records.database_create, name="database_create"),
     path("databases/<slug:name>/", records.database_detail, name="database_detail"),
     path("databases/<slug:name>/edit/", records.database_edit, name="database_edit"),
+    path("databases/<slug:name>/upstash/", sources.database_source, name="database_source"),
+    path("databases/<slug:name>/upstash/check/", sources.database_source_check, name="database_source_check"),
+    path("databases/<slug:name>/upstash/adopt/", sources.database_source_adopt, name="database_source_adopt"),
+    path("databases/<slug:name>/upstash/link/", sources.database_source_link, name="database_source_link"),
     path("access/", records.account_list, name="account_list"),
     path("access/new/", records.account_create, name="account_create"),
     path("access/<int:pk>/", records.account_detail, name="account_detail"),
@@ -21,6 +25,9 @@ record_patterns = [
     path("secrets/<slug:name>/edit/", secrets.secret_edit, name="secret_edit"),
     path("secrets/<slug:name>/rotate/", secrets.secret_rotate, name="secret_rotate"),
     path("secrets/<slug:name>/exposed/", secrets.secret_exposed, name="secret_exposed"),
+    path("secrets/<slug:name>/1password/", sources.secret_source, name="secret_source"),
+    path("secrets/<slug:name>/1password/check/", sources.secret_source_check, name="secret_source_check"),
+    path("secrets/<slug:name>/1password/record/", sources.secret_source_record, name="secret_source_record"),
     path("env/", secrets.envvar_list, name="envvar_list"),
     path("env/new/", secrets.envvar_create, name="envvar_create"),
     path("env/<str:name>/", secrets.envvar_detail, name="envvar_detail"),

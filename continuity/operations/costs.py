@@ -1,12 +1,18 @@
 """What the jobs cost a month: each beat schedule's runs per month times its last run's
-billed commands, per database (the jobs page shows it before anyone enables a schedule)."""
+billed commands, per database (the jobs page shows it before anyone enables a schedule); and,
+where the Upstash account is read, this month's commands as Upstash counted them beside what
+the dashboard's own jobs billed."""
 
 import json
 from dataclasses import dataclass
+from datetime import timezone as dt_timezone
+
+from django.db import models
 
 from continuity import crontabs
 from continuity.billing import estimated_cost_usd
 from continuity.models import PolicyReport, PurgeRun, ReviewRun
+from dashboard.models import UpstashLink
 
 
 SCHEDULED_REVIEW_TASK = "continuity.review_all_databases"
@@ -104,4 +110,47 @@ def project(task, databases, last):
         per_run = last.get(key)
         basis = "run" if len(key) == 2 else ("sampled review" if key[2] else "exact review")
         out.append(Projection(database.name, runs, None if per_run is None else per_run * runs, basis))
+    return out
+
+
+# --- Upstash's own count beside the dashboard's ----------------------------------------------
+@dataclass(frozen=True)
+class MonthOnUpstash:
+    database: object
+    upstash_commands: int  # this month, as Upstash counted them (at `counted_at`)
+    counted_at: object
+    dashboard_commands: int  # what the dashboard's jobs billed from the month's start to `counted_at`
+
+    @property
+    def share(self):
+        """The dashboard jobs' share of the month's commands, in %; None when Upstash counted none."""
+        return 100 * self.dashboard_commands / self.upstash_commands if self.upstash_commands else None
+
+
+def billed_between(database, start, end):
+    """The billed commands of `database`'s reviews, purges (preview and execution) and policy
+    reports created in [start, end)."""
+    total = 0
+    for queryset, when, fields in (
+            (ReviewRun.objects, "created_at", ("billed_commands",)),
+            (PurgeRun.objects, "previewed_at", ("billed_commands", "preview_billed_commands")),
+            (PolicyReport.objects, "created_at", ("billed_commands",))):
+        rows = queryset.filter(database=database, **{f"{when}__gte": start, f"{when}__lt": end})
+        sums = rows.aggregate(**{name: models.Sum(name) for name in fields})
+        total += sum(value or 0 for value in sums.values())
+    return total
+
+
+def month_on_upstash(databases):
+    """[MonthOnUpstash] for each of `databases` whose Upstash stats are known
+    (dashboard.sources: the hourly Upstash check keeps them on the record's `UpstashLink`)."""
+    out = []
+    links = UpstashLink.objects.filter(database__in=databases, found=True, monthly_commands__isnull=False,
+                                       stats_at__isnull=False).select_related("database").order_by("database__name")
+    for link in links:
+        counted_at = link.stats_at.astimezone(dt_timezone.utc)
+        start = counted_at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        out.append(MonthOnUpstash(database=link.database, upstash_commands=link.monthly_commands,
+                                  counted_at=link.stats_at,
+                                  dashboard_commands=billed_between(link.database, start, link.stats_at)))
     return out

@@ -14,6 +14,7 @@ from continuity.operations import configuration, costs
 from continuity.operations.review_requests import request_review
 from dashboard import roles
 from dashboard.models import RedisDatabase
+from dashboard.sources import upstash_configured
 
 
 @roles.role_required(roles.VIEWER)
@@ -34,6 +35,7 @@ def job_list(request):
         schedules=[(task, crontabs.in_words(task.crontab) if task.crontab_id else None,
                     costs.project(task, databases, last)) for task in schedules],
         results=TaskResult.objects.order_by("-date_created")[:20],
+        upstash_month=costs.month_on_upstash(databases) if upstash_configured() else None,
     )
     return render(request, "continuity/job_list.html", context)
 

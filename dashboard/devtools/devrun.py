@@ -6,6 +6,10 @@
 - Migrates as the owner role (DATABASE_OWNER_URL when set), then runs everything else as
   the app role (README, "Database roles"); seeds the runbook, creates the first admin, and — only when it started the
   monitored Redis itself — loads a demo keyspace.
+- Starts local stand-ins for 1Password Connect and the Upstash Developer API
+  (`sourceservers`, for whichever the environment does not configure), points the dashboard
+  at them, writes the demo's references, rotation, region and Upstash link
+  (`demo_sources`) and checks them once (`check_sources`).
 - Runs web, Celery worker and Celery beat under honcho; Ctrl-C stops everything it started.
 
 `DEMO_CLUSTER=1 make run` (only when REDIS_URL is unset): the monitored keyspace is a local
@@ -14,9 +18,17 @@ every start), REDIS_URL names its first node, and the demo keyspace is written t
 cluster client (each key on the primary of its slot), and the demo writer does not run (the
 store adapter writes to one node). The broker and the cache stay on the standalone local
 redis-server.
+
+`DEMO_REST=1 make run` (only when REDIS_URL and the REST pair are unset): the monitored
+keyspace is reached over Upstash's REST protocol only: a local REST endpoint
+(`restbridge.RestBridge`, a protocol bridge standing in for Upstash) in front of the local
+redis-server's db 0, UPSTASH_REDIS_REST_URL / UPSTASH_REDIS_REST_TOKEN set (a token made for
+the run) and REDIS_URL unset for the dashboard's processes. The demo keyspace is written,
+and the demo writer writes, through the REST API.
 """
 
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -42,6 +54,16 @@ def read_dotenv(path):
                 key, _, value = line.partition("=")
                 values[key.strip()] = value.strip().strip("'\"")
     return values
+
+
+def _last_port(name, preferred):
+    path = LOCAL / f"{name}.port"
+    return int(path.read_text()) if path.exists() else preferred
+
+
+def _remember_port(name, port):
+    LOCAL.mkdir(exist_ok=True)
+    (LOCAL / f"{name}.port").write_text(str(port))
 
 
 def _port_file(name, preferred):
@@ -73,8 +95,6 @@ def demo_sso(env, datadir, port, origins):
     register the dashboard at `origins` as its client, create the demo people with one
     generated password, and point the dashboard's OIDC_* variables at it. Returns the provider
     (to stop) and the password."""
-    import secrets
-
     from dashboard.devtools.idp import DEMO_GROUP_ROLES, DEMO_PEOPLE, LocalOpenIDProvider
 
     provider = LocalOpenIDProvider(datadir, port).start()
@@ -85,14 +105,37 @@ def demo_sso(env, datadir, port, origins):
     env.update(OIDC_ISSUER=provider.issuer, OIDC_CLIENT_ID="continuity-dashboard", OIDC_CLIENT_SECRET=client_secret,
                OIDC_GROUP_ROLES=DEMO_GROUP_ROLES, OIDC_PROVIDER_NAME="the demo provider")
     return provider, password
+def demo_sources(env):
+    """Local stand-ins for 1Password Connect and the Upstash Developer API
+    (`sourceservers.start_demo`), each only when the environment configures no real one, and
+    the variables that point the dashboard at them. Returns {"1password": server or None,
+    "upstash": server or None}."""
+    import secrets as random_tokens
+
+    from dashboard.devtools import sourceservers
+
+    token = None if env.get("OP_CONNECT_HOST") else random_tokens.token_urlsafe(24)
+    account = None if env.get("UPSTASH_EMAIL") else ("demo@example.invalid", random_tokens.token_urlsafe(24))
+    connect, upstash = sourceservers.start_demo(connect_token=token, upstash_credentials=account)
+    if connect:
+        env.update(OP_CONNECT_HOST=connect.url, OP_CONNECT_TOKEN=token)
+        print(f"· 1Password Connect (local stand-in with the demo's vault) on {connect.url}")
+    if upstash:
+        env.update(UPSTASH_EMAIL=account[0], UPSTASH_API_KEY=account[1], UPSTASH_API_URL=upstash.url)
+        print(f"· Upstash Developer API (local stand-in with the demo's database) on {upstash.url}")
+    return {"1password": connect, "upstash": upstash}
 
 
 def manage(env, *args):
+    run_python(env, str(ROOT / "manage.py"), *args)
+
+
+def run_python(env, *args):
     import subprocess
 
-    result = subprocess.run([PYTHON, str(ROOT / "manage.py"), *args], env=env)
+    result = subprocess.run([PYTHON, *args], env=env, cwd=str(ROOT))
     if result.returncode:
-        raise SystemExit(f"manage.py {' '.join(args)} failed (exit {result.returncode}).")
+        raise SystemExit(f"{' '.join(args)} failed (exit {result.returncode}).")
 
 
 def main():
@@ -103,6 +146,8 @@ def main():
     local_monitored = False
     cluster = None
     cluster_demo = env.get("DEMO_CLUSTER", "").strip().lower() not in ("", "0", "false", "no")
+    rest_demo = env.get("DEMO_REST", "").strip().lower() not in ("", "0", "false", "no")
+    bridge = None
     try:
         if not env.get("DATABASE_URL"):
             localservers.ensure("postgres")
@@ -147,10 +192,31 @@ def main():
             print(f"· Demo OpenID provider (local, django-oidc-provider) at {idp.issuer}")
         if not env.get("METRICS_TOKEN") and not env.get("METRICS_TOKEN_FILE") and not env.get("METRICS_ALLOWED_NETWORKS"):
             env["METRICS_ALLOWED_NETWORKS"] = "127.0.0.1/32,::1/128"  # a local run: curl /metrics from this machine
+        if rest_demo and local_monitored and not cluster and not env.get("UPSTASH_REDIS_REST_URL"):
+            from dashboard.devtools.restbridge import RestBridge
+
+            token = secrets.token_urlsafe(24)
+            bridge = RestBridge(env.pop("REDIS_URL"), {token: (None, None)},
+                                port=localservers.free_port(_last_port("restbridge", 8079))).start()
+            _remember_port("restbridge", bridge.server.server_address[1])
+            env["UPSTASH_REDIS_REST_URL"], env["UPSTASH_REDIS_REST_TOKEN"] = bridge.url, token
+            print(f"· REST endpoint (a local protocol bridge standing in for Upstash) on {bridge.url} for "
+                  "UPSTASH_REDIS_REST_URL / _TOKEN; REDIS_URL is unset, so lucia is reached over REST only")
+        elif rest_demo:
+            print("· DEMO_REST ignored: the monitored Redis (REDIS_URL or the REST pair) is yours.")
+        sources = demo_sources(env)
+        started += [server for server in sources.values() if server]
         manage({**env, "DATABASE_URL": env.get("DATABASE_OWNER_URL") or env["DATABASE_URL"]},
                "migrate", "--noinput", "-v", "0")
         manage(env, "seed_runbook")
         manage(env, "ensure_admin")
+        if any(sources.values()):
+            flags = [f"--no-{name}" for name, server in sources.items() if not server]
+            run_python(env, "-m", "dashboard.devtools.demo_sources", *flags)
+            try:  # the demo's states at once, as the beat jobs would find them
+                manage(env, "check_sources")
+            except SystemExit:
+                print("· check_sources could not verify every source; the beat jobs will try again.")
         if cluster:
             print(f"· Demo keyspace: {cluster_demo_keyspace(cluster.ports):,} keys across the cluster's primaries")
         elif local_monitored:
@@ -191,6 +257,8 @@ def main():
         return 130
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if bridge is not None:
+            bridge.stop()
         for server in reversed(started):
             server.stop()
         if started:

@@ -5,6 +5,7 @@ from dashboard.models.runbook import AccountAccess, ChecklistItem, PhaseMapping
 from dashboard.models.secrets import EnvVar, Rotation, Secret
 from dashboard.models.alerts import AlertChannel, AlertDelivery
 from dashboard.models.accounts import PasswordChangeRequired, SsoIdentity
+from dashboard.models.sources import SecretCheck, UpstashLink
 
 __all__ = [
     "Access", "AuditEntry", "RedisDatabase", "env_var_name",
@@ -12,4 +13,5 @@ __all__ = [
     "Secret", "Rotation", "EnvVar",
     "AlertChannel", "AlertDelivery",
     "PasswordChangeRequired", "SsoIdentity",
+    "SecretCheck", "UpstashLink",
 ]

@@ -23,7 +23,9 @@ NOT_PAGES = {"dashboard:secret_exposed", "dashboard:checklist_toggle", "dashboar
              "continuity:purge_cancel", "continuity:purge_resume", "continuity:purge_confirm", "continuity:key_action",
              "continuity:key_download", "dashboard:runbook_markdown", "healthz", "logout", "login",
              # Prometheus text, and the single sign-on redirects (their pages: test_sso).
-             "metrics", "oidc_authentication_init", "oidc_authentication_callback"}
+             "metrics", "oidc_authentication_init", "oidc_authentication_callback",
+             "dashboard:secret_source_check", "dashboard:secret_source_record", "dashboard:database_source_check",
+             "dashboard:database_source_adopt"}
 
 
 class PageAudit(HTMLParser):
@@ -76,8 +78,9 @@ def test_the_page_audit_catches_what_it_should():
 
 
 @pytest.fixture
-def every_object(admin, lucia, monitored, operator):
-    """One real object behind every URL parameter, so that no page is left out by a 404."""
+def every_object(admin, lucia, monitored, operator, connect, upstash_api):
+    """One real object behind every URL parameter, so that no page is left out by a 404 (the
+    sources of truth configured, against their local servers: their panels and pages too)."""
     monitored.set(b"lucia:session:1", b"v")
     channel = AlertChannel.objects.create(name="ops", url="http://127.0.0.1:9/hook")
     audit.record(action="test.entry", target=channel, target_label="ops", actor=admin)
@@ -98,6 +101,7 @@ def every_object(admin, lucia, monitored, operator):
         "dashboard:secret_detail": {"name": secret_name},
         "dashboard:secret_edit": {"name": secret_name},
         "dashboard:secret_rotate": {"name": secret_name},
+        "dashboard:secret_source": {"name": secret_name},
         "continuity:review_detail": {"pk": review.review_database(database=lucia).run.pk},
         "continuity:schedule_edit": {"pk": PeriodicTask.objects.get(name="ttl review").pk},
         "continuity:purge_detail": {"pk": purge_run.pk},

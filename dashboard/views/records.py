@@ -11,6 +11,7 @@ from dashboard.models import (AccountAccess, AuditEntry, ChecklistItem, EnvVar, 
                               Secret)
 from dashboard.record_forms import (AccountAccessForm, ChecklistItemForm, ChecklistToggleForm, PhaseMappingForm,
                                     RedisDatabaseForm)
+from dashboard.sources.panels import database_panel
 
 SORTS = {"next_due": "Next due", "-next_due": "Next due (latest first)", "age": "Age (oldest first)",
          "-age": "Age (newest first)"}
@@ -71,7 +72,8 @@ def database_context(database):
                                  "key_prefix", "url_env", "readonly_url_env", "cluster_mode", "notes"])
     plan = field_rows(database, RedisDatabase.FAILURE_PLAN_FIELDS)
     return {"database": database, "rows": rows, "plan": plan, "env_vars": env_vars,
-            "namespaces": database.namespaces.all(), "secrets": database.secrets.all()}
+            "namespaces": database.namespaces.all(), "secrets": database.secrets.all(),
+            "upstash": database_panel(database)}
 
 
 @roles.role_required(roles.VIEWER)

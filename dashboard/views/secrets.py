@@ -10,6 +10,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from dashboard import operations, roles
 from dashboard.models import EnvVar, Secret
 from dashboard.record_forms import EnvVarForm, RotationForm, SecretForm
+from dashboard.sources.panels import secret_panel
 from dashboard.views.records import SORTS, edit_record, field_rows
 
 
@@ -32,7 +33,8 @@ def _rotation_context(secret, form=None, confirm=False, done=None):
 def secret_detail(request, name):
     secret = get_object_or_404(Secret.objects.select_related("database"), name=name)
     rows = field_rows(secret, ["title", "purpose", "database", "owner", "rotation_interval_days", "due_soon_days", "notes"])
-    return render(request, "dashboard/secret_detail.html", {**_rotation_context(secret), "rows": rows})
+    return render(request, "dashboard/secret_detail.html",
+                  {**_rotation_context(secret), "rows": rows, "source": secret_panel(secret)})
 
 
 @roles.role_required(roles.OPERATOR)

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('dashboard', '0009_auditentry_client_request_id'),
+        ('dashboard', '0011_redisdatabase_rest_pair'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
