@@ -51,7 +51,8 @@ from continuity.keyspace.browse import (  # noqa: F401
     scan_keys,
 )
 from continuity.keyspace.inspect import download_value, preview_key  # noqa: F401
-from continuity.keyspace.actions import ACTIONS, KeyChange, change_key  # noqa: F401
+from continuity.keyspace.actions import (ACTIONS, EXTEND_TTL, MAX_TTL_SECONDS, SET_TTL, KeyChange,  # noqa: F401
+                                         change_key)
 from continuity.keyspace.capabilities import limitations  # noqa: F401
 from continuity.keyspace.cluster import (  # noqa: F401
     NODE_ERRORS,

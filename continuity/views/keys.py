@@ -73,7 +73,8 @@ def key_action(request, database, token):
     if form.is_valid():
         try:
             outcome = act_on_key(database=database, key=key, action=form.cleaned_data["action"],
-                                 seconds=form.cleaned_data.get("seconds"), request=request)
+                                 seconds=form.cleaned_data.get("seconds"), reason=form.cleaned_data.get("reason", ""),
+                                 request=request)
         except keyspace.FAILURES as exc:
             outcome = KeyActionResult(ok=False, message=keyspace.describe_error(exc))
         if not request.htmx:
