@@ -11,6 +11,9 @@ from continuity.models import Namespace
 from dashboard.form_scanning import RefuseSecretsMixin
 from dashboard.scanning import validate_no_secret
 
+FINDING_CHOICES = [("", "every key"), (keyspace.ANY_FINDING, "any finding"), ("no_ttl", "no TTL"),
+                   ("ttl_above_max", "TTL above the maximum"), ("oversized", "oversized"),
+                   ("wrong_type", "wrong type"), ("unknown_namespace", "in no namespace")]
 TYPE_CHOICES = [("", "any type"), ("string", "string"), ("hash", "hash"), ("list", "list"), ("set", "set"),
                 ("zset", "sorted set"), ("stream", "stream"), ("ReJSON-RL", "JSON")]
 
@@ -21,6 +24,8 @@ class BrowseForm(forms.Form):
 
     prefix = forms.CharField(required=False, strip=False, max_length=1024)
     type = forms.ChoiceField(choices=TYPE_CHOICES, required=False)
+    # Keys showing a finding of their namespace's policy, within the same scan budget.
+    finding = forms.ChoiceField(required=False, label="Finding", choices=FINDING_CHOICES)
     glob = forms.BooleanField(required=False, label="Raw glob (advanced)")
     pattern = forms.CharField(required=False, strip=False, max_length=1024, label="MATCH glob")
     # A server's SCAN cursor (digits), or a cluster scan's composite cursor (a signed token,
@@ -29,7 +34,8 @@ class BrowseForm(forms.Form):
                              widget=forms.HiddenInput)
     examined = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
     matched = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
-    STATE_FIELDS = ("cursor", "examined", "matched")
+    read = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    STATE_FIELDS = ("cursor", "examined", "matched", "read")
     _TOKEN = re.compile(r"[A-Za-z0-9_\-:]+")
 
     def clean_cursor(self):
@@ -66,7 +72,9 @@ class BrowseForm(forms.Form):
     def scan_state(self):
         return {"cursor": self.cleaned_data.get("cursor") or 0,
                 "examined_before": self.cleaned_data.get("examined") or 0,
-                "matched_before": self.cleaned_data.get("matched") or 0}
+                "matched_before": self.cleaned_data.get("matched") or 0,
+                "read_before": self.cleaned_data.get("read") or 0,
+                "finding": self.cleaned_data.get("finding") or ""}
 
 
 class TTLField(forms.Field):

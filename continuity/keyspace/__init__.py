@@ -45,6 +45,7 @@ from continuity.keyspace.connection import (  # noqa: F401
 from continuity.keynames import decode_key, display_key, encode_key, match_pattern  # noqa: F401
 from continuity.keyspace.meta import key_metadata, scan_page  # noqa: F401
 from continuity.keyspace.browse import (  # noqa: F401
+    ANY_FINDING,
     breadcrumbs,
     lookup_id,
     namespace_tree,
