@@ -80,7 +80,8 @@ def test_it_purges_a_finding_on_every_primary_billing_each_node_exactly(
         cluster_lucia, reviewed_cluster, redis_cluster, operator):  # noqa: F811
     ports = redis_cluster.ports
     expected_nodes = node_of(ports, NO_TTL + ACTION_NOTTL)
-    preview = purge.preview_purge(action="delete", database=cluster_lucia, kind="finding", review_id=reviewed_cluster.pk,
+    preview = purge.preview_purge(action="delete",
+                                  database=cluster_lucia, kind="finding", review_id=reviewed_cluster.pk,
                                   finding="no_ttl", actor=operator, batch_size=100)
     assert (preview.matched, preview.actionable) == (265, 265)
     assert preview.namespaces == {"lucia:session:": 240, "lucia:action:": 25}
@@ -117,7 +118,8 @@ def test_it_purges_a_finding_on_every_primary_billing_each_node_exactly(
 def test_it_purges_a_finding_from_the_command_line(cluster_lucia, reviewed_cluster, redis_cluster,
                                                   operator):  # noqa: F811
     out = io.StringIO()
-    call_command("purge", "--action", "delete", "--database", "lucia", "--review", str(reviewed_cluster.pk), "--finding", "ttl_above_max",
+    call_command("purge", "--action", "delete",
+                 "--database", "lucia", "--review", str(reviewed_cluster.pk), "--finding", "ttl_above_max",
                  "--action", "expire", "--reason", "too long", "--yes", "--json", "--as", "otto", stdout=out)
     data = json.loads(out.getvalue())
     assert (data["status"], data["matched"], data["expired"], data["skipped"]) == ("succeeded", 90, 90, 0)

@@ -198,7 +198,8 @@ def _purge(space, operator, crash=False, **target):
 
 def _finding(space, operator, crash=False):
     reviewed = review.review_database(database=space.database).run
-    preview = purge.preview_purge(action="delete", database=space.database, kind="finding", review_id=reviewed.pk, finding="no_ttl",
+    preview = purge.preview_purge(action="delete",
+                                  database=space.database, kind="finding", review_id=reviewed.pk, finding="no_ttl",
                                   actor=operator, batch_size=50)
     run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="exactness",
                               actor=operator, source="cli")

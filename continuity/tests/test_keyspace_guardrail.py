@@ -186,7 +186,8 @@ def test_the_purge_page_refuses_the_shadow_target(operator_client, keys, monitor
 def test_the_purge_command_refuses_the_shadow_target(keys, monitored, shadow, operator):
     for target in (["--prefix", "lucia:"], ["--pattern", "lucia:*"]):
         with pytest.raises(CommandError, match="covers the whole key prefix 'lucia:' of lucia"):
-            call_command("purge", "--action", "delete", "--database", "shadow", *target, "--reason", "r", "--yes", "--as", "otto",
+            call_command("purge", "--action", "delete",
+                         "--database", "shadow", *target, "--reason", "r", "--yes", "--as", "otto",
                          stdout=io.StringIO(), stderr=io.StringIO())
     assert not PurgeRun.objects.exists()
     still_all(monitored, keys)
@@ -215,7 +216,8 @@ def test_confirming_a_preview_made_before_the_shadow_existed_is_refused(keys, mo
     made; then the shadow appears, and `late` lies inside it."""
     late = RedisDatabase.objects.create(name="late", key_prefix="lucia:", url_env="REDIS_URL")
     Namespace.objects.create(database=late, name="s", prefix="lucia:session:")
-    preview = purge.preview_purge(action="delete", database=late, kind="prefix", value=b"lucia:session:", actor=operator)
+    preview = purge.preview_purge(action="delete",
+                                  database=late, kind="prefix", value=b"lucia:session:", actor=operator)
     assert preview.matched == 680
     Namespace.objects.filter(database=lucia, prefix="lucia:session:").update(prefix="lucia:session:v2:")
     with pytest.raises(purge.PurgeRefused, match="lies in no namespace of lucia"):
@@ -245,9 +247,11 @@ def test_a_finding_purge_of_the_shadow_namespace_is_refused(keys, monitored, sha
     run = review.review_database(database=shadow).run
     assert run.status == "succeeded" and run.findings["no_ttl"] == 681
     with pytest.raises(purge.PurgeRefused, match="covers the whole key prefix 'lucia:' of lucia"):
-        purge.preview_purge(action="delete", database=shadow, kind="finding", review_id=run.pk, finding="no_ttl", actor=operator)
+        purge.preview_purge(action="delete",
+                            database=shadow, kind="finding", review_id=run.pk, finding="no_ttl", actor=operator)
     with pytest.raises(CommandError, match="covers the whole key prefix"):
-        call_command("purge", "--action", "delete", "--database", "shadow", "--review", str(run.pk), "--finding", "no_ttl", "--reason", "r",
+        call_command("purge", "--action", "delete",
+                     "--database", "shadow", "--review", str(run.pk), "--finding", "no_ttl", "--reason", "r",
                      "--yes", "--as", "otto", stdout=io.StringIO(), stderr=io.StringIO())
     still_all(monitored, keys)
 

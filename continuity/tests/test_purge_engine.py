@@ -70,7 +70,8 @@ def test_it_accepts_a_pattern_whose_literal_head_is_inside_a_namespace(lucia):
 
 
 def test_it_refuses_a_confirmation_that_does_not_match_and_touches_nothing(keys, lucia, operator):
-    preview = purge.preview_purge(action="delete", database=lucia, kind="prefix", value=b"lucia:session:", actor=operator)
+    preview = purge.preview_purge(action="delete",
+                                  database=lucia, kind="prefix", value=b"lucia:session:", actor=operator)
     before = all_keys(keys)
     with pytest.raises(purge.PurgeRefused, match="does not match"):
         purge.confirm_purge(run=preview.run, confirmation="lucia:session", reason="x", actor=operator)
@@ -85,7 +86,8 @@ def test_it_refuses_a_confirmation_that_does_not_match_and_touches_nothing(keys,
 def test_it_refuses_confirmation_by_a_viewer(keys, lucia, operator, viewer):
     from django.core.exceptions import PermissionDenied
 
-    preview = purge.preview_purge(action="delete", database=lucia, kind="prefix", value=b"lucia:session:", actor=operator)
+    preview = purge.preview_purge(action="delete",
+                                  database=lucia, kind="prefix", value=b"lucia:session:", actor=operator)
     with pytest.raises(PermissionDenied):
         purge.confirm_purge(run=preview.run, confirmation="lucia:session:", reason="x", actor=viewer)
 
@@ -118,7 +120,8 @@ def test_it_purges_binary_keys(monitored, lucia, operator):
     assert purge.execute_purge(run_id=run.pk).done == 3
     assert all_keys(monitored) == {b"lucia:session:\xff"}
     # A prefix that is itself binary, shown escaped and confirmed by its escaped text.
-    preview = purge.preview_purge(action="delete", database=lucia, kind="prefix", value=b"lucia:session:\xff", actor=operator)
+    preview = purge.preview_purge(action="delete",
+                                  database=lucia, kind="prefix", value=b"lucia:session:\xff", actor=operator)
     assert preview.run.target_value == "lucia:session:\\xff" and preview.matched == 1
 
 
@@ -128,7 +131,8 @@ def test_it_counts_a_preview_exactly_per_namespace_and_touches_nothing(monitored
     fill(monitored, 17, prefix=b"lucia:session:admin:")
     fill(monitored, 100, prefix=b"lucia:focus:")
     before = all_keys(monitored)
-    preview = purge.preview_purge(action="delete", database=lucia, kind="prefix", value=b"lucia:session:", actor=operator,
+    preview = purge.preview_purge(action="delete",
+                                  database=lucia, kind="prefix", value=b"lucia:session:", actor=operator,
                                   batch_size=500)
     assert preview.matched == 2362 and preview.actionable == 2362
     assert preview.namespaces == {"lucia:session:": 2345, "lucia:session:admin:": 17}
@@ -390,7 +394,8 @@ def test_it_reports_what_the_actions_would_act_on_and_writes_no_run(monitored, l
 
 def test_it_cleans_up_unconfirmed_previews_and_their_key_lists(monitored, lucia, operator):
     fill(monitored, 10)
-    old = purge.preview_purge(action="delete", database=lucia, kind="prefix", value=b"lucia:session:", actor=operator).run
+    old = purge.preview_purge(action="delete",
+                              database=lucia, kind="prefix", value=b"lucia:session:", actor=operator).run
     kept = queued(operator, database=lucia, kind="prefix", value=b"lucia:focus:")
     fresh = purge.preview_purge(action="delete", database=lucia, kind="finding", review_id=1, finding="no_ttl",
                                 keys=[b"lucia:session:000001"], actor=operator).run

@@ -63,7 +63,8 @@ def test_it_saves_progress_as_it_goes_and_stops_at_the_next_save_when_cancelled(
                                                                                settings):
     settings.PURGE_CHECKPOINT_SECONDS = 0  # save after every page
     fill(monitored, 2000)
-    run = purge.new_run(action="delete", database=lucia, kind="prefix", value=b"lucia:session:", actor=operator, batch_size=200)
+    run = purge.new_run(action="delete",
+                        database=lucia, kind="prefix", value=b"lucia:session:", actor=operator, batch_size=200)
     run.save()
     seen = []
 

@@ -73,7 +73,8 @@ def test_it_refuses_a_secret_target_on_the_command_line_without_echo(filled, ope
     out, err = io.StringIO(), io.StringIO()
     for extra in (["--dry-run"], ["--yes", "--reason", "cleanup"]):
         with pytest.raises(CommandError) as caught:
-            call_command("purge", "--action", "delete", "--database", "lucia", f"--{kind}", target, *extra, "--as", operator.username,
+            call_command("purge", "--action", "delete",
+                         "--database", "lucia", f"--{kind}", target, *extra, "--as", operator.username,
                          stdout=out, stderr=err)
         assert "looks like a secret" in str(caught.value)
         assert secret not in str(caught.value) + out.getvalue() + err.getvalue()

@@ -45,7 +45,8 @@ def calls(client, command):
 
 
 def test_it_lets_viewers_see_runs_but_not_start_or_confirm_them(viewer_client, filled, operator):
-    run = purge.preview_purge(action="delete", database=PurgeRun._meta.get_field("database").related_model.objects.get(name="lucia"),
+    run = purge.preview_purge(action="delete",
+                              database=PurgeRun._meta.get_field("database").related_model.objects.get(name="lucia"),
                               kind="prefix", value=b"lucia:session:", actor=operator).run
     assert viewer_client.get(reverse("continuity:purge_list")).status_code == 200
     page = viewer_client.get(run.get_absolute_url())

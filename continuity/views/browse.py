@@ -16,9 +16,10 @@ from dashboard.models import RedisDatabase
 def browse(request, database):
     """Keys under a literal prefix (default: the database's key prefix), one bounded
     scan budget per request, continued with the returned cursor (on a cluster, a composite
-    cursor over the primaries), optionally only those showing a finding (the same budget). A cursor that cannot continue the scan (malformed, altered,
-    another scan's, or issued before the cluster's topology changed) answers 400 with the
-    reason and a link that starts the scan again."""
+    cursor over the primaries), optionally only those showing a finding (the same budget).
+    A cursor that cannot continue the scan (malformed, altered, another scan's, or issued
+    before the cluster's topology changed) answers 400 with the reason and a link that
+    starts the scan again."""
     database = get_object_or_404(RedisDatabase, name=database)
     namespaces = list(Namespace.objects.for_database(database))
     query = request.GET.copy()
