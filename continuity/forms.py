@@ -147,7 +147,7 @@ class NamespaceForm(RefuseSecretsMixin, forms.ModelForm):
     class Meta:
         model = Namespace
         fields = ["name", "prefix", "purpose", "expected_type", "min_ttl_seconds", "max_ttl_seconds",
-                  "ttl_required", "max_payload_bytes", "fallback_note", "violation_action"]
+                  "ttl_required", "max_payload_bytes", "fallback_note", "violation_action", "sensitive"]
         widgets = {"fallback_note": forms.Textarea(attrs={"rows": 3})}
 
     def __init__(self, *args, database, **kwargs):

@@ -27,6 +27,7 @@ urlpatterns = [
     path("<slug:database>/key/<str:token>/", keys.key_detail, name="key_detail"),
     path("<slug:database>/key/<str:token>/action/", keys.key_action, name="key_action"),
     path("<slug:database>/key/<str:token>/download/", keys.key_download, name="key_download"),
+    path("<slug:database>/key/<str:token>/reveal/", keys.key_reveal, name="key_reveal"),
     path("<slug:database>/namespaces/", namespaces.namespace_list, name="namespace_list"),
     path("<slug:database>/namespaces/new/", namespaces.namespace_create, name="namespace_create"),
     path("<slug:database>/namespaces/<int:pk>/edit/", namespaces.namespace_edit, name="namespace_edit"),

@@ -76,6 +76,7 @@ class Preview:
     notes: tuple = ()
     slot: int | None = None  # on a Redis Cluster: the key's hash slot
     node: str = ""  # on a Redis Cluster: the primary serving it (host:port), as this client routes it
+    withheld: bool = False  # metadata only: the value was not read (`preview_key(values=False)`)
 
     @property
     def shown(self):
@@ -124,8 +125,10 @@ def _length(client, kind, key):
         return None
 
 
-def preview_key(database, key: bytes, *, client=None):
-    """A bounded Preview of `key`, or a Preview whose `meta.exists` is False."""
+def preview_key(database, key: bytes, *, values=True, client=None):
+    """A bounded Preview of `key`, or a Preview whose `meta.exists` is False. `values`
+    False: metadata only (type, TTL, size, length, encoding); not one byte of the value is
+    read (`withheld`)."""
     client = client or keyed_client(database)
     meta = key_metadata(keys=[key], client=client)[0]
     where = _where(client, key)
@@ -135,6 +138,8 @@ def preview_key(database, key: bytes, *, client=None):
     encoding = _object_encoding(client, key)
     base = {"meta": meta, "length": length, "encoding": encoding, **where}
     notes = () if encoding is not None else ("OBJECT ENCODING is refused by this server.",)
+    if not values:
+        return Preview(**base, notes=notes, withheld=True)
     kind = meta.type
     if kind == "string":
         head = client.getrange(key, 0, STRING_PREVIEW_BYTES - 1)
