@@ -2,8 +2,10 @@
 across namespaces, and the `:` tree built from registered namespaces.
 
 A request never scans the whole keyspace: it spends at most a budget of SCAN COUNT
-hints (the number of keys Redis looks at, roughly), ramps COUNT up from small to large
-the way Upstash's console does, and hands the cursor back so the operator can continue.
+hints (the number of keys Redis looks at, roughly) and hands the cursor back so the operator
+can continue. On a standalone server a page is at most three round trips: a small SCAN, a
+second one as large as the first one's share of matches says the page needs (the rest of
+the budget when it found none), then the page's metadata and DBSIZE together.
 
 Filtered by a finding (no TTL, above the maximum, oversized, wrong type, in no namespace,
 or any of them), the same budget is spent: each SCAN page's metadata is read as it comes
@@ -17,6 +19,7 @@ primary, and its SCAN cursor: `primaries.issue_cursor`); the scan is done only w
 last primary's SCAN is. A lookup asks each candidate key's owner directly, by slot.
 """
 
+import math
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -24,7 +27,7 @@ from django.conf import settings
 from continuity.keyspace import cluster, primaries
 from continuity.keyspace.capabilities import limitations
 from continuity.keyspace.connection import KeyspaceError, client_for, dbsize
-from continuity.keyspace.meta import KeyMeta, key_metadata, scan_page
+from continuity.keyspace.meta import KeyMeta, key_metadata, key_metadata_and, scan_page
 from continuity.policy import UNKNOWN_NAMESPACE, Policies
 
 EMPTY = Policies()
@@ -32,6 +35,7 @@ ANY_FINDING = "any"  # the browser's filter for a key with any finding
 
 FIRST_COUNT = 100
 MAX_COUNT = 2000
+SCANS = 2  # SCAN calls per request on a standalone server: then the page's metadata and DBSIZE
 
 
 @dataclass(frozen=True)
@@ -121,12 +125,14 @@ def classify_rows(metas, policies):
 def scan_keys(database, *, pattern, policies=EMPTY, type_=None, cursor=0, budget=None, page_size=None,
               examined_before=0, matched_before=0, read_before=0, finding="", client=None):
     """Up to about `page_size` matching keys with their metadata, spending at most
-    `budget` examined keys (SCAN COUNT hints). Metadata for the whole page comes from one
-    `key_metadata` call (on a cluster, one pipeline per primary); with a `finding` filter,
-    one call per SCAN page, keeping only the keys that show it (`shows`). `pattern` is a
-    MATCH pattern (bytes): build it with `match_pattern(prefix)` for a literal prefix.
-    `cursor`: 0 to start, else the `cursor` of the previous ScanResult; one that cannot
-    continue this scan raises `primaries.CursorError` before a key is read."""
+    `budget` examined keys (SCAN COUNT hints; on a standalone server in at most `SCANS`
+    calls). Metadata for the whole page comes from one script call, with DBSIZE, in one
+    round trip (on a cluster, one pipeline per primary). With a `finding` filter, each SCAN
+    page's metadata is read as it comes (one call per page, as many pages as the budget
+    allows), keeping only the keys that show it (`shows`). `pattern` is a MATCH
+    pattern (bytes): build it with `match_pattern(prefix)` for a literal prefix. `cursor`:
+    0 to start, else the `cursor` of the previous ScanResult; one that cannot continue this
+    scan raises `primaries.CursorError` before a key is read."""
     budget = budget or settings.KEYSPACE_SCAN_BUDGET
     page_size = page_size or settings.KEYSPACE_PAGE_SIZE
     client = client or client_for(database)
@@ -154,18 +160,36 @@ def scan_keys(database, *, pattern, policies=EMPTY, type_=None, cursor=0, budget
         else:
             keys += fresh
         remaining = budget - examined
-        have = len(kept) if finding else len(keys)
-        if cursor == 0 or have >= page_size or remaining <= 0:
+        if finding:
+            if cursor == 0 or len(kept) >= page_size or remaining <= 0:
+                break
+            # Few matches so far: look further per call; many: keep pages small.
+            count = _next_count(count, remaining, len(kept), page_size)
+            continue
+        if cursor == 0 or len(keys) >= page_size or remaining <= 0 or calls >= SCANS:
             break
-        # Few matches so far: look further per call; many: keep pages small.
-        count = _next_count(count, remaining, have, page_size)
-    if not finding:
-        kept = [meta for meta in key_metadata(keys=sorted(keys), client=client) if meta.exists]
+        # The second call looks as far as the first's share of matches says a page needs
+        # (all the rest of the budget when it found none): a page is two SCANs at most.
+        count = _extrapolated(count, remaining, len(keys), page_size)
+    if finding:
+        size = dbsize(client)
+    else:  # the page's metadata and DBSIZE in one round trip
+        metas, (size,) = key_metadata_and(client, sorted(keys), [("DBSIZE",)])
+        kept = [meta for meta in metas if meta.exists]
+        size = None if isinstance(size, Exception) else int(size)
     rows = classify_rows(sorted(kept, key=lambda meta: meta.key), policies)
     return ScanResult(pattern=pattern, type_filter=type_, rows=rows, cursor=cursor, calls=calls, examined=examined,
                       examined_total=examined_before + examined, matched_total=matched_before + len(rows),
-                      dbsize=dbsize(client), notes=tuple(limitations(client)), finding=finding,
+                      dbsize=size, notes=tuple(limitations(client)), finding=finding,
                       read_total=read_before + len(seen))
+
+
+def _extrapolated(count, remaining, found, page_size):
+    """COUNT for the last SCAN of a request: enough, at the rate matches came so far, to fill
+    the page with a margin, within the budget left."""
+    if not found:
+        return remaining
+    return max(1, min(remaining, math.ceil((page_size - found) * count / found * 1.25)))
 
 
 def _next_count(count, remaining, found, page_size):

@@ -16,6 +16,8 @@ from continuity.models import Namespace
 from dashboard.devtools import localservers
 from dashboard.models import AuditEntry, RedisDatabase
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 LONG_KEY = b"lucia:session:" + b"k" * 4096  # its token is past MAX_URL_TOKEN: a handle
 
 

@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from django.core.cache import cache
 from django.urls import reverse
 
@@ -9,6 +11,8 @@ from continuity import keyspace
 from continuity.operations import review
 from continuity.models import Namespace
 from dashboard.models import AuditEntry
+
+pytestmark = pytest.mark.usefixtures("transport")
 
 LONG_KEY = b"lucia:session:" + b"k" * 4096  # 4 KB: its token alone is 5.5 KB, a 414 behind gunicorn or nginx
 
