@@ -90,7 +90,7 @@ def space(request, lucia, monkeypatch, redis_server):
 
 
 def queued(space, operator, **target):
-    preview = purge.preview_purge(database=space.database, actor=operator, **target)
+    preview = purge.preview_purge(database=space.database, actor=operator, **{"action": "delete", **target})
     return purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="exactness",
                                actor=operator, source="cli")
 
@@ -202,7 +202,8 @@ def _purge(space, operator, crash=False, **target):
 
 def _finding(space, operator, crash=False):
     reviewed = review.review_database(database=space.database).run
-    preview = purge.preview_purge(database=space.database, kind="finding", review_id=reviewed.pk, finding="no_ttl",
+    preview = purge.preview_purge(action="delete",
+                                  database=space.database, kind="finding", review_id=reviewed.pk, finding="no_ttl",
                                   actor=operator, batch_size=50)
     run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="exactness",
                               actor=operator, source="cli")
