@@ -43,8 +43,8 @@ def dashboard_behaviour(*, channels):
     constants above, the settings, the beat schedules and the enabled alert `channels`
     (their names)."""
     codes, share = HEALTHZ_CODES, settings.ALERT_KEYSPACE_LOSS_SHARE
-    where = (f"to the enabled alert channels: {', '.join(channels)}" if channels else
-             "nowhere: no alert channel is enabled (Runbook → Alerts)")
+    where = (f"To the enabled alert channels: {', '.join(channels)}" if channels else
+             "Nowhere: no alert channel is enabled (Runbook → Alerts)")
     return [
         ("Health probe", f"GET /healthz answers {codes[DEGRADED]} with status “{DEGRADED}” while a monitored Redis "
                          f"is unreachable or misconfigured, {codes[DOWN]} (“{DOWN}”) only when Postgres is down, "
@@ -60,5 +60,5 @@ def dashboard_behaviour(*, channels):
                                    f"({SEVERITIES[REDIS_RESTARTED]}) when it restarted and kept them, "
                                    f"{PERSISTENCE_OFF} ({SEVERITIES[PERSISTENCE_OFF]}) when it keeps no keys on disk; "
                                    f"each once, and on the home page for 24 hours."),
-        ("Alerts go", where + "."),
+        ("Where alerts go", where + "."),
     ]

@@ -12,6 +12,7 @@ from dashboard.models import (AccountAccess, AuditEntry, ChecklistItem, EnvVar, 
 from dashboard.record_forms import (AccountAccessForm, ChecklistItemForm, ChecklistToggleForm, PhaseMappingForm,
                                     RedisDatabaseForm)
 from dashboard.sources.panels import database_panel
+from dashboard.views.runbook import dashboard_behaviour
 
 SORTS = {"next_due": "Next due", "-next_due": "Next due (latest first)", "age": "Age (oldest first)",
          "-age": "Age (newest first)"}
@@ -71,7 +72,7 @@ def database_context(database):
     rows = field_rows(database, ["environment", "provider", "region", "rest_url", "tcp_endpoint", "read_regions",
                                  "key_prefix", "url_env", "readonly_url_env", "cluster_mode", "notes"])
     plan = field_rows(database, RedisDatabase.FAILURE_PLAN_FIELDS)
-    return {"database": database, "rows": rows, "plan": plan, "env_vars": env_vars,
+    return {"database": database, "rows": rows, "plan": plan, "env_vars": env_vars, "behaviour": dashboard_behaviour(),
             "namespaces": database.namespaces.all(), "secrets": database.secrets.all(),
             "upstash": database_panel(database)}
 
