@@ -1,5 +1,7 @@
 """Records home, Redis databases, account access, setup checklist and phase mapping."""
 
+from datetime import date, datetime
+
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -12,6 +14,7 @@ from dashboard.models import (AccountAccess, AuditEntry, ChecklistItem, EnvVar, 
 from dashboard.record_forms import (AccountAccessForm, ChecklistItemForm, ChecklistToggleForm, PhaseMappingForm,
                                     RedisDatabaseForm)
 from dashboard.sources.panels import database_panel
+from dashboard.templatetags.when import when
 from dashboard.views.runbook import dashboard_behaviour
 
 SORTS = {"next_due": "Next due", "-next_due": "Next due (latest first)", "age": "Age (oldest first)",
@@ -41,6 +44,8 @@ def field_rows(obj, names):
         value = display() if display else getattr(obj, name)
         if isinstance(value, list):
             value = ", ".join(value)
+        elif isinstance(value, (date, datetime)):
+            value = when(value)
         rows.append((field.verbose_name, value))
     return rows
 
