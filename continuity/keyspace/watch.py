@@ -2,11 +2,13 @@
 restarted, and whether it keeps its keys on disk.
 
 Per primary (`nodes.primaries`: one for a standalone server, each primary of a Redis
-Cluster): DBSIZE (the key count), one INFO (`uptime_in_seconds` and `run_id` say whether
-the process restarted, `rdb_last_load_keys_loaded` how many keys it read back from disk,
-`aof_enabled`, and `db<n>:expires` the keys with a TTL) and, where the server allows it,
-`CONFIG GET save` (RDB snapshots on or off). On Upstash only DBSIZE is billed (INFO and
-CONFIG are free, and Upstash refuses CONFIG: persistence is then "not said").
+Cluster): one INFO (`db<n>:keys` is DBSIZE and `expires` the keys with a TTL;
+`uptime_in_seconds` and `run_id` say whether the process restarted,
+`rdb_last_load_keys_loaded` how many keys it read back from disk, `aof_enabled`) and, where
+the server allows it, `CONFIG GET save` (RDB snapshots on or off). DBSIZE itself only where
+INFO does not list the database (it is empty, or INFO is refused). INFO and CONFIG are free
+on Upstash (which refuses CONFIG: persistence is then "not said"), so a look costs no billed
+command there but DBSIZE on an empty database; on a Redis Cluster, one CLUSTER NODES.
 
 A primary that does not answer is asked once more on a new connection (the connection of
 a Redis that restarted since the last look is dead; that is not an outage), then reported
@@ -30,7 +32,7 @@ class NodeState:
     """One primary at one look. Figures are None where the server refused to say."""
 
     address: str
-    keys: int | None = None
+    keys: int | None = None  # DBSIZE
     keys_with_ttl: int | None = None
     uptime: int | None = None
     run_id: str = ""
@@ -72,7 +74,6 @@ def _persistence(client, info):
 
 
 def _read(address, client):
-    size = dbsize(client)
     try:
         info = client.info()
     except redis.ResponseError as exc:
@@ -80,9 +81,12 @@ def _read(address, client):
             raise
         info = {}
     index = int(client.get_connection_kwargs().get("db") or 0)
-    expires = (info.get(f"db{index}") or {}).get("expires", 0) if info else None
-    if size is None and info:
-        size = int((info.get(f"db{index}") or {}).get("keys", 0))  # INFO omits an empty database
+    section = info.get(f"db{index}")
+    if section:  # INFO's keys= is DBSIZE, and INFO is free on Upstash
+        size, expires = int(section.get("keys", 0)), int(section.get("expires", 0))
+    else:  # an empty database (INFO omits it), or INFO refused or silent about it: ask DBSIZE
+        size = dbsize(client)
+        expires = 0 if info and size == 0 else None
     uptime, loaded = info.get("uptime_in_seconds"), info.get("rdb_last_load_keys_loaded")
     return NodeState(address=address, keys=size, keys_with_ttl=None if expires is None else int(expires),
                      uptime=None if uptime is None else int(uptime), run_id=str(info.get("run_id") or ""),

@@ -219,3 +219,26 @@ def test_the_beat_task_and_its_command_twin_record_checks(lucia, volatile, setti
     with pytest.raises(SystemExit) as exit_:
         call_command("watch_keyspaces", stdout=io.StringIO())
     assert exit_.value.code == 1
+
+
+def test_a_look_bills_nothing_on_upstash_but_dbsize_of_an_empty_database(lucia, volatile):
+    """Upstash bills every command but AUTH, HELLO, SELECT, COMMAND, CONFIG, INFO, PING, RESET
+    and QUIT: INFO gives the key count (DBSIZE) of a database it lists."""
+    free = {"info", "config|get", "config|resetstat", "ping", "auth", "hello", "select", "command", "client|setinfo"}
+
+    def billed():
+        with volatile.client() as client:
+            stats = client.info("commandstats")
+            client.config_resetstat()
+        return {name.removeprefix("cmdstat_"): row["calls"] for name, row in stats.items()
+                if name.removeprefix("cmdstat_") not in free}
+
+    keyspace_watch.check_database(lucia)  # the first look also asks what kind of server this is
+    billed()
+    assert keyspace_watch.check_database(lucia).keys == 0
+    assert billed() == {"dbsize": 1}  # INFO does not list an empty database
+    volatile.fill(10, ttl=60)
+    billed()
+    check = keyspace_watch.check_database(lucia)
+    assert (check.keys, check.keys_without_ttl) == (10, 0)
+    assert billed() == {}
