@@ -69,7 +69,7 @@ class BrowseForm(forms.Form):
 
 
 class LookupForm(forms.Form):
-    id = forms.CharField(max_length=512, strip=True, label="Id")
+    id = forms.CharField(max_length=512, strip=True, label="ID")
 
 
 class KeyActionForm(RefuseSecretsMixin, forms.Form):
@@ -98,6 +98,8 @@ class NamespaceForm(RefuseSecretsMixin, forms.ModelForm):
         fields = ["name", "prefix", "purpose", "expected_type", "min_ttl_seconds", "max_ttl_seconds",
                   "ttl_required", "max_payload_bytes", "fallback_note", "violation_action"]
         widgets = {"fallback_note": forms.Textarea(attrs={"rows": 3})}
+        labels = {"min_ttl_seconds": "Minimum TTL (seconds)", "max_ttl_seconds": "Maximum TTL (seconds)",
+                  "ttl_required": "TTL required", "max_payload_bytes": "Maximum payload (bytes)"}
 
     def __init__(self, *args, database, **kwargs):
         super().__init__(*args, **kwargs)

@@ -25,7 +25,7 @@ def _fragment(client):
 
 
 def _row(body, testid):
-    return re.search(rf'<tr data-testid="{testid}" data-state="(\w+)">(.*?)</tr>', body, re.S).groups()
+    return re.search(rf'<li data-testid="{testid}" data-state="(\w+)">(.*?)</li>', body, re.S).groups()
 
 
 def _fill(monitored):
