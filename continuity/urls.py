@@ -10,6 +10,7 @@ urlpatterns = [
     path("jobs/reviews/<int:pk>/", jobs.review_detail, name="review_detail"),
     path("jobs/reviews/<int:pk>/cancel/", jobs.review_cancel, name="review_cancel"),
     path("jobs/schedules/<int:pk>/", jobs.schedule_edit, name="schedule_edit"),
+    path("jobs/schedules/<int:pk>/cost/", jobs.schedule_cost, name="schedule_cost"),
     path("purges/", purge.purge_list, name="purge_list"),
     path("purges/new/", purge.purge_new, name="purge_new"),
     path("purges/<int:pk>/", purge.purge_detail, name="purge_detail"),
