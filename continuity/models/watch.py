@@ -71,7 +71,8 @@ class KeyspaceCheck(models.Model):
     nodes = models.JSONField(default=dict, blank=True, help_text="{address: NodeState.to_json()}")
     event = models.CharField(max_length=32, choices=EVENTS, blank=True)
     event_text = models.TextField(blank=True)
-    alerted = models.JSONField(default=list, blank=True, help_text="Alert events this check sent.")
+    alerted = models.JSONField(default=list, blank=True,
+                               help_text="Alert events this check sent to at least one channel.")
 
     objects = KeyspaceCheckQuerySet.as_manager()
 

@@ -59,22 +59,20 @@ def compare(database, previous, states, *, share):
         return None
     before = {address: watch.NodeState.from_json(address, data) for address, data in (previous.nodes or {}).items()}
     after = {state.address: state for state in states}
-    restarts = _restarts(before, after)
-    reloaded = [f"{address} read back {after[address].loaded_keys:,} keys from disk" for address, _ in restarts
-                if after[address].loaded_keys is not None]
-    restarted = "; ".join(f"{address} restarted ({why})" for address, why in restarts)
+    restarted = "; ".join(f"{address} restarted ({why})" + (
+        f" and read back {after[address].loaded_keys:,} keys from disk" if after[address].loaded_keys is not None
+        else "") for address, why in _restarts(before, after))
     total = _total(states)
     if dropped_beyond(previous.keys, total, share):
         lost = previous.keys - total
         text = (f"{database.name} lost {lost:,} of {previous.keys:,} keys ({lost / previous.keys:.0%}) since "
                 f"{previous.checked_at:%Y-%m-%d %H:%M} UTC: {total:,} keys now.")
-        detail = "; ".join(filter(None, [restarted, *reloaded]))
-        return Finding(KeyspaceCheck.LOST, text + (f" {detail}." if detail else " No primary restarted (a FLUSHALL, "
-                                                                                 "a FLUSHDB or a mass delete?)."))
-    if restarts:
+        return Finding(KeyspaceCheck.LOST, text + (f" {restarted}." if restarted else " No primary restarted (a "
+                                                                                      "FLUSHALL, a FLUSHDB or a mass "
+                                                                                      "delete?)."))
+    if restarted:
         keys = f"{previous.keys:,} keys then, {total:,} now" if None not in (previous.keys, total) else "keys unknown"
-        return Finding(KeyspaceCheck.RESTARTED,
-                       f"{database.name}: {restarted} ({keys}" + (f"; {'; '.join(reloaded)}" if reloaded else "") + ").")
+        return Finding(KeyspaceCheck.RESTARTED, f"{database.name}: {restarted} ({keys}).")
     return None
 
 
@@ -99,9 +97,12 @@ def _link(database):
     return settings.DASHBOARD_BASE_URL.rstrip("/") + reverse("dashboard:home")
 
 
-def _alert(database, event, title, text):
-    alerts.notify(event=event, severity=failure_plan.SEVERITIES[event], title=title, text=text, link=_link(database))
-    return event
+def _alert(database, event, title, text, sent):
+    """Send `event` to the enabled channels; noted in `sent` when at least one got it (with no
+    channel the finding is still recorded once, and the first screen says it went nowhere)."""
+    if alerts.notify(event=event, severity=failure_plan.SEVERITIES[event], title=title, text=text,
+                     link=_link(database)):
+        sent.append(event)
 
 
 def check_database(database, *, via=KeyspaceCheck.WORKER, now=None):
@@ -122,10 +123,10 @@ def check_database(database, *, via=KeyspaceCheck.WORKER, now=None):
         if finding is not None:
             title = (f"Redis {database.name} lost keys" if finding.event == KeyspaceCheck.LOST
                      else f"Redis {database.name} restarted")
-            sent.append(_alert(database, finding.event, title, finding.text))
+            _alert(database, finding.event, title, finding.text, sent)
         if ok and persistence == watch.OFF and (previous is None or previous.persistence != watch.OFF):
-            sent.append(_alert(database, failure_plan.PERSISTENCE_OFF, f"Redis {database.name} keeps no keys on disk",
-                               f"{database.name} has no RDB snapshots and no AOF: a restart loses every key."))
+            _alert(database, failure_plan.PERSISTENCE_OFF, f"Redis {database.name} keeps no keys on disk",
+                   f"{database.name} has no RDB snapshots and no AOF: a restart loses every key.", sent)
         keys = _total(states)
         with_ttl = [state.keys_with_ttl for state in states if state.ok]
         check = KeyspaceCheck.objects.create(

@@ -118,6 +118,12 @@ def test_a_loss_stays_on_the_first_screen_for_a_day(viewer_client, lucia, hours,
         assert "Keys lost</strong>, found" in body and "lucia lost 315 of 320 keys (98%). Alerted once." in body
 
 
+def test_a_loss_that_went_to_no_channel_says_so(viewer_client, lucia):
+    KeyspaceCheck.objects.create(database=lucia, keys=5, event=KeyspaceCheck.LOST, event_text="lucia lost 9 of 10 keys.")
+    body = _fragment(viewer_client)
+    assert "lucia lost 9 of 10 keys. <strong>Not alerted: no alert channel was enabled.</strong>" in body
+
+
 def test_the_home_page_loads_it_as_a_region_and_it_is_a_page_of_its_own(viewer_client, client, lucia):
     home = viewer_client.get(reverse("dashboard:home")).content.decode()
     assert f'hx-get="{URL}" hx-trigger="load, every 30s"' in home
