@@ -25,7 +25,7 @@ CHECK_TASK, WATCH_TASK = "continuity.check_monitored_redis", "continuity.watch_k
 
 
 def _schedule(task_name):
-    """How often beat runs `task_name`, in words ("every 1 minute"), or why it does not."""
+    """How often beat runs `task_name`, in words ("every minute", "every 15 minutes"), or why it does not."""
     from django_celery_beat.models import PeriodicTask
 
     tasks = list(PeriodicTask.objects.filter(task=task_name).select_related("interval", "crontab"))
@@ -34,7 +34,8 @@ def _schedule(task_name):
         return "never: its schedule is off (Jobs → Schedules)" if tasks else "never: it has no schedule (seed_runbook)"
     task = enabled[0]
     if task.interval_id:
-        return f"every {task.interval.every} {task.interval.period.rstrip('s') if task.interval.every == 1 else task.interval.period}"
+        every, period = task.interval.every, task.interval.period
+        return f"every {period.rstrip('s')}" if every == 1 else f"every {every} {period}"
     return f"on the crontab {task.crontab}"
 
 
