@@ -255,3 +255,18 @@ def test_a_finding_with_no_channel_is_recorded_once_and_not_called_alerted(lucia
     lost = keyspace_watch.check_database(lucia)
     assert (lost.event, lost.alerted) == (KeyspaceCheck.LOST, [])
     assert keyspace_watch.check_database(lucia).event == ""
+
+
+def test_it_keeps_a_week_of_checks_and_every_finding(lucia, volatile):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    old = timezone.now() - timedelta(days=7, minutes=1)
+    recent = timezone.now() - timedelta(days=6, hours=23)
+    stale = KeyspaceCheck.objects.create(database=lucia, checked_at=old, keys=1)
+    finding = KeyspaceCheck.objects.create(database=lucia, checked_at=old, keys=1, event=KeyspaceCheck.LOST)
+    kept = KeyspaceCheck.objects.create(database=lucia, checked_at=recent, keys=1)
+    keyspace_watch.watch_keyspaces()
+    remaining = set(KeyspaceCheck.objects.values_list("pk", flat=True))
+    assert stale.pk not in remaining and {finding.pk, kept.pk} <= remaining and len(remaining) == 3
