@@ -27,7 +27,7 @@ class Migration(migrations.Migration):
                 ('nodes', models.JSONField(blank=True, default=dict, help_text='{address: NodeState.to_json()}')),
                 ('event', models.CharField(blank=True, choices=[('', 'nothing'), ('keyspace.lost', 'keys lost'), ('redis.restarted', 'restarted')], max_length=32)),
                 ('event_text', models.TextField(blank=True)),
-                ('alerted', models.JSONField(blank=True, default=list, help_text='Alert events this check sent.')),
+                ('alerted', models.JSONField(blank=True, default=list, help_text='Alert events this check sent to at least one channel.')),
                 ('database', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='keyspace_checks', to='dashboard.redisdatabase')),
             ],
             options={
