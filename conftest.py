@@ -210,6 +210,62 @@ def _service_settings(redis_server):
         yield urls
 
 
+# --- the monitored keyspace over Upstash's REST API: a protocol bridge in front of db 0 ------
+REST_TOKEN = "test-rest-token-standard"
+REST_READONLY_TOKEN = "test-rest-token-readonly"
+
+
+@pytest.fixture(scope="session")
+def rest_bridge(redis_server):
+    """The local REST endpoint (`dashboard.devtools.restbridge`) in front of the test
+    redis-server's db 0: the standard token signs in as Redis's default user, the read-only
+    one as `default_ro` (`+@read -@dangerous`, as Upstash documents its read-only token)."""
+    from dashboard.devtools import restbridge
+
+    admin = redis.Redis.from_url(redis_server.url(0))
+    readonly = restbridge.read_only_token_user(admin)
+    admin.close()
+    bridge = restbridge.RestBridge(redis_server.url(0), {REST_TOKEN: (None, None), REST_READONLY_TOKEN: readonly})
+    bridge.start()
+    yield bridge
+    bridge.stop()
+
+
+def use_rest(monkeypatch, bridge, token=REST_TOKEN):
+    """The seeded records' URL variable unset, the runbook's REST pair set to `bridge`."""
+    from continuity import keyspace
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("UPSTASH_REDIS_REST_URL", bridge.url)
+    monkeypatch.setenv("UPSTASH_REDIS_REST_TOKEN", token)
+    keyspace.forget_clients()
+
+
+@pytest.fixture
+def over_rest(monkeypatch, rest_bridge):
+    """The seeded records over the REST API for this test (see `use_rest`): the bridge."""
+    from continuity import keyspace
+
+    use_rest(monkeypatch, rest_bridge)
+    yield rest_bridge
+    keyspace.forget_clients()
+
+
+@pytest.fixture(params=["tcp", "rest"])
+def transport(request, monkeypatch):
+    """Runs a test over TCP (REDIS_URL) and again over Upstash's REST API (REDIS_URL unset, the
+    REST pair set, the local bridge in front of the same redis-server). Modules opt in with
+    `pytestmark = pytest.mark.usefixtures("transport")`; the `monitored` client stays on TCP."""
+    from continuity import keyspace
+
+    # The test's own monkeypatch: what the test changes in the environment on top is undone
+    # first, in the right order (so a test must not call monkeypatch.undo() mid-way).
+    if request.param == "rest":
+        use_rest(monkeypatch, request.getfixturevalue("rest_bridge"))
+    yield request.param
+    keyspace.forget_clients()
+
+
 @pytest.fixture
 def monitored(redis_server):
     """A client on the monitored keyspace (db 0), emptied before the test."""

@@ -170,8 +170,7 @@ class ContinuityStore:
     @property
     def client(self):
         if self._client is None:
-            url = keyspace.connection_url(self.database, write=True)
-            self._client = keyspace.make_client(url, retries=1)
+            self._client = keyspace.new_client(self.database, write=True, retries=1)
         return self._client
 
     def _redis(self, operation):

@@ -114,6 +114,79 @@ def redis_url_env_problem(name):
     return ""
 
 
+REST_SCHEMES = ("https", "http")
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def rest_url_problem(url):
+    """Why `url` cannot be an Upstash REST endpoint, or "" (never quoting the value). Plain
+    http:// is refused except on loopback (the local bridge): the token travels in every request."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return "its value is not a valid URL"
+    if parts.scheme not in REST_SCHEMES or not parts.hostname:
+        return "its value is not an https:// URL"
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return "its value carries credentials or a query; the token belongs in the token variable"
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_NAMES:
+        return "its value is a plain http:// URL off this machine, where the token would travel unencrypted"
+    return ""
+
+
+def _own(name):
+    return name in OWN_VARIABLES or name.startswith(OWN_PREFIXES)
+
+
+def rest_url_env_problem(name):
+    """Why the environment variable `name` may not hold a REST URL, or "" (value checked, never echoed)."""
+    if _own(name):
+        return f"{name} is one of the dashboard's own settings, not a REST URL"
+    if not name.endswith("_URL"):
+        return f"{name} does not end in _URL; name the variable that holds the REST URL (e.g. UPSTASH_REDIS_REST_URL)"
+    value = os.environ.get(name)
+    if value:
+        problem = rest_url_problem(value)
+        if problem:
+            return f"{name} is set, but {problem}"
+    return ""
+
+
+def rest_token_env_problem(name):
+    """Why the environment variable `name` may not hold a REST token, or "" (never echoing it)."""
+    if _own(name):
+        return f"{name} is one of the dashboard's own settings, not a REST token"
+    if not name.endswith("_TOKEN"):
+        return f"{name} does not end in _TOKEN; name the variable that holds the REST token (e.g. UPSTASH_REDIS_REST_TOKEN)"
+    value = os.environ.get(name)
+    if value and (value != value.strip() or any(ch.isspace() for ch in value)):
+        return f"{name} is set, but its value contains whitespace"
+    return ""
+
+
+def rest_target(url):
+    """What a REST URL reaches, spelled one way: ("rest", canonical host, port, path)."""
+    if rest_url_problem(url):
+        raise ImproperlyConfigured("Not a REST URL.")
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return ("rest", _canonical_host(parts.hostname), port, parts.path.rstrip("/"))
+
+
+UPSTASH_DOMAIN = ".upstash.io"
+
+
+def upstash_database(url):
+    """The host of an Upstash database named by a TCP or REST URL, or None: Upstash serves one
+    database's TCP and REST endpoints on one host name, so two URLs on it reach the same keys."""
+    try:
+        host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    except ValueError:
+        return None
+    return host if host.endswith(UPSTASH_DOMAIN) else None
+
+
 def redis_target(url):
     """(host, port, db) of a Redis URL: what must differ between the three roles."""
     problem = redis_url_problem(url)

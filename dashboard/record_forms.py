@@ -57,7 +57,8 @@ class RedisDatabaseForm(ScrubRefusedMixin, forms.ModelForm):
         model = RedisDatabase
         formfield_callback = https_urls
         fields = ["name", "environment", "provider", "region", "rest_url", "tcp_endpoint", "read_regions",
-                  "key_prefix", "url_env", "readonly_url_env", "cluster_mode", "notes",
+                  "key_prefix", "url_env", "readonly_url_env", "rest_url_env", "rest_token_env", "cluster_mode",
+                  "notes",
                   *RedisDatabase.FAILURE_PLAN_FIELDS]
         widgets = {name: forms.Textarea(attrs={"rows": 2}) for name in ("notes", *RedisDatabase.FAILURE_PLAN_FIELDS)}
 

@@ -20,6 +20,8 @@ DATABASE = {
     "provider": "Upstash",
     "key_prefix": "lucia:",
     "url_env": "REDIS_URL",
+    "rest_url_env": "UPSTASH_REDIS_REST_URL",
+    "rest_token_env": "UPSTASH_REDIS_REST_TOKEN",
     "notes": "Shared short-lived continuity state for hosted Lucia. Redis is the bridge, not the cathedral.",
 }
 

@@ -1,7 +1,9 @@
 """The only code that talks to a monitored Redis.
 
 - `connection`: URLs from the environment, clients with explicit timeouts and verified TLS,
-  health, O(1) server figures.
+  health, O(1) server figures; the transport (TCP, or Upstash's REST API: `rest`) is chosen
+  there and nowhere else.
+- `rest`: Upstash's REST API under redis-py's interface (one HTTP request per batch).
 - `continuity.keynames` (re-exported here; pure, so models use it too): bytes keys, their
   base64url form for URLs, their escaped form for screens, escaped MATCH patterns.
 - `browse`, `inspect`, `actions`: the key browser's bounded reads, previews and writes.
@@ -39,7 +41,9 @@ from continuity.keyspace.connection import (  # noqa: F401
     describe_error,
     forget_clients,
     forget_cached_status,
+    is_rest,
     make_client,
+    new_client,
     ping,
 )
 from continuity.keynames import decode_key, display_key, encode_key, match_pattern  # noqa: F401

@@ -2,8 +2,10 @@
 across namespaces, and the `:` tree built from registered namespaces.
 
 A request never scans the whole keyspace: it spends at most a budget of SCAN COUNT
-hints (the number of keys Redis looks at, roughly), ramps COUNT up from small to large
-the way Upstash's console does, and hands the cursor back so the operator can continue.
+hints (the number of keys Redis looks at, roughly) and hands the cursor back so the operator
+can continue. On a standalone server a page is at most three round trips: a small SCAN, a
+second one as large as the first one's share of matches says the page needs (the rest of
+the budget when it found none), then the page's metadata and DBSIZE together.
 
 On a Redis Cluster the same budget is spent across the primaries, one after the other in
 the order of their addresses, and the cursor handed back is a composite one (which
@@ -11,20 +13,22 @@ primary, and its SCAN cursor: `primaries.issue_cursor`); the scan is done only w
 last primary's SCAN is. A lookup asks each candidate key's owner directly, by slot.
 """
 
+import math
 from dataclasses import dataclass, field
 
 from django.conf import settings
 
 from continuity.keyspace import cluster, primaries
 from continuity.keyspace.capabilities import limitations
-from continuity.keyspace.connection import KeyspaceError, client_for, dbsize
-from continuity.keyspace.meta import KeyMeta, key_metadata, scan_page
+from continuity.keyspace.connection import KeyspaceError, client_for
+from continuity.keyspace.meta import KeyMeta, key_metadata, key_metadata_and, scan_page
 from continuity.policy import Policies
 
 EMPTY = Policies()
 
 FIRST_COUNT = 100
 MAX_COUNT = 2000
+SCANS = 2  # SCAN calls per request on a standalone server: then the page's metadata and DBSIZE
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,9 @@ def classify_rows(metas, policies):
 def scan_keys(database, *, pattern, policies=EMPTY, type_=None, cursor=0, budget=None, page_size=None,
               examined_before=0, matched_before=0, client=None):
     """Up to about `page_size` matching keys with their metadata, spending at most
-    `budget` examined keys (SCAN COUNT hints). Metadata for the whole page comes from one
-    `key_metadata` call (on a cluster, one pipeline per primary). `pattern` is a MATCH
+    `budget` examined keys (SCAN COUNT hints; on a standalone server in at most `SCANS`
+    calls). Metadata for the whole page comes from one script call, with DBSIZE, in one
+    round trip (on a cluster, one pipeline per primary). `pattern` is a MATCH
     pattern (bytes): build it with `match_pattern(prefix)` for a literal prefix. `cursor`:
     0 to start, else the `cursor` of the previous ScanResult; one that cannot continue this
     scan raises `primaries.CursorError` before a key is read."""
@@ -123,15 +128,25 @@ def scan_keys(database, *, pattern, policies=EMPTY, type_=None, cursor=0, budget
                 seen.add(key)
                 keys.append(key)
         remaining = budget - examined
-        if cursor == 0 or len(keys) >= page_size or remaining <= 0:
+        if cursor == 0 or len(keys) >= page_size or remaining <= 0 or calls >= SCANS:
             break
-        # Few matches so far: look further per call; many: keep pages small.
-        count = _next_count(count, remaining, len(keys), page_size)
-    metas = key_metadata(keys=sorted(keys), client=client)
+        # The second call looks as far as the first's share of matches says a page needs
+        # (all the rest of the budget when it found none): a page is two SCANs at most.
+        count = _extrapolated(count, remaining, len(keys), page_size)
+    # The page's metadata and DBSIZE in one round trip.
+    metas, (size,) = key_metadata_and(client, sorted(keys), [("DBSIZE",)])
     rows = classify_rows([m for m in metas if m.exists], policies)
     return ScanResult(pattern=pattern, type_filter=type_, rows=rows, cursor=cursor, calls=calls, examined=examined,
                       examined_total=examined_before + examined, matched_total=matched_before + len(rows),
-                      dbsize=dbsize(client), notes=tuple(limitations(client)))
+                      dbsize=None if isinstance(size, Exception) else int(size), notes=tuple(limitations(client)))
+
+
+def _extrapolated(count, remaining, found, page_size):
+    """COUNT for the last SCAN of a request: enough, at the rate matches came so far, to fill
+    the page with a margin, within the budget left."""
+    if not found:
+        return remaining
+    return max(1, min(remaining, math.ceil((page_size - found) * count / found * 1.25)))
 
 
 def _next_count(count, remaining, found, page_size):

@@ -6,7 +6,8 @@ therefore work node by node (`keyspace.nodes.primaries`), and so do the key brow
 lookups, key pages and the overview (`keyspace.primaries`).
 
 Detection: `INFO cluster` (`cluster_enabled:1`; INFO is free on Upstash), asked once per
-client and kept on it (`capabilities.of(client).cluster`). Where INFO is refused,
+client and kept on it (`capabilities.of(client).cluster`); a REST client (Upstash's REST API,
+one logical primary) says STANDALONE itself. Where INFO is refused,
 `CLUSTER MYID` decides (standalone servers answer "cluster support disabled"); where both
 are refused the answer is "unknown" and the record's declared mode decides.
 
@@ -54,8 +55,30 @@ def detect(client):
     Connection failures propagate (nothing is cached then)."""
     caps = capabilities.of(client)
     if caps.cluster is None:
-        caps.cluster = _ask(client)
+        caps.cluster = getattr(client, "topology", None) or _ask(client)  # a REST client knows its own
     return caps.cluster
+
+
+def probe(client, ahead=()):
+    """`detect`, with `ahead` (commands for the URL's node) in the same round trip when the
+    answer is not known yet: {command: its reply or error} of those sent (none when the
+    answer was known, or INFO was refused and CLUSTER MYID decided: the caller sends them)."""
+    caps = capabilities.of(client)
+    if caps.cluster is not None or not ahead:
+        detect(client)
+        return {}
+    pipe = client.pipeline(transaction=False)
+    pipe.info("cluster")
+    for command in ahead:
+        pipe.execute_command(*command)
+    info, *replies = pipe.execute(raise_on_error=False)
+    if isinstance(info, redis.ResponseError):
+        caps.cluster = _ask(client)
+    elif isinstance(info, Exception):
+        raise info
+    else:
+        caps.cluster = CLUSTER if str(info.get("cluster_enabled", 0)) == "1" else STANDALONE
+    return dict(zip(ahead, replies))
 
 
 def _ask(client):

@@ -1,20 +1,32 @@
 """Connections to monitored Redis databases: URLs read from the environment at connect
-time, explicit timeouts, no silent retries, verified TLS for rediss://."""
+time, explicit timeouts, no silent retries, verified TLS for rediss://.
+
+Two transports, one client interface (redis-py's `Redis`): TCP (the record's URL variable,
+e.g. REDIS_URL) and Upstash's REST API (`rest.RestClient`, the record's REST URL and token
+variables, e.g. UPSTASH_REDIS_REST_URL / UPSTASH_REDIS_REST_TOKEN), used when the URL
+variable is unset or empty. `connection_target` decides; nothing above this layer asks."""
 
 import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import redis
 from django.conf import settings
 from django.utils import timezone
 from redis.backoff import NoBackoff
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
-from dashboard.env import redis_target, redis_url_env_problem
+from continuity.keyspace import rest
+from dashboard.env import (
+    redis_target,
+    redis_url_env_problem,
+    rest_token_env_problem,
+    rest_url_env_problem,
+)
 
 
 class KeyspaceError(Exception):
@@ -23,6 +35,10 @@ class KeyspaceError(Exception):
 
 class NotConfigured(KeyspaceError):
     pass
+
+
+class ClusterOverRest(NotConfigured):
+    """A record declared a Redis Cluster but is reached over REST (one logical primary)."""
 
 
 class Misconfigured(NotConfigured):
@@ -39,36 +55,73 @@ class Health:
     checked_at: datetime | None = None  # when the ping was sent (`cached_ping` may answer an older one)
 
 
-_clients: dict[str, redis.Redis] = {}
+@dataclass(frozen=True)
+class Target:
+    """Where a client connects: "tcp" with a Redis URL, or "rest" with a REST URL and token."""
+
+    kind: str
+    url: str
+    token: str = field(default="", repr=False)
+
+
+_clients: dict[tuple, redis.Redis] = {}
 # Where `primaries.direct_client` keeps a cluster node's direct clients on the URL's client.
 NODE_CLIENTS_ATTRIBUTE = "_continuity_node_clients"
 _cluster_clients: dict[str, "KeyRouter"] = {}
 _clients_lock = threading.Lock()
 
 
-def connection_url(database, *, write=False):
-    """The URL for `database`: the read-only one for browsing when configured."""
+def rest_pair(database):
+    """(REST URL, token) of `database` from its REST variables, or None where the record names
+    none or either is unset. Misconfigured where a name or value cannot be one."""
+    url_name, token_name = getattr(database, "rest_url_env", ""), getattr(database, "rest_token_env", "")
+    if not (url_name or token_name):
+        return None
+    problems = [problem for problem in (rest_url_env_problem(url_name) if url_name else "",
+                                        rest_token_env_problem(token_name) if token_name else "") if problem]
+    if problems:
+        raise Misconfigured(f"misconfigured: {'; '.join(problems)}.")
+    url, token = os.environ.get(url_name, "") if url_name else "", os.environ.get(token_name, "") if token_name else ""
+    return (url, token) if url and token else None
+
+
+def connection_target(database, *, write=False):
+    """The `Target` for `database`: its URL variable (the read-only one for browsing when
+    configured) over TCP; where the URL variable is unset or empty, its REST pair. The
+    values come from the environment now, never from Postgres."""
     name = database.url_env if (write or not database.readonly_url_env) else database.readonly_url_env
     problem = redis_url_env_problem(name)
     if problem:
         raise Misconfigured(f"misconfigured: {problem}.")
     url = os.environ.get(name, "")
-    if not url:
-        raise NotConfigured(f"The environment variable {name} is not set, so {database.name} cannot be reached.")
-    target = redis_target(url)
-    if target in (redis_target(settings.CELERY_BROKER_URL), redis_target(settings.CACHE_URL)):
-        raise NotConfigured(
-            f"{name} points at the dashboard's own Celery broker or cache database; "
-            "refusing to treat it as a monitored keyspace."
-        )
-    return url
+    if url:
+        target = redis_target(url)
+        if target in (redis_target(settings.CELERY_BROKER_URL), redis_target(settings.CACHE_URL)):
+            raise NotConfigured(
+                f"{name} points at the dashboard's own Celery broker or cache database; "
+                "refusing to treat it as a monitored keyspace."
+            )
+        return Target("tcp", url)
+    pair = rest_pair(database) if name == database.url_env else None
+    if pair:
+        return Target("rest", *pair)
+    rest_names = [n for n in (getattr(database, "rest_url_env", ""), getattr(database, "rest_token_env", "")) if n]
+    also = f" (nor the REST pair {' and '.join(rest_names)})" if rest_names and name == database.url_env else ""
+    raise NotConfigured(f"The environment variable {name} is not set{also}, so {database.name} cannot be reached.")
+
+
+def connection_url(database, *, write=False):
+    """The URL `database`'s client connects to (a Redis URL, or the REST endpoint's URL)."""
+    return connection_target(database, write=write).url
 
 
 def client_options(url, *, retries=0):
     """Connection settings for a client on `url`: explicit timeouts, verified TLS for
     rediss://, and no silent retries unless asked. A new connection sends only what is not
     billed (AUTH, HELLO, SELECT): no CLIENT SETNAME and no CLIENT SETINFO, which Upstash
-    bills like any command and which no job could count."""
+    bills like any command and which no job could count; and no CLIENT MAINT_NOTIFICATIONS
+    (redis-py 8 asks for Redis Cloud's maintenance notices on every new connection: a billed
+    command and a round trip of its own, for a feature these servers do not have)."""
     options = {
         "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
         "socket_timeout": settings.REDIS_READ_TIMEOUT,
@@ -76,6 +129,7 @@ def client_options(url, *, retries=0):
         "retry_on_timeout": False,
         "health_check_interval": 30,
         "driver_info": None,
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
     }
     if url.startswith("rediss://"):
         options.update(ssl_cert_reqs="required", ssl_check_hostname=True)
@@ -91,13 +145,35 @@ def make_client(url, *, retries=0):
     return redis.Redis.from_url(url, **client_options(url, retries=retries))
 
 
+def make_rest_client(url, token, *, retries=0):
+    """A REST client (`rest.RestClient`) with the same timeouts as `make_client`."""
+    return rest.RestClient(url, token, connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
+                           read_timeout=settings.REDIS_READ_TIMEOUT, retries=retries)
+
+
+def new_client(database, *, write=False, retries=0):
+    """A client of its own (not kept) on `database`, over whichever transport it is configured for."""
+    target = connection_target(database, write=write)
+    if target.kind == "rest":
+        return make_rest_client(target.url, target.token, retries=retries)
+    return make_client(target.url, retries=retries)
+
+
 def client_for(database, *, write=False):
-    url = connection_url(database, write=write)
+    """The kept client on `database` (one per target: a Redis URL, or a REST URL and token)."""
+    target = connection_target(database, write=write)
+    key = (target.kind, target.url, target.token)
     with _clients_lock:
-        client = _clients.get(url)
+        client = _clients.get(key)
         if client is None:
-            client = _clients[url] = make_client(url)
+            client = _clients[key] = (make_rest_client(target.url, target.token) if target.kind == "rest"
+                                      else make_client(target.url))
     return client
+
+
+def is_rest(client):
+    """True for a client on Upstash's REST API."""
+    return getattr(client, "transport", "") == "rest"
 
 
 class KeyRouter(redis.RedisCluster):
@@ -150,7 +226,11 @@ def cluster_client_for(database, *, write=False):
     with the same credentials, TLS and timeouts as `client_for`: it routes each keyed command to the
     node owning the key's slot and follows MOVED/ASK. Kept per URL, like `client_for`
     (its slot map and command table are read once, not per request)."""
-    url = connection_url(database, write=write)
+    target = connection_target(database, write=write)
+    if target.kind == "rest":
+        raise ClusterOverRest(f"{database.name} is reached by its REST API, which serves one logical primary (no "
+                              "CLUSTER commands): it cannot be a Redis Cluster. Set its cluster mode to detect.")
+    url = target.url
     with _clients_lock:
         client = _cluster_clients.get(url)
         if client is None:
@@ -248,7 +328,7 @@ def missing_permission(exc):
 
 def describe_error(exc):
     """A short operator-facing description of a Redis failure."""
-    if isinstance(exc, KeyspaceError):
+    if isinstance(exc, (KeyspaceError, rest.RestError)):  # REST: names the endpoint, never the token
         return str(exc)
     if isinstance(exc, redis.TimeoutError):
         return "Redis did not answer within the timeout."
@@ -338,19 +418,25 @@ def dbsize(client):
 
 
 def node_summary(database, *, client=None):
-    """DBSIZE and `INFO keyspace` (keys − expires = keys without TTL), each optional:
-    Upstash and ACL-restricted users may refuse INFO or DBSIZE, and we degrade. Where
+    """DBSIZE and `INFO` (keys − expires = keys without TTL), each optional, in one round
+    trip: Upstash and ACL-restricted users may refuse INFO or DBSIZE, and we degrade. Where
     DBSIZE is refused but INFO answers, INFO's `keys=` stands in for it."""
     client = client or client_for(database)
     keys_with_ttl = version = memory = None
-    size = dbsize(client)
-    info = None
-    for section in (None, "keyspace"):
+    pipe = client.pipeline(transaction=False)  # one round trip
+    pipe.dbsize()
+    pipe.info()
+    size, info = pipe.execute(raise_on_error=False)
+    size = None if isinstance(size, redis.ResponseError) else size
+    if isinstance(size, Exception):
+        raise size
+    if isinstance(info, redis.ResponseError):
         try:
-            info = client.info(section) if section else client.info()
-            break
+            info = client.info("keyspace")
         except redis.ResponseError:
-            continue
+            info = None
+    elif isinstance(info, Exception):
+        raise info
     if info is not None:
         db_section = info.get(f"db{_info_db_index(client)}") or {}
         if size is None:

@@ -141,6 +141,37 @@ def key_metadata(database=None, keys=(), *, client=None):
     return _via_pipeline(client, keys, with_memory=False)
 
 
+def key_metadata_and(client, keys, also=(), *, chunk=1000):
+    """([KeyMeta] for `keys`, [the reply or error of each command of `also`]) in one round
+    trip where the server runs scripts: the metadata script over `chunk` keys per call, and
+    `also` (a page's DBSIZE) behind it. Where scripting is refused, `key_metadata`'s
+    fallback and then `also` (two round trips). A standalone server's client."""
+    keys = list(keys)
+    caps = capabilities.of(client)
+    if keys and caps.script is not False and not isinstance(client, redis.RedisCluster):
+        parts = [keys[start:start + chunk] for start in range(0, len(keys), chunk)]
+        try:
+            _ahead, replies, behind = META_SCRIPT.run_many(client, [(part, [1, 1]) for part in parts], cost=Cost(),
+                                                           after=list(also))
+        except redis.ResponseError as exc:
+            if not capabilities.refused(exc):
+                raise
+            caps.script = False
+        else:
+            caps.script = True
+            result = [_from_codes(key, *row) for part, rows in zip(parts, replies) for key, row in zip(part, rows)]
+            if any(m.exists and m.memory is None for m in result):
+                caps.memory = False  # MEMORY USAGE refused inside the script (pcall): sizes unknown
+            return result, list(behind)
+    metas = key_metadata(keys=keys, client=client) if keys else []
+    if not also:
+        return metas, []
+    pipe = client.pipeline(transaction=False)
+    for command in also:
+        pipe.execute_command(*command)
+    return metas, pipe.execute(raise_on_error=False)
+
+
 def node_metadata(client, keys):
     """[KeyMeta, or the redis error a key answered] for `keys` on one Redis Cluster node,
     in order, by one pipeline on that node's direct client.

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from redis import RedisError
+from redis import exceptions as redis_errors
 from redis.crc import key_slot
 
 from continuity.billing import Cost
@@ -98,6 +99,12 @@ def unreachable(database, address, exc):
         f"node's progress is kept and a resume continues it.")
 
 
+def _refused(exc):
+    from continuity.keyspace.capabilities import refused
+
+    return refused(exc)
+
+
 def is_moved(exc):
     """True when `exc` is a cluster node refusing a key it no longer serves (a script's
     "non local key", or MOVED / ASK): its slot moved away (a failover or resharding)."""
@@ -151,6 +158,16 @@ class Keyspace:
                                     tag=tag_for(owners[address])) for address in layout.addresses)
         self._by_address = {node.address: node for node in self.nodes}
 
+    opened = {}
+
+    def take(self, node, command):
+        """The reply of `command` sent ahead to `node` on opening (`primaries(ahead=…)`), or
+        None when it was not sent there: the caller then sends it itself, and counts it
+        either way. A reply not taken is billed to the keyspace by `drain`."""
+        if node.address != address_of(self.base) or command not in self.opened:
+            return None
+        return self.opened.pop(command)
+
     def node(self, address):
         """The Node at `address`, or None when it serves no slot now."""
         return self._by_address.get(address)
@@ -167,7 +184,12 @@ class Keyspace:
         return self.spent.setdefault(address, Cost())
 
     def drain(self):
-        """{address: Cost} spent since the last drain, and reset: for the job to bill."""
+        """{address: Cost} spent since the last drain, and reset: for the job to bill. A
+        command sent ahead on opening and not taken was executed all the same: it is here."""
+        for _command, reply in self.opened.items():
+            executed = not (isinstance(reply, redis_errors.ResponseError) and _refused(reply))
+            self.cost(address_of(self.base)).add(sent=1, billed=1 if executed else 0)
+        self.opened = {}
         spent, self.spent = self.spent, {}
         return spent
 
@@ -228,11 +250,17 @@ def node_at(database, address, slots, *, write=False):
 
 
 @contextlib.contextmanager
-def primaries(database, *, write=False):
+def primaries(database, *, write=False, ahead=()):
     """The `Keyspace` of `database` for one job: one node for a standalone server; for a
     Redis Cluster, one per primary serving slots (one CLUSTER NODES, billed to the URL's
-    node in `spent`). ClusterModeMismatch when the record contradicts the server."""
+    node in `spent`). ClusterModeMismatch when the record contradicts the server.
+
+    `ahead`: commands the job sends first to the URL's node (DBSIZE), sent in the same round
+    trip as the probe that tells a cluster from a standalone server when this client has not
+    asked yet; their replies are in `Keyspace.opened` ({command: reply or error}; empty when
+    not sent). Each is the job's to count (`Keyspace.take`)."""
     base = client_for(database, write=write)
+    opened = cluster.probe(base, ahead)
     layout = None
     if cluster.mode_of(database, base) == cluster.CLUSTER:
         try:
@@ -243,4 +271,5 @@ def primaries(database, *, write=False):
         spent = {}
     keyspace = Keyspace(database, base, layout)
     keyspace.spent.update(spent)
+    keyspace.opened = opened
     yield keyspace

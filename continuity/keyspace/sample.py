@@ -1,7 +1,8 @@
 """A bounded sample of the keyspace for the namespace overview, until TTL reviews fill
-the exact per-namespace figures. One SCAN sweep under the database's key prefix, at most
-`budget` keys examined, metadata in one `key_metadata` call per SCAN page; each sampled
-key is counted in its longest-prefix namespace.
+the exact per-namespace figures. On a standalone server: one SCAN under the database's key
+prefix spending the whole budget (`budget` keys examined), then the metadata of what it
+found with DBSIZE, in one more round trip; each sampled key is counted in its
+longest-prefix namespace.
 
 On a Redis Cluster every primary serving slots is swept through its own client with an
 equal share of the budget (metadata: one pipeline per SCAN page, `meta.node_metadata`);
@@ -15,9 +16,9 @@ from django.conf import settings
 
 from continuity.keyspace import cluster, primaries
 from continuity.keyspace.capabilities import limitations
-from continuity.keyspace.connection import KeyspaceError, client_for, dbsize
+from continuity.keyspace.connection import KeyspaceError, client_for
 from continuity.keynames import match_pattern
-from continuity.keyspace.meta import key_metadata, scan_page
+from continuity.keyspace.meta import key_metadata_and, scan_page
 from continuity.policy import ttl_bucket
 
 
@@ -62,10 +63,32 @@ def sample_keyspace(database, policies, *, budget=None, client=None):
     figures[""] = NamespaceFigures()
     if primaries.is_cluster(database, client):
         return _sample_cluster(database, client, policies, figures, pattern, budget)
-    examined, sampled, complete = _sweep(client, policies, figures, pattern, budget,
-                                         lambda keys: key_metadata(keys=keys, client=client))
-    return KeyspaceSample(figures=figures, examined=examined, sampled=sampled, complete=complete,
-                          dbsize=dbsize(client), notes=tuple(limitations(client)))
+    # Two round trips: one SCAN spending the whole budget, then the metadata of what it found
+    # (one script call per 1,000 keys) with DBSIZE.
+    cursor, keys = scan_page(client=client, match=pattern, cursor=0, count=budget)
+    metas, (size,) = key_metadata_and(client, list(dict.fromkeys(keys)), [("DBSIZE",)])
+    sampled = _tally(policies, figures, metas)
+    return KeyspaceSample(figures=figures, examined=budget, sampled=sampled, complete=cursor == 0,
+                          dbsize=None if isinstance(size, Exception) else int(size), notes=tuple(limitations(client)))
+
+
+def _tally(policies, figures, metas):
+    """Count each existing key of `metas` into its namespace's `figures`: how many were."""
+    sampled = 0
+    for meta in metas:
+        if not meta.exists:
+            continue
+        policy = policies.for_key(meta.key)
+        fig = figures[policy.name if policy else ""]
+        bucket = ttl_bucket(meta.ttl_ms)
+        fig.keys += 1
+        fig.memory += meta.memory or 0
+        fig.without_ttl += meta.ttl_ms is None
+        fig.ttl_buckets[bucket] += 1
+        if policy and policy.ttl_in_band(meta.ttl_ms):
+            fig.in_band[bucket] += 1
+        sampled += 1
+    return sampled
 
 
 def _sweep(client, policies, figures, pattern, budget, metadata):
@@ -78,19 +101,7 @@ def _sweep(client, policies, figures, pattern, budget, metadata):
         examined += count
         keys = [k for k in keys if k not in seen]
         seen.update(keys)
-        for meta in metadata(keys):
-            if not meta.exists:
-                continue
-            policy = policies.for_key(meta.key)
-            fig = figures[policy.name if policy else ""]
-            bucket = ttl_bucket(meta.ttl_ms)
-            fig.keys += 1
-            fig.memory += meta.memory or 0
-            fig.without_ttl += meta.ttl_ms is None
-            fig.ttl_buckets[bucket] += 1
-            if policy and policy.ttl_in_band(meta.ttl_ms):
-                fig.in_band[bucket] += 1
-            sampled += 1
+        sampled += _tally(policies, figures, metadata(keys))
         if cursor == 0 or examined >= budget:
             return examined, sampled, cursor == 0
 

@@ -26,7 +26,7 @@ import hashlib
 import redis
 
 from continuity.billing import Cost
-from continuity.keyspace import capabilities
+from continuity.keyspace import capabilities, rest
 
 # The first lines of every script that takes keys: `keys` (and `nkeys`) from KEYS when
 # they were declared, else from the end of ARGV (`Script.run(declare=False)`); `nargs` is
@@ -57,6 +57,7 @@ class Script:
         self.body = body
         self.sha = hashlib.sha1(body.encode()).hexdigest()
         self.read_only = read_only
+        rest.remember_script(body)  # over REST, a call naming a non-UTF-8 key travels as EVAL of the body
 
     def command(self, client, *, body=False):
         """The command for this script on `client`: EVALSHA_RO / EVAL_RO for a read-only
@@ -83,10 +84,25 @@ class Script:
         spent = Cost()
         ahead = []
 
-        def call(command, target):
+        def call(command, target, load=False):
             pending = len(before) if before and not ahead else 0  # sent ahead in this round trip
-            built = args(spent.billed + pending + 1) if callable(args) else args
+            built = args(spent.billed + pending + load + 1) if callable(args) else args
             arguments = (command, target, *self.arguments(keys, built, declare))
+            if load:  # SCRIPT LOAD, then the call, in one round trip
+                pipe = client.pipeline(transaction=False)
+                pipe.execute_command("SCRIPT LOAD", self.body)
+                pipe.execute_command(*arguments)
+                loaded, reply = pipe.execute(raise_on_error=False)
+                spent.add(sent=2, billed=0 if _refuses(loaded, "script|load") else 1)
+                if isinstance(reply, redis.ResponseError) and _refuses(reply, command.lower()):
+                    pass  # rejected before execution
+                else:
+                    spent.add(billed=1)
+                if isinstance(loaded, Exception):
+                    raise loaded
+                if isinstance(reply, Exception):
+                    raise reply
+                return reply
             if not ahead and before:
                 pipe = client.pipeline(transaction=False)
                 for entry in before:
@@ -134,12 +150,96 @@ class Script:
                 if command == "EVALSHA_RO":
                     caps.read_only_scripts = True
                 return result(reply)
-            spent.add(sent=1, billed=1)
-            client.script_load(self.body)
-            try:
-                return result(call(self.command(client), self.sha))
-            except redis.exceptions.NoScriptError:
-                return result(call(self.command(client, body=True), self.body))
+            if isinstance(client, redis.RedisCluster):  # SCRIPT LOAD goes to every primary (`KeyRouter`)
+                spent.add(sent=1, billed=1)
+                client.script_load(self.body)
+                reply = call(self.command(client), self.sha)
+            else:  # SCRIPT LOAD and the call again, in one round trip
+                reply = call(self.command(client), self.sha, load=True)
+            return result(reply)
+        except redis.exceptions.NoScriptError:  # not loaded yet where it answered (Upstash): the body itself
+            return result(call(self.command(client, body=True), self.body))
+        finally:
+            cost.add(sent=spent.sent, billed=spent.billed)
+
+    def run_many(self, client, calls, *, cost, declare=True, before=(), after=()):
+        """Several calls of this script on `client` in one round trip (`calls`: [(keys, args)],
+        `args` not a function), with `before` commands ahead of them and `after` commands
+        behind (free ones: INFO), and the replies: (`before`'s, [each call's], `after`'s).
+        Counted as `run` counts; `after` commands are neither counted nor raised: their
+        replies may be errors. A NOSCRIPT costs one more round trip (SCRIPT LOAD and the
+        calls again, together). An error `before` or a call answered propagates once
+        everything sent was counted."""
+        if isinstance(client, redis.RedisCluster) or not calls:
+            ahead = []
+            replies = [self.run(client, keys, args, cost=cost, declare=declare,
+                                before=before if i == 0 else ()) for i, (keys, args) in enumerate(calls)]
+            if before and replies:
+                ahead, replies[0] = replies[0]
+            return ahead, replies, []
+        caps = capabilities.of(client)
+        spent = Cost()
+        answers = [None] * len(calls)
+        pending = list(range(len(calls)))
+        ahead, behind = [], []
+        load = body = False
+        try:
+            for attempt in range(4):
+                command = self.command(client, body=body)
+                lead = list(before) if attempt == 0 else []
+                tail = list(after) if attempt == 0 else []
+                pipe = client.pipeline(transaction=False)
+                for entry in lead:
+                    pipe.execute_command(*entry)
+                if load:
+                    pipe.execute_command("SCRIPT LOAD", self.body)
+                for i in pending:
+                    keys, args = calls[i]
+                    pipe.execute_command(command, self.body if body else self.sha, *self.arguments(keys, args, declare))
+                for entry in tail:
+                    pipe.execute_command(*entry)
+                replies = pipe.execute(raise_on_error=False)
+                failure = None
+                if lead:
+                    ahead = replies[:len(lead)]
+                    spent.add(sent=len(lead))
+                    for entry, answer in zip(lead, ahead):
+                        if not (isinstance(answer, redis.ResponseError) and _refuses(answer, str(entry[0]).lower())):
+                            spent.add(billed=1)
+                    failure = next((answer for answer in ahead if isinstance(answer, Exception)), None)
+                if tail:
+                    behind = replies[len(replies) - len(tail):]
+                replies = replies[len(lead):len(replies) - len(tail)]
+                if load:
+                    loaded, replies = replies[0], replies[1:]
+                    spent.add(sent=1, billed=0 if _refuses(loaded, "script|load") else 1)
+                    failure = failure or (loaded if isinstance(loaded, Exception) else None)
+                again, refused_ro, noscript = [], False, False
+                for i, answer in zip(pending, replies):
+                    spent.add(sent=1)
+                    if command == "EVALSHA_RO" and isinstance(answer, redis.ResponseError) and \
+                            _refuses(answer, "evalsha_ro"):
+                        refused_ro = True  # rejected before execution: not billed; EVALSHA from now on
+                        again.append(i)
+                        continue
+                    spent.add(billed=1)  # executed: a reply, NOSCRIPT, or an error raised inside the script
+                    if isinstance(answer, redis.exceptions.NoScriptError):
+                        noscript = True
+                        again.append(i)
+                    elif isinstance(answer, Exception):
+                        failure = failure or answer
+                    else:
+                        answers[i] = answer
+                if command.endswith("_RO"):
+                    caps.read_only_scripts = not refused_ro
+                if failure is not None:
+                    raise failure
+                if not again:
+                    return ahead, answers, behind
+                pending = again
+                if noscript:  # SCRIPT LOAD with the calls again; where still unknown, the body itself
+                    body, load = load, not load
+            raise redis.ResponseError("the script could not be run on this server")
         finally:
             cost.add(sent=spent.sent, billed=spent.billed)
 
@@ -154,9 +254,17 @@ class Script:
         cost.add(sent=1, billed=1)
         try:
             return connection.read_response()
-        except redis.exceptions.NoScriptError:
-            connection.send_command("SCRIPT", "LOAD", self.body)
-            connection.read_response()
-            connection.send_command(self.command(client), self.sha, *self.arguments(keys, args, declare))
+        except redis.exceptions.NoScriptError:  # SCRIPT LOAD and the call again, in one round trip
+            connection.send_packed_command(connection.pack_commands([
+                ("SCRIPT", "LOAD", self.body),
+                (self.command(client), self.sha, *self.arguments(keys, args, declare))]))
             cost.add(sent=2, billed=2)
-            return connection.read_response()
+            errors, reply = [], None
+            for _ in range(2):  # both replies are read, so none is left on the connection
+                try:
+                    reply = connection.read_response()
+                except redis.ResponseError as exc:
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
+            return reply

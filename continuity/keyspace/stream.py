@@ -28,6 +28,10 @@ Every function here takes a `nodes.Node`: a standalone server or one primary of 
 are read the same way.
 """
 
+import contextlib
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import redis
@@ -66,6 +70,7 @@ class Fetched:
     rows: list
     commands: int
     billed: int
+    closing: tuple = ()  # the last batch: the replies of `batches(closing=…)`, where they travelled with it
 
 
 # One command per batch: SCAN inside the script, then PTTL (and TYPE, MEMORY USAGE where
@@ -137,27 +142,42 @@ def scan_script_batch(node, cursor, *, count, prefix, needs=Needs(), cost=None):
 def metadata_rows(node, keys, needs):
     """(flat rows, requests sent, commands billed) for `keys`: `meta`'s metadata script
     over the keys where scripting is allowed, else a per-key pipeline."""
-    if not keys:
-        return [], 0, 0
+    rows, sent, billed, _ahead, _behind = read_metadata(node, keys, needs)
+    return rows, sent, billed
+
+
+def read_metadata(node, keys, needs, *, before=(), after=(), chunk=0):
+    """(flat rows, requests sent, commands billed, `before`'s replies, `after`'s replies) for
+    `keys`, in one round trip with `before` commands ahead (counted: a page's SCAN) and `after`
+    commands behind (free, not counted: the batch sizer's INFO). The metadata script reads
+    `chunk` keys per call (0: all in one), else a per-key pipeline where scripting is refused."""
+    if not keys and not before and not after:
+        return [], 0, 0, [], []
     caps = capabilities.of(node.client)
     cost = Cost()
-    if caps.script is not False:
+    if keys and caps.script is not False:
+        size = chunk or len(keys)
+        parts = [keys[start:start + size] for start in range(0, len(keys), size)]
         try:
-            replies = meta.META_SCRIPT.run(node.client, keys, needs.flags, cost=cost, declare=node.declares_keys)
+            ahead, replies, behind = meta.META_SCRIPT.run_many(
+                node.client, [(part, needs.flags) for part in parts], cost=cost, declare=node.declares_keys,
+                before=before, after=after)
         except redis.ResponseError as exc:
             if not capabilities.refused(exc):
                 raise
-            caps.script = False
+            caps.script = False  # `before` ran: it is sent again (and counted again) below
         else:
             caps.script = True
-            rows = []
-            for key, (pttl, kind, memory) in zip(keys, replies):
-                rows += (key, pttl, kind, UNKNOWN_MEMORY if pttl == VANISHED else memory)
-            if needs.memory and any(memory == UNKNOWN_MEMORY and pttl != VANISHED for pttl, _kind, memory in replies):
-                caps.memory = False  # MEMORY USAGE refused inside the script
-            return rows, cost.sent, cost.billed + meta.script_calls(replies, needs.type)
-    rows, sent, billed = pipeline_rows(node.client, keys, needs)
-    return rows, cost.sent + sent, cost.billed + billed
+            rows, inner = [], 0
+            for part, answers in zip(parts, replies):
+                inner += meta.script_calls(answers, needs.type)
+                for key, (pttl, kind, memory) in zip(part, answers):
+                    rows += (key, pttl, kind, UNKNOWN_MEMORY if pttl == VANISHED else memory)
+                if needs.memory and any(memory == UNKNOWN_MEMORY and pttl != VANISHED for pttl, _kind, memory in answers):
+                    caps.memory = False  # MEMORY USAGE refused inside the script
+            return rows, cost.sent, cost.billed + inner, ahead, behind
+    rows, sent, billed, ahead, behind = _pipeline_rows(node.client, keys, needs, before=before, after=after)
+    return rows, cost.sent + sent, cost.billed + billed, ahead, behind
 
 
 def pipeline_rows(client, keys, needs):
@@ -165,20 +185,36 @@ def pipeline_rows(client, keys, needs):
     commands: PTTL, and TYPE and MEMORY USAGE where `needs` asks (where scripting is
     refused). A refused MEMORY USAGE is sent, not executed (not billed): sizes are then
     unknown (`capabilities.memory` False)."""
-    if not keys:
-        return [], 0, 0
+    rows, sent, billed, _ahead, _behind = _pipeline_rows(client, keys, needs)
+    return rows, sent, billed
+
+
+def _pipeline_rows(client, keys, needs, *, before=(), after=()):
+    """`pipeline_rows` with `before` commands ahead (counted; an error propagates) and
+    `after` behind (free: neither counted nor raised), in the same round trip."""
+    if not keys and not before and not after:
+        return [], 0, 0, [], []
     caps = capabilities.of(client)
     with_memory = needs.memory and caps.memory is not False
     step = 1 + needs.type + with_memory
     pipe = client.pipeline(transaction=False)
+    for entry in before:
+        pipe.execute_command(*entry)
     for key in keys:
         pipe.pttl(key)
         if needs.type:
             pipe.type(key)
         if with_memory:
             pipe.memory_usage(key)
+    for entry in after:
+        pipe.execute_command(*entry)
     replies = pipe.execute(raise_on_error=False)
-    rows, billed = [], 0
+    ahead, behind = replies[:len(before)], replies[len(replies) - len(after):] if after else []
+    replies = replies[len(before):len(replies) - len(after)]
+    for answer in ahead:
+        if isinstance(answer, Exception):
+            raise answer
+    rows, billed = [], len(before)
     for i, key in enumerate(keys):
         pttl = replies[i * step]
         if isinstance(pttl, Exception):
@@ -204,67 +240,68 @@ def pipeline_rows(client, keys, needs):
             rows += (key, VANISHED, b"none", UNKNOWN_MEMORY)
         else:
             rows += (key, pttl, kind, memory)
-    return rows, len(keys) * step, billed
+    return rows, len(before) + len(keys) * step, billed, ahead, behind
 
 
-def _two_step_batch(node, cursor, *, count, prefix, needs):
-    """SCAN, then the metadata of the keys under `prefix`."""
-    next_cursor, keys = node.client.scan(cursor=cursor, count=count)
-    ours = [key for key in keys if key.startswith(prefix)]
-    rows, sent, billed = metadata_rows(node, ours, needs)
-    return Fetched(int(next_cursor), len(keys), len(keys) - len(ours), rows, 1 + sent, 1 + billed)
+def batches(node, *, cursor, count, prefix, needs=Needs(), strategy=SCAN_SCRIPT, sizer=None, pause_every=0,
+            counted=0, closing=()):
+    """Yield Fetched batches of `node` in SCAN order from `cursor` until the scan is complete.
 
+    `sizer` (optional) gives the SCAN COUNT of each next request from what the previous
+    batches took (see `BatchSizer`), and how many script calls' worth of keys one round trip
+    should carry (`BatchSizer.calls_per_trip`); without it every batch asks for `count`.
 
-def fetch_batch(node, cursor, *, count, prefix, needs=Needs(), strategy=SCAN_SCRIPT):
-    """One batch, the cheapest way this server and strategy allow: the scan script (one
-    request), else SCAN + the metadata script (two), else SCAN + a per-key pipeline."""
+    One round trip per batch, whichever the path:
+    - the scan script (`SCAN_SCRIPT`, where allowed) while the link is fast: the request for
+      the next batch is sent *before* the current batch is handed out (its cursor is the
+      first thing in the reply), so Redis runs the next script while this process counts
+      the current one (`_one_ahead`: one connection, no thread);
+    - otherwise (`DECLARED_KEYS`, a refused scan script, or a link slow enough that a round
+      trip costs more than Redis's work on a batch) SCAN from the client, and each round trip
+      carries the next page's SCAN with the metadata of the current page (`_paged`); on a
+      slow link a page holds several script calls' worth of keys, read by as many calls in
+      the same round trip.
+
+    When the consumer stops early (a cancelled review, an error), a request already in
+    flight is read and counted (`Stopped`), so what it cost is still billed to the run. Every
+    `pause_every`-th batch (counting the `counted` batches the consumer already has) is
+    handed out with nothing in flight (the consumer checkpoints there: a worker that dies
+    right after has nothing read and unrecorded; a page's SCAN already answered is in the
+    batch's cost, and is read again on resume).
+
+    `closing`: commands to send with the last page where the path allows (the SCAN from the
+    client knows a page is the last before asking its metadata): their replies are in the
+    last batch's `closing`, their cost in its figures; empty where they were not sent."""
     caps = capabilities.of(node.client)
     refused = Cost()  # a refused scan script is billed all the same
     if strategy == SCAN_SCRIPT and caps.scan_script is not False and caps.script is not False:
         try:
-            fetched = scan_script_batch(node, cursor, count=count, prefix=prefix, needs=needs, cost=refused)
-            caps.scan_script = True
-            return fetched
+            first = scan_script_batch(node, cursor, count=count, prefix=prefix, needs=needs, cost=refused)
         except redis.ResponseError as exc:
             if not capabilities.refused(exc):
                 raise
             caps.scan_script = False
-    fetched = _two_step_batch(node, cursor, count=count, prefix=prefix, needs=needs)
-    return Fetched(fetched.cursor, fetched.scanned, fetched.foreign, fetched.rows, fetched.commands + refused.sent,
-                   fetched.billed + refused.billed)
-
-
-def batches(node, *, cursor, count, prefix, needs=Needs(), strategy=SCAN_SCRIPT, sizer=None, pause_every=0,
-            counted=0):
-    """Yield Fetched batches of `node` in SCAN order from `cursor` until the scan is complete.
-
-    `sizer` (optional) gives the SCAN COUNT of each next request from what the previous
-    batches took (see `BatchSizer`); without it every batch asks for `count`.
-
-    With the scan script, the request for the next batch is sent *before* the current
-    batch is handed out (its cursor is the first thing in the reply), so Redis runs the
-    next script while this process counts the current one: one connection, no thread, at
-    most two batches alive. When the consumer stops early (a cancelled review, an error),
-    the request already in flight is read and counted (`Stopped`), so what it cost is still
-    billed to the run. Every `pause_every`-th batch (counting the `counted` batches the
-    consumer already has) is handed out with nothing in flight (the
-    consumer checkpoints there: a worker that dies right after has nothing read and
-    unrecorded). The other paths fetch one batch at a time."""
-    first = fetch_batch(node, cursor, count=count, prefix=prefix, needs=needs, strategy=strategy)
-    if strategy != SCAN_SCRIPT or capabilities.of(node.client).scan_script is not True or first.cursor == 0:
-        fetched = first
-        while True:
-            try:
-                yield fetched
-            except Stopped:  # nothing in flight on this path
+        else:
+            caps.scan_script = True
+            if first.cursor == 0:
+                with contextlib.suppress(Stopped):
+                    yield first
                 return
-            if fetched.cursor == 0:
+            next_count = sizer.next_count(first) if sizer else count
+            trip = sizer.calls_per_trip() if sizer else 1
+            if trip <= 1:
+                yield from _one_ahead(node, first, next_count=next_count, count=count, prefix=prefix, needs=needs,
+                                      sizer=sizer, pause_every=pause_every, counted=counted)
                 return
-            next_count = sizer.next_count(fetched) if sizer else count
-            fetched = fetch_batch(node, fetched.cursor, count=next_count, prefix=prefix, needs=needs,
-                                  strategy=strategy)
-    yield from _one_ahead(node, first, count=count, prefix=prefix, needs=needs, sizer=sizer, pause_every=pause_every,
-                          counted=counted)
+            try:  # a slow link: SCAN from the client, several script calls per round trip
+                yield first
+            except Stopped:
+                return
+            yield from _paged(node, cursor=first.cursor, count=next_count, prefix=prefix, needs=needs, sizer=sizer,
+                              pause_every=pause_every, counted=counted + 1, trip=trip, closing=closing)
+            return
+    yield from _paged(node, cursor=cursor, count=count, prefix=prefix, needs=needs, sizer=sizer,
+                      pause_every=pause_every, counted=counted, spent=refused, closing=closing)
 
 
 class Stopped(Exception):
@@ -276,7 +313,7 @@ class Stopped(Exception):
         self.cost = cost
 
 
-def _one_ahead(node, first, *, count, prefix, needs, sizer, pause_every, counted):
+def _one_ahead(node, first, *, next_count, count, prefix, needs, sizer, pause_every, counted):
     """`batches` on the scan-script path: one connection of the node's pool, with at
     most one request in flight."""
     client = node.client
@@ -287,8 +324,10 @@ def _one_ahead(node, first, *, count, prefix, needs, sizer, pause_every, counted
     try:
         fetched = first
         while fetched.cursor != 0:
-            next_count = sizer.next_count(fetched) if sizer else count
+            if next_count is None:
+                next_count = sizer.next_count(fetched) if sizer else count
             args = (fetched.cursor, next_count, prefix, *needs.flags)
+            next_count = None
             handed += 1
             if pause_every and handed % pause_every == 0:  # a checkpoint batch: nothing in flight
                 try:
@@ -326,36 +365,169 @@ def _one_ahead(node, first, *, count, prefix, needs, sizer, pause_every, counted
         pool.release(conn)
 
 
+_INFO = ("INFO", "commandstats")
+
+
+@dataclass(frozen=True)
+class _Page:
+    """One round trip of `_paged`: the metadata of a page's keys under the prefix, what the
+    trip cost, and the replies of the SCAN and the INFO it carried (None where not sent), or
+    of the closing commands (the last page)."""
+
+    rows: list
+    sent: int
+    billed: int
+    scan: object
+    info: object
+    closing: tuple = ()
+
+
+def _trip(node, keys, *, prefix, needs, scan, info, chunk, closing=()):
+    """One round trip: `scan` (the next page's SCAN; None on the last page, which carries
+    `closing` instead), the metadata of `keys` under `prefix` (`chunk` keys per script call),
+    and the sizer's INFO when `info`."""
+    ours = [key for key in keys if key.startswith(prefix)]
+    tail = [] if scan else list(closing)  # behind the scripts: an error there fails nothing
+    rows, sent, billed, ahead, behind = read_metadata(node, ours, needs, before=[scan] if scan else (),
+                                                      after=tail + ([_INFO] if info else []), chunk=chunk)
+    ended = tuple(behind[:len(tail)])
+    sent += len(tail)
+    billed += sum(1 for reply in ended if not (isinstance(reply, redis.ResponseError) and capabilities.refused(reply)))
+    return _Page(rows, sent, billed, ahead[0] if scan else None,
+                 behind[len(tail)] if info and len(behind) > len(tail) else None, ended)
+
+
+def _scan_command(cursor, count):
+    return ("SCAN", cursor, "COUNT", count)
+
+
+def _paged(node, *, cursor, count, prefix, needs, sizer, pause_every, counted, trip=1, spent=None, closing=()):
+    """`batches` with SCAN from the client: a first round trip for the first page's SCAN, then
+    one per page carrying the next page's SCAN and the current page's metadata (its keys
+    under `prefix`, `count` keys per script call, `trip` calls' worth per page). While the
+    consumer counts a page, the next round trip is already on its way (on a helper thread:
+    any client that answers `pipeline` will do), except before a checkpoint batch."""
+    spent = spent or Cost()
+    first = _trip(node, [], prefix=prefix, needs=needs, scan=_scan_command(cursor, count * trip), info=False,
+                  chunk=count)
+    spent.add(sent=first.sent, billed=first.billed)
+    scan = first.scan
+    handed = counted
+    lane = None
+    future = None
+    try:
+        while True:
+            next_cursor, keys = int(scan[0]), list(scan[1])
+            following = _scan_command(next_cursor, count * trip) if next_cursor else None
+            work = dict(prefix=prefix, needs=needs, scan=following, chunk=count, closing=closing,
+                        info=sizer is not None and sizer.wants_reading())
+            page = _trip(node, keys, **work) if future is None else future.result()
+            future = None
+            if sizer is not None:
+                sizer.observe(page.info)
+            fetched = Fetched(next_cursor, len(keys), len(keys) - len(page.rows) // 4, page.rows,
+                              page.sent + spent.sent, page.billed + spent.billed, page.closing)
+            spent = Cost()
+            if following is None:
+                try:
+                    yield fetched
+                except Stopped:
+                    pass
+                return
+            scan = page.scan
+            handed += 1
+            if sizer is not None:
+                count = sizer.next_count(fetched)
+                trip = max(1, sizer.calls_per_trip())
+            if not (pause_every and handed % pause_every == 0):  # the next round trip goes now
+                upcoming, upcoming_cursor = list(scan[1]), int(scan[0])
+                lane = lane or ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyspace-trip")
+                ahead = _scan_command(upcoming_cursor, count * trip) if upcoming_cursor else None
+                future = lane.submit(_trip, node, upcoming, prefix=prefix, needs=needs, scan=ahead, chunk=count,
+                                     closing=closing, info=sizer is not None and sizer.wants_reading())
+            try:
+                yield fetched
+            except Stopped as stop:
+                if future is not None:  # read (and bill) the round trip in flight
+                    late = future.result()
+                    future = None
+                    stop.cost.add(sent=late.sent, billed=late.billed)
+                return
+    finally:
+        if future is not None:  # closed by an error: let the round trip end, its connection go back
+            with contextlib.suppress(Exception):
+                future.result()
+        if lane is not None:
+            lane.shutdown(wait=True)
+
+
 class BatchSizer:
-    """SCAN COUNT per batch such that one script call stays within a time budget.
+    """SCAN COUNT per batch such that one script call stays within a time budget, and how
+    many script calls' worth of keys a round trip should carry.
 
     Redis's time per key is estimated from `INFO commandstats` (free on Upstash): the
     scripts' usec over the keys they handled, re-read after batches 1, 2 and 4, then
     every `every` batches. The next
     COUNT is half the budget / time per key, at least `low` and at most `start` (the configured
-    batch: the sizer only ever shrinks a batch to keep within the budget)."""
+    batch: the sizer only ever shrinks a batch to keep within the budget).
+
+    The readings sent alone (the base, on creating the sizer, and those of the scan-script
+    path) are timed: each is one round trip, and INFO costs Redis next to nothing, so the
+    least of their times is the link's. Where a round trip costs
+    more than Redis's work on a batch, waiting on the link dominates: `calls_per_trip` then
+    asks for pages of several batches, each read by its own script call in the same round
+    trip (at most `MAX_CALLS_PER_TRIP`; never on a link under `SLOW_LINK_S`). On the paths that send SCAN from the client the
+    readings travel behind the scripts of a round trip (`wants_reading`, `observe`) instead
+    of in round trips of their own."""
+
+    MAX_CALLS_PER_TRIP = 4
+    SLOW_LINK_S = 0.003  # a round trip below this is a LAN's (or a busy machine's): the one-connection stream hides it
 
     def __init__(self, client, *, budget_ms, start, low=50, every=16, commands=("evalsha", "evalsha_ro")):
         self.client, self.budget_us, self.count = client, budget_ms * 1000, start
         self.low, self.high, self.every, self.commands = min(low, start), start, every, commands
         self.batches = self.keys = 0
+        started = time.perf_counter()
         self.base = self._usec()
+        self.round_trip_s = time.perf_counter() - started if self.base is not None else None
         self.us_per_key = None
+        self._observed = None
 
-    def _usec(self):
+    def _usec(self, stats=None):
         """The scripts' total usec so far (0 before the first call), None where INFO is refused."""
-        try:
-            stats = self.client.info("commandstats")
-        except redis.RedisError:
+        if stats is None:
+            try:
+                stats = self.client.info("commandstats")
+            except redis.RedisError:
+                return None
+        elif isinstance(stats, Exception) or not isinstance(stats, dict):
             return None
         return sum(stats.get(f"cmdstat_{command}", {}).get("usec", 0) for command in self.commands)
+
+    def _due(self, batches):
+        return batches in (1, 2, 4) or batches % self.every == 0
+
+    def wants_reading(self):
+        """True when the round trip that brings the next batch should carry an INFO reading
+        behind its scripts (`next_count` of that batch reads one)."""
+        return self.base is not None and self._due(self.batches + 1)
+
+    def observe(self, stats):
+        """A reading (INFO commandstats, parsed) that travelled behind a round trip's scripts."""
+        if stats is not None:
+            self._observed = self._usec(stats)
 
     def next_count(self, fetched):
         self.batches += 1
         self.keys += fetched.scanned
-        due = self.batches in (1, 2, 4) or self.batches % self.every == 0
+        due = self._due(self.batches)
         if due and self.base is not None and self.keys:
-            now = self._usec()
+            now, self._observed = self._observed, None
+            if now is None:  # a round trip of its own: timed too, the link is the least of them
+                started = time.perf_counter()
+                now = self._usec()
+                if now is not None and self.round_trip_s is not None:
+                    self.round_trip_s = min(self.round_trip_s, time.perf_counter() - started)
             if now is not None:
                 # Other clients' scripts count too: an overestimate, so the budget holds.
                 self.us_per_key = max((now - self.base) / self.keys, 0.1)
@@ -365,41 +537,75 @@ class BatchSizer:
                 self.base, self.keys = now, 0
         return self.count
 
+    def calls_per_trip(self):
+        """Script calls' worth of keys per round trip: 1 until a batch's time in Redis is
+        known, then `calls_per_trip(round trip, a batch's time)`."""
+        if self.round_trip_s is None or self.us_per_key is None:
+            return 1
+        return calls_per_trip(self.round_trip_s, self.us_per_key * self.count / 1e6, most=self.MAX_CALLS_PER_TRIP,
+                              slow=self.SLOW_LINK_S)
 
-def sample_keys(client, size, *, window=100, rng=None):
+
+def calls_per_trip(round_trip_s, batch_s, *, most=BatchSizer.MAX_CALLS_PER_TRIP, slow=BatchSizer.SLOW_LINK_S):
+    """Script calls of `batch_s` each (Redis's time on one batch) that one round trip of
+    `round_trip_s` should carry: 1 on a link under `slow` (a LAN, where the one-connection
+    stream already hides the link), else as many as it takes for Redis's work to cover the
+    round trip, at most `most`."""
+    if round_trip_s < slow:
+        return 1
+    return int(min(most, max(1, math.ceil(round_trip_s / max(batch_s, 1e-6)))))
+
+
+def sample_keys(client, size, *, window=100, rng=None, population=None):
     """About `size` keys drawn at random, and the SCAN calls it took.
 
     Random SCAN cursors, not RANDOMKEY: a SCAN from a random cursor starts at a random
     bucket of the hash table and returns the keys of the next `window` or so buckets. Keys
     are spread over buckets by their hash, so each key has about the same chance to be in
     the window, and one billed command brings ~`window` keys where RANDOMKEY brings one
-    (2,000 RANDOMKEYs would be 2,000 billed commands; this is ~20). Keys sharing a bucket
+    (2,000 RANDOMKEYs would be 2,000 billed commands; this is ~24). Keys sharing a bucket
     come together: with Redis's load factor near 1 that correlation is small. Windows that
-    overlap are merged; an over-full draw is cut down at random."""
+    overlap are merged; an over-full draw is cut down at random.
+
+    The SCANs are independent, so they travel together: one round trip for enough windows to
+    reach `size` with a margin (windows overlap more as the sample nears the `population`,
+    DBSIZE, when known), and another only where they fell short (a keyspace with many empty
+    buckets)."""
     import random
 
     rng = rng or random.SystemRandom()
     seen, calls = set(), 0
     limit = 4 * (size // window) + 20
+    per_call = window
     while len(seen) < size and calls < limit:
-        _, keys = client.scan(cursor=rng.getrandbits(63), count=window)
-        calls += 1
-        seen.update(keys)
+        missing = size - len(seen)
+        if population and not seen and 1.15 * size < population:
+            # n windows of `window` keys cover population × (1 − e^(−n·window/population)) keys
+            draws = -population / window * math.log(1 - 1.15 * size / population)
+        else:
+            draws = missing / max(per_call, 1) * 1.15
+        wanted = min(limit - calls, max(1, math.ceil(draws) + 2))
+        pipe = client.pipeline(transaction=False)
+        for _ in range(wanted):
+            pipe.scan(cursor=rng.getrandbits(63), count=window)
+        had = len(seen)
+        for _cursor, keys in pipe.execute():
+            seen.update(keys)
+        calls += wanted
+        per_call = (len(seen) - had) / wanted
+        if not per_call:  # an empty keyspace
+            break
     keys = list(seen)
     if len(keys) > size:
         keys = rng.sample(keys, size)
     return keys, calls
 
 
-def sample_batches(node, *, size, prefix, needs=Needs(), chunk=1000):
+def sample_batches(node, *, size, prefix, needs=Needs(), chunk=1000, population=None):
     """Fetched batches of a random sample of about `size` keys of `node` (see
     `sample_keys`), their metadata read by `meta`'s script over the sample's keys (known
-    keys: no global lock on Upstash)."""
-    keys, calls = sample_keys(node.client, size)
-    scans = calls
-    for start in range(0, max(len(keys), 1), chunk):
-        part = keys[start:start + chunk]
-        ours = [key for key in part if key.startswith(prefix)]
-        rows, sent, billed = metadata_rows(node, ours, needs)
-        yield Fetched(0, len(part), len(part) - len(ours), rows, scans + sent, scans + billed)
-        scans = 0
+    keys: no global lock on Upstash), `chunk` keys per call, every call in one round trip."""
+    keys, calls = sample_keys(node.client, size, population=population)
+    ours = [key for key in keys if key.startswith(prefix)]
+    rows, sent, billed, _ahead, _behind = read_metadata(node, ours, needs, chunk=chunk)
+    yield Fetched(0, len(keys), len(keys) - len(ours), rows, calls + sent, calls + billed)

@@ -8,6 +8,8 @@ from continuity.operations import alerting
 from dashboard.devtools import localservers
 from dashboard.models import AlertChannel
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 @pytest.fixture
 def hook(db, receiver):

@@ -9,6 +9,8 @@ from continuity.billing import estimated_cost_usd
 from continuity.operations import costs, purge, review
 from continuity.templatetags.continuity import usd
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 def fill(client, n, prefix=b"lucia:session:"):
     pipe = client.pipeline(transaction=False)

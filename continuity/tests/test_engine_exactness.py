@@ -20,6 +20,8 @@ from continuity.models import Namespace, PolicyReport, PurgeRun, ReviewRun
 from continuity.operations import purge, review
 from continuity.tests.clusters import point_at
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 SESSIONS, FOCUS = 600, 100
 
 

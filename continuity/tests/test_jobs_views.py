@@ -8,6 +8,8 @@ from continuity.models import ReviewRun
 from continuity.operations import review
 from dashboard.models import AuditEntry
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 XSS_KEY = b"lucia:session:<script>alert(1)</script>\xff"
 
 

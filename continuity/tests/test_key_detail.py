@@ -8,6 +8,8 @@ from django.urls import reverse
 
 from continuity import keyspace
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 def detail(client, key, **kwargs):
     return client.get(reverse("continuity:key_detail", args=["lucia", keyspace.encode_key(key)]), **kwargs)
@@ -30,18 +32,25 @@ def test_it_previews_a_5mb_string_with_getrange_only(viewer_client, monitored, l
     assert "first 4,096 characters of 5,242,880 bytes" in response.content.decode()
 
 
-def test_it_previews_a_200k_field_hash_with_a_few_hscans(viewer_client, monitored, lucia):
+@pytest.mark.parametrize("kind", ["hash", "set"])
+def test_it_previews_a_200k_element_hash_or_set_with_at_most_two_scans(viewer_client, monitored, lucia, kind):
+    """HSCAN/SSCAN COUNT 100, then (where that brought fewer than 100) one of COUNT 900:
+    a page of 100 members in two calls at most, one round trip each."""
     key = b"lucia:distress:wide"
     pipe = monitored.pipeline(transaction=False)
     for start in range(0, 200_000, 10_000):
-        pipe.hset(key, mapping={f"f{i}": f"v{i}" for i in range(start, start + 10_000)})
+        if kind == "hash":
+            pipe.hset(key, mapping={f"f{i}": f"v{i}" for i in range(start, start + 10_000)})
+        else:
+            pipe.sadd(key, *[f"m{i}" for i in range(start, start + 10_000)])
     pipe.execute()
     monitored.config_resetstat()
     response = detail(viewer_client, key)
     used = commands(monitored)
     preview = response.context["preview"]
     assert preview.length == 200_000 and preview.truncated and len(preview.items) == 100
-    assert "hgetall" not in used and used["hscan"] <= 10 and "hkeys" not in used
+    scan, whole = ("hscan", ("hgetall", "hkeys", "hvals")) if kind == "hash" else ("sscan", ("smembers",))
+    assert 1 <= used[scan] <= 2 and not any(command in used for command in whole)
     assert "First 100 of 200,000 elements" in response.content.decode()
 
 

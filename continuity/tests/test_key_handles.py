@@ -15,6 +15,8 @@ from continuity import key_links, keyspace
 from dashboard.devtools import localservers
 from dashboard.models import AuditEntry, RedisDatabase
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 LONG_KEY = b"lucia:session:" + b"k" * 4096  # its token is past MAX_URL_TOKEN: a handle
 
 

@@ -7,6 +7,7 @@ records saved straight into Postgres), against the real redis-server, and Redis 
 hold every key at the end."""
 
 import io
+import os
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -41,11 +42,20 @@ def keys(monitored, lucia):
     return set(monitored.scan_iter(count=1000))
 
 
-@pytest.fixture
-def shadow(lucia):
+@pytest.fixture(params=["same variable", "same REST endpoint"])
+def shadow(request, lucia, monkeypatch):
     """The attack's records, saved straight into Postgres (no form, no operation), as a
-    bypass of every save-time rule would leave them: the guardrail must hold in the engine."""
-    record = RedisDatabase.objects.create(**SHADOW)
+    bypass of every save-time rule would leave them: the guardrail must hold in the engine.
+    Either on lucia's own URL variable, or (lucia over REST) on variables of its own that
+    name the same REST endpoint under another spelling, with the same token."""
+    fields = SHADOW
+    if request.param == "same REST endpoint":
+        bridge = request.getfixturevalue("over_rest")
+        monkeypatch.setenv("SHADOW_REST_URL", bridge.url.replace("127.0.0.1", "LOCALHOST") + "/")
+        monkeypatch.setenv("SHADOW_REST_TOKEN", os.environ["UPSTASH_REDIS_REST_TOKEN"])
+        fields = {**SHADOW, "url_env": "SHADOW_REDIS_URL", "rest_url_env": "SHADOW_REST_URL",
+                  "rest_token_env": "SHADOW_REST_TOKEN"}
+    record = RedisDatabase.objects.create(**fields)
     Namespace.objects.create(database=record, name="all", prefix="lucia:", ttl_required=True, max_ttl_seconds=60,
                              violation_action=Namespace.DELETE)
     return record
@@ -304,3 +314,35 @@ def test_a_record_naming_another_node_of_the_same_cluster_is_on_the_same_keyspac
     run.refresh_from_db()
     assert (run.status, run.done) == ("failed", 0)
     assert len(cluster_keys.keys("lucia:session:*", target_nodes=cluster_keys.ALL_NODES)) == 300
+
+
+# --- a keyspace reached by Upstash's REST API ----------------------------------------------------
+def test_records_on_one_rest_endpoint_or_one_upstash_database_share_a_keyspace(lucia, monkeypatch):
+    def record(name, **variables):
+        for variable, value in variables.items():
+            monkeypatch.setenv(variable, value)
+        url = next((v for v in variables if v.endswith("_REDIS_URL")), f"{name.upper()}_REDIS_URL")
+        rest = next((v for v in variables if v.endswith("_REST_URL")), "")
+        return RedisDatabase(name=name, url_env=url, rest_url_env=rest,
+                             rest_token_env=rest.replace("_URL", "_TOKEN") if rest else "")
+
+    a = record("a", A_REST_URL="https://EU1-merry-cat.upstash.io/", A_REST_TOKEN="t1")
+    b = record("b", B_REST_URL="https://eu1-merry-cat.upstash.io:443", B_REST_TOKEN="t2")
+    c = record("c", C_REDIS_URL="rediss://default:pw@eu1-merry-cat.upstash.io:6379")  # its TCP endpoint
+    d = record("d", D_REST_URL="https://eu1-other-dog.upstash.io", D_REST_TOKEN="t3")
+    e = record("e", E_REST_URL="http://127.0.0.1:8079", E_REST_TOKEN="t4")
+    f = record("f", F_REST_URL="http://localhost:8079/", F_REST_TOKEN="t5")
+    assert a.keyspace_marks() & b.keyspace_marks() and a.keyspace_marks() & c.keyspace_marks()
+    assert not a.keyspace_marks() & d.keyspace_marks()
+    assert e.keyspace_marks() & f.keyspace_marks() and not e.keyspace_marks() & a.keyspace_marks()
+
+
+def test_an_admin_cannot_add_a_record_on_the_same_rest_endpoint_with_another_key_prefix(
+        admin_client, lucia, over_rest, monkeypatch):
+    monkeypatch.setenv("OTHER_REST_URL", over_rest.url.replace("127.0.0.1", "localhost"))
+    monkeypatch.setenv("OTHER_REST_TOKEN", os.environ["UPSTASH_REDIS_REST_TOKEN"])
+    fields = {**SHADOW, "name": "other", "url_env": "OTHER_REDIS_URL", "rest_url_env": "OTHER_REST_URL",
+              "rest_token_env": "OTHER_REST_TOKEN", "reason": "x"}
+    response = admin_client.post(reverse("dashboard:database_create"), fields)
+    assert response.status_code == 200 and "lucia already monitors this Redis keyspace" in response.content.decode()
+    assert not RedisDatabase.objects.filter(name="other").exists()

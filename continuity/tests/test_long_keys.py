@@ -2,12 +2,16 @@
 
 import re
 
+import pytest
+
 from django.core.cache import cache
 from django.urls import reverse
 
 from continuity import keyspace
 from continuity.operations import review
 from dashboard.models import AuditEntry
+
+pytestmark = pytest.mark.usefixtures("transport")
 
 LONG_KEY = b"lucia:session:" + b"k" * 4096  # 4 KB: its token alone is 5.5 KB, a 414 behind gunicorn or nginx
 

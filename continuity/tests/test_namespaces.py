@@ -10,6 +10,8 @@ from continuity.models import Namespace
 from continuity.policy import Policies
 from dashboard.models import AuditEntry
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 def meta(key=b"lucia:session:1", type_="string", ttl_ms=1_000_000, memory=100):
     return KeyMeta(key=key, type=type_, ttl_ms=ttl_ms, memory=memory)
@@ -133,9 +135,12 @@ def test_it_labels_a_partial_sample_as_a_sample(viewer_client, monitored, lucia,
     for i in range(3000):
         pipe.set(f"lucia:focus:{i}".encode(), b"x", ex=3600)
     pipe.execute()
+    monitored.config_resetstat()
     response = viewer_client.get(reverse("continuity:namespace_stats", args=["lucia"]))
     sample = response.context["sample"]
-    assert not sample.complete and sample.examined <= 200 and sample.sampled < 3000
+    # One SCAN spending the whole budget (a round trip), then the metadata with DBSIZE.
+    assert monitored.info("commandstats")["cmdstat_scan"]["calls"] == 1
+    assert not sample.complete and sample.examined == 200 and 0 < sample.sampled < 3000
     assert "<strong>Sample</strong>" in response.content.decode()
     assert "estimated from a sample" in response.content.decode()
 

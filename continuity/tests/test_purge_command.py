@@ -11,6 +11,8 @@ from django.utils import timezone
 from continuity.models import PurgeRun
 from dashboard.models import AuditEntry
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 def run_purge(*args, stdin=""):
     out, err = io.StringIO(), io.StringIO()

@@ -15,6 +15,8 @@ from continuity.models import Namespace, PurgeRun, PurgeTargetKey, ReviewRun
 from continuity.operations import purge, review
 from dashboard.models import AuditEntry, RedisDatabase
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 NO_TTL = ([b"lucia:session:nottl:%02d" % i for i in range(30)] + [b"lucia:focus:nottl:%02d" % i for i in range(5)]
           + [b"lucia:session:admin:%02d" % i for i in range(7)])
 ABOVE_MAX = [b"lucia:focus:long:%02d" % i for i in range(20)]
@@ -214,7 +216,7 @@ def test_it_recovers_batches_acted_on_but_not_checkpointed(monitored, reviewed, 
     monkeypatch.setattr(PurgeRun, "checkpoint", dying_checkpoint)
     with pytest.raises(Crash):
         purge.execute_purge(run_id=run.pk)
-    monkeypatch.undo()
+    monkeypatch.setattr(PurgeRun, "checkpoint", original)  # the worker that resumes is healthy
     marker = redis_purge.read_marker(Node("one", monitored), run.pk)
     run.refresh_from_db()
     assert marker.done > run.done

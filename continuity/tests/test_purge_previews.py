@@ -15,6 +15,8 @@ from dashboard.devtools import localservers
 from dashboard.models import RedisDatabase
 from continuity.tests.waiting import wait_for
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 def fill(client, n, prefix=b"lucia:session:", ex=None):
     pipe = client.pipeline(transaction=False)

@@ -18,6 +18,8 @@ from dashboard.devtools import localservers
 from dashboard.models import AuditEntry, RedisDatabase
 from continuity.tests.waiting import wait_for
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

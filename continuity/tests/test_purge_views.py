@@ -9,6 +9,8 @@ from continuity.models import PurgeRun
 from continuity.operations import purge
 from dashboard.models import AuditEntry
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 @pytest.fixture
 def filled(monitored, lucia):

@@ -1,5 +1,10 @@
 """The review's fast paths: the send-ahead batch stream, the script cache flushed
-mid-review, an early stop, MEMORY refused inside scripts, and the prefix classifier."""
+mid-review, an early stop, MEMORY refused inside scripts, the prefix classifier, and how
+many script calls a round trip carries."""
+
+import pytest
+
+import pytest
 
 from continuity import keyspace
 from continuity.keyspace.nodes import Node
@@ -10,6 +15,8 @@ from continuity.operations import review
 from continuity.policy import BUCKET_NAMES
 from continuity.tests.test_review import calls, expected_from_specs, load, typed_lucia  # noqa: F401 — the fixture
 from dashboard.models import RedisDatabase
+
+pytestmark = pytest.mark.usefixtures("transport")
 
 
 def test_it_reloads_the_script_when_the_cache_is_flushed_mid_review(monitored, typed_lucia, settings):
@@ -57,7 +64,8 @@ def test_it_leaves_the_connection_clean_after_stopping_early(monitored, typed_lu
 def test_it_stops_the_stream_mid_scan_without_a_stray_reply(monitored):
     for i in range(500):
         monitored.set(f"lucia:session:{i}".encode(), b"v", px=60_000)
-    client = keyspace.client_for(RedisDatabase(name="raw", url_env="REDIS_URL"))
+    client = keyspace.client_for(RedisDatabase(name="raw", url_env="REDIS_URL", rest_url_env="UPSTASH_REDIS_REST_URL",
+                                                  rest_token_env="UPSTASH_REDIS_REST_TOKEN"))
     feed = stream.batches(Node("raw", client), cursor=0, count=50, prefix=b"lucia:")
     first, second = next(feed), next(feed)
     feed.close()
@@ -168,3 +176,18 @@ def test_it_shrinks_batches_to_keep_script_calls_within_the_budget(monitored, ty
         stream.BatchSizer.next_count = real
     assert result.findings == findings
     assert seen[0] < 500 and min(seen) >= 50 and result.run.batches > 4000 / 500
+
+
+@pytest.mark.parametrize("round_trip_ms,batch_ms,calls", [
+    (0.2, 0.01, 1),   # loopback: the one-connection stream hides the link
+    (2.9, 0.5, 1),    # just under 3 ms (a LAN, or a loopback on a busy machine): one call per trip
+    (3.0, 0.5, 4),    # from 3 ms: as many calls as cover the round trip…
+    (3.0, 1.0, 3),
+    (3.0, 3.0, 1),    # …none more where one call's work already covers it
+    (3.0, 5.0, 1),
+    (10.0, 4.0, 3),
+    (20.0, 5.0, 4),
+    (80.0, 5.0, 4),   # at most four: a page of four calls' worth, each within the budget
+])
+def test_it_carries_several_calls_per_round_trip_only_on_a_link_of_3_ms_or_more(round_trip_ms, batch_ms, calls):
+    assert stream.calls_per_trip(round_trip_ms / 1000, batch_ms / 1000) == calls

@@ -23,6 +23,8 @@ from dashboard.celery import app
 from dashboard.models import RedisDatabase
 from continuity.tests.waiting import wait_for
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 def test_it_retries_then_records_the_failure_when_redis_is_down(lucia, monkeypatch):
     monkeypatch.setenv("DOWN_URL", "redis://127.0.0.1:1/0")

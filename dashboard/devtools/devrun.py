@@ -18,9 +18,17 @@ every start), REDIS_URL names its first node, and the demo keyspace is written t
 cluster client (each key on the primary of its slot), and the demo writer does not run (the
 store adapter writes to one node). The broker and the cache stay on the standalone local
 redis-server.
+
+`DEMO_REST=1 make run` (only when REDIS_URL and the REST pair are unset): the monitored
+keyspace is reached over Upstash's REST protocol only: a local REST endpoint
+(`restbridge.RestBridge`, a protocol bridge standing in for Upstash) in front of the local
+redis-server's db 0, UPSTASH_REDIS_REST_URL / UPSTASH_REDIS_REST_TOKEN set (a token made for
+the run) and REDIS_URL unset for the dashboard's processes. The demo keyspace is written,
+and the demo writer writes, through the REST API.
 """
 
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -46,6 +54,16 @@ def read_dotenv(path):
                 key, _, value = line.partition("=")
                 values[key.strip()] = value.strip().strip("'\"")
     return values
+
+
+def _last_port(name, preferred):
+    path = LOCAL / f"{name}.port"
+    return int(path.read_text()) if path.exists() else preferred
+
+
+def _remember_port(name, port):
+    LOCAL.mkdir(exist_ok=True)
+    (LOCAL / f"{name}.port").write_text(str(port))
 
 
 def _port_file(name, preferred):
@@ -113,6 +131,8 @@ def main():
     local_monitored = False
     cluster = None
     cluster_demo = env.get("DEMO_CLUSTER", "").strip().lower() not in ("", "0", "false", "no")
+    rest_demo = env.get("DEMO_REST", "").strip().lower() not in ("", "0", "false", "no")
+    bridge = None
     try:
         if not env.get("DATABASE_URL"):
             localservers.ensure("postgres")
@@ -145,6 +165,18 @@ def main():
             print(f"· Redis (local) on 127.0.0.1:{rd.port} for {', '.join(missing)}")
         if cluster_demo and not cluster:
             print("· DEMO_CLUSTER ignored: REDIS_URL is set, so the monitored Redis is yours.")
+        if rest_demo and local_monitored and not cluster and not env.get("UPSTASH_REDIS_REST_URL"):
+            from dashboard.devtools.restbridge import RestBridge
+
+            token = secrets.token_urlsafe(24)
+            bridge = RestBridge(env.pop("REDIS_URL"), {token: (None, None)},
+                                port=localservers.free_port(_last_port("restbridge", 8079))).start()
+            _remember_port("restbridge", bridge.server.server_address[1])
+            env["UPSTASH_REDIS_REST_URL"], env["UPSTASH_REDIS_REST_TOKEN"] = bridge.url, token
+            print(f"· REST endpoint (a local protocol bridge standing in for Upstash) on {bridge.url} for "
+                  "UPSTASH_REDIS_REST_URL / _TOKEN; REDIS_URL is unset, so lucia is reached over REST only")
+        elif rest_demo:
+            print("· DEMO_REST ignored: the monitored Redis (REDIS_URL or the REST pair) is yours.")
         sources = demo_sources(env)
         started += [server for server in sources.values() if server]
         manage({**env, "DATABASE_URL": env.get("DATABASE_OWNER_URL") or env["DATABASE_URL"]},
@@ -191,6 +223,8 @@ def main():
         return 130
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if bridge is not None:
+            bridge.stop()
         for server in reversed(started):
             server.stop()
         if started:

@@ -127,6 +127,17 @@ class RedisDatabase(models.Model):
                   "docs/redis-acl.md), used for browsing, reviews and previews. Not Upstash's default_ro "
                   "token: it may not SCAN or EVAL.",
     )
+    rest_url_env = models.CharField(
+        max_length=64, blank=True, validators=[env_var_name], verbose_name="REST URL env var",
+        help_text="Optional: the variable holding Upstash's REST URL (e.g. UPSTASH_REDIS_REST_URL). Used, with the "
+                  "REST token variable, when the URL env var is unset or empty.",
+    )
+    rest_token_env = models.CharField(
+        max_length=64, blank=True, validators=[env_var_name], verbose_name="REST token env var",
+        help_text="Optional: the variable holding the REST token (e.g. UPSTASH_REDIS_REST_TOKEN). Upstash's "
+                  "read-only token may not SCAN or run scripts: browsing, reviews and purges need the standard token "
+                  "(or an ACL user's, from ACL RESTTOKEN).",
+    )
     # "auto" asks the server (INFO cluster); a declared mode that the server contradicts is
     # refused, so a wrong record can never turn a cluster into a silent one-node answer.
     AUTO, STANDALONE, CLUSTER = "auto", "standalone", "cluster"
@@ -152,7 +163,7 @@ class RedisDatabase(models.Model):
     FAILURE_PLAN_FIELDS = ("if_down", "lucia_should", "operator_impact", "alerting_path", "expiry_fallback")
     # What bounds every namespace and purge of the keyspace: only an admin sets or changes
     # them, with a reason (`dashboard.operations.save_database`).
-    GUARDED_FIELDS = ("key_prefix", "url_env", "readonly_url_env")
+    GUARDED_FIELDS = ("key_prefix", "url_env", "readonly_url_env", "rest_url_env", "rest_token_env")
 
     objects = RedisDatabaseQuerySet.as_manager()
 
@@ -174,29 +185,39 @@ class RedisDatabase(models.Model):
         """{field: why} for URL variables that cannot hold this database's Redis URL (the
         dashboard's own DATABASE_URL, PATH, a variable holding a postgres:// URL...). The
         value is checked for its scheme only, never echoed."""
-        from dashboard.env import redis_url_env_problem
+        from dashboard.env import redis_url_env_problem, rest_token_env_problem, rest_url_env_problem
 
+        checks = {"url_env": redis_url_env_problem, "readonly_url_env": redis_url_env_problem,
+                  "rest_url_env": rest_url_env_problem, "rest_token_env": rest_token_env_problem}
         problems = {}
-        for field in ("url_env", "readonly_url_env"):
+        for field, check in checks.items():
             name = getattr(self, field)
             if name:
-                problem = redis_url_env_problem(name) if env_var_name.regex.match(name) else f"{name} is not a variable name"
+                problem = check(name) if env_var_name.regex.match(name) else f"{name} is not a variable name"
                 if problem:
                     problems[field] = problem
+        if bool(self.rest_url_env) != bool(self.rest_token_env):
+            problems.setdefault("rest_token_env" if self.rest_url_env else "rest_url_env",
+                                "a REST endpoint needs both its URL variable and its token variable")
         return problems
 
     def keyspace_marks(self):
-        """What identifies the keys this record reaches: the names of its URL variables and,
-        where they hold a Redis URL, each URL's canonical target (`dashboard.env.keyspace_target`).
-        Records sharing any mark monitor the same keys."""
-        from dashboard.env import keyspace_target, redis_url_problem
+        """What identifies the keys this record reaches: the names of its URL variables (Redis
+        and REST) and, where they hold a URL, each URL's canonical target
+        (`dashboard.env.keyspace_target`, `rest_target`) and, on Upstash, the database's host
+        (its TCP and REST endpoints share it). Records sharing any mark monitor the same keys."""
+        from dashboard.env import keyspace_target, redis_url_problem, rest_target, rest_url_problem, upstash_database
 
         marks = set()
-        for name in filter(None, (self.url_env, self.readonly_url_env)):
+        for name in filter(None, (self.url_env, self.readonly_url_env, self.rest_url_env)):
             marks.add(("variable", name))
             url = os.environ.get(name, "")
             if url and not redis_url_problem(url):
                 marks.add(("target", *keyspace_target(url)))
+            elif url and name == self.rest_url_env and not rest_url_problem(url):
+                marks.add(rest_target(url))
+            if url and upstash_database(url):
+                marks.add(("upstash", upstash_database(url)))
         return marks
 
     def keyspace_conflict(self):

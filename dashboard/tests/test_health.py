@@ -6,6 +6,8 @@ from django.urls import reverse
 from continuity import keyspace
 from dashboard.devtools import localservers
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 def test_it_reports_every_role_healthy_with_latencies_to_staff(viewer_client, lucia):
     response = viewer_client.get(reverse("healthz"))

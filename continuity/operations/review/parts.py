@@ -35,6 +35,9 @@ from continuity.policy import Policies
 from dashboard import postgres
 
 
+DBSIZE = ("DBSIZE",)
+
+
 class NodeInterrupted(Exception):
     """Reading a node failed, or Postgres stayed away past JOB_DB_OUTAGE_SECONDS
     (`postgres`); its part was handed back (queued) with its checkpoint (with Postgres
@@ -62,11 +65,12 @@ def plan(database, policies, strategy=None):
     return strategy, stream.Needs(type=needs_type, memory=needs_memory)
 
 
-def sample_node(node, classifier, tally, *, size, needs, on_batch, clock=time.perf_counter):
+def sample_node(node, classifier, tally, *, size, needs, on_batch, clock=time.perf_counter, population=None):
     """A review of a random sample of about `size` keys (see `stream.sample_keys`) of
     `node`, counted into `tally`."""
     started = clock()
-    for fetched in stream.sample_batches(node, size=size, prefix=classifier.key_prefix, needs=needs):
+    for fetched in stream.sample_batches(node, size=size, prefix=classifier.key_prefix, needs=needs,
+                                         population=population):
         fold(tally, classifier, fetched)
         tally.elapsed_s = clock() - started
         if on_batch is not None:
@@ -74,16 +78,19 @@ def sample_node(node, classifier, tally, *, size, needs, on_batch, clock=time.pe
 
 
 def scan_node(node, classifier, tally, *, cursor, batch, on_checkpoint, checkpoint_every, on_batch,
-              clock=time.perf_counter, strategy=stream.SCAN_SCRIPT, needs=stream.Needs(), fault=None):
+              clock=time.perf_counter, strategy=stream.SCAN_SCRIPT, needs=stream.Needs(), fault=None, closing=None):
     """The SCAN loop of one node. Returns True when the scan completed, False when
     `on_checkpoint` said stop (cancelled, or the claim was lost): the batch already
     requested is then read and its cost added to `tally`. Redis errors propagate. At a
     checkpoint no request is in flight, so a worker that dies right after one has nothing
-    read and unrecorded. `fault(point, node)`: the test hook, called at "checkpointed"."""
+    read and unrecorded. `fault(point, node)`: the test hook, called at "checkpointed".
+    `closing`: a list that receives the replies of DBSIZE sent with the last batch, where the
+    stream could carry it (its cost is in the tally then)."""
     last_mark = clock()
     sizer = stream.BatchSizer(node.client, budget_ms=settings.SCRIPT_BUDGET_MS, start=batch)
     feed = stream.batches(node, cursor=cursor, count=batch, prefix=classifier.key_prefix, needs=needs,
-                          strategy=strategy, sizer=sizer, pause_every=checkpoint_every, counted=tally.batches)
+                          strategy=strategy, sizer=sizer, pause_every=checkpoint_every, counted=tally.batches,
+                          closing=[DBSIZE] if closing is not None else ())
     with contextlib.closing(feed):
         for fetched in feed:
             fold(tally, classifier, fetched)
@@ -93,6 +100,8 @@ def scan_node(node, classifier, tally, *, cursor, batch, on_checkpoint, checkpoi
             if on_batch is not None:
                 on_batch(tally)
             if fetched.cursor == 0:
+                if closing is not None:
+                    closing.extend(fetched.closing)
                 return True
             if tally.batches % checkpoint_every == 0:
                 if not on_checkpoint(fetched.cursor, tally):
@@ -138,7 +147,8 @@ def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, 
     try:
         node = keyspace_nodes.node_at(database, part.address, part.slots)
         if part.sample_size:
-            sample_node(node, classifier, tally, size=part.sample_size, needs=needs, on_batch=on_batch)
+            sample_node(node, classifier, tally, size=part.sample_size, needs=needs, on_batch=on_batch,
+                        population=part.dbsize_before)
             postgres.ride_through(lambda: _succeeded(part, token, tally, part.dbsize_before))
             part.refresh_from_db()
             return part.status
@@ -153,14 +163,18 @@ def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, 
             return save(cursor=str(cursor), batches=tally.batches, keys_scanned=tally.keys_scanned,
                         commands=tally.commands, billed_commands=tally.billed, aggregates=tally.to_json())
 
+        closing = []
         finished = scan_node(node, classifier, tally, cursor=int(part.cursor), batch=run.batch_size,
                              on_checkpoint=on_checkpoint,
                              checkpoint_every=checkpoint_every or settings.REVIEW_CHECKPOINT_BATCHES,
-                             on_batch=on_batch, strategy=strategy, needs=needs, fault=fault)
+                             on_batch=on_batch, strategy=strategy, needs=needs, fault=fault, closing=closing)
         if finished:
-            size_after = keyspace.dbsize(node.client)
-            tally.commands += 1
-            tally.billed += 1
+            if closing and not isinstance(closing[0], Exception):  # it travelled with the last page
+                size_after = int(closing[0])
+            else:
+                size_after = keyspace.dbsize(node.client) if not closing else None
+                tally.commands += 0 if closing else 1
+                tally.billed += 0 if closing else 1
             postgres.ride_through(lambda: _succeeded(part, token, tally, size_after))
     except (postgres.PostgresAway, *postgres.GONE) as exc:
         reason = (f"{part.address}: {postgres.describe_outage(exc)}. The part keeps its last checkpoint and is not "

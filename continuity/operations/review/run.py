@@ -204,6 +204,9 @@ def allocate(sample, sizes):
     return shares
 
 
+DBSIZE = ("DBSIZE",)  # sent ahead with the keyspace's opening probe: each part's DBSIZE before
+
+
 def prepare(run, token, nodes):
     """The run's parts, one ReviewNodeRun per node, created on the first call (later calls
     return the rows as they are). A cluster whose slots are not all served,
@@ -214,6 +217,8 @@ def prepare(run, token, nodes):
     existing = list(run.node_runs.all())
     if existing:
         return existing
+    # DBSIZE sent ahead with the keyspace's opening probe (`open_run`), where it was.
+    ahead = {node.address: nodes.take(node, DBSIZE) for node in nodes.nodes}
     try:
         layout = nodes.check(silent=[])  # a silent primary's part fails when it is read: partial
     finally:
@@ -223,19 +228,22 @@ def prepare(run, token, nodes):
     owners = layout.owners if layout else {}
     rows = [ReviewNodeRun(run=run, address=node.address, node_id=layout.node_ids.get(node.address, "") if layout
                           else "", slots=owners.get(node.address, [])) for node in nodes.nodes]
+    asked = Tally(commands=1, billed=1).to_json()
     sampled = False
     if run.sample_size:
         sizes, errors = [], []
         for node in nodes.nodes:
             try:
-                sizes.append(keyspace.dbsize(node.client))
+                size = ahead[node.address]
+                if isinstance(size, Exception):
+                    raise size
+                sizes.append(int(size) if size is not None else keyspace.dbsize(node.client))
                 errors.append(None)
             except (redis.RedisError, OSError) as exc:
                 sizes.append(None)
                 errors.append(f"{node.address}: {keyspace.describe_error(exc)}")
         answered = [size for size, error in zip(sizes, errors) if error is None]
         shares = iter(allocate(run.sample_size, answered))
-        asked = Tally(commands=1, billed=1).to_json()
         for row, size, error in zip(rows, sizes, errors):
             if error is not None:
                 row.status, row.error, row.finished_at = ReviewNodeRun.FAILED, error, timezone.now()
@@ -244,6 +252,15 @@ def prepare(run, token, nodes):
             sampled = sampled or row.sample_size is not None
             if size is not None:
                 row.dbsize_before, row.aggregates, row.commands, row.billed_commands = size, asked, 1, 1
+    else:  # an exact part starts from the DBSIZE sent ahead, where it was (else it asks itself)
+        for row, node in zip(rows, nodes.nodes):
+            size = ahead[node.address]
+            if size is None:
+                continue
+            billed = 0 if isinstance(size, redis.ResponseError) and keyspace.capabilities.refused(size) else 1
+            row.aggregates, row.commands, row.billed_commands = Tally(commands=1, billed=billed).to_json(), 1, billed
+            if not isinstance(size, Exception):
+                row.dbsize_before = int(size)
     strategy, _needs = plan(run.database, Policies.of(Namespace.objects.for_database(run.database)),
                             run.strategy or None)
     with transaction.atomic():
@@ -274,7 +291,7 @@ def open_run(run):
     parts = list(run.node_runs.all())  # a resumed run: its parts as they were planned
     try:
         if not parts:
-            with keyspace_nodes.primaries(database) as nodes:
+            with keyspace_nodes.primaries(database, ahead=[DBSIZE]) as nodes:
                 parts = prepare(run, token, nodes)
     except (postgres.PostgresAway, *postgres.GONE) as exc:
         reason = postgres.describe_outage(exc)
