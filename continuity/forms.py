@@ -6,10 +6,14 @@ from django import forms
 from django_celery_beat.models import IntervalSchedule
 
 from continuity import crontabs, keyspace
+from continuity.humanize import DURATION_HELP, exact_duration, parse_duration
 from continuity.models import Namespace
 from dashboard.form_scanning import RefuseSecretsMixin
 from dashboard.scanning import validate_no_secret
 
+FINDING_CHOICES = [("", "every key"), (keyspace.ANY_FINDING, "any finding"), ("no_ttl", "no TTL"),
+                   ("ttl_above_max", "TTL above the maximum"), ("oversized", "oversized"),
+                   ("wrong_type", "wrong type"), ("unknown_namespace", "in no namespace")]
 TYPE_CHOICES = [("", "any type"), ("string", "string"), ("hash", "hash"), ("list", "list"), ("set", "set"),
                 ("zset", "sorted set"), ("stream", "stream"), ("ReJSON-RL", "JSON")]
 
@@ -20,6 +24,8 @@ class BrowseForm(forms.Form):
 
     prefix = forms.CharField(required=False, strip=False, max_length=1024)
     type = forms.ChoiceField(choices=TYPE_CHOICES, required=False)
+    # Keys showing a finding of their namespace's policy, within the same scan budget.
+    finding = forms.ChoiceField(required=False, label="Finding", choices=FINDING_CHOICES)
     glob = forms.BooleanField(required=False, label="Raw glob (advanced)")
     pattern = forms.CharField(required=False, strip=False, max_length=1024, label="MATCH glob")
     # A server's SCAN cursor (digits), or a cluster scan's composite cursor (a signed token,
@@ -28,7 +34,8 @@ class BrowseForm(forms.Form):
                              widget=forms.HiddenInput)
     examined = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
     matched = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
-    STATE_FIELDS = ("cursor", "examined", "matched")
+    read = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    STATE_FIELDS = ("cursor", "examined", "matched", "read")
     _TOKEN = re.compile(r"[A-Za-z0-9_\-:]+")
 
     def clean_cursor(self):
@@ -65,7 +72,42 @@ class BrowseForm(forms.Form):
     def scan_state(self):
         return {"cursor": self.cleaned_data.get("cursor") or 0,
                 "examined_before": self.cleaned_data.get("examined") or 0,
-                "matched_before": self.cleaned_data.get("matched") or 0}
+                "matched_before": self.cleaned_data.get("matched") or 0,
+                "read_before": self.cleaned_data.get("read") or 0,
+                "finding": self.cleaned_data.get("finding") or ""}
+
+
+class TTLField(forms.Field):
+    """A TTL typed as a duration — 15m, 1h, 7d, 1h 30m, or seconds — stored as seconds
+    (`humanize.parse_duration`, the one parser of every TTL field), shown the same way
+    (`humanize.exact_duration`), between 1 second and `max_value`."""
+
+    widget = forms.TextInput
+
+    def __init__(self, *, max_value=keyspace.actions.MAX_TTL_SECONDS, **kwargs):
+        kwargs.setdefault("help_text", DURATION_HELP)
+        super().__init__(**kwargs)
+        self.max_value = max_value
+
+    def widget_attrs(self, widget):
+        return {**super().widget_attrs(widget), "placeholder": "15m, 1h, 7d", "autocomplete": "off",
+                "spellcheck": "false"}
+
+    def prepare_value(self, value):
+        return exact_duration(value) if isinstance(value, int) else value
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            raise forms.ValidationError(DURATION_HELP) from None
+        if seconds < 1:
+            raise forms.ValidationError("A TTL must be at least 1 second.")
+        if self.max_value and seconds > self.max_value:
+            raise forms.ValidationError(f"At most {exact_duration(self.max_value)}.")
+        return seconds
 
 
 class LookupForm(forms.Form):
@@ -74,12 +116,15 @@ class LookupForm(forms.Form):
 
 class KeyActionForm(RefuseSecretsMixin, forms.Form):
     action = forms.ChoiceField(choices=[(a, a) for a in keyspace.ACTIONS])
-    seconds = forms.IntegerField(required=False, min_value=1, max_value=keyspace.actions.MAX_TTL_SECONDS)
+    seconds = TTLField(required=False, label="TTL")
+    # Only an admin may set a TTL above the namespace's maximum, and only with a reason
+    # (`operations.key_actions.act_on_key` decides; the reason goes into the audit log).
+    reason = forms.CharField(required=False, max_length=500, label="Reason (admins, above the maximum)")
 
     def clean(self):
         data = super().clean()
         if data.get("action") in ("set_ttl", "extend_ttl") and not data.get("seconds"):
-            self.add_error("seconds", "Enter a number of seconds.")
+            self.add_error("seconds", "Enter a TTL such as 15m, 1h or 7d (or a number of seconds).")
         return data
 
 
@@ -93,10 +138,16 @@ class PurgeConfirmForm(RefuseSecretsMixin, forms.Form):
 
 
 class NamespaceForm(RefuseSecretsMixin, forms.ModelForm):
+    min_ttl_seconds = TTLField(required=False, label="Minimum TTL", max_value=2**31 - 1,
+                               help_text="Writes below it are refused. " + DURATION_HELP)
+    max_ttl_seconds = TTLField(required=False, label="Maximum TTL", max_value=2**31 - 1,
+                               help_text="Keys above it, and keys without a TTL where one is required, are findings. "
+                                         + DURATION_HELP)
+
     class Meta:
         model = Namespace
         fields = ["name", "prefix", "purpose", "expected_type", "min_ttl_seconds", "max_ttl_seconds",
-                  "ttl_required", "max_payload_bytes", "fallback_note", "violation_action"]
+                  "ttl_required", "max_payload_bytes", "fallback_note", "violation_action", "sensitive"]
         widgets = {"fallback_note": forms.Textarea(attrs={"rows": 3})}
         labels = {"min_ttl_seconds": "Minimum TTL (seconds)", "max_ttl_seconds": "Maximum TTL (seconds)",
                   "ttl_required": "TTL required", "max_payload_bytes": "Maximum payload (bytes)"}

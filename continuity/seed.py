@@ -19,10 +19,10 @@ from dashboard.seed import ACTOR, create_once
 
 MINUTE, HOUR = 60, 3600
 NAMESPACES = [
-    {"name": "session", "purpose": "Operator session continuity",
+    {"name": "session", "purpose": "Operator session continuity", "sensitive": True,
      "min_ttl_seconds": 15 * MINUTE, "max_ttl_seconds": 60 * MINUTE,
      "fallback_note": "Operator starts a fresh session; no durable data is lost."},
-    {"name": "distress", "purpose": "Distress streak + stage", "max_ttl_seconds": 6 * HOUR,
+    {"name": "distress", "purpose": "Distress streak + stage", "max_ttl_seconds": 6 * HOUR, "sensitive": True,
      "fallback_note": "Streak restarts at stage 0; the durable record lives in Postgres."},
     {"name": "focus", "purpose": "Pending follow-up context", "max_ttl_seconds": 24 * HOUR,
      "fallback_note": "Follow-up context is rebuilt from Postgres on next contact."},

@@ -175,6 +175,10 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3600)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# A review or purge still queued this long after it was sent shows "never started — retry":
+# no worker took its task (workers or broker down, or the task lost). A busy worker may keep a
+# task waiting behind a long job: set this above your longest queue wait.
+JOB_NEVER_STARTED_SECONDS = env_int("JOB_NEVER_STARTED_SECONDS", 300)
 
 # TTL reviews: SCAN COUNT per batch, checkpoint every N batches, and the lease after which
 # a running review whose worker stopped checkpointing may be resumed by another worker.

@@ -4,6 +4,7 @@ aggregates) that lets a killed worker resume without counting a key twice."""
 
 import math
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models, transaction
@@ -186,6 +187,13 @@ class ReviewRun(Job):
     @property
     def is_active(self):
         return self.status in self.ACTIVE
+
+    def never_started(self, now=None):
+        """True when the run is still queued JOB_NEVER_STARTED_SECONDS after it was created:
+        no worker took its task (the broker or the workers are down, or the task was lost).
+        Its page then offers a retry."""
+        cutoff = (now or timezone.now()) - timedelta(seconds=settings.JOB_NEVER_STARTED_SECONDS)
+        return self.status == self.QUEUED and self.created_at is not None and self.created_at < cutoff
 
     @property
     def estimated_cost_usd(self):

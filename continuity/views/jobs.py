@@ -1,6 +1,8 @@
 """Jobs: TTL review runs (start, progress, detail, trend) and the beat schedules."""
 
+from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
@@ -11,8 +13,8 @@ from continuity.forms import ScheduleForm
 from continuity.models import FINDINGS, ReviewRun
 from continuity.models.reviews import FINDING_LABELS
 from continuity.operations import configuration, costs
-from continuity.operations.review_requests import request_review
-from dashboard import roles
+from continuity.operations.review_requests import request_review, retry_review
+from dashboard import jobs, roles
 from dashboard.models import RedisDatabase
 from dashboard.sources import upstash_configured
 
@@ -43,17 +45,41 @@ def job_list(request):
 @roles.role_required(roles.OPERATOR)
 @require_POST
 def review_start(request, database):
-    """'Run review now': queue a review (or find the one already active) and show it."""
+    """'Run review now': queue a review (or find the one already active) and show it. When
+    the broker refuses the task, the run is recorded failed and the page says why (503)."""
     database = get_object_or_404(RedisDatabase, name=database)
-    run, _ = request_review(database=database, actor=request.user, triggered_by=ReviewRun.WEB)
+    try:
+        run, _ = request_review(database=database, actor=request.user, triggered_by=ReviewRun.WEB)
+    except jobs.EnqueueRefused as exc:
+        return _refused(request, str(exc))
     if request.htmx:
         return HttpResponseClientRedirect(run_url(run))
     return redirect(run_url(run))
 
 
-def run_url(run):
-    from django.urls import reverse
+def _refused(request, message):
+    """The broker refused a task: the message (the run is recorded failed), never a 500."""
+    if request.htmx:  # the jobs page shows it, with the failed run in its list
+        messages.error(request, message)
+        return HttpResponseClientRedirect(reverse("continuity:job_list"))
+    return render(request, "continuity/job_refused.html", {"message": message}, status=503)
 
+
+@roles.role_required(roles.OPERATOR)
+@require_POST
+def review_retry(request, pk):
+    """Send again the task of a review that never started (queued past JOB_NEVER_STARTED_SECONDS)."""
+    run = get_object_or_404(ReviewRun.objects.select_related("database"), pk=pk)
+    try:
+        retry_review(run=run, actor=request.user)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    except jobs.EnqueueRefused as exc:
+        return _refused(request, str(exc))
+    return HttpResponseClientRedirect(run_url(run)) if request.htmx else redirect(run_url(run))
+
+
+def run_url(run):
     return reverse("continuity:review_detail", args=[run.pk])
 
 

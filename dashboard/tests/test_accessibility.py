@@ -23,7 +23,8 @@ NOT_PAGES = {"dashboard:secret_exposed", "dashboard:checklist_toggle", "dashboar
              "continuity:purge_cancel", "continuity:purge_resume", "continuity:purge_confirm", "continuity:key_action",
              "continuity:key_download", "dashboard:runbook_markdown", "healthz", "logout", "login",
              "dashboard:secret_source_check", "dashboard:secret_source_record", "dashboard:database_source_check",
-             "dashboard:database_source_adopt"}
+             "dashboard:database_source_adopt", "continuity:review_retry", "continuity:purge_retry",
+             "continuity:key_reveal"}
 
 
 class PageAudit(HTMLParser):
@@ -84,7 +85,8 @@ def every_object(admin, lucia, monitored, operator, connect, upstash_api):
     audit.record(action="test.entry", target=channel, target_label="ops", actor=admin)
     env = EnvVar.objects.order_by("pk").first()
     secret_name = Secret.objects.order_by("pk").first().name
-    purge_run = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:", actor=operator).run
+    purge_run = purge.preview_purge(action="delete",
+                                    database=lucia, kind="prefix", value=b"lucia:session:", actor=operator).run
     return {
         "dashboard:account_detail": {"pk": AccountAccess.objects.order_by("pk").first().pk},
         "dashboard:account_edit": {"pk": AccountAccess.objects.order_by("pk").first().pk},

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('continuity', '0018_keyspace_checks'),
+        ('continuity', '0020_keyspace_checks'),
     ]
 
     operations = [

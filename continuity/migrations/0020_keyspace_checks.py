@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('continuity', '0017_policy_reports'),
+        ('continuity', '0019_namespace_sensitive'),
         ('dashboard', '0009_auditentry_client_request_id'),
     ]
 
