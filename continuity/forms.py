@@ -111,7 +111,7 @@ class TTLField(forms.Field):
 
 
 class LookupForm(forms.Form):
-    id = forms.CharField(max_length=512, strip=True, label="Id")
+    id = forms.CharField(max_length=512, strip=True, label="ID")
 
 
 class KeyActionForm(RefuseSecretsMixin, forms.Form):
@@ -149,6 +149,8 @@ class NamespaceForm(RefuseSecretsMixin, forms.ModelForm):
         fields = ["name", "prefix", "purpose", "expected_type", "min_ttl_seconds", "max_ttl_seconds",
                   "ttl_required", "max_payload_bytes", "fallback_note", "violation_action", "sensitive"]
         widgets = {"fallback_note": forms.Textarea(attrs={"rows": 3})}
+        labels = {"min_ttl_seconds": "Minimum TTL (seconds)", "max_ttl_seconds": "Maximum TTL (seconds)",
+                  "ttl_required": "TTL required", "max_payload_bytes": "Maximum payload (bytes)"}
 
     def __init__(self, *args, database, **kwargs):
         super().__init__(*args, **kwargs)
@@ -185,7 +187,9 @@ class ScheduleForm(RefuseSecretsMixin, forms.Form):
     enabled = forms.BooleanField(required=False)
     kind = forms.ChoiceField(choices=[(INTERVAL, "Every…"), (CRONTAB, "Crontab")])
     every = forms.IntegerField(min_value=1, required=False)
-    period = forms.ChoiceField(choices=IntervalSchedule.PERIOD_CHOICES, required=False)
+    # No microseconds: beat ticks a few times a minute, and an interval is at least a minute.
+    period = forms.ChoiceField(choices=[(value, label) for value, label in IntervalSchedule.PERIOD_CHOICES
+                                        if value != IntervalSchedule.MICROSECONDS], required=False)
     minute = forms.CharField(max_length=240, required=False, initial="*")
     hour = forms.CharField(max_length=96, required=False, initial="*")
     day_of_week = forms.CharField(max_length=64, required=False, initial="*")
@@ -196,7 +200,7 @@ class ScheduleForm(RefuseSecretsMixin, forms.Form):
     # Beat ticks a few times a minute at best; past a year, an interval is a typo (and a huge
     # one overflows the database column or timedelta).
     PERIOD_SECONDS = {IntervalSchedule.DAYS: 86400, IntervalSchedule.HOURS: 3600, IntervalSchedule.MINUTES: 60,
-                      IntervalSchedule.SECONDS: 1, IntervalSchedule.MICROSECONDS: 1e-6}
+                      IntervalSchedule.SECONDS: 1}
     MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS = 60, 366 * 86400
 
     @classmethod
@@ -207,6 +211,11 @@ class ScheduleForm(RefuseSecretsMixin, forms.Form):
         if task.crontab_id:
             initial.update({f: getattr(task.crontab, f) for f in cls.CRON_FIELDS})
         return cls(data=data, initial=initial)
+
+    def initial_data(self):
+        """The initial values as form data (the stored schedule, priced when the page opens)."""
+        data = {name: value for name, value in self.initial.items() if name != "enabled"}
+        return {**data, **({"enabled": "on"} if self.initial.get("enabled") else {})}
 
     def clean(self):
         data = super().clean()
@@ -228,6 +237,16 @@ class ScheduleForm(RefuseSecretsMixin, forms.Form):
                     return data
                 data.update(fields)
         return data
+
+    def unsaved(self):
+        """The validated schedule as an unsaved IntervalSchedule or CrontabSchedule, to price
+        it before it is saved (`costs.runs_per_month_of`): {"interval": …} or {"crontab": …}."""
+        from django_celery_beat.models import CrontabSchedule
+
+        data = self.cleaned_data
+        if data["kind"] == self.INTERVAL:
+            return {"interval": IntervalSchedule(every=data["every"], period=data["period"])}
+        return {"crontab": CrontabSchedule(**{f: data[f] for f in self.CRON_FIELDS})}
 
     def schedule(self):
         """The validated change as keyword arguments of `configuration.update_schedule`."""

@@ -11,6 +11,7 @@ urlpatterns = [
     path("jobs/reviews/<int:pk>/cancel/", jobs.review_cancel, name="review_cancel"),
     path("jobs/reviews/<int:pk>/retry/", jobs.review_retry, name="review_retry"),
     path("jobs/schedules/<int:pk>/", jobs.schedule_edit, name="schedule_edit"),
+    path("jobs/schedules/<int:pk>/cost/", jobs.schedule_cost, name="schedule_cost"),
     path("purges/", purge.purge_list, name="purge_list"),
     path("purges/new/", purge.purge_new, name="purge_new"),
     path("purges/estimate/", purge.purge_estimate, name="purge_estimate"),

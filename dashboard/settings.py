@@ -73,7 +73,7 @@ TEMPLATES = [
         "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
-            "builtins": ["template_partials.templatetags.partials"],
+            "builtins": ["template_partials.templatetags.partials", "dashboard.templatetags.when"],
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
@@ -142,6 +142,11 @@ CACHES = {
 ALERT_REVIEW_FINDINGS_THRESHOLD = env_int("ALERT_REVIEW_FINDINGS_THRESHOLD", 1)
 # A monitored Redis unreachable for this long is alerted (checked every minute by beat).
 ALERT_REDIS_DOWN_MINUTES = env_int("ALERT_REDIS_DOWN_MINUTES", 5)
+# A monitored Redis whose keys drop by more than this share between two keyspace-watch checks
+# (a minute apart) has lost data: alerted once as keyspace.lost. 0.5: half the keys gone.
+ALERT_KEYSPACE_LOSS_SHARE = env_float("ALERT_KEYSPACE_LOSS_SHARE", 0.5)
+if not 0 < ALERT_KEYSPACE_LOSS_SHARE < 1:
+    raise ImproperlyConfigured("ALERT_KEYSPACE_LOSS_SHARE must be between 0 and 1 (0.5: half the keys gone).")
 # Alert webhooks go to public addresses only (dashboard/webhooks.py): otherwise a channel
 # reaches the metadata service or the LAN. Name an internal receiver here: host names as
 # written in the webhook URL, or IP addresses, comma-separated.

@@ -74,7 +74,7 @@ def test_it_queues_the_preview_without_scanning_in_the_request(operator_client, 
         ("previewing", 0, 17, True, "dbsize")
     page = operator_client.get(run.get_absolute_url()).content.decode()
     assert re.search(r'unknown, at most <strong data-testid="estimate-keys">17</strong> keys match', page)
-    assert "(from DBSIZE, 0" in page and 'data-testid="cancel-preview-button"' in page
+    assert '(from DBSIZE, <time datetime=' in page and 'data-testid="cancel-preview-button"' in page
     assert "?preview=1\" hx-trigger=\"every 1s\"" in page and 'data-testid="confirm-form"' not in page
     # The polled region: progress while previewing, a page refresh once the preview ended.
     url = reverse("continuity:purge_progress", args=[run.pk]) + "?preview=1"

@@ -35,7 +35,7 @@ def job_list(request):
     context.update(
         databases=[(database, *costs.review_cost(database, last)) for database in databases],
         schedules=[(task, crontabs.in_words(task.crontab) if task.crontab_id else None,
-                    costs.project(task, databases, last)) for task in schedules],
+                    costs.project(task, databases, last), costs.review_kind(task)) for task in schedules],
         results=TaskResult.objects.order_by("-date_created")[:20],
         upstash_month=costs.month_on_upstash(databases) if upstash_configured() else None,
     )
@@ -123,14 +123,40 @@ def review_trend(request, database):
     return render(request, "continuity/review_trend.html", {"database": database, "charts": svgs})
 
 
-@roles.role_required(roles.ADMIN)
-def schedule_edit(request, pk):
-    """Admins change a beat schedule's interval/crontab and switch it on or off. Audited."""
+def _schedule_task(pk):
     from django_celery_beat.models import PeriodicTask
 
-    task = get_object_or_404(PeriodicTask.objects.select_related("interval", "crontab"), pk=pk)
+    return get_object_or_404(PeriodicTask.objects.select_related("interval", "crontab"), pk=pk)
+
+
+def _projections(task, form):
+    """What a month of `task` would cost on the schedule `form` holds (None: not valid yet)."""
+    if not form.is_valid():
+        return None
+    databases = list(RedisDatabase.objects.all())
+    runs = costs.runs_per_month_of(**form.unsaved())
+    return {"runs": runs, "projections": costs.project(task, databases, costs.last_run_costs(databases), runs=runs)}
+
+
+@roles.role_required(roles.ADMIN)
+def schedule_edit(request, pk):
+    """Admins change a beat schedule's interval/crontab and switch it on or off. Audited.
+    The page prices the schedule as it is typed (`schedule_cost`)."""
+    task = _schedule_task(pk)
     form = ScheduleForm.for_task(task, data=request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         configuration.update_schedule(task=task, **form.schedule(), actor=request.user, request=request)
         return redirect("continuity:job_list")
-    return render(request, "continuity/schedule_form.html", {"task": task, "form": form})
+    shown = form if form.is_bound else ScheduleForm.for_task(task, data=ScheduleForm.for_task(task).initial_data())
+    return render(request, "continuity/schedule_form.html",
+                  {"task": task, "form": form, "kind": costs.review_kind(task), "cost": _projections(task, shown)})
+
+
+@roles.role_required(roles.ADMIN)
+@vary_on_headers("HX-Request")
+def schedule_cost(request, pk):
+    """The cost region of the schedule form, for the schedule typed so far (GET, nothing saved)."""
+    task = _schedule_task(pk)
+    form = ScheduleForm.for_task(task, data=request.GET)
+    return render(request, "continuity/schedule_form.html#cost",
+                  {"task": task, "kind": costs.review_kind(task), "cost": _projections(task, form)})

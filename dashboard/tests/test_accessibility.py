@@ -104,6 +104,7 @@ def every_object(admin, lucia, monitored, operator, connect, upstash_api):
         "dashboard:secret_source": {"name": secret_name},
         "continuity:review_detail": {"pk": review.review_database(database=lucia).run.pk},
         "continuity:schedule_edit": {"pk": PeriodicTask.objects.get(name="ttl review").pk},
+        "continuity:schedule_cost": {"pk": PeriodicTask.objects.get(name="ttl review").pk},
         "continuity:purge_detail": {"pk": purge_run.pk},
         "continuity:purge_progress": {"pk": purge_run.pk},
         "continuity:key_detail": {"database": lucia.name, "token": keyspace.encode_key(b"lucia:session:1")},
