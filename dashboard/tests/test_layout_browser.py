@@ -33,7 +33,7 @@ def filled(lucia, monitored, admin):
     pipe.set("lucia:focus:long-value", LONG_VALUE, ex=900)
     pipe.execute()
     run = review.review_database(database=lucia).run
-    preview = purge.new_run(database=lucia, kind="prefix", value=b"lucia:rate:", actor=admin)
+    preview = purge.new_run(database=lucia, kind="prefix", value=b"lucia:rate:", action="delete", actor=admin)
     preview.save()
     AlertChannel.objects.create(name="pager", kind="webhook", url="https://alerts.example.com/hook")
     return {"review": run, "purge": preview}

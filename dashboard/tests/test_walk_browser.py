@@ -120,7 +120,7 @@ def find_a_session(walk, session_id):
 
 
 def fix_its_ttl(walk, session_id):
-    walk.page.get_by_placeholder("seconds").fill("1800")
+    walk.page.get_by_test_id("ttl-input").fill("30m")  # a duration, as an operator types it
     walk.page.get_by_role("button", name="Set TTL").click()
     expect(walk.page.get_by_test_id("outcome")).to_have_text("Set TTL: done.")
     with walk.redis.client() as client:
