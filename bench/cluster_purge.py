@@ -87,7 +87,7 @@ def run(n_keys, repeats):
             keys = [PREFIX + str(i).encode() for i in range(n_keys)]
             for start in range(0, n_keys, 10_000):
                 client.mset_nonatomic(dict.fromkeys(keys[start:start + 10_000], b"v"))
-            preview = purge.preview_purge(database=database, kind="prefix", value=PREFIX, actor=user)
+            preview = purge.preview_purge(action="delete", database=database, kind="prefix", value=PREFIX, actor=user)
             confirmed = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value,
                                             reason="benchmark", actor=user, source="cli")
             for port in cluster.ports:  # each primary loads the script once per run, as in production

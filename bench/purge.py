@@ -154,7 +154,7 @@ def _engine(client):
 
     database, user = _records()
     started = time.perf_counter()
-    preview = purge.preview_purge(database=database, kind="prefix", value=PREFIX, actor=user)
+    preview = purge.preview_purge(action="delete", database=database, kind="prefix", value=PREFIX, actor=user)
     preview_seconds = time.perf_counter() - started
     run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="benchmark",
                               actor=user, source="cli")

@@ -6,10 +6,14 @@ from django import forms
 from django_celery_beat.models import IntervalSchedule
 
 from continuity import crontabs, keyspace
+from continuity.humanize import DURATION_HELP, exact_duration, parse_duration
 from continuity.models import Namespace
 from dashboard.form_scanning import RefuseSecretsMixin
 from dashboard.scanning import validate_no_secret
 
+FINDING_CHOICES = [("", "every key"), (keyspace.ANY_FINDING, "any finding"), ("no_ttl", "no TTL"),
+                   ("ttl_above_max", "TTL above the maximum"), ("oversized", "oversized"),
+                   ("wrong_type", "wrong type"), ("unknown_namespace", "in no namespace")]
 TYPE_CHOICES = [("", "any type"), ("string", "string"), ("hash", "hash"), ("list", "list"), ("set", "set"),
                 ("zset", "sorted set"), ("stream", "stream"), ("ReJSON-RL", "JSON")]
 
@@ -20,6 +24,8 @@ class BrowseForm(forms.Form):
 
     prefix = forms.CharField(required=False, strip=False, max_length=1024)
     type = forms.ChoiceField(choices=TYPE_CHOICES, required=False)
+    # Keys showing a finding of their namespace's policy, within the same scan budget.
+    finding = forms.ChoiceField(required=False, label="Finding", choices=FINDING_CHOICES)
     glob = forms.BooleanField(required=False, label="Raw glob (advanced)")
     pattern = forms.CharField(required=False, strip=False, max_length=1024, label="MATCH glob")
     # A server's SCAN cursor (digits), or a cluster scan's composite cursor (a signed token,
@@ -28,7 +34,8 @@ class BrowseForm(forms.Form):
                              widget=forms.HiddenInput)
     examined = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
     matched = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
-    STATE_FIELDS = ("cursor", "examined", "matched")
+    read = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    STATE_FIELDS = ("cursor", "examined", "matched", "read")
     _TOKEN = re.compile(r"[A-Za-z0-9_\-:]+")
 
     def clean_cursor(self):
@@ -65,21 +72,59 @@ class BrowseForm(forms.Form):
     def scan_state(self):
         return {"cursor": self.cleaned_data.get("cursor") or 0,
                 "examined_before": self.cleaned_data.get("examined") or 0,
-                "matched_before": self.cleaned_data.get("matched") or 0}
+                "matched_before": self.cleaned_data.get("matched") or 0,
+                "read_before": self.cleaned_data.get("read") or 0,
+                "finding": self.cleaned_data.get("finding") or ""}
+
+
+class TTLField(forms.Field):
+    """A TTL typed as a duration — 15m, 1h, 7d, 1h 30m, or seconds — stored as seconds
+    (`humanize.parse_duration`, the one parser of every TTL field), shown the same way
+    (`humanize.exact_duration`), between 1 second and `max_value`."""
+
+    widget = forms.TextInput
+
+    def __init__(self, *, max_value=keyspace.actions.MAX_TTL_SECONDS, **kwargs):
+        kwargs.setdefault("help_text", DURATION_HELP)
+        super().__init__(**kwargs)
+        self.max_value = max_value
+
+    def widget_attrs(self, widget):
+        return {**super().widget_attrs(widget), "placeholder": "15m, 1h, 7d", "autocomplete": "off",
+                "spellcheck": "false"}
+
+    def prepare_value(self, value):
+        return exact_duration(value) if isinstance(value, int) else value
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            raise forms.ValidationError(DURATION_HELP) from None
+        if seconds < 1:
+            raise forms.ValidationError("A TTL must be at least 1 second.")
+        if self.max_value and seconds > self.max_value:
+            raise forms.ValidationError(f"At most {exact_duration(self.max_value)}.")
+        return seconds
 
 
 class LookupForm(forms.Form):
-    id = forms.CharField(max_length=512, strip=True, label="Id")
+    id = forms.CharField(max_length=512, strip=True, label="ID")
 
 
 class KeyActionForm(RefuseSecretsMixin, forms.Form):
     action = forms.ChoiceField(choices=[(a, a) for a in keyspace.ACTIONS])
-    seconds = forms.IntegerField(required=False, min_value=1, max_value=keyspace.actions.MAX_TTL_SECONDS)
+    seconds = TTLField(required=False, label="TTL")
+    # Only an admin may set a TTL above the namespace's maximum, and only with a reason
+    # (`operations.key_actions.act_on_key` decides; the reason goes into the audit log).
+    reason = forms.CharField(required=False, max_length=500, label="Reason (admins, above the maximum)")
 
     def clean(self):
         data = super().clean()
         if data.get("action") in ("set_ttl", "extend_ttl") and not data.get("seconds"):
-            self.add_error("seconds", "Enter a number of seconds.")
+            self.add_error("seconds", "Enter a TTL such as 15m, 1h or 7d (or a number of seconds).")
         return data
 
 
@@ -93,11 +138,19 @@ class PurgeConfirmForm(RefuseSecretsMixin, forms.Form):
 
 
 class NamespaceForm(RefuseSecretsMixin, forms.ModelForm):
+    min_ttl_seconds = TTLField(required=False, label="Minimum TTL", max_value=2**31 - 1,
+                               help_text="Writes below it are refused. " + DURATION_HELP)
+    max_ttl_seconds = TTLField(required=False, label="Maximum TTL", max_value=2**31 - 1,
+                               help_text="Keys above it, and keys without a TTL where one is required, are findings. "
+                                         + DURATION_HELP)
+
     class Meta:
         model = Namespace
         fields = ["name", "prefix", "purpose", "expected_type", "min_ttl_seconds", "max_ttl_seconds",
-                  "ttl_required", "max_payload_bytes", "fallback_note", "violation_action"]
+                  "ttl_required", "max_payload_bytes", "fallback_note", "violation_action", "sensitive"]
         widgets = {"fallback_note": forms.Textarea(attrs={"rows": 3})}
+        labels = {"min_ttl_seconds": "Minimum TTL (seconds)", "max_ttl_seconds": "Maximum TTL (seconds)",
+                  "ttl_required": "TTL required", "max_payload_bytes": "Maximum payload (bytes)"}
 
     def __init__(self, *args, database, **kwargs):
         super().__init__(*args, **kwargs)
@@ -134,7 +187,9 @@ class ScheduleForm(RefuseSecretsMixin, forms.Form):
     enabled = forms.BooleanField(required=False)
     kind = forms.ChoiceField(choices=[(INTERVAL, "Every…"), (CRONTAB, "Crontab")])
     every = forms.IntegerField(min_value=1, required=False)
-    period = forms.ChoiceField(choices=IntervalSchedule.PERIOD_CHOICES, required=False)
+    # No microseconds: beat ticks a few times a minute, and an interval is at least a minute.
+    period = forms.ChoiceField(choices=[(value, label) for value, label in IntervalSchedule.PERIOD_CHOICES
+                                        if value != IntervalSchedule.MICROSECONDS], required=False)
     minute = forms.CharField(max_length=240, required=False, initial="*")
     hour = forms.CharField(max_length=96, required=False, initial="*")
     day_of_week = forms.CharField(max_length=64, required=False, initial="*")
@@ -145,7 +200,7 @@ class ScheduleForm(RefuseSecretsMixin, forms.Form):
     # Beat ticks a few times a minute at best; past a year, an interval is a typo (and a huge
     # one overflows the database column or timedelta).
     PERIOD_SECONDS = {IntervalSchedule.DAYS: 86400, IntervalSchedule.HOURS: 3600, IntervalSchedule.MINUTES: 60,
-                      IntervalSchedule.SECONDS: 1, IntervalSchedule.MICROSECONDS: 1e-6}
+                      IntervalSchedule.SECONDS: 1}
     MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS = 60, 366 * 86400
 
     @classmethod
@@ -156,6 +211,11 @@ class ScheduleForm(RefuseSecretsMixin, forms.Form):
         if task.crontab_id:
             initial.update({f: getattr(task.crontab, f) for f in cls.CRON_FIELDS})
         return cls(data=data, initial=initial)
+
+    def initial_data(self):
+        """The initial values as form data (the stored schedule, priced when the page opens)."""
+        data = {name: value for name, value in self.initial.items() if name != "enabled"}
+        return {**data, **({"enabled": "on"} if self.initial.get("enabled") else {})}
 
     def clean(self):
         data = super().clean()
@@ -177,6 +237,16 @@ class ScheduleForm(RefuseSecretsMixin, forms.Form):
                     return data
                 data.update(fields)
         return data
+
+    def unsaved(self):
+        """The validated schedule as an unsaved IntervalSchedule or CrontabSchedule, to price
+        it before it is saved (`costs.runs_per_month_of`): {"interval": …} or {"crontab": …}."""
+        from django_celery_beat.models import CrontabSchedule
+
+        data = self.cleaned_data
+        if data["kind"] == self.INTERVAL:
+            return {"interval": IntervalSchedule(every=data["every"], period=data["period"])}
+        return {"crontab": CrontabSchedule(**{f: data[f] for f in self.CRON_FIELDS})}
 
     def schedule(self):
         """The validated change as keyword arguments of `configuration.update_schedule`."""

@@ -12,7 +12,8 @@ from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from continuity import keyspace
-from continuity.models import Namespace, PolicyReport, PurgeRun, ReviewRun
+from continuity.models import KeyspaceCheck, Namespace, PolicyReport, PurgeRun, ReviewRun
+from continuity.models.watch import SHOWN_FOR
 from continuity.policy import FINDINGS, NO_TTL_BUCKET
 from dashboard.models import RedisDatabase
 
@@ -147,6 +148,38 @@ def redis_families():
     return [up, rtt]
 
 
+def watch_families(now=None):
+    """The keyspace watch (a look every minute): each database's keys and keys without TTL at
+    the last check where every primary answered, that check's age, and the keyspace-loss alarm:
+    1 for each event (keys lost, restarted) a check found in the last SHOWN_FOR (24 h, as long
+    as the first screen shows it), else 0. A database never checked has no samples."""
+    now = now or timezone.now()
+    keys = GaugeMetricFamily("dashboard_keyspace_keys", "Keys at the keyspace watch's last answered check.",
+                             labels=["database"])
+    no_ttl = GaugeMetricFamily("dashboard_keyspace_keys_without_ttl",
+                               "Keys without TTL at the keyspace watch's last answered check (where counted).",
+                               labels=["database"])
+    age = GaugeMetricFamily("dashboard_keyspace_check_age_seconds",
+                            "Seconds since the keyspace watch's last answered check.", labels=["database"])
+    alarm = GaugeMetricFamily("dashboard_keyspace_alarm",
+                              "1 when the keyspace watch found this event in the last 24 hours (keys lost: "
+                              "keyspace.lost; a restart: redis.restarted), else 0.", labels=["database", "event"])
+    for database in RedisDatabase.objects.order_by("name"):
+        checks = KeyspaceCheck.objects.for_database(database)
+        last = checks.answered().latest_first().first()
+        if last is None:
+            continue
+        if last.keys is not None:
+            keys.add_metric([database.name], last.keys)
+        if last.keys_without_ttl is not None:
+            no_ttl.add_metric([database.name], last.keys_without_ttl)
+        age.add_metric([database.name], max(0.0, (now - last.checked_at).total_seconds()))
+        found = set(checks.findings_since(now - SHOWN_FOR).values_list("event", flat=True))
+        for event in (KeyspaceCheck.LOST, KeyspaceCheck.RESTARTED):
+            alarm.add_metric([database.name, event], 1 if event in found else 0)
+    return [keys, no_ttl, age, alarm]
+
+
 class KeyspaceCollector:
     """Reviews, jobs and the monitored Redis, for prometheus_client's registry."""
 
@@ -154,6 +187,7 @@ class KeyspaceCollector:
         yield from review_families()
         yield from job_families()
         yield from redis_families()
+        yield from watch_families()
 
     def describe(self):
         return []  # computed at scrape time only: no query when the collector is registered

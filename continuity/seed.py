@@ -14,14 +14,15 @@ from continuity.models import Namespace
 from dashboard import audit
 from dashboard import seed as records
 from dashboard.models import AuditEntry, RedisDatabase
+from dashboard.failure_plan import WATCH_TASK
 from dashboard.seed import ACTOR, create_once
 
 MINUTE, HOUR = 60, 3600
 NAMESPACES = [
-    {"name": "session", "purpose": "Operator session continuity",
+    {"name": "session", "purpose": "Operator session continuity", "sensitive": True,
      "min_ttl_seconds": 15 * MINUTE, "max_ttl_seconds": 60 * MINUTE,
      "fallback_note": "Operator starts a fresh session; no durable data is lost."},
-    {"name": "distress", "purpose": "Distress streak + stage", "max_ttl_seconds": 6 * HOUR,
+    {"name": "distress", "purpose": "Distress streak + stage", "max_ttl_seconds": 6 * HOUR, "sensitive": True,
      "fallback_note": "Streak restarts at stage 0; the durable record lives in Postgres."},
     {"name": "focus", "purpose": "Pending follow-up context", "max_ttl_seconds": 24 * HOUR,
      "fallback_note": "Follow-up context is rebuilt from Postgres on next contact."},
@@ -45,8 +46,8 @@ def seed_all():
     failure_plan = records.seed_failure_plan(database)
     secrets = records.seed_secrets(database)
     env_vars = records.seed_env_vars()
-    schedules = (records.seed_rotation_check() + seed_schedules() + seed_health_check() + seed_purge_schedules()
-                 + records.seed_source_checks())
+    schedules = (records.seed_rotation_check() + seed_schedules() + seed_health_check() + seed_keyspace_watch()
+                 + seed_purge_schedules() + records.seed_source_checks())
     return {
         "databases": RedisDatabase.objects.count() - before_db,
         "namespaces": Namespace.objects.count() - before_ns,
@@ -114,6 +115,16 @@ def seed_health_check():
     _, made = create_once(PeriodicTask, {"name": "monitored redis check"},
                           {"task": "continuity.check_monitored_redis", "interval": every_minute, "enabled": True,
                            "description": "Alert once when a monitored Redis stays unreachable, once when back."})
+    return int(made)
+
+
+def seed_keyspace_watch():
+    """Every minute: look at each monitored Redis and alert once when it lost keys or restarted."""
+    every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.MINUTES)
+    _, made = create_once(PeriodicTask, {"name": "keyspace watch"},
+                          {"task": WATCH_TASK, "interval": every_minute, "enabled": True,
+                           "description": "Alert once when a monitored Redis loses keys (more than "
+                                          "ALERT_KEYSPACE_LOSS_SHARE between checks) or restarts."})
     return int(made)
 
 

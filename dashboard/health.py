@@ -13,7 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from continuity import keyspace
-from dashboard import roles
+from dashboard import failure_plan, roles
 
 
 def _timed(check):
@@ -73,11 +73,11 @@ def run_checks():
     checks["celery"] = _timed(_celery)
     flat = [checks["postgres"], checks["broker"], checks["cache"], checks["celery"], *checks["monitored"].values()]
     if not checks["postgres"]["ok"]:
-        status = "down"
+        status = failure_plan.DOWN
     elif all(c["ok"] for c in flat):
-        status = "ok"
+        status = failure_plan.OK
     else:
-        status = "degraded"
+        status = failure_plan.DEGRADED
     return status, checks
 
 
@@ -115,11 +115,12 @@ def forget_public_checks():
 @require_GET
 @never_cache
 def healthz(request):
-    """/healthz: every check with details for signed-in staff, up/down for anyone else;
-    503 when Postgres is down."""
+    """/healthz: every check with details for signed-in staff, up/down for anyone else; the
+    HTTP code of its status from `failure_plan.HEALTHZ_CODES` (503 only when Postgres is down),
+    which the runbook's failure plan quotes."""
     try:
         staff = roles.has_role(request.user, roles.VIEWER)
     except DatabaseError:  # Postgres down: a signed-in caller's session cannot be read
         staff = False
     status, checks = run_checks() if staff else public_checks()
-    return JsonResponse({"status": status, "checks": checks}, status=503 if status == "down" else 200)
+    return JsonResponse({"status": status, "checks": checks}, status=failure_plan.HEALTHZ_CODES[status])

@@ -205,6 +205,30 @@ def create_user(*, username, email, role, actor, request=None, source="web"):
     return NewUser(user=user, password=password)
 
 
+def create_account(*, username, email="", role, password, one_time=False, actor_label, source="cli"):
+    """Create an account with a password its owner chose (or, `one_time`, one that only opens
+    "set your own password"), and `role`; audited without the password. For commands run
+    with shell access to the deployment (`manage.py create_user`), where no dashboard user
+    acts. ValidationError for a taken username, an unknown role or a password Django's
+    validators refuse (their messages never quote it)."""
+    from django.contrib.auth.password_validation import validate_password
+
+    if role not in roles.ROLES:
+        raise ValidationError(f"Unknown role {role!r}; choose one of {', '.join(roles.ROLES)}.")
+    if get_user_model().objects.filter(username__iexact=username).exists():
+        raise ValidationError(f"The username {username!r} is taken.")
+    validate_password(password, get_user_model()(username=username, email=email))
+    with transaction.atomic():
+        user = get_user_model().objects.create_user(username, email, password)
+        roles.set_role(user, role)
+        if one_time:
+            accounts.require_password_change(user)
+        audit.record(action="user.create", target=user,
+                     after={"username": user.username, "email": user.email, "role": role, "one_time": one_time},
+                     actor_label=actor_label, source=source)
+    return user
+
+
 def change_user_role(*, user, role, is_active, actor, request=None, source="web"):
     """Give `user` the role `role` and (de)activate it; audited. An admin cannot remove
     their own admin role or deactivate themselves (ValidationError)."""

@@ -33,10 +33,17 @@ FAILURE_PLAN = {
                     "retry with backoff, and never block a conversation on Redis.",
     "operator_impact": "Sessions may not survive a redeploy or an instance switch; distress streaks and pending "
                        "follow-ups restart from the durable Postgres records.",
-    "alerting_path": "The dashboard's 'Redis unreachable' banner and /healthz (503), plus the alert channels "
-                     "configured under Runbook → Alerts.",
+    "alerting_path": "The alert channels under Runbook → Alerts. What the dashboard sends them, and when, is "
+                     "listed beside this plan (generated from the dashboard's own code and settings).",
     "expiry_fallback": "An expired key means start fresh: rebuild from Postgres where a durable record exists, "
                        "otherwise begin a new session or streak. Expiry is never an error.",
+}
+
+# Defaults seeded by earlier versions that turned out wrong: replaced like a blank field (an
+# operator's own text is never touched). /healthz answers 200 "degraded" with Redis down, not 503.
+REPLACED_DEFAULTS = {
+    "alerting_path": ("The dashboard's 'Redis unreachable' banner and /healthz (503), plus the alert channels "
+                      "configured under Runbook → Alerts.",),
 }
 
 ACCOUNT = {"provider": "Upstash", "notes": "Fill in the account email, dashboard URL, team and MFA method."}
@@ -96,8 +103,10 @@ def seed_database():
 
 
 def seed_failure_plan(database):
-    """Fill the failure-plan fields that are still blank; never replaces written text."""
-    blank = {name: value for name, value in FAILURE_PLAN.items() if not getattr(database, name)}
+    """Fill the failure-plan fields that are still blank, or still hold a default of an earlier
+    version that was wrong (REPLACED_DEFAULTS); never replaces an operator's text."""
+    blank = {name: value for name, value in FAILURE_PLAN.items()
+             if not getattr(database, name) or getattr(database, name) in REPLACED_DEFAULTS.get(name, ())}
     if not blank:
         return 0
     with transaction.atomic():

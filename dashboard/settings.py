@@ -79,7 +79,7 @@ TEMPLATES = [
         "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
-            "builtins": ["template_partials.templatetags.partials"],
+            "builtins": ["template_partials.templatetags.partials", "dashboard.templatetags.when"],
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
@@ -148,6 +148,11 @@ CACHES = {
 ALERT_REVIEW_FINDINGS_THRESHOLD = env_int("ALERT_REVIEW_FINDINGS_THRESHOLD", 1)
 # A monitored Redis unreachable for this long is alerted (checked every minute by beat).
 ALERT_REDIS_DOWN_MINUTES = env_int("ALERT_REDIS_DOWN_MINUTES", 5)
+# A monitored Redis whose keys drop by more than this share between two keyspace-watch checks
+# (a minute apart) has lost data: alerted once as keyspace.lost. 0.5: half the keys gone.
+ALERT_KEYSPACE_LOSS_SHARE = env_float("ALERT_KEYSPACE_LOSS_SHARE", 0.5)
+if not 0 < ALERT_KEYSPACE_LOSS_SHARE < 1:
+    raise ImproperlyConfigured("ALERT_KEYSPACE_LOSS_SHARE must be between 0 and 1 (0.5: half the keys gone).")
 # Alert webhooks go to public addresses only (dashboard/webhooks.py): otherwise a channel
 # reaches the metadata service or the LAN. Name an internal receiver here: host names as
 # written in the webhook URL, or IP addresses, comma-separated.
@@ -176,6 +181,10 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3600)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# A review or purge still queued this long after it was sent shows "never started — retry":
+# no worker took its task (workers or broker down, or the task lost). A busy worker may keep a
+# task waiting behind a long job: set this above your longest queue wait.
+JOB_NEVER_STARTED_SECONDS = env_int("JOB_NEVER_STARTED_SECONDS", 300)
 
 # TTL reviews: SCAN COUNT per batch, checkpoint every N batches, and the lease after which
 # a running review whose worker stopped checkpointing may be resumed by another worker.

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from continuity.views import overview
+from continuity.views import overview, status
 from dashboard import health, monitoring
 from dashboard.sso import views as sso_views
 from dashboard.urls_records import record_patterns
@@ -18,6 +18,8 @@ dashboard_patterns = [
     *record_patterns,
     # The record page's live region reads the keyspace: a continuity view, under the record's URL.
     path("databases/<slug:name>/topology/", overview.database_topology, name="database_topology"),
+    # The home page's first screen reads the keyspace's state: a continuity view too.
+    path("now/", status.first_screen, name="first_screen"),
 ]
 
 urlpatterns = [

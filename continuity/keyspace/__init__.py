@@ -49,13 +49,15 @@ from continuity.keyspace.connection import (  # noqa: F401
 from continuity.keynames import decode_key, display_key, encode_key, match_pattern  # noqa: F401
 from continuity.keyspace.meta import key_metadata, scan_page  # noqa: F401
 from continuity.keyspace.browse import (  # noqa: F401
+    ANY_FINDING,
     breadcrumbs,
     lookup_id,
     namespace_tree,
     scan_keys,
 )
 from continuity.keyspace.inspect import download_value, preview_key  # noqa: F401
-from continuity.keyspace.actions import ACTIONS, KeyChange, change_key  # noqa: F401
+from continuity.keyspace.actions import (ACTIONS, EXTEND_TTL, MAX_TTL_SECONDS, SET_TTL, KeyChange,  # noqa: F401
+                                         change_key)
 from continuity.keyspace.capabilities import limitations  # noqa: F401
 from continuity.keyspace.cluster import (  # noqa: F401
     NODE_ERRORS,

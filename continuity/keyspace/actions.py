@@ -39,31 +39,37 @@ class KeyChange:
         return self.before.key
 
 
-def change_key(database, key: bytes, action, *, seconds=None, client=None):
+def change_key(database, key: bytes, action, *, seconds=None, max_seconds=MAX_TTL_SECONDS, too_long="",
+               client=None):
     """Apply `action` to `key` and return a KeyChange. `seconds` is the new TTL for
-    SET_TTL and the amount added for EXTEND_TTL (a key without TTL gets `seconds`)."""
+    SET_TTL and the amount added for EXTEND_TTL (a key without TTL gets `seconds`).
+    No TTL action leaves the key with a TTL above `max_seconds` (the caller's limit: a
+    namespace's maximum, at most MAX_TTL_SECONDS): the set is refused before any write, an
+    extension inside the same script call that reads the TTL. A refusal changes nothing
+    and says `too_long` (default: the 10-year cap)."""
     if action not in ACTIONS:
         raise ValueError(f"unknown key action {action!r}")
     if action in (SET_TTL, EXTEND_TTL) and (seconds is None or seconds <= 0):
         raise ValueError("a positive number of seconds is needed")
     if action in (SET_TTL, EXTEND_TTL) and seconds > MAX_TTL_SECONDS:
         raise ValueError("at most 10 years of TTL")
+    max_seconds = min(max_seconds, MAX_TTL_SECONDS)
+    too_long = too_long or "the TTL would pass the 10-year cap; set a TTL instead."
     client = client or keyed_client(database, write=True)
     before = key_metadata(keys=[key], client=client)[0]
     applied, refused = before.exists, ""
     if applied:
-        if action == SET_TTL:
-            applied = bool(client.expire(key, seconds))
-        elif action == EXTEND_TTL:
-            if before.ttl_ms is None:
-                applied = bool(client.expire(key, seconds))
+        if action == SET_TTL or (action == EXTEND_TTL and before.ttl_ms is None):
+            if seconds > max_seconds:
+                applied, refused = False, too_long
             else:
-                answer = client.register_script(_EXTEND_LUA)(keys=[key], args=[seconds * 1000, MAX_TTL_SECONDS * 1000])
-                if answer == -2:
-                    applied = False
-                    refused = "the TTL would pass the 10-year cap; set a TTL instead."
-                else:
-                    applied = answer == 1
+                applied = bool(client.expire(key, seconds))
+        elif action == EXTEND_TTL:
+            answer = client.register_script(_EXTEND_LUA)(keys=[key], args=[seconds * 1000, max_seconds * 1000])
+            if answer == -2:
+                applied, refused = False, too_long
+            else:
+                applied = answer == 1
         elif action == EXPIRE_NOW:
             # EXPIRE 0 deletes at once but counts as an expiry (keyspace events say so).
             applied = bool(client.expire(key, 0))

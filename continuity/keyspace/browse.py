@@ -7,6 +7,12 @@ can continue. On a standalone server a page is at most three round trips: a smal
 second one as large as the first one's share of matches says the page needs (the rest of
 the budget when it found none), then the page's metadata and DBSIZE together.
 
+Filtered by a finding (no TTL, above the maximum, oversized, wrong type, in no namespace,
+or any of them), the same budget is spent: each SCAN page's metadata is read as it comes
+(one call per page), and only the keys showing the finding are kept, until a page of them
+is full or the budget is spent. The result says how many keys SCAN examined, how many it
+read under the pattern, and how many showed the finding.
+
 On a Redis Cluster the same budget is spent across the primaries, one after the other in
 the order of their addresses, and the cursor handed back is a composite one (which
 primary, and its SCAN cursor: `primaries.issue_cursor`); the scan is done only when the
@@ -20,11 +26,12 @@ from django.conf import settings
 
 from continuity.keyspace import cluster, primaries
 from continuity.keyspace.capabilities import limitations
-from continuity.keyspace.connection import KeyspaceError, client_for
+from continuity.keyspace.connection import KeyspaceError, client_for, dbsize
 from continuity.keyspace.meta import KeyMeta, key_metadata, key_metadata_and, scan_page
-from continuity.policy import Policies
+from continuity.policy import UNKNOWN_NAMESPACE, Policies
 
 EMPTY = Policies()
+ANY_FINDING = "any"  # the browser's filter for a key with any finding
 
 FIRST_COUNT = 100
 MAX_COUNT = 2000
@@ -70,6 +77,8 @@ class ScanResult:
     scanned: int = 0
     stopped: str = ""
     dbsize_note: str = ""
+    finding: str = ""  # the filter: a finding, ANY_FINDING, or "" (every key)
+    read_total: int = 0  # keys SCAN returned under the pattern, across the continued pages
 
     @property
     def done(self):
@@ -85,6 +94,25 @@ class ScanResult:
         return min(self.examined_total, self.dbsize)
 
 
+def row_findings(meta, policies):
+    """Every finding of a `KeyMeta` under `policies` (its namespace's policy), or
+    (UNKNOWN_NAMESPACE,) when no namespace covers it."""
+    policy = policies.for_key(meta.key)
+    if policy is None:
+        return (UNKNOWN_NAMESPACE,)
+    return policy.findings(meta.ttl_ms, meta.type, meta.memory)
+
+
+def shows(meta, policies, finding):
+    """True when `meta` is a key to list for the filter `finding` ("" : every key that exists)."""
+    if not meta.exists:
+        return False
+    if not finding:
+        return True
+    found = row_findings(meta, policies)
+    return bool(found) if finding == ANY_FINDING else finding in found
+
+
 def classify_rows(metas, policies):
     """KeyRows of `metas`, each classified by `policies` (a `continuity.policy.Policies`)."""
     rows = []
@@ -95,11 +123,13 @@ def classify_rows(metas, policies):
 
 
 def scan_keys(database, *, pattern, policies=EMPTY, type_=None, cursor=0, budget=None, page_size=None,
-              examined_before=0, matched_before=0, client=None):
+              examined_before=0, matched_before=0, read_before=0, finding="", client=None):
     """Up to about `page_size` matching keys with their metadata, spending at most
     `budget` examined keys (SCAN COUNT hints; on a standalone server in at most `SCANS`
     calls). Metadata for the whole page comes from one script call, with DBSIZE, in one
-    round trip (on a cluster, one pipeline per primary). `pattern` is a MATCH
+    round trip (on a cluster, one pipeline per primary). With a `finding` filter, each SCAN
+    page's metadata is read as it comes (one call per page, as many pages as the budget
+    allows), keeping only the keys that show it (`shows`). `pattern` is a MATCH
     pattern (bytes): build it with `match_pattern(prefix)` for a literal prefix. `cursor`:
     0 to start, else the `cursor` of the previous ScanResult; one that cannot continue this
     scan raises `primaries.CursorError` before a key is read."""
@@ -109,36 +139,49 @@ def scan_keys(database, *, pattern, policies=EMPTY, type_=None, cursor=0, budget
     if primaries.is_cluster(database, client):
         return _scan_cluster(database, client, pattern=pattern, policies=policies, type_=type_, cursor=cursor,
                              budget=budget, page_size=page_size, examined_before=examined_before,
-                             matched_before=matched_before)
+                             matched_before=matched_before, read_before=read_before, finding=finding)
     if isinstance(cursor, str):
         if not cursor.isdigit():
             raise primaries.CursorError(
                 f"This cursor belongs to a scan across a Redis Cluster's primaries, but {database.name} is a single "
                 "Redis server. No key was read; start the scan again.")
         cursor = int(cursor)
-    seen, keys = set(), []
+    seen, keys, kept = set(), [], []
     examined = calls = 0
     count = min(FIRST_COUNT, budget)
     while True:
         cursor, found = scan_page(client=client, match=pattern, cursor=cursor, count=count, type_=type_)
         calls += 1
         examined += count
-        for key in found:
-            if key not in seen:  # SCAN may return a key twice
-                seen.add(key)
-                keys.append(key)
+        fresh = [key for key in found if key not in seen]  # SCAN may return a key twice
+        seen.update(fresh)
+        if finding:  # read as it comes, keep what shows the finding
+            kept += [meta for meta in key_metadata(keys=fresh, client=client) if shows(meta, policies, finding)]
+        else:
+            keys += fresh
         remaining = budget - examined
+        if finding:
+            if cursor == 0 or len(kept) >= page_size or remaining <= 0:
+                break
+            # Few matches so far: look further per call; many: keep pages small.
+            count = _next_count(count, remaining, len(kept), page_size)
+            continue
         if cursor == 0 or len(keys) >= page_size or remaining <= 0 or calls >= SCANS:
             break
         # The second call looks as far as the first's share of matches says a page needs
         # (all the rest of the budget when it found none): a page is two SCANs at most.
         count = _extrapolated(count, remaining, len(keys), page_size)
-    # The page's metadata and DBSIZE in one round trip.
-    metas, (size,) = key_metadata_and(client, sorted(keys), [("DBSIZE",)])
-    rows = classify_rows([m for m in metas if m.exists], policies)
+    if finding:
+        size = dbsize(client)
+    else:  # the page's metadata and DBSIZE in one round trip
+        metas, (size,) = key_metadata_and(client, sorted(keys), [("DBSIZE",)])
+        kept = [meta for meta in metas if meta.exists]
+        size = None if isinstance(size, Exception) else int(size)
+    rows = classify_rows(sorted(kept, key=lambda meta: meta.key), policies)
     return ScanResult(pattern=pattern, type_filter=type_, rows=rows, cursor=cursor, calls=calls, examined=examined,
                       examined_total=examined_before + examined, matched_total=matched_before + len(rows),
-                      dbsize=None if isinstance(size, Exception) else int(size), notes=tuple(limitations(client)))
+                      dbsize=size, notes=tuple(limitations(client)), finding=finding,
+                      read_total=read_before + len(seen))
 
 
 def _extrapolated(count, remaining, found, page_size):
@@ -154,7 +197,7 @@ def _next_count(count, remaining, found, page_size):
 
 
 def _scan_cluster(database, client, *, pattern, policies, type_, cursor, budget, page_size, examined_before,
-                  matched_before):
+                  matched_before, read_before=0, finding=""):
     """`scan_keys` across the primaries: the same budget and COUNT ramp, spent on one
     primary after the other from the composite cursor's position. A primary that does not
     answer stops the page there (the rows read before it are shown, the cursor points at
@@ -165,7 +208,7 @@ def _scan_cluster(database, client, *, pattern, policies, type_, cursor, budget,
                             "there is nothing to browse until slots are assigned.")
     scope = primaries.scan_scope(pattern, type_)
     index, node_cursor = primaries.read_cursor(database, scope, nodes, cursor)
-    keys_by_node, seen = {}, set()
+    keys_by_node, seen, kept, touched = {}, set(), [], []
     examined = calls = 0
     count = min(FIRST_COUNT, budget)
     stopped = ""
@@ -181,20 +224,26 @@ def _scan_cluster(database, client, *, pattern, policies, type_, cursor, budget,
                 break
             calls += 1
             examined += count
-            for key in found:
-                if key not in seen:
-                    seen.add(key)
-                    keys_by_node.setdefault(address, []).append(key)
+            fresh = [key for key in found if key not in seen]
+            seen.update(fresh)
+            if fresh and address not in touched:
+                touched.append(address)
+            if finding and fresh:  # read as it comes, keep what shows the finding
+                kept += [meta for meta in primaries.metadata_by_node(database, directs, {address: fresh})
+                         if shows(meta, policies, finding)]
+            elif fresh:
+                keys_by_node.setdefault(address, []).extend(fresh)
             if node_cursor == 0:  # this primary is complete: the next one starts from 0
                 index += 1
             remaining = budget - examined
-            if index >= len(nodes.addresses) or len(seen) >= page_size or remaining <= 0:
+            have = len(kept) if finding else len(seen)
+            if index >= len(nodes.addresses) or have >= page_size or remaining <= 0:
                 break
-            count = _next_count(count, remaining, len(seen), page_size)
-        metas = primaries.metadata_by_node(database, directs, keys_by_node)
+            count = _next_count(count, remaining, have, page_size)
+        metas = kept if finding else primaries.metadata_by_node(database, directs, keys_by_node)
         counted = primaries.count_keys(directs, nodes.addresses, skip=(stopped,) if stopped else ())
         notes = []
-        for address in keys_by_node:
+        for address in touched:
             notes.extend(note for note in limitations(directs[address]) if note not in notes)
     if stopped:
         notes.insert(0, f"{stop_message} The scan stopped at this primary: this page is not the whole keyspace, "
@@ -204,7 +253,8 @@ def _scan_cluster(database, client, *, pattern, policies, type_, cursor, budget,
                       cursor=primaries.issue_cursor(database, scope, nodes, index, node_cursor),
                       calls=calls, examined=examined, examined_total=examined_before + examined,
                       matched_total=matched_before + len(rows), dbsize=counted.total, notes=tuple(notes),
-                      primaries=len(nodes.addresses), scanned=index, stopped=stopped, dbsize_note=counted.note)
+                      primaries=len(nodes.addresses), scanned=index, stopped=stopped, dbsize_note=counted.note,
+                      finding=finding, read_total=read_before + len(seen))
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class Capabilities:
     scan_script: bool | None = None
     read_only_scripts: bool | None = None
     write_script: bool | None = None
+    config: bool | None = None  # CONFIG GET (the keyspace watch's persistence check; Upstash refuses it)
     # Not a flag: "cluster", "standalone" or "unknown" (see `keyspace.cluster.detect`).
     cluster: str | None = None
 

@@ -11,9 +11,11 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import redis
 from django.conf import settings
+from django.utils import timezone
 from redis.backoff import NoBackoff
 from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
@@ -50,6 +52,7 @@ class Health:
     latency_ms: float | None
     error: str = ""
     misconfigured: bool = False
+    checked_at: datetime | None = None  # when the ping was sent (`cached_ping` may answer an older one)
 
 
 @dataclass(frozen=True)
@@ -355,13 +358,13 @@ def describe_error(exc):
 
 def ping(database):
     """Health of one monitored database: PING with latency."""
-    started = time.perf_counter()
+    started, at = time.perf_counter(), timezone.now()
     try:
         client_for(database).ping()
     except (redis.RedisError, KeyspaceError) as exc:
         return Health(ok=False, latency_ms=None, error=describe_error(exc),
-                      misconfigured=isinstance(exc, Misconfigured))
-    return Health(ok=True, latency_ms=round((time.perf_counter() - started) * 1000, 2))
+                      misconfigured=isinstance(exc, Misconfigured), checked_at=at)
+    return Health(ok=True, latency_ms=round((time.perf_counter() - started) * 1000, 2), checked_at=at)
 
 
 _status_cache: dict[int, tuple[float, Health]] = {}

@@ -76,6 +76,7 @@ class Preview:
     notes: tuple = ()
     slot: int | None = None  # on a Redis Cluster: the key's hash slot
     node: str = ""  # on a Redis Cluster: the primary serving it (host:port), as this client routes it
+    withheld: bool = False  # metadata only: the value was not read (`preview_key(values=False)`)
 
     @property
     def shown(self):
@@ -124,15 +125,17 @@ def _length(client, kind, key):
         return None
 
 
-def preview_key(database, key: bytes, *, client=None):
-    """A bounded Preview of `key`, or a Preview whose `meta.exists` is False.
+def preview_key(database, key: bytes, *, values=True, client=None):
+    """A bounded Preview of `key`, or a Preview whose `meta.exists` is False. `values`
+    False: metadata only (type, TTL, size, length, encoding); not one byte of the value is
+    read (`withheld`).
 
     On a standalone server in two round trips, three for a large hash or set: the metadata
     and OBJECT ENCODING together, then the length and the bounded read of the value
     together (and one more HSCAN/SSCAN where the first did not bring ELEMENTS members)."""
     client = client or keyed_client(database)
     if isinstance(client, redis.RedisCluster):
-        return _preview_routed(client, key)
+        return _preview_routed(client, key, values=values)
     metas, (encoding,) = key_metadata_and(client, [key], [("OBJECT", "ENCODING", key)])
     meta = metas[0]
     if not meta.exists:
@@ -144,11 +147,14 @@ def preview_key(database, key: bytes, *, client=None):
     command = _LENGTH_COMMAND.get(kind)
     if command:
         pipe.execute_command(command, key)
-    read = _first_read(pipe, kind, key, meta)
+    read = values and _first_read(pipe, kind, key, meta)
     replies = pipe.execute(raise_on_error=False) if (command or read) else []
     length = replies[0] if command else None
     length = None if isinstance(length, Exception) else length
     value = replies[-1] if read else None
+    if not values:
+        notes = () if encoding is not None else ("OBJECT ENCODING is refused by this server.",)
+        return Preview(meta=meta, length=length, encoding=encoding, notes=notes, withheld=True)
     return _preview(client, key, meta, length, encoding, value)
 
 
@@ -236,7 +242,7 @@ def _preview(client, key, meta, length, encoding, value):
     return Preview(**base, notes=notes + (f"No preview for type {kind}.",))
 
 
-def _preview_routed(client, key):
+def _preview_routed(client, key, *, values=True):
     """`preview_key` on a Redis Cluster (RedisCluster routes each command by slot)."""
     meta = key_metadata(keys=[key], client=client)[0]
     where = _where(client, key)
@@ -246,6 +252,8 @@ def _preview_routed(client, key):
     encoding = _object_encoding(client, key)
     base = {"meta": meta, "length": length, "encoding": encoding, **where}
     notes = () if encoding is not None else ("OBJECT ENCODING is refused by this server.",)
+    if not values:
+        return Preview(**base, notes=notes, withheld=True)
     kind = meta.type
     if kind == "string":
         head = client.getrange(key, 0, STRING_PREVIEW_BYTES - 1)

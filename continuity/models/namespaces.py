@@ -38,6 +38,9 @@ class Namespace(models.Model):
     )
     fallback_note = models.TextField(blank=True, verbose_name="fallback if expired")
     violation_action = models.CharField(max_length=16, choices=ACTIONS, default=REPORT)
+    sensitive = models.BooleanField(
+        default=False, help_text="Its values are sensitive: viewers see a key's metadata only, and an operator's "
+                                 "every read of a value is audited.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -1,5 +1,7 @@
 """Purge runs: one previewed, confirmed, executed (and resumable) purge of a keyspace slice."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -56,7 +58,8 @@ class PurgeRun(Job):
     # The bytes target in base64url (encode_key): what the engine actually uses.
     target_token = models.TextField(blank=True)
     review_id = models.BigIntegerField(null=True, blank=True, help_text="For finding targets: the TTL review.")
-    finding = models.CharField(max_length=32, blank=True, help_text="For finding targets: the finding kind.")
+    finding = models.CharField(max_length=32, blank=True, help_text="The finding every acted-on key must still show: "
+                               "a review finding's, or a prefix or pattern limited to one.")
     match_pattern = models.TextField(help_text="The MATCH pattern sent with SCAN, as escaped text.")
     action = models.CharField(max_length=16, choices=ACTIONS, default=DELETE)
     condition = models.CharField(max_length=16, choices=CONDITIONS, default=ANY)
@@ -75,6 +78,10 @@ class PurgeRun(Job):
                                        choices=[(ESTIMATE_REVIEW, "TTL review"), (ESTIMATE_DBSIZE, "DBSIZE")])
     estimate_review_id = models.BigIntegerField(null=True, blank=True)
     estimated_at = models.DateTimeField(null=True, blank=True, help_text="When the estimate's source counted.")
+    estimate_detail = models.JSONField(
+        default=dict, blank=True, help_text="The rest of the instant estimate: {low, high} (a sampled review's 95% "
+        "interval), sampled, acting [value, low, high] (keys showing the scope's finding), dbsize, preview_billed and "
+        "execution_billed (predicted, before the preview runs).")
     skipped_preview = models.BooleanField(default=False, help_text="Executed without a preview scan "
                                           "(manage.py purge --yes): the counts come from execution.")
 
@@ -148,6 +155,16 @@ class PurgeRun(Job):
     def is_previewing(self):
         return self.status == self.PREVIEWING
 
+    def never_started(self, now=None):
+        """True when no worker took this run's task within JOB_NEVER_STARTED_SECONDS: a
+        confirmed purge still queued, or a preview no worker ever claimed. Its page then
+        offers a retry; nothing was touched."""
+        cutoff = (now or timezone.now()) - timedelta(seconds=settings.JOB_NEVER_STARTED_SECONDS)
+        if self.status == self.QUEUED:
+            return self.started_at is None and self.queued_at is not None and self.queued_at < cutoff
+        return (self.status == self.PREVIEWING and not self.claim_token and self.heartbeat_at is None
+                and self.previewed_at < cutoff)
+
     @property
     def in_preview_stage(self):
         """Previewing, or a preview that was cancelled or failed before anyone confirmed it."""
@@ -212,6 +229,14 @@ class PurgeRun(Job):
     @property
     def estimated_execution_cost_usd(self):
         return estimated_cost_usd(self.estimated_billed_commands)
+
+    @property
+    def estimate(self):
+        """The instant estimate's details (`estimate_detail`) with their prices, for pages."""
+        detail = dict(self.estimate_detail or {})
+        detail["preview_usd"] = estimated_cost_usd(detail.get("preview_billed"))
+        detail["execution_usd"] = estimated_cost_usd(detail.get("execution_billed"))
+        return detail
 
     def billed(self, billed, writes):
         """`billed` commands of which `writes` wrote, with the writes counted once more

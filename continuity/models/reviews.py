@@ -4,6 +4,7 @@ aggregates) that lets a killed worker resume without counting a key twice."""
 
 import math
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models, transaction
@@ -34,6 +35,16 @@ class Estimate:
     value: int
     low: int
     high: int
+    sampled: bool
+
+
+@dataclass(frozen=True)
+class Share:
+    """A percentage with its 95% interval (equal to it when exact)."""
+
+    value: float
+    low: float
+    high: float
     sampled: bool
 
 
@@ -177,6 +188,13 @@ class ReviewRun(Job):
     def is_active(self):
         return self.status in self.ACTIVE
 
+    def never_started(self, now=None):
+        """True when the run is still queued JOB_NEVER_STARTED_SECONDS after it was created:
+        no worker took its task (the broker or the workers are down, or the task was lost).
+        Its page then offers a retry."""
+        cutoff = (now or timezone.now()) - timedelta(seconds=settings.JOB_NEVER_STARTED_SECONDS)
+        return self.status == self.QUEUED and self.created_at is not None and self.created_at < cutoff
+
     @property
     def estimated_cost_usd(self):
         return estimated_cost_usd(self.billed_commands)
@@ -319,6 +337,8 @@ class ReviewNamespaceStat(models.Model):
     namespace = models.ForeignKey("continuity.Namespace", null=True, blank=True, on_delete=models.SET_NULL)
     label = models.CharField(max_length=255, help_text="The prefix at review time, or '(no namespace)'.")
     keys = models.BigIntegerField(default=0)
+    # Keys with at least one finding; None for a review from before it was counted.
+    breaking_keys = models.BigIntegerField(null=True, blank=True)
     bytes = models.BigIntegerField(default=0, help_text="Sum of MEMORY USAGE.")
     ttl_histogram = models.JSONField(default=dict, help_text="TTL bucket → number of keys.")
     findings = models.JSONField(default=dict)
@@ -331,6 +351,22 @@ class ReviewNamespaceStat(models.Model):
 
     def __str__(self):
         return f"{self.label} in {self.run}"
+
+    def inside_policy(self):
+        """The share of this namespace's keys that break no rule, a Share in percent: exact
+        for an exact review; for a sampled one, the sample's proportion with its 95% Wilson
+        interval. None without keys. A review from
+        before keys with several findings were told apart counts each finding as a key (it
+        never overstates the share)."""
+        if not self.keys:
+            return None
+        breaking = self.breaking_keys if self.breaking_keys is not None else min(
+            self.keys, sum((self.findings or {}).values()))
+        share = (self.keys - breaking) / self.keys
+        if not self.run.sampled:
+            return Share(share * 100, share * 100, share * 100, False)
+        low, high = _wilson(share, self.keys, 1.96)
+        return Share(share * 100, max(0.0, low * 100), min(100.0, high * 100), True)
 
 
 class ReviewSample(models.Model):

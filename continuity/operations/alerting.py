@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from continuity import keyspace
-from dashboard import alerts
+from dashboard import alerts, failure_plan
 from dashboard.models import RedisDatabase
 
 
@@ -86,22 +86,25 @@ def check_monitored_redis(*, now=None):
         event = None
         if health.ok:
             if state and state.get("alerted"):
-                alerts.notify(event="redis.recovered", severity="info", title=f"Redis {database.name} is reachable again",
+                alerts.notify(event=failure_plan.REDIS_RECOVERED,
+                              severity=failure_plan.SEVERITIES[failure_plan.REDIS_RECOVERED],
+                              title=f"Redis {database.name} is reachable again",
                               text=f"{database.name} answers again after being unreachable since "
                                    f"{state['since']:%Y-%m-%d %H:%M} UTC.", link=_link(reverse("continuity:overview")))
-                event = "redis.recovered"
+                event = failure_plan.REDIS_RECOVERED
             cache.delete(key)
             results.append(RedisCheck(database.name, True, None, event))
             continue
         state = state or {"since": now, "alerted": False}
         if not state["alerted"] and (now - state["since"]).total_seconds() >= limit:
-            alerts.notify(event="redis.unreachable", severity="critical",
+            alerts.notify(event=failure_plan.REDIS_UNREACHABLE,
+                          severity=failure_plan.SEVERITIES[failure_plan.REDIS_UNREACHABLE],
                           title=f"Redis {database.name} unreachable for {settings.ALERT_REDIS_DOWN_MINUTES}+ minutes",
                           text=f"{health.error} Unreachable since {state['since']:%Y-%m-%d %H:%M} UTC. "
                                "Lucia falls back per the failure plan; records pages keep working.",
                           link=_link(reverse("dashboard:database_detail", args=[database.name])))
             state["alerted"] = True
-            event = "redis.unreachable"
+            event = failure_plan.REDIS_UNREACHABLE
         cache.set(key, state, timeout=7 * 86400)
         results.append(RedisCheck(database.name, False, state["since"], event))
     return results

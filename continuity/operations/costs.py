@@ -23,17 +23,36 @@ _PERIOD_SECONDS = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1, "m
 def runs_per_month(task):
     """How often a django-celery-beat PeriodicTask fires in 30 days (enabled or not: the
     page shows what enabling it would cost); None for a stored crontab that does not parse."""
-    if task.interval_id:
-        seconds = task.interval.every * _PERIOD_SECONDS[task.interval.period]
+    return runs_per_month_of(interval=task.interval if task.interval_id else None,
+                             crontab=task.crontab if task.crontab_id else None)
+
+
+def runs_per_month_of(*, interval=None, crontab=None):
+    """`runs_per_month` of a schedule that need not be saved: an IntervalSchedule or a
+    CrontabSchedule (the schedule form prices what is typed before it is saved)."""
+    if interval is not None:
+        seconds = interval.every * _PERIOD_SECONDS[interval.period]
         return int(MONTH_SECONDS / seconds) if seconds > 0 else 0
-    if task.crontab_id:
-        schedule = crontabs.parse(task.crontab)  # celery's crontab: each field expanded to a set
+    if crontab is not None:
+        schedule = crontabs.parse(crontab)  # celery's crontab: each field expanded to a set
         if schedule is None:
             return None
         per_day = len(schedule.minute) * len(schedule.hour)
         days = 30 * min(len(schedule.day_of_week) / 7, len(schedule.day_of_month) / 31) * len(schedule.month_of_year) / 12
         return int(per_day * days)
     return 0
+
+
+def review_kind(task):
+    """("sampled", its sample size) or ("exact", None) for a review schedule (by its `sample`
+    kwarg), None for any other task: every page names which of the two a schedule runs."""
+    if task.task != SCHEDULED_REVIEW_TASK:
+        return None
+    try:
+        sample = json.loads(task.kwargs or "{}").get("sample")
+    except (ValueError, AttributeError):
+        sample = None
+    return ("sampled", sample) if sample else ("exact", None)
 
 
 POLICY_TASK = "continuity.policy_purge"
@@ -74,13 +93,10 @@ def review_cost(database, last):
 def _cost_key(task, database):
     """The `last_run_costs` key a run of the beat `task` is priced from: a review schedule
     with a `sample` kwarg by the last sampled review, any other by the last exact one."""
-    if task.task != SCHEDULED_REVIEW_TASK:
+    kind = review_kind(task)
+    if kind is None:
         return (task.task, database.pk)
-    try:
-        sample = json.loads(task.kwargs or "{}").get("sample")
-    except (ValueError, AttributeError):
-        sample = None
-    return (SCHEDULED_REVIEW_TASK, database.pk, bool(sample))
+    return (SCHEDULED_REVIEW_TASK, database.pk, kind[0] == "sampled")
 
 
 @dataclass(frozen=True)
@@ -95,13 +111,14 @@ class Projection:
         return estimated_cost_usd(self.commands)
 
 
-def project(task, databases, last):
+def project(task, databases, last, *, runs=None):
     """[Projection] of a month of `task` per database, from each database's last run
     (`last_run_costs`); [] for a task that bills no monitored-Redis command worth counting,
-    or whose stored crontab does not parse (the page marks it invalid)."""
+    or whose stored crontab does not parse (the page marks it invalid). `runs`: runs a month
+    of a schedule being edited (`runs_per_month_of`), instead of the stored one's."""
     if task.task not in COSTED_TASKS:
         return []
-    runs = runs_per_month(task)
+    runs = runs_per_month(task) if runs is None else runs
     if runs is None:
         return []
     out = []

@@ -5,3 +5,4 @@ from continuity.tasks import review  # noqa: F401
 from continuity.tasks import health  # noqa: F401
 from continuity.tasks import purge  # noqa: F401
 from continuity.tasks import log_context  # noqa: F401
+from continuity.tasks import watch  # noqa: F401

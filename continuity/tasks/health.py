@@ -3,8 +3,7 @@
 from celery import shared_task
 
 from continuity.operations import alerting
-
-CHECK_TASK = "continuity.check_monitored_redis"
+from dashboard.failure_plan import CHECK_TASK
 
 
 @shared_task(name=CHECK_TASK, soft_time_limit=50, time_limit=60, ignore_result=True)

@@ -91,14 +91,21 @@ def preview_purge_task(self, run_id):
 
 
 @shared_task(name=POLICY_TASK, acks_late=True, soft_time_limit=3300, time_limit=3600)
-def policy_purge_task(database=None):
-    """Scheduled policy purge (disabled until an admin enables its schedule)."""
+def policy_purge_task(database=None, namespace=None, prefix=None):
+    """Scheduled policy purge (disabled until an admin enables its schedule). `namespace`
+    (a name) and `prefix` (text, a literal prefix) limit it to their intersection, for one
+    `database`; a scope that meets no namespace is recorded as refused."""
     databases = RedisDatabase.objects.all()
     if database:
         databases = databases.filter(name=database)
     out = {}
     for record in databases:
-        outcome = purge.policy_purge(database=record)
+        try:
+            outcome = purge.policy_purge(database=record, namespace=namespace,
+                                         prefix=prefix.encode() if prefix else None)
+        except purge.PurgeRefused as exc:
+            out[record.name] = {"runs": [], "reported": {}, "skipped": "", "refused": {"scope": str(exc)}}
+            continue
         out[record.name] = {"runs": [r.run.pk for r in outcome.runs], "reported": outcome.reported,
                             "skipped": outcome.skipped_reason, "refused": outcome.refused}
     return out

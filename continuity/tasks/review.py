@@ -12,7 +12,7 @@ from continuity.models import ReviewNodeRun, ReviewRun
 from continuity.operations import review
 from continuity.operations.review_requests import REVIEW_TASK, alert, request_review
 from continuity.tasks.retries import retry_or_give_up
-from dashboard import postgres
+from dashboard import jobs, postgres
 from dashboard.models import RedisDatabase
 
 REVIEW_ALL_TASK = "continuity.review_all_databases"
@@ -141,9 +141,15 @@ def finish_cluster_review_task(node_statuses, run_id):
 @shared_task(name=REVIEW_ALL_TASK, acks_late=True, soft_time_limit=240, time_limit=300)
 def review_all_databases_task(sample=None):
     """The 'ttl review' beat schedules: queue a review of every database (of a random
-    sample of `sample` keys each, for the frequent schedule)."""
+    sample of `sample` keys each, for the frequent schedule). Returns the ids queued; a
+    review the broker refused is recorded failed with the reason (and logged), never left
+    queued, and the other databases are still queued."""
     queued = []
     for database in RedisDatabase.objects.all():
-        run, _ = request_review(database=database, triggered_by=ReviewRun.SCHEDULE, sample=sample)
+        try:
+            run, _ = request_review(database=database, triggered_by=ReviewRun.SCHEDULE, sample=sample)
+        except jobs.EnqueueRefused as exc:
+            log.warning("%s", exc)
+            continue
         queued.append(run.pk)
     return queued

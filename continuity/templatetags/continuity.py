@@ -1,12 +1,13 @@
 from django import template
 
-from continuity.humanize import duration
+from continuity.humanize import duration, exact_duration
 from continuity.keynames import display_key
 
 register = template.Library()
 
 
 register.filter("duration", duration)
+register.filter("exact_duration", exact_duration)
 
 
 @register.filter

@@ -101,13 +101,15 @@ def test_a_purge_alerts_when_it_finishes_and_when_it_fails(lucia, hook, receiver
     for i in range(20):
         monitored.set(f"lucia:session:gone-{i}", "x", ex=900)
     with django_capture_on_commit_callbacks(execute=True):
-        preview = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:gone-", actor=operator)
+        preview = purge.preview_purge(action="delete",
+                                      database=lucia, kind="prefix", value=b"lucia:session:gone-", actor=operator)
         run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="stale test data",
                                   actor=operator)
         result = purge.execute_purge(run_id=run.pk, source="cli")
     assert result.done == 20
     with django_capture_on_commit_callbacks(execute=True):
-        preview = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:focus:", actor=operator)
+        preview = purge.preview_purge(action="delete",
+                                      database=lucia, kind="prefix", value=b"lucia:focus:", actor=operator)
         run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="second",
                                   actor=operator)
         purge.fail_purge(run_id=run.pk, error="Redis is unreachable.")

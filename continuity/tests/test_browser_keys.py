@@ -37,7 +37,7 @@ def test_it_browses_odd_keys_opens_one_and_extends_its_ttl(page, live_server, op
     page.locator(f'[data-token="{keyspace.encode_key(ODD[1])}"] a').click()
     expect(page.get_by_test_id("key-name")).to_have_text("lucia:focus:odd:a*b?[c]\\d")
     expect(page.get_by_test_id("value")).to_have_text("odd value")
-    page.get_by_placeholder("seconds").fill("3000")
+    page.get_by_placeholder("15m, 1h, 7d").fill("50m")  # a duration: 3,000 s
     page.get_by_role("button", name="Extend TTL").click()
     expect(page.get_by_test_id("outcome")).to_have_text("Extend TTL: done.")
     assert 3_500_000 < monitored.pttl(ODD[1]) <= 3_600_000

@@ -380,6 +380,7 @@ def test_it_follows_a_moved_slot_once_during_a_lookup(lucia, disposable_cluster,
 # --- the key detail page and key actions on a primary the URL does not name ------------------
 def test_it_opens_and_acts_on_a_key_of_another_primary_with_audit(viewer_client, operator_client, cluster_lucia,
                                                                   cluster_keys, redis_cluster):
+    Namespace.objects.filter(database=cluster_lucia).update(sensitive=False)  # values shown: test_sensitive_values.py
     key = next(k for k in (f"lucia:session:far-{i}".encode() for i in range(200))
                if port_of(cluster_keys, k) != redis_cluster.ports[0])
     cluster_keys.set(key, b'{"user": "<b>ann</b>"}')

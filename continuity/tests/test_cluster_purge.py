@@ -54,7 +54,8 @@ def test_it_previews_and_deletes_exactly_the_matching_keys_on_every_primary(
     sessions = per_node(redis_cluster.ports, "lucia:session:*")
     focus = per_node(redis_cluster.ports, "lucia:focus:*")
     assert all(len(keys) > 100 for keys in sessions.values())  # spread over the three primaries
-    preview = purge.preview_purge(database=cluster_lucia, kind="prefix", value=b"lucia:session:", actor=operator)
+    preview = purge.preview_purge(action="delete",
+                                  database=cluster_lucia, kind="prefix", value=b"lucia:session:", actor=operator)
     assert (preview.matched, preview.actionable) == (600, 600)
     assert preview.run.preview_nodes == {address: len(keys) for address, keys in sessions.items()}
     assert preview.namespaces == {"lucia:session:": 600}

@@ -80,7 +80,8 @@ def test_it_purges_a_finding_on_every_primary_billing_each_node_exactly(
         cluster_lucia, reviewed_cluster, redis_cluster, operator):  # noqa: F811
     ports = redis_cluster.ports
     expected_nodes = node_of(ports, NO_TTL + ACTION_NOTTL)
-    preview = purge.preview_purge(database=cluster_lucia, kind="finding", review_id=reviewed_cluster.pk,
+    preview = purge.preview_purge(action="delete",
+                                  database=cluster_lucia, kind="finding", review_id=reviewed_cluster.pk,
                                   finding="no_ttl", actor=operator, batch_size=100)
     assert (preview.matched, preview.actionable) == (265, 265)
     assert preview.namespaces == {"lucia:session:": 240, "lucia:action:": 25}
@@ -117,7 +118,8 @@ def test_it_purges_a_finding_on_every_primary_billing_each_node_exactly(
 def test_it_purges_a_finding_from_the_command_line(cluster_lucia, reviewed_cluster, redis_cluster,
                                                   operator):  # noqa: F811
     out = io.StringIO()
-    call_command("purge", "--database", "lucia", "--review", str(reviewed_cluster.pk), "--finding", "ttl_above_max",
+    call_command("purge", "--action", "delete",
+                 "--database", "lucia", "--review", str(reviewed_cluster.pk), "--finding", "ttl_above_max",
                  "--action", "expire", "--reason", "too long", "--yes", "--json", "--as", "otto", stdout=out)
     data = json.loads(out.getvalue())
     assert (data["status"], data["matched"], data["expired"], data["skipped"]) == ("succeeded", 90, 90, 0)
@@ -256,6 +258,6 @@ def test_it_bills_per_node_what_each_node_executed_and_estimates_it(
 def test_it_estimates_from_every_primary_s_dbsize(cluster_lucia, cluster_keys, redis_cluster, operator):  # noqa: F811
     plant(cluster_keys)
     sizes = [redis.Redis(port=port).dbsize() for port in redis_cluster.ports]
-    run = purge.new_run(database=cluster_lucia, kind="prefix", value=b"lucia:session:", actor=operator)
+    run = purge.new_run(action="delete", database=cluster_lucia, kind="prefix", value=b"lucia:session:", actor=operator)
     assert (run.estimate_keys, run.estimate_at_most, run.estimate_source) == (sum(sizes), True, "dbsize")
     assert sum(sizes) == len(ALL) and max(sizes) < len(ALL)

@@ -129,7 +129,8 @@ def test_it_counts_a_page_whose_slot_moved_under_it_exactly_and_fails(lucia, dis
         layout = keyspace_cluster.slot_map(node)
     source = sorted(layout.owners)[0]  # the first primary the purge walks
     mine = [key for key in keys if layout.owner_of(key_slot(key)) == source]
-    preview = purge.preview_purge(database=lucia, kind="finding", finding="no_ttl", keys=keys, actor=operator,
+    preview = purge.preview_purge(action="delete",
+                                  database=lucia, kind="finding", finding="no_ttl", keys=keys, actor=operator,
                                   batch_size=50)
     run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="r", actor=operator,
                               source="cli")

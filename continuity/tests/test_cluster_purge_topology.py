@@ -96,7 +96,8 @@ def test_it_fails_a_finding_purge_whose_next_key_s_slot_moved_away_naming_it(luc
     a slot moved meanwhile answers MOVED, and the run fails naming the slot and its new node."""
     ports = disposable_cluster.ports
     keys = planted(lucia, monkeypatch, disposable_cluster)
-    preview = purge.preview_purge(database=lucia, kind="finding", finding="no_ttl", keys=keys, actor=operator,
+    preview = purge.preview_purge(action="delete",
+                                  database=lucia, kind="finding", finding="no_ttl", keys=keys, actor=operator,
                                   batch_size=50)
     assert (preview.matched, preview.actionable) == (600, 600)
     run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="r", actor=operator,
@@ -148,7 +149,8 @@ def test_it_refuses_an_explicit_key_preview_whose_slot_moves_under_it(lucia, dis
             moved.extend(migrate(ports, slot, source, target, complete=True))
 
     with pytest.raises(purge.PurgeRefused) as refused:
-        purge.preview_purge(database=lucia, kind="finding", finding="no_ttl", keys=keys, actor=operator,
+        purge.preview_purge(action="delete",
+                            database=lucia, kind="finding", finding="no_ttl", keys=keys, actor=operator,
                             batch_size=50, progress=reshard)
     assert keys[-1] in moved
     assert f"is being resharded: {source} no longer serves" in str(refused.value)

@@ -78,7 +78,8 @@ def test_it_prices_sampled_and_exact_reviews_each_from_its_own_kind(operator_cli
 
 def test_it_shows_a_purge_previews_cost_before_and_after(operator_client, operator, lucia, monitored):
     fill(monitored, 500)
-    preview = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:", actor=operator)
+    preview = purge.preview_purge(action="delete",
+                                  database=lucia, kind="prefix", value=b"lucia:session:", actor=operator)
     run = preview.run
     page = operator_client.get(run.get_absolute_url()).content.decode()
     assert f'data-testid="preview-commands">{run.estimated_billed_commands}<' in page

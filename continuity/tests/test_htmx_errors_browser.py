@@ -15,7 +15,8 @@ PASSWORD = "correct horse battery staple"
 
 def test_it_shows_why_a_purge_cannot_be_cancelled(page, live_server, operator, lucia, monitored):
     monitored.set(b"lucia:session:1", b"v")
-    run = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:", actor=operator).run
+    run = purge.preview_purge(action="delete",
+                              database=lucia, kind="prefix", value=b"lucia:session:", actor=operator).run
     PurgeRun.objects.filter(pk=run.pk).update(status=PurgeRun.RUNNING, started_at=timezone.now())
     # Freeze the progress poll (204: htmx swaps nothing) so the page still offers Cancel after
     # the run has finished behind its back, as it would between two polls.

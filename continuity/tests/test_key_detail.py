@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 
 from continuity import keyspace
+from continuity.models import Namespace
 
 pytestmark = pytest.mark.usefixtures("transport")
 
@@ -36,6 +37,7 @@ def test_it_previews_a_5mb_string_with_getrange_only(viewer_client, monitored, l
 def test_it_previews_a_200k_element_hash_or_set_with_at_most_two_scans(viewer_client, monitored, lucia, kind):
     """HSCAN/SSCAN COUNT 100, then (where that brought fewer than 100) one of COUNT 900:
     a page of 100 members in two calls at most, one round trip each."""
+    Namespace.objects.filter(database=lucia).update(sensitive=False)  # values shown: test_sensitive_values.py
     key = b"lucia:distress:wide"
     pipe = monitored.pipeline(transaction=False)
     for start in range(0, 200_000, 10_000):
@@ -71,6 +73,7 @@ def test_it_previews_lists_sets_sorted_sets_and_streams_bounded(viewer_client, m
 
 
 def test_it_pretty_prints_json_and_escapes_it(viewer_client, monitored, lucia):
+    Namespace.objects.filter(database=lucia).update(sensitive=False)  # values shown: test_sensitive_values.py
     key = b"lucia:session:json"
     monitored.set(key, json.dumps({"b": 1, "a": "<img src=x onerror=alert(1)>"}), ex=900)
     response = detail(viewer_client, key)
@@ -82,6 +85,7 @@ def test_it_pretty_prints_json_and_escapes_it(viewer_client, monitored, lucia):
 
 
 def test_it_never_unpickles_and_shows_binary_values_escaped(viewer_client, monitored, lucia):
+    Namespace.objects.filter(database=lucia).update(sensitive=False)  # values shown: test_sensitive_values.py
     key = b"lucia:session:pickled"
     monitored.set(key, pickle.dumps({"x": 1}), ex=900)
     response = detail(viewer_client, key)

@@ -196,7 +196,8 @@ def test_the_purge_page_refuses_the_shadow_target(operator_client, keys, monitor
 def test_the_purge_command_refuses_the_shadow_target(keys, monitored, shadow, operator):
     for target in (["--prefix", "lucia:"], ["--pattern", "lucia:*"]):
         with pytest.raises(CommandError, match="covers the whole key prefix 'lucia:' of lucia"):
-            call_command("purge", "--database", "shadow", *target, "--reason", "r", "--yes", "--as", "otto",
+            call_command("purge", "--action", "delete",
+                         "--database", "shadow", *target, "--reason", "r", "--yes", "--as", "otto",
                          stdout=io.StringIO(), stderr=io.StringIO())
     assert not PurgeRun.objects.exists()
     still_all(monitored, keys)
@@ -225,7 +226,8 @@ def test_confirming_a_preview_made_before_the_shadow_existed_is_refused(keys, mo
     made; then the shadow appears, and `late` lies inside it."""
     late = RedisDatabase.objects.create(name="late", key_prefix="lucia:", url_env="REDIS_URL")
     Namespace.objects.create(database=late, name="s", prefix="lucia:session:")
-    preview = purge.preview_purge(database=late, kind="prefix", value=b"lucia:session:", actor=operator)
+    preview = purge.preview_purge(action="delete",
+                                  database=late, kind="prefix", value=b"lucia:session:", actor=operator)
     assert preview.matched == 680
     Namespace.objects.filter(database=lucia, prefix="lucia:session:").update(prefix="lucia:session:v2:")
     with pytest.raises(purge.PurgeRefused, match="lies in no namespace of lucia"):
@@ -255,9 +257,11 @@ def test_a_finding_purge_of_the_shadow_namespace_is_refused(keys, monitored, sha
     run = review.review_database(database=shadow).run
     assert run.status == "succeeded" and run.findings["no_ttl"] == 681
     with pytest.raises(purge.PurgeRefused, match="covers the whole key prefix 'lucia:' of lucia"):
-        purge.preview_purge(database=shadow, kind="finding", review_id=run.pk, finding="no_ttl", actor=operator)
+        purge.preview_purge(action="delete",
+                            database=shadow, kind="finding", review_id=run.pk, finding="no_ttl", actor=operator)
     with pytest.raises(CommandError, match="covers the whole key prefix"):
-        call_command("purge", "--database", "shadow", "--review", str(run.pk), "--finding", "no_ttl", "--reason", "r",
+        call_command("purge", "--action", "delete",
+                     "--database", "shadow", "--review", str(run.pk), "--finding", "no_ttl", "--reason", "r",
                      "--yes", "--as", "otto", stdout=io.StringIO(), stderr=io.StringIO())
     still_all(monitored, keys)
 
@@ -304,7 +308,7 @@ def test_a_record_naming_another_node_of_the_same_cluster_is_on_the_same_keyspac
     shadow = RedisDatabase.objects.create(**{**SHADOW, "url_env": "SHADOW_CLUSTER_URL"})
     Namespace.objects.create(database=shadow, name="all", prefix="lucia:")
     with pytest.raises(purge.PurgeRefused, match="covers the whole key prefix 'lucia:' of lucia"):
-        purge.preview_purge(database=shadow, kind="prefix", value=b"lucia:", actor=operator)
+        purge.preview_purge(action="delete", database=shadow, kind="prefix", value=b"lucia:", actor=operator)
     run = PurgeRun.objects.create(database=shadow, target_kind=PurgeRun.PREFIX, target_value="lucia:",
                                   target_token=keyspace.encode_key(b"lucia:"), match_pattern="lucia:*",
                                   action=PurgeRun.DELETE, status=PurgeRun.QUEUED, reason="shadow", batch_size=100,

@@ -192,7 +192,8 @@ def test_it_names_a_refused_scan_on_every_page_and_command(acl_database, monitor
     with pytest.raises(CommandError, match=r"noscan: 127\.0\.0\.1:\d+: This Redis user may not run SCAN \(ACL\)"):
         call_command("ttl_review", "--database", database.name)
     with pytest.raises(CommandError, match=r"This Redis user may not run SCAN \(ACL\)"):
-        call_command("purge", "--database", database.name, "--prefix", "lucia:session:", "--dry-run",
+        call_command("purge", "--action", "delete",
+                     "--database", database.name, "--prefix", "lucia:session:", "--dry-run",
                      "--as", operator.username)
 
 
@@ -217,7 +218,8 @@ def test_it_names_a_refused_unlink_when_a_purge_executes(acl_database, monitored
         monitored.set(f"lucia:session:{i}".encode(), b"v")
     database = acl_database("nounlink", "~*", "+@all", "-unlink")
     with pytest.raises(CommandError) as failed:
-        call_command("purge", "--database", database.name, "--prefix", "lucia:session:", "--yes", "--reason", "t",
+        call_command("purge", "--action", "delete",
+                     "--database", database.name, "--prefix", "lucia:session:", "--yes", "--reason", "t",
                      "--as", operator.username)
     assert ("This Redis user may not run UNLINK (ACL): a purge by delete and the key browser's Delete need "
             "+unlink.") in str(failed.value)
@@ -409,7 +411,8 @@ def test_it_purges_with_the_documented_purge_user(documented_users, monitored, s
     max_ttl = Namespace.objects.get(database=self_hosted_lucia, prefix="lucia:session:").max_ttl_seconds
     assert 0 < monitored.ttl(b"lucia:session:0001") <= max_ttl
 
-    preview = purge.preview_purge(database=self_hosted_lucia, kind="prefix", value=b"lucia:rate:", actor=operator)
+    preview = purge.preview_purge(action="delete",
+                                  database=self_hosted_lucia, kind="prefix", value=b"lucia:rate:", actor=operator)
     run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="acl", actor=operator,
                               source="cli")
     deleted = purge.execute_purge(run_id=run.pk)

@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from continuity import keyspace
 from continuity.operations import review
+from continuity.models import Namespace
 from dashboard.models import AuditEntry
 
 pytestmark = pytest.mark.usefixtures("transport")
@@ -23,6 +24,7 @@ def _link_for(page, label_start):
 
 
 def test_it_opens_a_4kb_key_from_the_browser_link_and_acts_on_it(operator_client, monitored, lucia):
+    Namespace.objects.filter(database=lucia).update(sensitive=False)  # values shown: test_sensitive_values.py
     monitored.set(LONG_KEY, b"long value", ex=100)
     monitored.set(b"lucia:session:short", b"v")
     page = operator_client.get(reverse("continuity:browse", args=["lucia"]) + "?prefix=lucia:session:").content.decode()

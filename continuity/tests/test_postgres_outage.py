@@ -31,7 +31,8 @@ def fill(client, n, prefix=SESSION):
 
 
 def queued(operator, database, **kwargs):
-    preview = purge.preview_purge(database=database, kind="prefix", value=SESSION, actor=operator, **kwargs)
+    preview = purge.preview_purge(database=database, kind="prefix", value=SESSION, actor=operator,
+                                  **{"action": "delete", **kwargs})
     return purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="tidy up",
                                actor=operator, source="cli")
 
@@ -82,7 +83,8 @@ def test_a_purge_stops_resumable_past_the_outage_bound_and_resumes_exactly(
 
     if entry == "cli":
         with pytest.raises(CommandError) as stopped:
-            call_command("purge", "--database", "lucia", "--prefix", "lucia:session:", "--reason", "tidy up",
+            call_command("purge", "--action", "delete",
+                         "--database", "lucia", "--prefix", "lucia:session:", "--reason", "tidy up",
                          "--yes", "--as", operator.username, "--rate-cap", "600")
         message = str(stopped.value)
     else:
@@ -317,7 +319,8 @@ def test_a_cli_purge_process_through_a_postgres_restart(monitored, lucia, operat
            "JOB_DB_OUTAGE_SECONDS": "30" if outage_seconds else "1"}
     outage.stop_when(lambda: next(monitored.scan_iter(match=redis_purge.MARKER_PREFIX + b"*"), None) is not None)
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "purge", "--database", "lucia", "--prefix", "lucia:session:",
+        [sys.executable, "manage.py", "purge", "--action", "delete",
+         "--database", "lucia", "--prefix", "lucia:session:",
          "--reason", "tidy up", "--yes", "--as", operator.username, "--rate-cap", "600"],
         cwd=live.BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if outage_seconds:

@@ -26,6 +26,7 @@ def test_it_purges_from_preview_to_audit_entry(page, live_server, operator, luci
     page.get_by_test_id("new-purge").click()
 
     page.get_by_label("Prefix or pattern").fill("lucia:session:a*b")
+    page.get_by_label("Action").select_option("delete")  # never chosen for the operator
     page.get_by_test_id("preview-button").click()
     expect(page).to_have_url(re.compile(r"/keyspace/purges/\d+/$"))
     expect(page.get_by_test_id("purge-estimate")).to_contain_text("at most 27 keys match")  # DBSIZE, at once

@@ -21,7 +21,7 @@ def run_purge(*args, stdin=""):
     old = sys.stdin
     sys.stdin = io.StringIO(stdin)
     try:
-        call_command("purge", *args, stdout=out, stderr=err)
+        call_command("purge", "--action", "delete", *args, stdout=out, stderr=err)
     finally:
         sys.stdin = old
     return out.getvalue(), err.getvalue()
@@ -181,14 +181,16 @@ def test_it_names_a_stalled_purge_before_any_scan_and_resumes_it_exactly(monitor
     PurgeRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))  # the lease lapsed
     monitored.config_resetstat()
     with pytest.raises(CommandError) as refused:
-        call_command("purge", "--database", "lucia", "--prefix", "lucia:session:", "--reason", "again", "--yes",
+        call_command("purge", "--action", "delete",
+                     "--database", "lucia", "--prefix", "lucia:session:", "--reason", "again", "--yes",
                      "--as", operator.username, stdout=io.StringIO(), stderr=io.StringIO())
     message = str(refused.value)
     assert f"Purge #{run.pk} of lucia" in message and "looks dead" in message
     assert f"--resume {run.pk}" in message and "matched " in message
     assert "cmdstat_scan" not in monitored.info("commandstats")  # refused before any scan
     out = io.StringIO()
-    call_command("purge", "--database", "lucia", "--resume", str(run.pk), "--as", operator.username, "--json",
+    call_command("purge", "--action", "delete",
+                 "--database", "lucia", "--resume", str(run.pk), "--as", operator.username, "--json",
                  stdout=out, stderr=io.StringIO())
     data = json.loads(out.getvalue())
     assert data["status"] == "succeeded" and data["deleted"] == 3000 and data["matched"] - data["skipped"] == 3000
@@ -206,6 +208,7 @@ def test_it_refuses_to_resume_a_purge_whose_worker_is_alive(monitored, lucia, op
     run = purge.confirm_purge(run=run, confirmation=run.target_value, reason="tidy", actor=operator, source="cli")
     PurgeRun.objects.filter(pk=run.pk).update(status="running", heartbeat_at=timezone.now())
     with pytest.raises(CommandError, match="still checkpointing"):
-        call_command("purge", "--database", "lucia", "--resume", str(run.pk), "--as", operator.username,
+        call_command("purge", "--action", "delete",
+                     "--database", "lucia", "--resume", str(run.pk), "--as", operator.username,
                      stdout=io.StringIO(), stderr=io.StringIO())
     assert monitored.exists(b"lucia:session:1")

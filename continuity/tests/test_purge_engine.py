@@ -24,7 +24,7 @@ def fill(client, n, prefix=b"lucia:session:", ttl=None):
 
 
 def queued(operator, **kwargs):
-    preview = purge.preview_purge(actor=operator, **kwargs)
+    preview = purge.preview_purge(actor=operator, **{"action": "delete", **kwargs})
     return purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="tidy up",
                                actor=operator, source="cli")
 
@@ -72,7 +72,8 @@ def test_it_accepts_a_pattern_whose_literal_head_is_inside_a_namespace(lucia):
 
 
 def test_it_refuses_a_confirmation_that_does_not_match_and_touches_nothing(keys, lucia, operator):
-    preview = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:", actor=operator)
+    preview = purge.preview_purge(action="delete",
+                                  database=lucia, kind="prefix", value=b"lucia:session:", actor=operator)
     before = all_keys(keys)
     with pytest.raises(purge.PurgeRefused, match="does not match"):
         purge.confirm_purge(run=preview.run, confirmation="lucia:session", reason="x", actor=operator)
@@ -87,7 +88,8 @@ def test_it_refuses_a_confirmation_that_does_not_match_and_touches_nothing(keys,
 def test_it_refuses_confirmation_by_a_viewer(keys, lucia, operator, viewer):
     from django.core.exceptions import PermissionDenied
 
-    preview = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:", actor=operator)
+    preview = purge.preview_purge(action="delete",
+                                  database=lucia, kind="prefix", value=b"lucia:session:", actor=operator)
     with pytest.raises(PermissionDenied):
         purge.confirm_purge(run=preview.run, confirmation="lucia:session:", reason="x", actor=viewer)
 
@@ -113,14 +115,15 @@ def test_it_purges_binary_keys(monitored, lucia, operator):
     for key in binary:
         monitored.set(key, b"v")
     monitored.set(b"lucia:session:\xff", b"v")
-    preview = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:rate:", actor=operator)
+    preview = purge.preview_purge(action="delete", database=lucia, kind="prefix", value=b"lucia:rate:", actor=operator)
     assert preview.matched == 3
     assert {keyspace.decode_key(t) for t in preview.sample} == set(binary)
     run = purge.confirm_purge(run=preview.run, confirmation="lucia:rate:", reason="binary", actor=operator)
     assert purge.execute_purge(run_id=run.pk).done == 3
     assert all_keys(monitored) == {b"lucia:session:\xff"}
     # A prefix that is itself binary, shown escaped and confirmed by its escaped text.
-    preview = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:\xff", actor=operator)
+    preview = purge.preview_purge(action="delete",
+                                  database=lucia, kind="prefix", value=b"lucia:session:\xff", actor=operator)
     assert preview.run.target_value == "lucia:session:\\xff" and preview.matched == 1
 
 
@@ -130,7 +133,8 @@ def test_it_counts_a_preview_exactly_per_namespace_and_touches_nothing(monitored
     fill(monitored, 17, prefix=b"lucia:session:admin:")
     fill(monitored, 100, prefix=b"lucia:focus:")
     before = all_keys(monitored)
-    preview = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:", actor=operator,
+    preview = purge.preview_purge(action="delete",
+                                  database=lucia, kind="prefix", value=b"lucia:session:", actor=operator,
                                   batch_size=500)
     assert preview.matched == 2362 and preview.actionable == 2362
     assert preview.namespaces == {"lucia:session:": 2345, "lucia:session:admin:": 17}
@@ -200,7 +204,7 @@ def test_it_rechecks_review_finding_keys_inside_the_script(monitored, lucia, ope
     assert (result.matched, result.done, result.skipped) == (12, 9, 3)
     assert all_keys(monitored) == {offenders[0], b"lucia:legacy:9"}
     with pytest.raises(purge.PurgeRefused, match="no registered namespace"):
-        purge.preview_purge(database=lucia, kind="finding", review_id=7, finding="unknown_namespace",
+        purge.preview_purge(action="delete", database=lucia, kind="finding", review_id=7, finding="unknown_namespace",
                             keys=offenders, actor=operator)
 
 
@@ -278,7 +282,7 @@ def test_it_cancels_a_queued_run_at_once(monitored, lucia, operator):
 def test_it_allows_one_purge_per_database_at_a_time(monitored, lucia, operator):
     fill(monitored, 10)
     first = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:")
-    second = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:focus:", actor=operator)
+    second = purge.preview_purge(action="delete", database=lucia, kind="prefix", value=b"lucia:focus:", actor=operator)
     with pytest.raises(purge.PurgeRefused, match="already queued or running"):
         purge.confirm_purge(run=second.run, confirmation="lucia:focus:", reason="x", actor=operator)
     second.run.refresh_from_db()
@@ -392,9 +396,10 @@ def test_it_reports_what_the_actions_would_act_on_and_writes_no_run(monitored, l
 
 def test_it_cleans_up_unconfirmed_previews_and_their_key_lists(monitored, lucia, operator):
     fill(monitored, 10)
-    old = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:", actor=operator).run
+    old = purge.preview_purge(action="delete",
+                              database=lucia, kind="prefix", value=b"lucia:session:", actor=operator).run
     kept = queued(operator, database=lucia, kind="prefix", value=b"lucia:focus:")
-    fresh = purge.preview_purge(database=lucia, kind="finding", review_id=1, finding="no_ttl",
+    fresh = purge.preview_purge(action="delete", database=lucia, kind="finding", review_id=1, finding="no_ttl",
                                 keys=[b"lucia:session:000001"], actor=operator).run
     assert fresh.target_keys.count() == 1
     from django.utils import timezone

@@ -284,7 +284,7 @@ def run_purge(*args, stdin=""):
     out, err = io.StringIO(), io.StringIO()
     old, sys.stdin = sys.stdin, io.StringIO(stdin)
     try:
-        call_command("purge", *args, stdout=out, stderr=err)
+        call_command("purge", "--action", "delete", *args, stdout=out, stderr=err)
     finally:
         sys.stdin = old
     return out.getvalue(), err.getvalue()
@@ -334,11 +334,12 @@ def test_it_refuses_finding_purges_from_the_command_line_with_a_non_zero_exit(mo
     assert all_keys(monitored) == before and not PurgeRun.objects.exists()
 
 
-def test_it_keeps_review_and_prefix_mutually_exclusive(monitored, reviewed, operator):
-    with pytest.raises(CommandError, match="not allowed with argument"):
-        run_purge("--database", "lucia", "--review", str(reviewed.pk), "--prefix", "lucia:session:", "--finding",
+def test_it_limits_a_finding_by_a_literal_prefix_never_a_pattern(monitored, reviewed, operator):
+    # A typed --prefix scopes the finding (test_purge_scopes.py); a glob cannot.
+    with pytest.raises(CommandError, match="literal --prefix, not a --pattern"):
+        run_purge("--database", "lucia", "--review", str(reviewed.pk), "--pattern", "lucia:session:*", "--finding",
                   "no_ttl", "--dry-run", "--as", "otto")
-    with pytest.raises(CommandError, match="goes with --review"):
-        run_purge("--database", "lucia", "--prefix", "lucia:session:", "--finding", "no_ttl", "--dry-run",
+    with pytest.raises(CommandError, match="Give --prefix or --pattern, not both"):
+        run_purge("--database", "lucia", "--prefix", "lucia:session:", "--pattern", "lucia:focus:*", "--dry-run",
                   "--as", "otto")
     assert monitored.dbsize() == TOTAL and not PurgeRun.objects.exists()

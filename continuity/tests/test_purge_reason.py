@@ -47,7 +47,8 @@ def test_it_refuses_a_secret_in_the_web_purge_reason_without_echo(operator_clien
 
 def test_it_refuses_a_secret_in_the_cli_purge_reason_before_any_preview(filled, operator):
     with pytest.raises(CommandError) as caught:
-        call_command("purge", "--database", "lucia", "--prefix", "lucia:session:", "--yes", "--as", operator.username,
+        call_command("purge", "--action", "delete",
+                     "--database", "lucia", "--prefix", "lucia:session:", "--yes", "--as", operator.username,
                      "--reason", f"token={TOKEN}", stdout=io.StringIO(), stderr=io.StringIO())
     assert "looks like a secret" in str(caught.value) and TOKEN not in str(caught.value)
     assert not PurgeRun.objects.exists() and filled.dbsize() == 6

@@ -73,7 +73,8 @@ def test_it_refuses_a_secret_target_on_the_command_line_without_echo(filled, ope
     out, err = io.StringIO(), io.StringIO()
     for extra in (["--dry-run"], ["--yes", "--reason", "cleanup"]):
         with pytest.raises(CommandError) as caught:
-            call_command("purge", "--database", "lucia", f"--{kind}", target, *extra, "--as", operator.username,
+            call_command("purge", "--action", "delete",
+                         "--database", "lucia", f"--{kind}", target, *extra, "--as", operator.username,
                          stdout=out, stderr=err)
         assert "looks like a secret" in str(caught.value)
         assert secret not in str(caught.value) + out.getvalue() + err.getvalue()
@@ -100,7 +101,7 @@ def test_it_refuses_a_secret_split_by_a_control_byte(filled, lucia, operator):
     # Stored as shown, "\n" escaped; the text as typed is scanned too.
     value = f"lucia:session:{UPSTASH[:30]}\n{UPSTASH[30:]}".encode()
     with pytest.raises(purge.PurgeRefused):
-        purge.request_preview(database=lucia, kind="prefix", value=value, actor=operator)
+        purge.request_preview(action="delete", database=lucia, kind="prefix", value=value, actor=operator)
     assert not PurgeRun.objects.exists()
 
 
@@ -112,6 +113,6 @@ def test_it_refuses_a_secret_split_by_a_control_byte(filled, lucia, operator):
     ("pattern", "lucia:focus:[ab]*"),
 ])
 def test_it_still_accepts_ordinary_targets(filled, lucia, operator, kind, target):
-    run = purge.request_preview(database=lucia, kind=kind, value=target.encode(), actor=operator)
+    run = purge.request_preview(action="delete", database=lucia, kind=kind, value=target.encode(), actor=operator)
     assert PurgeRun.objects.get().target_value == target == run.target_value
 

@@ -33,7 +33,7 @@ def fill(client, n, prefix=b"lucia:session:"):
 
 
 def queued(operator, **kwargs):
-    preview = purge.preview_purge(actor=operator, **kwargs)
+    preview = purge.preview_purge(actor=operator, **{"action": "delete", **kwargs})
     return purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="task test",
                                actor=operator, source="cli")
 

@@ -47,7 +47,8 @@ def calls(client, command):
 
 
 def test_it_lets_viewers_see_runs_but_not_start_or_confirm_them(viewer_client, filled, operator):
-    run = purge.preview_purge(database=PurgeRun._meta.get_field("database").related_model.objects.get(name="lucia"),
+    run = purge.preview_purge(action="delete",
+                              database=PurgeRun._meta.get_field("database").related_model.objects.get(name="lucia"),
                               kind="prefix", value=b"lucia:session:", actor=operator).run
     assert viewer_client.get(reverse("continuity:purge_list")).status_code == 200
     page = viewer_client.get(run.get_absolute_url())
@@ -73,7 +74,7 @@ def test_it_queues_the_preview_without_scanning_in_the_request(operator_client, 
         ("previewing", 0, 17, True, "dbsize")
     page = operator_client.get(run.get_absolute_url()).content.decode()
     assert re.search(r'unknown, at most <strong data-testid="estimate-keys">17</strong> keys match', page)
-    assert "(from DBSIZE, 0" in page and 'data-testid="cancel-preview-button"' in page
+    assert '(from DBSIZE, <time datetime=' in page and 'data-testid="cancel-preview-button"' in page
     assert "?preview=1\" hx-trigger=\"every 1s\"" in page and 'data-testid="confirm-form"' not in page
     # The polled region: progress while previewing, a page refresh once the preview ended.
     url = reverse("continuity:purge_progress", args=[run.pk]) + "?preview=1"
@@ -135,7 +136,7 @@ def test_it_serves_the_progress_fragment_to_htmx_and_polls_only_while_active(ope
     from dashboard.models import RedisDatabase
 
     lucia = RedisDatabase.objects.get(name="lucia")
-    prev = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:", actor=operator)
+    prev = purge.preview_purge(action="delete", database=lucia, kind="prefix", value=b"lucia:session:", actor=operator)
     run = purge.confirm_purge(run=prev.run, confirmation="lucia:session:", reason="r", actor=operator)
     url = reverse("continuity:purge_progress", args=[run.pk])
     fragment = operator_client.get(url, HTTP_HX_REQUEST="true")
@@ -157,7 +158,7 @@ def test_it_lists_purges_with_a_bounded_number_of_queries(viewer_client, filled,
 
     lucia = RedisDatabase.objects.get(name="lucia")
     for value in (b"lucia:session:", b"lucia:focus:", b"lucia:rate:"):
-        purge.preview_purge(database=lucia, kind="prefix", value=value, actor=operator)
+        purge.preview_purge(action="delete", database=lucia, kind="prefix", value=value, actor=operator)
     with django_assert_max_num_queries(12):
         page = viewer_client.get(reverse("continuity:purge_list"))
     assert page.content.decode().count('data-testid="purge-row"') == 3

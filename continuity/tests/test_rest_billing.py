@@ -57,7 +57,8 @@ def purge_job(database, operator, kind):
         preview = purge.preview_purge(database=database, kind="finding", review_id=run_id, finding="no_ttl",
                                       actor=operator)
     else:
-        preview = purge.preview_purge(database=database, kind="prefix", value=b"lucia:session:", actor=operator)
+        preview = purge.preview_purge(database=database, kind="prefix", value=b"lucia:session:", action="delete",
+                                      actor=operator)
     run = purge.confirm_purge(run=preview.run, confirmation=preview.run.target_value, reason="r", actor=operator,
                               source="cli")
     result = purge.execute_purge(run_id=run.pk, source="cli")
@@ -102,7 +103,8 @@ def test_the_odd_keys_are_reviewed_and_purged_exactly_over_rest(monitored, lucia
     client = redis.Redis(port=monitored.connection_pool.connection_kwargs["port"])
     try:
         sessions = {key for key in client.scan_iter(match=b"lucia:session:*", count=1000)}
-        preview = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:", actor=operator)
+        preview = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:", action="delete",
+                                      actor=operator)
         assert preview.matched == len(sessions)
         run = purge.confirm_purge(run=preview.run, confirmation="lucia:session:", reason="r", actor=operator,
                                   source="cli")

@@ -386,3 +386,24 @@ def test_it_runs_a_sampled_review_from_the_command_line_and_says_so(monitored, l
     out = StringIO()
     call_command("ttl_review", "--database", "lucia", "--json", stdout=out)
     assert json.loads(out.getvalue())["sampled"] is False  # exact unless asked
+
+
+def test_it_counts_a_key_with_several_findings_once_in_the_share_inside_policy(monitored, typed_lucia):
+    """Inside policy: keys with no finding at all. A session key without TTL that is also too
+    big has two findings and is one key outside; a sampled review gives the share an interval."""
+    pipe = monitored.pipeline()
+    for i in range(6):
+        pipe.set(f"lucia:session:{i}", b"x", ex=1800)  # inside
+    pipe.set("lucia:session:big", b"x" * 40_000)  # no TTL and oversized: two findings, one key
+    pipe.set("lucia:session:long", b"x", ex=7200)  # above the 1 h maximum
+    pipe.execute()
+    run = review.review_database(database=typed_lucia).run
+    session = run.namespace_stats.select_related("run").get(label="lucia:session:")
+    assert (session.keys, session.breaking_keys, sum(session.findings.values())) == (8, 2, 3)
+    share = session.inside_policy()
+    assert (share.value, share.low, share.high, share.sampled) == (75.0, 75.0, 75.0, False)
+    session.breaking_keys = None  # a review from before the count: each finding counted as a key
+    assert session.inside_policy().value == 62.5
+    session.breaking_keys, session.run.sampled = 2, True
+    share = session.inside_policy()
+    assert share.sampled and round(share.low, 1) == 40.9 and round(share.high, 1) == 92.9

@@ -4,7 +4,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.vary import vary_on_headers
 
 from continuity import keyspace
-from continuity.forms import BrowseForm, LookupForm
+from continuity.forms import FINDING_CHOICES, BrowseForm, LookupForm
 from continuity.models import Namespace
 from continuity.policy import Policies
 from dashboard import roles
@@ -16,9 +16,10 @@ from dashboard.models import RedisDatabase
 def browse(request, database):
     """Keys under a literal prefix (default: the database's key prefix), one bounded
     scan budget per request, continued with the returned cursor (on a cluster, a composite
-    cursor over the primaries). A cursor that cannot continue the scan (malformed, altered,
-    another scan's, or issued before the cluster's topology changed) answers 400 with the
-    reason and a link that starts the scan again."""
+    cursor over the primaries), optionally only those showing a finding (the same budget).
+    A cursor that cannot continue the scan (malformed, altered, another scan's, or issued
+    before the cluster's topology changed) answers 400 with the reason and a link that
+    starts the scan again."""
     database = get_object_or_404(RedisDatabase, name=database)
     namespaces = list(Namespace.objects.for_database(database))
     query = request.GET.copy()
@@ -38,7 +39,7 @@ def browse(request, database):
         else:
             next_query = query.copy()
             for name, value in (("cursor", result.cursor), ("examined", result.examined_total),
-                                ("matched", result.matched_total)):
+                                ("matched", result.matched_total), ("read", result.read_total)):
                 next_query.setlist(name, [str(value)])
     restart_query = query.copy()
     for name in BrowseForm.STATE_FIELDS:
@@ -48,7 +49,8 @@ def browse(request, database):
                "query": query.urlencode(), "next_query": next_query.urlencode() if next_query else "",
                "cursor_error": cursor_error, "restart_query": restart_query.urlencode(),
                "tree": keyspace.namespace_tree(namespaces, prefix), "crumbs": keyspace.breadcrumbs(prefix),
-               "lookup_form": LookupForm()}
+               "lookup_form": LookupForm(),
+               "finding_label": dict(FINDING_CHOICES).get(query.get("finding", ""), "")}
     template = "continuity/browse.html#results" if request.htmx else "continuity/browse.html"
     return render(request, template, context, status=400 if cursor_error else 200)
 

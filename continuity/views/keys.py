@@ -1,4 +1,6 @@
-"""One live key: bounded preview, capped download, operator actions with audit."""
+"""One live key: bounded preview, capped download, operator actions with audit. Every
+value goes through `operations.key_reads`: a sensitive namespace's values only to an
+operator who reveals them, each read audited."""
 
 from functools import wraps
 
@@ -10,8 +12,8 @@ from django.views.decorators.vary import vary_on_headers
 
 from continuity import key_links, keyspace
 from continuity.forms import KeyActionForm
-from continuity.models import Namespace, classify_key
 from continuity.operations.key_actions import KeyActionResult, act_on_key
+from continuity.operations.key_reads import download_key, read_key, sensitive_namespace
 from dashboard import roles
 from dashboard.models import RedisDatabase
 
@@ -40,16 +42,17 @@ def _long_key_links(view):
     return wrapper
 
 
-def _detail_context(database, key, *, form=None, outcome=None):
+def _detail_context(request, database, key, *, form=None, outcome=None, reveal=False):
     context = {"database": database, "key": key, "token": key_links.url_token(key, database), "form": form or KeyActionForm(),
-               "outcome": outcome, "preview": None, "error": None, "namespace": None, "status": None}
+               "outcome": outcome, "preview": None, "error": None, "namespace": None, "status": None,
+               "sensitive": False, "revealed": False}
     try:
-        preview = keyspace.preview_key(database, key)
+        read = read_key(database=database, key=key, user=request.user, reveal=reveal, request=request)
     except keyspace.FAILURES as exc:
         context["error"] = keyspace.describe_error(exc)
         return context
-    namespace, status = classify_key(list(Namespace.objects.for_database(database)), preview.meta)
-    context.update(preview=preview, namespace=namespace, status=status)
+    context.update(preview=read.preview, namespace=read.namespace, status=read.status, sensitive=read.sensitive,
+                   revealed=read.revealed)
     return context
 
 
@@ -59,7 +62,20 @@ def _detail_context(database, key, *, form=None, outcome=None):
 def key_detail(request, database, token):
     database, key = _key_or_404(database, token)
     template = "continuity/key_detail.html#detail" if request.htmx else "continuity/key_detail.html"
-    return render(request, template, _detail_context(database, key))
+    return render(request, template, _detail_context(request, database, key))
+
+
+@roles.role_required(roles.OPERATOR)
+@require_POST
+@vary_on_headers("HX-Request")
+@_long_key_links
+def key_reveal(request, database, token):
+    """A sensitive key's value, for an operator, one click away; the read is audited.
+    htmx gets the value region, a plain POST the page with the value shown."""
+    database, key = _key_or_404(database, token)
+    context = _detail_context(request, database, key, reveal=True)
+    template = "continuity/key_detail.html#value" if request.htmx else "continuity/key_detail.html"
+    return render(request, template, context)
 
 
 @roles.role_required(roles.OPERATOR)
@@ -73,7 +89,8 @@ def key_action(request, database, token):
     if form.is_valid():
         try:
             outcome = act_on_key(database=database, key=key, action=form.cleaned_data["action"],
-                                 seconds=form.cleaned_data.get("seconds"), request=request)
+                                 seconds=form.cleaned_data.get("seconds"), reason=form.cleaned_data.get("reason", ""),
+                                 request=request)
         except keyspace.FAILURES as exc:
             outcome = KeyActionResult(ok=False, message=keyspace.describe_error(exc))
         if not request.htmx:
@@ -81,16 +98,21 @@ def key_action(request, database, token):
             return redirect("continuity:key_detail", database=database.name, token=key_links.url_token(key, database))
         form = KeyActionForm() if outcome.ok else form
     template = "continuity/key_detail.html#detail" if request.htmx else "continuity/key_detail.html"
-    return render(request, template, _detail_context(database, key, form=form, outcome=outcome))
+    return render(request, template, _detail_context(request, database, key, form=form, outcome=outcome))
 
 
 @roles.role_required(roles.VIEWER)
 @_long_key_links
 def key_download(request, database, token):
-    """The string value as a file, up to KEYSPACE_DOWNLOAD_CAP bytes (GETRANGE)."""
+    """The string value as a file, up to KEYSPACE_DOWNLOAD_CAP bytes (GETRANGE). A
+    sensitive key's: operators only, by POST (the read is audited)."""
     database, key = _key_or_404(database, token)
+    if request.method != "POST" and sensitive_namespace(database, key) is not None:
+        return HttpResponse("This key's namespace is sensitive: an operator downloads its value with the Download "
+                            "button after revealing it (the read is audited).", status=405,
+                            content_type="text/plain; charset=utf-8", headers={"Allow": "POST"})
     try:
-        download = keyspace.download_value(database, key)
+        download = download_key(database=database, key=key, user=request.user, request=request)
     except keyspace.FAILURES as exc:
         return HttpResponse(keyspace.describe_error(exc), status=503, content_type="text/plain; charset=utf-8")
     if download is None:

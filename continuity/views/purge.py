@@ -10,7 +10,7 @@ from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefre
 
 from continuity import key_links, keyspace
 from continuity.forms import PurgeConfirmForm as ConfirmForm
-from continuity.models import FINDINGS, PurgeRun
+from continuity.models import FINDINGS, Namespace, PurgeRun
 from continuity.models.reviews import FINDING_LABELS
 from continuity.operations import purge
 from dashboard import jobs, roles
@@ -20,24 +20,43 @@ from dashboard.scanning import find_secrets
 
 
 class PurgeForm(RefuseSecretsMixin, forms.Form):
+    """A purge's scope — namespace ∩ literal prefix ∩ finding — and its action. The engine
+    decides and refuses (`purge.targets.decide_target`); this form only binds the fields."""
+
     # The operations refuse such a target too (`purge.targets.refuse_secret_target`); the form
     # also blanks it, so that the page re-rendered with the refusal does not hold it.
     secret_refusal = purge.SECRET_TARGET
     database = forms.ModelChoiceField(queryset=RedisDatabase.objects.all(), to_field_name="name", empty_label=None)
-    target_kind = forms.ChoiceField(choices=[(PurgeRun.PREFIX, "Literal prefix"),
-                                             (PurgeRun.PATTERN, "Glob pattern (advanced)"),
-                                             (PurgeRun.FINDING, "Review finding")], initial=PurgeRun.PREFIX)
-    target = forms.CharField(required=False, strip=False, max_length=1024)
-    review = forms.IntegerField(required=False, min_value=1)
-    finding = forms.ChoiceField(required=False, choices=[("", "—")] + [
+    target_kind = forms.ChoiceField(label="Target", choices=[
+        (PurgeRun.PREFIX, "Keys under a literal prefix"), (PurgeRun.PATTERN, "Glob pattern (advanced)"),
+        (PurgeRun.FINDING, "A review finding")], initial=PurgeRun.PREFIX)
+    namespace = forms.ChoiceField(required=False, label="Namespace")
+    target = forms.CharField(required=False, strip=False, max_length=1024, label="Prefix or pattern")
+    review = forms.IntegerField(required=False, min_value=1, label="Review #")
+    finding = forms.ChoiceField(required=False, label="Only keys with the finding", choices=[("", "any key")] + [
         (kind, FINDING_LABELS[kind]) for kind in FINDINGS if kind != "unknown_namespace"])
-    action = forms.ChoiceField(choices=PurgeRun.ACTIONS, initial=PurgeRun.DELETE)
+    action = forms.ChoiceField(required=False, label="Action", initial="", choices=[
+        ("", "The least destructive fix (apply the policy TTL for no TTL and above the maximum)"),
+        (PurgeRun.EXPIRE, "Apply the policy TTL (deletes nothing)"), (PurgeRun.DELETE, "Delete (UNLINK)")])
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        names = Namespace.objects.order_by("name").values_list("name", flat=True).distinct()
+        self.fields["namespace"].choices = [("", "any namespace the prefix reaches")] + [(n, n) for n in names]
 
     def clean(self):
         data = super().clean()
         if data.get("target_kind") == PurgeRun.FINDING and not (data.get("review") and data.get("finding")):
             raise forms.ValidationError("A review finding target needs the review number and the finding.")
         return data
+
+    def target_args(self):
+        """The keyword arguments of `purge.new_run` / `purge.request_preview` for this scope."""
+        data = self.cleaned_data
+        finding = data["target_kind"] == PurgeRun.FINDING
+        return {"database": data["database"], "kind": data["target_kind"], "value": data["target"].encode("utf-8"),
+                "review_id": data["review"] if finding else None, "finding": data["finding"] or "",
+                "namespace": data["namespace"] or None, "action": data["action"] or None}
 
 
 @roles.role_required(roles.VIEWER)
@@ -48,35 +67,57 @@ def purge_list(request):
 
 @roles.role_required(roles.OPERATOR)
 def purge_new(request):
-    """GET: the form. POST: a preview, queued for the worker; its page shows the instant
-    estimate, then the preview's progress (nothing is touched, no SCAN in this request)."""
+    """GET: the form, with the instant estimate and predicted costs of what it holds. POST: a
+    preview, queued for the worker; its page shows the instant estimate, then the preview's
+    progress (nothing is touched, no SCAN in this request)."""
     # GET parameters prefill the form (the review page links here per finding); one that
     # looks like a secret is left out rather than put back on the page.
     initial = {name: value for name, value in request.GET.items() if not find_secrets(value)}
     form = PurgeForm(request.POST or None, initial=initial)
-    error = ""
+    error, status = "", 400 if request.method == "POST" else 200
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        finding = data["target_kind"] == PurgeRun.FINDING
-        blocking = purge.blocking_run(data["database"])
+        blocking = purge.blocking_run(form.cleaned_data["database"])
         try:
             if blocking is not None:  # before any preview: this purge could not run anyway
                 raise purge.PurgeRefused(purge.describe_blocking(blocking))
-            run = purge.request_preview(database=data["database"], kind=data["target_kind"],
-                                        value=b"" if finding else data["target"].encode("utf-8"),
-                                        review_id=data["review"] if finding else None,
-                                        finding=data["finding"] if finding else "", action=data["action"],
-                                        actor=request.user)
+            run = purge.request_preview(**form.target_args(), actor=request.user)
             return HttpResponseClientRedirect(run.get_absolute_url()) if request.htmx else redirect(run)
         except purge.PurgeRefused as exc:
             error = str(exc)
+        except jobs.EnqueueRefused as exc:  # the run is recorded failed with the reason
+            error, status = str(exc), 503
         except Exception as exc:  # noqa: BLE001 — Redis errors, in the operator's words
             error = keyspace.describe_error(exc)
     elif form.errors:
         # Field errors never quote a refused value (RefuseSecretsMixin), so they can be shown.
         error = " ".join(message for messages in form.errors.values() for message in messages)
-    status = 400 if request.method == "POST" else 200
-    return render(request, "continuity/purge_new.html", {"form": form, "error": error}, status=status)
+    context = {"form": form, "error": error}
+    if request.method == "GET" and initial:
+        context.update(_estimate(PurgeForm(initial), request))
+    return render(request, "continuity/purge_new.html", context, status=status)
+
+
+def _estimate(form, request):
+    """{"estimate": an unsaved run with its instant estimate, or "estimate_error"} for the
+    scope `form` holds (at most one DBSIZE per primary; nothing saved, no SCAN)."""
+    if not form.is_valid():
+        return {}
+    try:
+        run = purge.new_run(**form.target_args(), actor=request.user)
+        return {"estimate": run, "estimate_scope": purge.scope_of(run)}
+    except purge.PurgeRefused as exc:
+        return {"estimate_error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 — Redis errors, in the operator's words
+        return {"estimate_error": keyspace.describe_error(exc)}
+
+
+@roles.role_required(roles.OPERATOR)
+@vary_on_headers("HX-Request")
+def purge_estimate(request):
+    """The form's estimate region, as the operator fills it in: the scope, the keys it
+    reaches, those the action would change (a sampled review's with their interval) and
+    what the preview and the purge will cost, before the preview runs."""
+    return render(request, "continuity/purge_new.html#estimate", _estimate(PurgeForm(request.GET), request))
 
 
 def _detail_context(run, **extra):
@@ -89,7 +130,8 @@ def _detail_context(run, **extra):
                   for prefix in sorted(set(run.preview_namespaces) | set(reviewed))]
     stalled = run.status == PurgeRun.RUNNING and purge.is_stalled(run)
     return {"run": run, "sample": sample, "audit_entry": finished_entry, "form": ConfirmForm(),
-            "namespaces": namespaces, "reviewed": bool(reviewed), "stalled": stalled, **extra}
+            "namespaces": namespaces, "reviewed": bool(reviewed), "stalled": stalled, "scope": purge.scope_of(run),
+            "never_started": run.never_started(), **extra}
 
 
 def _fragment(run):
@@ -131,10 +173,13 @@ def purge_confirm(request, pk):
         with transaction.atomic():
             run = purge.confirm_purge(run=run, confirmation=form.cleaned_data.get("confirmation", ""),
                                       reason=form.cleaned_data.get("reason", ""), request=request)
-            jobs.enqueue_on_commit(purge.PURGE_TASK, run.pk)
+            purge.enqueue_purge(run)
     except purge.PurgeRefused as exc:
         return render(request, "continuity/purge_detail.html", _detail_context(run, error=str(exc), form=form),
                       status=400)
+    except jobs.EnqueueRefused as exc:  # recorded failed, audited: the page says why and what next
+        run.refresh_from_db()
+        return render(request, "continuity/purge_detail.html", _detail_context(run, error=str(exc)), status=503)
     return HttpResponseClientRedirect(run.get_absolute_url()) if request.htmx else redirect(run)
 
 
@@ -146,9 +191,26 @@ def purge_resume(request, pk):
     try:
         with transaction.atomic():
             purge.resume_purge(run=run, request=request)
-            jobs.enqueue_on_commit(purge.PURGE_TASK, run.pk)
+            purge.enqueue_purge(run, resumed=True)
     except purge.PurgeRefused as exc:
         return render(request, _fragment(run), _detail_context(run, error=str(exc)), status=409)
+    except jobs.EnqueueRefused as exc:
+        return render(request, _fragment(run), _detail_context(run, error=str(exc)), status=503)
+    return HttpResponseClientRedirect(run.get_absolute_url()) if request.htmx else redirect(run)
+
+
+@roles.role_required(roles.OPERATOR)
+@require_POST
+def purge_retry(request, pk):
+    """Send again a preview or a confirmed purge that no worker started ("never started")."""
+    run = get_object_or_404(PurgeRun.objects.select_related("database"), pk=pk)
+    try:
+        purge.retry_purge(run=run, request=request)
+    except purge.PurgeRefused as exc:
+        return render(request, _fragment(run), _detail_context(run, error=str(exc)), status=409)
+    except jobs.EnqueueRefused as exc:
+        run.refresh_from_db()
+        return render(request, "continuity/purge_detail.html", _detail_context(run, error=str(exc)), status=503)
     return HttpResponseClientRedirect(run.get_absolute_url()) if request.htmx else redirect(run)
 
 

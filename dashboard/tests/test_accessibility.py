@@ -25,7 +25,8 @@ NOT_PAGES = {"dashboard:secret_exposed", "dashboard:checklist_toggle", "dashboar
              # Prometheus text, and the single sign-on redirects (their pages: test_sso).
              "metrics", "oidc_authentication_init", "oidc_authentication_callback",
              "dashboard:secret_source_check", "dashboard:secret_source_record", "dashboard:database_source_check",
-             "dashboard:database_source_adopt"}
+             "dashboard:database_source_adopt", "continuity:review_retry", "continuity:purge_retry",
+             "continuity:key_reveal"}
 
 
 class PageAudit(HTMLParser):
@@ -86,7 +87,8 @@ def every_object(admin, lucia, monitored, operator, connect, upstash_api):
     audit.record(action="test.entry", target=channel, target_label="ops", actor=admin)
     env = EnvVar.objects.order_by("pk").first()
     secret_name = Secret.objects.order_by("pk").first().name
-    purge_run = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:", actor=operator).run
+    purge_run = purge.preview_purge(action="delete",
+                                    database=lucia, kind="prefix", value=b"lucia:session:", actor=operator).run
     return {
         "dashboard:account_detail": {"pk": AccountAccess.objects.order_by("pk").first().pk},
         "dashboard:account_edit": {"pk": AccountAccess.objects.order_by("pk").first().pk},
@@ -104,6 +106,7 @@ def every_object(admin, lucia, monitored, operator, connect, upstash_api):
         "dashboard:secret_source": {"name": secret_name},
         "continuity:review_detail": {"pk": review.review_database(database=lucia).run.pk},
         "continuity:schedule_edit": {"pk": PeriodicTask.objects.get(name="ttl review").pk},
+        "continuity:schedule_cost": {"pk": PeriodicTask.objects.get(name="ttl review").pk},
         "continuity:purge_detail": {"pk": purge_run.pk},
         "continuity:purge_progress": {"pk": purge_run.pk},
         "continuity:key_detail": {"database": lucia.name, "token": keyspace.encode_key(b"lucia:session:1")},

@@ -16,7 +16,8 @@ DATABASES_QUERY = 'FROM "dashboard_redisdatabase"'
 
 @pytest.fixture
 def running(lucia, operator, monitored):
-    run = purge.preview_purge(database=lucia, kind="prefix", value=b"lucia:session:", actor=operator).run
+    run = purge.preview_purge(action="delete",
+                              database=lucia, kind="prefix", value=b"lucia:session:", actor=operator).run
     PurgeRun.objects.filter(pk=run.pk).update(status=PurgeRun.RUNNING)
     return run
 

@@ -13,8 +13,8 @@ import yaml
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from continuity.models import ReviewRun
-from continuity.operations import review
+from continuity.models import KeyspaceCheck, ReviewRun
+from continuity.operations import keyspace_watch, review
 from dashboard.models import RedisDatabase, Secret
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "monitoring"
@@ -127,6 +127,38 @@ def test_it_pings_each_monitored_redis_and_reads_the_celery_queue(scraper, lucia
     assert not [s for s in families["dashboard_redis_rtt_seconds"].samples if s.labels["database"] == "ghost"]
     assert _value(families, "dashboard_celery_queue_length", queue="celery") == 3
     assert _value(families, "dashboard_celery_broker_up") == 1
+
+
+def test_it_serves_the_keyspace_watch_and_raises_the_loss_alarm_after_a_flush(scraper, planted, monitored):
+    """A real keyspace watch of the five planted keys (two without a TTL), then FLUSHDB and a
+    second look: the alarm's `keyspace.lost` goes from 0 to 1, `redis.restarted` stays 0."""
+    first = keyspace_watch.check_database(planted)
+    families = scraper()
+    assert _value(families, "dashboard_keyspace_keys", database="lucia") == 5
+    assert _value(families, "dashboard_keyspace_keys_without_ttl", database="lucia") == 2
+    assert 0 <= _value(families, "dashboard_keyspace_check_age_seconds", database="lucia") < 60
+    assert _value(families, "dashboard_keyspace_alarm", database="lucia", event="keyspace.lost") == 0
+    assert _value(families, "dashboard_keyspace_alarm", database="lucia", event="redis.restarted") == 0
+    monitored.flushdb()
+    lost = keyspace_watch.check_database(planted, now=first.checked_at + timedelta(minutes=1))
+    assert (lost.keys, lost.event) == (0, "keyspace.lost")
+    families = scraper()
+    assert _value(families, "dashboard_keyspace_keys", database="lucia") == 0
+    assert _value(families, "dashboard_keyspace_alarm", database="lucia", event="keyspace.lost") == 1
+    assert _value(families, "dashboard_keyspace_alarm", database="lucia", event="redis.restarted") == 0
+
+
+def test_a_loss_older_than_a_day_no_longer_raises_the_alarm(scraper, planted, monitored):
+    """The alarm stays up as long as the first screen shows the loss (24 h), and not one second more."""
+    start = timezone.now() - timedelta(days=2)
+    keyspace_watch.check_database(planted, now=start)
+    monitored.flushdb()
+    lost = keyspace_watch.check_database(planted, now=start + timedelta(minutes=1))
+    assert lost.event == "keyspace.lost"
+    families = scraper()
+    assert _value(families, "dashboard_keyspace_alarm", database="lucia", event="keyspace.lost") == 0
+    KeyspaceCheck.objects.filter(pk=lost.pk).update(checked_at=timezone.now() - timedelta(hours=23, minutes=59))
+    assert _value(scraper(), "dashboard_keyspace_alarm", database="lucia", event="keyspace.lost") == 1
 
 
 def test_it_counts_secrets_by_rotation_status(scraper, db):

@@ -4,6 +4,7 @@ from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import trigger_client_event
 
 from dashboard import operations, roles
 from dashboard.forms import AuditFilterForm, RoleForm, UserCreateForm
@@ -34,6 +35,8 @@ def audit_detail(request, pk):
 def user_list(request):
     users = get_user_model().objects.prefetch_related("groups").order_by("username")
     rows = [(user, roles.role_of(user)) for user in users]
+    if request.htmx:  # the table alone, after a user was added (`user_create`'s users-changed)
+        return render(request, "dashboard/user_list.html#users", {"rows": rows})
     return render(request, "dashboard/user_list.html", {"rows": rows, "form": UserCreateForm()})
 
 
@@ -47,7 +50,8 @@ def user_create(request):
                                      role=form.cleaned_data["role"], actor=request.user, request=request)
         created = {"user": new.user, "password": new.password}
         form = UserCreateForm()
-    return render(request, "dashboard/user_list.html#create", {"form": form, "created": created})
+    response = render(request, "dashboard/user_list.html#create", {"form": form, "created": created})
+    return trigger_client_event(response, "users-changed") if created else response
 
 
 @roles.role_required(roles.ADMIN)

@@ -1,5 +1,7 @@
 """Records home, Redis databases, account access, setup checklist and phase mapping."""
 
+from datetime import date, datetime
+
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -12,6 +14,8 @@ from dashboard.models import (AccountAccess, AuditEntry, ChecklistItem, EnvVar, 
 from dashboard.record_forms import (AccountAccessForm, ChecklistItemForm, ChecklistToggleForm, PhaseMappingForm,
                                     RedisDatabaseForm)
 from dashboard.sources.panels import database_panel
+from dashboard.templatetags.when import when
+from dashboard.views.runbook import dashboard_behaviour
 
 SORTS = {"next_due": "Next due", "-next_due": "Next due (latest first)", "age": "Age (oldest first)",
          "-age": "Age (newest first)"}
@@ -40,6 +44,8 @@ def field_rows(obj, names):
         value = display() if display else getattr(obj, name)
         if isinstance(value, list):
             value = ", ".join(value)
+        elif isinstance(value, (date, datetime)):
+            value = when(value)
         rows.append((field.verbose_name, value))
     return rows
 
@@ -71,7 +77,7 @@ def database_context(database):
     rows = field_rows(database, ["environment", "provider", "region", "rest_url", "tcp_endpoint", "read_regions",
                                  "key_prefix", "url_env", "readonly_url_env", "cluster_mode", "notes"])
     plan = field_rows(database, RedisDatabase.FAILURE_PLAN_FIELDS)
-    return {"database": database, "rows": rows, "plan": plan, "env_vars": env_vars,
+    return {"database": database, "rows": rows, "plan": plan, "env_vars": env_vars, "behaviour": dashboard_behaviour(),
             "namespaces": database.namespaces.all(), "secrets": database.secrets.all(),
             "upstash": database_panel(database)}
 

@@ -5,8 +5,14 @@ from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from dashboard import roles
-from dashboard.models import AccountAccess, ChecklistItem, EnvVar, PhaseMapping, RedisDatabase, Secret
+from dashboard import failure_plan, roles
+from dashboard.models import AccountAccess, AlertChannel, ChecklistItem, EnvVar, PhaseMapping, RedisDatabase, Secret
+
+
+def dashboard_behaviour():
+    """What the dashboard does when a monitored Redis fails, from its own code and settings
+    (`failure_plan.dashboard_behaviour`): shown beside every written failure plan."""
+    return failure_plan.dashboard_behaviour(channels=list(AlertChannel.objects.enabled().values_list("name", flat=True)))
 
 
 def runbook_context():
@@ -21,6 +27,7 @@ def runbook_context():
         "databases": databases,
         "secrets": Secret.objects.select_related("database").order_by("name"),
         "env_vars": EnvVar.objects.select_related("secret").order_by("name"),
+        "behaviour": dashboard_behaviour(),
     }
 
 

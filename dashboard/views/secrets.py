@@ -5,7 +5,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from dashboard import operations, roles
 from dashboard.models import EnvVar, Secret
@@ -30,9 +30,13 @@ def _rotation_context(secret, form=None, confirm=False, done=None):
 
 
 @roles.role_required(roles.VIEWER)
+@vary_on_headers("HX-Request")
 def secret_detail(request, name):
+    """The secret's page; to htmx, its details table alone (refreshed after a rotation)."""
     secret = get_object_or_404(Secret.objects.select_related("database"), name=name)
     rows = field_rows(secret, ["title", "purpose", "database", "owner", "rotation_interval_days", "due_soon_days", "notes"])
+    if request.htmx:
+        return render(request, "dashboard/secret_detail.html#details", {"secret": secret, "rows": rows})
     return render(request, "dashboard/secret_detail.html",
                   {**_rotation_context(secret), "rows": rows, "source": secret_panel(secret)})
 
@@ -57,7 +61,8 @@ def secret_rotate(request, name):
         return render(request, template, _rotation_context(secret, form=form))
     if not request.htmx:
         return redirect(secret)
-    return render(request, "dashboard/secret_detail.html#rotation", _rotation_context(result.secret, done=result))
+    response = render(request, "dashboard/secret_detail.html#rotation", _rotation_context(result.secret, done=result))
+    return trigger_client_event(response, "secret-changed")  # the details table shows the new reference
 
 
 @roles.role_required(roles.OPERATOR)

@@ -19,3 +19,16 @@
     if (event.target.matches("#htmx-error .delete")) event.target.parentElement.hidden = true;
   });
 })();
+
+// The navigation folds behind the burger button below 1024 px (Bulma's navbar): open and close it.
+(function () {
+  document.addEventListener("click", function (event) {
+    var burger = event.target.closest(".navbar-burger");
+    if (!burger) return;
+    var menu = document.getElementById(burger.getAttribute("aria-controls"));
+    var open = !burger.classList.contains("is-active");
+    burger.classList.toggle("is-active", open);
+    burger.setAttribute("aria-expanded", open ? "true" : "false");
+    if (menu) menu.classList.toggle("is-active", open);
+  });
+})();

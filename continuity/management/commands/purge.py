@@ -57,11 +57,14 @@ class ProgressLine:
 
 
 class Command(RefuseSecretArguments, BaseCommand):
-    help = ("Purge keys under a registered namespace: a literal prefix, a glob pattern, or the offending keys "
-            "of a TTL review finding (--review ID --finding F). Previews the exact count and asks you to retype "
-            "the target; with --yes it skips both and scans once, counting exactly as it deletes (UNLINK) or "
-            "applies the namespace's max TTL to keys that break a TTL rule. --dry-run: the exact preview only. "
-            "Refusals exit non-zero and touch nothing.")
+    help = ("Purge keys under a registered namespace: a literal prefix, a glob pattern, a namespace, or the "
+            "offending keys of a TTL review finding (--review ID --finding F). The scope is the intersection of "
+            "what you give: --namespace, --prefix (on a review finding: the prefix it is limited to) and --finding "
+            "(on a prefix or pattern: only keys that still show it). The default action is the least destructive "
+            "fix (apply the policy TTL for no_ttl and ttl_above_max); delete must be given as --action delete. "
+            "Previews the exact count and asks you to retype the target; with --yes it skips both and scans once, "
+            "counting exactly as it acts. --dry-run: the exact preview only. Refusals exit non-zero and touch "
+            "nothing.")
 
     # No system checks before a purge: they import every URL and view (about 0.15 s of the
     # command's start-up, a scripted purge's fixed cost). `check --deploy` runs at deploy time.
@@ -69,15 +72,19 @@ class Command(RefuseSecretArguments, BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--database", required=True)
-        target = parser.add_mutually_exclusive_group(required=True)
-        target.add_argument("--prefix", help="literal key prefix; glob characters in it match themselves")
-        target.add_argument("--pattern", help="raw Redis glob (advanced); its literal head must be a namespace")
-        target.add_argument("--review", type=int, help="a succeeded TTL review's id; with --finding")
-        target.add_argument("--resume", type=int, metavar="RUN",
+        parser.add_argument("--prefix", help="literal key prefix; glob characters in it match themselves (with "
+                            "--review: the prefix the finding's purge is limited to)")
+        parser.add_argument("--pattern", help="raw Redis glob (advanced); its literal head must be a namespace")
+        parser.add_argument("--namespace", help="limit the purge to this namespace's own keys (by name)")
+        parser.add_argument("--review", type=int, help="a succeeded TTL review's id; with --finding")
+        parser.add_argument("--resume", type=int, metavar="RUN",
                             help="resume purge RUN whose worker died (from its checkpoint; counts stay exact)")
         parser.add_argument("--finding", choices=list(FINDINGS),
-                            help="with --review: purge that finding's current offenders (each re-checked)")
-        parser.add_argument("--action", choices=["delete", "expire"], default="delete")
+                            help="with --review: purge that finding's current offenders; with --prefix, --pattern or "
+                                 "--namespace: only keys that still show it (each re-checked)")
+        parser.add_argument("--action", choices=["delete", "expire"], default=None,
+                            help="expire applies the policy TTL (the default for no_ttl and ttl_above_max); delete "
+                                 "is never the default")
         parser.add_argument("--dry-run", action="store_true", help="preview only: count, touch nothing")
         parser.add_argument("--reason", default="", help="why; recorded in the audit log (required to execute)")
         parser.add_argument("--yes", action="store_true", help="no retyped confirmation and no preview scan: "
@@ -96,6 +103,8 @@ class Command(RefuseSecretArguments, BaseCommand):
         except RedisDatabase.DoesNotExist:
             raise CommandError(f"No database record named {opts['database']!r}.") from None
         if opts["resume"] is not None:
+            if any(opts[name] for name in ("prefix", "pattern", "namespace", "review", "finding")):
+                raise CommandError("--resume RUN continues that run as it was decided: give no other target.")
             return self._resume(opts, database, user)
         if not opts["dry_run"]:
             blocking = purge.blocking_run(database)  # before any scan: the purge could not run anyway
@@ -108,13 +117,14 @@ class Command(RefuseSecretArguments, BaseCommand):
         # the keyspace is scanned once. (A finding's preview is its only scan: it stays.)
         skip_preview = opts["yes"] and not opts["dry_run"] and kind != "finding"
         target = {"database": database, "kind": kind, "value": value, "action": opts["action"], "actor": user,
-                  "rate_cap": opts["rate_cap"]}
+                  "rate_cap": opts["rate_cap"], "namespace": opts["namespace"], "finding": opts["finding"] or ""}
         try:
             if skip_preview:
                 preview, run = None, purge.estimate_purge(**target)
             else:
-                preview = purge.preview_purge(**target, review_id=opts["review"], finding=opts["finding"] or "",
-                                              progress=ProgressLine(self.stderr, "").preview)
+                preview = purge.preview_purge(**target, review_id=opts["review"],
+                                              progress=ProgressLine(self.stderr, "").preview,
+                                              on_estimate=None if opts["json"] else self._show_estimate)
                 run = preview.run
         except purge.PurgeRefused as exc:
             raise CommandError(f"Refused: {exc}") from None
@@ -126,6 +136,7 @@ class Command(RefuseSecretArguments, BaseCommand):
             self._show_preview(preview)
         elif not opts["json"]:
             self._show_estimate(run)
+            self.stderr.write("No preview scan with --yes: the purge counts exactly as it acts.")
         if not opts["yes"]:
             typed = self._ask(f"Type the {'target' if kind == 'finding' else kind} to confirm ({run.target_value}): ")
             if typed != run.target_value:
@@ -169,15 +180,23 @@ class Command(RefuseSecretArguments, BaseCommand):
 
     @staticmethod
     def _target(opts):
+        """(kind, value) of the target the options give; the scope's other parts
+        (--namespace, --finding) travel beside it."""
         if opts["review"] is not None:
             if not opts["finding"]:
                 raise CommandError("Give --finding with --review (no_ttl, ttl_above_max, oversized, wrong_type).")
-            return "finding", b""
-        if opts["finding"]:
-            raise CommandError("--finding goes with --review ID.")
+            if opts["pattern"] is not None:
+                raise CommandError("A review finding's purge is limited by a literal --prefix, not a --pattern.")
+            return "finding", os.fsencode(opts["prefix"]) if opts["prefix"] else b""
+        if opts["prefix"] is not None and opts["pattern"] is not None:
+            raise CommandError("Give --prefix or --pattern, not both.")
         if opts["prefix"] is not None:
             return "prefix", os.fsencode(opts["prefix"])
-        return "pattern", os.fsencode(opts["pattern"])
+        if opts["pattern"] is not None:
+            return "pattern", os.fsencode(opts["pattern"])
+        if opts["namespace"]:
+            return "prefix", b""  # the namespace's own prefix
+        raise CommandError("Give a target: --prefix, --pattern, --namespace, --review ID --finding F, or --resume RUN.")
 
     def _ask(self, prompt):
         self.stderr.write(prompt, ending="")
@@ -195,10 +214,13 @@ class Command(RefuseSecretArguments, BaseCommand):
             self.stderr.write(f"  {prefix:<30} {preview.namespaces.get(prefix, 0)}{then}")
 
     def _show_estimate(self, run):
-        bound = "at most" if run.estimate_at_most else "about"
-        source = f"review #{run.estimate_review_id}" if run.estimate_source == "review" else "DBSIZE"
-        self.stderr.write(f"Estimate: {bound} {run.estimate_keys} keys match {run.match_pattern} (from {source}); "
-                          "no preview scan with --yes: the purge counts exactly as it acts.")
+        """The scope and the instant estimate, before any SCAN."""
+        scope = purge.scope_of(run)
+        where = ", ".join(scope["namespaces"]) if scope["namespaces"] is not None else "any it reaches"
+        self.stderr.write(f"Scope: namespaces {where}; prefix {scope['prefix'] or '(the namespaces)'}; keys "
+                          f"{scope['keys']}; action {run.action}.")
+        self.stderr.write(f"Estimate: {describe_estimate(run)}.")
+
 
     def _report(self, opts, run, *, dry_run, preview=None):
         data = {"run": run.pk, "database": run.database.name, "target_kind": run.target_kind,
@@ -235,3 +257,25 @@ class Command(RefuseSecretArguments, BaseCommand):
             for node, row in sorted((data.get("nodes") or {}).items()):
                 self.stdout.write(f"  {node}: pages {row['pages']}, matched {row['matched']}, {run.done_label} "
                                   f"{row['done']}, skipped {row['skipped']}, billed commands {row['billed']}")
+
+
+def describe_estimate(run):
+    """The instant estimate in one line: keys (with a sampled review's interval), the keys
+    the action would change, and the predicted costs of the preview and the purge."""
+    detail = run.estimate_detail or {}
+    if run.estimate_keys is None:
+        return "unknown (DBSIZE did not answer)"
+    bound = "at most" if run.estimate_at_most else "about"
+    source = (f"{'sampled' if detail.get('sampled') else 'exact'} review #{run.estimate_review_id}"
+              if run.estimate_source == "review" else "DBSIZE")
+    interval = (f" (95%: {detail['low']}–{detail['high']})" if detail.get("sampled") and detail.get("low") is not None
+                else "")
+    text = f"{bound} {run.estimate_keys}{interval} keys match {run.match_pattern} (from {source})"
+    if detail.get("acting"):
+        value, low, high = detail["acting"]
+        text += f", {bound} {value}" + (f" (95%: {low}–{high})" if detail.get("sampled") else "") + \
+            f" of them {run.get_condition_display()}"
+    if detail.get("preview_billed") is not None:
+        text += (f"; the preview will cost about {detail['preview_billed']} billed commands, the purge about "
+                 f"{detail['execution_billed']}")
+    return text

@@ -12,15 +12,19 @@ standalone server, each primary of a Redis Cluster), running the same code per n
 - `findings`: the offending keys of a review finding, found again and stored per node;
 - `lifecycle`: confirm and cancel;
 - `execute`: the one execution loop, claims on `PurgeRun`, resume from the per-node markers;
+- `dispatch`: handing runs to the worker; a broker's refusal fails the run that never
+  started, and a run no worker took can be sent again (`retry_purge`);
 - `policy`: the scheduled policy purge and the clean-up of unconfirmed previews.
 
 The modules import only each other's public names, in one direction
-(common ← targets ← findings ← estimate ← preview ← execute ← policy; lifecycle uses targets).
+(common ← targets ← findings ← estimate ← preview ← execute ← policy; lifecycle uses targets;
+dispatch uses lifecycle, preview and execute).
 """
 
 from continuity.operations.purge.common import (SAMPLE_SIZE, Pacer, PurgeRefused, PurgeStopped,  # noqa: F401
                                                describe_failure)
-from continuity.operations.purge.execute import execute_purge, fail_purge, stalled_purges  # noqa: F401
+from continuity.operations.purge.dispatch import enqueue_preview, enqueue_purge, retry_purge  # noqa: F401
+from continuity.operations.purge.execute import abandon_purge, execute_purge, fail_purge, stalled_purges  # noqa: F401
 from continuity.operations.purge.lifecycle import (  # noqa: F401
     PURGE_TASK,
     blocking_run,
@@ -42,7 +46,9 @@ from continuity.operations.purge.preview import (  # noqa: F401
 )
 from continuity.operations.purge.targets import (  # noqa: F401
     SECRET_TARGET,
+    default_action,
     literal_head,
     resolve_target,
     review_counts,
+    scope_of,
 )

@@ -149,6 +149,21 @@ def fail_purge(*, run_id, error, source="task"):
         return _finish(run, PurgeRun.FAILED, error=error, source=source)
 
 
+def abandon_purge(*, run_id, error, source="web"):
+    """Record a confirmed purge whose task never reached a worker (the broker refused it, or
+    nobody took it) as failed with `error`, audited; nothing was touched. False when a
+    worker started it (or it ended) meanwhile. No alert: it would need the broker that just
+    refused this run."""
+    with transaction.atomic():
+        if not PurgeRun.objects.filter(pk=run_id, status=PurgeRun.QUEUED, started_at__isnull=True).update(
+                status=PurgeRun.FAILED, error=error, finished_at=timezone.now(), claim_token=""):
+            return False
+        run = PurgeRun.objects.select_related("database").get(pk=run_id)
+        audit_run(run, "purge.fail", actor=run.requested_by, actor_label=run.requested_label or "system",
+                  source=source, note=error)
+    return True
+
+
 def stalled_purges(*, lease_seconds=None):
     """Ids of running purges whose worker stopped checkpointing (killed, lost)."""
     lease = settings.PURGE_LEASE_SECONDS if lease_seconds is None else lease_seconds

@@ -21,12 +21,13 @@ from continuity.operations.purge.targets import scan_prefixes
 from continuity.policy import OVERSIZED, WRONG_TYPE
 
 
-def offender_pages(node, *, stats, finding, policies, batch_size):
+def offender_pages(node, *, stats, finding, policies, batch_size, heads=None):
     """Yield (offending keys, Cost, keys read) per SCAN page of `node` over the namespaces
-    where the review found `finding`."""
+    where the review found `finding` (`stats`), or only under the literal prefixes `heads`
+    of a scoped target: a key counts only when it lies in one of those namespaces."""
     wanted = {stat.namespace.prefix.encode() for stat in stats}
     needs = stream.Needs(type=finding == WRONG_TYPE, memory=finding == OVERSIZED)
-    for prefix in scan_prefixes(wanted):
+    for prefix in heads or scan_prefixes(wanted):
         pattern, cursor = keyspace.match_pattern(prefix), 0
         while True:
             cursor, page = keyspace.scan_page(match=pattern, cursor=cursor, count=batch_size, client=node.client)
@@ -73,9 +74,10 @@ def preview_offenders(run, nodes, *, policies, keys, stats, sample_size, pacer):
     if keys is not None:
         pages = _given_pages(nodes, keys, run.batch_size)
     else:
+        heads = [run.target_bytes()] if run.target_bytes() else None  # a scoped finding: its prefix only
         pages = ((node, page, cost, read) for node in nodes.nodes
                  for page, cost, read in offender_pages(node, stats=stats, finding=run.finding, policies=policies,
-                                                        batch_size=run.batch_size))
+                                                        batch_size=run.batch_size, heads=heads))
     want = CONDITION_FINDINGS[run.condition]
     out, read, per_node, positions = Counted(), 0, {}, {}
     pending = {}  # node address → keys stored but not yet making a whole execution page

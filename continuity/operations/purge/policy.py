@@ -7,6 +7,11 @@ The count reported is the same set the two actions would act on, found with the 
 re-check script in count mode, and writes no run row.
 
 Each run goes through every node of the keyspace, as every purge does (`execute`).
+
+A policy purge may be limited to a scope: a namespace (by name) and/or a literal prefix.
+Each namespace then acts only on the intersection of its prefix and the scope's (the run's
+head is the longer of the two, its reach that namespace alone), and namespaces outside
+the scope are neither touched nor counted.
 """
 
 from django.conf import settings
@@ -19,7 +24,7 @@ from continuity.models import Namespace, PolicyReport, PurgeRun
 from continuity.operations.purge.common import PolicyPurgeResult, PurgeRefused, audit_run, namespace_policies
 from continuity.operations.purge.execute import execute_purge
 from continuity.operations.purge.preview import count_node
-from continuity.operations.purge.targets import check_keyspace
+from continuity.operations.purge.targets import check_keyspace, refuse_secret_target, scope_namespace
 
 _ACTIONS = {Namespace.APPLY_TTL: PurgeRun.EXPIRE, Namespace.DELETE: PurgeRun.DELETE}
 
@@ -31,41 +36,65 @@ def _action_of(namespace, policy):
     return action
 
 
-def policy_purge(*, database, progress=None, source="task") -> PolicyPurgeResult:
-    """Apply each namespace's violation action to its keys that break a TTL rule. One
-    audited run per acting namespace, executed here one after the other; `report`
-    namespaces get a count in `reported` and no run row."""
+def scope_head(policy, policies, prefix):
+    """The literal prefix a policy purge of `policy`'s namespace scans inside the scope
+    `prefix` (None: the whole namespace), or None when the two do not meet: the longer of
+    the two, provided its keys are this namespace's own (a prefix inside a nested
+    namespace belongs to that one)."""
+    if not prefix:
+        return policy.prefix
+    if prefix.startswith(policy.prefix):
+        return prefix if policies.for_key(prefix) == policy else None
+    if policy.prefix.startswith(prefix):
+        return policy.prefix
+    return None
+
+
+def policy_purge(*, database, progress=None, source="task", namespace=None, prefix=None) -> PolicyPurgeResult:
+    """Apply each namespace's violation action to its keys that break a TTL rule, inside
+    the scope namespace ∩ literal `prefix` (bytes) when given. One audited run per acting
+    namespace, executed here one after the other; `report` namespaces get a count in
+    `reported` and no run row. A scope that meets no namespace is refused (PurgeRefused)."""
     outcome = PolicyPurgeResult(database=database.name)
+    policies = namespace_policies(database)
+    if prefix:
+        refuse_secret_target(prefix)
+    only = scope_namespace(database, policies, namespace)
+    acting = []
+    for policy in policies:
+        row = policies.owner_of(policy)
+        head = scope_head(policy, policies, prefix)
+        if (only is not None and policy != only) or head is None or not policy.has_ttl_rule:
+            continue
+        try:  # a namespace that covers another record's keys on this keyspace is left alone
+            check_keyspace(database, [head])
+        except PurgeRefused as exc:
+            outcome.refused[row.prefix] = str(exc)
+            continue
+        acting.append((row, policy, _action_of(row, policy), head))
+    if (namespace or prefix) and not acting and not outcome.refused:
+        shown = keyspace.display_key(prefix) if prefix else namespace
+        raise PurgeRefused(f"No namespace of {database.name} with a TTL rule lies in the scope {shown!r}: "
+                           "nothing to purge.")
     if PurgeRun.objects.for_database(database).active().exists():
         outcome.skipped_reason = "another purge is queued or running"
         return outcome
-    policies = namespace_policies(database)
-    acting = []
-    for policy in policies:
-        namespace = policies.owner_of(policy)
-        if not policy.has_ttl_rule:
-            continue
-        try:  # a namespace that covers another record's keys on this keyspace is left alone
-            check_keyspace(database, [policy.prefix])
-        except PurgeRefused as exc:
-            outcome.refused[namespace.prefix] = str(exc)
-            continue
-        acting.append((namespace, policy, _action_of(namespace, policy)))
-    reporting = [(namespace, policy) for namespace, policy, action in acting if action is None]
+    reporting = [(row, policy, head) for row, policy, action, head in acting if action is None]
     if reporting:
         try:  # a record contradicting the server: nothing is sent
             _report(database, policies, reporting, outcome)
         except keyspace.ClusterRefusal as exc:
             outcome.skipped_reason = str(exc)
             return outcome
-    for namespace, policy, action in acting:
+    for namespace, policy, action, head in acting:
         if action is None:
             continue
-        run = PurgeRun(database=database, target_kind=PurgeRun.POLICY, target_value=namespace.prefix,
-                       target_token=keyspace.encode_key(policy.prefix),
-                       match_pattern=keyspace.display_key(keyspace.match_pattern(policy.prefix)), action=action,
+        run = PurgeRun(database=database, target_kind=PurgeRun.POLICY, target_value=keyspace.display_key(head),
+                       target_token=keyspace.encode_key(head),
+                       match_pattern=keyspace.display_key(keyspace.match_pattern(head)), action=action,
                        condition=PurgeRun.VIOLATES, reach=[keyspace.encode_key(policy.prefix)],
-                       reason=f"Scheduled policy purge: {namespace.get_violation_action_display()} for {namespace.prefix}",
+                       reason=f"Scheduled policy purge: {namespace.get_violation_action_display()} for "
+                              f"{keyspace.display_key(head)}",
                        requested_label="policy_purge", status=PurgeRun.QUEUED, queued_at=timezone.now(),
                        rate_cap=settings.PURGE_RATE_CAP, batch_size=settings.PURGE_BATCH_SIZE)
         try:
@@ -84,12 +113,12 @@ def _report(database, policies, reporting, outcome):
     record the counts and what counting cost (a `PolicyReport`)."""
     sent = billed = 0
     with keyspace_nodes.primaries(database) as nodes:
-        for namespace, policy in reporting:
-            counted = [count_node(node, database=database, match=keyspace.match_pattern(policy.prefix),
+        for namespace, policy, head in reporting:
+            counted = [count_node(node, database=database, match=keyspace.match_pattern(head),
                                   policies=policies, reach=[policy], action=PurgeRun.DELETE,
                                   condition=PurgeRun.VIOLATES, batch_size=settings.PURGE_BATCH_SIZE)
                        for node in nodes.nodes]
-            outcome.reported[namespace.prefix] = sum(part.actionable for part in counted)
+            outcome.reported[keyspace.display_key(head)] = sum(part.actionable for part in counted)
             sent += sum(part.commands for part in counted)
             billed += sum(part.billed for part in counted)
         for cost in nodes.drain().values():

@@ -41,7 +41,7 @@ from continuity.operations.purge.common import (
     resharding,
     split,
 )
-from continuity.operations.purge.estimate import estimate_target
+from continuity.operations.purge.estimate import estimate_target, predicted_costs
 from dashboard import jobs
 
 PREVIEW_TASK = "continuity.preview_purge"  # continuity.tasks.purge.preview_purge_task
@@ -107,16 +107,19 @@ def count_node(node, *, database, match, policies, reach, action, condition, bat
     return out
 
 
-def new_run(*, database, kind, value=b"", action=PurgeRun.DELETE, review_id=None, finding="", actor=None,
+def new_run(*, database, kind, value=b"", action=None, review_id=None, finding="", namespace=None, actor=None,
             actor_label="", rate_cap=None, batch_size=None, status=PurgeRun.PREVIEWING, explicit_keys=False):
-    """An unsaved run of a decided target with its instant estimate (at most one Redis
-    command per primary: DBSIZE), or PurgeRefused."""
+    """An unsaved run of a decided target — the scope namespace ∩ literal prefix ∩ finding
+    (`targets.decide_target`; `action` None: the least destructive fix, never Delete) —
+    with its instant estimate and predicted costs (at most one Redis command per primary:
+    DBSIZE), or PurgeRefused."""
     policies = namespace_policies(database)
     target = targets.decide_target(database, kind=kind, value=value, action=action, review_id=review_id,
-                                   finding=finding, policies=policies, explicit_keys=explicit_keys)
+                                   finding=finding, policies=policies, explicit_keys=explicit_keys,
+                                   namespace=namespace)
     run = PurgeRun(database=database, target_kind=kind, target_value=target.shown,
-                   target_token=keyspace.encode_key(value), match_pattern=keyspace.display_key(target.pattern),
-                   review_id=review_id, finding=finding, action=action, condition=target.condition,
+                   target_token=keyspace.encode_key(target.head), match_pattern=keyspace.display_key(target.pattern),
+                   review_id=review_id, finding=target.finding, action=target.action, condition=target.condition,
                    reach=target.reach_tokens(), requested_by=actor,
                    requested_label=actor_label or (actor.get_username() if actor else ""),
                    rate_cap=settings.PURGE_RATE_CAP if rate_cap is None else rate_cap,
@@ -125,7 +128,10 @@ def new_run(*, database, kind, value=b"", action=PurgeRun.DELETE, review_id=None
         with keyspace_nodes.primaries(database) as nodes:
             if target.heads:
                 estimate_target(database, heads=target.heads, policies=policies, whole_heads=target.whole,
+                                reach=target.reach, findings=CONDITION_FINDINGS[target.condition],
                                 nodes=nodes).apply(run)
+                run.estimate_detail.update(predicted_costs(run, heads=target.heads, nodes=len(nodes.nodes),
+                                                           read_regions=len(database.read_regions or ())))
             # What the estimate sent (the slot map, DBSIZE per primary) is the preview's first cost.
             for cost in nodes.drain().values():
                 run.preview_commands += cost.sent
@@ -138,12 +144,24 @@ def new_run(*, database, kind, value=b"", action=PurgeRun.DELETE, review_id=None
 def request_preview(**target) -> PurgeRun:
     """Save a `previewing` run with its instant estimate and enqueue its preview for the
     worker when the transaction commits. Sends no SCAN: the page shows the estimate and
-    polls the run for the preview's progress. Takes `new_run`'s arguments."""
+    polls the run for the preview's progress. Takes `new_run`'s arguments. When the broker
+    refuses the task, the preview is recorded failed and `dashboard.jobs.EnqueueRefused`
+    says so."""
     with transaction.atomic():
         run = new_run(**target)
         run.save()
-        jobs.enqueue_on_commit(PREVIEW_TASK, run.pk)
+        jobs.enqueue_on_commit(PREVIEW_TASK, run.pk, on_refused=preview_refused(run))
     return run
+
+
+def preview_refused(run):
+    """The broker refused the preview's task: the preview is recorded failed (nothing was
+    scanned); the operator's message."""
+    def refused(reason):
+        fail_preview(run_id=run.pk, error=f"Never started: {reason}.")
+        return (f"The preview of purge #{run.pk} did not start: {reason}. It is recorded failed and nothing was "
+                "scanned or touched; preview again once the broker is back (/healthz shows it).")
+    return refused
 
 
 def estimate_purge(**target) -> PurgeRun:
@@ -207,6 +225,12 @@ def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) ->
         stats = None
         if run.target_kind == PurgeRun.FINDING and keys is None:
             stats = targets.finding_stats(database=run.database, review_id=run.review_id, finding=run.finding)
+            reach = targets.stored_reach(run, policies)  # the scope decided with the run
+            stats = targets.scoped_stats(stats, head=run.target_bytes(),
+                                         reach=None if reach is None else {policy.prefix for policy in reach})
+            if not stats:
+                raise PurgeRefused(f"The namespaces of this purge's scope no longer have {run.finding} keys in "
+                                   f"review #{run.review_id}, or are no longer registered.")
         PurgeTargetKey.objects.filter(run=run).delete()  # a previous attempt's partial list
         try:
             with keyspace_nodes.primaries(run.database) as nodes:
@@ -285,16 +309,19 @@ def fail_preview(*, run_id, error):
         status=PurgeRun.FAILED, error=error, finished_at=timezone.now(), claim_token="", heartbeat_at=None))
 
 
-def preview_purge(*, database, kind, value=b"", action=PurgeRun.DELETE, review_id=None, finding="", keys=None,
-                  actor=None, actor_label="", rate_cap=None, batch_size=None, sample_size=SAMPLE_SIZE,
-                  progress=None) -> PurgePreview:
+def preview_purge(*, database, kind, value=b"", action=None, review_id=None, finding="", namespace=None,
+                  keys=None, actor=None, actor_label="", rate_cap=None, batch_size=None, sample_size=SAMPLE_SIZE,
+                  progress=None, on_estimate=None) -> PurgePreview:
     """The preview, here and now (the command line): save a `previewing` run and count
     exactly, node by node and per namespace, what a purge would match. Touches no key.
     Returns the `previewed` run's figures for `confirm_purge`; a refusal saves nothing, a
-    Redis error leaves the run failed and propagates."""
+    Redis error leaves the run failed and propagates. `on_estimate(run)`: called with the
+    decided run and its instant estimate (scope, keys, predicted costs) before any SCAN."""
     run = new_run(database=database, kind=kind, value=value, action=action, review_id=review_id, finding=finding,
-                  actor=actor, actor_label=actor_label, rate_cap=rate_cap, batch_size=batch_size,
+                  namespace=namespace, actor=actor, actor_label=actor_label, rate_cap=rate_cap, batch_size=batch_size,
                   explicit_keys=keys is not None)
+    if on_estimate:
+        on_estimate(run)
     run.save()
     try:
         return run_preview(run_id=run.pk, keys=keys, sample_size=sample_size, progress=progress)

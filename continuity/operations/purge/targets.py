@@ -1,6 +1,15 @@
 """Purge targets, decided before any Redis command: a literal prefix, a raw glob, or the
 offending keys of a TTL review finding.
 
+Every target is a *scope*, the intersection of what the operator gave: a namespace, a
+literal prefix (inside it), and a finding kind (keys that still show it when their page
+runs). `decide_target` decides it once and the run stores it (`target_token`: the literal
+head; `reach`: the namespaces it may act on; `condition`: the finding), so the preview
+scans only the head and execution acts only inside the reach, whichever page, command or
+task started it. A typed prefix is never dropped: on a review-finding target it is the
+head that is scanned. The default action is the least destructive one that fixes the
+finding (`default_action`); Delete is never a default.
+
 A prefix must *start with* a registered namespace prefix; a pattern's literal head
 (everything before its first unescaped `*`, `?` or `[`, with `\\x` read as `x`) must start
 with one. So `lucia:session:` and `lucia:session:ab*` pass, while ``, `*`, `lucia:*` and
@@ -110,6 +119,57 @@ def check_action(action):
         raise PurgeRefused(f"Unknown action {action!r}: choose delete or expire.")
 
 
+def default_action(finding):
+    """The least destructive action that fixes `finding`: applying the policy TTL repairs
+    `no_ttl` and `ttl_above_max` and deletes nothing. Anything else (no finding, oversized,
+    wrong type) has no default: Delete must be chosen (PurgeRefused)."""
+    if finding in EXPIRE_REPAIRS:
+        return PurgeRun.EXPIRE
+    what = f"{finding} keys" if finding else "a purge without a finding"
+    raise PurgeRefused(f"Choose an action for {what}: Delete is never chosen for you. Applying the policy TTL "
+                       "(the default for no_ttl and ttl_above_max) repairs only TTL findings.")
+
+
+def scope_namespace(database, policies, name):
+    """The Policy of the namespace named `name` of `database` (None: no namespace given), or
+    PurgeRefused."""
+    if not name:
+        return None
+    for policy in policies:
+        if policy.name == name:
+            return policy
+    raise PurgeRefused(f"{database.name} has no namespace named {name!r}.")
+
+
+def _narrow(reach, namespace, head, policies, shown):
+    """`reach` limited to `namespace` (None: unchanged), or PurgeRefused when that leaves
+    nothing: the namespace must own keys under `head` (be the namespace of `head`, or one
+    nested under it; an enclosing namespace owns none of a nested one's keys)."""
+    if namespace is None:
+        return reach
+    owner = policies.for_key(head)
+    if namespace.prefix != (owner.prefix if owner else None) and not namespace.prefix.startswith(head):
+        raise PurgeRefused(f"{shown!r} lies outside the namespace {namespace.name} "
+                           f"({namespace.prefix.decode('utf-8', 'backslashreplace')}): the scope is empty. Give a "
+                           "prefix inside that namespace and not inside one nested in it.")
+    return [policy for policy in reach if policy.prefix == namespace.prefix] or [namespace]
+
+
+def scoped_stats(stats, *, head=b"", reach=None):
+    """The review's namespace figures inside the scope: namespaces `head` can reach (its
+    own, and those nested under it), and of those only the ones in `reach` (prefixes;
+    None: any)."""
+    kept = []
+    for stat in stats:
+        prefix = stat.namespace.prefix.encode()
+        if head and not (head.startswith(prefix) or prefix.startswith(head)):
+            continue
+        if reach is not None and prefix not in reach:
+            continue
+        kept.append(stat)
+    return kept
+
+
 def condition_for(action, condition):
     """What a key must still show at execution. Applying the policy TTL acts only on keys
     that break a TTL rule (none, where one is required; above the maximum)."""
@@ -131,9 +191,11 @@ def finding_condition(finding, action):
     return FINDING_CONDITIONS[finding]
 
 
-def phrase(review_id, finding):
-    """What the operator retypes to confirm a finding purge."""
-    return f"review {review_id} {finding}"
+def phrase(review_id, finding, head=b""):
+    """What the operator retypes to confirm a finding purge: the review, the finding and,
+    when the scope has one, the literal prefix it is limited to."""
+    scope = f" under {keyspace.display_key(head)}" if head else ""
+    return f"review {review_id} {finding}{scope}"
 
 
 def finding_stats(*, database, review_id, finding):
@@ -161,9 +223,14 @@ def run_heads(run):
     the record when there is no such review: the run may act in any of them)."""
     if run.target_kind != PurgeRun.FINDING:
         return [literal_head(run.match_bytes())]
+    if run.target_bytes():  # a scoped finding: its literal prefix is all it scans
+        return [run.target_bytes()]
     prefixes = [stat.namespace.prefix for stat in ReviewNamespaceStat.objects.filter(
                     run_id=run.review_id, namespace__database=run.database).select_related("namespace")
                 if (stat.findings or {}).get(run.finding)] if run.review_id else []
+    if prefixes and run.reach is not None:
+        reached = {keyspace.decode_key(token) for token in run.reach}
+        prefixes = [prefix for prefix in prefixes if prefix.encode() in reached]
     if not prefixes:
         prefixes = Namespace.objects.filter(database=run.database).values_list("prefix", flat=True)
     return scan_prefixes(prefix.encode() for prefix in prefixes)
@@ -184,8 +251,11 @@ def review_counts(run):
     what the preview matched now."""
     if run.target_kind != PurgeRun.FINDING or not run.review_id:
         return {}
+    reached = None if run.reach is None else {keyspace.decode_key(token) for token in run.reach}
     counts = {}
     for stat in ReviewNamespaceStat.objects.filter(run_id=run.review_id).select_related("namespace"):
+        if reached is not None and (stat.namespace is None or stat.namespace.prefix.encode() not in reached):
+            continue
         count = (stat.findings or {}).get(run.finding, 0)
         if count:
             label = stat.namespace.prefix if stat.namespace else stat.label
@@ -205,6 +275,9 @@ class Target:
     whole: bool
     shown: str
     stats: list | None = None
+    head: bytes = b""  # the literal prefix of the scope (a finding's: b"" when it scans its namespaces)
+    finding: str = ""  # the finding every acted-on key must still show ("": any key)
+    action: str = ""
 
     def reach_tokens(self):
         """What `PurgeRun.reach` stores: the reached namespaces' prefixes as key tokens."""
@@ -222,31 +295,68 @@ def refuse_secret_target(value: bytes):
         raise PurgeRefused(SECRET_TARGET.format(kinds=", ".join(kinds)))
 
 
-def decide_target(database, *, kind, value, action, review_id, finding, policies, explicit_keys=False) -> Target:
+def decide_target(database, *, kind, value, action, review_id, finding, policies, explicit_keys=False,
+                  namespace=None) -> Target:
     """The `Target` of a purge, or PurgeRefused, decided once (when the run is created) and
-    stored on it. Reads Postgres only: nothing is sent to Redis for a refused target. The
-    keyspace guardrail (`check_keyspace`) holds for its heads."""
+    stored on it: the scope namespace ∩ literal prefix ∩ finding. `action` None: the
+    least destructive one that fixes the finding (`default_action`). `namespace`: a
+    namespace name of `database`, limiting the target to that namespace's own keys.
+    `finding` on a prefix or pattern: act only on keys that still show it. Reads Postgres
+    only: nothing is sent to Redis for a refused target. The keyspace guardrail
+    (`check_keyspace`) holds for its heads."""
+    if value:  # first: a pasted secret is refused before any other message could quote it
+        refuse_secret_target(value)
+    action = action or default_action(finding)
     check_action(action)
+    scope = scope_namespace(database, policies, namespace)
     if kind == PurgeRun.FINDING:
         condition = finding_condition(finding, action)
+        head = value or (scope.prefix if scope else b"")
+        if value:  # a literal prefix: inside a registered namespace, as any prefix target
+            _, reach = resolve_target(database, PurgeRun.PREFIX, value, policies)
+            _narrow(reach, scope, value, policies, keyspace.display_key(value))
         stats, reach = None, list(policies)
         if not explicit_keys:  # an explicit key list comes from a caller that chose it
             stats = finding_stats(database=database, review_id=review_id, finding=finding)
+            stats = scoped_stats(stats, head=head, reach=None if scope is None else {scope.prefix})
+            if not stats:
+                raise PurgeRefused(f"Review #{review_id} found no {finding} keys under "
+                                   f"{keyspace.display_key(head)!r}: the scope is empty, there is nothing to purge.")
             reach = [policies.for_key(stat.namespace.prefix.encode()) for stat in stats]
-        heads = scan_prefixes(stat.namespace.prefix.encode() for stat in stats) if stats else []
+        elif scope is not None:
+            reach = [scope]
+        heads = [head] if head else (scan_prefixes(stat.namespace.prefix.encode() for stat in stats) if stats else [])
         target = Target(pattern=b" ".join(keyspace.match_pattern(p) for p in heads), reach=reach, condition=condition,
-                        heads=heads, whole=True, shown=phrase(review_id, finding), stats=stats)
+                        heads=heads, whole=True, shown=phrase(review_id, finding, head), stats=stats, head=head,
+                        finding=finding, action=action)
     else:
-        refuse_secret_target(value)
+        if not value and scope is not None and kind == PurgeRun.PREFIX:
+            value = scope.prefix  # the namespace alone: its prefix
         pattern, reach = resolve_target(database, kind, value, policies)
         head = value if kind == PurgeRun.PREFIX else literal_head(value)
-        target = Target(pattern=pattern, reach=reach, condition=condition_for(action, PurgeRun.ANY),
+        reach = _narrow(reach, scope, head, policies, keyspace.display_key(value))
+        if finding:
+            condition = finding_condition(finding, action)
+        else:
+            condition = condition_for(action, PurgeRun.ANY)
+        target = Target(pattern=pattern, reach=reach, condition=condition,
                         heads=[head], whole=pattern == keyspace.match_pattern(head),
-                        shown=keyspace.display_key(value))
+                        shown=keyspace.display_key(value), head=value, finding=finding or "", action=action)
     if action == PurgeRun.EXPIRE and not any(p.max_ttl_seconds for p in target.reach):
         raise PurgeRefused("None of the namespaces this target reaches has a maximum TTL to apply.")
     check_keyspace(database, target.heads)
     return target
+
+
+def scope_of(run):
+    """The scope a stored run acts on, for pages and commands: {"namespaces": the prefixes
+    of the namespaces it may act on (None: any it reaches), "prefix": its literal head as
+    text ("" for none), "keys": what each key must still show at execution}."""
+    head = run.target_bytes() if run.target_kind != PurgeRun.PATTERN else literal_head(run.target_bytes())
+    return {"namespaces": None if run.reach is None else [keyspace.display_key(keyspace.decode_key(token))
+                                                          for token in run.reach],
+            "prefix": keyspace.display_key(head) if head else "",
+            "keys": run.get_condition_display()}
 
 
 def stored_reach(run, policies):

@@ -134,6 +134,7 @@ def namespace_rows(tally, namespaces):
             "prefix": ns.prefix if ns else NO_NAMESPACE_LABEL,
             "namespace_obj": ns,
             "keys": ns_tally.keys,
+            "breaking": ns_tally.breaking,
             "bytes": ns_tally.bytes,
             "ttl_histogram": ns_tally.histogram,
             "findings": dict(ns_tally.findings),
@@ -497,7 +498,7 @@ def _finish_locked(run):
     if status != ReviewRun.FAILED:
         ReviewNamespaceStat.objects.bulk_create([
             ReviewNamespaceStat(run=run, namespace=row["namespace_obj"], label=row["prefix"], keys=row["keys"],
-                                bytes=row["bytes"], ttl_histogram=row["ttl_histogram"], findings=row["findings"],
+                                breaking_keys=row["breaking"], bytes=row["bytes"], ttl_histogram=row["ttl_histogram"], findings=row["findings"],
                                 top_keys=row["top_keys"])
             for row in rows])
         ReviewSample.objects.bulk_create([

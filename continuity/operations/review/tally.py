@@ -29,6 +29,7 @@ _BUCKET_COUNT = len(BUCKET_NAMES)
 class NamespaceTally:
     keys: int = 0
     bytes: int = 0
+    breaking: int = 0  # keys with at least one finding (a key may have several)
     # Keys per TTL bucket, in BUCKET_NAMES order (a list: the hot loop indexes it).
     buckets: list = field(default_factory=lambda: [0] * _BUCKET_COUNT)
     findings: dict = field(default_factory=lambda: dict.fromkeys(FINDINGS, 0))
@@ -49,12 +50,13 @@ class NamespaceTally:
             self.top_floor = self.top[0][0]
 
     def to_json(self):
-        return {"keys": self.keys, "bytes": self.bytes, "histogram": self.histogram,
+        return {"keys": self.keys, "bytes": self.bytes, "breaking": self.breaking, "histogram": self.histogram,
                 "findings": self.findings, "top": [list(item) for item in self.top]}
 
     @classmethod
     def from_json(cls, data):
-        tally = cls(keys=data["keys"], bytes=data["bytes"],
+        # "breaking" is absent from a checkpoint of a review started before it was counted.
+        tally = cls(keys=data["keys"], bytes=data["bytes"], breaking=data.get("breaking", 0),
                     buckets=[data["histogram"].get(name, 0) for name in BUCKET_NAMES],
                     findings=dict(data["findings"]), top=[tuple(item) for item in data["top"]])
         heapq.heapify(tally.top)
@@ -210,10 +212,14 @@ def count_batch(tally, classifier, rows):
                 ns.add_top(memory, key)
         ns.buckets[bisect_right(bounds, pttl)] += 1
         if policy.unknown:
+            ns.breaking += 1
             _flag(tally, ns, UNKNOWN_NAMESPACE, policy, key, kind, pttl, memory)
             continue
-        for finding in policy.findings(None if pttl == -1 else pttl, kind, None if memory < 0 else memory):
-            _flag(tally, ns, finding, policy, key, kind, pttl, memory)
+        found = policy.findings(None if pttl == -1 else pttl, kind, None if memory < 0 else memory)
+        if found:
+            ns.breaking += 1
+            for finding in found:
+                _flag(tally, ns, finding, policy, key, kind, pttl, memory)
     tally.vanished += vanished
 
 
@@ -256,6 +262,7 @@ def merge(tallies):
             into = total.namespace(ident)
             into.keys += ns.keys
             into.bytes += ns.bytes
+            into.breaking += ns.breaking
             into.buckets = [a + b for a, b in zip(into.buckets, ns.buckets)]
             for kind, count in ns.findings.items():
                 into.findings[kind] = into.findings.get(kind, 0) + count
