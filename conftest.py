@@ -458,3 +458,18 @@ def outage(postgres_server):
     yield helper
     helper.join()
     helper.start()
+
+
+# --- single sign-on: the demo OpenID provider, its own process ---------------------------
+@pytest.fixture(scope="session")
+def openid_provider():
+    """The demo OpenID provider (django-oidc-provider, dashboard/devtools/idp) as a separate
+    process on a loopback port, once per test run (per xdist worker). Tests register their
+    client and people through its control endpoint."""
+    from dashboard.devtools.idp import LocalOpenIDProvider
+
+    datadir = _tempdir("dashboard-test-idp-")
+    provider = LocalOpenIDProvider(datadir).start()
+    yield provider
+    provider.stop()
+    shutil.rmtree(datadir, ignore_errors=True)

@@ -9,6 +9,7 @@ from django.db import connection
 from django.forms.models import model_to_dict
 
 from dashboard.models import AuditEntry
+from dashboard import sso
 from dashboard.scanning import find_secrets
 
 CENSORED = "[censored]"
@@ -88,6 +89,10 @@ def record(*, action, target=None, target_type="", target_id="", target_label=""
         target_label = target_label or str(target)
     if actor is not None and not actor_label:
         actor_label = actor.get_username()
+        # Signed in through the identity provider: the entry names its subject and email.
+        identity = getattr(request, "session", {}).get(sso.SESSION_KEY) if request is not None else None
+        if identity and request.user.is_authenticated and request.user.pk == actor.pk:
+            actor_label = sso.actor_label(actor_label, identity)
     return AuditEntry.objects.create(
         actor=actor,
         actor_label=actor_label or "system",

@@ -226,3 +226,36 @@ def keyspace_target(url):
         return ("unix", os.path.realpath(parts.path), db)
     db = (parts.path or "/0").strip("/") or "0"
     return (_canonical_host(parts.hostname), parts.port or 6379, db)
+
+
+def env_secret(name, default=None):
+    """A secret from NAME or NAME_FILE. A 1Password reference (op://…) left unresolved is
+    refused: `op run -- …` resolves the references in the environment before the process
+    starts, so one seen here means the dashboard was started without it."""
+    value = env_str(name, default)
+    if value and value.strip().startswith("op://"):
+        raise ImproperlyConfigured(
+            f"{name} holds a 1Password reference, not the secret: start the process under `op run` "
+            f"(it resolves op:// references in the environment), or put the secret in a file named by {name}_FILE.")
+    return value
+
+
+def env_group_roles(name, roles):
+    """A `group=role` list (NAME): `;`-separated, or `,`-separated when no `;` is used (use `;`
+    when a group name holds a comma, as LDAP DNs do). Returns {group: role}; every role must be
+    one of `roles`."""
+    value = (_raw(name) or "").strip()
+    mapping = {}
+    for item in value.split(";" if ";" in value else ","):
+        item = item.strip()
+        if not item:
+            continue
+        group, sep, role = item.rpartition("=")
+        group, role = group.strip(), role.strip().lower()
+        if not sep or not group:
+            raise ImproperlyConfigured(f"{name}: write each entry as group=role (e.g. dashboard-admins=admin), "
+                                       f"not {item!r}.")
+        if role not in roles:
+            raise ImproperlyConfigured(f"{name}: {role!r} is not a role; use one of {', '.join(roles)}.")
+        mapping[group] = role
+    return mapping

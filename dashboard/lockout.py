@@ -24,6 +24,15 @@ class LockoutHandler(AxesDatabaseHandler):
     (AXES_FAILURE_LIMIT). The failures of one IP across every username are scaled to that
     limit, so the IP is locked after AXES_IP_FAILURE_LIMIT failures in the cool-off time."""
 
+    def user_login_failed(self, sender, credentials, request=None, **kwargs):
+        """A failed single sign-on (a refused user, a tampered token, a provider error) is no
+        password guess: it is not counted, so a person without a role cannot lock out everyone
+        behind the same address. An attempt from a locked-out address goes on to axes, which
+        answers it with the lockout page."""
+        if getattr(request, "sso_attempt", False) and not self.is_locked(request, credentials):
+            return
+        super().user_login_failed(sender, credentials, request, **kwargs)
+
     def get_failures(self, request, credentials=None):
         per_username = super().get_failures(request, credentials)  # also drops expired attempts
         ip_address = getattr(request, "axes_ip_address", None)

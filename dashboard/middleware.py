@@ -115,3 +115,27 @@ class PasswordChangeRequiredMiddleware:
                 target = reverse("password_change")
                 return HttpResponseClientRedirect(target) if request.headers.get("HX-Request") else HttpResponseRedirect(target)
         return self.get_response(request)
+
+
+class LogContextMiddleware:
+    """Puts the signed-in user, and the database and job run a URL names, on every log line of
+    the request (dashboard.logs; the request id comes from RequestIdMiddleware). After
+    LoginRequiredMiddleware: `process_view` reads the user it has already loaded."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from dashboard import logs
+
+        token = logs.set_context()
+        try:
+            return self.get_response(request)
+        finally:
+            logs.reset_context(token)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        from dashboard import logs
+
+        logs.set_context(**logs.request_context(request))
+        return None

@@ -56,6 +56,13 @@ def set_role(user, role):
         user.__dict__.pop(attr, None)
 
 
+def clear_role(user):
+    """Take every role from `user` (single sign-on: their groups no longer map to one)."""
+    user.groups.clear()
+    for attr in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
+        user.__dict__.pop(attr, None)
+
+
 def require_role(user, role):
     """For commands and tasks: raise PermissionDenied unless `user` holds `role`."""
     if not has_role(user, role):

@@ -5,11 +5,14 @@ safe local default, documented in `.env.example`. A secret may also come from a 
 by `<NAME>_FILE` (Docker/Kubernetes secrets). Bad values fail loudly at start-up.
 """
 
+import ipaddress
 from pathlib import Path
+
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from dashboard.env import env_bool, env_float, env_int, env_list, env_str, redis_target
+from dashboard.env import (env_bool, env_float, env_group_roles, env_int, env_list, env_secret, env_str,
+                           redis_target)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -55,8 +58,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # An SSO session older than OIDC_SESSION_REFRESH_SECONDS goes back to the provider first.
+    "dashboard.sso.middleware.SessionRefreshMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "dashboard.middleware.PasswordChangeRequiredMiddleware",
+    "dashboard.middleware.LogContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -212,10 +218,45 @@ PURGE_TASK_MAX_RETRIES = env_int("PURGE_TASK_MAX_RETRIES", 5)  # while Redis is 
 # (a restart, a failover) before it stops as resumable (never failed): dashboard.postgres.
 JOB_DB_OUTAGE_SECONDS = env_float("JOB_DB_OUTAGE_SECONDS", 30)
 
+# --- Single sign-on: OpenID Connect (dashboard.sso, README "Single sign-on") -----------------
+# On when OIDC_ISSUER is set. The provider's endpoints come from its discovery document
+# (OIDC_DISCOVERY_URL, by default the issuer's /.well-known/openid-configuration), whose issuer
+# must be OIDC_ISSUER exactly. The client secret: OIDC_CLIENT_SECRET, OIDC_CLIENT_SECRET_FILE,
+# or an op:// reference resolved by `op run`; never stored in Postgres, never logged.
+OIDC_ISSUER = env_str("OIDC_ISSUER", "")
+SSO_ENABLED = bool(OIDC_ISSUER)
+OIDC_DISCOVERY_URL = env_str("OIDC_DISCOVERY_URL", "") or (
+    f"{OIDC_ISSUER.rstrip('/')}/.well-known/openid-configuration" if SSO_ENABLED else "")
+OIDC_RP_CLIENT_ID = env_str("OIDC_CLIENT_ID", None if SSO_ENABLED else "")
+OIDC_RP_CLIENT_SECRET = env_secret("OIDC_CLIENT_SECRET", None if SSO_ENABLED else "")
+OIDC_RP_SIGN_ALGO = env_str("OIDC_SIGN_ALGORITHM", "RS256")
+OIDC_RP_SCOPES = env_str("OIDC_SCOPES", "openid email profile groups")
+# The claim holding the person's groups, and which role each group gives ("group=role,…"; a
+# person in several groups gets the strongest role; in none, they are refused).
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups")
+OIDC_GROUP_ROLES = env_group_roles("OIDC_GROUP_ROLES", ("viewer", "operator", "admin"))
+if SSO_ENABLED and not OIDC_GROUP_ROLES:
+    raise ImproperlyConfigured("OIDC_ISSUER is set but OIDC_GROUP_ROLES is empty: nobody could sign in. "
+                               "Map the provider's groups to roles, e.g. dashboard-admins=admin,sre=operator.")
+# The role is evaluated again (a silent round trip to the provider) this often.
+OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = env_int("OIDC_SESSION_REFRESH_SECONDS", 900)
+OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME", "single sign-on")
+# Local accounts stay for break-glass: `all` (default) or `admins` (only admins sign in with a
+# password while SSO is on).
+SSO_LOCAL_LOGIN = env_str("SSO_LOCAL_LOGIN", "all").strip().lower()
+if SSO_LOCAL_LOGIN not in ("all", "admins"):
+    raise ImproperlyConfigured(f"SSO_LOCAL_LOGIN must be all or admins, not {SSO_LOCAL_LOGIN!r}.")
+OIDC_VERIFY_SSL = env_str("OIDC_CA_FILE", "") or True  # a CA bundle for a private provider
+OIDC_TIMEOUT = 10
+OIDC_USE_PKCE = True
+OIDC_STORE_ACCESS_TOKEN = OIDC_STORE_ID_TOKEN = False  # nothing of a token is kept in the session
+OIDC_CALLBACK_CLASS = "dashboard.sso.views.CallbackView"
+
 # --- Auth --------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "axes.backends.AxesStandaloneBackend",  # first: a locked-out address signs in no way
+    "dashboard.sso.backends.LocalBackend",
+    *(["dashboard.sso.backends.OIDCBackend"] if SSO_ENABLED else []),
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:home"
@@ -240,6 +281,8 @@ AXES_CLIENT_IP_CALLABLE = "dashboard.lockout.client_ip"
 # A secret typed as a username is never stored in the lockout tables.
 AXES_USERNAME_CALLABLE = "dashboard.lockout.lockout_username"
 AXES_VERBOSE = False
+# Never stored with a failed attempt: a single sign-on callback's code and state.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "code", "state", "session_state"]
 
 # --- Security ----------------------------------------------------------------------------
 # HTTPS is assumed everywhere but a local DEBUG run.
@@ -272,6 +315,22 @@ PERMISSIONS_POLICY = (
 # /healthz for anonymous callers: up/down per component only, computed at most this often.
 HEALTHZ_CACHE_SECONDS = env_float("HEALTHZ_CACHE_SECONDS", 5.0)
 
+# --- Prometheus: /metrics (dashboard.monitoring) ----------------------------------------
+# Never anonymous: the scraper sends METRICS_TOKEN as a bearer token, or scrapes from one of
+# METRICS_ALLOWED_NETWORKS (CIDRs; the client address as DJANGO_PROXY_COUNT makes it). Neither
+# set: /metrics refuses every caller.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 24:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 24 characters (e.g. python -c "
+                               "'import secrets; print(secrets.token_urlsafe(32))').")
+try:
+    METRICS_ALLOWED_NETWORKS = [ipaddress.ip_network(net, strict=False) for net in env_list("METRICS_ALLOWED_NETWORKS", "")]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS must be comma-separated networks (10.0.0.0/8): {exc}") from None
+# Scrapers inside the network speak plain HTTP, and a redirect would protect no token: the
+# header was already sent.
+SECURE_REDIRECT_EXEMPT.append(r"^metrics$")
+
 # --- Static files ------------------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -292,15 +351,33 @@ TIME_ZONE = env_str("DJANGO_TIME_ZONE", "UTC")
 USE_I18N = False
 USE_TZ = True
 
+# Plain text by default (`make run`); `json` for a log pipeline: one object per line with the
+# request id, user, run id and database (dashboard.logs). Every record of every process, in
+# either format, goes through the secret scanner first. Celery's worker and beat get the same
+# filters and format on their own handlers (dashboard.celery).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "dashboard.logs.ContextFilter"}, "secrets": {"()": "dashboard.logs.SecretFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+                   "json": {"()": "dashboard.logs.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
+                             "filters": ["context", "secrets"]}},
     "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
-    # httpx logs each request's URL at INFO: a source's or REST endpoint's address stays out
-    # of the log (the transport counts requests instead).
-    "loggers": {"axes": {"level": "WARNING"}, "httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+    "loggers": {
+        "axes": {"level": "WARNING"},
+        # Django's own handlers (runserver's access lines, the DEBUG console, mail_admins)
+        # would bypass the filters: everything goes through the one handler above.
+        "django": {"handlers": [], "propagate": True},
+        "django.server": {"handlers": [], "propagate": True},
+        # httpx logs each request's URL at INFO: a source's or REST endpoint's address stays out
+        # of the log (the transport counts requests instead).
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
 }
 
 # Bulma's notification colours for Django's message levels.

@@ -2,8 +2,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from continuity.views import overview, status
-from dashboard import health
-from dashboard.forms import LoginForm
+from dashboard import health, monitoring
+from dashboard.sso import views as sso_views
 from dashboard.urls_records import record_patterns
 from dashboard.views import access, passwords, records
 
@@ -25,12 +25,14 @@ dashboard_patterns = [
 urlpatterns = [
     path("", include((dashboard_patterns, "dashboard"))),
     path("keyspace/", include("continuity.urls")),
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True,
-                                                                 authentication_form=LoginForm), name="login"),
+    path("accounts/login/", sso_views.LoginPage.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/password/", passwords.password_change, name="password_change"),
     path("accounts/password/done/", passwords.password_change_done, name="password_change_done"),
+    path("oidc/authenticate/", sso_views.sso_start, name="oidc_authentication_init"),
+    path("oidc/callback/", sso_views.CallbackView.as_view(), name="oidc_authentication_callback"),
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", monitoring.metrics, name="metrics"),
 ]
 
 handler403 = "dashboard.errors.forbidden"

@@ -4,4 +4,5 @@ here lets `app.autodiscover_tasks()` (which imports `continuity.tasks`) register
 from continuity.tasks import review  # noqa: F401
 from continuity.tasks import health  # noqa: F401
 from continuity.tasks import purge  # noqa: F401
+from continuity.tasks import log_context  # noqa: F401
 from continuity.tasks import watch  # noqa: F401

@@ -90,6 +90,21 @@ def cluster_demo_keyspace(ports, keys=3000, seed=7):
         client.close()
 
 
+def demo_sso(env, datadir, port, origins):
+    """`DEMO_SSO=1`: start the demo OpenID provider (dashboard/devtools/idp, its own process),
+    register the dashboard at `origins` as its client, create the demo people with one
+    generated password, and point the dashboard's OIDC_* variables at it. Returns the provider
+    (to stop) and the password."""
+    from dashboard.devtools.idp import DEMO_GROUP_ROLES, DEMO_PEOPLE, LocalOpenIDProvider
+
+    provider = LocalOpenIDProvider(datadir, port).start()
+    client_secret, password = secrets.token_urlsafe(32), secrets.token_urlsafe(9)
+    provider.register_client("continuity-dashboard", client_secret, [f"{o}/oidc/callback/" for o in origins])
+    for username, (email, groups) in DEMO_PEOPLE.items():
+        provider.add_person(username, password, email, groups)
+    env.update(OIDC_ISSUER=provider.issuer, OIDC_CLIENT_ID="continuity-dashboard", OIDC_CLIENT_SECRET=client_secret,
+               OIDC_GROUP_ROLES=DEMO_GROUP_ROLES, OIDC_PROVIDER_NAME="the demo provider")
+    return provider, password
 def demo_sources(env):
     """Local stand-ins for 1Password Connect and the Upstash Developer API
     (`sourceservers.start_demo`), each only when the environment configures no real one, and
@@ -165,6 +180,18 @@ def main():
             print(f"· Redis (local) on 127.0.0.1:{rd.port} for {', '.join(missing)}")
         if cluster_demo and not cluster:
             print("· DEMO_CLUSTER ignored: REDIS_URL is set, so the monitored Redis is yours.")
+        port = env.get("PORT", "8000")
+        sso_demo = env.get("DEMO_SSO", "").strip().lower() not in ("", "0", "false", "no")
+        sso_password = None
+        if sso_demo and env.get("OIDC_ISSUER"):
+            print("· DEMO_SSO ignored: OIDC_ISSUER is set, so the identity provider is yours.")
+        elif sso_demo:
+            idp, sso_password = demo_sso(env, LOCAL / "idp", _port_file("idp", 8900),
+                                         [f"http://127.0.0.1:{port}", f"http://localhost:{port}"])
+            started.append(idp)
+            print(f"· Demo OpenID provider (local, django-oidc-provider) at {idp.issuer}")
+        if not env.get("METRICS_TOKEN") and not env.get("METRICS_TOKEN_FILE") and not env.get("METRICS_ALLOWED_NETWORKS"):
+            env["METRICS_ALLOWED_NETWORKS"] = "127.0.0.1/32,::1/128"  # a local run: curl /metrics from this machine
         if rest_demo and local_monitored and not cluster and not env.get("UPSTASH_REDIS_REST_URL"):
             from dashboard.devtools.restbridge import RestBridge
 
@@ -199,7 +226,6 @@ def main():
             manage(env, "ttl_review", "--sample", env.get("REVIEW_SAMPLE_SIZE", "2000"))
         except SystemExit as exc:
             print(f"· The first review did not run ({exc}); the schedule will try again.")
-        port = env.get("PORT", "8000")
         processes = {
             "web": f"{PYTHON} manage.py runserver 127.0.0.1:{port}",
             "worker": f"{PYTHON} -m celery -A dashboard worker --loglevel INFO --concurrency 2",
@@ -207,9 +233,17 @@ def main():
         }
         if local_monitored and not cluster and (ROOT / "continuity/management/commands/demo_writer.py").exists():
             processes["demo"] = f"{PYTHON} manage.py demo_writer"
-        print(f"\n  Dashboard: http://127.0.0.1:{port}/   (health: http://127.0.0.1:{port}/healthz)")
-        print("  Sign in as the admin printed above (or DASHBOARD_ADMIN_PASSWORD). Ctrl-C stops everything.\n",
+        print(f"\n  Dashboard: http://127.0.0.1:{port}/   (health: http://127.0.0.1:{port}/healthz, "
+              f"Prometheus: http://127.0.0.1:{port}/metrics)")
+        print("  Sign in as the admin printed above (or DASHBOARD_ADMIN_PASSWORD). Ctrl-C stops everything.",
               flush=True)
+        if sso_password:
+            from dashboard.devtools.idp import DEMO_PEOPLE
+
+            people = ", ".join(f"{name} ({groups[0]})" for name, (_email, groups) in DEMO_PEOPLE.items())
+            print(f"  Single sign-on: \"Sign in with the demo provider\" on the sign-in page, then at the provider\n"
+                  f"  one of {people}, password {sso_password} (nina is refused: no group with a role).")
+        print(flush=True)
         manager = Manager()
         for name, command in processes.items():
             manager.add_process(name, command, cwd=str(ROOT), env=env)

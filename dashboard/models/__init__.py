@@ -4,7 +4,7 @@ from dashboard.models.core import Access, AuditEntry, RedisDatabase, env_var_nam
 from dashboard.models.runbook import AccountAccess, ChecklistItem, PhaseMapping
 from dashboard.models.secrets import EnvVar, Rotation, Secret
 from dashboard.models.alerts import AlertChannel, AlertDelivery
-from dashboard.models.accounts import PasswordChangeRequired
+from dashboard.models.accounts import PasswordChangeRequired, SsoIdentity
 from dashboard.models.sources import SecretCheck, UpstashLink
 
 __all__ = [
@@ -12,6 +12,6 @@ __all__ = [
     "AccountAccess", "ChecklistItem", "PhaseMapping",
     "Secret", "Rotation", "EnvVar",
     "AlertChannel", "AlertDelivery",
-    "PasswordChangeRequired",
+    "PasswordChangeRequired", "SsoIdentity",
     "SecretCheck", "UpstashLink",
 ]

@@ -6,6 +6,10 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 PUBLIC = {"/healthz", "/accounts/login/", "/accounts/logout/"}
+# URLs with access rules of their own, tested where they live: /metrics takes a bearer token or
+# an allowed network (test_monitoring); the single sign-on start and callback are the sign-in
+# itself (test_sso), and answer 404 while SSO is off.
+OWN_ACCESS = {"/metrics", "/oidc/authenticate/", "/oidc/callback/"}
 # Any signed-in user's own account, whatever their role.
 SELF_SERVICE = {"/accounts/password/", "/accounts/password/done/"}
 SAMPLE = {"slug": "lucia", "int": "1", "str": "x", "path": "x"}
@@ -21,12 +25,19 @@ def _walk(patterns, prefix=""):
 
 
 URLS = sorted(set(_walk(get_resolver().url_patterns)))
-PRIVATE = [url for url in URLS if url not in PUBLIC and not url.startswith("/static/")]
+PRIVATE = [url for url in URLS if url not in PUBLIC | OWN_ACCESS and not url.startswith("/static/")]
 
 
 def test_the_matrix_covers_the_app():
     assert len(PRIVATE) >= 50  # the walk found the app, not an empty list
     assert "/keyspace/lucia/browse/" in PRIVATE and "/secrets/lucia/rotate/" in PRIVATE
+
+
+@pytest.mark.parametrize("url", sorted(OWN_ACCESS))
+def test_urls_with_their_own_access_rules_give_an_anonymous_visitor_nothing(client, db, url):
+    assert url in URLS
+    response = client.get(url)
+    assert response.status_code in (401, 403, 404) and b"dashboard_" not in response.content
 
 
 @pytest.mark.parametrize("url", PRIVATE)

@@ -22,6 +22,8 @@ NOT_PAGES = {"dashboard:secret_exposed", "dashboard:checklist_toggle", "dashboar
              "dashboard:user_role", "dashboard:user_create", "continuity:review_cancel", "continuity:review_start",
              "continuity:purge_cancel", "continuity:purge_resume", "continuity:purge_confirm", "continuity:key_action",
              "continuity:key_download", "dashboard:runbook_markdown", "healthz", "logout", "login",
+             # Prometheus text, and the single sign-on redirects (their pages: test_sso).
+             "metrics", "oidc_authentication_init", "oidc_authentication_callback",
              "dashboard:secret_source_check", "dashboard:secret_source_record", "dashboard:database_source_check",
              "dashboard:database_source_adopt", "continuity:review_retry", "continuity:purge_retry",
              "continuity:key_reveal"}

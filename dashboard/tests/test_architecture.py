@@ -30,10 +30,10 @@ KNOWN_PRIVATE_USES = set()
 LAYERS = (
     ("dev tooling", ("dashboard.devtools",)),
     ("project", ("dashboard", "dashboard.settings", "dashboard.urls", "dashboard.celery", "dashboard.wsgi",
-                 "dashboard.context_processors", "dashboard.health")),
+                 "dashboard.context_processors", "dashboard.health", "dashboard.monitoring")),
     ("continuity entry points", ("continuity.urls", "continuity.views", "continuity.forms", "continuity.charts",
                                  "continuity.key_links", "continuity.templatetags", "continuity.management",
-                                 "continuity.tasks", "continuity.apps")),
+                                 "continuity.tasks", "continuity.apps", "continuity.metrics")),
     ("continuity jobs", ("continuity.operations", "continuity.store", "continuity.seed")),
     ("continuity models", ("continuity.models",)),
     ("continuity keyspace", ("continuity.keyspace",)),  # the only code that talks to a monitored Redis
