@@ -244,6 +244,7 @@ def _check_expression(expr, served):
 def everything_served(scraper, planted):
     review.review_database(database=planted)
     review.review_database(database=planted, sample=3)
+    keyspace_watch.check_database(planted)  # the keyspace watch's figures and its alarm
     ReviewRun.objects.create(database=planted, status=ReviewRun.QUEUED)  # dashboard_jobs_active
     Secret.objects.create(name="stale", rotation_interval_days=30)
     Secret.objects.filter(name="stale").update(last_rotated=timezone.now() - timedelta(days=31))
