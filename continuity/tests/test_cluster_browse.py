@@ -370,8 +370,7 @@ def test_it_follows_a_moved_slot_once_during_a_lookup(lucia, disposable_cluster,
     result = keyspace.lookup_id(lucia, b"moved-1", policies, nodes=stale)
     assert [row.key for row in result.rows] == [key] and result.unread == []
     # The browser's metadata step too: a key its SCAN found on the old owner is read on the new one.
-    with primaries.NodeClients(client) as directs:
-        metas = primaries.metadata_by_node(lucia, directs, {f"127.0.0.1:{source}": [key]})
+    metas = primaries.metadata_by_node(lucia, client, {f"127.0.0.1:{source}": [key]})
     assert [(m.key, m.type) for m in metas] == [(key, "string")] and 0 < metas[0].ttl_ms <= 600_000
     for node in nodes.values():
         node.close()
