@@ -13,7 +13,8 @@ or any of them), the same budget is spent: each SCAN page's metadata is read as 
 is full or the budget is spent. The result says how many keys SCAN examined, how many it
 read under the pattern, and how many showed the finding.
 
-On a Redis Cluster the same budget is spent across the primaries, one after the other in
+A standalone server is a keyspace of one primary: `scan_keys` is one loop over the
+primaries. On a Redis Cluster the same budget is spent across them, one after the other in
 the order of their addresses, and the cursor handed back is a composite one (which
 primary, and its SCAN cursor: `primaries.issue_cursor`); the scan is done only when the
 last primary's SCAN is. A lookup asks each candidate key's owner directly, by slot.

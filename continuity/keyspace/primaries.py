@@ -56,9 +56,7 @@ def keyed_client(database, *, write=False):
     """The client for commands on one key of `database`: redis-py's RedisCluster (routed
     by slot, MOVED/ASK followed) on a cluster, `client_for` on a standalone server."""
     client = client_for(database, write=write)
-    if cluster.mode_of(database, client) == cluster.CLUSTER:
-        return cluster_client_for(database, write=write)
-    return client
+    return cluster_client_for(database, write=write) if is_cluster(database, client) else client
 
 
 def is_cluster(database, client):
