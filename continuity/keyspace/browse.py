@@ -13,7 +13,8 @@ or any of them), the same budget is spent: each SCAN page's metadata is read as 
 is full or the budget is spent. The result says how many keys SCAN examined, how many it
 read under the pattern, and how many showed the finding.
 
-On a Redis Cluster the same budget is spent across the primaries, one after the other in
+A standalone server is a keyspace of one primary: `scan_keys` is one loop over the
+primaries. On a Redis Cluster the same budget is spent across them, one after the other in
 the order of their addresses, and the cursor handed back is a composite one (which
 primary, and its SCAN cursor: `primaries.issue_cursor`); the scan is done only when the
 last primary's SCAN is. A lookup asks each candidate key's owner directly, by slot.
@@ -132,55 +133,93 @@ def scan_keys(database, *, pattern, policies=EMPTY, type_=None, cursor=0, budget
     allows), keeping only the keys that show it (`shows`). `pattern` is a MATCH
     pattern (bytes): build it with `match_pattern(prefix)` for a literal prefix. `cursor`:
     0 to start, else the `cursor` of the previous ScanResult; one that cannot continue this
-    scan raises `primaries.CursorError` before a key is read."""
+    scan raises `primaries.CursorError` before a key is read.
+
+    A standalone server is a keyspace of one primary: the same loop, its own client, a plain
+    SCAN cursor. On a cluster the budget is spent on one primary after the other from the
+    composite cursor's position; a primary that does not answer stops the page there (the
+    rows read before it are shown, the cursor points at it, the page is never "done")."""
     budget = budget or settings.KEYSPACE_SCAN_BUDGET
     page_size = page_size or settings.KEYSPACE_PAGE_SIZE
     client = client or client_for(database)
+    nodes = scope = None
     if primaries.is_cluster(database, client):
-        return _scan_cluster(database, client, pattern=pattern, policies=policies, type_=type_, cursor=cursor,
-                             budget=budget, page_size=page_size, examined_before=examined_before,
-                             matched_before=matched_before, read_before=read_before, finding=finding)
-    if isinstance(cursor, str):
-        if not cursor.isdigit():
-            raise primaries.CursorError(
-                f"This cursor belongs to a scan across a Redis Cluster's primaries, but {database.name} is a single "
-                "Redis server. No key was read; start the scan again.")
-        cursor = int(cursor)
-    seen, keys, kept = set(), [], []
+        nodes = cluster.slot_map(client)
+        if not nodes.addresses:
+            raise KeyspaceError(f"{database.name} is a Redis Cluster, but CLUSTER NODES lists no primary serving "
+                                "slots: there is nothing to browse until slots are assigned.")
+        scope = primaries.scan_scope(pattern, type_)
+        index, node_cursor = primaries.read_cursor(database, scope, nodes, cursor)
+        addresses = nodes.addresses
+    elif isinstance(cursor, str) and not cursor.isdigit():
+        raise primaries.CursorError(
+            f"This cursor belongs to a scan across a Redis Cluster's primaries, but {database.name} is a single "
+            "Redis server. No key was read; start the scan again.")
+    else:
+        index, node_cursor, addresses = 0, int(cursor), (None,)
+    clients = [client] if nodes is None else [primaries.direct_client(client, a) for a in addresses]
+    keys_by_node, seen, kept, touched = {}, set(), [], []
     examined = calls = 0
     count = min(FIRST_COUNT, budget)
-    while True:
-        cursor, found = scan_page(client=client, match=pattern, cursor=cursor, count=count, type_=type_)
+    stopped = stop_message = ""
+    while index < len(addresses):
+        address = addresses[index]
+        try:
+            node_cursor, found = scan_page(client=clients[index], match=pattern, cursor=node_cursor, count=count,
+                                           type_=type_)
+        except cluster.NODE_ERRORS as exc:
+            if nodes is None:
+                raise
+            stopped, stop_message = address, str(primaries.node_unreachable(database, address, exc))
+            break
         calls += 1
         examined += count
         fresh = [key for key in found if key not in seen]  # SCAN may return a key twice
         seen.update(fresh)
-        if finding:  # read as it comes, keep what shows the finding
-            kept += [meta for meta in key_metadata(keys=fresh, client=client) if shows(meta, policies, finding)]
-        else:
-            keys += fresh
+        if fresh and index not in touched:
+            touched.append(index)
+        if finding and fresh:  # read as it comes, keep what shows the finding
+            metas = (key_metadata(keys=fresh, client=client) if nodes is None
+                     else primaries.metadata_by_node(database, client, {address: fresh}))
+            kept += [meta for meta in metas if shows(meta, policies, finding)]
+        elif fresh:
+            keys_by_node.setdefault(address, []).extend(fresh)
+        if node_cursor == 0:  # this primary is complete: the next one starts from 0
+            index += 1
         remaining = budget - examined
-        if finding:
-            if cursor == 0 or len(kept) >= page_size or remaining <= 0:
-                break
-            # Few matches so far: look further per call; many: keep pages small.
-            count = _next_count(count, remaining, len(kept), page_size)
-            continue
-        if cursor == 0 or len(keys) >= page_size or remaining <= 0 or calls >= SCANS:
+        have = len(kept) if finding else len(seen)
+        if index >= len(addresses) or have >= page_size or remaining <= 0:
             break
-        # The second call looks as far as the first's share of matches says a page needs
-        # (all the rest of the budget when it found none): a page is two SCANs at most.
-        count = _extrapolated(count, remaining, len(keys), page_size)
-    if finding:
-        size = dbsize(client)
-    else:  # the page's metadata and DBSIZE in one round trip
-        metas, (size,) = key_metadata_and(client, sorted(keys), [("DBSIZE",)])
-        kept = [meta for meta in metas if meta.exists]
-        size = None if isinstance(size, Exception) else int(size)
-    rows = classify_rows(sorted(kept, key=lambda meta: meta.key), policies)
+        if nodes is None and not finding:
+            if calls >= SCANS:
+                break
+            # The second call looks as far as the first's share of matches says a page needs
+            # (all the rest of the budget when it found none): a page is two SCANs at most.
+            count = _extrapolated(count, remaining, have, page_size)
+        else:  # few matches so far: look further per call; many: keep pages small
+            count = _next_count(count, remaining, have, page_size)
+    if nodes is None:
+        if finding:
+            size = dbsize(client)
+        else:  # the page's metadata and DBSIZE in one round trip
+            kept, (size,) = key_metadata_and(client, sorted(keys_by_node.get(None, ())), [("DBSIZE",)])
+            size = None if isinstance(size, Exception) else int(size)
+        counted, cursor = primaries.Count(total=size, partial=size or 0), node_cursor
+    else:
+        kept = kept if finding else primaries.metadata_by_node(database, client, keys_by_node)
+        counted = primaries.count_keys(client, nodes.addresses, skip=(stopped,) if stopped else ())
+        cursor = primaries.issue_cursor(database, scope, nodes, index, node_cursor)
+    notes = []  # what the server refused: the one server's, or each primary's that returned keys
+    for at in (touched if nodes is not None else [0]):
+        notes.extend(note for note in limitations(clients[at]) if note not in notes)
+    if stopped:
+        notes.insert(0, f"{stop_message} The scan stopped at this primary: this page is not the whole keyspace, "
+                        "and continuing retries it.")
+    rows = classify_rows(sorted((m for m in kept if m.exists), key=lambda m: m.key), policies)
     return ScanResult(pattern=pattern, type_filter=type_, rows=rows, cursor=cursor, calls=calls, examined=examined,
                       examined_total=examined_before + examined, matched_total=matched_before + len(rows),
-                      dbsize=size, notes=tuple(limitations(client)), finding=finding,
+                      dbsize=counted.total, notes=tuple(notes), primaries=len(nodes.addresses) if nodes else 0,
+                      scanned=index if nodes else 0, stopped=stopped, dbsize_note=counted.note, finding=finding,
                       read_total=read_before + len(seen))
 
 
@@ -194,67 +233,6 @@ def _extrapolated(count, remaining, found, page_size):
 
 def _next_count(count, remaining, found, page_size):
     return min(MAX_COUNT, remaining, count * 4 if found < page_size // 4 else count)
-
-
-def _scan_cluster(database, client, *, pattern, policies, type_, cursor, budget, page_size, examined_before,
-                  matched_before, read_before=0, finding=""):
-    """`scan_keys` across the primaries: the same budget and COUNT ramp, spent on one
-    primary after the other from the composite cursor's position. A primary that does not
-    answer stops the page there (the rows read before it are shown, the cursor points at
-    it, the page is never "done")."""
-    nodes = cluster.slot_map(client)
-    if not nodes.addresses:
-        raise KeyspaceError(f"{database.name} is a Redis Cluster, but CLUSTER NODES lists no primary serving slots: "
-                            "there is nothing to browse until slots are assigned.")
-    scope = primaries.scan_scope(pattern, type_)
-    index, node_cursor = primaries.read_cursor(database, scope, nodes, cursor)
-    keys_by_node, seen, kept, touched = {}, set(), [], []
-    examined = calls = 0
-    count = min(FIRST_COUNT, budget)
-    stopped = ""
-    with primaries.NodeClients(client) as directs:
-        while index < len(nodes.addresses):
-            address = nodes.addresses[index]
-            try:
-                node_cursor, found = scan_page(client=directs[address], match=pattern, cursor=node_cursor, count=count,
-                                               type_=type_)
-            except cluster.NODE_ERRORS as exc:
-                stopped = address
-                stop_message = str(primaries.node_unreachable(database, address, exc))
-                break
-            calls += 1
-            examined += count
-            fresh = [key for key in found if key not in seen]
-            seen.update(fresh)
-            if fresh and address not in touched:
-                touched.append(address)
-            if finding and fresh:  # read as it comes, keep what shows the finding
-                kept += [meta for meta in primaries.metadata_by_node(database, directs, {address: fresh})
-                         if shows(meta, policies, finding)]
-            elif fresh:
-                keys_by_node.setdefault(address, []).extend(fresh)
-            if node_cursor == 0:  # this primary is complete: the next one starts from 0
-                index += 1
-            remaining = budget - examined
-            have = len(kept) if finding else len(seen)
-            if index >= len(nodes.addresses) or have >= page_size or remaining <= 0:
-                break
-            count = _next_count(count, remaining, have, page_size)
-        metas = kept if finding else primaries.metadata_by_node(database, directs, keys_by_node)
-        counted = primaries.count_keys(directs, nodes.addresses, skip=(stopped,) if stopped else ())
-        notes = []
-        for address in touched:
-            notes.extend(note for note in limitations(directs[address]) if note not in notes)
-    if stopped:
-        notes.insert(0, f"{stop_message} The scan stopped at this primary: this page is not the whole keyspace, "
-                        "and continuing retries it.")
-    rows = classify_rows(sorted((m for m in metas if m.exists), key=lambda m: m.key), policies)
-    return ScanResult(pattern=pattern, type_filter=type_, rows=rows,
-                      cursor=primaries.issue_cursor(database, scope, nodes, index, node_cursor),
-                      calls=calls, examined=examined, examined_total=examined_before + examined,
-                      matched_total=matched_before + len(rows), dbsize=counted.total, notes=tuple(notes),
-                      primaries=len(nodes.addresses), scanned=index, stopped=stopped, dbsize_note=counted.note,
-                      finding=finding, read_total=read_before + len(seen))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from django.conf import settings
 
 from continuity.keyspace.primaries import keyed_client
 from continuity.keynames import display_key
-from continuity.keyspace.meta import KeyMeta, key_metadata, key_metadata_and
+from continuity.keyspace.meta import KeyMeta, key_metadata_and
 
 STRING_PREVIEW_BYTES = 4096
 ELEMENTS = 100
@@ -92,54 +92,21 @@ def _where(client, key):
     return {"slot": client.keyslot(key), "node": node.name if node is not None else ""}
 
 
-def _scan_collection(client, command, key):
-    """Up to ELEMENTS members of a hash or set via a few HSCAN/SSCAN calls."""
-    cursor, out, calls = 0, [], 0
-    while True:
-        if command == "HSCAN":
-            cursor, chunk = client.hscan(key, cursor=cursor, count=ELEMENTS)
-            out.extend(chunk.items())
-        else:
-            cursor, chunk = client.sscan(key, cursor=cursor, count=ELEMENTS)
-            out.extend(chunk)
-        calls += 1
-        if cursor == 0 or len(out) >= ELEMENTS or calls >= SCAN_CALLS:
-            return out[:ELEMENTS]
-
-
-def _object_encoding(client, key):
-    try:
-        encoding = client.object("encoding", key)
-    except redis.ResponseError:
-        return None
-    return encoding.decode() if isinstance(encoding, bytes) else encoding
-
-
-def _length(client, kind, key):
-    command = _LENGTH_COMMAND.get(kind)
-    if not command:
-        return None
-    try:
-        return client.execute_command(command, key)
-    except redis.ResponseError:
-        return None
-
-
 def preview_key(database, key: bytes, *, values=True, client=None):
     """A bounded Preview of `key`, or a Preview whose `meta.exists` is False. `values`
     False: metadata only (type, TTL, size, length, encoding); not one byte of the value is
     read (`withheld`).
 
-    On a standalone server in two round trips, three for a large hash or set: the metadata
-    and OBJECT ENCODING together, then the length and the bounded read of the value
-    together (and one more HSCAN/SSCAN where the first did not bring ELEMENTS members)."""
+    In two round trips, three for a large hash or set: the metadata and OBJECT ENCODING
+    together, then the length and the bounded read of the value together (and one more
+    HSCAN/SSCAN where the first did not bring ELEMENTS members). On a Redis Cluster the same
+    pipelines go to the key's primary (RedisCluster routes them by slot); the metadata
+    script and OBJECT ENCODING travel apart there (`key_metadata_and`)."""
     client = client or keyed_client(database)
-    if isinstance(client, redis.RedisCluster):
-        return _preview_routed(client, key, values=values)
     metas, (encoding,) = key_metadata_and(client, [key], [("OBJECT", "ENCODING", key)])
-    meta = metas[0]
+    meta, where = metas[0], _where(client, key)
     if not meta.exists:
-        return Preview(meta=meta)
+        return Preview(meta=meta, **where)
     encoding = None if isinstance(encoding, Exception) else (
         encoding.decode() if isinstance(encoding, bytes) else encoding)
     kind = meta.type
@@ -154,8 +121,8 @@ def preview_key(database, key: bytes, *, values=True, client=None):
     value = replies[-1] if read else None
     if not values:
         notes = () if encoding is not None else ("OBJECT ENCODING is refused by this server.",)
-        return Preview(meta=meta, length=length, encoding=encoding, notes=notes, withheld=True)
-    return _preview(client, key, meta, length, encoding, value)
+        return Preview(meta=meta, length=length, encoding=encoding, notes=notes, withheld=True, **where)
+    return _preview(client, key, meta, length, encoding, value, where)
 
 
 def _first_read(pipe, kind, key, meta):
@@ -194,9 +161,9 @@ def _more_members(client, command, key, cursor, found):
     return found[:ELEMENTS]
 
 
-def _preview(client, key, meta, length, encoding, value):
+def _preview(client, key, meta, length, encoding, value, where):
     """The Preview of `key` from its metadata, length, encoding and the first read's reply."""
-    base = {"meta": meta, "length": length, "encoding": encoding}
+    base = {"meta": meta, "length": length, "encoding": encoding, **where}
     notes = () if encoding is not None else ("OBJECT ENCODING is refused by this server.",)
     kind = meta.type
     if isinstance(value, Exception):
@@ -240,69 +207,6 @@ def _preview(client, key, meta, length, encoding, value):
         return Preview(**base, text=display_value(raw[:STRING_PREVIEW_BYTES]), json_text=pretty_json(raw),
                        truncated=len(raw) > STRING_PREVIEW_BYTES, notes=notes)
     return Preview(**base, notes=notes + (f"No preview for type {kind}.",))
-
-
-def _preview_routed(client, key, *, values=True):
-    """`preview_key` on a Redis Cluster (RedisCluster routes each command by slot)."""
-    meta = key_metadata(keys=[key], client=client)[0]
-    where = _where(client, key)
-    if not meta.exists:
-        return Preview(meta=meta, **where)
-    length = _length(client, meta.type, key)
-    encoding = _object_encoding(client, key)
-    base = {"meta": meta, "length": length, "encoding": encoding, **where}
-    notes = () if encoding is not None else ("OBJECT ENCODING is refused by this server.",)
-    if not values:
-        return Preview(**base, notes=notes, withheld=True)
-    kind = meta.type
-    if kind == "string":
-        head = client.getrange(key, 0, STRING_PREVIEW_BYTES - 1)
-        truncated = (length or 0) > len(head)
-        return Preview(**base, text=display_value(head), binary=not is_text(head), truncated=truncated,
-                       json_text=None if truncated else pretty_json(head), notes=notes)
-    if kind == "hash":
-        pairs = _scan_collection(client, "HSCAN", key)
-        items = [(display_key(f), display_value(v)) for f, v in pairs]
-        return Preview(**base, items=items, columns=("field", "value"), truncated=(length or 0) > len(items),
-                       notes=notes)
-    if kind == "set":
-        members = _scan_collection(client, "SSCAN", key)
-        return Preview(**base, items=[(display_value(m),) for m in members], columns=("member",),
-                       truncated=(length or 0) > len(members), notes=notes)
-    if kind == "list":
-        values = client.lrange(key, 0, ELEMENTS - 1)
-        items = [(str(i), display_value(v)) for i, v in enumerate(values)]
-        return Preview(**base, items=items, columns=("index", "value"), truncated=(length or 0) > len(items),
-                       notes=notes)
-    if kind == "zset":
-        pairs = client.zrange(key, 0, ELEMENTS - 1, withscores=True)
-        items = [(display_value(m), f"{s:g}") for m, s in pairs]
-        return Preview(**base, items=items, columns=("member", "score"), truncated=(length or 0) > len(items),
-                       notes=notes)
-    if kind == "stream":
-        entries = client.xrange(key, count=STREAM_ENTRIES)
-        items = [(display_value(entry_id),
-                  ", ".join(f"{display_value(f)}={display_value(v)}" for f, v in fields.items()))
-                 for entry_id, fields in entries]
-        return Preview(**base, items=items, columns=("id", "fields"), truncated=(length or 0) > len(items),
-                       notes=notes)
-    if kind == "ReJSON-RL":
-        return _json_preview(client, key, base, notes)
-    return Preview(**base, notes=notes + (f"No preview for type {kind}.",))
-
-
-def _json_preview(client, key, base, notes):
-    """RedisJSON documents, when the module answers and the document is small enough."""
-    meta = base["meta"]
-    if meta.memory is not None and meta.memory > JSON_PREVIEW_MAX_MEMORY:
-        return Preview(**base, truncated=True, notes=notes + ("The JSON document is too large to preview.",))
-    try:
-        raw = client.execute_command("JSON.GET", key)
-    except redis.ResponseError as exc:
-        return Preview(**base, notes=notes + (f"RedisJSON did not answer: {exc}",))
-    raw = raw or b""
-    return Preview(**base, text=display_value(raw[:STRING_PREVIEW_BYTES]), json_text=pretty_json(raw),
-                   truncated=len(raw) > STRING_PREVIEW_BYTES, notes=notes)
 
 
 @dataclass(frozen=True)

@@ -79,12 +79,6 @@ def _from_codes(key, pttl, kind, memory):
     return KeyMeta(key=key, type=kind, ttl_ms=None if pttl == -1 else pttl, memory=None if memory in (-1, None) else memory)
 
 
-def _via_script(client, keys):
-    """The metadata script, read-only (EVALSHA_RO where the server has it), reading every field."""
-    rows = META_SCRIPT.run(client, keys, [1, 1], cost=Cost())
-    return [_from_codes(key, *row) for key, row in zip(keys, rows)]
-
-
 def _via_pipeline(client, keys, with_memory, keep_errors=False):
     pipe = client.pipeline(transaction=False)
     for key in keys:
@@ -113,21 +107,46 @@ def _via_pipeline(client, keys, with_memory, keep_errors=False):
 def key_metadata(database=None, keys=(), *, client=None):
     """[KeyMeta] for `keys`, in order, in one command where the server allows it."""
     keys = list(keys)
-    if not keys:
-        return []
-    client = client or client_for(database)
+    return key_metadata_and(client or client_for(database), keys, chunk=len(keys))[0] if keys else []
+
+
+def key_metadata_and(client, keys, also=(), *, chunk=1000):
+    """([KeyMeta] for `keys`, [the reply or error of each command of `also`]) in one round
+    trip where the server runs scripts: the metadata script over `chunk` keys per call, and
+    `also` (a page's DBSIZE) behind it. Where scripting is refused, a pipeline (PTTL, TYPE,
+    MEMORY USAGE per key) and then `also` (two round trips); likewise `also` on a Redis
+    Cluster client, which routes each script call by its keys and sends nothing behind."""
+    keys = list(keys)
     caps = capabilities.of(client)
-    if caps.script is not False:
+    metas, behind = None, []
+    if keys and caps.script is not False:
+        parts = [keys[start:start + chunk] for start in range(0, len(keys), chunk)]
         try:
-            result = _via_script(client, keys)
-            caps.script = True
-            if any(m.exists and m.memory is None for m in result):
-                caps.memory = False  # MEMORY USAGE refused inside the script (pcall): sizes unknown
-            return result
+            _ahead, replies, behind = META_SCRIPT.run_many(client, [(part, [1, 1]) for part in parts], cost=Cost(),
+                                                           after=list(also))
         except redis.ResponseError as exc:
             if not capabilities.refused(exc):
                 raise
             caps.script = False
+        else:
+            caps.script = True
+            metas = [_from_codes(key, *row) for part, rows in zip(parts, replies) for key, row in zip(part, rows)]
+            if any(m.exists and m.memory is None for m in metas):
+                caps.memory = False  # MEMORY USAGE refused inside the script (pcall): sizes unknown
+    if metas is None:
+        metas = _via_pipelines(client, keys) if keys else []
+    if behind or not also:
+        return metas, list(behind)
+    pipe = client.pipeline(transaction=False)
+    for command in also:
+        pipe.execute_command(*command)
+    return metas, pipe.execute(raise_on_error=False)
+
+
+def _via_pipelines(client, keys):
+    """`key_metadata` where scripting is refused: a pipeline with MEMORY USAGE, without it
+    where that is refused."""
+    caps = capabilities.of(client)
     if caps.memory is not False:
         try:
             result = _via_pipeline(client, keys, with_memory=True)
@@ -139,37 +158,6 @@ def key_metadata(database=None, keys=(), *, client=None):
                 raise
             caps.memory = False
     return _via_pipeline(client, keys, with_memory=False)
-
-
-def key_metadata_and(client, keys, also=(), *, chunk=1000):
-    """([KeyMeta] for `keys`, [the reply or error of each command of `also`]) in one round
-    trip where the server runs scripts: the metadata script over `chunk` keys per call, and
-    `also` (a page's DBSIZE) behind it. Where scripting is refused, `key_metadata`'s
-    fallback and then `also` (two round trips). A standalone server's client."""
-    keys = list(keys)
-    caps = capabilities.of(client)
-    if keys and caps.script is not False and not isinstance(client, redis.RedisCluster):
-        parts = [keys[start:start + chunk] for start in range(0, len(keys), chunk)]
-        try:
-            _ahead, replies, behind = META_SCRIPT.run_many(client, [(part, [1, 1]) for part in parts], cost=Cost(),
-                                                           after=list(also))
-        except redis.ResponseError as exc:
-            if not capabilities.refused(exc):
-                raise
-            caps.script = False
-        else:
-            caps.script = True
-            result = [_from_codes(key, *row) for part, rows in zip(parts, replies) for key, row in zip(part, rows)]
-            if any(m.exists and m.memory is None for m in result):
-                caps.memory = False  # MEMORY USAGE refused inside the script (pcall): sizes unknown
-            return result, list(behind)
-    metas = key_metadata(keys=keys, client=client) if keys else []
-    if not also:
-        return metas, []
-    pipe = client.pipeline(transaction=False)
-    for command in also:
-        pipe.execute_command(*command)
-    return metas, pipe.execute(raise_on_error=False)
 
 
 def node_metadata(client, keys):

@@ -56,29 +56,11 @@ def keyed_client(database, *, write=False):
     """The client for commands on one key of `database`: redis-py's RedisCluster (routed
     by slot, MOVED/ASK followed) on a cluster, `client_for` on a standalone server."""
     client = client_for(database, write=write)
-    if cluster.mode_of(database, client) == cluster.CLUSTER:
-        return cluster_client_for(database, write=write)
-    return client
+    return cluster_client_for(database, write=write) if is_cluster(database, client) else client
 
 
 def is_cluster(database, client):
     return cluster.mode_of(database, client) == cluster.CLUSTER
-
-
-class NodeClients:
-    """The primaries' direct clients for one page: `directs[address]` (`nodes.direct_client`)."""
-
-    def __init__(self, client):
-        self.client = client
-
-    def __getitem__(self, address):
-        return direct_client(self.client, address)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
 
 
 # --- the composite cursor --------------------------------------------------------------------
@@ -174,14 +156,15 @@ def node_unreachable(database, address, exc):
     return KeyspaceError(f"Primary {address} of {database.name} did not answer ({describe_error(exc)}).")
 
 
-def metadata_by_node(database, directs, keys_by_node):
+def metadata_by_node(database, client, keys_by_node):
     """[KeyMeta] for every key of `keys_by_node` ({address: [keys]}), one pipeline per
-    primary. A key whose slot moved since its SCAN is read once more through RedisCluster
-    (which follows MOVED/ASK). A primary that stops answering raises a KeyspaceError naming it."""
+    primary (its `direct_client`). A key whose slot moved since its SCAN is read once more
+    through RedisCluster (which follows MOVED/ASK). A primary that stops answering raises a
+    KeyspaceError naming it."""
     metas = []
     for address, keys in keys_by_node.items():
         try:
-            answers = node_metadata(directs[address], keys)
+            answers = node_metadata(direct_client(client, address), keys)
         except NODE_ERRORS as exc:
             raise node_unreachable(database, address, exc) from exc
         for key, answer in zip(keys, answers):
@@ -214,14 +197,14 @@ class Count:
         return f"Key count unknown: {'; '.join(parts)} (the primaries that answered hold {self.partial:,} keys)."
 
 
-def count_keys(directs, addresses, *, skip=()):
+def count_keys(client, addresses, *, skip=()):
     """DBSIZE on each primary (one command each); `skip`: addresses known not to answer."""
     total, refused, unreachable = 0, [], list(skip)
     for address in addresses:
         if address in skip:
             continue
         try:
-            size = dbsize(directs[address])
+            size = dbsize(direct_client(client, address))
         except NODE_ERRORS:
             unreachable.append(address)
             continue
@@ -243,12 +226,11 @@ def server_summary(database, *, client=None):
         return node_summary(database, client=client)
     nodes = cluster.slot_map(client)
     parts, silent = [], []
-    with NodeClients(client) as directs:
-        for address in nodes.addresses:
-            try:
-                parts.append((address, node_summary(database, client=directs[address])))
-            except NODE_ERRORS:
-                silent.append(address)
+    for address in nodes.addresses:
+        try:
+            parts.append((address, node_summary(database, client=direct_client(client, address))))
+        except NODE_ERRORS:
+            silent.append(address)
 
     def total(name):
         values = [getattr(part, name) for _address, part in parts]
@@ -279,22 +261,21 @@ def read_by_slot(database, client, keys, *, nodes=None):
             out[key] = f"slot {key_slot(key)} is served by no primary (the cluster is not covering every slot)."
         else:
             groups.setdefault(owner, []).append(key)
-    with NodeClients(client) as directs:
-        for address, group in groups.items():
-            try:
-                answers = node_metadata(directs[address], group)
-            except NODE_ERRORS as exc:
-                for key in group:
-                    out[key] = f"primary {address} did not answer ({describe_error(exc)})"
-                continue
-            for key, answer in zip(group, answers):
-                if isinstance(answer, REDIRECTS):  # the slot moved since the map was read: follow once
-                    try:
-                        answer = key_metadata(keys=[key], client=cluster_client_for(database))[0]
-                    except (redis.RedisError, KeyspaceError) as exc:
-                        answer = f"slot {key_slot(key)} moved and its new owner did not answer ({describe_error(exc)})"
-                elif isinstance(answer, Exception):
-                    answer = f"primary {address} refused to read it ({describe_error(answer)})"
-                out[key] = answer
+    for address, group in groups.items():
+        try:
+            answers = node_metadata(direct_client(client, address), group)
+        except NODE_ERRORS as exc:
+            for key in group:
+                out[key] = f"primary {address} did not answer ({describe_error(exc)})"
+            continue
+        for key, answer in zip(group, answers):
+            if isinstance(answer, REDIRECTS):  # the slot moved since the map was read: follow once
+                try:
+                    answer = key_metadata(keys=[key], client=cluster_client_for(database))[0]
+                except (redis.RedisError, KeyspaceError) as exc:
+                    answer = f"slot {key_slot(key)} moved and its new owner did not answer ({describe_error(exc)})"
+            elif isinstance(answer, Exception):
+                answer = f"primary {address} refused to read it ({describe_error(answer)})"
+            out[key] = answer
     return out
 

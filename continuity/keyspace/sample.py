@@ -111,25 +111,23 @@ def _sample_cluster(database, client, policies, figures, pattern, budget):
     share = max(1, -(-budget // max(1, len(nodes.addresses))))
     examined = sampled = 0
     complete, notes, missing, silent = bool(nodes.addresses), [], [], []
-    with primaries.NodeClients(client) as directs:
-        for address in nodes.addresses:
-            direct = directs[address]
-            try:
-                spent, found, whole = _sweep(direct, policies, figures, pattern, share,
-                                             lambda keys, a=address: primaries.metadata_by_node(database, directs,
-                                                                                                {a: keys}))
-            except cluster.NODE_ERRORS as exc:
-                missing.append(str(primaries.node_unreachable(database, address, exc)))
-                silent.append(address)
-                complete = False
-                continue
-            except KeyspaceError as exc:  # a primary that stopped answering mid-sweep
-                missing.append(str(exc))
-                complete = False
-                continue
-            examined, sampled, complete = examined + spent, sampled + found, complete and whole
-            notes.extend(note for note in limitations(direct) if note not in notes)
-        counted = primaries.count_keys(directs, nodes.addresses, skip=tuple(silent))
+    for address in nodes.addresses:
+        direct = primaries.direct_client(client, address)
+        try:
+            spent, found, whole = _sweep(direct, policies, figures, pattern, share, lambda keys, a=address:
+                                         primaries.metadata_by_node(database, client, {a: keys}))
+        except cluster.NODE_ERRORS as exc:
+            missing.append(str(primaries.node_unreachable(database, address, exc)))
+            silent.append(address)
+            complete = False
+            continue
+        except KeyspaceError as exc:  # a primary that stopped answering mid-sweep
+            missing.append(str(exc))
+            complete = False
+            continue
+        examined, sampled, complete = examined + spent, sampled + found, complete and whole
+        notes.extend(note for note in limitations(direct) if note not in notes)
+    counted = primaries.count_keys(client, nodes.addresses, skip=tuple(silent))
     for message in missing:
         notes.insert(0, f"{message} Its keys are not in this sample.")
     if counted.note:

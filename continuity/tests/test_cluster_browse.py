@@ -370,8 +370,7 @@ def test_it_follows_a_moved_slot_once_during_a_lookup(lucia, disposable_cluster,
     result = keyspace.lookup_id(lucia, b"moved-1", policies, nodes=stale)
     assert [row.key for row in result.rows] == [key] and result.unread == []
     # The browser's metadata step too: a key its SCAN found on the old owner is read on the new one.
-    with primaries.NodeClients(client) as directs:
-        metas = primaries.metadata_by_node(lucia, directs, {f"127.0.0.1:{source}": [key]})
+    metas = primaries.metadata_by_node(lucia, client, {f"127.0.0.1:{source}": [key]})
     assert [(m.key, m.type) for m in metas] == [(key, "string")] and 0 < metas[0].ttl_ms <= 600_000
     for node in nodes.values():
         node.close()
@@ -420,6 +419,32 @@ def test_it_opens_and_acts_on_a_key_of_another_primary_with_audit(viewer_client,
     assert AuditEntry.objects.filter(action="key.delete", target_id=keyspace.encode_key(key)).count() == 1
     assert viewer_client.post(reverse("continuity:key_action", args=["lucia", keyspace.encode_key(key)]),
                               {"action": "delete"}).status_code == 403
+
+
+def test_it_previews_every_kind_of_value_on_another_primary_bounded(cluster_lucia, cluster_keys, redis_cluster):
+    # The key detail's pipelines, routed to the key's primary: the same bounded reads as on one server.
+    far = (k for k in (f"lucia:cache:kind-{i}".encode() for i in range(500))
+           if port_of(cluster_keys, k) != redis_cluster.ports[0])
+    hash_key, set_key, list_key, zset_key, stream_key, gone = (next(far) for _ in range(6))
+    cluster_keys.hset(hash_key, mapping={f"f{i}": f"v{i}" for i in range(300)})
+    cluster_keys.sadd(set_key, *(f"m{i}" for i in range(300)))
+    cluster_keys.rpush(list_key, *(f"e{i}" for i in range(150)))
+    cluster_keys.zadd(zset_key, {f"z{i}": i for i in range(3)})
+    for i in range(25):
+        cluster_keys.xadd(stream_key, {"n": str(i)}, id=f"1-{i + 1}")
+    shown = {key: keyspace.preview_key(cluster_lucia, key) for key in (hash_key, set_key, list_key, zset_key,
+                                                                      stream_key, gone)}
+    assert [(p.meta.type, p.length, p.shown, p.truncated) for p in shown.values()] == [
+        ("hash", 300, 100, True), ("set", 300, 100, True), ("list", 150, 100, True), ("zset", 3, 3, False),
+        ("stream", 25, 20, True), (None, None, 0, False)]
+    assert shown[zset_key].items == [("z0", "0"), ("z1", "1"), ("z2", "2")]
+    assert shown[stream_key].items[0] == ("1-1", "n=0") and shown[list_key].items[99] == ("99", "e99")
+    assert {p.node for p in shown.values()} <= {f"127.0.0.1:{port}" for port in redis_cluster.ports[1:]}
+    assert all(p.slot == key_slot(key) for key, p in shown.items())
+    withheld = keyspace.preview_key(cluster_lucia, hash_key, values=False)
+    encoding = cluster_keys.object("encoding", hash_key).decode()
+    assert (withheld.withheld, withheld.length, withheld.items, withheld.encoding) == (True, 300, [], encoding)
+    assert encoding in ("listpack", "hashtable")
 
 
 # --- the overview: the sample and the header across the primaries ------------------------------

@@ -142,6 +142,14 @@ class Counted:
     acting_keys: int = 0
     changing_pages: int = 0
 
+    def saw(self, page, page_keys, page_policies, sample_size):
+        """Count a page: its keys, each acting key in its namespace, the first acting keys as the sample."""
+        self.matched += len(page)
+        for policy in page_policies:
+            label = policy.prefix.decode("utf-8", "backslashreplace")
+            self.namespaces[label] = self.namespaces.get(label, 0) + 1
+        self.sample.extend(keyspace.encode_key(k) for k in page_keys[:max(0, sample_size - len(self.sample))])
+
     def merge(self, other, sample_size):
         for name in ("matched", "actionable", "commands", "billed", "scans", "pages", "acting_pages", "acting_keys",
                      "changing_pages"):

@@ -89,12 +89,7 @@ def preview_offenders(run, nodes, *, policies, keys, stats, sample_size, pacer):
             positions[node.address] = store_target_keys(run, node.address, page, after=positions.get(node.address, 0))
             per_node[node.address] = per_node.get(node.address, 0) + len(page)
         page_keys, page_policies, _outside = split(page, policies)
-        out.matched += len(page)
-        for policy in page_policies:
-            label = policy.prefix.decode("utf-8", "backslashreplace")
-            out.namespaces[label] = out.namespaces.get(label, 0) + 1
-        if len(out.sample) < sample_size:
-            out.sample.extend(keyspace.encode_key(k) for k in page_keys[: sample_size - len(out.sample)])
+        out.saw(page, page_keys, page_policies, sample_size)
         if keys is not None and page_keys:
             counted = redis_purge.act(node, page_keys, action="count", policies=page_policies, want=want)
             if counted.moved:

@@ -72,17 +72,12 @@ def count_node(node, *, database, match, policies, reach, action, condition, bat
     while True:
         out.pages += 1
         page_keys, page_policies, _outside = split(page, policies, reach)
-        out.matched += len(page)
-        for policy in page_policies:
-            label = policy.prefix.decode("utf-8", "backslashreplace")
-            out.namespaces[label] = out.namespaces.get(label, 0) + 1
+        out.saw(page, page_keys, page_policies, sample_size)
         before = [scan_command(match, cursor, batch_size)] if cursor else []
         following = None
         if page_keys:
             out.acting_pages += 1
             out.acting_keys += len(page_keys)
-            if len(out.sample) < sample_size:
-                out.sample.extend(keyspace.encode_key(k) for k in page_keys[: sample_size - len(out.sample)])
         if page_keys and needs_check:  # the count travels with the next page's SCAN
             counted = redis_purge.act(node, page_keys, action="count", policies=page_policies, want=want, cost=cost,
                                       before=before)
