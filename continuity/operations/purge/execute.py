@@ -68,6 +68,16 @@ def _so_far(run):
             f"(exact){left}. Once the resharding or failover is over, preview and run the purge again.")
 
 
+def _as_checkpointed(run):
+    # The cluster's nodes hold the markers of what was done after the last checkpoint, and
+    # the record no longer reaches them: the run's counts are its checkpoint's, and said so.
+    return (f"It stopped as failed with the counts of its last checkpoint: matched {run.matched:,}, "
+            f"{run.done_label} {run.done:,}, skipped {run.skipped:,}; pages acted on after that checkpoint are "
+            f"recorded only in its progress markers on the cluster's primaries (they expire within a day). Set "
+            f"{run.database.url_env} to a node of the cluster again, then preview and run the purge again for "
+            "what is left.")
+
+
 def _moved(run, what, slots=1):
     keys = "Keys of that slot may be missed" if slots <= 1 else "Keys of the moved slots may have been missed"
     return TopologyChanged(f"The cluster's topology changed during purge #{run.pk} of {run.database.name}: {what}. "
@@ -79,6 +89,29 @@ def _bill(run, nodes):
     """Add what the keyspace itself sent (CLUSTER NODES) to its nodes' figures."""
     for address, cost in nodes.drain().items():
         run.add(address, commands=cost.sent, billed=cost.billed)
+
+
+def adopt(run, nodes, claim=None):
+    """A run resumed (or a preview executed) on a standalone server at another address than
+    it recorded — over REST after TCP, or the reverse; a new host name —: its one recorded
+    node is this one, so its cursor, figures and stored key list are renamed, never started
+    again (`keyspace.nodes.adopted`), and with `claim` checkpointed in the transaction that
+    renames the stored keys, so nothing is left half-renamed. ResumeRefused (final) where the
+    run was recorded on a Redis Cluster's primaries and the record now reaches one server
+    (always so over REST). True when something was renamed."""
+    moves = keyspace_nodes.adopted(nodes, run.recorded_nodes(), what=f"Purge #{run.pk} of {run.database.name}")
+    if not moves:
+        return False
+
+    def rename():  # idempotent, so that riding through a Postgres restart may run it again
+        with transaction.atomic():
+            for old, new in moves.items():
+                run.adopt_node(old, new)
+            if claim is not None and run.checkpoint(claim) == "lost":
+                transaction.set_rollback(True)  # another worker holds the run: its records stay as they are
+
+    postgres.ride_through(rename)
+    return True
 
 
 def recover(run, nodes):
@@ -142,6 +175,7 @@ def fail_purge(*, run_id, error, source="task"):
         return run
     try:
         with keyspace_nodes.primaries(run.database, write=True) as nodes:
+            adopt(run, nodes)
             recover(run, nodes)
             _bill(run, nodes)
             return _finish(run, PurgeRun.FAILED, error=error, source=source, nodes=nodes)
@@ -203,8 +237,11 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
                     return PurgeResult.of(run, resumed)
                 return PurgeResult.of(_end(run, nodes, claim, status, source, fault), resumed)
         except keyspace.ClusterRefusal as exc:  # the record contradicts the server: nothing was touched
-            _finish(run, PurgeRun.FAILED, error=str(exc), source=source)
-            raise PurgeRefused(str(exc)) from None
+            error = str(exc)
+            if isinstance(exc, keyspace_nodes.ResumeRefused):
+                error = f"{error} {_as_checkpointed(run)}"
+            _finish(run, PurgeRun.FAILED, error=error, source=source)
+            raise PurgeRefused(error) from None
     except (postgres.PostgresAway, *postgres.GONE) as exc:
         # Postgres left for longer than JOB_DB_OUTAGE_SECONDS: stop, resumable. What Redis
         # did is in the markers; the claim lapses (or is released) and the resume job continues.
@@ -233,6 +270,7 @@ def _end(run, nodes, claim, status, source, fault):
 def _run(run, nodes, claim, keys, progress, resumed, fault):
     """Every node in turn: SUCCEEDED, CANCELLED, or None (the claim was lost). Raises
     TopologyChanged (after ending the run failed) when a slot moved."""
+    adopt(run, nodes, claim)  # a preview, or an earlier attempt, over the other transport
     if resumed:
         recover(run, nodes)
     if nodes.is_cluster:  # a record naming another node of this cluster reaches the same keys

@@ -146,6 +146,9 @@ def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, 
     node = None
     try:
         node = keyspace_nodes.node_at(database, part.address, part.slots)
+        if node.address != part.address:  # the one node of a standalone server, reached at another address
+            postgres.ride_through(lambda: ReviewNodeRun.objects.filter(pk=part.pk).update(address=node.address))
+            part.address = node.address
         if part.sample_size:
             sample_node(node, classifier, tally, size=part.sample_size, needs=needs, on_batch=on_batch,
                         population=part.dbsize_before)
