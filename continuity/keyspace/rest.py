@@ -136,7 +136,11 @@ class RestUnsupported(RestError, redis.ResponseError):
 
 class RestBinaryRefused(RestError, redis.ResponseError):
     """A command naming a non-UTF-8 key, which over REST must run inside a script, refused
-    because this token may not run scripts."""
+    because this token may not run scripts. `said`: the endpoint's own error."""
+
+    def __init__(self, message, said=""):
+        super().__init__(message)
+        self.said = said
 
 
 def _error_reply(text):
@@ -407,7 +411,7 @@ class RestConnection(Connection):
                     f"{command.name} names a key that is not valid UTF-8. Over the REST API such a key can only be "
                     f"named inside a script (EVAL_RO/EVAL, its name hex-encoded), and this token may not run scripts "
                     f"({item['error']}). It cannot reach this key over REST with this token: use the database's TCP "
-                    "URL, or a token of a user allowed +eval_ro (ACL RESTTOKEN).")
+                    "URL, or a token of a user allowed +eval_ro (ACL RESTTOKEN).", said=str(item["error"]))
             return error
         return _decode(item.get("result"))
 
