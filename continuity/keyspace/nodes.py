@@ -89,11 +89,15 @@ class Node:
 
 def unreachable(database, address, exc):
     """The ConnectionError of a node that did not answer a job, naming it (a passing failure:
-    the job's task retries it)."""
+    the job's task retries it); over REST, what the endpoint answered (a 429, a timeout…)."""
     from redis import ConnectionError as RedisConnectionError
 
     from continuity.keyspace.connection import describe_error
+    from continuity.keyspace.rest import RestError
 
+    if isinstance(exc, RestError):  # its message names the REST endpoint and what it answered (a 429, a 401…)
+        return RedisConnectionError(f"{describe_error(exc)} The job stopped there; its progress is kept and a resume "
+                                    "continues it.")
     return RedisConnectionError(
         f"Primary {address} of {database.name} is unreachable ({describe_error(exc)}); the job stopped there, every "
         f"node's progress is kept and a resume continues it.")

@@ -125,3 +125,79 @@ def test_it_refuses_a_preview_that_must_count_by_script_when_the_token_may_not(o
                             action="expire")
     told(str(refused.value), noscript, SCRIPTS_REFUSED, NOSCRIPT_TOKEN)
     assert sessions.dbsize() == SESSIONS + 1 and sessions.ttl(b"lucia:session:0001") == -1
+
+
+# --- a 429: the plan's request limit, reached in the middle of a job --------------------------------
+LIMIT_SAID = "is rate-limiting this database (HTTP 429 Too Many Requests: ERR max requests limit exceeded"
+STANDARD_TOKEN = "standard-rest-token-of-a-limited-plan"
+
+
+@pytest.fixture
+def limited(lucia, sessions, monkeypatch, redis_server, settings):
+    """`lucia` over REST through a bridge of its own, whose request limit the test sets
+    (`RestBridge.limit_requests`); pages of 30 keys, a checkpoint at the first page only."""
+    settings.PURGE_CHECKPOINT_SECONDS = 3600
+    settings.PURGE_BATCH_SIZE = 30
+    bridge = RestBridge(redis_server.url(0), {STANDARD_TOKEN: (None, None)}).start()
+    use_rest(monkeypatch, bridge, token=STANDARD_TOKEN)
+    yield bridge
+    keyspace.forget_clients()
+    bridge.stop()
+
+
+def queued(database, operator):
+    preview = purge.preview_purge(database=database, actor=operator, kind="prefix", value=b"lucia:session:",
+                                  action="delete")
+    return purge.confirm_purge(run=preview.run, confirmation="lucia:session:", reason="cleanup", actor=operator,
+                               source="cli")
+
+
+def sessions_left(client):
+    return len(list(client.scan_iter(match=b"lucia:session:*", count=1000)))
+
+
+def exact(run, client, before):
+    """The run's figures are what Redis did: keys deleted, commands executed (a 429 ran nothing)."""
+    run.refresh_from_db()
+    assert run.billed_commands + run.preview_billed_commands == billed_since(client, before)
+    assert run.done == SESSIONS + 1 - sessions_left(client) and run.matched - run.skipped == run.done
+    return run
+
+
+def test_a_purge_task_waits_out_a_429_and_finishes_exactly(operator, lucia, limited, sessions):
+    before = sessions.info("commandstats")
+    run = queued(lucia, operator)
+    limited.limit_requests(3, refused=1)  # the marker with the first SCAN, two pages, then one 429
+    assert purge_task.apply(args=[run.pk]).get()["status"] == "succeeded"  # retried (eagerly here)
+    run = exact(run, sessions, before)
+    assert run.done == SESSIONS + 1 and run.resumes == 1 and run.error == ""
+
+
+def test_a_purge_task_ends_failed_with_the_429_and_exact_counts_when_it_lasts(
+        operator_client, operator, lucia, limited, sessions, settings):
+    settings.PURGE_TASK_MAX_RETRIES = 1
+    before = sessions.info("commandstats")
+    run = queued(lucia, operator)
+    limited.limit_requests(3)  # the marker with the first SCAN, two pages, then 429s
+    assert purge_task.apply(args=[run.pk]).get() == {"run": run.pk, "status": "failed"}
+    run = exact(run, sessions, before)
+    # Two pages (SCAN COUNT 30: about 30 keys each), though only the first was checkpointed.
+    assert run.status == "failed" and 40 < run.done < SESSIONS
+    told(run.error, limited, LIMIT_SAID, STANDARD_TOKEN)
+    assert "(gave up after 2 attempts)" in run.error
+    page = operator_client.get(run.get_absolute_url())
+    assert page.status_code == 200
+    told(page.content.decode(), limited, LIMIT_SAID, STANDARD_TOKEN)
+    assert f'data-testid="progress-done">{run.done}<' in page.content.decode()
+
+
+def test_the_purge_command_ends_failed_with_the_429_and_exact_counts(operator, lucia, limited, sessions):
+    before = sessions.info("commandstats")
+    limited.limit_requests(4)  # the estimate's DBSIZE, then as in the task
+    with pytest.raises(CommandError) as failed:
+        call_command("purge", "--database", "lucia", "--prefix", "lucia:session:", "--action", "delete", "--yes",
+                     "--reason", "cleanup", "--as", "otto", stdout=io.StringIO(), stderr=io.StringIO())
+    run = exact(PurgeRun.objects.get(), sessions, before)
+    assert str(failed.value).startswith(f"Purge #{run.pk} failed: ")
+    told(str(failed.value), limited, LIMIT_SAID, STANDARD_TOKEN)
+    assert run.status == "failed" and 40 < run.done < SESSIONS and run.error in str(failed.value)

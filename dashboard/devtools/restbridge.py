@@ -18,9 +18,9 @@ that the dashboard's REST transport (`continuity.keyspace.rest`) and the officia
   bytes that are not UTF-8 become U+FFFD, as Upstash documents;
 - a request over `max_request_bytes` (Upstash: 10 MB by default) answers HTTP 400
   `{"error": "ERR max request size exceeded"}`; with `rate_limit=(n, seconds)` a request past
-  n in the window answers HTTP 429; after `limit_requests(n)`, every request past the next n
-  answers HTTP 429 with Upstash's documented "ERR max requests limit exceeded. Limit: …"
-  until `limit_requests(None)` (the plan's request limit reached in the middle of a job);
+  n in the window answers HTTP 429; after `limit_requests(n, k)`, the k requests after the
+  next n (every one, without k) answer HTTP 429 with Upstash's documented "ERR max requests
+  limit exceeded. Limit: …" and run nothing (a limit reached in the middle of a job);
 - HTTP/1.1 with kept-alive connections (stdlib `ThreadingHTTPServer`, one thread per client
   connection), and an `Upstash-Sync-Token` on every answer (a counter), which clients send back.
 
@@ -147,7 +147,7 @@ class RestBridge:
         self._idle = {}
         self._lock = threading.Lock()
         self._window = (0.0, 0)
-        self._allowed = None  # `limit_requests`: requests still served before 429s, or None
+        self._allowed = self._refused = None  # `limit_requests`
         self._served = 0
         self._sync = itertools.count(1)
         self.server = ThreadingHTTPServer((host, port), self._handler())
@@ -204,11 +204,12 @@ class RestBridge:
         self._give(credentials, connection)
         return result
 
-    def limit_requests(self, allowed):
-        """Serve `allowed` more requests, then answer each one after them with HTTP 429 and
-        Upstash's "max requests limit exceeded" (nothing runs); None serves every request again."""
+    def limit_requests(self, allowed, refused=None):
+        """Serve `allowed` more requests, then answer the next `refused` (None: every one)
+        with HTTP 429 and Upstash's "max requests limit exceeded" (nothing runs), then serve
+        again. `limit_requests(None)` serves every request again at once."""
         with self._lock:
-            self._allowed, self._served = allowed, 0
+            self._allowed, self._refused, self._served = allowed, refused, 0
 
     def _over_limit(self):
         """The 429 error of a request past `limit_requests`, or None (counting this one)."""
@@ -216,7 +217,8 @@ class RestBridge:
             if self._allowed is None:
                 return None
             self._served += 1
-            if self._served <= self._allowed:
+            past = self._served - self._allowed
+            if past <= 0 or (self._refused is not None and past > self._refused):
                 return None
             return LIMIT_EXCEEDED.format(limit=self._allowed)
 

@@ -145,6 +145,9 @@ def test_past_a_request_limit_it_answers_429_as_upstash_and_runs_nothing(bridge,
     assert monitored.get(b"lucia:counter") == b"2"  # the refused requests ran nothing
     bridge.limit_requests(None)
     assert post(bridge, "/", ["INCR", "lucia:counter"]).status_code == 200 and monitored.get(b"lucia:counter") == b"3"
+    bridge.limit_requests(1, refused=2)  # a limit that passes: two requests refused, then served again
+    codes = [post(bridge, "/", ["INCR", "lucia:counter"]).status_code for _ in range(4)]
+    assert codes == [200, 429, 429, 200] and monitored.get(b"lucia:counter") == b"5"
 
 
 def test_a_read_only_token_refuses_writes_scan_and_scripts_as_redis_acl(redis_server, monitored):

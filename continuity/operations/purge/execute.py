@@ -223,6 +223,9 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
     run.refresh_from_db()
     if claim is None:
         return PurgeResult.of(run)
+    if run.error:  # why an earlier attempt stopped: no longer the news once it runs again
+        PurgeRun.objects.filter(pk=run.pk, claim_token=claim).update(error="")
+        run.error = ""
     try:
         try:  # the keyspace guardrail, decided again before any command (records change)
             check_keyspace(run.database, run_heads(run))
@@ -247,6 +250,19 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
         # did is in the markers; the claim lapses (or is released) and the resume job continues.
         postgres.let_go(lambda: run.release(claim))
         raise PurgeStopped(run, postgres.describe_outage(exc)) from exc
+    except (redis.RedisError, OSError) as exc:
+        # Redis failed (unreachable, a 429, a timeout…): the figures so far are checkpointed —
+        # they are what the markers hold after the last page Redis answered, so where the
+        # markers cannot be read again (a 429 that lasts) the run's counts are still exact —
+        # and the run handed back, still running, saying why it stopped.
+        reason = keyspace.describe_error(exc)
+
+        def hand_back():
+            run.checkpoint(claim)  # "lost": another worker holds it, and the release below does nothing
+            return run.release(claim, reason)
+
+        postgres.let_go(hand_back)
+        raise
     except BaseException:
         postgres.let_go(lambda: run.release(claim))
         raise
@@ -398,9 +414,9 @@ def _act_on(run, node, source, pacer, policies, reach, want, fault):
     regions = len(run.database.read_regions or ())
     figures = run.node_figures(address)
 
-    def progress_after(page_no, cursor):
-        return redis_purge.Progress(key, redis_purge.marker_head(page_no, cursor, figures["matched"]), figures["done"],
-                                    figures["skipped"], figures["billed"], regions)
+    def progress_after(page_no, cursor, matched=0, outside=0):  # the node's totals with the page's own
+        return redis_purge.Progress(key, redis_purge.marker_head(page_no, cursor, figures["matched"] + matched),
+                                    figures["done"], figures["skipped"] + outside, figures["billed"], regions)
 
     def spend(result):
         run.add(address, commands=result.commands, billed=result.billed)
@@ -415,12 +431,13 @@ def _act_on(run, node, source, pacer, policies, reach, want, fault):
     while True:
         cursor, page, following = source.after(reply)
         page_keys, page_policies, outside = split(page, policies, reach)
-        run.add(address, matched=len(page), skipped=outside)
         fault("scanned", node)
         result = redis_purge.act(node, page_keys, action=run.action, policies=page_policies, want=want,
-                                 progress=progress_after(figures["pages"] + 1, cursor),
+                                 progress=progress_after(figures["pages"] + 1, cursor, len(page), outside),
                                  before=[following] if following else [])
-        run.add(address, pages=1, done=result.done, skipped=result.skipped)
+        # Counted once Redis answered, with what it did: the run's figures in memory are always
+        # those of the node's marker after a page, so a Redis failure checkpoints them as they are.
+        run.add(address, pages=1, matched=len(page), done=result.done, skipped=outside + result.skipped)
         spend(result)
         run.set_node_cursor(address, cursor)
         fault("acted", node)
