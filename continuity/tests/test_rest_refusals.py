@@ -18,12 +18,13 @@ import redis
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from conftest import use_rest
+from conftest import REST_READONLY_TOKEN, use_rest
 from continuity import keyspace
 from continuity.billing import FREE
 from continuity.models import PurgeRun
-from continuity.operations import purge
+from continuity.operations import purge, review
 from continuity.tasks.purge import purge_task
+from continuity.tasks.review import review_database_task
 from dashboard.devtools.restbridge import RestBridge
 
 NOSCRIPT_TOKEN = "rest-token-of-a-user-without-scripts"
@@ -201,3 +202,94 @@ def test_the_purge_command_ends_failed_with_the_429_and_exact_counts(operator, l
     assert str(failed.value).startswith(f"Purge #{run.pk} failed: ")
     told(str(failed.value), limited, LIMIT_SAID, STANDARD_TOKEN)
     assert run.status == "failed" and 40 < run.done < SESSIONS and run.error in str(failed.value)
+
+
+def test_a_review_task_waits_out_a_429_and_resumes_from_its_checkpoint(lucia, limited, sessions, eager,
+                                                                      django_capture_on_commit_callbacks):
+    run = review.start_review(database=lucia, batch=20)
+    limited.limit_requests(6, refused=1)
+    with django_capture_on_commit_callbacks(execute=True):  # the retry hands the part to a worker again
+        review_database_task.apply(args=[run.pk])
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert run.keys_scanned == SESSIONS + 1 and run.findings["no_ttl"] == SESSIONS + 1  # every key once
+    (part,) = run.node_runs.all()
+    assert part.resumes == 1 and part.error == ""  # why it stopped is no longer the news
+
+
+def test_a_review_task_ends_failed_with_the_429_when_it_lasts(viewer_client, lucia, limited, sessions, settings,
+                                                             eager, django_capture_on_commit_callbacks):
+    settings.REVIEW_TASK_MAX_RETRIES = 1
+    run = review.start_review(database=lucia, batch=20)
+    limited.limit_requests(6)
+    with django_capture_on_commit_callbacks(execute=True):
+        review_database_task.apply(args=[run.pk])
+    run.refresh_from_db()
+    assert run.status == "failed"
+    told(run.error, limited, LIMIT_SAID, STANDARD_TOKEN)
+    page = viewer_client.get(reverse("continuity:review_detail", args=[run.pk]))
+    assert page.status_code == 200
+    told(page.content.decode(), limited, LIMIT_SAID, STANDARD_TOKEN)
+
+
+# --- Upstash's read-only token ---------------------------------------------------------------------
+READ_ONLY_SAID = "may not run SCAN (ACL)"
+
+
+def said_read_only(text, bridge):
+    told(text, bridge, READ_ONLY_SAID, REST_READONLY_TOKEN)
+    assert "read-only REST token reads known keys only" in text and "ACL RESTTOKEN" in text
+
+
+@pytest.fixture
+def read_only(over_rest, monkeypatch):
+    """Switch `lucia` to the bridge's read-only token (`default_ro`: +@read -@dangerous, no SCAN)."""
+
+    def switch():
+        monkeypatch.setenv("UPSTASH_REDIS_REST_TOKEN", REST_READONLY_TOKEN)
+        keyspace.forget_clients()
+
+    return switch
+
+
+def test_a_read_only_token_ends_a_purge_task_failed_with_the_reason(operator_client, operator, lucia, over_rest,
+                                                                    read_only, sessions):
+    before = sessions.info("commandstats")
+    run = queued(lucia, operator)  # previewed with the standard token
+    read_only()
+    assert purge_task.apply(args=[run.pk]).get() == {"run": run.pk, "status": "failed"}  # a refusal: no retry
+    run.refresh_from_db()
+    said_read_only(run.error, over_rest)
+    assert run.billed_commands + run.preview_billed_commands == billed_since(sessions, before)
+    assert run.done == 0 and sessions.dbsize() == SESSIONS + 1  # nothing deleted, no marker written
+    page = operator_client.get(run.get_absolute_url())
+    assert page.status_code == 200
+    said_read_only(page.content.decode(), over_rest)
+
+
+def test_a_read_only_token_ends_a_review_task_and_the_commands_with_the_reason(viewer_client, operator, lucia,
+                                                                               over_rest, read_only, sessions, eager):
+    read_only()
+    run = review.start_review(database=lucia)
+    review_database_task.apply(args=[run.pk])
+    run.refresh_from_db()
+    assert run.status == "failed" and run.keys_scanned == 0
+    said_read_only(run.error, over_rest)
+    page = viewer_client.get(reverse("continuity:review_detail", args=[run.pk]))
+    assert page.status_code == 200
+    said_read_only(page.content.decode(), over_rest)
+    with pytest.raises(CommandError) as refused:
+        call_command("purge", "--database", "lucia", "--prefix", "lucia:session:", "--action", "delete", "--dry-run",
+                     "--as", "otto", stdout=io.StringIO(), stderr=io.StringIO())
+    said_read_only(str(refused.value), over_rest)
+
+
+def test_a_read_only_token_is_told_on_the_pages_not_as_an_unreachable_redis(viewer_client, lucia, over_rest, read_only,
+                                                                             sessions):
+    read_only()
+    browse = viewer_client.get(reverse("continuity:browse", args=["lucia"]) + "?prefix=lucia%3Asession%3A")
+    assert browse.status_code == 200
+    said_read_only(browse.content.decode(), over_rest)
+    assert "is unreachable" not in browse.content.decode()  # it answered: a PING it may not send is no outage
+    health = viewer_client.get(reverse("healthz")).json()
+    assert health["checks"]["monitored"]["lucia"]["ok"] is True
