@@ -17,7 +17,11 @@ die (after a SCAN, after an act, before or after a checkpoint), the marker holds
 what Redis did for that node, and a resumed run (`recover`) takes it where it is ahead of
 the Postgres checkpoint: nothing is counted twice, nothing done is lost, and `billed` is
 what Redis executed. When the run ends, every node is checkpointed, its marker deleted
-(counted), and the final row written.
+(counted), and the final row written. A page is counted in memory only once Redis answered
+it, so the figures in memory are always a marker's: a Redis failure (unreachable, a 429)
+checkpoints them before the run is handed back, and where the markers cannot be read again
+(a 429 that lasts past the task's retries) the failed run's counts are still what Redis did.
+A run resumed over the other transport adopts its one recorded node (`adopt`).
 
 Test hook: `fault(point, node)` is called at the named points "scanned" (a page read, not
 yet acted on), "acted" (acted on, not yet checkpointed) and "checkpointed", and "cleared"
