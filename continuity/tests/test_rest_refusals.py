@@ -14,7 +14,6 @@ leftovers 2 and 3), through the local bridge in front of the real redis-server.
 import io
 
 import pytest
-import redis
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 

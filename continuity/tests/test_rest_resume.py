@@ -11,7 +11,6 @@ primary): it is refused, saying so, and nothing is sent to the REST endpoint.
 """
 
 import pytest
-import redis
 
 from conftest import REST_TOKEN, use_rest
 from continuity import keyspace
