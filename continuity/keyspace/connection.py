@@ -328,6 +328,9 @@ def missing_permission(exc):
 
 def describe_error(exc):
     """A short operator-facing description of a Redis failure."""
+    if isinstance(exc, rest.RestRefused):  # what the token may not do, and what would do it
+        why = missing_permission(exc) or f"Redis refused the command for this token (ACL): {exc.said}"
+        return f"The REST endpoint {exc.endpoint} refused a command for this token. {why} {rest.READ_ONLY_TOKEN_NOTE}"
     if isinstance(exc, (KeyspaceError, rest.RestError)):  # REST: names the endpoint, never the token
         return str(exc)
     if isinstance(exc, redis.TimeoutError):
@@ -357,10 +360,13 @@ def describe_error(exc):
 
 
 def ping(database):
-    """Health of one monitored database: PING with latency."""
+    """Health of one monitored database: PING with latency. A PING the user's ACL refuses
+    was answered all the same: the database is reachable."""
     started, at = time.perf_counter(), timezone.now()
     try:
         client_for(database).ping()
+    except redis.exceptions.NoPermissionError:
+        pass  # it answered: reachable, though this user (Upstash's read-only token) may not PING
     except (redis.RedisError, KeyspaceError) as exc:
         return Health(ok=False, latency_ms=None, error=describe_error(exc),
                       misconfigured=isinstance(exc, Misconfigured), checked_at=at)

@@ -33,7 +33,7 @@ from redis.crc import key_slot
 
 from continuity.billing import Cost
 from continuity.keyspace import cluster
-from continuity.keyspace.connection import NODE_CLIENTS_ATTRIBUTE, KeyspaceError, client_for
+from continuity.keyspace.connection import NODE_CLIENTS_ATTRIBUTE, KeyspaceError, client_for, is_rest
 
 _nodes_lock = threading.Lock()
 
@@ -89,11 +89,15 @@ class Node:
 
 def unreachable(database, address, exc):
     """The ConnectionError of a node that did not answer a job, naming it (a passing failure:
-    the job's task retries it)."""
+    the job's task retries it); over REST, what the endpoint answered (a 429, a timeout…)."""
     from redis import ConnectionError as RedisConnectionError
 
     from continuity.keyspace.connection import describe_error
+    from continuity.keyspace.rest import RestError
 
+    if isinstance(exc, RestError):  # its message names the REST endpoint and what it answered (a 429, a 401…)
+        return RedisConnectionError(f"{describe_error(exc)} The job stopped there; its progress is kept and a resume "
+                                    "continues it.")
     return RedisConnectionError(
         f"Primary {address} of {database.name} is unreachable ({describe_error(exc)}); the job stopped there, every "
         f"node's progress is kept and a resume continues it.")
@@ -140,6 +144,39 @@ class SlotsMoved(KeyspaceError):
     def __init__(self, message, slots=()):
         super().__init__(message)
         self.slots = slots
+
+
+class ResumeRefused(cluster.ClusterRefusal):
+    """A job's progress was recorded on the primaries of a Redis Cluster and the record now
+    reaches one server (over REST, always: Upstash's REST API is one logical primary). Final:
+    that progress cannot be carried over, and retrying changes nothing until the record does."""
+
+
+def _reached(database, client):
+    if is_rest(client):
+        return (f"{database.name} is now reached by its REST API ({client.rest_endpoint}), which serves one logical "
+                "primary: a Redis Cluster cannot be reached over REST")
+    return f"{database.name} now reaches a standalone server ({address_of(client)})"
+
+
+def adopted(keyspace, recorded, *, what="the job"):
+    """{recorded address: node address} for a job resumed on `keyspace` whose progress is
+    kept under the addresses `recorded`. A standalone server is one node whatever its
+    address — the server's host:port over TCP, the REST endpoint's over Upstash's REST API,
+    a new host name — so progress recorded under one other address is that node's, and the
+    job renames it rather than starting that node again. Empty where nothing is to rename
+    (nothing recorded, the same address, or a cluster: its addresses are its nodes' own, and
+    `Keyspace.check` tells a slot that moved). ResumeRefused where `what` was recorded on
+    several primaries (a Redis Cluster) and `keyspace` is one server."""
+    recorded = sorted(set(recorded))
+    if keyspace.is_cluster or not recorded:
+        return {}
+    (node,) = keyspace.nodes
+    if len(recorded) == 1:
+        return {} if recorded[0] == node.address else {recorded[0]: node.address}
+    raise ResumeRefused(f"{what} was recorded on {len(recorded)} primaries of a Redis Cluster "
+                        f"({', '.join(recorded)}), but {_reached(keyspace.database, keyspace.base)}. Its progress "
+                        "cannot continue there.")
 
 
 class Keyspace:
@@ -242,10 +279,16 @@ class Keyspace:
 
 def node_at(database, address, slots, *, write=False):
     """The Node of a job's part planned on `address`, serving `slots` ([[first, last], …] on
-    a cluster; none on a standalone server), without reading the slot map again."""
+    a cluster; none on a standalone server), without reading the slot map again. A part
+    planned on a standalone server is its one node, whatever address it was planned on (see
+    `adopted`); a cluster's part where the record now reaches Upstash's REST API is refused
+    (ResumeRefused): REST serves one logical primary."""
     base = client_for(database, write=write)
     if not slots:
         return Node(address_of(base), base)
+    if is_rest(base):
+        raise ResumeRefused(f"The part of {address} (a primary of a Redis Cluster) cannot be read: "
+                            f"{_reached(database, base)}.")
     return Node(address, direct_client(base, address), declares_keys=False, tag=tag_for(slots))
 
 

@@ -21,7 +21,8 @@ Where the server refuses scripting (an ACL), a standalone server is purged with 
 pipeline of the same reads, `Policy.findings` here, and MULTI/EXEC acting and writing the
 same marker: EXEC runs only if no key of the page changed since WATCH, so the totals the
 marker records are what Redis did; a page whose EXEC was refused is read again. A Redis
-Cluster needs scripting (MULTI/EXEC cannot span slots): refused with `ScriptingRequired`.
+Cluster needs scripting (MULTI/EXEC cannot span slots), and so does Upstash's REST API
+(no WATCH: each request may run on another connection): refused with `ScriptingRequired`.
 
 The marker is one key per run and node, outside the monitored key prefix
 (`continuity-dashboard:purge-progress:<run id>`, with a hash tag of a slot the node serves
@@ -34,7 +35,7 @@ import redis
 
 from continuity.billing import Cost
 from continuity.keyspace import capabilities
-from continuity.keyspace.connection import KeyspaceError
+from continuity.keyspace.connection import KeyspaceError, is_rest
 from continuity.keyspace.scripts import KEYS_PRELUDE, Script
 from continuity.policy import FINDING_BITS, OVERSIZED, WRONG_TYPE
 
@@ -155,8 +156,9 @@ COUNT_SCRIPT = Script(_PURGE_LUA, read_only=True)  # count mode, no marker: a br
 
 
 class ScriptingRequired(KeyspaceError):
-    """A Redis Cluster whose user may not run scripts: a purge there cannot act and record
-    its progress atomically (MULTI/EXEC cannot span slots)."""
+    """A Redis Cluster, or a REST token, whose user may not run scripts: a purge there cannot
+    act and record its progress atomically (MULTI/EXEC cannot span slots; over REST there is
+    no WATCH)."""
 
 
 def want_mask(findings) -> int:
@@ -282,6 +284,8 @@ def act(node, keys, *, action, policies, want=(), progress=None, cost=None, befo
                                 progress.billed + spent.billed, progress.regions)
     else:
         refusal = None
+    if is_rest(node.client):
+        raise ScriptingRequired(_refused_over_rest(node.client, refusal))
     if not node.declares_keys:
         raise ScriptingRequired(
             "This Redis user may not run scripts (ACL: +evalsha +eval +script|load). A purge of a Redis Cluster acts and "
@@ -297,6 +301,18 @@ def act(node, keys, *, action, policies, want=(), progress=None, cost=None, befo
         raise
     cost.add(result.commands, result.billed, result.writes)
     return result
+
+
+def _refused_over_rest(client, refusal):
+    """Why a purge cannot run over REST with a token that may not run scripts: the endpoint
+    named, never the token."""
+    said = getattr(refusal, "said", "") or (str(refusal) if refusal is not None else "")  # Redis's own words
+    said = f" ({said})" if said else ""
+    return (f"The REST endpoint {client.rest_endpoint} refused scripts for this token{said}. A purge acts and records "
+            "its progress in one script call per page, and its way without scripts (WATCH, then MULTI/EXEC) cannot "
+            "run over the REST API, where each request may run on another connection. Nothing was changed. Use a "
+            "token whose user may run scripts (the database's standard token, or ACL RESTTOKEN of a user allowed "
+            "+evalsha +eval +script|load), or the database's TCP URL.")
 
 
 def _record(node, progress, before, cost):

@@ -34,7 +34,8 @@ decodes them inside Redis:
 Failures raise redis-py's own exception classes, subclassed as `RestError` with an
 operator-facing message that names the REST endpoint (never the token): a wrong or revoked
 token (401), a rate limit (429), a request over the endpoint's size limit, a timeout, an
-endpoint that cannot be reached. Upstash is one logical primary: a REST client is a
+endpoint that cannot be reached, a command the token's user may not run (NOPERM: Upstash's
+read-only token refuses SCAN, scripts and writes). Upstash is one logical primary: a REST client is a
 standalone server for the engine (`capabilities.cluster`).
 """
 
@@ -136,7 +137,27 @@ class RestUnsupported(RestError, redis.ResponseError):
 
 class RestBinaryRefused(RestError, redis.ResponseError):
     """A command naming a non-UTF-8 key, which over REST must run inside a script, refused
-    because this token may not run scripts."""
+    because this token may not run scripts. `said`: the endpoint's own error."""
+
+    def __init__(self, message, said=""):
+        super().__init__(message)
+        self.said = said
+
+
+class RestRefused(RestError, redis.exceptions.NoPermissionError):
+    """NOPERM: the token's user may not run this command (Upstash's read-only token: no SCAN,
+    no scripts, no writes; an ACL user's token: what its ACL denies). The message keeps Redis's
+    own words first (so what reads refusals reads them as over TCP) and names the endpoint;
+    `said` is Redis's words alone."""
+
+    def __init__(self, said, endpoint):
+        super().__init__(f"{said} (the REST endpoint {endpoint} refused it for this token)")
+        self.said, self.endpoint = said, endpoint
+
+
+READ_ONLY_TOKEN_NOTE = ("Upstash's read-only REST token reads known keys only (no SCAN, no scripts, no writes): "
+                        "browsing, reviews and purges need the database's standard token, or the token of an ACL "
+                        "user allowed them (ACL RESTTOKEN).")
 
 
 def _error_reply(text):
@@ -407,7 +428,9 @@ class RestConnection(Connection):
                     f"{command.name} names a key that is not valid UTF-8. Over the REST API such a key can only be "
                     f"named inside a script (EVAL_RO/EVAL, its name hex-encoded), and this token may not run scripts "
                     f"({item['error']}). It cannot reach this key over REST with this token: use the database's TCP "
-                    "URL, or a token of a user allowed +eval_ro (ACL RESTTOKEN).")
+                    "URL, or a token of a user allowed +eval_ro (ACL RESTTOKEN).", said=str(item["error"]))
+            if type(error) is redis.exceptions.NoPermissionError:
+                return RestRefused(str(item["error"]), self.rest_endpoint)
             return error
         return _decode(item.get("result"))
 

@@ -273,6 +273,24 @@ class PurgeRun(Job):
         cursors[address] = cursor
         self.node_cursors = cursors
 
+    def recorded_nodes(self):
+        """The addresses the run's progress is kept under: its cursors, figures and stored
+        key list (a finding purge's, by the node serving each key)."""
+        stats = self.node_stats if isinstance(self.node_stats, dict) else {}
+        stored = PurgeTargetKey.objects.filter(run=self).values_list("node", flat=True).distinct()
+        return set(self.node_cursors or {}) | set(stats) | set(stored)
+
+    def adopt_node(self, old, new):
+        """Keep what was recorded for node `old` under `new` (the same standalone server
+        reached at another address: `keyspace.nodes.adopted`): the cursor and figures in
+        memory, for the caller to checkpoint in the same transaction as the stored key list,
+        renamed here at once (one UPDATE)."""
+        for name in ("node_cursors", "node_stats"):
+            recorded = getattr(self, name)
+            if isinstance(recorded, dict) and old in recorded:
+                recorded[new] = recorded.pop(old)
+        PurgeTargetKey.objects.filter(run=self, node=old).update(node=new)
+
     def checkpoint(self, token, **fields):
         """`Job.checkpoint` of the run's progress: every node's cursor and figures, and the
         totals they sum to."""

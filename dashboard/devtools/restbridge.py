@@ -18,7 +18,9 @@ that the dashboard's REST transport (`continuity.keyspace.rest`) and the officia
   bytes that are not UTF-8 become U+FFFD, as Upstash documents;
 - a request over `max_request_bytes` (Upstash: 10 MB by default) answers HTTP 400
   `{"error": "ERR max request size exceeded"}`; with `rate_limit=(n, seconds)` a request past
-  n in the window answers HTTP 429;
+  n in the window answers HTTP 429; after `limit_requests(n, k)`, the k requests after the
+  next n (every one, without k) answer HTTP 429 with Upstash's documented "ERR max requests
+  limit exceeded. Limit: …" and run nothing (a limit reached in the middle of a job);
 - HTTP/1.1 with kept-alive connections (stdlib `ThreadingHTTPServer`, one thread per client
   connection), and an `Upstash-Sync-Token` on every answer (a counter), which clients send back.
 
@@ -41,6 +43,9 @@ import hiredis
 
 UNAUTHORIZED = "WRONGPASS invalid or missing auth token"
 TOO_LARGE = "ERR max request size exceeded"
+# Upstash's wording when a database's request limit is reached (its troubleshooting page).
+LIMIT_EXCEEDED = ("ERR max requests limit exceeded. Limit: {limit}, Usage: {limit}. See "
+                  "https://upstash.com/docs/redis/troubleshooting/max_requests_limit for details")
 # Commands that keep state on a connection or block it: refused, as on Upstash's REST API.
 REFUSED = frozenset({"WATCH", "UNWATCH", "MULTI", "EXEC", "DISCARD", "SELECT", "AUTH", "HELLO", "SUBSCRIBE",
                      "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "MONITOR", "RESET", "QUIT", "SYNC",
@@ -142,6 +147,8 @@ class RestBridge:
         self._idle = {}
         self._lock = threading.Lock()
         self._window = (0.0, 0)
+        self._allowed = self._refused = None  # `limit_requests`
+        self._served = 0
         self._sync = itertools.count(1)
         self.server = ThreadingHTTPServer((host, port), self._handler())
         self.server.daemon_threads = True
@@ -196,6 +203,24 @@ class RestBridge:
             raise
         self._give(credentials, connection)
         return result
+
+    def limit_requests(self, allowed, refused=None):
+        """Serve `allowed` more requests, then answer the next `refused` (None: every one)
+        with HTTP 429 and Upstash's "max requests limit exceeded" (nothing runs), then serve
+        again. `limit_requests(None)` serves every request again at once."""
+        with self._lock:
+            self._allowed, self._refused, self._served = allowed, refused, 0
+
+    def _over_limit(self):
+        """The 429 error of a request past `limit_requests`, or None (counting this one)."""
+        with self._lock:
+            if self._allowed is None:
+                return None
+            self._served += 1
+            past = self._served - self._allowed
+            if past <= 0 or (self._refused is not None and past > self._refused):
+                return None
+            return LIMIT_EXCEEDED.format(limit=self._allowed)
 
     def _over_rate(self):
         if not self.rate_limit:
@@ -257,6 +282,10 @@ class RestBridge:
                     return
                 if bridge._over_rate():
                     self._answer(429, {"error": "ERR too many requests: the rate limit of this database was reached"})
+                    return
+                limited = bridge._over_limit()
+                if limited:
+                    self._answer(429, {"error": limited})
                     return
                 sent = self.headers.get("Upstash-Sync-Token")
                 if sent:

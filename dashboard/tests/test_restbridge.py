@@ -135,6 +135,21 @@ def test_a_rate_limited_request_gets_429(redis_server, monitored):
     assert codes == [200, 200, 429]
 
 
+def test_past_a_request_limit_it_answers_429_as_upstash_and_runs_nothing(bridge, monitored):
+    bridge.limit_requests(2)
+    answers = [post(bridge, "/", ["INCR", "lucia:counter"]) for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    assert answers[2].json() == {"error": "ERR max requests limit exceeded. Limit: 2, Usage: 2. See "
+                                          "https://upstash.com/docs/redis/troubleshooting/max_requests_limit for details"}
+    assert post(bridge, "/pipeline", [["INCR", "lucia:counter"]]).status_code == 429
+    assert monitored.get(b"lucia:counter") == b"2"  # the refused requests ran nothing
+    bridge.limit_requests(None)
+    assert post(bridge, "/", ["INCR", "lucia:counter"]).status_code == 200 and monitored.get(b"lucia:counter") == b"3"
+    bridge.limit_requests(1, refused=2)  # a limit that passes: two requests refused, then served again
+    codes = [post(bridge, "/", ["INCR", "lucia:counter"]).status_code for _ in range(4)]
+    assert codes == [200, 429, 429, 200] and monitored.get(b"lucia:counter") == b"5"
+
+
 def test_a_read_only_token_refuses_writes_scan_and_scripts_as_redis_acl(redis_server, monitored):
     from dashboard.devtools.restbridge import read_only_token_user
 

@@ -17,7 +17,11 @@ die (after a SCAN, after an act, before or after a checkpoint), the marker holds
 what Redis did for that node, and a resumed run (`recover`) takes it where it is ahead of
 the Postgres checkpoint: nothing is counted twice, nothing done is lost, and `billed` is
 what Redis executed. When the run ends, every node is checkpointed, its marker deleted
-(counted), and the final row written.
+(counted), and the final row written. A page is counted in memory only once Redis answered
+it, so the figures in memory are always a marker's: a Redis failure (unreachable, a 429)
+checkpoints them before the run is handed back, and where the markers cannot be read again
+(a 429 that lasts past the task's retries) the failed run's counts are still what Redis did.
+A run resumed over the other transport adopts its one recorded node (`adopt`).
 
 Test hook: `fault(point, node)` is called at the named points "scanned" (a page read, not
 yet acted on), "acted" (acted on, not yet checkpointed) and "checkpointed", and "cleared"
@@ -68,6 +72,16 @@ def _so_far(run):
             f"(exact){left}. Once the resharding or failover is over, preview and run the purge again.")
 
 
+def _as_checkpointed(run):
+    # The cluster's nodes hold the markers of what was done after the last checkpoint, and
+    # the record no longer reaches them: the run's counts are its checkpoint's, and said so.
+    return (f"It stopped as failed with the counts of its last checkpoint: matched {run.matched:,}, "
+            f"{run.done_label} {run.done:,}, skipped {run.skipped:,}; pages acted on after that checkpoint are "
+            f"recorded only in its progress markers on the cluster's primaries (they expire within a day). Set "
+            f"{run.database.url_env} to a node of the cluster again, then preview and run the purge again for "
+            "what is left.")
+
+
 def _moved(run, what, slots=1):
     keys = "Keys of that slot may be missed" if slots <= 1 else "Keys of the moved slots may have been missed"
     return TopologyChanged(f"The cluster's topology changed during purge #{run.pk} of {run.database.name}: {what}. "
@@ -79,6 +93,29 @@ def _bill(run, nodes):
     """Add what the keyspace itself sent (CLUSTER NODES) to its nodes' figures."""
     for address, cost in nodes.drain().items():
         run.add(address, commands=cost.sent, billed=cost.billed)
+
+
+def adopt(run, nodes, claim=None):
+    """A run resumed (or a preview executed) on a standalone server at another address than
+    it recorded — over REST after TCP, or the reverse; a new host name —: its one recorded
+    node is this one, so its cursor, figures and stored key list are renamed, never started
+    again (`keyspace.nodes.adopted`), and with `claim` checkpointed in the transaction that
+    renames the stored keys, so nothing is left half-renamed. ResumeRefused (final) where the
+    run was recorded on a Redis Cluster's primaries and the record now reaches one server
+    (always so over REST). True when something was renamed."""
+    moves = keyspace_nodes.adopted(nodes, run.recorded_nodes(), what=f"Purge #{run.pk} of {run.database.name}")
+    if not moves:
+        return False
+
+    def rename():  # idempotent, so that riding through a Postgres restart may run it again
+        with transaction.atomic():
+            for old, new in moves.items():
+                run.adopt_node(old, new)
+            if claim is not None and run.checkpoint(claim) == "lost":
+                transaction.set_rollback(True)  # another worker holds the run: its records stay as they are
+
+    postgres.ride_through(rename)
+    return True
 
 
 def recover(run, nodes):
@@ -142,6 +179,7 @@ def fail_purge(*, run_id, error, source="task"):
         return run
     try:
         with keyspace_nodes.primaries(run.database, write=True) as nodes:
+            adopt(run, nodes)
             recover(run, nodes)
             _bill(run, nodes)
             return _finish(run, PurgeRun.FAILED, error=error, source=source, nodes=nodes)
@@ -189,6 +227,9 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
     run.refresh_from_db()
     if claim is None:
         return PurgeResult.of(run)
+    if run.error:  # why an earlier attempt stopped: no longer the news once it runs again
+        PurgeRun.objects.filter(pk=run.pk, claim_token=claim).update(error="")
+        run.error = ""
     try:
         try:  # the keyspace guardrail, decided again before any command (records change)
             check_keyspace(run.database, run_heads(run))
@@ -203,13 +244,29 @@ def execute_purge(*, run_id, keys=None, lease_seconds=None, progress=None, sourc
                     return PurgeResult.of(run, resumed)
                 return PurgeResult.of(_end(run, nodes, claim, status, source, fault), resumed)
         except keyspace.ClusterRefusal as exc:  # the record contradicts the server: nothing was touched
-            _finish(run, PurgeRun.FAILED, error=str(exc), source=source)
-            raise PurgeRefused(str(exc)) from None
+            error = str(exc)
+            if isinstance(exc, keyspace_nodes.ResumeRefused):
+                error = f"{error} {_as_checkpointed(run)}"
+            _finish(run, PurgeRun.FAILED, error=error, source=source)
+            raise PurgeRefused(error) from None
     except (postgres.PostgresAway, *postgres.GONE) as exc:
         # Postgres left for longer than JOB_DB_OUTAGE_SECONDS: stop, resumable. What Redis
         # did is in the markers; the claim lapses (or is released) and the resume job continues.
         postgres.let_go(lambda: run.release(claim))
         raise PurgeStopped(run, postgres.describe_outage(exc)) from exc
+    except (redis.RedisError, OSError) as exc:
+        # Redis failed (unreachable, a 429, a timeout…): the figures so far are checkpointed —
+        # they are what the markers hold after the last page Redis answered, so where the
+        # markers cannot be read again (a 429 that lasts) the run's counts are still exact —
+        # and the run handed back, still running, saying why it stopped.
+        reason = keyspace.describe_error(exc)
+
+        def hand_back():
+            run.checkpoint(claim)  # "lost": another worker holds it, and the release below does nothing
+            return run.release(claim, reason)
+
+        postgres.let_go(hand_back)
+        raise
     except BaseException:
         postgres.let_go(lambda: run.release(claim))
         raise
@@ -233,6 +290,7 @@ def _end(run, nodes, claim, status, source, fault):
 def _run(run, nodes, claim, keys, progress, resumed, fault):
     """Every node in turn: SUCCEEDED, CANCELLED, or None (the claim was lost). Raises
     TopologyChanged (after ending the run failed) when a slot moved."""
+    adopt(run, nodes, claim)  # a preview, or an earlier attempt, over the other transport
     if resumed:
         recover(run, nodes)
     if nodes.is_cluster:  # a record naming another node of this cluster reaches the same keys
@@ -360,9 +418,9 @@ def _act_on(run, node, source, pacer, policies, reach, want, fault):
     regions = len(run.database.read_regions or ())
     figures = run.node_figures(address)
 
-    def progress_after(page_no, cursor):
-        return redis_purge.Progress(key, redis_purge.marker_head(page_no, cursor, figures["matched"]), figures["done"],
-                                    figures["skipped"], figures["billed"], regions)
+    def progress_after(page_no, cursor, matched=0, outside=0):  # the node's totals with the page's own
+        return redis_purge.Progress(key, redis_purge.marker_head(page_no, cursor, figures["matched"] + matched),
+                                    figures["done"], figures["skipped"] + outside, figures["billed"], regions)
 
     def spend(result):
         run.add(address, commands=result.commands, billed=result.billed)
@@ -377,12 +435,13 @@ def _act_on(run, node, source, pacer, policies, reach, want, fault):
     while True:
         cursor, page, following = source.after(reply)
         page_keys, page_policies, outside = split(page, policies, reach)
-        run.add(address, matched=len(page), skipped=outside)
         fault("scanned", node)
         result = redis_purge.act(node, page_keys, action=run.action, policies=page_policies, want=want,
-                                 progress=progress_after(figures["pages"] + 1, cursor),
+                                 progress=progress_after(figures["pages"] + 1, cursor, len(page), outside),
                                  before=[following] if following else [])
-        run.add(address, pages=1, done=result.done, skipped=result.skipped)
+        # Counted once Redis answered, with what it did: the run's figures in memory are always
+        # those of the node's marker after a page, so a Redis failure checkpoints them as they are.
+        run.add(address, pages=1, matched=len(page), done=result.done, skipped=outside + result.skipped)
         spend(result)
         run.set_node_cursor(address, cursor)
         fault("acted", node)

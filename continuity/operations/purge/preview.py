@@ -233,7 +233,7 @@ def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) ->
                     targets.check_keyspace(run.database, targets.run_heads(run),
                                            [node.address for node in nodes.nodes])
                 preview = _count(run, nodes, policies, stats, keys, sample_size, pacer)
-        except keyspace.ClusterRefusal as exc:
+        except (keyspace.ClusterRefusal, redis_purge.ScriptingRequired) as exc:  # final: a retry is refused alike
             raise PurgeRefused(str(exc)) from None
         except keyspace_nodes.SlotsMoved as exc:
             raise PurgeRefused(f"{exc}: the cluster is being resharded, so the counts would be wrong. Preview again "

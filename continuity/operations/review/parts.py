@@ -146,6 +146,9 @@ def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, 
     node = None
     try:
         node = keyspace_nodes.node_at(database, part.address, part.slots)
+        if node.address != part.address:  # the one node of a standalone server, reached at another address
+            postgres.ride_through(lambda: ReviewNodeRun.objects.filter(pk=part.pk).update(address=node.address))
+            part.address = node.address
         if part.sample_size:
             sample_node(node, classifier, tally, size=part.sample_size, needs=needs, on_batch=on_batch,
                         population=part.dbsize_before)
@@ -192,8 +195,9 @@ def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, 
 
 
 def _succeeded(part, token, tally, size_after):
-    """Store a part's Tally and end it, while it holds the claim (a cancelled part stays so)."""
+    """Store a part's Tally and end it, while it holds the claim (a cancelled part stays so);
+    why an earlier attempt stopped (`release`) is no longer its news."""
     ReviewNodeRun.objects.filter(pk=part.pk, status=ReviewNodeRun.RUNNING, claim_token=token).update(
-        status=ReviewNodeRun.SUCCEEDED, cursor="0", batches=tally.batches, keys_scanned=tally.keys_scanned,
+        status=ReviewNodeRun.SUCCEEDED, error="", cursor="0", batches=tally.batches, keys_scanned=tally.keys_scanned,
         commands=tally.commands, billed_commands=tally.billed, dbsize_after=size_after,
         aggregates=tally.to_json(), claim_token="", finished_at=timezone.now(), heartbeat_at=timezone.now())

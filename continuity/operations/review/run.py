@@ -404,9 +404,12 @@ def stale_parts(run):
 # --- the end -----------------------------------------------------------------------------------
 def _slots_now(database, parts, spent):
     """On a cluster: the SlotMap now, with every migration its primaries list, asked of the
-    URL's node or, when it is gone, of any node of the run; None when no node answers.
+    URL's node or, when it is gone, of any node of the run; None when no node answers, or
+    when the record now reaches Upstash's REST API (one logical primary, no cluster behind it).
     `spent` counts the CLUSTER NODES executed (a node that cannot be reached executes none)."""
     base = keyspace.client_for(database)
+    if keyspace.is_rest(base):  # one logical primary: the cluster's nodes are not reached (the parts say so)
+        return None
     candidates = [base] + [keyspace_nodes.direct_client(base, part.address) for part in parts]
     layout = answered = None
     for client in candidates:
