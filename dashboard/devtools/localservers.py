@@ -25,6 +25,17 @@ import redis
 APT_PACKAGES = {"redis-server": "redis-server", "postgres": "postgresql", "chromium": "chromium"}
 
 
+def stop_process(process):
+    """Terminate `process` (a Popen, or None) and wait for it; kill it after 10 s."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class MissingBinary(RuntimeError):
     pass
 
@@ -249,13 +260,7 @@ class LocalRedis:
         return self
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def restart(self):
         self.stop()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import requests
 
+from dashboard.devtools import localservers
 from dashboard.devtools.localservers import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -78,13 +79,7 @@ class LocalOpenIDProvider:
         return False
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        localservers.stop_process(self.process)
 
     def control(self, action, **payload):
         """Call the control endpoint (`control.ACTIONS`); returns its JSON answer."""
