@@ -5,7 +5,9 @@ redis-server, `lucia` reached by its REST pair only. A round trip is then one HT
 with the next page's SCAN) into one `/pipeline` request, on a kept-alive connection.
 
 Counted, never timed, on a link of 80 ms (see `test_round_trips`): each job takes the round
-trips it takes over TCP, and every round trip is one request the bridge answered.
+trips it takes over TCP (a preview one fewer: no cluster probe), every round trip is one
+request the bridge answered, and none opens a connection (kept alive: `connections` 0; a new
+process's client opens one, and sends no command of its own before the job's).
 """
 
 import types
