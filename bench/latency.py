@@ -84,13 +84,9 @@ class RestEndpoint:
         return False
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        from dashboard.devtools import localservers
+
+        localservers.stop_process(self.process)
 
 
 def _rest_transport(server):
