@@ -289,7 +289,7 @@ def table(report):
     """The Markdown rows of docs/benchmarks.md for `report`."""
     def cell(entry, floor=True):
         if entry is None:
-            return "(redis-cli speaks TCP only)"
+            return "(TCP only)"  # redis-cli speaks RESP only
         if entry.get("finished") is False:
             return f"did not finish in {entry['seconds']:g} s"
         text = f"{entry['seconds']:.2f} s"
