@@ -3,7 +3,7 @@
 
     python -m bench.latency                              # 100k keys, TCP, RTT 0, 5, 20, 80 ms (≈ 12 min)
     python -m bench.latency --keys 20000 --rtts 0 20 --cap 10      # a quick look (≈ 1 min)
-    python -m bench.latency --transport rest             # once the REST transport is on main
+    python -m bench.latency --transport rest             # the same jobs over the REST transport
 
 It starts its own redis-server and Postgres on loopback, the proxy in front of the
 redis-server, and a `bench` database record whose URL points at the proxy. For each round
@@ -26,16 +26,22 @@ and measures, each side counted by the proxy (round trips, connections):
   | xargs -n 1000 redis-cli unlink`, both through the proxy, each stopped after `--cap` seconds
   ("did not finish in N s").
 
-`--transport rest` measures the same jobs over the REST transport (the proxy in front of the
-local REST endpoint's HTTP port): see `_rest_transport`, the hook it needs. Not imported by the apps.
+`--transport rest` measures the same jobs over the REST transport: the local REST endpoint
+(`dashboard.devtools.restbridge`, in a process of its own) in front of the redis-server, the
+proxy in front of its HTTP port, and the `bench` record's URL variable empty, its REST URL and
+token variables naming the proxy. A round trip is then an HTTP request (on kept-alive
+connections: `connections` counts the TCP connections opened, one per client connection).
+The `redis-cli` baselines speak RESP only: they are measured with `--transport tcp`. Not
+imported by the apps.
 """
 
 import argparse
-import importlib.util
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -51,21 +57,44 @@ PREFIX = b"lucia:session:"
 FLOOR_COUNT = 1000  # the floor's SCAN COUNT
 
 
-class TransportMissing(SystemExit):
-    """The transport asked for is not in this tree."""
+REST_TOKEN = "bench-rest-token"  # the bridge's one token (loopback only)
+
+
+class RestEndpoint:
+    """The local REST endpoint (`dashboard.devtools.restbridge`, a protocol bridge standing in
+    for Upstash) in front of `server`'s db 0, in a process of its own: its JSON and base64
+    work is the far side's, so it must not take the GIL from the client it serves (the
+    preview and the purge run in this process). HTTP/1.1 with kept-alive connections."""
+
+    def __init__(self, server):
+        from dashboard.devtools import localservers
+
+        self.port = localservers.free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dashboard.devtools.restbridge", "--redis", server.url(0), "--port", str(self.port)],
+            env={**os.environ, "PYTHONPATH": str(ROOT), "RESTBRIDGE_TOKEN": REST_TOKEN}, cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        localservers._wait(self._answers, "the REST bridge")
+
+    def _answers(self):
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the REST bridge exited ({self.process.returncode})")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            return True
+        return False
+
+    def stop(self):
+        from dashboard.devtools import localservers
+
+        localservers.stop_process(self.process)
 
 
 def _rest_transport(server):
-    """The REST transport's hook: start the local REST endpoint (issue 17, item 2) in front of
-    `server` and return (the HTTP port the proxy forwards to, {environment variable: value}
-    the `bench` record reads: its REST URL pointing at the proxy's port, its token), and the
-    record's field names for them. Not wired yet: the REST transport is built on its own branch."""
-    if importlib.util.find_spec("continuity.keyspace.rest") is None:
-        raise TransportMissing("REST transport not available yet: this tree has no continuity.keyspace.rest. "
-                               "Measure --transport tcp, or run this once the REST transport is on main.")
-    raise TransportMissing("REST transport present, but bench.latency._rest_transport is not wired to its local "
-                           "endpoint yet: fill in this hook (start the endpoint, point the record's REST URL at "
-                           "the proxy).")
+    """The REST side: the local REST endpoint in front of `server`, and the port the proxy
+    forwards to (its HTTP port). The `bench` record then reaches the proxy by REST only
+    (`Bench.records`: its Redis URL variable empty, its REST URL and token variables set)."""
+    endpoint = RestEndpoint(server)
+    return endpoint, endpoint.port
 
 
 def floor_pages(client):
@@ -116,20 +145,32 @@ class Bench:
         self.tmp = tempfile.mkdtemp(prefix="bench-latency-")
         self.server = localservers.LocalRedis(os.path.join(self.tmp, "redis"), localservers.free_port()).start()
         self.direct = redis.Redis.from_url(self.server.url(0))
+        self.transport, self.endpoint = transport, None
         if transport == "rest":
-            port, env = _rest_transport(self.server)
+            self.endpoint, port = _rest_transport(self.server)
         else:
-            port, env = self.server.port, {}
+            port = self.server.port
         self.proxy = DelayProxy(port).start()
-        self.url = f"redis://127.0.0.1:{self.proxy.port}/0"
+        # Over REST the record's Redis URL variable is empty: its REST pair names the proxy.
+        self.url = f"redis://127.0.0.1:{self.proxy.port}/0" if transport == "tcp" else ""
+        self.rest = {"BENCH_REST_URL": f"http://127.0.0.1:{self.proxy.port}",
+                     "BENCH_REST_TOKEN": REST_TOKEN} if transport == "rest" else {}
         from bench import purge as purge_bench
 
         self.cleanup = purge_bench._django(self.url)
-        os.environ.update(env)
+        os.environ.update(self.rest)
         self.database, self.user = purge_bench._records()
+        from dashboard.models import RedisDatabase
+
+        fields = {"rest_url_env": "BENCH_REST_URL", "rest_token_env": "BENCH_REST_TOKEN"} if self.rest else \
+            {"rest_url_env": "", "rest_token_env": ""}
+        RedisDatabase.objects.filter(pk=self.database.pk).update(**fields)
+        self.database.refresh_from_db()
 
     def close(self):
         self.proxy.stop()
+        if self.endpoint is not None:
+            self.endpoint.stop()
         self.direct.close()
         self.server.stop()
         if self.cleanup:
@@ -169,7 +210,8 @@ class Bench:
         keyspace.forget_clients()
         with self.proxy.measure() as seen:
             started = time.perf_counter()
-            preview = purge.preview_purge(database=self.database, kind="prefix", value=PREFIX, actor=self.user)
+            preview = purge.preview_purge(database=self.database, kind="prefix", value=PREFIX, action="delete",
+                                          actor=self.user)
             seconds = time.perf_counter() - started
         return _measured(self.proxy, seconds, seen, matched=preview.matched, billed=preview.billed)
 
@@ -179,7 +221,8 @@ class Bench:
 
         keyspace.forget_clients()
         with self.proxy.measure() as seen:
-            run = purge.estimate_purge(database=self.database, kind="prefix", value=PREFIX, actor=self.user)
+            run = purge.estimate_purge(database=self.database, kind="prefix", value=PREFIX, action="delete",
+                                         actor=self.user)
             run = purge.confirm_purge(run=run, confirmation=run.target_value, reason="benchmark", actor=self.user,
                                       source="cli")
             started = time.perf_counter()
@@ -213,17 +256,20 @@ class Bench:
         row["sampled_review"] = self.review("Upstash", sample=2000)
         row["preview"] = self.preview()
         row["purge"] = self.purge()
-        _load(self.direct, keys)
-        row["memkeys"], row["scan_xargs"] = self.baselines()
+        if self.transport == "tcp":  # redis-cli speaks RESP only: the baselines are the TCP rows'
+            _load(self.direct, keys)
+            row["memkeys"], row["scan_xargs"] = self.baselines()
         for name in ("review_upstash", "review_self_hosted", "preview", "purge"):
             entry = row[name]
             entry["vs_floor"] = round(entry["seconds"] / row["floor_s"], 2) if row["floor_s"] else None
             self.log(f"    {name}: {entry['seconds']} s, {entry['round_trips']} round trips"
                      + (f", {entry['vs_floor']}x the floor" if entry["vs_floor"] else ""))
-        self.log(f"    sampled review: {row['sampled_review']['round_trips']} round trips; memkeys "
-                 f"{row['memkeys']['seconds']} s{'' if row['memkeys']['finished'] else ' (did not finish)'}; "
-                 f"scan|xargs {row['scan_xargs']['seconds']} s"
-                 f"{'' if row['scan_xargs']['finished'] else ' (did not finish)'}")
+        self.log(f"    sampled review: {row['sampled_review']['round_trips']} round trips, "
+                 f"{row['sampled_review']['connections']} connections")
+        if "memkeys" in row:
+            self.log(f"    memkeys {row['memkeys']['seconds']} s{'' if row['memkeys']['finished'] else ' (did not finish)'}; "
+                     f"scan|xargs {row['scan_xargs']['seconds']} s"
+                     f"{'' if row['scan_xargs']['finished'] else ' (did not finish)'}")
         return row
 
 
@@ -242,6 +288,8 @@ def run_latency(*, keys=100_000, rtts=(0, 5, 20, 80), transport="tcp", cap=60, l
 def table(report):
     """The Markdown rows of docs/benchmarks.md for `report`."""
     def cell(entry, floor=True):
+        if entry is None:
+            return "(TCP only)"  # redis-cli speaks RESP only
         if entry.get("finished") is False:
             return f"did not finish in {entry['seconds']:g} s"
         text = f"{entry['seconds']:.2f} s"
@@ -256,7 +304,7 @@ def table(report):
         lines.append(f"| {report['transport'].upper()} | {row['rtt_ms']} ms | {row['floor_s']:.2f} s ({row['floor_pages']} RT) "
                      f"| {cell(row['review_upstash'])} | {cell(row['review_self_hosted'])} "
                      f"| {row['sampled_review']['round_trips']} RT | {cell(row['preview'])} | {cell(row['purge'])} "
-                     f"| {cell(row['memkeys'], False)} | {cell(row['scan_xargs'], False)} |")
+                     f"| {cell(row.get('memkeys'), False)} | {cell(row.get('scan_xargs'), False)} |")
     return "\n".join(lines)
 
 

@@ -64,7 +64,9 @@ def probe(client, ahead=()):
     answer is not known yet: {command: its reply or error} of those sent (none when the
     answer was known, or INFO was refused and CLUSTER MYID decided: the caller sends them)."""
     caps = capabilities.of(client)
-    if caps.cluster is not None or not ahead:
+    # A client that knows its own topology (REST) asks nothing: INFO cluster would only ride
+    # along, and an endpoint that refuses it would cost the fallback's round trips in `_ask`.
+    if caps.cluster is not None or not ahead or getattr(client, "topology", None):
         detect(client)
         return {}
     pipe = client.pipeline(transaction=False)

@@ -39,7 +39,6 @@ read-only token refuses SCAN, scripts and writes). Upstash is one logical primar
 standalone server for the engine (`capabilities.cluster`).
 """
 
-import base64
 import binascii
 import hashlib
 import json
@@ -168,15 +167,40 @@ def _error_reply(text):
 def _decode(value):
     """A reply with `Upstash-Encoding: base64`: every string base64, except a bare "OK"."""
     if isinstance(value, str):
-        if value == "OK":
-            return b"OK"
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            return value.encode()
+        return _decode_text(value)
     if isinstance(value, list):
-        return [_decode(item) for item in value]
+        # A review page's reply holds tens of thousands of strings, decoded while the link
+        # carries the next page: no call per string here, and binascii's strict mode checks
+        # the alphabet in C (base64's validate=True runs a regular expression per string).
+        out = []
+        for item in value:
+            kind = type(item)
+            if kind is str:
+                if item == "OK":
+                    out.append(b"OK")
+                else:
+                    try:
+                        out.append(_a2b(item, strict_mode=True))
+                    except (binascii.Error, ValueError):
+                        out.append(item.encode())
+            elif kind is list:
+                out.append(_decode(item))
+            else:
+                out.append(item)
+        return out
     return value
+
+
+_a2b = binascii.a2b_base64
+
+
+def _decode_text(value):
+    if value == "OK":
+        return b"OK"
+    try:
+        return _a2b(value, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return value.encode()
 
 
 def _hex(values):
