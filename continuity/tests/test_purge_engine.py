@@ -327,8 +327,14 @@ def test_it_resumes_after_a_crash_after_a_checkpoint_without_double_counting(mon
 def test_it_recovers_batches_acted_on_but_not_checkpointed(monitored, lucia, operator, monkeypatch, settings):
     """Checkpoints lag the Redis side (every PURGE_CHECKPOINT_SECONDS) and the worker dies
     before the next one: the marker written atomically with every batch carries the exact
-    totals and cursor into the resumed run."""
+    totals and cursor into the resumed run.
+
+    600 keys outside the target stay: deleting 600 of 600 keys takes the table below Redis's
+    10 % fill, and a shrink that a cron tick starts mid-purge (more likely the slower the
+    purge: a loaded machine, REST) makes SCAN return a few keys twice, matched again and
+    skipped as gone. What this test holds is the marker, not SCAN on a shrinking table."""
     fill(monitored, 600)
+    fill(monitored, 600, prefix=b"lucia:focus:")
     run = queued(operator, database=lucia, kind="prefix", value=b"lucia:session:", batch_size=100, rate_cap=0)
     original = PurgeRun.checkpoint
     calls = {"n": 0}
@@ -349,10 +355,10 @@ def test_it_recovers_batches_acted_on_but_not_checkpointed(monitored, lucia, ope
     marker = redis_purge.read_marker(Node("one", monitored), run.pk)
     assert marker.page > 2 and marker.done > run.done and marker.done == marker.matched
     # Deleted but not yet counted in Postgres (the marker key itself is the +1).
-    assert monitored.dbsize() == 600 - marker.done + 1
+    assert monitored.dbsize() == 1200 - marker.done + 1
     result = purge.execute_purge(run_id=run.pk, lease_seconds=0)
     assert (result.matched, result.done, result.skipped) == (600, 600, 0)
-    assert monitored.dbsize() == 0
+    assert all_keys(monitored) == {b"lucia:focus:" + f"{i:06d}".encode() for i in range(600)}
 
 
 def test_it_applies_each_namespace_policy_on_a_policy_purge(monitored, lucia):
