@@ -41,13 +41,13 @@ standalone server for the engine (`capabilities.cluster`).
 
 import binascii
 import hashlib
-import json
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 import redis
 from redis._parsers.base import BaseParser
 from redis.backoff import NoBackoff
@@ -389,7 +389,7 @@ class RestConnection(Connection):
 
     def _request(self, path, commands):
         body = [item.words for item in commands] if path != "/" else commands[0].words
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        payload = orjson.dumps(body)  # UTF-8, compact: what json.dumps(ensure_ascii=False) sends, ~10× faster
         headers = {"Upstash-Sync-Token": self._sync["token"]} if self._sync.get("token") else None
         where = self.rest_endpoint
         try:
@@ -407,8 +407,9 @@ class RestConnection(Connection):
     def _replies_of(self, answer, path, commands, size):
         where, status = self.rest_endpoint, answer.status_code
         try:
-            data = answer.json()
-        except ValueError:
+            # orjson: a review page's reply is ~300 kB of JSON, parsed while the stream waits on it
+            data = orjson.loads(answer.content)
+        except ValueError:  # orjson.JSONDecodeError is a ValueError
             data = None
         said = data.get("error") if isinstance(data, dict) and isinstance(data.get("error"), str) else ""
         if status in (401, 403):
