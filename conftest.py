@@ -344,13 +344,112 @@ def admin_client(admin):
 
 @pytest.fixture
 def lucia(db):
-    """The seeded `lucia` database record with its five namespaces."""
-    from continuity import seed
-
-    seed.seed_all()
+    """The seeded `lucia` database record with its five namespaces (and the rest of the
+    runbook's seed: secrets, checklist, schedules, their audit entries)."""
     from dashboard.models import RedisDatabase
 
+    _SEED.apply()
     return RedisDatabase.objects.get(name="lucia")
+
+
+JSON_OIDS = (114, 3802)  # json, jsonb
+
+
+class SeedSnapshot:
+    """`seed.seed_all()` once per test worker, then its rows copied back in a few statements.
+
+    Seeding writes some 36 records and their audit entries one by one (about 360 queries, a
+    quarter of a second); most tests start from it. The first seeding on a database whose
+    seeded tables are all empty records what it inserted; a later test that starts from those
+    tables empty gets the same rows back by one INSERT per table: the same ids (free: tests
+    roll back or flush, flushes keep the sequences, and Postgres never hands a sequence value
+    out twice) and the same values, every moment moved forward by the time since the first
+    seeding (as if seeded now: a schedule's last run, a record's creation). Any other start
+    (a seeded table not empty) seeds the slow way."""
+
+    def __init__(self):
+        self.tables = None  # [(table, columns, rows)] in insertion order
+        self.taken = None  # when the snapshot was seeded
+
+    @staticmethod
+    def _counts(cursor, tables):
+        cursor.execute(" UNION ALL ".join(f'SELECT {i}, COUNT(*) FROM "{t}"' for i, t in enumerate(tables)))
+        found = dict(cursor.fetchall())
+        return {table: found[i] for i, table in enumerate(tables)}
+
+    def apply(self):
+        from django.db import connection
+
+        from continuity import seed
+
+        with connection.cursor() as cursor:
+            if self.tables is None:
+                self._take(cursor, connection.introspection.table_names(cursor))
+            elif any(self._counts(cursor, [table for table, _, _ in self.tables]).values()):
+                seed.seed_all()
+            else:
+                self._restore(cursor)
+
+    def _take(self, cursor, every):
+        from django.utils import timezone
+        from psycopg.types.json import Jsonb
+
+        from continuity import seed
+
+        before = self._counts(cursor, every)
+        taken = timezone.now()
+        seed.seed_all()
+        after = self._counts(cursor, every)
+        grown = [table for table in every if after[table] != before[table]]
+        if any(before[table] for table in grown):
+            return  # seeded on top of other rows: take the snapshot another time
+        snapshot = []
+        for table in grown:
+            cursor.execute(f'SELECT * FROM "{table}"')
+            json_at = {i for i, column in enumerate(cursor.description) if column.type_code in JSON_OIDS}
+            # Django reads json(b) as text (JSONField decodes it itself): written back parsed.
+            rows = [tuple(Jsonb(json.loads(value) if isinstance(value, str) else value)
+                          if i in json_at and value is not None else value for i, value in enumerate(row))
+                    for row in cursor.fetchall()]
+            snapshot.append((table, [column.name for column in cursor.description], rows))
+        self.tables, self.taken = _insertion_order(snapshot), taken
+
+    def _restore(self, cursor):
+        from datetime import datetime
+
+        from django.utils import timezone
+
+        shift = timezone.now() - self.taken
+        for table, columns, rows in self.tables:
+            names = ", ".join(f'"{column}"' for column in columns)
+            marks = ", ".join(["%s"] * len(columns))
+            moved = [tuple(value + shift if isinstance(value, datetime) else value for value in row) for row in rows]
+            cursor.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', moved)
+
+
+def _insertion_order(snapshot):
+    """The snapshot's tables ordered so that a table comes after those its foreign keys name."""
+    from django.apps import apps
+
+    model_of = {model._meta.db_table: model for model in apps.get_models(include_auto_created=True)}
+    tables = {table for table, _, _ in snapshot}
+    ordered, placed, pending = [], set(), list(snapshot)
+    while pending:
+        for entry in pending:
+            model = model_of.get(entry[0])
+            fields = model._meta.concrete_fields if model else []
+            needs = {f.related_model._meta.db_table for f in fields if f.is_relation and f.related_model} & tables
+            if needs - {entry[0]} <= placed:
+                ordered.append(entry)
+                placed.add(entry[0])
+                pending.remove(entry)
+                break
+        else:
+            raise RuntimeError(f"no insertion order for {[table for table, _, _ in pending]}")
+    return ordered
+
+
+_SEED = SeedSnapshot()
 
 
 # --- alerts: a real HTTP receiver, and Celery run eagerly ---------------------------
