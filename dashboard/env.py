@@ -102,16 +102,19 @@ def redis_url_problem(url):
 def redis_url_env_problem(name):
     """Why the environment variable `name` may not hold a monitored Redis URL, or "".
     Checks the name, and the value's scheme when it is set (never echoing the value)."""
-    if name in OWN_VARIABLES or name.startswith(OWN_PREFIXES):
-        return f"{name} is one of the dashboard's own settings, not a monitored Redis URL"
+    return _url_env_problem(name, "a monitored Redis URL", "the Redis URL (e.g. REDIS_URL)", redis_url_problem)
+
+
+def _url_env_problem(name, what, holds, value_problem):
+    """Why the variable `name` may not hold `what`: one of the dashboard's own, not named
+    *_URL, or set to a value `value_problem` refuses (never echoed); "" when it may."""
+    if _own(name):
+        return f"{name} is one of the dashboard's own settings, not {what}"
     if not name.endswith("_URL"):
-        return f"{name} does not end in _URL; name the variable that holds the Redis URL (e.g. REDIS_URL)"
+        return f"{name} does not end in _URL; name the variable that holds {holds}"
     value = os.environ.get(name)
-    if value:
-        problem = redis_url_problem(value)
-        if problem:
-            return f"{name} is set, but {problem}"
-    return ""
+    problem = value_problem(value) if value else ""
+    return f"{name} is set, but {problem}" if problem else ""
 
 
 REST_SCHEMES = ("https", "http")
@@ -141,16 +144,7 @@ def _own(name):
 
 def rest_url_env_problem(name):
     """Why the environment variable `name` may not hold a REST URL, or "" (value checked, never echoed)."""
-    if _own(name):
-        return f"{name} is one of the dashboard's own settings, not a REST URL"
-    if not name.endswith("_URL"):
-        return f"{name} does not end in _URL; name the variable that holds the REST URL (e.g. UPSTASH_REDIS_REST_URL)"
-    value = os.environ.get(name)
-    if value:
-        problem = rest_url_problem(value)
-        if problem:
-            return f"{name} is set, but {problem}"
-    return ""
+    return _url_env_problem(name, "a REST URL", "the REST URL (e.g. UPSTASH_REDIS_REST_URL)", rest_url_problem)
 
 
 def rest_token_env_problem(name):
