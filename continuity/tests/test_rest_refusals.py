@@ -20,6 +20,7 @@ from django.urls import reverse
 from conftest import REST_READONLY_TOKEN, use_rest
 from continuity import keyspace
 from continuity.billing import FREE
+from continuity.keyspace import stream
 from continuity.models import PurgeRun
 from continuity.operations import purge, review
 from continuity.tasks.purge import purge_task
@@ -207,9 +208,18 @@ def test_the_purge_command_ends_failed_with_the_429_and_exact_counts(operator, l
     assert run.status == "failed" and 40 < run.done < SESSIONS and run.error in str(failed.value)
 
 
-def test_a_review_task_waits_out_a_429_and_resumes_from_its_checkpoint(lucia, limited, sessions, eager,
+@pytest.fixture
+def pages_of_20(monkeypatch):
+    """A review's pages of at most 20 keys, one script call each: on a busy machine the bridge's
+    round trip can pass `BatchSizer.SLOW_LINK_S`, and pages of several calls would then end
+    the review before the request that the bridge refuses."""
+    monkeypatch.setattr(stream.BatchSizer, "MAX_CALLS_PER_TRIP", 1)
+    return 20
+
+
+def test_a_review_task_waits_out_a_429_and_resumes_from_its_checkpoint(lucia, limited, sessions, eager, pages_of_20,
                                                                       django_capture_on_commit_callbacks):
-    run = review.start_review(database=lucia, batch=20)
+    run = review.start_review(database=lucia, batch=pages_of_20)
     limited.limit_requests(6, refused=1)
     with django_capture_on_commit_callbacks(execute=True):  # the retry hands the part to a worker again
         review_database_task.apply(args=[run.pk])
@@ -221,9 +231,9 @@ def test_a_review_task_waits_out_a_429_and_resumes_from_its_checkpoint(lucia, li
 
 
 def test_a_review_task_ends_failed_with_the_429_when_it_lasts(viewer_client, lucia, limited, sessions, settings,
-                                                             eager, django_capture_on_commit_callbacks):
+                                                             eager, pages_of_20, django_capture_on_commit_callbacks):
     settings.REVIEW_TASK_MAX_RETRIES = 1
-    run = review.start_review(database=lucia, batch=20)
+    run = review.start_review(database=lucia, batch=pages_of_20)
     limited.limit_requests(6)
     with django_capture_on_commit_callbacks(execute=True):
         review_database_task.apply(args=[run.pk])
