@@ -323,11 +323,14 @@ def _record(node, progress, before, cost):
     billed = progress.billed + len(before) + 1 + progress.regions
     pipe.set(progress.key, f"{progress.head} {progress.done} {progress.skipped} {billed}", ex=MARKER_TTL_SECONDS)
     replies = pipe.execute(raise_on_error=False)
-    cost.add(sent=len(before) + 1, billed=len(before) + 1 + progress.regions, writes=1)
+    executed = [not capabilities.refused(reply) for reply in replies]  # a refusal is rejected before it runs
+    wrote = int(executed[-1] and not isinstance(replies[-1], Exception))
+    billed = sum(executed) + wrote * progress.regions
+    cost.add(sent=len(replies), billed=billed, writes=wrote)
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-    return BatchResult(0, 0, len(before) + 1, len(before) + 1 + progress.regions, 1, 0, tuple(replies[:-1]))
+    return BatchResult(0, 0, len(replies), billed, wrote, 0, tuple(replies[:-1]))
 
 
 def _send(connection, commands):

@@ -44,9 +44,11 @@ end
 
 def _refuses(exc, name):
     """True when `exc` refuses the command `name` itself (unknown before Redis 7, or not
-    allowed to this user): rejected before execution, so not billed."""
+    allowed to this user): rejected before execution, so not billed. Over REST an EVALSHA
+    naming a non-UTF-8 key travels as EVAL of the body (`rest`), and is refused as 'eval'."""
     text = str(exc).lower()
-    return (isinstance(exc, redis.ResponseError) and f"'{name}'" in text
+    names = {name, name.replace("evalsha", "eval")}
+    return (isinstance(exc, redis.ResponseError) and any(f"'{each}'" in text for each in names)
             and ("unknown command" in text or "no permissions to run" in text))
 
 
@@ -72,14 +74,15 @@ class Script:
             return (len(keys), *keys, *args)
         return (0, *args, *keys, len(keys)) if keys else (0, *args)
 
-    def run(self, client, keys=(), args=(), *, cost, declare=True, before=()):
+    def run(self, client, keys=(), args=(), *, cost, declare=True, before=(), inner=None):
         """The script's reply on `client` over `keys` with `args`. `args` may be a function
         of the commands billed so far in this call (a script that records its own cost,
         such as the purge's progress marker, is told what its retries and `before` cost).
         `before`: commands sent ahead of the call in the same round trip (a page's SCAN);
         then the result is (their replies, the script's reply). Every command sent is
         counted in `cost` as the module docstring says; an error a `before` command or the
-        script answered propagates once everything sent was counted."""
+        script answered propagates once everything sent was counted. `inner(reply)`: the
+        commands the script ran inside (billed), counted with the reply."""
         caps = capabilities.of(client)
         spent = Cost()
         ahead = []
@@ -129,6 +132,8 @@ class Script:
             return reply
 
         def result(reply):
+            if inner is not None:
+                spent.add(billed=inner(reply))
             return (list(ahead), reply) if before else reply
 
         try:
@@ -162,18 +167,19 @@ class Script:
         finally:
             cost.add(sent=spent.sent, billed=spent.billed)
 
-    def run_many(self, client, calls, *, cost, declare=True, before=(), after=()):
+    def run_many(self, client, calls, *, cost, declare=True, before=(), after=(), inner=None):
         """Several calls of this script on `client` in one round trip (`calls`: [(keys, args)],
         `args` not a function), with `before` commands ahead of them and `after` commands
         behind (free ones: INFO), and the replies: (`before`'s, [each call's], `after`'s).
         Counted as `run` counts; `after` commands are neither counted nor raised: their
         replies may be errors. A NOSCRIPT costs one more round trip (SCRIPT LOAD and the
         calls again, together). An error `before` or a call answered propagates once
-        everything sent was counted."""
+        everything sent was counted, the commands run inside the calls that answered
+        (`inner`, as in `run`) included."""
         if isinstance(client, redis.RedisCluster) or not calls:
             ahead = []
-            replies = [self.run(client, keys, args, cost=cost, declare=declare,
-                                before=before if i == 0 else ()) for i, (keys, args) in enumerate(calls)]
+            replies = [self.run(client, keys, args, cost=cost, declare=declare, before=before if i == 0 else (),
+                                inner=inner) for i, (keys, args) in enumerate(calls)]
             if before and replies:
                 ahead, replies[0] = replies[0]
             return ahead, replies, []
@@ -230,6 +236,7 @@ class Script:
                         failure = failure or answer
                     else:
                         answers[i] = answer
+                        spent.add(billed=inner(answer) if inner is not None else 0)
                 if command.endswith("_RO"):
                     caps.read_only_scripts = not refused_ro
                 if failure is not None:

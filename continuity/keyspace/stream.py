@@ -146,36 +146,37 @@ def metadata_rows(node, keys, needs):
     return rows, sent, billed
 
 
-def read_metadata(node, keys, needs, *, before=(), after=(), chunk=0):
+def read_metadata(node, keys, needs, *, before=(), after=(), chunk=0, cost=None):
     """(flat rows, requests sent, commands billed, `before`'s replies, `after`'s replies) for
     `keys`, in one round trip with `before` commands ahead (counted: a page's SCAN) and `after`
     commands behind (free, not counted: the batch sizer's INFO). The metadata script reads
-    `chunk` keys per call (0: all in one), else a per-key pipeline where scripting is refused."""
+    `chunk` keys per call (0: all in one), else a per-key pipeline where scripting is refused.
+    `cost` (a new Cost): receives the scripts' requests as they go, so that where the round
+    trip raises (a NOSCRIPT, then a 429 for the reload) what Redis executed is still known."""
     if not keys and not before and not after:
         return [], 0, 0, [], []
     caps = capabilities.of(node.client)
-    cost = Cost()
+    cost = Cost() if cost is None else cost
     if keys and caps.script is not False:
         size = chunk or len(keys)
         parts = [keys[start:start + size] for start in range(0, len(keys), size)]
         try:
             ahead, replies, behind = meta.META_SCRIPT.run_many(
                 node.client, [(part, needs.flags) for part in parts], cost=cost, declare=node.declares_keys,
-                before=before, after=after)
+                before=before, after=after, inner=lambda answers: meta.script_calls(answers, needs.type))
         except redis.ResponseError as exc:
             if not capabilities.refused(exc):
                 raise
             caps.script = False  # `before` ran: it is sent again (and counted again) below
         else:
             caps.script = True
-            rows, inner = [], 0
+            rows = []
             for part, answers in zip(parts, replies):
-                inner += meta.script_calls(answers, needs.type)
                 for key, (pttl, kind, memory) in zip(part, answers):
                     rows += (key, pttl, kind, UNKNOWN_MEMORY if pttl == VANISHED else memory)
                 if needs.memory and any(memory == UNKNOWN_MEMORY and pttl != VANISHED for pttl, _kind, memory in answers):
                     caps.memory = False  # MEMORY USAGE refused inside the script
-            return rows, cost.sent, cost.billed + inner, ahead, behind
+            return rows, cost.sent, cost.billed, ahead, behind
     rows, sent, billed, ahead, behind = _pipeline_rows(node.client, keys, needs, before=before, after=after)
     return rows, cost.sent + sent, cost.billed + billed, ahead, behind
 
@@ -244,7 +245,7 @@ def _pipeline_rows(client, keys, needs, *, before=(), after=()):
 
 
 def batches(node, *, cursor, count, prefix, needs=Needs(), strategy=SCAN_SCRIPT, sizer=None, pause_every=0,
-            counted=0, closing=()):
+            counted=0, closing=(), failed=None):
     """Yield Fetched batches of `node` in SCAN order from `cursor` until the scan is complete.
 
     `sizer` (optional) gives the SCAN COUNT of each next request from what the previous
@@ -271,14 +272,19 @@ def batches(node, *, cursor, count, prefix, needs=Needs(), strategy=SCAN_SCRIPT,
 
     `closing`: commands to send with the last page where the path allows (the SCAN from the
     client knows a page is the last before asking its metadata): their replies are in the
-    last batch's `closing`, their cost in its figures; empty where they were not sent."""
+    last batch's `closing`, their cost in its figures; empty where they were not sent.
+
+    `failed` (a Cost): receives what a round trip that raised had cost (a NOSCRIPT answered,
+    then the reload refused): Redis executed it, though no batch carries it."""
     caps = capabilities.of(node.client)
+    failed = Cost() if failed is None else failed
     refused = Cost()  # a refused scan script is billed all the same
     if strategy == SCAN_SCRIPT and caps.scan_script is not False and caps.script is not False:
         try:
             first = scan_script_batch(node, cursor, count=count, prefix=prefix, needs=needs, cost=refused)
-        except redis.ResponseError as exc:
+        except (redis.RedisError, OSError) as exc:
             if not capabilities.refused(exc):
+                failed.add(sent=refused.sent, billed=refused.billed)
                 raise
             caps.scan_script = False
         else:
@@ -291,17 +297,17 @@ def batches(node, *, cursor, count, prefix, needs=Needs(), strategy=SCAN_SCRIPT,
             trip = sizer.calls_per_trip() if sizer else 1
             if trip <= 1:
                 yield from _one_ahead(node, first, next_count=next_count, count=count, prefix=prefix, needs=needs,
-                                      sizer=sizer, pause_every=pause_every, counted=counted)
+                                      sizer=sizer, pause_every=pause_every, counted=counted, failed=failed)
                 return
             try:  # a slow link: SCAN from the client, several script calls per round trip
                 yield first
             except Stopped:
                 return
             yield from _paged(node, cursor=first.cursor, count=next_count, prefix=prefix, needs=needs, sizer=sizer,
-                              pause_every=pause_every, counted=counted + 1, trip=trip, closing=closing)
+                              pause_every=pause_every, counted=counted + 1, failed=failed, trip=trip, closing=closing)
             return
     yield from _paged(node, cursor=cursor, count=count, prefix=prefix, needs=needs, sizer=sizer,
-                      pause_every=pause_every, counted=counted, spent=refused, closing=closing)
+                      pause_every=pause_every, counted=counted, failed=failed, spent=refused, closing=closing)
 
 
 class Stopped(Exception):
@@ -313,7 +319,7 @@ class Stopped(Exception):
         self.cost = cost
 
 
-def _one_ahead(node, first, *, next_count, count, prefix, needs, sizer, pause_every, counted):
+def _one_ahead(node, first, *, next_count, count, prefix, needs, sizer, pause_every, counted, failed):
     """`batches` on the scan-script path: one connection of the node's pool, with at
     most one request in flight."""
     client = node.client
@@ -321,6 +327,17 @@ def _one_ahead(node, first, *, next_count, count, prefix, needs, sizer, pause_ev
     conn = pool.get_connection()
     in_flight = None
     handed = counted
+
+    def read(call, args):  # a batch from `call`, what it cost known even where it raised
+        cost = Cost()
+        try:
+            return _from_reply(call(client=client, keys=(), args=args, cost=cost), needs, cost.sent, cost.billed)
+        except (redis.RedisError, OSError):
+            failed.add(sent=cost.sent, billed=cost.billed)
+            raise
+
+    def receive(**arguments):
+        return SCAN_SCRIPT_RUN.receive(conn, **arguments)
     try:
         fetched = first
         while fetched.cursor != 0:
@@ -334,8 +351,7 @@ def _one_ahead(node, first, *, next_count, count, prefix, needs, sizer, pause_ev
                     yield fetched
                 except Stopped:
                     return
-                cost = Cost()
-                fetched = _from_reply(SCAN_SCRIPT_RUN.run(client, (), args, cost=cost), needs, cost.sent, cost.billed)
+                fetched = read(SCAN_SCRIPT_RUN.run, args)
                 continue
             SCAN_SCRIPT_RUN.send(conn, client, (), args)
             in_flight = args
@@ -343,25 +359,23 @@ def _one_ahead(node, first, *, next_count, count, prefix, needs, sizer, pause_ev
                 yield fetched  # counted while Redis computes the next batch
             except Stopped as stop:  # the consumer stops: read (and bill) the request in flight
                 in_flight = None
-                cost = Cost()
-                reply = SCAN_SCRIPT_RUN.receive(conn, client, (), args, cost=cost)
-                spent = _from_reply(reply, needs, cost.sent, cost.billed)
+                spent = read(receive, args)
                 stop.cost.add(sent=spent.commands, billed=spent.billed)
                 return
             in_flight = None
-            cost = Cost()
-            fetched = _from_reply(SCAN_SCRIPT_RUN.receive(conn, client, (), args, cost=cost), needs, cost.sent,
-                                  cost.billed)
+            fetched = read(receive, args)
         try:
             yield fetched
         except Stopped:
             return
     finally:
-        if in_flight is not None:  # closed without a Stopped (an error): the reply is dropped
+        if in_flight is not None:  # closed without a Stopped (an error): read, counted in `failed`, dropped
             try:
-                conn.read_response()
+                late = read(receive, in_flight)
             except (redis.RedisError, OSError):
                 conn.disconnect()
+            else:
+                failed.add(sent=late.commands, billed=late.billed)
         pool.release(conn)
 
 
@@ -382,14 +396,14 @@ class _Page:
     closing: tuple = ()
 
 
-def _trip(node, keys, *, prefix, needs, scan, info, chunk, closing=()):
+def _trip(node, keys, *, prefix, needs, scan, info, chunk, closing=(), cost=None):
     """One round trip: `scan` (the next page's SCAN; None on the last page, which carries
     `closing` instead), the metadata of `keys` under `prefix` (`chunk` keys per script call),
-    and the sizer's INFO when `info`."""
+    and the sizer's INFO when `info`. `cost`: see `read_metadata`."""
     ours = [key for key in keys if key.startswith(prefix)]
     tail = [] if scan else list(closing)  # behind the scripts: an error there fails nothing
     rows, sent, billed, ahead, behind = read_metadata(node, ours, needs, before=[scan] if scan else (),
-                                                      after=tail + ([_INFO] if info else []), chunk=chunk)
+                                                      after=tail + ([_INFO] if info else []), chunk=chunk, cost=cost)
     ended = tuple(behind[:len(tail)])
     sent += len(tail)
     billed += sum(1 for reply in ended if not (isinstance(reply, redis.ResponseError) and capabilities.refused(reply)))
@@ -401,28 +415,34 @@ def _scan_command(cursor, count):
     return ("SCAN", cursor, "COUNT", count)
 
 
-def _paged(node, *, cursor, count, prefix, needs, sizer, pause_every, counted, trip=1, spent=None, closing=()):
+def _paged(node, *, cursor, count, prefix, needs, sizer, pause_every, counted, failed, trip=1, spent=None,
+           closing=()):
     """`batches` with SCAN from the client: a first round trip for the first page's SCAN, then
     one per page carrying the next page's SCAN and the current page's metadata (its keys
     under `prefix`, `count` keys per script call, `trip` calls' worth per page). While the
     consumer counts a page, the next round trip is already on its way (on a helper thread:
     any client that answers `pipeline` will do), except before a checkpoint batch."""
     spent = spent or Cost()
-    first = _trip(node, [], prefix=prefix, needs=needs, scan=_scan_command(cursor, count * trip), info=False,
-                  chunk=count)
-    spent.add(sent=first.sent, billed=first.billed)
-    scan = first.scan
-    handed = counted
     lane = None
     future = None
+    going = Cost()  # what the round trip under way has cost so far
     try:
+        first = _trip(node, [], prefix=prefix, needs=needs, scan=_scan_command(cursor, count * trip), info=False,
+                      chunk=count, cost=going)
+        spent.add(sent=first.sent, billed=first.billed)
+        scan = first.scan
+        handed = counted
         while True:
             next_cursor, keys = int(scan[0]), list(scan[1])
             following = _scan_command(next_cursor, count * trip) if next_cursor else None
             work = dict(prefix=prefix, needs=needs, scan=following, chunk=count, closing=closing,
                         info=sizer is not None and sizer.wants_reading())
-            page = _trip(node, keys, **work) if future is None else future.result()
-            future = None
+            if future is None:
+                going = Cost()
+                page = _trip(node, keys, cost=going, **work)
+            else:
+                pending, future = future, None
+                page = pending.result()
             if sizer is not None:
                 sizer.observe(page.info)
             fetched = Fetched(next_cursor, len(keys), len(keys) - len(page.rows) // 4, page.rows,
@@ -443,20 +463,28 @@ def _paged(node, *, cursor, count, prefix, needs, sizer, pause_every, counted, t
                 upcoming, upcoming_cursor = list(scan[1]), int(scan[0])
                 lane = lane or ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyspace-trip")
                 ahead = _scan_command(upcoming_cursor, count * trip) if upcoming_cursor else None
+                going = Cost()
                 future = lane.submit(_trip, node, upcoming, prefix=prefix, needs=needs, scan=ahead, chunk=count,
-                                     closing=closing, info=sizer is not None and sizer.wants_reading())
+                                     closing=closing, info=sizer is not None and sizer.wants_reading(), cost=going)
             try:
                 yield fetched
             except Stopped as stop:
                 if future is not None:  # read (and bill) the round trip in flight
-                    late = future.result()
-                    future = None
+                    pending, future = future, None
+                    late = pending.result()
                     stop.cost.add(sent=late.sent, billed=late.billed)
                 return
+    except (redis.RedisError, OSError):  # executed, though no batch handed out will carry it:
+        for cost in (spent, going):  # the SCAN answered for the next batch, the round trip that failed
+            failed.add(sent=cost.sent, billed=cost.billed)
+        raise
     finally:
-        if future is not None:  # closed by an error: let the round trip end, its connection go back
-            with contextlib.suppress(Exception):
-                future.result()
+        if future is not None:  # closed by an error: the round trip ends (Redis ran it), its connection goes back
+            try:
+                late = future.result()
+            except Exception:  # noqa: BLE001 - what it cost is known all the same
+                late = going
+            failed.add(sent=late.sent, billed=late.billed)
         if lane is not None:
             lane.shutdown(wait=True)
 
@@ -601,11 +629,18 @@ def sample_keys(client, size, *, window=100, rng=None, population=None):
     return keys, calls
 
 
-def sample_batches(node, *, size, prefix, needs=Needs(), chunk=1000, population=None):
+def sample_batches(node, *, size, prefix, needs=Needs(), chunk=1000, population=None, failed=None):
     """Fetched batches of a random sample of about `size` keys of `node` (see
     `sample_keys`), their metadata read by `meta`'s script over the sample's keys (known
-    keys: no global lock on Upstash), `chunk` keys per call, every call in one round trip."""
+    keys: no global lock on Upstash), `chunk` keys per call, every call in one round trip.
+    `failed`: as in `batches` (the sample's SCANs and scripts, where the metadata's round trip raised)."""
     keys, calls = sample_keys(node.client, size, population=population)
     ours = [key for key in keys if key.startswith(prefix)]
-    rows, sent, billed, _ahead, _behind = read_metadata(node, ours, needs, chunk=chunk)
+    cost = Cost()
+    try:
+        rows, sent, billed, _ahead, _behind = read_metadata(node, ours, needs, chunk=chunk, cost=cost)
+    except (redis.RedisError, OSError):
+        if failed is not None:
+            failed.add(sent=calls + cost.sent, billed=calls + cost.billed)
+        raise
     yield Fetched(0, len(keys), len(keys) - len(ours), rows, calls + sent, calls + billed)

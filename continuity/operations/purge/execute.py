@@ -422,27 +422,29 @@ def _act_on(run, node, source, pacer, policies, reach, want, fault):
         return redis_purge.Progress(key, redis_purge.marker_head(page_no, cursor, figures["matched"] + matched),
                                     figures["done"], figures["skipped"] + outside, figures["billed"], regions)
 
-    def spend(result):
-        run.add(address, commands=result.commands, billed=result.billed)
+    def act(keys, policies, progress, before, want=()):
+        # What was sent is counted whatever happened: a NOSCRIPT answered (SCAN and EVALSHA
+        # executed, billed) and then the reload refused (a 429) did not reach the marker.
+        spent = Cost()
+        try:
+            return redis_purge.act(node, keys, action=run.action, policies=policies, want=want, progress=progress,
+                                   before=before, cost=spent)
+        finally:
+            run.add(address, commands=spent.sent, billed=spent.billed)
 
     reply = None
     first = source.first()
     if first is not None:  # a SCAN target: its first SCAN travels with a marker recording it
-        result = redis_purge.act(node, [], action=run.action, policies=[],
-                                 progress=progress_after(figures["pages"], run.node_cursor(address)), before=[first])
-        spend(result)
-        reply = result.ahead[0]
+        reply = act([], [], progress_after(figures["pages"], run.node_cursor(address)), [first]).ahead[0]
     while True:
         cursor, page, following = source.after(reply)
         page_keys, page_policies, outside = split(page, policies, reach)
         fault("scanned", node)
-        result = redis_purge.act(node, page_keys, action=run.action, policies=page_policies, want=want,
-                                 progress=progress_after(figures["pages"] + 1, cursor, len(page), outside),
-                                 before=[following] if following else [])
+        result = act(page_keys, page_policies, progress_after(figures["pages"] + 1, cursor, len(page), outside),
+                     [following] if following else [], want)
         # Counted once Redis answered, with what it did: the run's figures in memory are always
         # those of the node's marker after a page, so a Redis failure checkpoints them as they are.
         run.add(address, pages=1, matched=len(page), done=result.done, skipped=outside + result.skipped)
-        spend(result)
         run.set_node_cursor(address, cursor)
         fault("acted", node)
         if result.moved:

@@ -65,12 +65,13 @@ def plan(database, policies, strategy=None):
     return strategy, stream.Needs(type=needs_type, memory=needs_memory)
 
 
-def sample_node(node, classifier, tally, *, size, needs, on_batch, clock=time.perf_counter, population=None):
+def sample_node(node, classifier, tally, *, size, needs, on_batch, clock=time.perf_counter, population=None,
+                failed=None):
     """A review of a random sample of about `size` keys (see `stream.sample_keys`) of
-    `node`, counted into `tally`."""
+    `node`, counted into `tally`. `failed`: see `stream.batches`."""
     started = clock()
     for fetched in stream.sample_batches(node, size=size, prefix=classifier.key_prefix, needs=needs,
-                                         population=population):
+                                         population=population, failed=failed):
         fold(tally, classifier, fetched)
         tally.elapsed_s = clock() - started
         if on_batch is not None:
@@ -78,19 +79,20 @@ def sample_node(node, classifier, tally, *, size, needs, on_batch, clock=time.pe
 
 
 def scan_node(node, classifier, tally, *, cursor, batch, on_checkpoint, checkpoint_every, on_batch,
-              clock=time.perf_counter, strategy=stream.SCAN_SCRIPT, needs=stream.Needs(), fault=None, closing=None):
+              clock=time.perf_counter, strategy=stream.SCAN_SCRIPT, needs=stream.Needs(), fault=None, closing=None,
+              failed=None):
     """The SCAN loop of one node. Returns True when the scan completed, False when
     `on_checkpoint` said stop (cancelled, or the claim was lost): the batch already
     requested is then read and its cost added to `tally`. Redis errors propagate. At a
     checkpoint no request is in flight, so a worker that dies right after one has nothing
     read and unrecorded. `fault(point, node)`: the test hook, called at "checkpointed".
     `closing`: a list that receives the replies of DBSIZE sent with the last batch, where the
-    stream could carry it (its cost is in the tally then)."""
+    stream could carry it (its cost is in the tally then). `failed`: see `stream.batches`."""
     last_mark = clock()
     sizer = stream.BatchSizer(node.client, budget_ms=settings.SCRIPT_BUDGET_MS, start=batch)
     feed = stream.batches(node, cursor=cursor, count=batch, prefix=classifier.key_prefix, needs=needs,
                           strategy=strategy, sizer=sizer, pause_every=checkpoint_every, counted=tally.batches,
-                          closing=[DBSIZE] if closing is not None else ())
+                          closing=[DBSIZE] if closing is not None else (), failed=failed)
     with contextlib.closing(feed):
         for fetched in feed:
             fold(tally, classifier, fetched)
@@ -144,6 +146,7 @@ def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, 
         return postgres.ride_through(lambda: part.checkpoint(token, **fields)) == "ok"
 
     node = None
+    failed = Cost()  # a round trip that raised: executed all the same
     try:
         node = keyspace_nodes.node_at(database, part.address, part.slots)
         if node.address != part.address:  # the one node of a standalone server, reached at another address
@@ -151,7 +154,7 @@ def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, 
             part.address = node.address
         if part.sample_size:
             sample_node(node, classifier, tally, size=part.sample_size, needs=needs, on_batch=on_batch,
-                        population=part.dbsize_before)
+                        population=part.dbsize_before, failed=failed)
             postgres.ride_through(lambda: _succeeded(part, token, tally, part.dbsize_before))
             part.refresh_from_db()
             return part.status
@@ -170,7 +173,8 @@ def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, 
         finished = scan_node(node, classifier, tally, cursor=int(part.cursor), batch=run.batch_size,
                              on_checkpoint=on_checkpoint,
                              checkpoint_every=checkpoint_every or settings.REVIEW_CHECKPOINT_BATCHES,
-                             on_batch=on_batch, strategy=strategy, needs=needs, fault=fault, closing=closing)
+                             on_batch=on_batch, strategy=strategy, needs=needs, fault=fault, closing=closing,
+                             failed=failed)
         if finished:
             if closing and not isinstance(closing[0], Exception):  # it travelled with the last page
                 size_after = int(closing[0])
@@ -188,10 +192,21 @@ def review_node(part, *, namespaces=None, checkpoint_every=None, on_batch=None, 
         if node is not None and keyspace_nodes.is_moved(exc):  # its slots moved away mid-read: final
             exc = keyspace_nodes.moved_away(database, node, part.slots)
         reason = f"{part.address}: {keyspace.describe_error(exc)}"
-        postgres.let_go(lambda: part.release(token, reason))
+        postgres.let_go(lambda: _hand_back(part, token, tally, failed, reason))
         raise NodeInterrupted(part, reason, exc) from exc
     postgres.ride_through(part.refresh_from_db)
     return part.status
+
+
+def _hand_back(part, token, tally, failed, reason):
+    """Hand a part back after a Redis error, its counts those of its checkpoint (what was read
+    since is read again) and its commands and billed figures all it sent: Redis executed
+    them (the worker is alive to say so; one killed cannot, see docs/engine.md)."""
+    part.refresh_from_db(fields=["aggregates"])
+    kept = Tally.from_json(part.aggregates)
+    kept.commands, kept.billed = tally.commands + failed.sent, tally.billed + failed.billed
+    part.checkpoint(token, aggregates=kept.to_json(), commands=kept.commands, billed_commands=kept.billed)
+    return part.release(token, reason)
 
 
 def _succeeded(part, token, tally, size_after):

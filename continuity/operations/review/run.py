@@ -476,9 +476,10 @@ def _finish_locked(run):
     spent = Cost()
     cluster = any(part.slots for part in parts)
     now_slots = _slots_now(database, parts, spent) if cluster else None
-    # The run's own commands (CLUSTER NODES of `prepare` and of this check) beside its parts'.
-    tally.commands += run.commands + spent.sent
-    tally.billed += run.billed_commands + spent.billed
+    # The run's own commands (CLUSTER NODES of `prepare` and of this check) beside its parts',
+    # and what the parts not read to the end sent before they stopped: Redis executed it.
+    tally.commands += run.commands + spent.sent + sum(part.commands for part in missing)
+    tally.billed += run.billed_commands + spent.billed + sum(part.billed_commands for part in missing)
     status, error = ReviewRun.SUCCEEDED, ""
     if cluster:
         status, error = _slot_verdict(parts, done, missing, now_slots)
