@@ -129,9 +129,11 @@ def test_it_resumes_after_a_real_worker_is_killed_mid_review(lucia, monitored, r
     part = run.node_runs.get()  # a standalone server: one part, holding the checkpoint
     assert run.status == ReviewRun.RUNNING and part.cursor != "0" and part.keys_scanned < 60_000
 
-    # The schedule's sweep finds the run quiet past its lease and enqueues it again.
-    time.sleep(2.5)
+    # The schedule's sweep finds the run quiet past its lease and enqueues it again (the new
+    # worker boots meanwhile).
+    killed_at = time.monotonic()
     second = _start_worker(redis_server)
+    time.sleep(max(0.0, 2.5 - (time.monotonic() - killed_at)))
     try:
         with override_lease(2):
             request_review(database=lucia, triggered_by=ReviewRun.SCHEDULE)

@@ -37,6 +37,14 @@ def assert_no_sideways_scroll(page, where=""):
     assert over <= 0, f"{where or page.url} scrolls {over} px sideways: {culprits}"
 
 
+def settle(page):
+    """The page loaded and its htmx regions in place: no htmx request in flight and nothing
+    swapping or settling (what "networkidle" waits for, without its half second of silence
+    after every page; the pages fetch nothing but through htmx)."""
+    page.wait_for_load_state("load")
+    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
+
+
 def log_in(page, live_server, username, viewport="desktop"):
     page.set_viewport_size(WIDTHS[viewport])
     page.goto(live_server.url + "/accounts/login/")

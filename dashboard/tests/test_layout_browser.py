@@ -12,7 +12,7 @@ from continuity import keyspace
 from continuity.models import Namespace
 from continuity.operations import purge, review
 from dashboard.models import AlertChannel, AuditEntry, Secret
-from dashboard.tests.browsing import WIDTHS, ServerErrors, assert_no_sideways_scroll, log_in
+from dashboard.tests.browsing import WIDTHS, ServerErrors, assert_no_sideways_scroll, log_in, settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -70,7 +70,7 @@ def test_no_page_scrolls_sideways(page, live_server, lucia, filled, viewport):
     log_in(page, live_server, "ada", viewport)
     for path in _pages(lucia, filled):
         page.goto(live_server.url + path)
-        page.wait_for_load_state("networkidle")
+        settle(page)
         assert_no_sideways_scroll(page, f"{path} at {viewport}")
     assert errors.seen == []
 

@@ -9,7 +9,7 @@ from django_celery_beat.models import PeriodicTask
 from playwright.sync_api import expect
 
 from dashboard.models import Secret
-from dashboard.tests.browsing import MOMENT, WIDTHS, ServerErrors, assert_no_sideways_scroll, log_in
+from dashboard.tests.browsing import MOMENT, WIDTHS, ServerErrors, assert_no_sideways_scroll, log_in, settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -22,7 +22,7 @@ def test_every_moment_reads_the_same_way(page, live_server, lucia, admin, viewpo
     for path in (reverse("dashboard:audit_list"), Secret.objects.get(name="lucia-rest-url").get_absolute_url(),
                  reverse("dashboard:secret_list"), reverse("dashboard:home"), reverse("dashboard:runbook")):
         page.goto(live_server.url + path)
-        page.wait_for_load_state("networkidle")
+        settle(page)
         moments = page.evaluate("() => [...document.querySelectorAll('main time')].map("
                                 "t => t.textContent + ' ' + t.nextElementSibling.textContent)")
         assert moments, path

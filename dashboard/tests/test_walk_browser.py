@@ -30,7 +30,7 @@ from continuity.models import KeyspaceCheck, ReviewRun
 from continuity.tests.test_keyspace_watch import Private
 from continuity.tests.waiting import wait_for
 from dashboard.models import AlertChannel, Secret
-from dashboard.tests.browsing import WIDTHS, ServerErrors, assert_no_sideways_scroll, log_in
+from dashboard.tests.browsing import WIDTHS, ServerErrors, assert_no_sideways_scroll, log_in, settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -49,7 +49,7 @@ class Walk:
 
     def settled(self):
         """After any navigation: htmx regions loaded, and the page no wider than the screen."""
-        self.page.wait_for_load_state("networkidle")
+        settle(self.page)
         assert_no_sideways_scroll(self.page, f"{self.page.url} at {self.viewport}")
         self.checked.append(self.page.url)
 
