@@ -9,6 +9,8 @@ and a real 3-primary Redis Cluster.
 - Every job kind × {standalone, cluster} × {clean, resumed after a kill, NOSCRIPT, ACL
   refusal}: the run's `billed_commands` equals the commandstats delta summed over the nodes,
   free commands (`billing.FREE`, the app's own list) left out.
+- A review stopped by a Redis error (its worker alive) bills what Redis executed: the reads
+  since its checkpoint and the round trip in flight.
 """
 
 import pytest
@@ -272,3 +274,30 @@ def test_billed_commands_equal_commandstats(space, operator, settings, request, 
     recorded += sum(r.billed_commands for r in PolicyReport.objects.filter(database=space.database))
     assert recorded == space.billed_since(before), (job, way)
     assert run.status in ("succeeded", "previewed"), run.error
+
+
+# --- a review stopped by a Redis error: the worker lives, and says what it sent ---------------------
+@pytest.mark.parametrize("at_batch", [2, 5])  # the batch a checkpoint (every 2) follows, and one past one
+@pytest.mark.parametrize("noscript", [False, True], ids=["loaded", "NOSCRIPT"])
+def test_a_review_stopped_by_a_redis_error_bills_what_redis_executed(space, at_batch, noscript):
+    """A Redis error in the middle of a part (here raised by the batch callback, with the next
+    round trip already in flight): the part is handed back with its checkpoint's counts and
+    every command sent since, the round trip in flight read and counted, and the run that ends
+    without the part still counts them. Over TCP on a standalone server the stream keeps one
+    request in flight (the scan script); over REST and on a cluster, a page's round trip."""
+    space.plant()
+    if noscript:
+        space.flush_scripts()
+    before = space.stats()
+
+    def fail_at(tally):
+        if tally.batches == at_batch:
+            raise redis.ConnectionError("the link went away (test)")
+
+    result = review.review_database(database=space.database, batch=50, checkpoint_every=2, on_batch=fail_at)
+    run = result.run
+    run.refresh_from_db()
+    assert run.status == "failed" and "the link went away" in run.error  # every part stopped at that batch
+    parts = list(run.node_runs.all())
+    assert all(part.batches == 2 * ((at_batch - 1) // 2) for part in parts)  # counts: the last checkpoint's
+    assert run.billed_commands == space.billed_since(before) > 0
