@@ -584,8 +584,9 @@ def calls_per_trip(round_trip_s, batch_s, *, most=BatchSizer.MAX_CALLS_PER_TRIP,
     return int(min(most, max(1, math.ceil(round_trip_s / max(batch_s, 1e-6)))))
 
 
-def sample_keys(client, size, *, window=100, rng=None, population=None):
-    """About `size` keys drawn at random, and the SCAN calls it took.
+def sample_keys(client, size, *, window=100, rng=None, population=None, spent=None):
+    """About `size` keys drawn at random, and the SCAN calls it took (also added to `spent`, a
+    Cost, round trip by round trip).
 
     Random SCAN cursors, not RANDOMKEY: a SCAN from a random cursor starts at a random
     bucket of the hash table and returns the keys of the next `window` or so buckets. Keys
@@ -620,6 +621,8 @@ def sample_keys(client, size, *, window=100, rng=None, population=None):
         for _cursor, keys in pipe.execute():
             seen.update(keys)
         calls += wanted
+        if spent is not None:  # known as the SCANs answer, should a later round trip fail
+            spent.add(sent=wanted, billed=wanted)
         per_call = (len(seen) - had) / wanted
         if not per_call:  # an empty keyspace
             break
@@ -634,13 +637,13 @@ def sample_batches(node, *, size, prefix, needs=Needs(), chunk=1000, population=
     `sample_keys`), their metadata read by `meta`'s script over the sample's keys (known
     keys: no global lock on Upstash), `chunk` keys per call, every call in one round trip.
     `failed`: as in `batches` (the sample's SCANs and scripts, where the metadata's round trip raised)."""
-    keys, calls = sample_keys(node.client, size, population=population)
-    ours = [key for key in keys if key.startswith(prefix)]
-    cost = Cost()
+    scans, cost = Cost(), Cost()
     try:
+        keys, calls = sample_keys(node.client, size, population=population, spent=scans)
+        ours = [key for key in keys if key.startswith(prefix)]
         rows, sent, billed, _ahead, _behind = read_metadata(node, ours, needs, chunk=chunk, cost=cost)
     except (redis.RedisError, OSError):
         if failed is not None:
-            failed.add(sent=calls + cost.sent, billed=calls + cost.billed)
+            failed.add(sent=scans.sent + cost.sent, billed=scans.billed + cost.billed)
         raise
     yield Fetched(0, len(keys), len(keys) - len(ours), rows, calls + sent, calls + billed)

@@ -219,6 +219,23 @@ def test_a_review_task_counts_the_noscript_that_a_429_interrupted(lucia, limited
     assert part.resumes == 1
 
 
+@pytest.mark.parametrize("served", [1, 2, 3])
+def test_a_sampled_review_task_waits_out_a_429_wherever_it_lands_and_bills_what_ran(
+        lucia, limited, sessions, eager, django_capture_on_commit_callbacks, served):
+    """A sample's round trips (DBSIZE, the random SCANs together, the sample's metadata), the
+    429 cutting in after `served` of them: the retried part draws its sample again, and the
+    run bills both draws, as Redis executed them."""
+    before = sessions.info("commandstats")
+    run = review.start_review(database=lucia, sample=60)
+    limited.limit_requests(served, refused=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        review_database_task.apply(args=[run.pk])
+    run.refresh_from_db()
+    assert run.status == "succeeded" and run.sampled, run.error
+    assert 50 <= run.keys_scanned <= 60
+    assert run.billed_commands == billed_since(sessions, before)
+
+
 def test_a_purge_task_ends_failed_with_the_429_and_exact_counts_when_it_lasts(
         operator_client, operator, lucia, limited, sessions, settings):
     settings.PURGE_TASK_MAX_RETRIES = 1
