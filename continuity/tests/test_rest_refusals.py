@@ -24,7 +24,7 @@ from continuity.keyspace import meta, stream
 from continuity.keyspace import purge as redis_purge
 from continuity.models import PurgeRun
 from continuity.operations import purge, review
-from continuity.tasks.purge import purge_task
+from continuity.tasks.purge import preview_purge_task, purge_task
 from continuity.tasks.review import review_database_task
 from dashboard.devtools.restbridge import RestBridge
 
@@ -234,6 +234,24 @@ def test_a_sampled_review_task_waits_out_a_429_wherever_it_lands_and_bills_what_
     assert run.status == "succeeded" and run.sampled, run.error
     assert 50 <= run.keys_scanned <= 60
     assert run.billed_commands == billed_since(sessions, before)
+
+
+@pytest.mark.parametrize("action,served", [("delete", 2), ("delete", 3), ("expire", 2), ("expire", 3)])
+def test_a_preview_task_waits_out_a_429_and_bills_both_attempts(operator, lucia, limited, sessions, eager, action,
+                                                                served, django_capture_on_commit_callbacks):
+    """The instant estimate's DBSIZE, then the preview's pages (SCAN COUNT 30; for expire each
+    page's count by script travels with the next SCAN), a 429 after `served` requests: the
+    retried preview counts again from the start, and the run bills what both attempts ran."""
+    before = sessions.info("commandstats")
+    with django_capture_on_commit_callbacks(execute=False) as queued_tasks:
+        run = purge.request_preview(database=lucia, kind="prefix", value=b"lucia:session:", action=action,
+                                    actor=operator)
+    assert len(queued_tasks) == 1  # the preview's task, sent when the transaction commits
+    limited.limit_requests(served, refused=1)
+    assert preview_purge_task.apply(args=[run.pk]).get()["status"] == "previewed"
+    run.refresh_from_db()
+    assert run.preview_matched == SESSIONS + 1
+    assert run.preview_billed_commands == billed_since(sessions, before)
 
 
 def test_a_purge_task_ends_failed_with_the_429_and_exact_counts_when_it_lasts(

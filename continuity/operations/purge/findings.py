@@ -10,6 +10,8 @@ position — a checkpoint is a position, stable across a resume — and the acti
 re-checks that each key still has the finding under its namespace's policy.
 """
 
+import redis
+
 from continuity import keyspace
 from continuity.billing import Cost
 from continuity.keyspace import purge as redis_purge
@@ -65,11 +67,25 @@ def _given_pages(nodes, keys, batch_size):
             yield node, page, Cost(), len(page)
 
 
-def preview_offenders(run, nodes, *, policies, keys, stats, sample_size, pacer):
+def preview_offenders(run, nodes, *, policies, keys, stats, sample_size, pacer, failed=None):
     """Store a finding's current offenders, node by node, in order, and count them. With
     `stats` (the review's namespace figures) they are found by SCAN and checked here; an
     explicit `keys` list is stored as given (each key with the node serving it) and counted
-    by a dry run of the acting script. Returns the figures; the pacer saves progress."""
+    by a dry run of the acting script. Returns the figures; the pacer saves progress. `failed`
+    (a Cost): receives what was sent when a Redis error stops the count."""
+    out = Counted()
+    try:
+        return _offenders(run, nodes, out, policies=policies, keys=keys, stats=stats, sample_size=sample_size,
+                          pacer=pacer)
+    except (redis.RedisError, OSError):
+        if failed is not None:
+            failed.add(sent=out.commands, billed=out.billed)
+            for cost in nodes.drain().values():
+                failed.add(sent=cost.sent, billed=cost.billed)
+        raise
+
+
+def _offenders(run, nodes, out, *, policies, keys, stats, sample_size, pacer):
     nodes.check()
     if keys is not None:
         pages = _given_pages(nodes, keys, run.batch_size)
@@ -79,7 +95,7 @@ def preview_offenders(run, nodes, *, policies, keys, stats, sample_size, pacer):
                  for page, cost, read in offender_pages(node, stats=stats, finding=run.finding, policies=policies,
                                                         batch_size=run.batch_size, heads=heads))
     want = CONDITION_FINDINGS[run.condition]
-    out, read, per_node, positions = Counted(), 0, {}, {}
+    read, per_node, positions = 0, {}, {}
     pending = {}  # node address → keys stored but not yet making a whole execution page
     for node, page, cost, scanned in pages:
         out.commands += cost.sent
@@ -91,7 +107,14 @@ def preview_offenders(run, nodes, *, policies, keys, stats, sample_size, pacer):
         page_keys, page_policies, _outside = split(page, policies)
         out.saw(page, page_keys, page_policies, sample_size)
         if keys is not None and page_keys:
-            counted = redis_purge.act(node, page_keys, action="count", policies=page_policies, want=want)
+            acting = Cost()
+            try:
+                counted = redis_purge.act(node, page_keys, action="count", policies=page_policies, want=want,
+                                          cost=acting)
+            except (redis.RedisError, OSError):  # what it sent is counted all the same
+                out.commands += acting.sent
+                out.billed += acting.billed
+                raise
             if counted.moved:
                 raise resharding(run.database, node.address, counted.moved)
             would = [counted.done]

@@ -15,8 +15,10 @@ one (the acting script in count mode), as execution will send them.
 
 import uuid
 
+import redis
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from continuity import keyspace
@@ -59,13 +61,26 @@ def page_of(reply):
 
 
 def count_node(node, *, database, match, policies, reach, action, condition, batch_size, sample_size=0,
-               progress=None):
+               progress=None, failed=None):
     """A `Counted` for the target `match` on `node`: the figures a purge of it would start
-    from, in one round trip per page. `progress(keys matched on this node)` after each page."""
+    from, in one round trip per page. `progress(keys matched on this node)` after each page.
+    `failed` (a Cost): receives what was sent when a Redis error stops the count."""
+    cost = Cost()
+    try:
+        return _count_pages(node, cost, database=database, match=match, policies=policies, reach=reach,
+                            action=action, condition=condition, batch_size=batch_size, sample_size=sample_size,
+                            progress=progress)
+    except (redis.RedisError, OSError):
+        if failed is not None:
+            failed.add(sent=cost.sent, billed=cost.billed)
+        raise
+
+
+def _count_pages(node, cost, *, database, match, policies, reach, action, condition, batch_size, sample_size,
+                 progress):
     out = Counted()
     want = CONDITION_FINDINGS[condition]
     needs_check = bool(want) or action != PurgeRun.DELETE
-    cost = Cost()
     cursor, page = page_of(node.client.execute_command(*scan_command(match, 0, batch_size)))
     cost.add(sent=1, billed=1)
     out.scans += 1
@@ -214,6 +229,7 @@ def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) ->
         return None
     run = PurgeRun.objects.select_related("database").get(pk=run_id)
     pacer = preview_pacer(run, claim, progress)
+    failed = Cost()  # what a Redis error stopped: executed all the same, and billed to the run
     try:
         policies = namespace_policies(run.database)  # the target was decided with the run (`new_run`)
         targets.check_keyspace(run.database, targets.run_heads(run))
@@ -232,7 +248,7 @@ def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) ->
                 if nodes.is_cluster:  # a record naming another node of this cluster reaches the same keys
                     targets.check_keyspace(run.database, targets.run_heads(run),
                                            [node.address for node in nodes.nodes])
-                preview = _count(run, nodes, policies, stats, keys, sample_size, pacer)
+                preview = _count(run, nodes, policies, stats, keys, sample_size, pacer, failed)
         except (keyspace.ClusterRefusal, redis_purge.ScriptingRequired) as exc:  # final: a retry is refused alike
             raise PurgeRefused(str(exc)) from None
         except keyspace_nodes.SlotsMoved as exc:
@@ -254,7 +270,9 @@ def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) ->
         return None
     except BaseException:
         PurgeTargetKey.objects.filter(run_id=run_id).delete()
-        PurgeRun.objects.filter(pk=run_id, claim_token=claim).update(claim_token="", heartbeat_at=None)
+        PurgeRun.objects.filter(pk=run_id, claim_token=claim).update(
+            claim_token="", heartbeat_at=None, preview_commands=F("preview_commands") + failed.sent,
+            preview_billed_commands=F("preview_billed_commands") + failed.billed)
         raise
     run.refresh_from_db()
     # The preview's cost is the run's: its instant estimate's commands and its scan's.
@@ -264,25 +282,33 @@ def run_preview(*, run_id, keys=None, sample_size=SAMPLE_SIZE, progress=None) ->
                         estimated_billed=preview.estimated_billed, nodes=preview.nodes)
 
 
-def _count(run, nodes, policies, stats, keys, sample_size, pacer):
-    """The preview's figures, node by node (`count_node`, or a finding's offenders)."""
+def _count(run, nodes, policies, stats, keys, sample_size, pacer, failed):
+    """The preview's figures, node by node (`count_node`, or a finding's offenders); what a
+    Redis error stopped is added to `failed` (the nodes counted before it, the keyspace's
+    own CLUSTER NODES, the node's pages so far)."""
     if run.target_kind == PurgeRun.FINDING:
         return finding_targets.preview_offenders(run, nodes, policies=policies, keys=keys, stats=stats,
-                                                 sample_size=sample_size, pacer=pacer)
-    nodes.check()  # a slot being migrated now would make the counts wrong
+                                                 sample_size=sample_size, pacer=pacer, failed=failed)
     total, per_node = Counted(), {}
-    for node in nodes.nodes:
-        base = total.matched
+    try:
+        nodes.check()  # a slot being migrated now would make the counts wrong
+        for node in nodes.nodes:
+            base = total.matched
 
-        def seen(matched, base=base):
-            pacer.advance(base + matched, base + matched)
+            def seen(matched, base=base):
+                pacer.advance(base + matched, base + matched)
 
-        part = count_node(node, match=run.match_bytes(), policies=policies,
-                          reach=targets.stored_reach(run, policies), action=run.action,
-                          condition=run.condition, batch_size=run.batch_size, sample_size=sample_size, progress=seen,
-                          database=run.database)
-        per_node[node.address] = part.matched
-        total.merge(part, sample_size)
+            part = count_node(node, match=run.match_bytes(), policies=policies,
+                              reach=targets.stored_reach(run, policies), action=run.action,
+                              condition=run.condition, batch_size=run.batch_size, sample_size=sample_size,
+                              progress=seen, database=run.database, failed=failed)
+            per_node[node.address] = part.matched
+            total.merge(part, sample_size)
+    except (redis.RedisError, OSError):
+        failed.add(sent=total.commands, billed=total.billed)
+        for cost in nodes.drain().values():
+            failed.add(sent=cost.sent, billed=cost.billed)
+        raise
     for cost in nodes.drain().values():  # the keyspace's own CLUSTER NODES
         total.commands += cost.sent
         total.billed += cost.billed
