@@ -277,7 +277,7 @@ def test_billed_commands_equal_commandstats(space, operator, settings, request, 
 
 
 # --- a review stopped by a Redis error: the worker lives, and says what it sent ---------------------
-@pytest.mark.parametrize("at_batch", [2, 5])  # the batch a checkpoint (every 2) follows, and one past one
+@pytest.mark.parametrize("at_batch", [2, 3])  # the batch a checkpoint (every 2) follows, and one past one
 @pytest.mark.parametrize("noscript", [False, True], ids=["loaded", "NOSCRIPT"])
 def test_a_review_stopped_by_a_redis_error_bills_what_redis_executed(space, at_batch, noscript):
     """A Redis error in the middle of a part (here raised by the batch callback, with the next
@@ -297,7 +297,8 @@ def test_a_review_stopped_by_a_redis_error_bills_what_redis_executed(space, at_b
     result = review.review_database(database=space.database, batch=50, checkpoint_every=2, on_batch=fail_at)
     run = result.run
     run.refresh_from_db()
-    assert run.status == "failed" and "the link went away" in run.error  # every part stopped at that batch
+    # A node of the cluster holds about 230 keys: 4 or 5 batches of 50, so every part stops.
+    assert run.status == "failed" and "the link went away" in run.error
     parts = list(run.node_runs.all())
     assert all(part.batches == 2 * ((at_batch - 1) // 2) for part in parts)  # counts: the last checkpoint's
     assert run.billed_commands == space.billed_since(before) > 0

@@ -14,6 +14,7 @@ leftovers 2 and 3), through the local bridge in front of the real redis-server.
 import io
 
 import pytest
+import redis
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
@@ -22,7 +23,7 @@ from continuity import keyspace
 from continuity.billing import FREE
 from continuity.keyspace import meta, stream
 from continuity.keyspace import purge as redis_purge
-from continuity.models import PurgeRun
+from continuity.models import PolicyReport, PurgeRun
 from continuity.operations import purge, review
 from continuity.tasks.purge import preview_purge_task, purge_task
 from continuity.tasks.review import review_database_task
@@ -252,6 +253,19 @@ def test_a_preview_task_waits_out_a_429_and_bills_both_attempts(operator, lucia,
     run.refresh_from_db()
     assert run.preview_matched == SESSIONS + 1
     assert run.preview_billed_commands == billed_since(sessions, before)
+
+
+@pytest.mark.parametrize("served", [1, 2, 4])
+def test_a_report_only_policy_purge_stopped_by_a_429_records_what_it_sent(lucia, limited, sessions, served):
+    """Every namespace of the seeded `lucia` reports only: the policy purge counts, node by
+    node, and a lasting 429 stops it; its report still holds every command Redis executed."""
+    before = sessions.info("commandstats")
+    limited.limit_requests(served)  # then 429s
+    with pytest.raises(redis.RedisError) as stopped:
+        purge.policy_purge(database=lucia)
+    told(keyspace.describe_error(stopped.value), limited, LIMIT_SAID, STANDARD_TOKEN)
+    (report,) = PolicyReport.objects.filter(database=lucia)
+    assert report.billed_commands == billed_since(sessions, before) > 0
 
 
 def test_a_purge_task_ends_failed_with_the_429_and_exact_counts_when_it_lasts(

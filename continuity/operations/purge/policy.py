@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from continuity import keyspace
+from continuity.billing import Cost
 from continuity.keyspace import nodes as keyspace_nodes
 from continuity.models import Namespace, PolicyReport, PurgeRun
 from continuity.operations.purge.common import PolicyPurgeResult, PurgeRefused, audit_run, namespace_policies
@@ -110,21 +111,27 @@ def policy_purge(*, database, progress=None, source="task", namespace=None, pref
 
 def _report(database, policies, reporting, outcome):
     """Count the keys breaking a TTL rule in the report-only namespaces, node by node, and
-    record the counts and what counting cost (a `PolicyReport`)."""
-    sent = billed = 0
+    record the counts and what counting cost (a `PolicyReport`). A Redis error stops the
+    count: the report is recorded all the same, with the namespaces counted in full and
+    every command sent, and the error propagates."""
+    spent = Cost()
     with keyspace_nodes.primaries(database) as nodes:
-        for namespace, policy, head in reporting:
-            counted = [count_node(node, database=database, match=keyspace.match_pattern(head),
-                                  policies=policies, reach=[policy], action=PurgeRun.DELETE,
-                                  condition=PurgeRun.VIOLATES, batch_size=settings.PURGE_BATCH_SIZE)
-                       for node in nodes.nodes]
-            outcome.reported[keyspace.display_key(head)] = sum(part.actionable for part in counted)
-            sent += sum(part.commands for part in counted)
-            billed += sum(part.billed for part in counted)
-        for cost in nodes.drain().values():
-            sent, billed = sent + cost.sent, billed + cost.billed
-    outcome.reported_billed = billed
-    PolicyReport.objects.create(database=database, counts=outcome.reported, commands=sent, billed_commands=billed)
+        try:
+            for namespace, policy, head in reporting:
+                breaking = 0
+                for node in nodes.nodes:
+                    part = count_node(node, database=database, match=keyspace.match_pattern(head), policies=policies,
+                                      reach=[policy], action=PurgeRun.DELETE, condition=PurgeRun.VIOLATES,
+                                      batch_size=settings.PURGE_BATCH_SIZE, failed=spent)
+                    breaking += part.actionable
+                    spent.add(sent=part.commands, billed=part.billed)
+                outcome.reported[keyspace.display_key(head)] = breaking
+        finally:
+            for cost in nodes.drain().values():
+                spent.add(sent=cost.sent, billed=cost.billed)
+            outcome.reported_billed = spent.billed
+            PolicyReport.objects.create(database=database, counts=outcome.reported, commands=spent.sent,
+                                        billed_commands=spent.billed)
 
 
 def clean_up_previews(*, older_than_seconds=None):
