@@ -145,14 +145,20 @@ def _scan_counts(seen):
     return counts
 
 
+def _page_sizes(client, counts):
+    """The keys of each SCAN call from cursor 0 to the end, the i-th asking COUNT counts[i]
+    (the last, after)."""
+    cursor, sizes = 0, []
+    while True:
+        cursor, keys = client.scan(cursor=cursor, count=counts[min(len(sizes), len(counts) - 1)])
+        sizes.append(len(keys))
+        if cursor == 0:
+            return sizes
+
+
 def _pages_of(client, counts):
     """SCAN calls from cursor 0 to the end, the i-th asking COUNT counts[i] (the last, after)."""
-    cursor, pages = 0, 0
-    while True:
-        cursor, _keys = client.scan(cursor=cursor, count=counts[min(pages, len(counts) - 1)])
-        pages += 1
-        if cursor == 0:
-            return pages
+    return len(_page_sizes(client, counts))
 
 
 @pytest.fixture
